@@ -1,0 +1,100 @@
+"""Shared pieces of the CLI: the main group, backend options, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from rasd import __version__
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+
+
+class Failure(click.ClickException):
+    """A one-line error for people: what is wrong and what to do. Exit code 2 by default."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"rasd: {self.format_message()}", err=True)
+
+
+def fail(message: str, exit_code: int = EXIT_USAGE) -> NoReturn:
+    raise Failure(message, exit_code)
+
+
+def print_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=False, default=str))
+
+
+def setup_logging(level: str) -> None:
+    """key=value lines to stderr (journald keeps them)."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="level=%(levelname)s logger=%(name)s %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def backend_options(f: Any) -> Any:
+    """``--backend nvml|fake`` and ``--scenario NAME|PATH``, shared by every live command."""
+    f = click.option(
+        "--scenario",
+        metavar="NAME|PATH",
+        default=None,
+        help="Fake backend only: a packaged scenario name or a scenario TOML file.",
+    )(f)
+    f = click.option(
+        "--backend",
+        type=click.Choice(["nvml", "fake"]),
+        default=None,
+        help="Where readings come from. Default: NVML when it loads and reports a GPU.",
+    )(f)
+    return f
+
+
+class _Main(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        # Tracebacks only with --log-level debug; everything else is one line and exit 2.
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None
+        except Exception as e:  # noqa: BLE001 - the last line of defence for people
+            if logging.getLogger().isEnabledFor(logging.DEBUG):
+                raise
+            raise Failure(
+                f"internal error: {type(e).__name__}: {e} (rerun with --log-level debug "
+                "for a traceback, and report it)",
+                exit_code=EXIT_FAIL,
+            ) from None
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rasd")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="warning",
+    show_default=True,
+    help="Log verbosity on stderr (rasd run defaults to its config's level).",
+)
+@click.pass_context
+def main(ctx: click.Context, log_level: str) -> None:
+    """rasd: GPU reliability and power daemon (telemetry, repair ladder, SDC checks, power)."""
+    ctx.ensure_object(dict)
+    ctx.obj["log_level"] = log_level
+    setup_logging(log_level)

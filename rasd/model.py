@@ -1,0 +1,249 @@
+"""The shared vocabulary of rasd: samples, fault events, rungs, decisions, snapshots.
+
+Everything here is plain, immutable data. Units are in field names (``_watts``, ``_celsius``,
+``_hz``, ``_bytes``, ``_ratio``, ``_joules``); ``None`` always means "not available on this GPU"
+(NVML answered NotSupported, or the reading failed this poll), never zero.
+
+Times: ``*_wall`` are Unix seconds (shown to people, stored); ``*_mono`` are ``time.monotonic()``
+seconds (intervals and deadlines only).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:  # the sections below are owned by their packages
+    from rasd.ladder.state import LadderState
+    from rasd.power.state import PowerState
+    from rasd.sdc.state import SdcState
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+# --------------------------------------------------------------------------- telemetry
+
+
+class Health(enum.Enum):
+    """What rasd knows about a GPU right now."""
+
+    UP = "up"  # last poll finished within its deadline
+    STALE = "stale"  # a poll overran its deadline (hung NVML call); last good data is kept
+    LOST = "lost"  # NVML says the GPU is lost / fell off the bus
+
+
+class ErrorKind(enum.Enum):
+    """NVML failures that are counted per GPU and retried next poll (never fatal)."""
+
+    UNKNOWN = "unknown"
+    TIMEOUT = "timeout"
+    NO_PERMISSION = "no_permission"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeIdentity:
+    hostname: str
+    backend: str  # "nvml" or "fake"
+    driver_version: str | None
+    nvml_version: str | None
+    cuda_driver_version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GpuIdentity:
+    index: int
+    uuid: str
+    name: str
+    serial: str | None
+    pci_bus_id: str
+    vbios_version: str | None
+    nvlink_count: int  # links probed (0 on parts without NVLink)
+
+
+@dataclass(frozen=True, slots=True)
+class NvLinkSample:
+    """One NVLink port. Counters are raw NVML values (see telemetry.counters for monotonic totals)."""
+
+    link: int
+    up: bool | None
+    crc_flit_errors: int | None
+    crc_data_errors: int | None
+    replay_errors: int | None
+    recovery_errors: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSample:
+    """One health poll of one GPU (about 1 s cadence)."""
+
+    index: int
+    time_wall: float
+    time_mono: float
+    poll_seconds: float
+    power_instant_watts: float | None  # field 186
+    power_average_watts: float | None  # nvmlDeviceGetPowerUsage (1 s average on Ampere+)
+    power_limit_watts: float | None  # nvmlDeviceGetEnforcedPowerLimit
+    power_limit_default_watts: float | None
+    power_limit_min_watts: float | None
+    power_limit_max_watts: float | None
+    energy_joules: float | None  # nvmlDeviceGetTotalEnergyConsumption (mJ since driver load)
+    temperature_gpu_celsius: float | None
+    temperature_memory_celsius: float | None  # field 82
+    clock_sm_hz: float | None
+    clock_memory_hz: float | None
+    clock_event_reasons: int | None  # bitmask, nvmlDeviceGetCurrentClocksEventReasons
+    utilization_gpu_ratio: float | None
+    utilization_memory_ratio: float | None
+    memory_used_bytes: int | None
+    memory_total_bytes: int | None
+    ecc_enabled: bool | None
+    ecc_volatile_corrected: int | None
+    ecc_volatile_uncorrected: int | None
+    ecc_aggregate_corrected: int | None
+    ecc_aggregate_uncorrected: int | None
+    remapped_rows_correctable: int | None
+    remapped_rows_uncorrectable: int | None
+    remap_pending: bool | None
+    remap_failure: bool | None
+    retired_pages_single_bit: int | None
+    retired_pages_double_bit: int | None
+    retired_pages_pending: bool | None
+    pcie_link_gen: int | None
+    pcie_link_gen_max: int | None
+    pcie_link_width: int | None
+    pcie_link_width_max: int | None
+    pcie_replays: int | None
+    recovery_action: int | None  # field 230: 0 none, 1 gpu reset, 2 node reboot, 3 drain p2p, 4 drain+reset
+    nvlinks: tuple[NvLinkSample, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PowerSample:
+    """One distinct instant-power update (field 186) as the power sampler saw it."""
+
+    gpu: int
+    time_wall: float
+    nvml_timestamp_us: int  # the field's own timestamp; repeats of it are dropped
+    watts: float
+
+
+@dataclass(frozen=True, slots=True)
+class XidEvent:
+    time_wall: float
+    gpu: int
+    xid: int
+    message: str | None  # driver message text when the kernel log has it
+
+
+@dataclass(frozen=True, slots=True)
+class GpuState:
+    """What the snapshot says about one GPU: health plus its latest good sample."""
+
+    index: int
+    identity: GpuIdentity | None
+    health: Health
+    sample: GpuSample | None
+    last_update_wall: float | None
+    # monotonic totals (driver reloads / resets folded in), keyed by counter name
+    counters: Mapping[str, int] = _EMPTY
+    counter_resets: int = 0
+    errors: Mapping[tuple[str, str], int] = _EMPTY  # (reading, ErrorKind.value) -> count
+    unsupported: frozenset[str] = frozenset()
+    poll_overruns: int = 0
+    xid_counts: Mapping[int, int] = _EMPTY
+    recent_xids: tuple[XidEvent, ...] = ()
+    power_watts: float | None = None  # latest distinct instant-power reading (sampler)
+    power_sample_rate_hz: float | None = None  # achieved distinct-update rate
+
+
+# --------------------------------------------------------------------------- faults and rungs
+
+
+class Rung(enum.IntEnum):
+    """The repair ladder, cheapest cure first."""
+
+    NONE = 0
+    EXCEPTION = 1
+    RESTART_PROCESS = 2
+    RESET_GPU = 3
+    REBOOT_NODE = 4
+    RMA = 5
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> "Rung":
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            raise ValueError(
+                f"unknown rung {text!r}; expected one of {', '.join(r.label for r in cls)}"
+            ) from None
+
+
+class Scope(enum.Enum):
+    LINK = "link"
+    GPU = "gpu"
+    NODE = "node"
+
+
+class FaultKind(enum.Enum):
+    """Kinds of fault event; the names match `rasd replay`'s event log."""
+
+    XID = "xid"
+    ECC = "ecc"
+    REMAP = "remap"
+    RETIRED_PAGES = "retired_pages"
+    NVLINK = "nvlink"
+    PCIE_REPLAY = "pcie_replay"
+    RECOVERY_ACTION = "recovery_action"
+    GPU_LOST = "gpu_lost"
+    THERMAL = "thermal"
+    SDC = "sdc"
+    REMEDY = "remedy"
+
+
+@dataclass(frozen=True, slots=True)
+class FaultEvent:
+    """Something happened to a GPU (or one of its links) that the ladder must weigh.
+
+    ``details`` holds the per-kind fields named in README's event-log format, e.g. for ``xid``
+    ``{"xid": 79, "message": "..."}``, for ``ecc`` ``{"volatile_uncorrected": 2}``.
+    """
+
+    time_wall: float
+    gpu: int
+    kind: FaultKind
+    link: int | None = None
+    details: Mapping[str, Any] = field(default=_EMPTY)
+
+
+# --------------------------------------------------------------------------- snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class SelfStats:
+    cpu_seconds: float
+    rss_bytes: int
+    threads: int
+    started_wall: float
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the exporters show, swapped atomically by the daemon; never mutated."""
+
+    time_wall: float
+    node: NodeIdentity
+    gpus: tuple[GpuState, ...]
+    health_polls: int = 0
+    power_rounds: int = 0
+    self_stats: SelfStats | None = None
+    ladder: "LadderState | None" = None
+    sdc: "SdcState | None" = None
+    power: "PowerState | None" = None
