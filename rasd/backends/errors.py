@@ -1,0 +1,20 @@
+"""Errors the backends raise to the rest of rasd (pynvml's classes never leak past the adapter)."""
+
+from __future__ import annotations
+
+
+class BackendUnavailable(RuntimeError):
+    """NVML could not be loaded or reports no GPU; the message is one line for people."""
+
+
+class GpuLost(RuntimeError):
+    """NVML answered GpuIsLost (or the GPU fell off the bus): the GPU is a fault, not a gap."""
+
+    def __init__(self, gpu: int, detail: str):
+        super().__init__(f"GPU {gpu} is lost: {detail}")
+        self.gpu = gpu
+        self.detail = detail
+
+
+class ControlError(RuntimeError):
+    """A setting (power limit, smoothing profile) was refused or did not read back as written."""
