@@ -148,12 +148,12 @@ class GpuState:
     sample: GpuSample | None
     last_update_wall: float | None
     # monotonic totals (driver reloads / resets folded in), keyed by counter name
-    counters: Mapping[str, int] = _EMPTY
+    counters: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
     counter_resets: int = 0
-    errors: Mapping[tuple[str, str], int] = _EMPTY  # (reading, ErrorKind.value) -> count
+    errors: Mapping[tuple[str, str], int] = field(default_factory=lambda: _EMPTY)  # (reading, ErrorKind.value) -> count
     unsupported: frozenset[str] = frozenset()
     poll_overruns: int = 0
-    xid_counts: Mapping[int, int] = _EMPTY
+    xid_counts: Mapping[int, int] = field(default_factory=lambda: _EMPTY)
     recent_xids: tuple[XidEvent, ...] = ()
     power_watts: float | None = None  # latest distinct instant-power reading (sampler)
     power_sample_rate_hz: float | None = None  # achieved distinct-update rate
@@ -220,7 +220,7 @@ class FaultEvent:
     gpu: int
     kind: FaultKind
     link: int | None = None
-    details: Mapping[str, Any] = field(default=_EMPTY)
+    details: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
 
 
 # --------------------------------------------------------------------------- snapshot

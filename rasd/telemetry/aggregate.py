@@ -1,0 +1,134 @@
+"""Poll outcomes -> GpuState for the snapshot, plus the fault events they imply.
+
+The aggregator owns the per-GPU bookkeeping that must persist between polls (monotonic counters,
+Xid counts, the previous sample for the detectors). It is called from the daemon's main loop only;
+it never talks to NVML and never blocks.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from rasd.model import FaultEvent, FaultKind, GpuIdentity, GpuSample, GpuState, Health, XidEvent
+from rasd.telemetry.counters import MonotonicCounters
+from rasd.telemetry.detect import NVLINK_COUNTERS, detect, nvlink_counter_name
+
+# raw sample fields kept as monotonic totals
+COUNTER_FIELDS = (
+    "ecc_volatile_corrected",
+    "ecc_volatile_uncorrected",
+    "ecc_aggregate_corrected",
+    "ecc_aggregate_uncorrected",
+    "remapped_rows_correctable",
+    "remapped_rows_uncorrectable",
+    "retired_pages_single_bit",
+    "retired_pages_double_bit",
+    "pcie_replays",
+    "energy_joules",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PollView:
+    """What the daemon knows of one GPU's poller at this instant (read without locks)."""
+
+    index: int
+    identity: GpuIdentity | None
+    sample: GpuSample | None  # latest good sample
+    seq: int  # increments with every finished poll
+    lost: str | None  # why the GPU is lost, None when it is not
+    stalled: bool  # a poll is running past its deadline
+    last_update_wall: float | None
+    overruns: int
+    errors: dict[tuple[str, str], int]
+    unsupported: frozenset[str]
+
+
+@dataclass
+class _Gpu:
+    counters: MonotonicCounters = field(default_factory=MonotonicCounters)
+    prev: GpuSample | None = None
+    seq: int = -1
+    lost_reported: bool = False
+    xid_counts: collections.Counter[int] = field(default_factory=collections.Counter)
+    recent: collections.deque[XidEvent] = field(default_factory=lambda: collections.deque(maxlen=16))
+    totals: dict[str, int] = field(default_factory=dict)
+
+
+class Aggregator:
+    def __init__(self, recent_xids: int = 16):
+        self._gpus: dict[int, _Gpu] = {}
+        self._recent = recent_xids
+
+    def _gpu(self, index: int) -> _Gpu:
+        g = self._gpus.get(index)
+        if g is None:
+            g = self._gpus[index] = _Gpu(recent=collections.deque(maxlen=self._recent))
+        return g
+
+    def add_xids(self, xids: list[XidEvent]) -> list[FaultEvent]:
+        events = []
+        for x in xids:
+            g = self._gpu(x.gpu)
+            g.xid_counts[x.xid] += 1
+            g.recent.append(x)
+            details = {"xid": x.xid, "message": x.message} if x.message else {"xid": x.xid}
+            events.append(FaultEvent(x.time_wall, x.gpu, FaultKind.XID, None, MappingProxyType(details)))
+        return events
+
+    def update(
+        self, view: PollView, now_wall: float, power: tuple[float | None, float | None] = (None, None)
+    ) -> tuple[GpuState, list[FaultEvent]]:
+        g = self._gpu(view.index)
+        events: list[FaultEvent] = []
+        if view.lost is not None:
+            health = Health.LOST
+            if not g.lost_reported:
+                g.lost_reported = True
+                events.append(
+                    FaultEvent(now_wall, view.index, FaultKind.GPU_LOST, None,
+                               MappingProxyType({"reason": view.lost}))
+                )
+        else:
+            g.lost_reported = False
+            health = Health.STALE if (view.stalled or view.sample is None) else Health.UP
+        if view.sample is not None and view.seq != g.seq and view.lost is None:
+            g.seq = view.seq
+            events.extend(self._absorb(g, view.sample))
+        state = GpuState(
+            index=view.index,
+            identity=view.identity,
+            health=health,
+            sample=view.sample,
+            last_update_wall=view.last_update_wall,
+            counters=MappingProxyType(dict(g.totals)),
+            counter_resets=g.counters.resets,
+            errors=MappingProxyType(dict(view.errors)),
+            unsupported=view.unsupported,
+            poll_overruns=view.overruns,
+            xid_counts=MappingProxyType(dict(g.xid_counts)),
+            recent_xids=tuple(g.recent),
+            power_watts=power[0],
+            power_sample_rate_hz=power[1],
+        )
+        return state, events
+
+    def _absorb(self, g: _Gpu, s: GpuSample) -> list[FaultEvent]:
+        deltas: dict[str, float] = {}
+        for name in COUNTER_FIELDS:
+            total, d = g.counters.delta(name, getattr(s, name))
+            if total is not None:
+                g.totals[name] = int(total) if name != "energy_joules" else total
+                deltas[name] = d
+        for ln in s.nvlinks:
+            for c in NVLINK_COUNTERS:
+                name = nvlink_counter_name(ln.link, c)
+                total, d = g.counters.delta(name, getattr(ln, c))
+                if total is not None:
+                    g.totals[name] = int(total)
+                    deltas[name] = d
+        events = detect(g.prev, s, deltas)
+        g.prev = s
+        return events

@@ -1,0 +1,94 @@
+"""Detectors: consecutive samples of one GPU -> fault events. Pure: no I/O, no clock reads.
+
+Counter growth is measured on the monotonic totals (rasd.telemetry.counters), so a driver reload
+that zeroes a counter never looks like a fault or a negative delta.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Mapping
+
+from rasd.model import FaultEvent, FaultKind, GpuSample
+
+THERMAL_REASONS = 0x20 | 0x40  # SwThermalSlowdown | HwThermalSlowdown
+RECOVERY_ACTIONS = {
+    0: "none",
+    1: "gpu_reset",
+    2: "node_reboot",
+    3: "drain_p2p",
+    4: "drain_and_reset",
+}
+NVLINK_COUNTERS = ("crc_flit_errors", "crc_data_errors", "replay_errors", "recovery_errors")
+
+
+def nvlink_counter_name(link: int, counter: str) -> str:
+    return f"nvlink{link}_{counter}"
+
+
+def detect(
+    prev: GpuSample | None,
+    cur: GpuSample,
+    deltas: Mapping[str, float],
+) -> list[FaultEvent]:
+    """Fault events raised by ``cur`` given the previous sample and counter growth since then."""
+    t, g = cur.time_wall, cur.index
+    out: list[FaultEvent] = []
+
+    def ev(kind: FaultKind, link: int | None = None, **details: object) -> None:
+        out.append(FaultEvent(t, g, kind, link, MappingProxyType(details)))
+
+    du = int(deltas.get("ecc_volatile_uncorrected", 0))
+    dc = int(deltas.get("ecc_volatile_corrected", 0))
+    if du > 0 or dc > 0:
+        ev(FaultKind.ECC, volatile_uncorrected=du, volatile_corrected=dc)
+
+    was_pending = bool(prev and prev.remap_pending)
+    was_failure = bool(prev and prev.remap_failure)
+    if (cur.remap_pending and not was_pending) or (cur.remap_failure and not was_failure):
+        ev(FaultKind.REMAP, pending=bool(cur.remap_pending), failure=bool(cur.remap_failure))
+
+    if deltas.get("retired_pages_single_bit", 0) > 0 or deltas.get("retired_pages_double_bit", 0) > 0:
+        ev(
+            FaultKind.RETIRED_PAGES,
+            single_bit=cur.retired_pages_single_bit or 0,
+            double_bit=cur.retired_pages_double_bit or 0,
+            pending=bool(cur.retired_pages_pending),
+        )
+
+    dt = (cur.time_mono - prev.time_mono) if prev else 0.0
+    prev_links = {ln.link: ln for ln in prev.nvlinks} if prev else {}
+    for ln in cur.nvlinks:
+        before = prev_links.get(ln.link)
+        grown = {c: int(deltas.get(nvlink_counter_name(ln.link, c), 0)) for c in NVLINK_COUNTERS}
+        state_changed = before is not None and before.up is not None and ln.up is not None and before.up != ln.up
+        first_seen_down = before is None and ln.up is False
+        if state_changed or first_seen_down or any(grown.values()):
+            extra = {k: v for k, v in grown.items() if v}
+            if dt > 0 and extra:
+                extra["rate_per_second"] = round(sum(extra.values()) / dt, 3)
+            ev(FaultKind.NVLINK, ln.link, state="up" if ln.up is not False else "down", **extra)
+
+    dr = int(deltas.get("pcie_replays", 0))
+    if dr > 0:
+        ev(
+            FaultKind.PCIE_REPLAY,
+            count=dr,
+            lanes=cur.pcie_link_width,
+            gen=cur.pcie_link_gen,
+            interval_seconds=round(dt, 3),
+        )
+
+    ra = cur.recovery_action
+    if ra and ra != (prev.recovery_action if prev else 0):
+        ev(FaultKind.RECOVERY_ACTION, action=RECOVERY_ACTIONS.get(ra, f"unknown_{ra}"), code=ra)
+
+    reasons = cur.clock_event_reasons or 0
+    before_reasons = (prev.clock_event_reasons or 0) if prev else 0
+    if reasons & THERMAL_REASONS and not before_reasons & THERMAL_REASONS:
+        ev(
+            FaultKind.THERMAL,
+            reasons=reasons,
+            temperature_celsius=cur.temperature_gpu_celsius,
+        )
+    return out
