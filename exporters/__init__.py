@@ -1,0 +1,1 @@
+"""Exporters: turn rasd's snapshot into other systems' formats (Prometheus today)."""

@@ -1,0 +1,34 @@
+"""rasd's own health: build and node identity, poll progress, CPU and memory (psutil)."""
+
+from __future__ import annotations
+
+import platform
+from typing import Iterable
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from rasd import __version__
+from rasd.model import Snapshot
+
+
+def collect(snapshot: Snapshot) -> Iterable[Metric]:
+    build = GaugeMetricFamily("rasd_build_info", "rasd's version (value 1).", labels=["version", "python_version"])
+    build.add_metric([__version__, platform.python_version()], 1)
+    yield build
+    n = snapshot.node
+    node = GaugeMetricFamily(
+        "rasd_node_info", "The node and its NVIDIA software (value 1).",
+        labels=["hostname", "backend", "driver_version", "nvml_version", "cuda_driver_version"],
+    )
+    node.add_metric([n.hostname, n.backend, n.driver_version or "", n.nvml_version or "", n.cuda_driver_version or ""], 1)
+    yield node
+    yield GaugeMetricFamily("rasd_gpus", "GPUs NVML reported at start.", value=len(snapshot.gpus))
+    yield GaugeMetricFamily("rasd_snapshot_timestamp_seconds", "Unix time the exported snapshot was built (after a health poll).", value=snapshot.time_wall)
+    yield CounterMetricFamily("rasd_health_polls", "Health poll rounds completed.", value=snapshot.health_polls)
+    yield CounterMetricFamily("rasd_power_samples", "Distinct instant-power updates captured by the power sampler.", value=snapshot.power_rounds)
+    st = snapshot.self_stats
+    if st is not None:
+        yield CounterMetricFamily("rasd_process_cpu_seconds", "CPU time rasd used (user + system).", value=st.cpu_seconds)
+        yield GaugeMetricFamily("rasd_process_resident_memory_bytes", "rasd's resident set size.", value=st.rss_bytes)
+        yield GaugeMetricFamily("rasd_process_threads", "rasd's threads.", value=st.threads)
+        yield GaugeMetricFamily("rasd_process_start_time_seconds", "Unix time rasd started.", value=st.started_wall)

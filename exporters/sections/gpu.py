@@ -1,0 +1,165 @@
+"""Per-GPU telemetry. An absent reading (NotSupported, failed this poll) is no series at all,
+never 0 or NaN; a lost GPU keeps its identity and says ``rasd_gpu_up 0``."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from rasd.model import GpuState, Health, Snapshot
+from rasd.telemetry.detect import NVLINK_COUNTERS, nvlink_counter_name
+
+CLOCK_EVENT_REASONS = {
+    0x1: "gpu_idle",
+    0x2: "applications_clocks_setting",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown",
+    0x100: "display_clock_setting",
+}
+
+# (metric name, help, GpuSample field, scale)
+_GAUGES = (
+    ("rasd_gpu_power_average_watts", "Average power over NVML's averaging window (nvmlDeviceGetPowerUsage; 1 s on Ampere and newer).", "power_average_watts"),
+    ("rasd_gpu_power_limit_watts", "Enforced power limit (nvmlDeviceGetEnforcedPowerLimit).", "power_limit_watts"),
+    ("rasd_gpu_power_limit_default_watts", "Default power limit.", "power_limit_default_watts"),
+    ("rasd_gpu_power_limit_min_watts", "Lowest settable power limit.", "power_limit_min_watts"),
+    ("rasd_gpu_power_limit_max_watts", "Highest settable power limit.", "power_limit_max_watts"),
+    ("rasd_gpu_utilization_ratio", "Share of the last sample period a kernel ran (0-1).", "utilization_gpu_ratio"),
+    ("rasd_gpu_memory_utilization_ratio", "Share of the last sample period device memory was read or written (0-1).", "utilization_memory_ratio"),
+    ("rasd_gpu_memory_used_bytes", "Device memory in use.", "memory_used_bytes"),
+    ("rasd_gpu_memory_total_bytes", "Device memory installed.", "memory_total_bytes"),
+    ("rasd_gpu_pcie_link_generation", "Current PCIe link generation.", "pcie_link_gen"),
+    ("rasd_gpu_pcie_link_max_generation", "Maximum PCIe link generation.", "pcie_link_gen_max"),
+    ("rasd_gpu_pcie_link_width", "Current PCIe link width (lanes).", "pcie_link_width"),
+    ("rasd_gpu_pcie_link_max_width", "Maximum PCIe link width (lanes).", "pcie_link_width_max"),
+    ("rasd_gpu_recovery_action", "NVML GPU recovery action (field 230): 0 none, 1 gpu reset, 2 node reboot, 3 drain p2p, 4 drain and reset.", "recovery_action"),
+    ("rasd_gpu_poll_duration_seconds", "Time the last health poll of this GPU took.", "poll_seconds"),
+)
+_FLAGS = (
+    ("rasd_gpu_ecc_enabled", "1 when ECC is on.", "ecc_enabled"),
+    ("rasd_gpu_row_remap_pending", "1 when remapped rows wait for a GPU reset to take effect.", "remap_pending"),
+    ("rasd_gpu_row_remap_failure", "1 when a row remap failed (an RMA criterion).", "remap_failure"),
+    ("rasd_gpu_retired_pages_pending", "1 when retired pages wait for a reset (pre-Ampere).", "retired_pages_pending"),
+)
+_COUNTERS = (
+    # name without _total, help, counter key, extra labels
+    ("rasd_gpu_energy_joules", "Energy used since rasd started counting (driver resets folded in).", "energy_joules", {}),
+    ("rasd_gpu_pcie_replays", "PCIe replays (nvmlDeviceGetPcieReplayCounter).", "pcie_replays", {}),
+)
+
+
+def _g(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=labels)
+
+
+def collect(snapshot: Snapshot) -> Iterable[Metric]:
+    gpus = snapshot.gpus
+    info = _g("rasd_gpu_info", "Identity of each GPU (value 1).", ["gpu", "uuid", "name", "serial", "pci_bus_id", "vbios_version"])
+    up = _g("rasd_gpu_up", "1 when the GPU answers NVML, 0 when it is lost or fell off the bus.", ["gpu"])
+    stale = _g("rasd_gpu_stale", "1 when the GPU's last poll overran its deadline (a hung NVML call); its other series are the last good values.", ["gpu"])
+    last = _g("rasd_gpu_last_update_timestamp_seconds", "Unix time of the GPU's last good health poll.", ["gpu"])
+    power = _g("rasd_gpu_power_watts", "Instant power (NVML field 186), latest distinct reading of the power sampler.", ["gpu"])
+    rate = _g("rasd_gpu_power_sample_rate_hz", "Achieved rate of distinct instant-power updates (NVML refreshes about every 100 ms).", ["gpu"])
+    temp = _g("rasd_gpu_temperature_celsius", "Temperature by sensor (gpu die; memory: NVML field 82).", ["gpu", "sensor"])
+    clock = _g("rasd_gpu_clock_hz", "Current clock by domain.", ["gpu", "clock"])
+    reasons = _g("rasd_gpu_clock_event_reason_active", "1 for each active clock-event (throttle) reason (nvmlDeviceGetCurrentClocksEventReasons).", ["gpu", "reason"])
+    gauges = {n: _g(n, d, ["gpu"]) for n, d, _ in _GAUGES}
+    flags = {n: _g(n, d, ["gpu"]) for n, d, _ in _FLAGS}
+    ecc_vol = CounterMetricFamily("rasd_gpu_ecc_volatile_errors", "ECC errors since the last driver load, by type (monotonic across resets).", labels=["gpu", "type"])
+    ecc_agg = CounterMetricFamily("rasd_gpu_ecc_aggregate_errors", "ECC errors over the GPU's lifetime, by type.", labels=["gpu", "type"])
+    remapped = CounterMetricFamily("rasd_gpu_remapped_rows", "Rows remapped, by the kind of error that caused it.", labels=["gpu", "cause"])
+    retired = _g("rasd_gpu_retired_pages", "Retired pages by cause (pre-Ampere mechanism).", ["gpu", "cause"])
+    counters = {n: CounterMetricFamily(n, d, labels=["gpu"]) for n, d, _, _ in _COUNTERS}
+    nv_up = _g("rasd_gpu_nvlink_up", "1 when the NVLink port is up, 0 when down.", ["gpu", "link"])
+    nv_err = CounterMetricFamily("rasd_gpu_nvlink_errors", "NVLink data-link errors by type (nvmlDeviceGetNvLinkErrorCounter).", labels=["gpu", "link", "type"])
+    xids = CounterMetricFamily("rasd_gpu_xid_errors", "Xid events seen, by code (every occurrence counts).", labels=["gpu", "xid"])
+    nvml_errors = CounterMetricFamily("rasd_gpu_nvml_errors", "NVML calls that failed and were retried, by reading and kind.", labels=["gpu", "reading", "kind"])
+    resets = CounterMetricFamily("rasd_gpu_counter_resets", "Times a raw NVML counter went backwards (driver reload, GPU reset) and was folded in.", labels=["gpu"])
+    overruns = CounterMetricFamily("rasd_gpu_poll_overruns", "Health polls of this GPU that ran past their deadline.", labels=["gpu"])
+
+    for st in gpus:
+        g = str(st.index)
+        ident = st.identity
+        if ident is not None:
+            info.add_metric([g, ident.uuid, ident.name, ident.serial or "", ident.pci_bus_id, ident.vbios_version or ""], 1)
+        up.add_metric([g], 0 if st.health is Health.LOST else 1)
+        stale.add_metric([g], 1 if st.health is Health.STALE else 0)
+        if st.last_update_wall is not None:
+            last.add_metric([g], st.last_update_wall)
+        overruns.add_metric([g], st.poll_overruns)
+        resets.add_metric([g], st.counter_resets)
+        for x, n in sorted(st.xid_counts.items()):
+            xids.add_metric([g, str(x)], n)
+        for (reading, kind), n in sorted(st.errors.items()):
+            nvml_errors.add_metric([g, reading, kind], n)
+        if st.power_sample_rate_hz is not None:
+            rate.add_metric([g], st.power_sample_rate_hz)
+        if st.health is Health.LOST:
+            continue  # its last readings would be lies; identity and up=0 say what is known
+        _sample_metrics(st, g, power, temp, clock, reasons, gauges, flags, ecc_vol, ecc_agg, remapped, retired, counters, nv_up, nv_err)
+
+    yield from (info, up, stale, last, power, rate, temp, clock, reasons)
+    yield from gauges.values()
+    yield from flags.values()
+    yield from (ecc_vol, ecc_agg, remapped, retired)
+    yield from counters.values()
+    yield from (nv_up, nv_err, xids, nvml_errors, resets, overruns)
+
+
+def _sample_metrics(st: GpuState, g: str, power, temp, clock, reasons, gauges, flags, ecc_vol, ecc_agg, remapped, retired, counters, nv_up, nv_err) -> None:  # type: ignore[no-untyped-def]
+    s = st.sample
+    c = st.counters
+    watts = st.power_watts if st.power_watts is not None else (s.power_instant_watts if s else None)
+    if watts is not None:
+        power.add_metric([g], watts)
+    if s is None:
+        return
+    if s.temperature_gpu_celsius is not None:
+        temp.add_metric([g, "gpu"], s.temperature_gpu_celsius)
+    if s.temperature_memory_celsius is not None:
+        temp.add_metric([g, "memory"], s.temperature_memory_celsius)
+    if s.clock_sm_hz is not None:
+        clock.add_metric([g, "sm"], s.clock_sm_hz)
+    if s.clock_memory_hz is not None:
+        clock.add_metric([g, "memory"], s.clock_memory_hz)
+    if s.clock_event_reasons is not None:
+        for bit, name in CLOCK_EVENT_REASONS.items():
+            reasons.add_metric([g, name], 1 if s.clock_event_reasons & bit else 0)
+    for name, _doc, fld in _GAUGES:
+        v = getattr(s, fld)
+        if v is not None:
+            gauges[name].add_metric([g], v)
+    for name, _doc, fld in _FLAGS:
+        v = getattr(s, fld)
+        if v is not None:
+            flags[name].add_metric([g], 1 if v else 0)
+    for fam, key, typ in (
+        (ecc_vol, "ecc_volatile_corrected", "corrected"),
+        (ecc_vol, "ecc_volatile_uncorrected", "uncorrected"),
+        (ecc_agg, "ecc_aggregate_corrected", "corrected"),
+        (ecc_agg, "ecc_aggregate_uncorrected", "uncorrected"),
+        (remapped, "remapped_rows_correctable", "correctable"),
+        (remapped, "remapped_rows_uncorrectable", "uncorrectable"),
+    ):
+        if key in c:
+            fam.add_metric([g, typ], c[key])
+    for key, cause in (("retired_pages_single_bit", "single_bit"), ("retired_pages_double_bit", "double_bit")):
+        v = getattr(s, key)
+        if v is not None:
+            retired.add_metric([g, cause], v)
+    for name, _doc, key, _ in _COUNTERS:
+        if key in c:
+            counters[name].add_metric([g], c[key])
+    for ln in s.nvlinks:
+        link = str(ln.link)
+        if ln.up is not None:
+            nv_up.add_metric([g, link], 1 if ln.up else 0)
+        for cname in NVLINK_COUNTERS:
+            key = nvlink_counter_name(ln.link, cname)
+            if key in c:
+                nv_err.add_metric([g, link, cname.removesuffix("_errors")], c[key])
