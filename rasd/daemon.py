@@ -1,0 +1,307 @@
+"""Wiring: threads, the main loop, signals, systemd notify, the control socket.
+
+Flow (DESIGN.md): per-GPU pollers and the power sampler publish readings; every health interval
+the main loop reads them without blocking, turns them into GpuState and fault events
+(aggregator + detectors), feeds the ladder, the SDC service and the power service, and swaps in a
+new immutable Snapshot that the exporter formats on scrape.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import replace
+from typing import Any, Callable
+
+import psutil
+
+from rasd import config as config_mod
+from rasd.backends import Backend
+from rasd.config import Config
+from rasd.model import FaultEvent, Health, SelfStats, Snapshot
+from rasd.paths import default_control_socket, default_state_path
+from rasd.telemetry.aggregate import Aggregator
+from rasd.telemetry.poller import GpuPoller
+from rasd.telemetry.power import PowerSampler
+from rasd.telemetry.xid import XidWatcher
+
+log = logging.getLogger("rasd.daemon")
+
+STOP_BUDGET_SECONDS = 4.0  # SIGTERM -> exit within 5 s
+
+
+class Notifier:
+    """systemd's notify protocol (READY=1, WATCHDOG=1, STATUS=...) via the sdnotify package.
+
+    A no-op outside systemd (no NOTIFY_SOCKET)."""
+
+    def __init__(self) -> None:
+        self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
+        self._n: Any = None
+        if self.enabled:
+            import sdnotify
+
+            self._n = sdnotify.SystemdNotifier()
+        usec = os.environ.get("WATCHDOG_USEC", "")
+        self.watchdog_seconds = int(usec) / 1e6 if usec.isdigit() else None
+        self._last_status = ""
+
+    def send(self, text: str) -> None:
+        if self._n is not None:
+            self._n.notify(text)
+
+    def status(self, text: str) -> None:
+        if text != self._last_status:
+            self._last_status = text
+            self.send(f"STATUS={text}")
+
+
+class Daemon:
+    def __init__(
+        self,
+        cfg: Config,
+        backend: Backend,
+        config_path: str | None = None,
+        listen: str | None = None,
+        hostname: str | None = None,
+        wall: Callable[[], float] = time.time,
+    ):
+        self.cfg = cfg
+        self.backend = backend
+        self.config_path = config_path
+        self.listen = listen or cfg.daemon.listen
+        self.hostname = hostname or socket.gethostname()
+        self.wall = wall
+        self.started_wall = wall()
+        self._snapshot: Snapshot | None = None
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._polls = 0
+        self._power_distinct = 0
+        self._proc = psutil.Process()
+        self.notifier = Notifier()
+        self._ready_sent = False
+        self.node = backend.adapter.node_identity(self.hostname, backend.name)
+        t = cfg.telemetry
+        self.gpus = backend.adapter.gpus()
+        self.pollers = [GpuPoller(g, t.health_interval_seconds, t.poll_deadline_seconds, wall=wall) for g in self.gpus]
+        self.aggregator = Aggregator(recent_xids=t.recent_xids)
+        self.sampler = PowerSampler(self.gpus, t.power_sample_hz, self._on_power, wall=wall)
+        self.xids = XidWatcher(backend.adapter, backend.kernel_log(t.kernel_log), t.xid_wait_ms, wall=wall)
+        self.state_path = cfg.daemon.state_path or default_state_path(backend.name)
+        self.socket_path = cfg.daemon.control_socket or default_control_socket(backend.name)
+        self._build_services()
+        self.http: Any = None
+        self.control: Any = None
+
+    # -- services -------------------------------------------------------------------------------
+
+    def _build_services(self) -> None:
+        from rasd.ladder.service import LadderService
+        from rasd.power.service import PowerService
+        from rasd.sdc.service import SdcService
+        from rasd.store import Store
+
+        os.makedirs(os.path.dirname(self.state_path) or ".", exist_ok=True)
+        self.store = Store(self.state_path)
+        self.ladder = LadderService(
+            self.cfg.ladder, self.cfg.actions, self.store, self.hostname, gpu_info=self._gpu_info
+        )
+        self.power = PowerService(self.cfg.power, self.gpus)
+        self.sdc = SdcService(self.cfg.sdc, self.backend, self.store, self._emit)
+
+    def _gpu_info(self, gpu: int) -> dict[str, Any] | None:
+        for p in self.pollers:
+            if p.index == gpu and p.identity is not None:
+                return {"uuid": p.identity.uuid, "pci_bus_id": p.identity.pci_bus_id, "name": p.identity.name}
+        return None
+
+    def _emit(self, events: list[FaultEvent]) -> None:
+        """Verdicts from the SDC service (its own thread) go straight to the ladder."""
+        self.ladder.ingest(list(events), self.wall())
+
+    def _on_power(self, samples: Any) -> None:
+        self._power_distinct += len(samples)
+        self.power.add_samples(samples)
+
+    def handlers(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+        h: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            "ping": lambda req: {"pid": os.getpid(), "backend": self.backend.name},
+        }
+        h.update(self.sdc.handlers())
+        return h
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        from exporters.prometheus import make_registry, serve
+
+        host, port = config_mod.parse_listen(self.listen)
+        registry = make_registry(lambda: self._snapshot)
+        self.http = serve(registry, host, port)  # before threads: a taken port fails fast
+        for p in self.pollers:
+            p.start()
+        self.sampler.start()
+        self.xids.start()
+        try:
+            from rasd.control import ControlServer
+
+            self.control = ControlServer(self.socket_path, self.handlers(), self.cfg.daemon.control_group)
+            self.control.start()
+        except (OSError, RuntimeError) as e:
+            log.warning("event=control_socket_unavailable path=%s error=%r", self.socket_path, str(e))
+        log.info(
+            "event=started backend=%s gpus=%d listen=%s state=%s control=%s",
+            self.backend.name, len(self.gpus), self.listen, self.state_path, self.socket_path,
+        )
+
+    def tick(self) -> Snapshot:
+        """One pass of the main loop: read pollers, detect, decide, publish. Never blocks on NVML."""
+        now = self.wall()
+        events: list[FaultEvent] = self.aggregator.add_xids(self.xids.drain())
+        latest = self.sampler.latest()
+        rates = self.sampler.rates()
+        states = []
+        for p in self.pollers:
+            ps = latest.get(p.index)
+            st, ev = self.aggregator.update(p.view(), now, (ps.watts if ps else None, rates.get(p.index)))
+            states.append(st)
+            events.extend(ev)
+        if events:
+            self.ladder.ingest(events, now)
+        self.sdc.maybe_run_periodic(now)
+        self.power.tick(now)
+        self._polls += 1
+        cpu = self._proc.cpu_times()
+        snap = Snapshot(
+            time_wall=now,
+            node=self.node,
+            gpus=tuple(states),
+            health_polls=self._polls,
+            power_rounds=self._power_distinct,
+            self_stats=SelfStats(
+                cpu_seconds=cpu.user + cpu.system,
+                rss_bytes=self._proc.memory_info().rss,
+                threads=self._proc.num_threads(),
+                started_wall=self.started_wall,
+            ),
+            ladder=self.ladder.state(),
+            sdc=self.sdc.state(),
+            power=self.power.state(),
+        )
+        self._snapshot = snap
+        self._notify(snap)
+        return snap
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self._snapshot
+
+    def _notify(self, snap: Snapshot) -> None:
+        up = sum(1 for g in snap.gpus if g.health is Health.UP)
+        if not self._ready_sent and up > 0 or (not self._ready_sent and snap.gpus and all(g.health is Health.LOST for g in snap.gpus)):
+            self._ready_sent = True
+            self.notifier.send("READY=1")
+        if self.cfg.daemon.watchdog and self.notifier.watchdog_seconds:
+            self.notifier.send("WATCHDOG=1")
+        lost = sum(1 for g in snap.gpus if g.health is Health.LOST)
+        stale = sum(1 for g in snap.gpus if g.health is Health.STALE)
+        watts = sum(g.power_watts or 0.0 for g in snap.gpus)
+        worst = self.ladder.worst_rung_label() if hasattr(self.ladder, "worst_rung_label") else None
+        text = f"{up}/{len(snap.gpus)} GPUs up, {lost} lost, {stale} stale; {watts / 1000:.2f} kW"
+        if worst:
+            text += f"; ladder: {worst}"
+        self.notifier.status(text)
+
+    def request_stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def request_reload(self, *_: Any) -> None:
+        self._reload.set()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config file; an invalid one is logged and the old one kept."""
+        if not self.config_path:
+            log.info("event=reload_skipped reason=no_config_file")
+            return
+        try:
+            new = config_mod.load(self.config_path)
+        except config_mod.ConfigError as e:
+            for p in e.problems:
+                log.error("event=reload_rejected path=%s problem=%r", self.config_path, p)
+            log.error("event=reload_rejected path=%s action=kept_previous_config", self.config_path)
+            return
+        t = new.telemetry
+        for p in self.pollers:
+            p.interval = t.health_interval_seconds
+            p.deadline = t.poll_deadline_seconds
+        for svc, settings in ((self.ladder, (new.ladder, new.actions)), (self.power, (new.power,)), (self.sdc, (new.sdc,))):
+            fn = getattr(svc, "reconfigure", None)
+            if callable(fn):
+                fn(*settings)
+        if new.daemon.listen != self.cfg.daemon.listen or new.telemetry.power_sample_hz != self.cfg.telemetry.power_sample_hz:
+            log.warning("event=reload_partial detail=%r", "listen address and power sample rate change on restart")
+        logging.getLogger().setLevel(new.daemon.log_level.upper())
+        self.cfg = new
+        log.info("event=reloaded path=%s", self.config_path)
+
+    def run_forever(self) -> None:
+        """Main loop until SIGTERM/SIGINT. Signal handlers only set flags; work happens here."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
+        interval = self.cfg.telemetry.health_interval_seconds
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+                interval = self.cfg.telemetry.health_interval_seconds
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - the loop survives; systemd's watchdog catches a wedge
+                log.exception("event=tick_failed")
+            next_at += interval
+            now = time.monotonic()
+            if next_at < now:
+                next_at = now + interval
+            self._stop.wait(max(0.0, next_at - now))
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop pollers, revert applied power changes, flush the store. Bounded time."""
+        self.notifier.send("STOPPING=1")
+        deadline = time.monotonic() + STOP_BUDGET_SECONDS
+        for p in self.pollers:
+            p.stop()
+        self.sampler.stop()
+        self.xids.stop()
+        for closer in (self.power.close, self.sdc.close, self.ladder.close):
+            try:
+                closer()
+            except Exception:  # noqa: BLE001 - keep shutting down
+                log.exception("event=close_failed")
+        if self.control is not None:
+            self.control.close()
+        if self.http is not None:
+            self.http.shutdown()
+        for p in self.pollers:  # hung threads are daemons: do not wait past the budget
+            p.join(max(0.0, min(0.2, deadline - time.monotonic())))
+        self.sampler.join(max(0.0, min(0.5, deadline - time.monotonic())))
+        self.xids.join(max(0.0, min(0.6, deadline - time.monotonic())))
+        try:
+            self.store.close()
+        except Exception:  # noqa: BLE001
+            log.exception("event=store_close_failed")
+        self.backend.close()
+        log.info("event=stopped")
+
+
+def with_listen(cfg: Config, listen: str | None) -> Config:
+    if listen is None:
+        return cfg
+    return replace(cfg, daemon=replace(cfg.daemon, listen=listen))
