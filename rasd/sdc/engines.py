@@ -1,0 +1,170 @@
+"""Compute engines: where a check's GEMMs and memory patterns run.
+
+``NumpyEngine`` stands in for the fake backend's devices: host NumPy, with the fake node's
+scripted faults applied to GEMM products and to its simulated device memory. ``CupyEngine``
+(``engines_cupy``) runs on a real GPU; CuPy is imported only when it is needed, so rasd imports
+and the fake backend work without it.
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from rasd.sdc.faults import corrupt_gemm, gemm_applies, memory_faults
+from rasd.sdc.numerics import UNIT_ROUNDOFF, round_bf16
+
+FaultSource = Callable[[], Sequence[Any]]
+Conditions = Callable[[], "tuple[float | None, float | None]"]
+
+
+class EngineUnavailable(RuntimeError):
+    """No engine can run checks here; the message is one line for people."""
+
+
+class DeviceMemory(Protocol):
+    words: int  # 64-bit words in the region
+    base_address: int  # device address of word 0 (0 for the simulated region)
+
+    def write(self, start: int, stop: int, values: Any) -> None: ...
+    def read(self, start: int, stop: int) -> Any: ...
+
+
+class Engine(Protocol):
+    name: str  # "numpy" or "cupy"
+    device: int  # the GPU's NVML index
+    xp: Any  # the array module (numpy or cupy)
+
+    def dtypes(self) -> tuple[str, ...]: ...
+    def identity_key(self) -> str: ...
+    def bitwise_reference(self) -> bool: ...
+    def accumulate_roundoff(self, dtype: str) -> float: ...
+    def put(self, host: np.ndarray) -> Any: ...
+    def matmul(self, a: Any, b: Any, dtype: str) -> Any: ...
+    def to_host(self, x: Any) -> np.ndarray: ...
+    def synchronize(self) -> None: ...
+    def free_memory_bytes(self) -> int: ...
+    def memory(self, words: int) -> DeviceMemory: ...
+
+
+def host_product(a: np.ndarray, b: np.ndarray, dtype: str) -> np.ndarray:
+    """The NumPy engine's GEMM: fp16 and bf16 multiply and accumulate in fp32 (as tensor cores
+    do) and round the result once to the output format."""
+    if dtype == "float16":
+        return (a.astype(np.float32) @ b.astype(np.float32)).astype(np.float16)
+    if dtype == "bfloat16":
+        return round_bf16(a @ b)
+    return a @ b
+
+
+class NumpyMemory:
+    """Simulated device memory with stuck and flipping bits at scripted addresses."""
+
+    def __init__(self, words: int, faults: Sequence[Any], rng: np.random.Generator):
+        self.words = words
+        self.base_address = 0
+        self._buf = np.zeros(words, dtype=np.uint64)
+        stuck, flips = memory_faults(faults)
+        self._stuck = [s for s in stuck if s[0] < words]
+        self._flips = [f for f in flips if f[0] < words]
+        self._rng = rng
+
+    def write(self, start: int, stop: int, values: Any) -> None:
+        self._buf[start:stop] = values
+        for word, bit, value in self._stuck:
+            if start <= word < stop:
+                mask = np.uint64(1 << bit)
+                self._buf[word] = (self._buf[word] | mask) if value else (self._buf[word] & ~mask)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        for word, bit, p in self._flips:
+            if start <= word < stop and self._rng.random() < p:
+                self._buf[word] ^= np.uint64(1 << bit)
+        return self._buf[start:stop]
+
+
+class NumpyEngine:
+    """Host NumPy as a device. Bitwise deterministic: a clean host product is its golden bits."""
+
+    name = "numpy"
+    xp = np
+
+    def __init__(
+        self,
+        device: int,
+        model: str = "fake",
+        faults: FaultSource | None = None,
+        conditions: Conditions | None = None,
+        seed: int = 0,
+        memory_bytes: int = 64 << 20,
+    ):
+        self.device = device
+        self._model = model
+        self._faults = faults or (lambda: ())
+        self._conditions = conditions or (lambda: (None, None))
+        self._rng = np.random.default_rng([seed, device])
+        self._memory_bytes = memory_bytes
+        self.last_injected: list[int] = []  # flat indices corrupted by the last matmul (ground truth)
+
+    def dtypes(self) -> tuple[str, ...]:
+        return ("float64", "float32", "float16", "bfloat16")  # bf16 emulated (see numerics)
+
+    def identity_key(self) -> str:
+        return f"numpy/{np.__version__}/{platform.machine()}/{self._model}"
+
+    def bitwise_reference(self) -> bool:
+        return True
+
+    def accumulate_roundoff(self, dtype: str) -> float:
+        return UNIT_ROUNDOFF["float64" if dtype == "float64" else "float32"]
+
+    def put(self, host: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(host)
+
+    def matmul(self, a: np.ndarray, b: np.ndarray, dtype: str) -> np.ndarray:
+        c = host_product(a, b, dtype)
+        faults = [f for f in self._faults() if getattr(f, "kind", "") == "gemm_bitflip"]
+        self.last_injected = []
+        if faults:
+            size = max(a.shape[0], a.shape[1], b.shape[1])
+            now = self._conditions()
+            active = [f for f in faults if gemm_applies(f, dtype, size, now)]
+            if active:
+                self.last_injected = corrupt_gemm(c, dtype, active, self._rng)
+        return c
+
+    def to_host(self, x: Any) -> np.ndarray:
+        return np.asarray(x)
+
+    def synchronize(self) -> None:
+        return None
+
+    def free_memory_bytes(self) -> int:
+        return self._memory_bytes
+
+    def memory(self, words: int) -> NumpyMemory:
+        return NumpyMemory(words, list(self._faults()), self._rng)
+
+
+def engines_for_backend(backend: Any, seed: int = 0, numpy_memory_bytes: int = 64 << 20) -> Mapping[int, Engine]:
+    """One engine per GPU of ``backend``: NumPy on the fake node, CuPy on real NVML."""
+    gpus = backend.adapter.gpus()
+    node = getattr(backend, "fake_node", None)
+    if node is not None:
+        engines: dict[int, Engine] = {}
+        for g in gpus:
+            ident = g.identity()
+            engines[g.index] = NumpyEngine(
+                g.index,
+                model=ident.name,
+                faults=(lambda i=g.index: node.sdc_faults(i)),
+                conditions=(lambda i=g.index: node.conditions(i)),
+                seed=seed,
+                memory_bytes=numpy_memory_bytes,
+            )
+        return engines
+    from rasd.sdc.engines_cupy import cupy_engines  # imports cupy: only on real GPUs
+
+    return cupy_engines({g.index: g.identity().pci_bus_id for g in gpus})

@@ -1,0 +1,240 @@
+"""GEMM checks: golden (reference result), ABFT checksums (Huang-Abraham) and Freivalds.
+
+Tolerances come from the rounding-error bound |C - C^| <= gamma_k |A||B| (Higham), with the
+device's accumulation precision and output rounding (``numerics.gemm_error_coefficient``); an
+element is wrong only when its error exceeds that bound, or, where the engine is bitwise
+deterministic against a host reference, when any bit differs. Inputs are uniform in [-1, 1)
+from a seed, rounded to the dtype, so every result names the seed that reproduces it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from rasd.sdc.engines import Engine, host_product
+from rasd.sdc.numerics import TINY, differing_bits, gemm_error_coefficient, to_dtype, bit_view
+from rasd.sdc.results import CheckResult, Result
+
+_MAX_REPORTED = 8
+
+
+@lru_cache(maxsize=16)
+def host_inputs(seed: int, n: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """Square operands of side ``n`` for ``seed``, exactly representable in ``dtype``."""
+    rng = np.random.default_rng([seed, n, 0x5DC])
+    a = to_dtype(rng.uniform(-1.0, 1.0, (n, n)).astype(np.float32), dtype)
+    b = to_dtype(rng.uniform(-1.0, 1.0, (n, n)).astype(np.float32), dtype)
+    a.setflags(write=False)
+    b.setflags(write=False)
+    return a, b
+
+
+@lru_cache(maxsize=8)
+def golden(seed: int, n: int, dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Host reference for ``seed``: (A B in fp64, |A||B| in fp64, the NumPy engine's clean bits)."""
+    a, b = host_inputs(seed, n, dtype)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    clean = bit_view(host_product(a, b, dtype), dtype)
+    return a64 @ b64, np.abs(a64) @ np.abs(b64), clean
+
+
+@dataclass(frozen=True)
+class _Operands:
+    a: Any
+    b: Any
+    a64: Any
+    b64: Any
+    abs_a: Any
+    abs_b: Any
+    row_ref: Any  # A (B e)
+    col_ref: Any  # (e^T A) B
+    row_mag: Any  # |A| (|B| e): bounds the row checksums
+    col_mag: Any  # (e^T |A|) |B|
+
+
+class Workspace:
+    """Device-resident operands and references of one engine, kept for repeated checks."""
+
+    def __init__(self, engine: Engine, entries: int = 6):
+        self.engine = engine
+        self._cache: OrderedDict[tuple, Any] = OrderedDict()
+        self._entries = entries
+
+    def _get(self, key: tuple, build: Any) -> Any:
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        value = build()
+        self._cache[key] = value
+        while len(self._cache) > self._entries:
+            self._cache.popitem(last=False)
+        return value
+
+    def operands(self, seed: int, n: int, dtype: str) -> _Operands:
+        def build() -> _Operands:
+            e, xp = self.engine, self.engine.xp
+            a_h, b_h = host_inputs(seed, n, dtype)
+            a, b = e.put(a_h), e.put(b_h)
+            a64, b64 = a.astype(xp.float64), b.astype(xp.float64)
+            abs_a, abs_b = xp.abs(a64), xp.abs(b64)
+            return _Operands(
+                a, b, a64, b64, abs_a, abs_b,
+                row_ref=a64 @ b64.sum(axis=1),
+                col_ref=a64.sum(axis=0) @ b64,
+                row_mag=abs_a @ abs_b.sum(axis=1),
+                col_mag=abs_a.sum(axis=0) @ abs_b,
+            )
+
+        return self._get(("ops", seed, n, dtype), build)
+
+    def reference(self, seed: int, n: int, dtype: str) -> tuple[Any, Any, Any]:
+        def build() -> tuple[Any, Any, Any]:
+            ref, mag, clean = golden(seed, n, dtype)
+            return self.engine.put(ref), self.engine.put(mag), self.engine.put(clean)
+
+        return self._get(("ref", seed, n, dtype), build)
+
+
+def timed_matmul(ws: Workspace, ops: _Operands, dtype: str) -> tuple[Any, float]:
+    e = ws.engine
+    e.synchronize()
+    t0 = time.perf_counter()
+    c = e.matmul(ops.a, ops.b, dtype)
+    e.synchronize()
+    return c, time.perf_counter() - t0
+
+
+def _gflops(n: int, seconds: float) -> float | None:
+    return 2.0 * n**3 / seconds / 1e9 if seconds > 0 else None
+
+
+def _coefficient(engine: Engine, n: int, dtype: str) -> float:
+    return gemm_error_coefficient(n, dtype, engine.accumulate_roundoff(dtype))
+
+
+def golden_gemm(ws: Workspace, seed: int, n: int, dtype: str) -> CheckResult:
+    """Compare a device GEMM of fixed-seed inputs with the host reference, element by element."""
+    e, xp = ws.engine, ws.engine.xp
+    t0 = time.perf_counter()
+    ops = ws.operands(seed, n, dtype)
+    ref, mag, clean = ws.reference(seed, n, dtype)
+    c, mm = timed_matmul(ws, ops, dtype)
+    coef = _coefficient(e, n, dtype)
+    c64 = c.astype(xp.float64)
+    err = xp.abs(c64 - ref)
+    bound = coef * mag + n * TINY[dtype]
+    beyond = ~(err <= bound)  # NaN counts as beyond
+    bad = beyond
+    if e.bitwise_reference():
+        bad = beyond | (bit_view_dev(xp, c, dtype) != clean)
+    flat = xp.flatnonzero(bad)
+    count = int(flat.size)
+    evidence: dict[str, Any] = {"check": "golden_gemm", "dtype": dtype, "n": n, "seed": seed,
+                                "bound_coefficient": coef, "bitwise": e.bitwise_reference()}
+    if count:
+        idx = e.to_host(flat[:_MAX_REPORTED])
+        c_h, ref_h = e.to_host(c.reshape(-1)[flat[:_MAX_REPORTED]]), e.to_host(ref.reshape(-1)[flat[:_MAX_REPORTED]])
+        bnd_h = e.to_host(bound.reshape(-1)[flat[:_MAX_REPORTED]])
+        good = e.to_host(clean.reshape(-1)[flat[:_MAX_REPORTED]]) if e.bitwise_reference() else None
+        evidence.update(
+            elements=count,
+            beyond_bound=int(beyond.sum()),
+            first=[
+                _element(int(i), n, float(ref_h[k]), c_h[k], float(bnd_h[k]), dtype,
+                         None if good is None else int(good[k]))
+                for k, i in enumerate(idx)
+            ],
+        )
+    result = Result.FAIL if count else Result.PASS
+    return CheckResult(e.device, "golden_gemm", result, time.perf_counter() - t0, _gflops(n, mm), evidence)
+
+
+def bit_view_dev(xp: Any, x: Any, dtype: str) -> Any:
+    if xp is np:
+        return bit_view(x, dtype)
+    if dtype == "bfloat16":
+        return (x.view(xp.uint32) >> 16).astype(xp.uint16)
+    return x.view({"float64": xp.uint64, "float32": xp.uint32, "float16": xp.uint16}[dtype])
+
+
+def _element(
+    flat: int, n: int, expected: float, got: Any, bound: float | None, dtype: str, expected_bits: int | None = None
+) -> dict[str, Any]:
+    got_f = float(got)
+    out = {"row": flat // n, "col": flat % n, "expected": expected, "got": got_f,
+           "error": abs(got_f - expected) if np.isfinite(got_f) else None, "bound": bound}
+    out.update(differing_bits(expected, got, dtype, expected_bits))
+    return out
+
+
+def abft(ws: Workspace, seed: int, n: int, dtype: str) -> CheckResult:
+    """Huang-Abraham: C e against A (B e) and e^T C against (e^T A) B, in fp64, O(n^2) extra.
+
+    A single corrupted element shows in one row and one column sum, which locate it; the
+    discrepancy itself gives the expected value back.
+    """
+    e, xp = ws.engine, ws.engine.xp
+    t0 = time.perf_counter()
+    ops = ws.operands(seed, n, dtype)
+    c, mm = timed_matmul(ws, ops, dtype)
+    coef = _coefficient(e, n, dtype)
+    c64 = c.astype(xp.float64)
+    row_delta = c64.sum(axis=1) - ops.row_ref
+    col_delta = c64.sum(axis=0) - ops.col_ref
+    # Summing n elements in fp64 adds gamma_n(fp64) |C| e; |C| <= |A||B| elementwise.
+    slack = coef + 2 * n * 2.0**-53
+    rows = xp.flatnonzero(~(xp.abs(row_delta) <= slack * ops.row_mag + n * n * TINY[dtype]))
+    cols = xp.flatnonzero(~(xp.abs(col_delta) <= slack * ops.col_mag + n * n * TINY[dtype]))
+    evidence: dict[str, Any] = {"check": "abft", "dtype": dtype, "n": n, "seed": seed}
+    result = Result.PASS
+    if rows.size or cols.size:
+        result = Result.FAIL
+        rows_h, cols_h = e.to_host(rows), e.to_host(cols)
+        rd, cd = e.to_host(row_delta[rows]), e.to_host(col_delta[cols])
+        located = []
+        for r, dr in list(zip(rows_h.tolist(), rd.tolist()))[:_MAX_REPORTED]:
+            # The column whose discrepancy matches this row's is the corrupted element's column.
+            if len(cols_h) and np.isfinite(dr):
+                k = int(np.argmin(np.abs(cd - dr)))
+                col = int(cols_h[k])
+                got = e.to_host(c[r, col].reshape(1))[0]
+                located.append(_element(r * n + col, n, float(got) - dr, got, None, dtype))
+        evidence.update(rows=rows_h[:_MAX_REPORTED].tolist(), cols=cols_h[:_MAX_REPORTED].tolist(),
+                        failing_rows=int(rows.size), failing_cols=int(cols.size), located=located)
+    return CheckResult(e.device, "abft", result, time.perf_counter() - t0, _gflops(n, mm), evidence)
+
+
+def freivalds(ws: Workspace, seed: int, n: int, dtype: str, trials: int) -> CheckResult:
+    """Freivalds: C x against A (B x) for ``trials`` random 0/1 vectors (one miss chance in 2^trials
+    per wrong product in exact arithmetic); the tolerance is the same gamma bound, row by row."""
+    e, xp = ws.engine, ws.engine.xp
+    t0 = time.perf_counter()
+    ops = ws.operands(seed, n, dtype)
+    c, mm = timed_matmul(ws, ops, dtype)
+    coef = _coefficient(e, n, dtype)
+    rng = np.random.default_rng([seed, n, trials, 0xF4E1])
+    x = e.put((rng.random((n, trials)) < 0.5).astype(np.float64))
+    delta = c.astype(xp.float64) @ x - ops.a64 @ (ops.b64 @ x)
+    bound = (coef + 2 * n * 2.0**-53) * (ops.abs_a @ (ops.abs_b @ x)) + n * n * TINY[dtype]
+    bad = ~(xp.abs(delta) <= bound)
+    rows = xp.flatnonzero(bad.any(axis=1))
+    evidence: dict[str, Any] = {"check": "freivalds", "dtype": dtype, "n": n, "seed": seed, "trials": trials,
+                                "miss_probability": 2.0**-trials}
+    result = Result.PASS
+    if rows.size:
+        result = Result.FAIL
+        evidence.update(rows=e.to_host(rows[:_MAX_REPORTED]).tolist(), failing_rows=int(rows.size),
+                        failing_trials=int(bad.any(axis=0).sum()))
+    return CheckResult(e.device, "freivalds", result, time.perf_counter() - t0, _gflops(n, mm), evidence)
+
+
+def bare_matmul_seconds(ws: Workspace, seed: int, n: int, dtype: str) -> float:
+    """One device GEMM on cached operands: the baseline the checks are measured against."""
+    _, seconds = timed_matmul(ws, ws.operands(seed, n, dtype), dtype)
+    return seconds
