@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -94,7 +95,7 @@ def one_shot(be: Backend, deadline: float = STATUS_DEADLINE_SECONDS) -> tuple[li
     for p, t in zip(pollers, threads):
         view = p.view()
         if t.is_alive():
-            view = type(view)(**{**{f: getattr(view, f) for f in view.__slots__}, "stalled": True})
+            view = dataclasses.replace(view, stalled=True)
         st, _ = agg.update(view, time.time())
         states.append(st)
     return states, xids
