@@ -1,0 +1,317 @@
+"""Pure analysis of instant-power windows: oscillation, swing, ramps, band energy, Nyquist.
+
+Inputs are the distinct updates of NVML field 186 (``NVML_FI_DEV_POWER_INSTANT``, watts after
+the sampler's mW conversion), timed by the field's own timestamp. NVML refreshes that reading
+about every 100 ms on A100/H100 (averaging only the last 25 ms), so the achieved distinct-update
+rate, not the polling rate, sets the highest frequency that can be seen (Nyquist = rate / 2).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from rasd.model import PowerSample
+
+# Swing is peak-to-peak between these percentiles, so one noisy reading cannot set it.
+PEAK_PERCENTILE = 99.0
+TROUGH_PERCENTILE = 1.0
+RAMP_PERCENTILE = 95.0
+# A spectral peak must stand this far above the median of the searched bins to count as an
+# oscillation: white-noise periodogram bins are exponentially distributed, so a 20x-median
+# (about 14x-mean) peak happens by chance with probability ~1e-6 per bin.
+DETECTION_RATIO = 20.0
+ZERO_PAD = 8  # finer spectral grid for the peak interpolation
+MIN_SAMPLES = 8
+FOLD_BINS = 20  # phase bins of the folded wave (1/20 cycle: a sine's peak bin reads 98.8%)
+MIN_FIT_R2 = 0.8  # below this the wave is not periodic enough to trust its fit over raw readings
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesMetrics:
+    """Analysis of one power series (one GPU or the node sum) over one window."""
+
+    samples: int
+    duration_seconds: float
+    sample_rate_hz: float  # achieved distinct updates per second
+    nyquist_hz: float
+    band_low_hz: float  # configured band
+    band_high_hz: float
+    band_beyond_nyquist: bool  # part of the band cannot be seen at this rate: flagged, not analysed
+    oscillation_hz: float | None  # dominant frequency; None = no oscillation stands out
+    oscillation_amplitude_watts: float  # of the dominant sinusoid (half its peak-to-peak); 0 if none
+    swing_watts: float  # peak - trough
+    peak_watts: float  # 99th percentile
+    trough_watts: float  # 1st percentile
+    mean_watts: float
+    ramp_up_watts_per_second: float  # 95th percentile of rising rates
+    ramp_down_watts_per_second: float  # 95th percentile of falling rates (positive number)
+    band_energy_ratio: float | None  # share of non-DC spectral energy in the visible band
+
+    def as_dict(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True, slots=True)
+class WindowAnalysis:
+    gpus: Mapping[int, SeriesMetrics]
+    node: SeriesMetrics | None  # None when fewer than two GPUs overlap long enough
+    node_series: tuple[np.ndarray, np.ndarray] | None = None  # (t, watts) on the common grid
+
+
+def samples_to_series(samples: Sequence[PowerSample]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Group samples per GPU into sorted (seconds, watts) arrays, timed by the NVML timestamp."""
+    per: dict[int, list[tuple[float, float]]] = {}
+    for s in samples:
+        per.setdefault(s.gpu, []).append((s.nvml_timestamp_us / 1e6, s.watts))
+    out = {}
+    for gpu, rows in per.items():
+        arr = np.asarray(rows, dtype=float)
+        order = np.argsort(arr[:, 0], kind="stable")
+        out[gpu] = (arr[order, 0], arr[order, 1])
+    return out
+
+
+def _dedup(t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop repeated timestamps (a reading seen twice is one update)."""
+    if t.size < 2:
+        return t, w
+    keep = np.concatenate(([True], np.diff(t) > 0))
+    return t[keep], w[keep]
+
+
+def achieved_rate(t: np.ndarray) -> float:
+    if t.size < 2 or t[-1] <= t[0]:
+        return 0.0
+    return (t.size - 1) / float(t[-1] - t[0])
+
+
+def analyze_series(
+    t: np.ndarray,
+    w: np.ndarray,
+    band: tuple[float, float],
+    *,
+    min_amplitude_watts: float = 0.0,
+    uniform: bool = False,
+) -> SeriesMetrics | None:
+    """Metrics of one series; ``t`` in seconds (sorted), ``w`` in watts.
+
+    ``uniform`` says the samples already sit on an even grid (the node sum), which skips the
+    resampling. Returns None when the window holds too few updates to say anything.
+    """
+    t = np.asarray(t, dtype=float)
+    w = np.asarray(w, dtype=float)
+    t, w = _dedup(t, w)
+    n = t.size
+    if n < MIN_SAMPLES or t[-1] <= t[0]:
+        return None
+    duration = float(t[-1] - t[0])
+    rate = achieved_rate(t)
+    nyquist = rate / 2.0
+    low, high = band
+    # Uniform grid at the achieved rate: NVML's updates jitter around 100 ms, the FFT wants even steps.
+    if uniform:
+        grid_t, grid_w = t, w
+        step = duration / (n - 1)
+    else:
+        step = duration / (n - 1)
+        grid_t = t[0] + step * np.arange(n)
+        grid_w = np.interp(grid_t, t, w)
+    freq, amp, energy_ratio = _spectrum(
+        grid_t, grid_w, step, band, nyquist, min_amplitude_watts=min_amplitude_watts
+    )
+    # Noise inflates percentiles. When one periodic wave explains the window, measure the swing
+    # on its phase-folded shape (at the sample times) instead of the raw readings. Ramps stay on
+    # the raw readings: folding blurs edges, and a ramp the GPU really made must not be hidden.
+    shape = w
+    if freq is not None:
+        fitted = _folded_shape(t, w, freq)
+        if fitted is not None:
+            shape = fitted
+    peak, trough = (float(v) for v in np.percentile(shape, [PEAK_PERCENTILE, TROUGH_PERCENTILE]))
+    slopes = np.diff(w) / np.diff(t)
+    ups = slopes[slopes > 0]
+    downs = -slopes[slopes < 0]
+    ramp_up = float(np.percentile(ups, RAMP_PERCENTILE)) if ups.size else 0.0
+    ramp_down = float(np.percentile(downs, RAMP_PERCENTILE)) if downs.size else 0.0
+    return SeriesMetrics(
+        samples=int(n),
+        duration_seconds=duration,
+        sample_rate_hz=rate,
+        nyquist_hz=nyquist,
+        band_low_hz=float(low),
+        band_high_hz=float(high),
+        band_beyond_nyquist=bool(high > nyquist),
+        oscillation_hz=freq,
+        oscillation_amplitude_watts=amp,
+        swing_watts=peak - trough,
+        peak_watts=peak,
+        trough_watts=trough,
+        mean_watts=float(np.mean(w)),
+        ramp_up_watts_per_second=ramp_up,
+        ramp_down_watts_per_second=ramp_down,
+        band_energy_ratio=energy_ratio,
+    )
+
+
+def _spectrum(
+    t: np.ndarray,
+    w: np.ndarray,
+    step: float,
+    band: tuple[float, float],
+    nyquist: float,
+    *,
+    min_amplitude_watts: float,
+) -> tuple[float | None, float, float | None]:
+    """(dominant Hz or None, its amplitude in W, band energy ratio or None)."""
+    n = w.size
+    # A linear detrend keeps a slow ramp (a job starting) from leaking into the low bins.
+    x = w - np.polyval(np.polyfit(t - t[0], w, 1), t - t[0])
+    win = np.hanning(n)
+    xw = x * win
+    power = np.abs(np.fft.rfft(xw)) ** 2
+    freqs = np.fft.rfftfreq(n, step)
+    low, high = band
+    visible_high = min(high, nyquist)
+    total = float(power[1:].sum())
+    if low >= nyquist:
+        energy_ratio = None  # the whole band is beyond what this rate can see
+    elif total <= 0:
+        energy_ratio = 0.0
+    else:
+        in_band = (freqs >= low) & (freqs <= visible_high)
+        energy_ratio = float(power[in_band].sum() / total)
+
+    # Search for the dominant peak from the band's low end (and at least two cycles per window)
+    # up to just below Nyquist, on a zero-padded spectrum with parabolic interpolation.
+    duration = step * (n - 1)
+    f_min = max(low, 2.0 / duration)
+    f_max = nyquist * 0.98
+    if f_min >= f_max:
+        return None, 0.0, energy_ratio
+    nfft = 1 << int(math.ceil(math.log2(n * ZERO_PAD)))
+    mag = np.abs(np.fft.rfft(xw, nfft))
+    pf = np.fft.rfftfreq(nfft, step)
+    sel = np.nonzero((pf >= f_min) & (pf <= f_max))[0]
+    if sel.size < 3:
+        return None, 0.0, energy_ratio
+    k = int(sel[np.argmax(mag[sel])])
+    # Noise floor from the unpadded bins of the same range (independent bins, fair median).
+    raw_sel = (freqs >= f_min) & (freqs <= f_max)
+    floor = float(np.median(power[raw_sel])) if raw_sel.any() else 0.0
+    peak_power = float(mag[k] ** 2)
+    if floor > 0 and peak_power < DETECTION_RATIO * floor:
+        return None, 0.0, energy_ratio
+    if 0 < k < mag.size - 1:
+        a, b, c = (math.log(max(float(v), 1e-300)) for v in mag[k - 1 : k + 2])
+        denom = a - 2 * b + c
+        offset = 0.5 * (a - c) / denom if denom != 0 else 0.0
+    else:
+        offset = 0.0
+    freq = float((k + offset) * pf[1])
+    amp = _fit_amplitude(t, x, freq)
+    if amp < min_amplitude_watts:
+        return None, 0.0, energy_ratio
+    return freq, amp, energy_ratio
+
+
+def _folded_shape(t: np.ndarray, w: np.ndarray, freq: float) -> np.ndarray | None:
+    """Each reading replaced by the median of readings at the same phase of the wave.
+
+    Folding on the detected period averages the noise out of a repeating wave without the
+    ringing a harmonic fit puts on square (compute/communication) edges. None when the folded
+    wave explains less than MIN_FIT_R2 of the variance (the period drifts, or it is not periodic).
+    """
+    # One bin per update interval at low frequencies keeps square edges one sample sharp.
+    rate = achieved_rate(t)
+    bins = max(FOLD_BINS, min(int(round(rate / freq)), t.size // 6))
+    phase = np.mod((t - t[0]) * freq, 1.0) * bins
+    idx = np.minimum(phase.astype(int), bins - 1)
+    order = np.argsort(idx, kind="stable")
+    bounds = np.searchsorted(idx[order], np.arange(bins + 1))
+    centres: list[float] = []
+    medians: list[float] = []
+    for b in range(bins):
+        lo, hi = bounds[b], bounds[b + 1]
+        if hi > lo:
+            centres.append(b + 0.5)
+            medians.append(float(np.median(w[order[lo:hi]])))
+    if len(centres) < 4:
+        return None
+    # Circular interpolation between bin centres: no staircase in the slopes.
+    shape = np.interp(phase, centres, medians, period=bins)
+    total = float(np.sum((w - w.mean()) ** 2))
+    if total <= 0 or 1 - float(np.sum((w - shape) ** 2)) / total < MIN_FIT_R2:
+        return None
+    return shape
+
+
+def _fit_amplitude(t: np.ndarray, x: np.ndarray, freq: float) -> float:
+    """Least-squares amplitude (W) of a sinusoid at ``freq`` in the detrended series."""
+    ph = 2 * math.pi * freq * (t - t[0])
+    basis = np.column_stack((np.cos(ph), np.sin(ph), np.ones_like(ph)))
+    coef, *_ = np.linalg.lstsq(basis, x, rcond=None)
+    return float(math.hypot(coef[0], coef[1]))
+
+
+def node_sum(
+    series: Mapping[int, tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Sum GPUs on a common grid over the span all of them cover.
+
+    Each GPU's NVML timestamps differ, so every series is linearly interpolated onto one grid
+    whose step is the median update interval across GPUs.
+    """
+    usable = {g: s for g, s in series.items() if s[0].size >= MIN_SAMPLES}
+    if not usable:
+        return None
+    start = max(float(t[0]) for t, _ in usable.values())
+    end = min(float(t[-1]) for t, _ in usable.values())
+    steps = [float(np.median(np.diff(t))) for t, _ in usable.values()]
+    step = float(np.median(steps))
+    if step <= 0 or end - start < step * (MIN_SAMPLES - 1):
+        return None
+    count = int(math.floor((end - start) / step)) + 1
+    grid = start + step * np.arange(count)
+    total = np.zeros(count)
+    for t, w in usable.values():
+        total += np.interp(grid, t, w)
+    return grid, total
+
+
+def analyze_window(
+    series: Mapping[int, tuple[np.ndarray, np.ndarray]],
+    band: tuple[float, float],
+    *,
+    min_amplitude_watts: float = 0.0,
+) -> WindowAnalysis:
+    """Per-GPU metrics and the node sum's metrics over one window of (seconds, watts) series."""
+    gpus: dict[int, SeriesMetrics] = {}
+    clean: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for gpu in sorted(series):
+        t, w = _dedup(*series[gpu])
+        clean[gpu] = (t, w)
+        m = analyze_series(t, w, band, min_amplitude_watts=min_amplitude_watts)
+        if m is not None:
+            gpus[gpu] = m
+    summed = node_sum({g: clean[g] for g in gpus})
+    node = None
+    if summed is not None:
+        node = analyze_series(
+            summed[0], summed[1], band, min_amplitude_watts=min_amplitude_watts, uniform=True
+        )
+        if node is not None:
+            # The grid inherits the GPUs' rate; report the slowest GPU's, which bounds what is seen.
+            rate = min(m.sample_rate_hz for m in gpus.values())
+            node = _with_rate(node, rate)
+    return WindowAnalysis(gpus=gpus, node=node, node_series=summed)
+
+
+def _with_rate(m: SeriesMetrics, rate: float) -> SeriesMetrics:
+    from dataclasses import replace
+
+    nyq = rate / 2.0
+    return replace(m, sample_rate_hz=rate, nyquist_hz=nyq, band_beyond_nyquist=m.band_high_hz > nyq)

@@ -1,0 +1,304 @@
+"""Pure smoothing decisions with hysteresis: none, ramp, floor or cap (REFERENCE.md section 4).
+
+The node's allowed swing and ramp are shared between GPUs in proportion to their power limits.
+- ``floor``: raise each GPU's trough so its swing fits its share (power floor, GB300-style), when
+  the extra energy stays within the energy budget and the node budget.
+- ``ramp``: the swing fits but the node ramps too fast: ramp-up/down limits and a ramp-down
+  hysteresis longer than one period at the band's low end.
+- ``cap``: a lower power limit clips the peaks, when a floor would cost more than the energy
+  budget or break the node budget (and always where the node budget is exceeded).
+
+Hysteresis: a more severe mode is taken at once (a decision within one window); a milder one only
+after its condition held for ``hysteresis_seconds``, measured against limits lowered by
+``margin_percent``. That also keeps an applied floor or cap in place: under an applied floor the
+measured swing sits at the allowed swing, above the lowered limit. Target values move only by
+more than ``deadband_percent`` of a GPU's limit.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from rasd.power.analysis import SeriesMetrics, WindowAnalysis
+from rasd.power.settings import PowerSettings
+
+HYSTERESIS_PERIODS = 1.25  # ramp-down hysteresis, in periods of the band's low end
+
+
+class Mode(enum.IntEnum):
+    """Ordered by severity: a higher mode may be taken at once, a lower one only after a hold."""
+
+    NONE = 0
+    RAMP = 1
+    FLOOR = 2
+    CAP = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class GpuLimits:
+    """Power limits of one GPU, watts (nvmlDeviceGetPowerManagementLimit and ...Constraints)."""
+
+    limit_watts: float
+    min_watts: float
+    max_watts: float
+
+
+@dataclass(frozen=True, slots=True)
+class GpuDecision:
+    gpu: int
+    mode: Mode
+    allowed_swing_watts: float  # this GPU's share of the node's allowed swing
+    floor_watts: float | None = None
+    floor_percent: float | None = None  # of the GPU's power limit
+    ramp_up_watts_per_second: float | None = None
+    ramp_down_watts_per_second: float | None = None
+    hysteresis_ms: float | None = None  # ramp-down hysteresis (NVML unit)
+    target_limit_watts: float | None = None  # cap; with a floor: the power-limit fallback
+    energy_overhead_ratio: float = 0.0  # extra energy of the floor over the window's energy
+    clipped_energy_ratio: float = 0.0  # energy a cap takes away (work slowed down)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    mode: Mode
+    reason: str
+    gpus: Mapping[int, GpuDecision] = field(default_factory=lambda: MappingProxyType({}))
+    allowed_swing_watts: float = 0.0  # node
+    energy_overhead_ratio: float = 0.0  # node, floor only
+    since_wall: float = 0.0  # when this mode was taken
+    relax_since_wall: float | None = None  # since when a milder mode would do (hysteresis)
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "mode": self.mode.label,
+            "reason": self.reason,
+            "allowed_swing_watts": self.allowed_swing_watts,
+            "energy_overhead_ratio": self.energy_overhead_ratio,
+            "gpus": {},
+        }
+        for gpu, d in sorted(self.gpus.items()):
+            row = {"mode": d.mode.label, "allowed_swing_watts": d.allowed_swing_watts}
+            if d.mode in (Mode.FLOOR,):
+                row.update(floor_watts=d.floor_watts, floor_percent=d.floor_percent,
+                           energy_overhead_ratio=d.energy_overhead_ratio)
+            if d.mode in (Mode.RAMP, Mode.FLOOR):
+                row.update(
+                    ramp_up_watts_per_second=d.ramp_up_watts_per_second,
+                    ramp_down_watts_per_second=d.ramp_down_watts_per_second,
+                    hysteresis_ms=d.hysteresis_ms,
+                )
+            if d.target_limit_watts is not None:
+                row.update(target_limit_watts=d.target_limit_watts,
+                           clipped_energy_ratio=d.clipped_energy_ratio)
+            out["gpus"][str(gpu)] = row  # type: ignore[index]
+        return out
+
+
+def node_allowed_swing(settings: PowerSettings, limits: Mapping[int, GpuLimits]) -> float:
+    """Watts; the smaller of the absolute and the percentage limit that are set."""
+    options = []
+    if settings.allowed_swing_watts > 0:
+        options.append(settings.allowed_swing_watts)
+    if settings.allowed_swing_percent > 0:
+        options.append(settings.allowed_swing_percent / 100.0 * sum(l.limit_watts for l in limits.values()))
+    return min(options) if options else math.inf
+
+
+def decide(
+    analysis: WindowAnalysis,
+    limits: Mapping[int, GpuLimits],
+    settings: PowerSettings,
+    now_wall: float,
+    previous: Decision | None = None,
+    readings: Mapping[int, np.ndarray] | None = None,
+) -> Decision:
+    """The node's decision for this window.
+
+    ``limits``: each GPU's power limits (the limit is the share key and the cap bound).
+    ``readings``: each GPU's watts over the window, for the energy estimates (optional: without
+    them the overhead is estimated from the swing alone, as for a square wave).
+    """
+    gpus = {g: m for g, m in analysis.gpus.items() if g in limits}
+    node = analysis.node
+    if node is None and len(gpus) == 1:
+        node = next(iter(gpus.values()))
+    if node is None or not gpus:
+        return _hold(previous, now_wall) or Decision(Mode.NONE, "not enough samples yet", since_wall=now_wall)
+    prev_mode = previous.mode if previous is not None else Mode.NONE
+    margin = 1.0 - settings.margin_percent / 100.0
+    total_limit = sum(limits[g].limit_watts for g in gpus)
+    allowed = node_allowed_swing(settings, {g: limits[g] for g in gpus})
+    share = {g: allowed * limits[g].limit_watts / total_limit for g in gpus}
+    readings = readings or {}
+
+    # What does the window ask for? Limits are lowered by the margin while a mode is active.
+    def over(value: float, limit: float, active: bool) -> bool:
+        return limit > 0 and value > limit * (margin if active else 1.0)
+
+    swing_bad = over(node.swing_watts, allowed, prev_mode >= Mode.FLOOR)
+    max_ramp = settings.max_ramp_watts_per_second
+    ramp_bad = max_ramp > 0 and over(
+        max(node.ramp_up_watts_per_second, node.ramp_down_watts_per_second), max_ramp, prev_mode >= Mode.RAMP
+    )
+    budget = settings.node_budget_watts
+    budget_bad = budget > 0 and node.peak_watts > budget * (margin if prev_mode == Mode.CAP else 1.0)
+
+    floors = {g: _floor(gpus[g], share[g], limits[g], readings.get(g)) for g in gpus}
+    floor_watts = sum(f[1] for f in floors.values())
+    node_energy = sum(gpus[g].mean_watts for g in gpus)
+    overhead = floor_watts / node_energy if node_energy > 0 else 0.0
+    floored_mean = node.mean_watts + floor_watts
+
+    reason: str
+    if budget_bad:
+        wanted, reason = Mode.CAP, f"node peak {node.peak_watts:.0f} W above the node budget {budget:.0f} W"
+    elif swing_bad and prev_mode == Mode.CAP:
+        # Under a cap the trace no longer shows what a floor would cost: stay until the swing is gone.
+        wanted, reason = Mode.CAP, f"swing {node.swing_watts:.0f} W still near the allowed {allowed:.0f} W"
+    elif swing_bad and overhead * 100 > settings.energy_budget_percent:
+        wanted, reason = Mode.CAP, (
+            f"swing {node.swing_watts:.0f} W over {allowed:.0f} W; a floor would cost "
+            f"{overhead:.1%} energy (budget {settings.energy_budget_percent:g}%)"
+        )
+    elif swing_bad and budget > 0 and floored_mean > budget:
+        wanted, reason = Mode.CAP, (
+            f"swing {node.swing_watts:.0f} W over {allowed:.0f} W; a floor would lift the node "
+            f"to {floored_mean:.0f} W, above its budget {budget:.0f} W"
+        )
+    elif swing_bad:
+        wanted, reason = Mode.FLOOR, f"swing {node.swing_watts:.0f} W over the allowed {allowed:.0f} W"
+    elif ramp_bad:
+        wanted, reason = Mode.RAMP, (
+            f"ramp {max(node.ramp_up_watts_per_second, node.ramp_down_watts_per_second):.0f} W/s "
+            f"over {max_ramp:.0f} W/s"
+        )
+    else:
+        wanted, reason = Mode.NONE, "within limits"
+
+    mode, since, relax_since = wanted, now_wall, None
+    if previous is not None and wanted < prev_mode:
+        relax_since = previous.relax_since_wall if previous.relax_since_wall is not None else now_wall
+        if now_wall - relax_since < settings.hysteresis_seconds:
+            mode, since = prev_mode, previous.since_wall
+            reason = f"holding {prev_mode.label} (hysteresis): {reason}"
+        else:
+            relax_since = None
+    elif previous is not None and wanted == prev_mode:
+        since = previous.since_wall
+
+    ramp_limits = _ramp_limits(settings, limits, gpus)
+    hysteresis_ms = HYSTERESIS_PERIODS * 1000.0 / settings.band_low_hz
+    out: dict[int, GpuDecision] = {}
+    for g, m in gpus.items():
+        lim = limits[g]
+        floor_w, extra_w, clip_ratio = floors[g]
+        cap = _bound(m.trough_watts + share[g], lim)
+        d = GpuDecision(gpu=g, mode=Mode.NONE, allowed_swing_watts=share[g])
+        if mode == Mode.FLOOR and floor_w is not None:
+            d = replace(
+                d,
+                mode=Mode.FLOOR,
+                floor_watts=floor_w,
+                floor_percent=100.0 * floor_w / lim.limit_watts,
+                ramp_up_watts_per_second=ramp_limits[g],
+                ramp_down_watts_per_second=ramp_limits[g],
+                hysteresis_ms=hysteresis_ms,
+                target_limit_watts=cap,  # the fallback where smoothing is not supported
+                energy_overhead_ratio=extra_w / m.mean_watts if m.mean_watts > 0 else 0.0,
+            )
+        elif mode == Mode.RAMP:
+            d = replace(
+                d,
+                mode=Mode.RAMP,
+                ramp_up_watts_per_second=ramp_limits[g],
+                ramp_down_watts_per_second=ramp_limits[g],
+                hysteresis_ms=hysteresis_ms,
+            )
+        elif mode == Mode.CAP and (cap < m.peak_watts or budget_bad):
+            d = replace(d, mode=Mode.CAP, target_limit_watts=cap,
+                        clipped_energy_ratio=_clipped(readings.get(g), cap, m))
+        out[g] = _keep_close(d, previous.gpus.get(g) if previous else None, lim, settings)
+    return Decision(
+        mode=mode,
+        reason=reason,
+        gpus=MappingProxyType(out),
+        allowed_swing_watts=allowed,
+        energy_overhead_ratio=overhead if mode == Mode.FLOOR else 0.0,
+        since_wall=since,
+        relax_since_wall=relax_since,
+    )
+
+
+def _hold(previous: Decision | None, now_wall: float) -> Decision | None:
+    if previous is None:
+        return None
+    return replace(previous, reason=f"no fresh analysis; keeping {previous.mode.label}")
+
+
+def _bound(watts: float, lim: GpuLimits) -> float:
+    return float(min(max(watts, lim.min_watts), lim.max_watts))
+
+
+def _floor(
+    m: SeriesMetrics, share: float, lim: GpuLimits, w: np.ndarray | None
+) -> tuple[float | None, float, float]:
+    """(floor W or None when not needed, extra watts on average, unused)."""
+    floor = m.peak_watts - share
+    if floor <= m.trough_watts:
+        return None, 0.0, 0.0
+    floor = min(floor, lim.max_watts)
+    if w is not None and len(w):
+        extra = float(np.mean(np.maximum(w, floor) - w))
+    else:
+        # Without readings: a square wave spends half its time at the trough.
+        extra = 0.5 * (floor - m.trough_watts)
+    return float(floor), extra, 0.0
+
+
+def _clipped(w: np.ndarray | None, cap: float, m: SeriesMetrics) -> float:
+    if w is not None and len(w) and np.mean(w) > 0:
+        return float(np.mean(w - np.minimum(w, cap)) / np.mean(w))
+    if m.mean_watts <= 0:
+        return 0.0
+    return max(0.0, 0.5 * (m.peak_watts - cap)) / m.mean_watts
+
+
+def _ramp_limits(
+    settings: PowerSettings, limits: Mapping[int, GpuLimits], gpus: Mapping[int, SeriesMetrics]
+) -> dict[int, float | None]:
+    total = sum(limits[g].limit_watts for g in gpus)
+    if settings.max_ramp_watts_per_second <= 0 or total <= 0:
+        return {g: None for g in gpus}
+    return {g: settings.max_ramp_watts_per_second * limits[g].limit_watts / total for g in gpus}
+
+
+def _keep_close(
+    new: GpuDecision, old: GpuDecision | None, lim: GpuLimits, settings: PowerSettings
+) -> GpuDecision:
+    """Keep the previous floor/cap when the new one is within the deadband (no churn)."""
+    if old is None or old.mode != new.mode:
+        return new
+    band = settings.deadband_percent / 100.0 * lim.limit_watts
+    changes = {}
+    for name in ("floor_watts", "target_limit_watts"):
+        a, b = getattr(old, name), getattr(new, name)
+        if a is not None and b is not None and abs(a - b) <= band:
+            changes[name] = a
+    if "floor_watts" in changes:
+        changes["floor_percent"] = old.floor_percent
+    return replace(new, **changes) if changes else new
+
+
+def limits_from(rows: Sequence[tuple[int, float, float, float]]) -> dict[int, GpuLimits]:
+    """(gpu, limit, min, max) rows -> limits map (CLI and tests)."""
+    return {g: GpuLimits(limit, lo, hi) for g, limit, lo, hi in rows}
