@@ -1,0 +1,55 @@
+"""Shared fixtures: a manual clock and fake backends built from inline scenario text."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from rasd.backends import Backend, open_backend
+
+
+class ManualClock:
+    """A monotonic clock tests advance by hand."""
+
+    def __init__(self, start: float = 1000.0):
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def scenario_file(tmp_path: Path) -> Callable[[str], str]:
+    def make(text: str, name: str = "test") -> str:
+        p = tmp_path / f"{name}.toml"
+        p.write_text(textwrap.dedent(text))
+        return str(p)
+
+    return make
+
+
+@pytest.fixture
+def fake(scenario_file: Callable[[str], str]):
+    """fake(scenario_text=None, **open_backend kwargs) -> an opened fake Backend, closed after."""
+    opened: list[Backend] = []
+
+    def make(text: str | None = None, **kw) -> Backend:
+        path = scenario_file(text) if text is not None else None
+        be = open_backend("fake", path, **kw)
+        opened.append(be)
+        return be
+
+    yield make
+    for be in opened:
+        be.close()

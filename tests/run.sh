@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian machine (as root): installs what the tests need
+# (Debian's prometheus package for promtool and the real-Prometheus end-to-end test, rasd with
+# its test extras), then runs pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+    else
+        echo "tests/run.sh: prometheus/promtool missing; run as root to install Debian's prometheus package" >&2
+    fi
+fi
+PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q -e '.[test]'
+exec python3 -m pytest "$@"
