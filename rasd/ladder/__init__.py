@@ -1,0 +1,1 @@
+"""The repair ladder: classify faults (pure), escalate over history, act, and remember."""

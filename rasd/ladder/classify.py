@@ -1,0 +1,202 @@
+"""Classification: one fault event -> the cheapest cure and the smallest scope (pure).
+
+No I/O, no clock: what the history says (earlier Xids on the node, earlier downs of a link,
+earlier retired-page counts) arrives in a ``Context`` built by the escalator. The result is a
+``Finding``; escalate.py turns findings into decisions (recurrence, cures that did not hold,
+superseding). Xids are classified in xids.py.
+"""
+
+from __future__ import annotations
+
+from rasd.ladder.findings import (
+    COOLING, DISABLE_LINK, DRAIN, EXCLUDE_GPU, RECOVERY_ACTION_CODES, RECOVERY_ACTIONS,
+    SDC_CHECK, STOP_P2P, TECHNICIAN, BadEvent, Context, Finding, XidSeen,
+)
+from rasd.ladder.findings import bool_field as _bool
+from rasd.ladder.findings import int_field as _int
+from rasd.ladder.settings import LadderSettings
+from rasd.ladder.xids import classify_xid, recovery_finding
+from rasd.model import FaultEvent, FaultKind, Rung, Scope
+
+__all__ = ["classify", "Context", "Finding", "XidSeen", "BadEvent"]
+
+
+def classify(event: FaultEvent, ctx: Context, settings: LadderSettings) -> Finding | None:
+    """The cure for one event, or None when the event needs no decision (a link coming up,
+    an ECC report with zero uncorrected errors, a remedy or an SDC clearance: escalate.py
+    handles the last two)."""
+    fn = _BY_KIND.get(event.kind)
+    if fn is None:
+        return None
+    return fn(event, ctx, settings)
+
+
+
+# --------------------------------------------------------------------------- other kinds
+
+
+def _recovery_action(event, ctx, s):
+    action = event.details.get("action")
+    if isinstance(action, int) and not isinstance(action, bool):
+        action = RECOVERY_ACTION_CODES.get(action, action)
+    if action not in RECOVERY_ACTIONS:
+        raise BadEvent(f"action: {action!r} is not one of {', '.join(RECOVERY_ACTIONS)}")
+    base = Finding(Rung.NONE, Scope.GPU, "recovery_action", "")
+    return recovery_finding(base, action, f"NVML recovery action (field 230) asks for {action}")
+
+
+def _ecc(event, ctx, s):
+    unc = _int(event.details, "volatile_uncorrected", 0)
+    cor = _int(event.details, "volatile_corrected", 0)
+    if unc > 0:
+        return Finding(Rung.RESET_GPU, Scope.GPU, "ecc_uncorrected",
+                       f"{unc} volatile uncorrected ECC error(s): reset the GPU",
+                       degradations=(DRAIN,), hardware=True)
+    if cor > 0:
+        return Finding(Rung.NONE, Scope.GPU, "ecc_corrected",
+                       f"{cor} corrected ECC error(s): monitor")
+    return None
+
+
+def _remap(event, ctx, s):
+    if _bool(event.details, "failure"):
+        return Finding(Rung.RMA, Scope.GPU, "remap_failure",
+                       "row remapping failed: the GPU is out of spare rows (RMA criterion)",
+                       degradations=(EXCLUDE_GPU,), investigate=(TECHNICIAN,), hardware=True)
+    if _bool(event.details, "pending"):
+        return Finding(Rung.RESET_GPU, Scope.GPU, "remap_pending",
+                       "row remap pending: drain, then reset the GPU at a convenient time",
+                       degradations=(DRAIN,), hardware=True)
+    return None
+
+
+def _retired(event, ctx, s):
+    sbe = _int(event.details, "single_bit", 0)
+    dbe = _int(event.details, "double_bit", 0)
+    if sbe + dbe >= s.retired_pages_limit:
+        return Finding(Rung.RMA, Scope.GPU, "retired_pages",
+                       f"{sbe + dbe} retired pages (limit {s.retired_pages_limit}): RMA",
+                       degradations=(EXCLUDE_GPU,), investigate=(TECHNICIAN,), hardware=True)
+    since = event.time_wall - s.retired_dbe_recent_seconds
+    before = [n for t, n in ctx.retired_dbe if t < since]
+    recent_new = dbe - (max(before) if before else 0)
+    if dbe > s.retired_dbe_pages_limit and recent_new > s.retired_dbe_recent_limit:
+        return Finding(Rung.RMA, Scope.GPU, "retired_pages",
+                       f"{dbe} double-bit retired pages, {recent_new} in the last week: RMA",
+                       degradations=(EXCLUDE_GPU,), investigate=(TECHNICIAN,), hardware=True)
+    if dbe or sbe:
+        return Finding(Rung.NONE, Scope.GPU, "retired_pages",
+                       f"{sbe} single-bit and {dbe} double-bit retired pages: within limits")
+    return None
+
+
+def _nvlink(event, ctx, s):
+    link = event.link if event.link is not None else event.details.get("link")
+    if not isinstance(link, int) or isinstance(link, bool) or link < 0:
+        raise BadEvent("link: an NVLink event needs the link number")
+    state = event.details.get("state", "down")
+    if state not in ("up", "down"):
+        raise BadEvent(f"state: {state!r} is not up or down")
+    d = event.details
+    errs = {k: _int(d, k, 0) for k in ("replay_errors", "recovery_errors",
+                                       "crc_flit_errors", "crc_data_errors")}
+    rate = d.get("rate_per_second")
+    if rate is not None and (not isinstance(rate, (int, float)) or isinstance(rate, bool)):
+        raise BadEvent("rate_per_second: must be a number")
+    if state == "down":
+        downs = [t for t in ctx.link_downs if t >= event.time_wall - s.link_flap_window_seconds]
+        if len(downs) + 1 >= s.link_flap_count:
+            return Finding(Rung.RESET_GPU, Scope.LINK, "nvlink_flap",
+                           f"link {link} went down {len(downs) + 1} times within "
+                           f"{s.link_flap_window_seconds:g} s: disable it; technician",
+                           link=link, degradations=(STOP_P2P, DISABLE_LINK),
+                           investigate=(TECHNICIAN,), hardware=True)
+        return Finding(Rung.RESET_GPU, Scope.LINK, "nvlink_down",
+                       f"link {link} is down: stop peer-to-peer over it, reset the GPU when "
+                       "convenient", link=link, degradations=(STOP_P2P,), hardware=True)
+    if errs["replay_errors"] or errs["recovery_errors"]:
+        return Finding(Rung.RESET_GPU, Scope.LINK, "nvlink_errors",
+                       f"link {link}: {errs['replay_errors']} replay and "
+                       f"{errs['recovery_errors']} recovery errors (DCGM fails on any): stop "
+                       "peer-to-peer over it, reset the GPU when convenient",
+                       link=link, degradations=(STOP_P2P,), hardware=True)
+    crc = errs["crc_flit_errors"] + errs["crc_data_errors"]
+    if crc:
+        if rate is not None and rate >= s.nvlink_crc_fail_per_second:
+            return Finding(Rung.RESET_GPU, Scope.LINK, "nvlink_crc",
+                           f"link {link}: CRC errors at {rate:g}/s (limit "
+                           f"{s.nvlink_crc_fail_per_second:g}/s): stop peer-to-peer over it, "
+                           "reset the GPU when convenient",
+                           link=link, degradations=(STOP_P2P,), hardware=True)
+        return Finding(Rung.NONE, Scope.LINK, "nvlink_crc",
+                       f"link {link}: {crc} CRC errors below the failure rate: monitor", link=link)
+    return None
+
+
+def _pcie(event, ctx, s):
+    d = event.details
+    count = _int(d, "count")
+    lanes = _int(d, "lanes", 16)
+    gen = _int(d, "gen", 4)
+    window = d.get("seconds")
+    if window is None:
+        window = (event.time_wall - ctx.pcie_last_time) if ctx.pcie_last_time is not None \
+            else s.pcie_default_window_seconds
+    window = max(float(window), 1.0)
+    per_lane = (s.pcie_replay_per_lane_per_minute_gen5 if gen >= 5
+                else s.pcie_replay_per_lane_per_minute_gen4)
+    limit = lanes * per_lane
+    per_minute = count * 60.0 / window
+    if per_minute > limit:
+        return Finding(Rung.NONE, Scope.GPU, "pcie_replay",
+                       f"{per_minute:.1f} PCIe replays/min over the limit {limit:.1f} (Gen{gen} "
+                       f"x{lanes}): a technician checks the slot and riser",
+                       investigate=(TECHNICIAN,))
+    return None
+
+
+def _gpu_lost(event, ctx, s):
+    return Finding(Rung.REBOOT_NODE, Scope.NODE, "gpu_lost",
+                   "GPU lost or fallen off the bus: drain and reboot the node",
+                   degradations=(DRAIN,), hardware=True)
+
+
+def _thermal(event, ctx, s):
+    return Finding(Rung.NONE, Scope.GPU, "thermal",
+                   "thermal slowdown: check the cooling", investigate=(COOLING,))
+
+
+def _sdc(event, ctx, s):
+    verdict = event.details.get("verdict")
+    if verdict == "confirmed":
+        return Finding(Rung.RMA, Scope.GPU, "sdc",
+                       "silent data corruption confirmed: exclude the GPU and send it back",
+                       degradations=(EXCLUDE_GPU,), investigate=(TECHNICIAN,), hardware=True)
+    if verdict in ("suspect", "inconclusive"):
+        return Finding(Rung.NONE, Scope.GPU, "sdc",
+                       f"silent data corruption {verdict}: exclude the GPU until the deep "
+                       "check ends", degradations=(EXCLUDE_GPU,), investigate=(SDC_CHECK,))
+    if verdict == "cleared":
+        return None
+    raise BadEvent(f"verdict: {verdict!r} is not suspect, confirmed, cleared or inconclusive")
+
+
+def _none(event, ctx, s):
+    return None
+
+
+_BY_KIND = {
+    FaultKind.XID: classify_xid,
+    FaultKind.ECC: _ecc,
+    FaultKind.REMAP: _remap,
+    FaultKind.RETIRED_PAGES: _retired,
+    FaultKind.NVLINK: _nvlink,
+    FaultKind.PCIE_REPLAY: _pcie,
+    FaultKind.RECOVERY_ACTION: _recovery_action,
+    FaultKind.GPU_LOST: _gpu_lost,
+    FaultKind.THERMAL: _thermal,
+    FaultKind.SDC: _sdc,
+    FaultKind.REMEDY: _none,
+}
+
+

@@ -1,0 +1,55 @@
+"""A decision of the ladder: what to do about one fault on one component, and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rasd.model import Rung, Scope
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    time_wall: float  # Unix seconds of the event that caused it
+    gpu: int
+    link: int | None  # None unless scope is link
+    rung: Rung
+    scope: Scope
+    reason: str
+    investigate: tuple[str, ...]  # e.g. ("sdc_check",), ("technician",)
+    degradations: tuple[str, ...]  # "drain", "stop_p2p", "disable_link", "exclude_gpu"
+    fault: str  # fault class key (e.g. "xid:79", "nvlink_down"); one open decision per key
+    source: str  # the FaultKind value of the event ("xid", "remedy", ...)
+    buckets: tuple[str, ...] = ()  # catalog buckets the rung came from (Xids)
+    escalated: bool = False  # history raised it above what the event alone asks for
+
+    @property
+    def component(self) -> tuple[int, int | None]:
+        return (self.gpu, self.link)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "time": self.time_wall,
+            "gpu": self.gpu,
+            "link": self.link,
+            "rung": self.rung.label,
+            "scope": self.scope.value,
+            "reason": self.reason,
+            "investigate": list(self.investigate),
+            "degradations": list(self.degradations),
+            "fault": self.fault,
+            "source": self.source,
+            "buckets": list(self.buckets),
+            "escalated": self.escalated,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Decision":
+        return cls(
+            time_wall=float(d["time"]), gpu=int(d["gpu"]), link=d.get("link"),
+            rung=Rung.parse(d["rung"]), scope=Scope(d["scope"]), reason=d["reason"],
+            investigate=tuple(d.get("investigate", ())),
+            degradations=tuple(d.get("degradations", ())), fault=d["fault"],
+            source=d["source"], buckets=tuple(d.get("buckets", ())),
+            escalated=bool(d.get("escalated", False)),
+        )

@@ -1,0 +1,126 @@
+"""The vocabulary of classification: findings, the history context, investigations, degradations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Mapping
+
+from rasd.ladder import catalog as cat
+from rasd.model import Rung, Scope
+
+# Investigations a decision may ask for.
+SDC_CHECK = "sdc_check"
+TECHNICIAN = "technician"
+DIAGNOSTICS = "diagnostics"
+COOLING = "cooling"
+POWER_SMOOTHING = "power_smoothing"
+SOFTWARE = "software_update"
+APPLICATION = "application"
+REPORT_BUG = "report_bug"
+
+# Degradations that avoid or postpone a rung.
+DRAIN = "drain"
+STOP_P2P = "stop_p2p"
+DISABLE_LINK = "disable_link"
+EXCLUDE_GPU = "exclude_gpu"
+
+# NVML field 230 / Xid 154 recovery actions.
+RECOVERY_ACTIONS: Mapping[str, tuple[Rung, tuple[str, ...]]] = {
+    "none": (Rung.NONE, ()),
+    "gpu_reset": (Rung.RESET_GPU, ()),
+    "node_reboot": (Rung.REBOOT_NODE, ()),
+    "drain_p2p": (Rung.NONE, (STOP_P2P,)),
+    "drain_and_reset": (Rung.RESET_GPU, (DRAIN,)),
+}
+RECOVERY_ACTION_CODES = {0: "none", 1: "gpu_reset", 2: "node_reboot", 3: "drain_p2p",
+                         4: "drain_and_reset"}
+XID154_TEXT = {"none": "none", "drain p2p": "drain_p2p", "drain and reset": "drain_and_reset",
+                "gpu reset required": "gpu_reset", "node reboot required": "node_reboot"}
+
+APP_BUCKETS = frozenset({"CHECK_APP/CUDA", "INVESTIGATE_SW", "XID_137_FLOW"})
+
+# Xids 162-172: no bucket in the pinned revision, so rasd's own rule (rung, investigations).
+UNBUCKETED: Mapping[int, tuple[Rung, tuple[str, ...], str]] = {
+    162: (Rung.NONE, (POWER_SMOOTHING,), "power-smoothing circuitry back in service"),
+    163: (Rung.NONE, (POWER_SMOOTHING,), "power smoothing unavailable until it re-engages"),
+    164: (Rung.NONE, (POWER_SMOOTHING, TECHNICIAN), "plan a replacement of the smoothing circuitry"),
+    165: (Rung.NONE, (POWER_SMOOTHING, TECHNICIAN), "power smoothing gone for good: service the board"),
+    166: (Rung.EXCEPTION, (SOFTWARE,), "confidential-computing setup order problem"),
+    167: (Rung.REBOOT_NODE, (DIAGNOSTICS,), "PCIe fatal timeout: the GPU needs the node rebooted"),
+    168: (Rung.NONE, (SOFTWARE,), "enable ECC (row remapping) or reboot to shift the protected region"),
+    169: (Rung.RESET_GPU, (), "micro-controller halt, as Xid 62"),
+    170: (Rung.EXCEPTION, (SOFTWARE,), "confidential-computing interrupt"),
+    171: (Rung.NONE, (), "detail of an Xid 48; the Xid 48 decides"),
+    172: (Rung.NONE, (), "detail of an Xid 48; the Xid 48 decides"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class XidSeen:
+    """An earlier Xid on this node, as classification needs to know it."""
+
+    time_wall: float
+    gpu: int
+    xid: int
+    key: str | None = None  # Xid 13: "gpc<N>/tpc<M>" when the message names them
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What the history says, gathered by the escalator for one event (earlier events only)."""
+
+    recent_xids: tuple[XidSeen, ...] = ()  # node-wide, newest last
+    link_downs: tuple[float, ...] = ()  # earlier downs of this event's link (Unix s)
+    link_parity_hits: int = 0  # earlier Xid 74 ECC/parity reports on this event's link
+    retired_dbe: tuple[tuple[float, int], ...] = ()  # earlier (time, double-bit page total)
+    pcie_last_time: float | None = None  # earlier pcie_replay event of this GPU
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    rung: Rung
+    scope: Scope
+    fault: str  # fault class key: same key on the same component = the same fault
+    reason: str
+    link: int | None = None
+    investigate: tuple[str, ...] = ()
+    degradations: tuple[str, ...] = ()
+    buckets: tuple[str, ...] = ()
+    xid: int | None = None
+    rma_candidate: bool = False  # CONTACT_SUPPORT: RMA once recurrence or a diagnostic confirms
+    uncatalogued: bool = False
+    hardware: bool = False  # recurrence of this fault points at the hardware
+    link_parity: bool = False  # Xid 74 ECC/parity bits: counted per link
+
+
+class BadEvent(ValueError):
+    """An event whose details do not fit its kind (message says which field and why)."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def with_(f: Finding, **changes: Any) -> Finding:
+    return replace(f, **changes)
+
+
+def int_field(d: Mapping[str, Any], key: str, default: int | None = None) -> int:
+    v = d.get(key, default)
+    if v is None:
+        raise BadEvent(f"{key}: missing")
+    if isinstance(v, bool) or not isinstance(v, int):
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        raise BadEvent(f"{key}: {v!r} is not a whole number")
+    if v < 0:
+        raise BadEvent(f"{key}: {v} must not be negative")
+    return v
+
+
+def bool_field(d: Mapping[str, Any], key: str) -> bool:
+    v = d.get(key, False)
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int):
+        return v != 0
+    raise BadEvent(f"{key}: {v!r} is not true or false")

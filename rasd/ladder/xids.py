@@ -1,0 +1,243 @@
+"""Xid classification by the pinned catalog's buckets and workflows (pure).
+
+Workflows that depend on history (13/31 repeats, 45 and 48 with companions, 74 repeats on a
+link) read it from the ``Context``; messages are parsed for GPC/TPC, link and register fields.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rasd.ladder import catalog as cat
+from rasd.ladder.findings import (
+    APP_BUCKETS, UNBUCKETED, XID154_TEXT, APPLICATION, DIAGNOSTICS,
+    DISABLE_LINK, DRAIN, EXCLUDE_GPU, RECOVERY_ACTION_CODES, RECOVERY_ACTIONS, REPORT_BUG,
+    SDC_CHECK, SOFTWARE, STOP_P2P, TECHNICIAN, BadEvent, Context, Finding,
+)
+from rasd.ladder.findings import int_field as _int
+from rasd.ladder.findings import with_ as _with
+from rasd.ladder.settings import LadderSettings
+from rasd.model import FaultEvent, Rung, Scope
+
+
+def parse_gpc_tpc(message: str | None) -> str | None:
+    m = _GPC_TPC.search(message or "")
+    return f"gpc{m.group(1)}/tpc{m.group(2)}" if m else None
+
+
+def parse_link(message: str | None) -> int | None:
+    m = _LINK.search(message or "")
+    return int(m.group(1)) if m else None
+
+
+def parse_registers(message: str | None) -> tuple[int, ...] | None:
+    m = _REGS.search(message or "")
+    if not m:
+        return None
+    return tuple(int(x, 16) for x in re.findall(r"0x[0-9a-fA-F]+", m.group(1)))
+
+
+def parse_recovery_text(message: str | None) -> str | None:
+    """Xid 154's "... changed from 0x0 (None) to 0x2 (Node Reboot Required)" -> "node_reboot"."""
+    m = _REC154.search(message or "")
+    if m:
+        name = XID154_TEXT.get(m.group(2).strip().lower())
+        if name:
+            return name
+        return RECOVERY_ACTION_CODES.get(int(m.group(1), 16))
+    return None
+
+
+_GPC_TPC = re.compile(r"GPC\s*(\d+)\s*,\s*TPC\s*(\d+)", re.I)
+_LINK = re.compile(r"\blink\s*[:#]?\s*(\d+)", re.I)
+_REGS = re.compile(r"\(\s*(0x[0-9a-fA-F]+(?:\s*,\s*0x[0-9a-fA-F]+){1,7})\s*\)")
+_REC154 = re.compile(r"to\s+0x([0-9a-fA-F]+)\s*\(([^)]*)\)", re.I)
+
+
+def classify_xid(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding:
+    d = event.details
+    code = _int(d, "xid")
+    message = d.get("message")
+    if message is not None and not isinstance(message, str):
+        raise BadEvent("message: must be text")
+    entry = cat.lookup(code)
+    fault = f"xid:{code}"
+    if entry is None:
+        return Finding(Rung.RESTART_PROCESS, Scope.GPU, fault,
+                       f"Xid {code} is not in the pinned catalog: restart the application, keep "
+                       "the raw code", xid=code, uncatalogued=True, investigate=(REPORT_BUG,))
+    base = Finding(Rung.NONE, Scope.GPU, fault, "", xid=code, buckets=entry.buckets)
+    what = f"Xid {code} ({entry.description})"
+    special = _XID_WORKFLOWS.get(code)
+    if special is not None:
+        return special(event, ctx, s, base, what, message)
+    if code in UNBUCKETED:
+        rung, inv, why = UNBUCKETED[code]
+        scope = Scope.NODE if rung is Rung.REBOOT_NODE else Scope.GPU
+        return _with(base, rung=rung, scope=scope, investigate=inv,
+                     reason=f"{what}: no bucket in the pinned catalog; {why}",
+                     hardware=rung >= Rung.RESET_GPU)
+    imm = entry.immediate
+    if imm == cat.IGNORE:
+        app = code in s.app_visible() or entry.investigatory in APP_BUCKETS
+        rung = Rung.EXCEPTION if app else Rung.NONE
+        inv = (APPLICATION,) if app else ()
+        why = "the application sees an error it can handle" if app else "monitor only"
+        return _with(base, rung=rung, investigate=inv, reason=f"{what}: {why}")
+    if imm == cat.RESTART_APP:
+        return _with(base, rung=Rung.RESTART_PROCESS, reason=f"{what}: restart the application")
+    if imm == cat.RESET_GPU:
+        return _with(base, rung=Rung.RESET_GPU, degradations=(DRAIN,), hardware=True,
+                     reason=f"{what}: drain the GPU, then reset it")
+    if imm in (cat.RESTART_VM, cat.RESTART_BM):
+        return _with(base, rung=Rung.REBOOT_NODE, scope=Scope.NODE, hardware=True,
+                     degradations=(DRAIN,), reason=f"{what}: drain and reboot the node")
+    if imm == cat.CHECK_MECHANICALS:
+        return _with(base, rung=Rung.REBOOT_NODE, scope=Scope.NODE, hardware=True,
+                     degradations=(DRAIN,), investigate=(TECHNICIAN,),
+                     reason=f"{what}: reboot the node; a technician checks seating and power cables")
+    if imm == cat.UPDATE_SWFW:
+        return _with(base, investigate=(SOFTWARE,),
+                     reason=f"{what}: software or firmware mismatch; update, no hardware rung")
+    if imm == cat.CHECK_UVM:
+        return _with(base, reason=f"{what}: bare metal without vGPU/UVM: monitor only")
+    # CONTACT_SUPPORT: the GPU is suspect, but one report does not send it back
+    return _with(base, rung=Rung.RESET_GPU, degradations=(DRAIN,), investigate=(DIAGNOSTICS,),
+                 rma_candidate=True, hardware=True,
+                 reason=f"{what}: reset the GPU and run diagnostics; RMA if it recurs")
+
+
+def _wf_13_31(event, ctx, s, base, what, message):
+    code = base.xid
+    key = parse_gpc_tpc(message) if code == 13 else None
+    since = event.time_wall - s.xid_repeat_window_seconds
+    same_gpu = [x for x in ctx.recent_xids
+                if x.xid == code and x.gpu == event.gpu and x.time_wall >= since
+                and (code != 13 or key is None or x.key is None or x.key == key)]
+    other_gpus = {x.gpu for x in ctx.recent_xids
+                  if x.xid == code and x.gpu != event.gpu and x.time_wall >= since}
+    if same_gpu and not other_gpus:
+        where = f" on the same {key}" if key else ""
+        return _with(base, rung=Rung.RESTART_PROCESS, investigate=(SDC_CHECK,), hardware=True,
+                     degradations=(EXCLUDE_GPU,),
+                     reason=f"{what} repeated on this GPU{where}: possible hardware; restart the "
+                     "application and run an in-depth SDC check of the GPU")
+    spread = " (also on other GPUs: the application)" if other_gpus else ""
+    return _with(base, rung=Rung.RESTART_PROCESS, investigate=(APPLICATION,),
+                 reason=f"{what}: an application problem{spread}; restart the application")
+
+
+def _wf_45(event, ctx, s, base, what, message):
+    since = event.time_wall - s.xid_companion_seconds
+    others = [x for x in ctx.recent_xids
+              if x.gpu == event.gpu and x.xid != 45 and x.time_wall >= since]
+    if others:
+        return _with(base, reason=f"{what}: follows Xid {others[-1].xid}, which decides")
+    return _with(base, rung=Rung.RESTART_PROCESS,
+                 reason=f"{what} alone: restart the fabric manager / the aborted application")
+
+
+def _wf_48(event, ctx, s, base, what, message):
+    since = event.time_wall - s.xid_companion_seconds
+    with_remap = any(x.gpu == event.gpu and x.xid in (63, 64) and x.time_wall >= since
+                     for x in ctx.recent_xids)
+    if with_remap:
+        return _with(base, rung=Rung.RESET_GPU, degradations=(DRAIN,), hardware=True,
+                     reason=f"{what} with Xid 63/64: drain, then reset the GPU")
+    return _with(base, rung=Rung.RESET_GPU, investigate=(DIAGNOSTICS,), hardware=True,
+                 reason=f"{what} alone: reset the GPU, then field diagnostics")
+
+
+# Xid 74 register bits (catalog's NVLink workflow): (register index, bits) per class.
+_R74_PARITY = ((0, {4, 5}), (2, {0, 1, 2, 6}), (4, {18, 19, 21, 22, 24, 25, 27, 28}))
+_R74_MECH = ((0, {8, 9, 12, 16, 17, 24, 28}),)
+_R74_SI = ((0, {21, 22}),)
+_R74_BENIGN = ((0, {0, 1, 20, 23, 30}), (3, {16, 17, 18}), (4, {20, 23, 26, 29}))
+
+
+def _bits(regs: tuple[int, ...], spec) -> bool:
+    return any(i < len(regs) and any(regs[i] >> b & 1 for b in bits) for i, bits in spec)
+
+
+def _known(regs: tuple[int, ...]) -> int:
+    """Register bits the catalog does not explain (reported as a bug)."""
+    mask = [0] * len(regs)
+    for spec in (_R74_PARITY, _R74_MECH, _R74_SI, _R74_BENIGN,
+                 ((0, {27, 29}), (2, {13, 16, 17, 18, 19}))):
+        for i, bits in spec:
+            if i < len(regs):
+                for b in bits:
+                    mask[i] |= 1 << b
+    return sum(bin(r & ~m).count("1") for r, m in zip(regs, mask))
+
+
+def _wf_74(event, ctx, s, base, what, message):
+    link = event.link if event.link is not None else parse_link(message)
+    scope = Scope.LINK if link is not None else Scope.GPU
+    base = _with(base, link=link, scope=scope)
+    on = f" on link {link}" if link is not None else ""
+    p2p = (STOP_P2P,) if link is not None else (DRAIN,)
+    regs = parse_registers(message)
+    if not regs or not any(regs):
+        return _with(base, rung=Rung.RESET_GPU, degradations=p2p, hardware=True,
+                     reason=f"{what}{on}: stop peer-to-peer over it, reset the GPU when convenient")
+    if _bits(regs, _R74_PARITY):
+        base = _with(base, link_parity=True)
+        if ctx.link_parity_hits + 1 > s.nvlink_parity_repeats:
+            return _with(base, rung=Rung.RESET_GPU, degradations=p2p + (DISABLE_LINK,),
+                         investigate=(TECHNICIAN,), hardware=True,
+                         reason=f"{what}{on}: ECC/parity error seen "
+                         f"{ctx.link_parity_hits + 1} times: link hardware; disable the link")
+        return _with(base, rung=Rung.RESET_GPU, degradations=p2p, hardware=True,
+                     reason=f"{what}{on}: ECC/parity error; reset the GPU when convenient")
+    if _bits(regs, _R74_MECH):
+        return _with(base, rung=Rung.RESET_GPU, degradations=p2p, investigate=(TECHNICIAN,),
+                     hardware=True, reason=f"{what}{on}: possible link hardware; check and reseat "
+                     "the link's connections, diagnostics if it persists")
+    if _bits(regs, _R74_SI):
+        return _with(base, rung=Rung.RESET_GPU, degradations=p2p,
+                     investigate=(TECHNICIAN, DIAGNOSTICS), hardware=True,
+                     reason=f"{what}{on}: marginal signal integrity; check connections, diagnostics")
+    if _known(regs):
+        return _with(base, rung=Rung.RESET_GPU, degradations=p2p, investigate=(REPORT_BUG,),
+                     reason=f"{what}{on}: register bits the catalog does not explain; report it")
+    if _bits(regs, ((0, {27, 29}), (2, {13, 16, 17, 18, 19}))):
+        return _with(base, investigate=(REPORT_BUG,),
+                     reason=f"{what}{on}: report it if it repeats")
+    return _with(base, reason=f"{what}{on}: secondary or threshold bits only; continue, monitor")
+
+
+def _wf_nvlink5(event, ctx, s, base, what, message):
+    link = event.link if event.link is not None else parse_link(message)
+    scope = Scope.LINK if link is not None else Scope.GPU
+    on = f" on link {link}" if link is not None else ""
+    text = (message or "").lower()
+    fatal = re.search(r"\bfatal\b", text) is not None and "nonfatal" not in text \
+        and "non-fatal" not in text
+    if fatal:
+        return _with(base, link=link, scope=scope, rung=Rung.RESET_GPU, hardware=True,
+                     degradations=(STOP_P2P,) if link is not None else (DRAIN,),
+                     reason=f"{what}{on}: fatal; reset the GPU")
+    return _with(base, link=link, scope=scope, investigate=(DIAGNOSTICS,) if message else (),
+                 reason=f"{what}{on}: non-fatal (or not decoded); monitor")
+
+
+def _wf_154(event, ctx, s, base, what, message):
+    action = parse_recovery_text(message)
+    if action is None:
+        return _with(base, reason=f"{what}: the message names no recovery action; the "
+                     "accompanying Xid decides")
+    return recovery_finding(base, action, f"{what}: driver asks for {action}")
+
+
+_XID_WORKFLOWS = {13: _wf_13_31, 31: _wf_13_31, 45: _wf_45, 48: _wf_48, 74: _wf_74,
+                  **{c: _wf_nvlink5 for c in range(144, 151)}, 154: _wf_154}
+
+
+def recovery_finding(base: Finding, action: str, reason: str) -> Finding:
+    rung, degr = RECOVERY_ACTIONS[action]
+    scope = Scope.NODE if rung is Rung.REBOOT_NODE else Scope.GPU
+    return _with(base, rung=rung, scope=scope, degradations=degr, reason=reason,
+                 hardware=rung >= Rung.RESET_GPU)
+
+
