@@ -1,0 +1,491 @@
+"""``FakeNvml``: a stand-in for the ``pynvml`` module, backed by a simulated node.
+
+Functions take and return what pynvml's do (str for strings, ints in NVML units, pynvml's own
+ctypes structs, ``c_nvmlDevice_t`` handles) and raise pynvml's own ``NVMLError_*`` classes, so the
+NVML adapter runs unchanged on top. Anything else (constants, structs, error classes) is
+forwarded to the real module given as ``base``.
+
+Scripted call faults (``nvml_error`` / ``nvml_hang`` events) are applied before every call; a
+GPU that fell off the bus answers every call on its handle with ``NVMLError_GpuIsLost``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from rasd.backends.nvmlfields import field_values
+from rasd.backends.powersim import SMOOTHING_MAX_FLOOR_PERCENT, SMOOTHING_PROFILES
+from rasd.backends.scenario import Event, EventKind
+
+if TYPE_CHECKING:
+    from rasd.backends.fake import FakeNode
+
+_GIB = 1024**3
+_XID_EVENT = 0x8  # nvmlEventTypeXidCriticalError
+# Calls that never see "*" faults: a daemon must always be able to start and stop.
+_LIFECYCLE = {"nvmlInit", "nvmlShutdown"}
+# Calls that manage the node lock themselves (they block).
+_BLOCKING = {"nvmlEventSetWait", "nvmlEventSetWait_v2"}
+_NVLINK_COUNTERS = {0: "replay", 1: "recovery", 2: "crc_flit", 3: "crc_data"}
+
+
+def _error_class(name: str) -> str:
+    """"not_supported" -> "NVMLError_NotSupported" (pynvml's naming)."""
+    return "NVMLError_" + "".join(w.capitalize() for w in name.split("_"))
+
+
+def _struct(obj: Any) -> Any:
+    """Accept a struct, ``ctypes.byref(struct)`` or ``ctypes.pointer(struct)``."""
+    if hasattr(obj, "_obj"):
+        return obj._obj
+    if hasattr(obj, "contents"):
+        return obj.contents
+    return obj
+
+
+class _EventSet:
+    def __init__(self) -> None:
+        self.registered: dict[int, float] = {}  # gpu -> seconds since start it registered at
+        self.position = 0  # index into Effects.xids of the next candidate
+
+
+class FakeNvml:
+    """Module-like object: ``FakeNvml(node, base).nvmlDeviceGetCount()`` etc."""
+
+    def __init__(self, node: "FakeNode", base: Any):
+        self._node = node
+        self._base = base
+        self._init_count = 0
+        self._calls: dict[int, int] = {}  # fault event index -> calls it has affected
+        self._faults_lock = threading.Lock()
+        self._handle_mem = [ctypes.create_string_buffer(8) for _ in range(node.gpu_count)]
+        self._handles = [ctypes.cast(m, base.c_nvmlDevice_t) for m in self._handle_mem]
+        self._by_address = {ctypes.addressof(m): g for g, m in enumerate(self._handle_mem)}
+        self._sets: dict[int, tuple[Any, _EventSet]] = {}
+        for name in dir(self):
+            if name.startswith("nvml") and callable(getattr(self, name)):
+                setattr(self, name, self._wrap(name, getattr(self, name)))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _raise(self, name: str) -> None:
+        raise getattr(self._base, _error_class(name))()
+
+    def _gpu_of(self, handle: Any) -> int:
+        try:
+            address = ctypes.cast(handle, ctypes.c_void_p).value
+        except (ctypes.ArgumentError, TypeError):
+            address = None
+        if address not in self._by_address:
+            self._raise("invalid_argument")
+        return self._by_address[address]
+
+    def _call_gpu(self, name: str, args: tuple[Any, ...]) -> int | None:
+        if not args:
+            return None
+        if name == "nvmlDeviceGetHandleByIndex":
+            i = args[0]
+            return i if isinstance(i, int) and 0 <= i < self._node.gpu_count else None
+        if name.startswith("nvmlDevice") and isinstance(args[0], self._base.c_nvmlDevice_t):
+            return self._gpu_of(args[0])
+        return None
+
+    def _faults_for(self, name: str, gpu: int | None) -> list[Event]:
+        t = self._node.elapsed()
+        hits = []
+        with self._faults_lock:
+            for ev in self._node.effects.call_faults:
+                fn = ev.params["function"]
+                if fn != name and (fn != "*" or name in _LIFECYCLE):
+                    continue
+                if ev.gpus is not None and (gpu is None or gpu not in ev.gpus):
+                    continue
+                if not ev.active(t):
+                    continue
+                limit = ev.params["calls"]
+                used = self._calls.get(ev.index, 0)
+                if limit is not None and used >= limit:
+                    continue
+                self._calls[ev.index] = used + 1
+                hits.append(ev)
+        return hits
+
+    def _wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        node = self._node
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if name != "nvmlInit" and self._init_count == 0:
+                self._raise("uninitialized")
+            gpu = self._call_gpu(name, args)
+            for ev in self._faults_for(name, gpu):
+                if ev.kind is EventKind.NVML_HANG:
+                    node.sleep(ev.params["seconds"])  # outside every lock: a wedged call
+                else:
+                    self._raise(ev.params["error"])
+            if name in _BLOCKING:
+                return fn(*args, **kwargs)
+            with node.lock:
+                if gpu is not None and node.lost(gpu):
+                    self._raise("gpu_is_lost")
+                return fn(*args, **kwargs)
+
+        call.__name__ = name
+        call.__doc__ = fn.__doc__
+        return call
+
+    def _sim(self, handle: Any) -> Any:
+        return self._node.sim(self._gpu_of(handle))
+
+    # ------------------------------------------------------------------ library and system
+
+    def nvmlInit(self) -> None:
+        self._init_count += 1
+
+    def nvmlShutdown(self) -> None:
+        self._init_count -= 1
+
+    def _driver(self) -> str:
+        return "570.133.20" if self._node.profile.architecture == "blackwell" else "550.127.05"
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return self._driver()
+
+    def nvmlSystemGetNVMLVersion(self) -> str:
+        return "12." + self._driver()
+
+    def nvmlSystemGetCudaDriverVersion(self) -> int:
+        return 12080 if self._node.profile.architecture == "blackwell" else 12040
+
+    # ------------------------------------------------------------------ identity
+
+    def nvmlDeviceGetCount(self) -> int:
+        return self._node.gpu_count
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> Any:
+        if not isinstance(index, int) or not 0 <= index < self._node.gpu_count:
+            self._raise("invalid_argument")
+        return self._handles[index]
+
+    def nvmlDeviceGetIndex(self, handle: Any) -> int:
+        return self._gpu_of(handle)
+
+    def nvmlDeviceGetUUID(self, handle: Any) -> str:
+        return self._node.identities[self._gpu_of(handle)].uuid
+
+    def nvmlDeviceGetName(self, handle: Any) -> str:
+        self._gpu_of(handle)
+        return self._node.profile.name
+
+    def nvmlDeviceGetSerial(self, handle: Any) -> str:
+        return self._node.identities[self._gpu_of(handle)].serial
+
+    def nvmlDeviceGetVbiosVersion(self, handle: Any) -> str:
+        return self._node.identities[self._gpu_of(handle)].vbios
+
+    def nvmlDeviceGetPciInfo(self, handle: Any) -> Any:
+        ident = self._node.identities[self._gpu_of(handle)]
+        info = self._base.nvmlPciInfo_t()
+        info.busIdLegacy = ident.pci_bus_id[4:].encode()
+        info.busId = ident.pci_bus_id.encode()
+        info.domain, info.bus, info.device = 0, ident.bus, 0
+        info.pciDeviceId = self._node.profile.pci_device_id
+        info.pciSubSystemId = (self._node.profile.pci_device_id & 0xFFFF) | 0x16C10000
+        return info
+
+    # ------------------------------------------------------------------ power
+
+    def nvmlDeviceGetFieldValues(self, handle: Any, fieldIds: Any) -> Any:
+        return field_values(self._base, self._node, self._gpu_of(handle), list(fieldIds))
+
+    def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
+        """mW, a 1 s average (as on Ampere and newer)."""
+        return self._sim(handle).average_mw
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: Any) -> int:
+        return int(self._sim(handle).limit_watts * 1000)
+
+    def nvmlDeviceGetPowerManagementLimit(self, handle: Any) -> int:
+        return int(self._sim(handle).limit_watts * 1000)
+
+    def nvmlDeviceGetPowerManagementDefaultLimit(self, handle: Any) -> int:
+        self._gpu_of(handle)
+        return int(self._node.profile.power_limit_default_watts * 1000)
+
+    def _constraints(self) -> list[int]:
+        p = self._node.profile
+        return [int(p.power_limit_min_watts * 1000), int(p.power_limit_max_watts * 1000)]
+
+    def nvmlDeviceGetPowerManagementLimitConstraints(self, handle: Any) -> list[int]:
+        """[min, max] in mW."""
+        self._gpu_of(handle)
+        return self._constraints()
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
+        """mJ since the driver loaded (or the GPU was last reset)."""
+        return int(self._sim(handle).energy_mj)
+
+    def nvmlDeviceSetPowerManagementLimit(self, handle: Any, limit: int) -> None:
+        lo, hi = self._constraints()
+        if not isinstance(limit, int) or not lo <= limit <= hi:
+            self._raise("invalid_argument")
+        self._node.set_power_limit(self._gpu_of(handle), limit / 1000.0)
+
+    def _smoothing_gpu(self, handle: Any) -> int:
+        gpu = self._gpu_of(handle)
+        if not self._node.profile.power_smoothing:
+            self._raise("not_supported")
+        return gpu
+
+    def nvmlDevicePowerSmoothingSetState(self, handle: Any, state: Any) -> None:
+        gpu = self._smoothing_gpu(handle)
+        s = _struct(state)
+        if s.state not in (0, 1):
+            self._raise("invalid_argument")
+        self._node.smoothing_enabled[gpu] = bool(s.state)
+        self._node.apply_smoothing(gpu)
+
+    def nvmlDevicePowerSmoothingActivatePresetProfile(self, handle: Any, profile: Any) -> None:
+        gpu = self._smoothing_gpu(handle)
+        s = _struct(profile)
+        if not 0 <= s.profileId < SMOOTHING_PROFILES:
+            self._raise("invalid_argument")
+        self._node.smoothing_active[gpu] = s.profileId
+        self._node.apply_smoothing(gpu)
+
+    def nvmlDevicePowerSmoothingUpdatePresetProfileParam(self, handle: Any, profile: Any) -> None:
+        """paramId 0: % TMP floor, 1: ramp-up W/s, 2: ramp-down W/s, 3: ramp-down hysteresis ms."""
+        gpu = self._smoothing_gpu(handle)
+        s = _struct(profile)
+        if not 0 <= s.profileId < SMOOTHING_PROFILES or s.value < 0:
+            self._raise("invalid_argument")
+        preset = self._node.smoothing_presets[gpu][s.profileId]
+        if s.paramId == 0:
+            if s.value > SMOOTHING_MAX_FLOOR_PERCENT:
+                self._raise("invalid_argument")
+            preset.floor_percent = s.value
+        elif s.paramId == 1:
+            preset.ramp_up_watts_per_second = s.value
+        elif s.paramId == 2:
+            preset.ramp_down_watts_per_second = s.value
+        elif s.paramId == 3:
+            preset.ramp_down_hysteresis_ms = s.value
+        else:
+            self._raise("not_supported")
+        if s.profileId == self._node.smoothing_active[gpu]:
+            self._node.apply_smoothing(gpu)
+
+    # ------------------------------------------------------------------ thermal, clocks, load
+
+    def nvmlDeviceGetTemperature(self, handle: Any, sensor: int) -> int:
+        gpu = self._gpu_of(handle)
+        if sensor != self._base.NVML_TEMPERATURE_GPU:
+            self._raise("invalid_argument")
+        return int(self._node.temperature(gpu))
+
+    def nvmlDeviceGetClockInfo(self, handle: Any, type: int) -> int:
+        gpu = self._gpu_of(handle)
+        p = self._node.profile
+        if type == self._base.NVML_CLOCK_MEM:
+            return p.memory_clock_mhz
+        if type not in (self._base.NVML_CLOCK_SM, self._base.NVML_CLOCK_GRAPHICS):
+            self._raise("invalid_argument")
+        sim = self._node.sim(gpu)
+        t = self._node.elapsed()
+        if self._node.workload.phase(gpu, t) in ("idle", "checkpoint"):
+            return p.sm_clock_idle_mhz
+        mhz = float(p.sm_clock_max_mhz)
+        if sim.power_capped:
+            mhz *= max(0.6, (sim.limit_watts / sim.demand) ** 0.7)
+        if self._node.effects.thermal(gpu, t)[1]:
+            mhz *= 0.7
+        return int(mhz // 15 * 15)
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Any) -> int:
+        gpu = self._gpu_of(handle)
+        sim = self._node.sim(gpu)
+        t = self._node.elapsed()
+        bits = self._node.effects.thermal(gpu, t)[1]
+        if self._node.workload.phase(gpu, t) in ("idle", "checkpoint"):
+            bits |= 0x1
+        if sim.power_capped:
+            bits |= 0x4
+        return bits
+
+    def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Any:
+        gpu = self._gpu_of(handle)
+        g, m = self._node.workload.utilization(gpu, self._node.elapsed())
+        return self._base.c_nvmlUtilization_t(gpu=g, memory=m)
+
+    def nvmlDeviceGetMemoryInfo(self, handle: Any, version: Any = None) -> Any:
+        gpu = self._gpu_of(handle)
+        total = self._node.profile.memory_bytes
+        reserved = 512 * 1024**2
+        used = int(total * 0.86) if self._node.workload.running(gpu) else reserved
+        if version:
+            return self._base.c_nvmlMemory_v2_t(version=version, total=total, reserved=reserved, free=total - used, used=used - reserved)
+        return self._base.c_nvmlMemory_t(total=total, free=total - used, used=used)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[Any]:
+        gpu = self._gpu_of(handle)
+        if not self._node.workload.running(gpu):
+            return []
+        info = self._base.c_nvmlProcessInfo_v2_t(
+            pid=self._node.identities[gpu].pid,
+            usedGpuMemory=int(self._node.profile.memory_bytes * 0.86) - 512 * 1024**2,
+            gpuInstanceId=0xFFFFFFFF,
+            computeInstanceId=0xFFFFFFFF,
+        )
+        return [self._base.nvmlStructToFriendlyObject(info)]
+
+    # ------------------------------------------------------------------ memory errors
+
+    def nvmlDeviceGetEccMode(self, handle: Any) -> list[int]:
+        self._gpu_of(handle)
+        on = self._base.NVML_FEATURE_ENABLED
+        return [on, on]
+
+    def nvmlDeviceGetTotalEccErrors(self, handle: Any, errorType: int, counterType: int) -> int:
+        gpu = self._gpu_of(handle)
+        if errorType not in (0, 1) or counterType not in (0, 1):
+            self._raise("invalid_argument")
+        key = "ecc_corrected" if errorType == 0 else "ecc_uncorrected"
+        return self._node.effects.counter(gpu, key, self._node.elapsed(), volatile=counterType == 0)
+
+    def nvmlDeviceGetRemappedRows(self, device: Any) -> tuple[int, int, int, int]:
+        gpu = self._gpu_of(device)
+        if not self._node.profile.row_remapping:
+            self._raise("not_supported")
+        fx, t = self._node.effects, self._node.elapsed()
+        pending, failure = fx.remap_flags(gpu, t)
+        return (
+            fx.counter(gpu, "remap_correctable", t, volatile=False),
+            fx.counter(gpu, "remap_uncorrectable", t, volatile=False),
+            int(pending),
+            int(failure),
+        )
+
+    def nvmlDeviceGetRetiredPages(self, device: Any, sourceFilter: int) -> list[int]:
+        gpu = self._gpu_of(device)
+        if not self._node.profile.page_retirement:
+            self._raise("not_supported")
+        if sourceFilter not in (0, 1):
+            self._raise("invalid_argument")
+        cause = "single_bit" if sourceFilter == 0 else "double_bit"
+        return self._node.effects.retired_pages(gpu, self._node.elapsed(), cause)
+
+    def nvmlDeviceGetRetiredPagesPendingStatus(self, device: Any) -> int:
+        gpu = self._gpu_of(device)
+        if not self._node.profile.page_retirement:
+            self._raise("not_supported")
+        return int(self._node.effects.retired_pending(gpu, self._node.elapsed()))
+
+    # ------------------------------------------------------------------ links
+
+    def nvmlDeviceGetCurrPcieLinkGeneration(self, handle: Any) -> int:
+        self._gpu_of(handle)
+        return self._node.profile.pcie_gen
+
+    def nvmlDeviceGetMaxPcieLinkGeneration(self, handle: Any) -> int:
+        self._gpu_of(handle)
+        return self._node.profile.pcie_gen
+
+    def nvmlDeviceGetCurrPcieLinkWidth(self, handle: Any) -> int:
+        self._gpu_of(handle)
+        return self._node.profile.pcie_width
+
+    def nvmlDeviceGetMaxPcieLinkWidth(self, handle: Any) -> int:
+        self._gpu_of(handle)
+        return self._node.profile.pcie_width
+
+    def nvmlDeviceGetPcieReplayCounter(self, handle: Any) -> int:
+        gpu = self._gpu_of(handle)
+        return self._node.effects.counter(gpu, "pcie_replay", self._node.elapsed())
+
+    def _link(self, device: Any, link: int) -> int:
+        gpu = self._gpu_of(device)
+        if not isinstance(link, int) or not 0 <= link < self._node.profile.nvlink_count:
+            self._raise("invalid_argument")
+        return gpu
+
+    def nvmlDeviceGetNvLinkState(self, device: Any, link: int) -> int:
+        gpu = self._link(device, link)
+        up = self._node.effects.link_up(gpu, link, self._node.elapsed())
+        return self._base.NVML_FEATURE_ENABLED if up else self._base.NVML_FEATURE_DISABLED
+
+    def nvmlDeviceGetNvLinkErrorCounter(self, device: Any, link: int, counter: int) -> int:
+        gpu = self._link(device, link)
+        if not self._node.profile.nvlink_error_counters:
+            self._raise("not_supported")
+        if counter == 4:  # NVML_NVLINK_ERROR_DL_ECC_DATA: never scripted
+            return 0
+        if counter not in _NVLINK_COUNTERS:
+            self._raise("invalid_argument")
+        key = f"nvlink:{link}:{_NVLINK_COUNTERS[counter]}"
+        return self._node.effects.counter(gpu, key, self._node.elapsed())
+
+    # ------------------------------------------------------------------ events
+
+    def nvmlEventSetCreate(self) -> Any:
+        mem = ctypes.create_string_buffer(8)
+        handle = ctypes.cast(mem, self._base.c_nvmlEventSet_t)
+        self._sets[ctypes.addressof(mem)] = (mem, _EventSet())
+        return handle
+
+    def _set_of(self, event_set: Any) -> _EventSet:
+        try:
+            address = ctypes.cast(event_set, ctypes.c_void_p).value
+        except (ctypes.ArgumentError, TypeError):
+            address = None
+        if address not in self._sets:
+            self._raise("invalid_argument")
+        return self._sets[address][1]
+
+    def nvmlDeviceRegisterEvents(self, handle: Any, eventTypes: int, eventSet: Any) -> None:
+        gpu = self._gpu_of(handle)
+        es = self._set_of(eventSet)
+        if eventTypes & _XID_EVENT:
+            es.registered.setdefault(gpu, self._node.elapsed())
+
+    def nvmlEventSetFree(self, eventSet: Any) -> None:
+        self._set_of(eventSet)
+        del self._sets[ctypes.cast(eventSet, ctypes.c_void_p).value]
+
+    def nvmlEventSetWait_v2(self, eventSet: Any, timeoutms: int) -> Any:
+        return self._wait(eventSet, timeoutms)
+
+    def nvmlEventSetWait(self, eventSet: Any, timeoutms: int) -> Any:
+        return self._wait(eventSet, timeoutms)
+
+    def _wait(self, eventSet: Any, timeoutms: int) -> Any:
+        """Blocks up to ``timeoutms`` real milliseconds; raises NVMLError_Timeout if nothing fell due."""
+        es = self._set_of(eventSet)
+        node = self._node
+        xids = node.effects.xids
+        deadline = time.monotonic() + max(0, timeoutms) / 1000.0
+        with node.changed:
+            while True:
+                now = node.elapsed()
+                while es.position < len(xids) and xids[es.position].at <= now:
+                    x = xids[es.position]
+                    es.position += 1
+                    since = es.registered.get(x.gpu)
+                    if since is not None and x.at >= since:
+                        data = self._base.c_nvmlEventData_t()
+                        data.device = self._handles[x.gpu]
+                        data.eventType = _XID_EVENT
+                        data.eventData = x.xid
+                        data.gpuInstanceId = data.computeInstanceId = 0xFFFFFFFF
+                        return data
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._raise("timeout")
+                nxt = node.effects.next_xid_after(now)
+                # On a real-time clock the next Xid falls due by itself; a manual clock notifies.
+                wait = remaining if nxt is None else min(remaining, max(nxt - now, 0.001))
+                node.changed.wait(wait)

@@ -1,0 +1,130 @@
+"""Per-GPU power, temperature and energy, stepped on a fixed 5 ms grid from t = 0.
+
+State advances only along the grid, so what a reader sees never depends on when it reads. The
+chain per step: workload demand -> the board's own response (10 ms lag) -> enforced power limit ->
+power-smoothing floor and ramp limits (Blackwell) -> delivered power. NVML's reporting is modelled
+on top, as measured on A100/H100 (Yang et al., SC'24): the instant-power field refreshes every
+100 ms with the mean of the last 25 ms of the period; the average-power reading is a 1 s mean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from rasd.backends.profiles import GpuProfile
+from rasd.backends.workload import Workload
+
+STEP_SECONDS = 0.005
+REFRESH_STEPS = 20  # 100 ms
+INSTANT_WINDOW_STEPS = 5  # 25 ms
+AVERAGE_WINDOW_STEPS = 200  # 1 s
+SMOOTHING_PROFILES = 5  # NVML_POWER_SMOOTHING_MAX_NUM_PROFILES
+SMOOTHING_MAX_FLOOR_PERCENT = 90.0
+_RESPONSE = 1.0 - math.exp(-STEP_SECONDS / 0.010)
+_THERMAL_TAU_SECONDS = 20.0
+_THERMAL = 1.0 - math.exp(-STEP_SECONDS / _THERMAL_TAU_SECONDS)
+
+
+@dataclass(slots=True)
+class Smoothing:
+    """Power-smoothing settings (NVML preset-profile parameters)."""
+
+    enabled: bool = False
+    floor_percent: float = 0.0  # of the enforced limit (TMP floor)
+    ramp_up_watts_per_second: float = 0.0  # 0: unlimited
+    ramp_down_watts_per_second: float = 0.0
+    ramp_down_hysteresis_ms: float = 0.0
+
+
+class GpuPowerSim:
+    def __init__(
+        self,
+        gpu: int,
+        profile: GpuProfile,
+        workload: Workload,
+        refresh_offset_steps: int,
+        reset_times: list[float],
+    ):
+        self.gpu = gpu
+        self.profile = profile
+        self.workload = workload
+        self.limit_watts = profile.power_limit_default_watts
+        self.smoothing = Smoothing()
+        self._offset = refresh_offset_steps % REFRESH_STEPS
+        self._resets = deque(sorted(reset_times))
+        self.step = 0  # state is for time step * STEP_SECONDS
+        d0 = workload.demand_watts(gpu, 0.0, 0)
+        self.raw_watts = min(d0, self.limit_watts)
+        self.watts = self.raw_watts
+        self.demand = d0
+        settled = workload.mean_watts(gpu, self.limit_watts)
+        self.temperature = self.target_temperature(settled)
+        self.energy_mj = 0.0
+        self._hold_s = 0.0
+        self._recent: deque[float] = deque([self.watts] * INSTANT_WINDOW_STEPS, INSTANT_WINDOW_STEPS)
+        self._window: deque[float] = deque([self.watts] * AVERAGE_WINDOW_STEPS, AVERAGE_WINDOW_STEPS)
+        self._window_sum = self.watts * AVERAGE_WINDOW_STEPS
+        self.instant_mw = int(self.watts * 1000)
+        self.instant_at = 0.0  # seconds since start of the last field-186 refresh
+        self.average_mw = int(self.watts * 1000)
+        self.average_at = 0.0
+
+    def target_temperature(self, watts: float) -> float:
+        p = self.profile
+        span = max(1.0, p.power_limit_default_watts - p.idle_watts)
+        return p.temp_idle_celsius + (watts - p.idle_watts) / span * (p.temp_busy_celsius - p.temp_idle_celsius)
+
+    def advance_to(self, t: float) -> None:
+        """Step the model up to the last grid point at or before ``t`` seconds."""
+        last = int(t / STEP_SECONDS + 1e-9)
+        if last <= self.step:
+            return
+        gpu, wl, sm = self.gpu, self.workload, self.smoothing
+        limit = self.limit_watts
+        floor = sm.floor_percent / 100.0 * limit if sm.enabled else 0.0
+        up = sm.ramp_up_watts_per_second * STEP_SECONDS if sm.enabled and sm.ramp_up_watts_per_second > 0 else math.inf
+        down = sm.ramp_down_watts_per_second * STEP_SECONDS if sm.enabled and sm.ramp_down_watts_per_second > 0 else math.inf
+        hyst_s = sm.ramp_down_hysteresis_ms / 1000.0 if sm.enabled else 0.0
+        raw, out, temp, energy, hold = self.raw_watts, self.watts, self.temperature, self.energy_mj, self._hold_s
+        recent, window = self._recent, self._window
+        wsum = self._window_sum
+        resets = self._resets
+        demand = self.demand
+        for k in range(self.step + 1, last + 1):
+            tk = k * STEP_SECONDS
+            demand = wl.demand_watts(gpu, tk, k)
+            raw += (demand - raw) * _RESPONSE
+            target = raw if raw < limit else limit
+            if target < floor:
+                target = floor
+            if target > out:
+                hold = 0.0
+                out = out + up if target - out > up else target
+            elif target < out:
+                hold += STEP_SECONDS
+                if hold >= hyst_s:
+                    out = out - down if out - target > down else target
+            if out > limit:
+                out = limit
+            temp += (self.target_temperature(out) - temp) * _THERMAL
+            if resets and resets[0] <= tk:
+                resets.popleft()
+                energy = 0.0
+            energy += out * STEP_SECONDS * 1000.0
+            recent.append(out)
+            wsum += out - window[0]
+            window.append(out)
+            if (k - self._offset) % REFRESH_STEPS == 0:
+                self.instant_mw = int(sum(recent) / INSTANT_WINDOW_STEPS * 1000.0)
+                self.instant_at = tk
+                self.average_mw = int(wsum / AVERAGE_WINDOW_STEPS * 1000.0)
+                self.average_at = tk
+        self.step = last
+        self.raw_watts, self.watts, self.temperature = raw, out, temp
+        self.energy_mj, self._hold_s, self._window_sum, self.demand = energy, hold, wsum, demand
+
+    @property
+    def power_capped(self) -> bool:
+        return self.demand > self.limit_watts
