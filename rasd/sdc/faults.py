@@ -33,6 +33,7 @@ class InjectedFault:
     stuck_value: int = 0
     at: float = 0.0
     until: float | None = None
+    seed: int = 0  # where a deterministic fault lands
 
 
 def _get(fault: Any, name: str, default: Any) -> Any:
@@ -62,7 +63,7 @@ def gemm_applies(fault: Any, dtype: str, size: int, conditions: tuple[float | No
 
 
 def _fault_seed(fault: Any, shape: tuple[int, ...]) -> int:
-    text = f"{_get(fault, 'gpu', 0)}:{_get(fault, 'bit', 0)}:{_get(fault, 'fraction', 0.0)}:{shape}"
+    text = f"{_get(fault, 'seed', 0)}:{_get(fault, 'gpu', 0)}:{_get(fault, 'bit', 0)}:{_get(fault, 'fraction', 0.0)}:{shape}"
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
