@@ -1,0 +1,176 @@
+"""The ladder as a daemon service: ingest fault events, persist, decide, act, expose state.
+
+History is event-sourced: every fault event (remedies included) is stored before it is
+classified, so after a restart the escalator is rebuilt by replaying the stored events of the
+escalation horizon (or since the oldest still-open decision), without re-storing or re-acting.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from typing import Any, Callable, Mapping, Sequence
+
+from rasd.ladder.actions import ActionResult, Actuator
+from rasd.ladder.decision import Decision
+from rasd.ladder.escalate import Escalator
+from rasd.ladder.findings import BadEvent
+from rasd.ladder.settings import ActionSettings, LadderSettings
+from rasd.ladder.state import LadderState, build_state
+from rasd.model import FaultEvent, FaultKind, Rung
+from rasd.store import Store
+
+log = logging.getLogger("rasd.ladder")
+
+GpuInfo = Callable[[int], "Mapping[str, Any] | None"]
+
+
+class LadderService:
+    def __init__(
+        self,
+        settings: LadderSettings,
+        actions: ActionSettings,
+        store: Store,
+        hostname: str,
+        gpu_info: GpuInfo | None = None,
+        actuator: Actuator | None = None,
+        *,
+        now_wall: float | None = None,
+    ):
+        self.settings = settings
+        self.store = store
+        self.hostname = hostname
+        self._gpu_info = gpu_info
+        self._lock = threading.RLock()
+        self._esc = Escalator(settings)
+        self._faults: Counter[tuple[int, str, str]] = Counter()
+        self._actions: Counter[tuple[int, str, str]] = Counter()
+        self._decisions_total = 0
+        self.bad_events = 0
+        self._bad_logged: set[str] = set()
+        self._actuator = actuator or Actuator(actions)
+        if self._actuator.on_result is None:
+            self._actuator.on_result = self._on_action
+        self.restored_events = self._restore(time.time() if now_wall is None else now_wall)
+
+    # ------------------------------------------------------------------ restart
+
+    def _restore(self, now_wall: float) -> int:
+        since = now_wall - self.settings.horizon_seconds
+        oldest = self.store.oldest_open_decision()
+        if oldest is not None:
+            since = min(since, oldest)
+        n = 0
+        with self._lock:
+            for row in self.store.faults(since=since):
+                try:
+                    self._esc.feed(row.event)
+                except BadEvent:
+                    continue  # it was counted when it first arrived
+                n += 1
+            self._esc.closures.clear()
+        log.info("ladder_restored events=%d since=%.0f open=%d", n, since,
+                 len(self._esc.open_decisions()))
+        return n
+
+    # ------------------------------------------------------------------ input
+
+    def ingest(self, events: Sequence[FaultEvent], now_wall: float) -> list[Decision]:
+        """Persist and classify events (time order); returns the new decisions. Thread-safe."""
+        out: list[Decision] = []
+        with self._lock:
+            for e in events:
+                self.store.add_fault(e)
+                try:
+                    ds = self._esc.feed(e)
+                except BadEvent as ex:
+                    self.bad_events += 1
+                    key = f"{e.kind.value}:{ex}"
+                    if key not in self._bad_logged:
+                        self._bad_logged.add(key)
+                        log.warning("bad_fault_event kind=%s gpu=%s problem=%r (logged once, "
+                                    "then counted)", e.kind.value, e.gpu, str(ex))
+                    continue
+                if e.kind is not FaultKind.REMEDY:
+                    top = max((d.rung for d in ds), default=None)
+                    self._faults[(e.gpu, e.kind.value, top.label if top else "none")] += 1
+                for d in ds:
+                    self.store.add_decision(d.to_dict())
+                    self._decisions_total += 1
+                    log.info("decision gpu=%s link=%s rung=%s scope=%s fault=%s reason=%r",
+                             d.gpu, d.link, d.rung.label, d.scope.value, d.fault, d.reason)
+                for c in self._esc.closures:
+                    self.store.close_decision(c.decision.time_wall, c.decision.gpu,
+                                              c.decision.link, c.decision.fault, c.outcome,
+                                              c.time_wall)
+                self._esc.closures.clear()
+                out.extend(ds)
+        for d in out:  # outside the lock: a synchronous actuator feeds results back in
+            self._actuator.submit(d, self._info(d.gpu))
+        return out
+
+    def _info(self, gpu: int) -> dict[str, Any]:
+        info: dict[str, Any] = {"hostname": self.hostname}
+        if self._gpu_info is not None:
+            try:
+                info.update(self._gpu_info(gpu) or {})
+            except Exception as e:  # noqa: BLE001 - identity is optional for placeholders
+                log.warning("gpu_info_failed gpu=%s error=%r", gpu, str(e))
+        return info
+
+    def _on_action(self, res: ActionResult) -> None:
+        self.store.add_action(res.time_wall, res.gpu, res.link, res.kind, res.argv, res.result,
+                              res.exit_code, res.seconds, res.output_tail)
+        with self._lock:
+            self._actions[(res.gpu, res.kind, res.result)] += 1
+        if res.rung is not None and res.result in ("ok", "failed", "timeout", "error"):
+            outcome = "ok" if res.result == "ok" else "failed"
+            self.ingest([FaultEvent(res.time_wall, res.gpu, FaultKind.REMEDY, res.link,
+                                    {"action": res.rung.label, "result": outcome})], res.time_wall)
+
+    # ------------------------------------------------------------------ reading
+
+    def state(self, now_wall: float | None = None) -> LadderState:
+        now = time.time() if now_wall is None else now_wall
+        with self._lock:
+            esc = self._esc
+            cut = now - self.settings.node_remedy_window_seconds
+            return build_state(
+                esc.open_decisions(), now, esc.gpus_seen, esc.links_seen,
+                node_remedies=sum(1 for t in esc.node_remedies if t >= cut),
+                node_remedy_limit=self.settings.node_remedy_count,
+                fault_times={g: list(ts) for g, ts in esc.fault_times.items()},
+                gpus_per_node=self.settings.gpus_per_node,
+                nvlinks_per_gpu=self.settings.nvlinks_per_gpu,
+                faults=self._faults, actions=self._actions,
+                decisions_total=self._decisions_total)
+
+    def decisions_for(self, gpu: int) -> list[Decision]:
+        """Open decisions of one GPU and its links, oldest first."""
+        with self._lock:
+            return [d for d in self._esc.open_decisions() if d.gpu == gpu]
+
+    def is_excluded(self, gpu: int) -> bool:
+        with self._lock:
+            return any("exclude_gpu" in d.degradations for d in self.decisions_for(gpu))
+
+    def rung(self, gpu: int) -> Rung:
+        return max((d.rung for d in self.decisions_for(gpu)), default=Rung.NONE)
+
+    def handlers(self) -> dict[str, Callable[[dict], dict]]:
+        """Control-socket operations: ``ladder.state`` and ``ladder.history``."""
+        def _state(_: dict) -> dict:
+            return self.state().to_dict()
+
+        def _history(req: dict) -> dict:
+            gpu = req.get("gpu")
+            rows = self.store.decisions(gpu=gpu, limit=req.get("limit", 1000))
+            return {"decisions": [dict(r.body, state=r.state, closed=r.closed_wall)
+                                  for r in rows]}
+
+        return {"ladder.state": _state, "ladder.history": _history}
+
+    def close(self) -> None:
+        self._actuator.close()
