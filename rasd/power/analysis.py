@@ -315,3 +315,18 @@ def _with_rate(m: SeriesMetrics, rate: float) -> SeriesMetrics:
 
     nyq = rate / 2.0
     return replace(m, sample_rate_hz=rate, nyquist_hz=nyq, band_beyond_nyquist=m.band_high_hz > nyq)
+
+
+def amplitude_spectrum(t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Hz, W) single-sided amplitude spectrum of the detrended, Hann-windowed window (for plots)."""
+    t, w = _dedup(np.asarray(t, dtype=float), np.asarray(w, dtype=float))
+    n = t.size
+    if n < MIN_SAMPLES or t[-1] <= t[0]:
+        return np.zeros(0), np.zeros(0)
+    step = float(t[-1] - t[0]) / (n - 1)
+    grid = t[0] + step * np.arange(n)
+    y = np.interp(grid, t, w)
+    x = y - np.polyval(np.polyfit(grid - grid[0], y, 1), grid - grid[0])
+    win = np.hanning(n)
+    amp = 2.0 * np.abs(np.fft.rfft(x * win)) / win.sum()
+    return np.fft.rfftfreq(n, step), amp

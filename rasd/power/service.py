@@ -124,6 +124,13 @@ class PowerService:
         )
         return self._state
 
+    def reconfigure(self, settings: PowerSettings) -> None:
+        """New [power] settings on reload; switching ``apply`` off reverts what rasd changed."""
+        if self.settings.apply and not settings.apply:
+            self.applier.close(self.clock())
+        self.applier.enabled = settings.apply
+        self.settings = settings
+
     def state(self) -> PowerState:
         return self._state
 

@@ -1,0 +1,238 @@
+"""`rasd power` (live analysis and decision) and `rasd power analyze TRACE.csv` (offline)."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from typing import Any, Mapping
+
+import click
+import numpy as np
+
+from rasd.cli.common import EXIT_FAIL, backend_options, fail, print_json
+from rasd.model import PowerSample
+from rasd.power.analysis import WindowAnalysis, amplitude_spectrum, analyze_window, samples_to_series
+from rasd.power.decide import Decision, GpuLimits, decide
+from rasd.power.plot import spectrum_plot, trace_plot
+from rasd.power.settings import PowerSettings
+from rasd.power.trace import TraceError, parse_trace
+
+SAMPLE_HZ = 20.0  # twice NVML's ~10 Hz refresh, so no update is missed
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "": 1.0}
+
+
+def register(group: click.Group) -> None:
+    group.add_command(power)
+
+
+def parse_duration(text: str) -> float:
+    """'30s', '500ms', '2m', '1.5' (seconds) -> seconds."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|min|m|h)?\s*", text)
+    if not m:
+        raise ValueError(f"{text!r} is not a duration like 30s, 500ms or 2m")
+    return float(m.group(1)) * _UNITS[m.group(2) or ""]
+
+
+def _settings(config_path: str | None) -> PowerSettings:
+    if config_path is None:
+        return PowerSettings()
+    from rasd import config as config_mod
+
+    try:
+        return config_mod.load(config_path).power
+    except config_mod.ConfigError as e:
+        for p in e.problems[:-1]:
+            click.echo(f"rasd: {e.source}: {p}", err=True)
+        fail(f"{e.source}: {e.problems[-1]}")
+
+
+_config_option = click.option(
+    "--config", "config_path", metavar="PATH", default=None, type=click.Path(dir_okay=False),
+    help="TOML configuration whose [power] table sets the band and limits (default: built-in).",
+)
+
+
+@click.group(invoke_without_command=True)
+@backend_options
+@click.option("--duration", default="30s", show_default=True, help="How long to sample (e.g. 30s, 2m).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text and plots.")
+@_config_option
+@click.pass_context
+def power(
+    ctx: click.Context, backend: str | None, scenario: str | None, duration: str,
+    as_json: bool, config_path: str | None,
+) -> None:
+    """Sample instant power live, then analyse swings and decide how to smooth (advisory)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as e:
+        fail(f"--duration: {e}")
+    if seconds < 1:
+        fail("--duration: sample at least 1s (10 NVML updates); 30s covers 0.1-3 Hz swings")
+    settings = _settings(config_path)
+    from rasd.backends import open_backend
+    from rasd.backends.errors import BackendUnavailable, ControlError
+    from rasd.telemetry.power import PowerSampler
+
+    try:
+        be = open_backend(backend, scenario)
+    except BackendUnavailable as e:
+        fail(str(e), EXIT_FAIL)
+    try:
+        gpus = be.adapter.gpus()
+        limits: dict[int, GpuLimits] = {}
+        for g in gpus:
+            try:
+                pl = g.power_limits()
+            except ControlError:
+                continue
+            limits[g.index] = GpuLimits(pl.limit_watts, pl.min_watts, pl.max_watts)
+        got: list[PowerSample] = []
+        lock = threading.Lock()
+
+        def sink(samples: Any) -> None:
+            with lock:
+                got.extend(samples)
+
+        sampler = PowerSampler(gpus, SAMPLE_HZ, sink)
+        if not as_json:
+            click.echo(f"rasd: sampling {len(gpus)} GPUs for {seconds:g}s ({be.name} backend)...", err=True)
+        sampler.start()
+        try:
+            sampler.stop_event.wait(seconds)
+        finally:
+            rates = sampler.rates()
+            sampler.stop()
+            sampler.join(2.0)
+    finally:
+        be.close()
+    with lock:
+        series = samples_to_series(got)
+    if not series:
+        fail("no instant-power readings arrived (field 186 unsupported?); nothing to analyse", EXIT_FAIL)
+    _report(series, limits, settings, as_json, extra={"backend": be.name, "sampler_rates_hz": rates})
+
+
+@power.command("analyze")
+@click.argument("trace", metavar="TRACE.csv", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text and plots.")
+@click.option(
+    "--limit-watts", type=float, default=None,
+    help="Each GPU's power limit, for limits given in % (default: each GPU's peak in the trace).",
+)
+@_config_option
+def analyze(trace: str, as_json: bool, limit_watts: float | None, config_path: str | None) -> None:
+    """Analyse a recorded trace: 'timestamp,gpu,watts' or nvidia-smi's CSV, unchanged.
+
+    \b
+    nvidia-smi --query-gpu=timestamp,index,power.draw --format=csv -lms 100 > trace.csv
+    (power.draw.instant where the driver has it: power.draw is a 1 s average on newer drivers)
+    """
+    settings = _settings(config_path)
+    try:
+        with click.open_file(trace, "r", encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as e:
+        fail(f"cannot read {trace} ({e.strerror or e}); check the path")
+    except UnicodeDecodeError:
+        fail(f"{trace} is not a UTF-8 text file; give a CSV trace")
+    try:
+        parsed = parse_trace(text, source=trace)
+    except TraceError as e:
+        for p in e.problems[: len(e.problems) - 1][:19]:
+            click.echo(f"rasd: {trace}: {p}", err=True)
+        if len(e.problems) > 20:
+            click.echo(f"rasd: {trace}: ... and {len(e.problems) - 20} more bad rows", err=True)
+        fail(f"{trace}: {e.problems[-1]} (fix or delete the bad rows)")
+    if limit_watts is not None and limit_watts <= 0:
+        fail("--limit-watts must be positive")
+    limits = {}
+    for g, (_, w) in parsed.series.items():
+        lim = limit_watts if limit_watts is not None else float(np.max(w))
+        limits[g] = GpuLimits(lim, 0.0, max(lim, float(np.max(w))))
+    _report(parsed.series, limits, settings, as_json, extra={"layout": parsed.layout, "rows": parsed.rows})
+
+
+def _report(
+    series: Mapping[int, tuple[np.ndarray, np.ndarray]],
+    limits: Mapping[int, GpuLimits],
+    settings: PowerSettings,
+    as_json: bool,
+    extra: Mapping[str, Any],
+) -> None:
+    band = (settings.band_low_hz, settings.band_high_hz)
+    analysis = analyze_window(series, band, min_amplitude_watts=settings.oscillation_min_watts)
+    if analysis.node is None and not analysis.gpus:
+        fail("too few distinct readings to analyse (need at least 8 per GPU); record longer", EXIT_FAIL)
+    readings = {g: w for g, (_, w) in series.items()}
+    end = max(float(t[-1]) for t, _ in series.values())
+    decision = decide(analysis, limits, settings, end, None, readings)
+    if as_json:
+        print_json(to_json(analysis, decision, extra))
+        return
+    for line in _text(analysis, decision, extra):
+        click.echo(line)
+
+
+def to_json(analysis: WindowAnalysis, decision: Decision, extra: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "gpus": {str(g): m.as_dict() for g, m in sorted(analysis.gpus.items())},
+        "node": analysis.node.as_dict() if analysis.node is not None else None,
+        "decision": decision.as_dict(),
+        **{k: ({str(g): v for g, v in val.items()} if isinstance(val, dict) else val) for k, val in extra.items()},
+    }
+
+
+def _fmt(v: float | None, unit: str, digits: int = 0) -> str:
+    return "-" if v is None else f"{v:.{digits}f} {unit}".rstrip()
+
+
+def _text(analysis: WindowAnalysis, decision: Decision, extra: Mapping[str, Any]) -> list[str]:
+    out = []
+    header = f"{'':6} {'osc':>8} {'ampl':>7} {'swing':>7} {'ramp+':>9} {'ramp-':>9} {'band E':>7} {'rate':>8}"
+    out.append(header)
+    rows = [(f"gpu {g}", m) for g, m in sorted(analysis.gpus.items())]
+    if analysis.node is not None:
+        rows.append(("node", analysis.node))
+    for name, m in rows:
+        osc = f"{m.oscillation_hz:.2f}Hz" if m.oscillation_hz is not None else "none"
+        energy = f"{m.band_energy_ratio:.0%}" if m.band_energy_ratio is not None else "-"
+        out.append(
+            f"{name:6} {osc:>8} {m.oscillation_amplitude_watts:6.0f}W {m.swing_watts:6.0f}W "
+            f"{m.ramp_up_watts_per_second:6.0f}W/s {m.ramp_down_watts_per_second:6.0f}W/s "
+            f"{energy:>7} {m.sample_rate_hz:6.1f}Hz"
+        )
+    node = analysis.node
+    if node is not None and node.band_beyond_nyquist:
+        out.append(
+            f"warning: band {node.band_low_hz:g}-{node.band_high_hz:g} Hz reaches beyond Nyquist "
+            f"({node.nyquist_hz:.1f} Hz at {node.sample_rate_hz:.1f} updates/s): only up to "
+            f"{node.nyquist_hz:.1f} Hz is analysed"
+        )
+    if node is not None and analysis.node_series is not None:
+        t, w = analysis.node_series
+        out += ["", "node power:"] + trace_plot(t, w)
+        f, a = amplitude_spectrum(t, w)
+        out += ["", "node spectrum:"]
+        out += spectrum_plot(f, a, (node.band_low_hz, node.band_high_hz), node.nyquist_hz, node.oscillation_hz)
+    out += ["", f"decision: {decision.mode.label} ({decision.reason}); advisory"]
+    for g, d in sorted(decision.gpus.items()):
+        parts = []
+        if d.floor_watts is not None:
+            parts.append(f"floor {d.floor_watts:.0f} W ({d.floor_percent:.0f}% of limit), "
+                         f"energy +{d.energy_overhead_ratio:.1%}")
+        if d.ramp_up_watts_per_second is not None:
+            parts.append(f"ramp <= {d.ramp_up_watts_per_second:.0f}/{d.ramp_down_watts_per_second:.0f} W/s, "
+                         f"hysteresis {d.hysteresis_ms:.0f} ms")
+        if d.target_limit_watts is not None:
+            label = "cap" if d.floor_watts is None else "or power limit"
+            parts.append(f"{label} {d.target_limit_watts:.0f} W")
+        if parts:
+            out.append(f"  gpu {g}: {d.mode.label}: " + "; ".join(parts))
+    rates = extra.get("sampler_rates_hz")
+    if rates:
+        out.append("sampler: " + ", ".join(f"gpu {g} {r:.1f} updates/s" for g, r in sorted(rates.items())))
+    return out
