@@ -87,8 +87,15 @@ class NvmlAdapter:
         return list(self._gpus)
 
     def by_raw_handle(self, raw: Any) -> "GpuHandle | None":
+        """The GpuHandle for a raw NVML device handle (e.g. an event's ``device``).
+
+        ctypes pointers compare by identity, not address, so ask NVML for the index instead."""
+        try:
+            index = self.lib.nvmlDeviceGetIndex(raw)
+        except self.lib.NVMLError:
+            return None
         for g in self._gpus:
-            if g.raw is raw or g.raw == raw:
+            if g.index == index:
                 return g
         return None
 
