@@ -79,7 +79,7 @@ def collect(snapshot: Snapshot) -> Iterable[Metric]:
     nv_err = CounterMetricFamily("rasd_gpu_nvlink_errors", "NVLink data-link errors by type (nvmlDeviceGetNvLinkErrorCounter).", labels=["gpu", "link", "type"])
     xids = CounterMetricFamily("rasd_gpu_xid_errors", "Xid events seen, by code (every occurrence counts).", labels=["gpu", "xid"])
     nvml_errors = CounterMetricFamily("rasd_gpu_nvml_errors", "NVML calls that failed and were retried, by reading and kind.", labels=["gpu", "reading", "kind"])
-    resets = CounterMetricFamily("rasd_gpu_counter_resets", "Times a raw NVML counter went backwards (driver reload, GPU reset) and was folded in.", labels=["gpu"])
+    resets = CounterMetricFamily("rasd_gpu_resets_detected", "Driver reloads or GPU resets detected because a raw NVML counter went backwards (the totals stay monotonic).", labels=["gpu"])
     overruns = CounterMetricFamily("rasd_gpu_poll_overruns", "Health polls of this GPU that ran past their deadline.", labels=["gpu"])
 
     for st in gpus:

@@ -41,7 +41,7 @@ def render(snap: Snapshot, names=("gpu", "daemon")) -> str:
     reg = make_registry(lambda: snap, load_sections(names))
     text = generate_latest(reg).decode()
     # durations and the Python version differ from run to run
-    keep = [ln for ln in text.splitlines() if "collector_duration_seconds" not in ln and not ln.startswith("rasd_build_info{")]
+    keep = [ln for ln in text.splitlines() if "collector_duration_seconds" not in ln and "poll_duration_seconds{" not in ln and not ln.startswith("rasd_build_info{")]
     return "\n".join(keep) + "\n"
 
 
