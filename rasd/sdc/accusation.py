@@ -1,0 +1,122 @@
+"""The accusation workflow: suspect -> deep check (re-run once on a lone failure) -> verdict.
+
+A training job (or a failed periodic check) accuses a GPU; the GPU is marked suspect at once
+(the ladder keeps work off it), a deep check runs, and the verdict goes to the store and the
+ladder: confirmed (-> rma, with the evidence), cleared (not reproduced; the accusation stays in
+the history) or inconclusive. Repeated unreproduced accusations within the window get a deeper
+check and a technician flag.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from rasd.model import FaultEvent, FaultKind
+from rasd.sdc.history import SdcHistory
+from rasd.sdc.results import Result
+from rasd.sdc.settings import SdcSettings
+from rasd.sdc.validation import Outcome, Validator
+from rasd.sdc.verdicts import Verdict, decide, should_escalate, should_rerun
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[Sequence[FaultEvent]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    accusation: int | None  # store id (None without a store)
+    gpu: int
+    reason: str
+    opened_wall: float
+    escalated: bool  # deeper check and technician flag
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    ticket: Ticket
+    verdict: Verdict
+    evidence: dict[str, Any]
+    outcomes: tuple[Outcome, ...]
+
+
+def _failures(outcome: Outcome, gpu: int) -> list[dict[str, Any]]:
+    out = []
+    for g in outcome.report.gpus:
+        if g.gpu == gpu:
+            out += [c.to_dict() for c in g.checks if c.result is not Result.PASS]
+    return out
+
+
+class AccusationWorkflow:
+    def __init__(self, settings: SdcSettings, validator: Validator, history: SdcHistory, emit: Emit,
+                 clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.validator = validator
+        self.history = history
+        self.emit = emit
+        self.clock = clock
+
+    def open(self, gpu: int, reason: str) -> Ticket:
+        """Record the accusation and mark the GPU suspect (the ladder hears it now)."""
+        if gpu not in self.validator.workspaces:
+            raise ValueError(f"no GPU {gpu} on this node; choose one of {self.validator.gpus}")
+        reason = reason.strip()
+        if not reason:
+            raise ValueError("an accusation needs a reason (what the job saw, e.g. 'loss spike at step 1200')")
+        now = self.clock()
+        past = self.history.past(gpu, now - self.settings.accusation_window_seconds)
+        escalated = should_escalate(past, now, self.settings)
+        accusation = self.history.open_accusation(gpu, reason, now)
+        ticket = Ticket(accusation, gpu, reason, now, escalated)
+        self.emit([FaultEvent(now, gpu, FaultKind.SDC, details={
+            "verdict": Verdict.SUSPECT.value,
+            "evidence": {"accusation": accusation, "reason": reason, "escalated": escalated}})])
+        log.info("sdc accusation opened gpu=%s id=%s escalated=%s", gpu, accusation, escalated)
+        return ticket
+
+    def investigate(self, ticket: Ticket, cancel: threading.Event | None = None, force: bool = False,
+                    idle_wait_seconds: float = 0.0, progress: Any = None) -> Finding:
+        """Deep-check the accused GPU (waiting up to ``idle_wait_seconds`` for it to be idle and
+        unlocked), re-run once after a lone failure, decide, record, and tell the ladder."""
+        scale = self.settings.escalation_factor if ticket.escalated else 1.0
+        outcomes: list[Outcome] = []
+        rounds: list[Result] = []
+        deadline = time.monotonic() + idle_wait_seconds
+        for attempt in range(2):
+            outcome = self._run(ticket.gpu, force, scale, cancel, deadline, progress, seed=self.settings.seed + 7919 * attempt)
+            outcomes.append(outcome)
+            rounds += outcome.rounds.get(ticket.gpu, ())
+            if not should_rerun(rounds, self.settings):
+                break
+        verdict = decide(rounds, self.settings)
+        evidence: dict[str, Any] = {
+            "accusation": ticket.accusation, "reason": ticket.reason, "rounds": [r.value for r in rounds],
+            "escalated": ticket.escalated, "technician": ticket.escalated,
+            "failures": [f for o in outcomes for f in _failures(o, ticket.gpu)][:8],
+            "seeds": [o.report.seed for o in outcomes],
+        }
+        if not rounds:
+            evidence["why"] = "no round could run (GPU in use or held by another check)"
+        now = self.clock()
+        self.history.close_accusation(ticket.accusation, verdict.value, evidence, now)
+        self.emit([FaultEvent(now, ticket.gpu, FaultKind.SDC, details={"verdict": verdict.value, "evidence": evidence})])
+        log.info("sdc accusation decided gpu=%s id=%s verdict=%s rounds=%s", ticket.gpu, ticket.accusation,
+                 verdict.value, len(rounds))
+        return Finding(ticket, verdict, evidence, tuple(outcomes))
+
+    def _run(self, gpu: int, force: bool, scale: float, cancel: threading.Event | None, deadline: float,
+             progress: Any, seed: int) -> Outcome:
+        while True:
+            outcome = self.validator.run([gpu], "deep", force=force, seed=seed, progress=progress, cancel=cancel,
+                                         scale=scale)
+            if outcome.rounds.get(gpu) or time.monotonic() >= deadline:
+                return outcome
+            if cancel is not None and cancel.wait(5.0):
+                return outcome
+            if cancel is None:
+                time.sleep(5.0)

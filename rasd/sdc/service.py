@@ -1,0 +1,278 @@
+"""The daemon's SDC service: periodic quick checks, accusations, validate jobs, state.
+
+Every check runs in a worker thread of this service (the daemon's poll loop and the control
+socket's threads only start or look at jobs); per-GPU locks keep two checks off one GPU.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+from rasd.model import FaultEvent
+from rasd.sdc.accusation import AccusationWorkflow, Ticket
+from rasd.sdc.engines import EngineUnavailable, engines_for_backend
+from rasd.sdc.history import SdcHistory
+from rasd.sdc.locks import GpuLocks
+from rasd.sdc.results import Result
+from rasd.sdc.runner import Cancelled
+from rasd.sdc.settings import LEVELS, SdcSettings
+from rasd.sdc.state import SdcState
+from rasd.sdc.tracker import StateTracker
+from rasd.sdc.validation import Validator
+
+log = logging.getLogger(__name__)
+
+ACCUSATION_IDLE_WAIT_SECONDS = 3600.0  # an accused GPU is usually still running the job: wait for it
+_JOBS_KEPT = 16
+
+
+def default_lock_dir(backend_name: str) -> str:
+    from rasd.paths import default_control_socket
+
+    return os.path.dirname(default_control_socket(backend_name))
+
+
+class _Job:
+    def __init__(self, job_id: int, kind: str, gpus: Sequence[int]):
+        self.id, self.kind, self.gpus = job_id, kind, list(gpus)
+        self.progress: tuple[int, int, str] = (0, 0, "queued")
+        self.done = False
+        self.result: dict[str, Any] | None = None
+        self.error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        done, total, label = self.progress
+        return {"job": self.id, "kind": self.kind, "gpus": self.gpus, "done": self.done,
+                "progress": {"done": done, "total": total, "step": label},
+                "report": self.result, "error": self.error}
+
+
+class SdcService:
+    def __init__(self, settings: SdcSettings, backend: Any, store: Any, emit: Callable[[Sequence[FaultEvent]], None],
+                 clock: Callable[[], float] = time.time, lock_dir: str | None = None):
+        self.settings = settings
+        self.clock = clock
+        self._emit_to_ladder = emit
+        self.history = SdcHistory(store)
+        self._cancel = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._jobs: dict[int, _Job] = {}
+        self._ids = itertools.count(1)
+        self._guard = threading.Lock()
+        self._last_periodic: dict[int, float] = {}
+        self._periodic_running = False
+        handles = {g.index: g for g in backend.adapter.gpus()}
+        self.unavailable: str | None = None
+        self.validator: Validator | None = None
+        try:
+            engines = engines_for_backend(backend, settings.seed, settings.numpy_memory_bytes)
+            locks = GpuLocks(lock_dir if lock_dir is not None else default_lock_dir(backend.name))
+            self.validator = Validator(settings, handles, engines, locks, clock)
+        except EngineUnavailable as e:
+            self.unavailable = str(e)
+            log.warning("sdc checks unavailable reason=%r", self.unavailable)
+        self.tracker = StateTracker(handles)
+        self.workflow = (AccusationWorkflow(settings, self.validator, self.history, self._emit, clock)
+                         if self.validator is not None else None)
+        self._resume_open_accusations()
+
+    # -- ladder and state ---------------------------------------------------------------------
+
+    def _emit(self, events: Sequence[FaultEvent]) -> None:
+        for ev in events:
+            verdict = ev.details.get("verdict", "")
+            technician = bool(ev.details.get("evidence", {}).get("technician"))
+            self.tracker.accusation(ev.gpu, verdict, technician and verdict != "suspect")
+        self._emit_to_ladder(events)
+
+    def state(self) -> SdcState:
+        return self.tracker.state()
+
+    def reconfigure(self, settings: SdcSettings) -> None:
+        """SIGHUP: new intervals, sizes and thresholds apply to the next check."""
+        self.settings = settings
+        if self.validator is not None:
+            self.validator.settings = settings
+        if self.workflow is not None:
+            self.workflow.settings = settings
+
+    def _resume_open_accusations(self) -> None:
+        """After a restart, open accusations keep their GPU suspect and get their check again."""
+        for a in self.history.accusations():
+            if a.verdict is None:
+                self.tracker.accusation(a.gpu, "suspect")
+                if self.workflow is not None and a.gpu in self.validator.workspaces:
+                    t = Ticket(a.id, a.gpu, a.reason, a.opened_wall, False)
+                    self._start("accuse", [a.gpu], lambda job, t=t: self._investigate(job, t))
+            else:
+                self.tracker.accusation(a.gpu, a.verdict, bool((a.evidence or {}).get("technician")))
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def _start(self, kind: str, gpus: Sequence[int], body: Callable[[_Job], dict[str, Any]]) -> _Job:
+        job = _Job(next(self._ids), kind, gpus)
+
+        def run() -> None:
+            try:
+                job.result = body(job)
+            except Cancelled:
+                job.error = "cancelled: the daemon is stopping (an open accusation resumes at the next start)"
+            except Exception as e:  # noqa: BLE001 - a job's failure is reported, the service goes on
+                log.exception("sdc job failed job=%s kind=%s", job.id, kind)
+                job.error = f"{type(e).__name__}: {e}"
+            finally:
+                job.done = True
+
+        t = threading.Thread(target=run, name=f"rasd-sdc-{kind}-{job.id}", daemon=True)
+        with self._guard:
+            self._jobs[job.id] = job
+            for old in sorted(self._jobs)[:-_JOBS_KEPT]:
+                if self._jobs[old].done:
+                    del self._jobs[old]
+            self._threads = [x for x in self._threads if x.is_alive()] + [t]
+        t.start()
+        return job
+
+    def _validate(self, job: _Job, gpus: Sequence[int], level: str, force: bool, wait: float) -> dict[str, Any]:
+        def progress(done: int, total: int, label: str) -> None:
+            job.progress = (done, total, label)
+
+        self.tracker.running(gpus, +1)
+        try:
+            outcome = self.validator.run(gpus, level, force=force, progress=progress, cancel=self._cancel,
+                                         wait_seconds=wait)
+        finally:
+            self.tracker.running(gpus, -1)
+        now = self.clock()
+        self.tracker.record(outcome.report, now)
+        self.history.record(outcome.report, now)
+        return outcome.report.to_dict()
+
+    def _investigate(self, job: _Job, ticket: Ticket) -> dict[str, Any]:
+        def progress(done: int, total: int, label: str) -> None:
+            job.progress = (done, total, label)
+
+        self.tracker.running([ticket.gpu], +1)
+        try:
+            finding = self.workflow.investigate(ticket, cancel=self._cancel,
+                                                idle_wait_seconds=ACCUSATION_IDLE_WAIT_SECONDS, progress=progress)
+        finally:
+            self.tracker.running([ticket.gpu], -1)
+        now = self.clock()
+        for o in finding.outcomes:
+            self.tracker.record(o.report, now)
+            self.history.record(o.report, now)
+        return {"verdict": finding.verdict.value, "evidence": finding.evidence}
+
+    # -- periodic ------------------------------------------------------------------------------
+
+    def maybe_run_periodic(self, now_wall: float) -> None:
+        """Called each health poll: start quick checks on due GPUs in a worker; never blocks."""
+        if not self.settings.periodic or self.validator is None or self._cancel.is_set():
+            return
+        with self._guard:
+            if self._periodic_running:
+                return
+            due = [g for g in self.validator.gpus
+                   if now_wall - self._last_periodic.get(g, float("-inf")) >= self.settings.periodic_interval_seconds]
+            if not due:
+                return
+            self._periodic_running = True
+        self._start("periodic", due, lambda job: self._periodic(job, due, now_wall))
+
+    def _periodic(self, job: _Job, due: Sequence[int], now_wall: float) -> dict[str, Any]:
+        try:
+            # Busy GPUs (running_pids) and suspects are skipped and stay due for the next poll.
+            suspects = self.tracker.state().suspects
+            idle = [g for g in due if g not in suspects and not self.validator.busy_pids(g)
+                    and g not in self.validator.locks.held()]
+            if not idle:
+                return {"checked": []}
+            report = self._validate(job, idle, "quick", force=False, wait=0.0)
+            checked = [g["gpu"] for g in report["gpus"] if not any(c["name"] == "available" for c in g["checks"])]
+            with self._guard:
+                for g in checked:
+                    self._last_periodic[g] = now_wall
+            for g in report["gpus"]:
+                if g["result"] == Result.FAIL.value and self.workflow is not None:
+                    # A failed quick check accuses the GPU on rasd's own behalf.
+                    names = [c["name"] for c in g["checks"] if c["result"] == "fail"]
+                    self.accuse(g["gpu"], f"periodic quick check failed: {', '.join(names)}")
+            return {"checked": checked, "report": report}
+        finally:
+            with self._guard:
+                self._periodic_running = False
+
+    # -- control ops ---------------------------------------------------------------------------
+
+    def accuse(self, gpu: int, reason: str) -> dict[str, Any]:
+        if self.workflow is None:
+            raise ValueError(self.unavailable or "SDC checks are unavailable on this node")
+        ticket = self.workflow.open(gpu, reason)
+        job = self._start("accuse", [gpu], lambda j: self._investigate(j, ticket))
+        return {"accusation": ticket.accusation, "gpu": gpu, "verdict": "suspect", "escalated": ticket.escalated,
+                "job": job.id}
+
+    def handlers(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+        return {"accuse": self._op_accuse, "validate": self._op_validate, "sdc_status": self._op_status}
+
+    def _op_accuse(self, req: dict[str, Any]) -> dict[str, Any]:
+        gpu, reason = req.get("gpu"), req.get("reason")
+        if not isinstance(gpu, int) or isinstance(gpu, bool):
+            raise ValueError('accuse needs "gpu": the GPU index as a whole number')
+        if not isinstance(reason, str):
+            raise ValueError('accuse needs "reason": a short text saying what the job saw')
+        return self.accuse(gpu, reason)
+
+    def _op_validate(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Start a validation job, or (with "job") report on one: {"job", "done", "progress", "report"}."""
+        if "job" in req:
+            job = self._jobs.get(req["job"]) if isinstance(req["job"], int) else None
+            if job is None:
+                raise ValueError(f"no job {req['job']!r}; it may have ended long ago")
+            return job.to_dict()
+        if self.validator is None:
+            raise ValueError(self.unavailable or "SDC checks are unavailable on this node")
+        level = req.get("level", "quick")
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {', '.join(LEVELS)}")
+        gpus = req.get("gpus", "all")
+        targets = self.validator.gpus if gpus == "all" else gpus
+        if not isinstance(targets, list) or not all(isinstance(g, int) for g in targets):
+            raise ValueError('"gpus" must be "all" or a list of GPU indexes')
+        unknown = [g for g in targets if g not in self.validator.workspaces]
+        if unknown:
+            raise ValueError(f"no GPU {unknown[0]} on this node; choose one of {self.validator.gpus} or all")
+        force = bool(req.get("force", False))
+        wait = float(req.get("wait_seconds", 600.0))
+        job = self._start("validate", targets, lambda j: self._validate(j, targets, level, force, wait))
+        return job.to_dict()
+
+    def _op_status(self, req: dict[str, Any]) -> dict[str, Any]:
+        st = self.state()
+        with self._guard:
+            jobs = [j.to_dict() | {"report": None} for j in self._jobs.values()]
+        return {
+            "available": self.unavailable is None,
+            "why": self.unavailable,
+            "suspects": sorted(st.suspects),
+            "technician": sorted(st.technician),
+            "running": sorted(st.running),
+            "checks": [{"gpu": c.gpu, "check": c.check, "result": c.result, "time_wall": c.time_wall,
+                        "seconds": c.seconds, "gflops": c.gflops} for c in st.checks],
+            "accusations": [{"id": a.id, "gpu": a.gpu, "reason": a.reason, "opened_wall": a.opened_wall,
+                             "verdict": a.verdict} for a in self.history.accusations()[-50:]],
+            "jobs": jobs,
+        }
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Cancel running checks (they stop between steps) and wait for the workers."""
+        self._cancel.set()
+        deadline = time.monotonic() + timeout
+        for t in list(self._threads):
+            t.join(max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,130 @@
+"""One validation run on a node: the busy-GPU rule, per-GPU locks, witnesses, power limits.
+
+``Validator`` is shared by the daemon's service and the standalone CLI: it owns one engine
+workspace per GPU and never lets two checks run on one GPU at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from rasd.sdc.engines import Engine
+from rasd.sdc.gemm import Workspace
+from rasd.sdc.levels import plan_for
+from rasd.sdc.locks import GpuLocks
+from rasd.sdc.results import CheckResult, GpuReport, Result, RunReport
+from rasd.sdc.runner import Progress, run_level
+from rasd.sdc.settings import SdcSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    report: RunReport
+    rounds: Mapping[int, tuple[Result, ...]]  # per checked GPU: each round's combined result
+
+
+class Validator:
+    def __init__(self, settings: SdcSettings, handles: Mapping[int, Any], engines: Mapping[int, Engine],
+                 locks: GpuLocks | None = None, clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.handles = dict(handles)
+        self.workspaces = {g: Workspace(e) for g, e in engines.items()}
+        self.locks = locks or GpuLocks()
+        self.clock = clock
+
+    @property
+    def gpus(self) -> list[int]:
+        return sorted(self.workspaces)
+
+    def busy_pids(self, gpu: int) -> list[int]:
+        """Processes other than rasd using the GPU (NVML running processes)."""
+        handle = self.handles.get(gpu)
+        if handle is None:
+            return []
+        try:
+            pids = handle.running_pids()
+        except Exception as e:  # noqa: BLE001 - an unreadable list is treated as busy, to be safe
+            log.warning("sdc cannot list processes gpu=%s error=%s", gpu, e)
+            return [-1]
+        return [p for p in pids if p != os.getpid()]
+
+    def run(self, targets: Sequence[int], level: str, force: bool = False, seed: int | None = None,
+            progress: Progress | None = None, cancel: threading.Event | None = None,
+            wait_seconds: float = 0.0, scale: float = 1.0) -> Outcome:
+        """Check ``targets`` at ``level``. A GPU in use (and not ``force``) or held by another
+        check is reported inconclusive with the reason, never checked."""
+        unknown = [g for g in targets if g not in self.workspaces]
+        if unknown:
+            raise ValueError(f"no GPU {unknown[0]} on this node; choose one of {self.gpus} or all")
+        plan = plan_for(level, self.settings, scale)
+        seed = self.settings.seed if seed is None else seed
+        skipped: dict[int, CheckResult] = {}
+        runnable: list[int] = []
+        for g in targets:
+            pids = [] if force else self.busy_pids(g)
+            if pids:
+                skipped[g] = CheckResult(g, "available", Result.INCONCLUSIVE, 0.0, None, {
+                    "why": f"GPU {g} is in use by pids {pids}; rerun when idle or with --force"})
+            else:
+                runnable.append(g)
+        held: list[int] = []
+        deadline = time.monotonic() + wait_seconds
+        try:
+            for g in runnable:
+                while not self.locks.try_acquire(g):
+                    if time.monotonic() >= deadline:
+                        skipped[g] = CheckResult(g, "available", Result.INCONCLUSIVE, 0.0, None, {
+                            "why": f"GPU {g} is being checked already; retry when that check ends"})
+                        break
+                    time.sleep(0.05)
+                else:
+                    held.append(g)
+            witnesses: list[int] = []
+            if plan.vote or plan.throughput:
+                for g in self.gpus:
+                    if g not in targets and not self.busy_pids(g) and self.locks.try_acquire(g):
+                        witnesses.append(g)
+                        held.append(g)
+            checked = [g for g in runnable if g in held]
+            if checked:
+                report, rounds = run_level(self.workspaces, checked, plan, self.settings, seed, witnesses,
+                                           progress, cancel, self._power_limit(checked), self.clock)
+            else:
+                report, rounds = RunReport(plan.name, seed, self.clock(), 0.0, ()), {}
+        finally:
+            for g in held:
+                self.locks.release(g)
+        by_gpu = {r.gpu: r for r in report.gpus}
+        gpus = tuple(by_gpu[g] if g in by_gpu else GpuReport(g, (skipped[g],)) for g in targets)
+        notes = report.notes + ((f"witnesses for vote and throughput: {witnesses}",) if witnesses else ())
+        full = RunReport(report.level, report.seed, report.started_wall, report.seconds, gpus, notes)
+        return Outcome(full, {g: tuple(v) for g, v in rounds.items()})
+
+    def _power_limit(self, gpus: Sequence[int]) -> Callable[[float | None], None] | None:
+        """Deep checks at several power limits, only when enforcement is on; restores afterwards."""
+        if not (self.settings.enforce_power and self.settings.deep_power_limits_watts):
+            return None
+        original: dict[int, float] = {}
+
+        def apply(watts: float | None) -> None:
+            for g in gpus:
+                h = self.handles[g]
+                try:
+                    if watts is None:
+                        if g in original:
+                            h.set_power_limit(original[g])
+                    else:
+                        if g not in original:
+                            original[g] = h.power_limits().limit_watts
+                        h.set_power_limit(watts)
+                except Exception as e:  # noqa: BLE001 - a refused limit leaves the check at the current one
+                    log.warning("sdc power limit not applied gpu=%s watts=%s error=%s", g, watts, e)
+
+        return apply
