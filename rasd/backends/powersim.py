@@ -66,10 +66,12 @@ class GpuPowerSim:
         self._recent: deque[float] = deque([self.watts] * INSTANT_WINDOW_STEPS, INSTANT_WINDOW_STEPS)
         self._window: deque[float] = deque([self.watts] * AVERAGE_WINDOW_STEPS, AVERAGE_WINDOW_STEPS)
         self._window_sum = self.watts * AVERAGE_WINDOW_STEPS
+        # the last refresh before t = 0 sits on this GPU's 100 ms grid, like every later one
+        first = -((-self._offset) % REFRESH_STEPS) * STEP_SECONDS
         self.instant_mw = int(self.watts * 1000)
-        self.instant_at = 0.0  # seconds since start of the last field-186 refresh
+        self.instant_at = first  # seconds since start of the last field-186 refresh
         self.average_mw = int(self.watts * 1000)
-        self.average_at = 0.0
+        self.average_at = first
 
     def target_temperature(self, watts: float) -> float:
         p = self.profile
@@ -78,7 +80,7 @@ class GpuPowerSim:
 
     def advance_to(self, t: float) -> None:
         """Step the model up to the last grid point at or before ``t`` seconds."""
-        last = int(t / STEP_SECONDS + 1e-9)
+        last = int(t / STEP_SECONDS + 1e-6)  # a clock's float error must not drop a step
         if last <= self.step:
             return
         gpu, wl, sm = self.gpu, self.workload, self.smoothing

@@ -1,0 +1,1 @@
+"""Packaged scenario files for the fake backend (``--scenario NAME``); format in FORMAT.md."""
