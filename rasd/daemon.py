@@ -132,7 +132,10 @@ class Daemon:
         h: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "ping": lambda req: {"pid": os.getpid(), "backend": self.backend.name},
         }
-        h.update(self.sdc.handlers())
+        for svc in (self.ladder, self.sdc, self.power):
+            fn = getattr(svc, "handlers", None)
+            if callable(fn):
+                h.update(fn())
         return h
 
     # -- lifecycle ------------------------------------------------------------------------------

@@ -78,6 +78,7 @@ def collect(snapshot: Snapshot) -> Iterable[Metric]:
     nv_up = _g("rasd_gpu_nvlink_up", "1 when the NVLink port is up, 0 when down.", ["gpu", "link"])
     nv_err = CounterMetricFamily("rasd_gpu_nvlink_errors", "NVLink data-link errors by type (nvmlDeviceGetNvLinkErrorCounter).", labels=["gpu", "link", "type"])
     xids = CounterMetricFamily("rasd_gpu_xid_errors", "Xid events seen, by code (every occurrence counts).", labels=["gpu", "xid"])
+    last_xid = _g("rasd_gpu_last_xid_timestamp_seconds", "Unix time of the GPU's latest Xid event.", ["gpu"])
     nvml_errors = CounterMetricFamily("rasd_gpu_nvml_errors", "NVML calls that failed and were retried, by reading and kind.", labels=["gpu", "reading", "kind"])
     resets = CounterMetricFamily("rasd_gpu_resets_detected", "Driver reloads or GPU resets detected because a raw NVML counter went backwards (the totals stay monotonic).", labels=["gpu"])
     overruns = CounterMetricFamily("rasd_gpu_poll_overruns", "Health polls of this GPU that ran past their deadline.", labels=["gpu"])
@@ -95,6 +96,8 @@ def collect(snapshot: Snapshot) -> Iterable[Metric]:
         resets.add_metric([g], st.counter_resets)
         for x, n in sorted(st.xid_counts.items()):
             xids.add_metric([g, str(x)], n)
+        if st.recent_xids:
+            last_xid.add_metric([g], st.recent_xids[-1].time_wall)
         for (reading, kind), n in sorted(st.errors.items()):
             nvml_errors.add_metric([g, reading, kind], n)
         if st.power_sample_rate_hz is not None:
@@ -108,7 +111,7 @@ def collect(snapshot: Snapshot) -> Iterable[Metric]:
     yield from flags.values()
     yield from (ecc_vol, ecc_agg, remapped, retired)
     yield from counters.values()
-    yield from (nv_up, nv_err, xids, nvml_errors, resets, overruns)
+    yield from (nv_up, nv_err, xids, last_xid, nvml_errors, resets, overruns)
 
 
 def _sample_metrics(st: GpuState, g: str, power, temp, clock, reasons, gauges, flags, ecc_vol, ecc_agg, remapped, retired, counters, nv_up, nv_err) -> None:  # type: ignore[no-untyped-def]
