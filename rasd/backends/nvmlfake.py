@@ -27,6 +27,9 @@ _GIB = 1024**3
 _XID_EVENT = 0x8  # nvmlEventTypeXidCriticalError
 # Calls that never see "*" faults: a daemon must always be able to start and stop.
 _LIFECYCLE = {"nvmlInit", "nvmlShutdown"}
+# Host-side lookups that still answer for a lost GPU (NVML documents no GPU_IS_LOST for them),
+# so an Xid 79 event can still be mapped to its GPU.
+_ANSWER_WHEN_LOST = {"nvmlDeviceGetIndex"}
 # Calls that manage the node lock themselves (they block).
 _BLOCKING = {"nvmlEventSetWait", "nvmlEventSetWait_v2"}
 _NVLINK_COUNTERS = {0: "replay", 1: "recovery", 2: "crc_flit", 3: "crc_data"}
@@ -131,7 +134,7 @@ class FakeNvml:
             if name in _BLOCKING:
                 return fn(*args, **kwargs)
             with node.lock:
-                if gpu is not None and node.lost(gpu):
+                if gpu is not None and name not in _ANSWER_WHEN_LOST and node.lost(gpu):
                     self._raise("gpu_is_lost")
                 return fn(*args, **kwargs)
 
