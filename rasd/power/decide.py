@@ -8,11 +8,13 @@ The node's allowed swing and ramp are shared between GPUs in proportion to their
 - ``cap``: a lower power limit clips the peaks, when a floor would cost more than the energy
   budget or break the node budget (and always where the node budget is exceeded).
 
-Hysteresis: a more severe mode is taken at once (a decision within one window); a milder one only
-after its condition held for ``hysteresis_seconds``, measured against limits lowered by
-``margin_percent``. That also keeps an applied floor or cap in place: under an applied floor the
-measured swing sits at the allowed swing, above the lowered limit. Target values move only by
-more than ``deadband_percent`` of a GPU's limit.
+Hysteresis: no decision before half a window of readings; then a more severe mode is taken at
+once (a decision within one window), a milder one only after its condition held for
+``hysteresis_seconds``, measured against limits lowered by ``margin_percent``. That also keeps an
+applied floor or cap in place: under it the measured swing sits at the allowed swing, above the
+lowered limit. Floor or cap is chosen when the swing appears and kept while it lasts; within
+that episode a floor only rises and a cap only falls, each by more than ``deadband_percent`` of
+the GPU's limit, because the window then shows rasd's own control.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import numpy as np
 from rasd.power.analysis import SeriesMetrics, WindowAnalysis
 from rasd.power.settings import PowerSettings
 
-HYSTERESIS_PERIODS = 1.25  # ramp-down hysteresis, in periods of the band's low end
+HYSTERESIS_PERIODS = 1.25  # ramp mode's ramp-down hysteresis, in periods of the band's low end
+MIN_COVERAGE = 0.5  # share of the window that must hold readings before deciding
 
 
 class Mode(enum.IntEnum):
@@ -132,8 +135,12 @@ def decide(
     node = analysis.node
     if node is None and len(gpus) == 1:
         node = next(iter(gpus.values()))
-    if node is None or not gpus:
-        return _hold(previous, now_wall) or Decision(Mode.NONE, "not enough samples yet", since_wall=now_wall)
+    need = MIN_COVERAGE * settings.window_seconds
+    if node is None or not gpus or node.duration_seconds < need:
+        why = f"not enough readings yet (a decision needs {need:g} s of them)"
+        if previous is None:
+            return Decision(Mode.NONE, why, since_wall=now_wall)
+        return replace(previous, reason=f"{why}; keeping {previous.mode.label}")
     prev_mode = previous.mode if previous is not None else Mode.NONE
     margin = 1.0 - settings.margin_percent / 100.0
     total_limit = sum(limits[g].limit_watts for g in gpus)
@@ -162,9 +169,10 @@ def decide(
     reason: str
     if budget_bad:
         wanted, reason = Mode.CAP, f"node peak {node.peak_watts:.0f} W above the node budget {budget:.0f} W"
-    elif swing_bad and prev_mode == Mode.CAP:
-        # Under a cap the trace no longer shows what a floor would cost: stay until the swing is gone.
-        wanted, reason = Mode.CAP, f"swing {node.swing_watts:.0f} W still near the allowed {allowed:.0f} W"
+    elif swing_bad and prev_mode in (Mode.FLOOR, Mode.CAP):
+        # Floor or cap is chosen when the swing appears and kept while it lasts: under either,
+        # the trace shows our own control, not what the other would cost.
+        wanted, reason = prev_mode, f"swing {node.swing_watts:.0f} W still near the allowed {allowed:.0f} W"
     elif swing_bad and overhead * 100 > settings.energy_budget_percent:
         wanted, reason = Mode.CAP, (
             f"swing {node.swing_watts:.0f} W over {allowed:.0f} W; a floor would cost "
@@ -204,6 +212,8 @@ def decide(
         floor_w, extra_w, clip_ratio = floors[g]
         cap = _bound(m.trough_watts + share[g], lim)
         d = GpuDecision(gpu=g, mode=Mode.NONE, allowed_swing_watts=share[g])
+        if mode == Mode.FLOOR and floor_w is None and _was(previous, g, Mode.FLOOR):
+            floor_w = previous.gpus[g].floor_watts  # type: ignore[union-attr]
         if mode == Mode.FLOOR and floor_w is not None:
             d = replace(
                 d,
@@ -212,7 +222,9 @@ def decide(
                 floor_percent=100.0 * floor_w / lim.limit_watts,
                 ramp_up_watts_per_second=ramp_limits[g],
                 ramp_down_watts_per_second=ramp_limits[g],
-                hysteresis_ms=hysteresis_ms,
+                # No ramp-down hold under a floor: holding would fill every dip up to the peak,
+                # far above the floor's estimated cost; the floor alone fits the swing.
+                hysteresis_ms=0.0,
                 target_limit_watts=cap,  # the fallback where smoothing is not supported
                 energy_overhead_ratio=extra_w / m.mean_watts if m.mean_watts > 0 else 0.0,
             )
@@ -224,7 +236,7 @@ def decide(
                 ramp_down_watts_per_second=ramp_limits[g],
                 hysteresis_ms=hysteresis_ms,
             )
-        elif mode == Mode.CAP and (cap < m.peak_watts or budget_bad):
+        elif mode == Mode.CAP and (cap < m.peak_watts or budget_bad or _was(previous, g, Mode.CAP)):
             d = replace(d, mode=Mode.CAP, target_limit_watts=cap,
                         clipped_energy_ratio=_clipped(readings.get(g), cap, m))
         out[g] = _keep_close(d, previous.gpus.get(g) if previous else None, lim, settings)
@@ -237,12 +249,6 @@ def decide(
         since_wall=since,
         relax_since_wall=relax_since,
     )
-
-
-def _hold(previous: Decision | None, now_wall: float) -> Decision | None:
-    if previous is None:
-        return None
-    return replace(previous, reason=f"no fresh analysis; keeping {previous.mode.label}")
 
 
 def _bound(watts: float, lim: GpuLimits) -> float:
@@ -282,20 +288,26 @@ def _ramp_limits(
     return {g: settings.max_ramp_watts_per_second * limits[g].limit_watts / total for g in gpus}
 
 
+def _was(previous: Decision | None, gpu: int, mode: Mode) -> bool:
+    return previous is not None and gpu in previous.gpus and previous.gpus[gpu].mode == mode
+
+
 def _keep_close(
     new: GpuDecision, old: GpuDecision | None, lim: GpuLimits, settings: PowerSettings
 ) -> GpuDecision:
-    """Keep the previous floor/cap when the new one is within the deadband (no churn)."""
+    """Within one episode of a mode, a floor only rises and a cap only falls, by more than the
+    deadband: the window then shows our own control (a floored trough, a capped peak), and a
+    target recomputed from it would undo itself."""
     if old is None or old.mode != new.mode:
         return new
     band = settings.deadband_percent / 100.0 * lim.limit_watts
-    changes = {}
-    for name in ("floor_watts", "target_limit_watts"):
-        a, b = getattr(old, name), getattr(new, name)
-        if a is not None and b is not None and abs(a - b) <= band:
-            changes[name] = a
-    if "floor_watts" in changes:
+    changes: dict[str, object] = {}
+    if old.floor_watts is not None and new.floor_watts is not None and new.floor_watts < old.floor_watts + band:
+        changes["floor_watts"] = old.floor_watts
         changes["floor_percent"] = old.floor_percent
+    a, b = old.target_limit_watts, new.target_limit_watts
+    if a is not None and b is not None and b > a - band:
+        changes["target_limit_watts"] = a
     return replace(new, **changes) if changes else new
 
 
