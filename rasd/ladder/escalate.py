@@ -52,12 +52,14 @@ class Escalator:
         self._not_held: dict[Component, list[tuple[float, Rung]]] = defaultdict(list)
         self._xid_counted: dict[tuple[int, int], list[float]] = defaultdict(list)
         self._xid_last: dict[tuple[int, int], float] = {}
-        self._recent: deque[XidSeen] = deque()
         self._link_downs: dict[Component, list[float]] = defaultdict(list)
         self._parity: dict[Component, int] = defaultdict(int)
         self._dbe: dict[int, list[tuple[float, int]]] = defaultdict(list)
         self._pcie_last: dict[int, float] = {}
         self.node_remedies: list[float] = []
+        self._gpu_comps: dict[int, set[Component]] = defaultdict(set)  # index for remedies
+        self._recent_gpu: dict[int, deque[XidSeen]] = defaultdict(deque)
+        self._recent_code: dict[int, deque[XidSeen]] = defaultdict(deque)
         self.fault_times: dict[int, list[float]] = defaultdict(list)  # recurrence, per GPU
         self.gpus_seen: set[int] = set()
         self.links_seen: set[Component] = set()
@@ -88,15 +90,24 @@ class Escalator:
     # ------------------------------------------------------------------ history for classify
 
     def _context(self, e: FaultEvent) -> Context:
-        keep = max(self.s.xid_repeat_window_seconds, self.s.xid_companion_seconds)
-        while self._recent and self._recent[0].time_wall < e.time_wall - keep:
-            self._recent.popleft()
+        recent: tuple[XidSeen, ...] = ()
+        if e.kind is FaultKind.XID:
+            keep = e.time_wall - max(self.s.xid_repeat_window_seconds,
+                                     self.s.xid_companion_seconds)
+            mine = self._recent_gpu[e.gpu]
+            while mine and mine[0].time_wall < keep:
+                mine.popleft()
+            same = self._recent_code[_xid_code(e)]
+            while same and same[0].time_wall < keep:
+                same.popleft()
+            # classification asks about this GPU's Xids and the same code on other GPUs only
+            recent = tuple(sorted(set(mine) | set(same), key=lambda x: x.time_wall))
         link = e.link if e.link is not None else e.details.get("link")
         if e.kind is FaultKind.XID and link is None:
             link = parse_link(e.details.get("message"))
         comp = (e.gpu, link)
         return Context(
-            recent_xids=tuple(self._recent),
+            recent_xids=recent,
             link_downs=tuple(self._link_downs.get(comp, ())),
             link_parity_hits=self._parity.get(comp, 0),
             retired_dbe=tuple(self._dbe.get(e.gpu, ())),
@@ -107,8 +118,10 @@ class Escalator:
         k = e.kind
         if k is FaultKind.XID:
             msg = e.details.get("message")
-            self._recent.append(XidSeen(e.time_wall, e.gpu, int(e.details["xid"]),
-                                        parse_gpc_tpc(msg) if e.details["xid"] == 13 else None))
+            seen = XidSeen(e.time_wall, e.gpu, int(e.details["xid"]),
+                           parse_gpc_tpc(msg) if e.details["xid"] == 13 else None)
+            self._recent_gpu[e.gpu].append(seen)
+            self._recent_code[seen.xid].append(seen)
         elif k is FaultKind.NVLINK and e.details.get("state", "down") == "down" and f is not None:
             downs = self._link_downs[(e.gpu, f.link)]
             downs.append(e.time_wall)
@@ -204,6 +217,7 @@ class Escalator:
             degradations=tuple(degradations), fault=f.fault, source=e.kind.value,
             buckets=f.buckets, escalated=escalated)
         self.open[comp][f.fault] = decision
+        self._gpu_comps[comp[0]].add(comp)
         return [decision]
 
     def _limit(self, rung: Rung) -> int:
@@ -232,12 +246,15 @@ class Escalator:
     # ------------------------------------------------------------------ remedies and clearance
 
     def _targets(self, e: FaultEvent, rung: Rung) -> list[Component]:
-        comps = set(self.open) | set(self._remedied)
-        if rung >= Rung.REBOOT_NODE:
-            return sorted((c for c in comps), key=_comp_order)  # a reboot covers the node
+        if rung >= Rung.REBOOT_NODE:  # a reboot covers the node
+            comps = {c for c, ds in self.open.items() if ds}
+            if not self.open.get((e.gpu, None)):
+                comps.add((e.gpu, None))
+            return sorted(comps, key=_comp_order)
         if e.link is not None:
             return [(e.gpu, e.link)]
-        return sorted((c for c in comps if c[0] == e.gpu), key=_comp_order) or [(e.gpu, None)]
+        comps = {c for c in self._gpu_comps.get(e.gpu, ()) if self.open.get(c)}
+        return sorted(comps | {(e.gpu, None)}, key=_comp_order)
 
     def _remedy(self, e: FaultEvent) -> list[Decision]:
         action = e.details.get("action")
@@ -318,6 +335,11 @@ class Escalator:
         for e in events:
             out.extend(self.feed(e))
         return out
+
+
+def _xid_code(e: FaultEvent) -> int:
+    code = e.details.get("xid")
+    return code if isinstance(code, int) and not isinstance(code, bool) else -1
 
 
 def _comp_order(c: Component) -> tuple[int, int]:
