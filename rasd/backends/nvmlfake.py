@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import ctypes
 import threading
-import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from rasd.backends.nvmlevents import EventsMixin
 from rasd.backends.nvmlfields import field_values
 from rasd.backends.powersim import SMOOTHING_MAX_FLOOR_PERCENT, SMOOTHING_PROFILES
 from rasd.backends.scenario import Event, EventKind
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from rasd.backends.fake import FakeNode
 
 _GIB = 1024**3
-_XID_EVENT = 0x8  # nvmlEventTypeXidCriticalError
 # Calls that never see "*" faults: a daemon must always be able to start and stop.
 _LIFECYCLE = {"nvmlInit", "nvmlShutdown"}
 # Host-side lookups that still answer for a lost GPU (NVML documents no GPU_IS_LOST for them),
@@ -49,13 +48,7 @@ def _struct(obj: Any) -> Any:
     return obj
 
 
-class _EventSet:
-    def __init__(self) -> None:
-        self.registered: dict[int, float] = {}  # gpu -> seconds since start it registered at
-        self.position = 0  # index into Effects.xids of the next candidate
-
-
-class FakeNvml:
+class FakeNvml(EventsMixin):
     """Module-like object: ``FakeNvml(node, base).nvmlDeviceGetCount()`` etc."""
 
     def __init__(self, node: "FakeNode", base: Any):
@@ -67,7 +60,7 @@ class FakeNvml:
         self._handle_mem = [ctypes.create_string_buffer(8) for _ in range(node.gpu_count)]
         self._handles = [ctypes.cast(m, base.c_nvmlDevice_t) for m in self._handle_mem]
         self._by_address = {ctypes.addressof(m): g for g, m in enumerate(self._handle_mem)}
-        self._sets: dict[int, tuple[Any, _EventSet]] = {}
+        self._sets = {}  # event-set address -> (its memory, EventSet)
         for name in dir(self):
             if name.startswith("nvml") and callable(getattr(self, name)):
                 setattr(self, name, self._wrap(name, getattr(self, name)))
@@ -431,64 +424,3 @@ class FakeNvml:
             self._raise("invalid_argument")
         key = f"nvlink:{link}:{_NVLINK_COUNTERS[counter]}"
         return self._node.effects.counter(gpu, key, self._node.elapsed())
-
-    # ------------------------------------------------------------------ events
-
-    def nvmlEventSetCreate(self) -> Any:
-        mem = ctypes.create_string_buffer(8)
-        handle = ctypes.cast(mem, self._base.c_nvmlEventSet_t)
-        self._sets[ctypes.addressof(mem)] = (mem, _EventSet())
-        return handle
-
-    def _set_of(self, event_set: Any) -> _EventSet:
-        try:
-            address = ctypes.cast(event_set, ctypes.c_void_p).value
-        except (ctypes.ArgumentError, TypeError):
-            address = None
-        if address not in self._sets:
-            self._raise("invalid_argument")
-        return self._sets[address][1]
-
-    def nvmlDeviceRegisterEvents(self, handle: Any, eventTypes: int, eventSet: Any) -> None:
-        gpu = self._gpu_of(handle)
-        es = self._set_of(eventSet)
-        if eventTypes & _XID_EVENT:
-            es.registered.setdefault(gpu, self._node.elapsed())
-
-    def nvmlEventSetFree(self, eventSet: Any) -> None:
-        self._set_of(eventSet)
-        del self._sets[ctypes.cast(eventSet, ctypes.c_void_p).value]
-
-    def nvmlEventSetWait_v2(self, eventSet: Any, timeoutms: int) -> Any:
-        return self._wait(eventSet, timeoutms)
-
-    def nvmlEventSetWait(self, eventSet: Any, timeoutms: int) -> Any:
-        return self._wait(eventSet, timeoutms)
-
-    def _wait(self, eventSet: Any, timeoutms: int) -> Any:
-        """Blocks up to ``timeoutms`` real milliseconds; raises NVMLError_Timeout if nothing fell due."""
-        es = self._set_of(eventSet)
-        node = self._node
-        xids = node.effects.xids
-        deadline = time.monotonic() + max(0, timeoutms) / 1000.0
-        with node.changed:
-            while True:
-                now = node.elapsed()
-                while es.position < len(xids) and xids[es.position].at <= now:
-                    x = xids[es.position]
-                    es.position += 1
-                    since = es.registered.get(x.gpu)
-                    if since is not None and x.at >= since:
-                        data = self._base.c_nvmlEventData_t()
-                        data.device = self._handles[x.gpu]
-                        data.eventType = _XID_EVENT
-                        data.eventData = x.xid
-                        data.gpuInstanceId = data.computeInstanceId = 0xFFFFFFFF
-                        return data
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._raise("timeout")
-                nxt = node.effects.next_xid_after(now)
-                # On a real-time clock the next Xid falls due by itself; a manual clock notifies.
-                wait = remaining if nxt is None else min(remaining, max(nxt - now, 0.001))
-                node.changed.wait(wait)
