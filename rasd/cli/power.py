@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import time
@@ -163,6 +164,9 @@ def _report(
     as_json: bool,
     extra: Mapping[str, Any],
 ) -> None:
+    # One-shot: the whole recording is the window, so a short one can still be decided on.
+    span = max(float(t[-1] - t[0]) for t, _ in series.values() if len(t))
+    settings = dataclasses.replace(settings, window_seconds=max(span, 1.0))
     band = (settings.band_low_hz, settings.band_high_hz)
     analysis = analyze_window(series, band, min_amplitude_watts=settings.oscillation_min_watts)
     if analysis.node is None and not analysis.gpus:

@@ -6,7 +6,7 @@ import numpy as np
 
 
 def trace_plot(t: np.ndarray, w: np.ndarray, width: int = 72, height: int = 10) -> list[str]:
-    """Watts over time: each column spans the min..max of the readings that fall in it."""
+    """Watts over time: each column spans the readings in it and joins its neighbours."""
     if len(t) < 2:
         return ["(no readings)"]
     t = np.asarray(t, dtype=float) - float(t[0])
@@ -14,14 +14,22 @@ def trace_plot(t: np.ndarray, w: np.ndarray, width: int = 72, height: int = 10) 
     lo, hi = float(w.min()), float(w.max())
     if hi - lo < 1e-9:
         hi = lo + 1.0
-    cols = np.minimum((t / max(t[-1], 1e-9) * (width - 1)).astype(int), width - 1)
+    span = max(float(t[-1]), 1e-9)
+    edges = np.linspace(0.0, span, width + 1)
+    # Each column: the readings inside it plus the line to the next reading (no gaps when a
+    # column holds no reading: 30 s at 10 Hz is 300 readings for 72 columns, 3 s only 30).
+    centre = np.interp((edges[:-1] + edges[1:]) / 2, t, w)
     grid = [[" "] * width for _ in range(height)]
+    prev: float | None = None
     for c in range(width):
-        sel = w[cols == c]
-        if sel.size == 0:
-            continue
-        top = _row(float(sel.max()), lo, hi, height)
-        bottom = _row(float(sel.min()), lo, hi, height)
+        inside = w[(t >= edges[c]) & (t <= edges[c + 1])]
+        values = [float(centre[c])] + [float(v) for v in inside]
+        top_v, bottom_v = max(values), min(values)
+        if prev is not None:  # join to the previous column
+            top_v, bottom_v = max(top_v, prev), min(bottom_v, prev)
+        prev = float(centre[c])
+        top = _row(top_v, lo, hi, height)
+        bottom = _row(bottom_v, lo, hi, height)
         for r in range(top, bottom + 1):
             grid[r][c] = "#" if r == top else "|"
     label_w = max(len(f"{hi:.0f} W"), len(f"{lo:.0f} W"))
