@@ -55,12 +55,14 @@ class Workload:
     def demand_watts(self, gpu: int, t: float, step: int) -> float:
         """Unconstrained demand at ``t`` seconds; ``step`` indexes the ripple."""
         phase = self.phase(gpu, t)
-        base = {
-            "idle": self.idle_watts,
-            "checkpoint": self.checkpoint_watts,
-            "compute": self.compute_watts,
-            "comm": self.comm_watts,
-        }[phase]
+        if phase == "compute":
+            base = self.compute_watts
+        elif phase == "comm":
+            base = self.comm_watts
+        elif phase == "checkpoint":
+            base = self.checkpoint_watts
+        else:
+            base = self.idle_watts
         return base * self._noise[gpu][step % _NOISE_LEN]
 
     def mean_watts(self, gpu: int, limit_watts: float) -> float:
