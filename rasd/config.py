@@ -11,6 +11,7 @@ Optional fields (``X | None``) accept the value or are left out.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import sys
 import typing
@@ -190,7 +191,7 @@ def _convert(tp: Any, value: Any) -> tuple[bool, Any, str]:
                 return (False, value, f"expected a list of {_tname(elem)}, found {v!r}")
             out.append(c)
         return (True, tuple(out), "")
-    if origin in (Mapping, dict, typing.Mapping) or tp is dict:
+    if origin in (collections.abc.Mapping, dict) or tp is dict:
         vt = args[1] if len(args) == 2 else Any
         if not isinstance(value, dict):
             return (False, value, "expected a table")
