@@ -101,14 +101,14 @@ def parse_scenario(text: str, source: str = "<scenario>", name: str = "scenario"
         if (f := _parse_sdc(i, t, problems, node.seed or 0)) is not None
     )
     top.finish()
-    if problems:
-        raise ScenarioError(source, problems)
     scenario = Scenario(name, source, description, node, workload, events, faults)
     if node.gpus is not None or node.profile is not None:
-        profile = ALIASES.get(node.profile or "h100-sxm-80gb", node.profile or "h100-sxm-80gb")
-        bound = scenario.check_node(node.gpus or 8, profile)
-        if bound:
-            raise ScenarioError(source, bound)
+        # Bind to the node the file names (GPU range only if it says how many); the fake node
+        # checks again against the node it really builds.
+        key = node.profile or "h100-sxm-80gb"
+        problems += scenario.check_node(node.gpus or 64, ALIASES.get(key, key))
+    if problems:
+        raise ScenarioError(source, problems)
     return scenario
 
 

@@ -110,7 +110,13 @@ def test_gpu_and_link_ranges_are_checked_against_the_node():
         at = 0
         gpu = 4
         link = 18
+
+        [[event]]
+        kind = "xid"
+        at = 0
+        gpu = 0
         """)
+    assert "event[1].xid: is required" in msg  # reported together with the binding problems
     assert "event[0].gpu: GPU 4 does not exist; this node has GPUs 0..3" in msg
     assert "event[0].link: h100-sxm-80gb has links 0..17" in msg
 
