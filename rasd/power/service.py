@@ -1,7 +1,7 @@
 """PowerService: the daemon's power loop (window buffer, analysis, decision, budget, applier).
 
 ``add_samples`` runs on the sampler threads (append under a lock, nothing else); ``tick`` runs on
-the daemon's health poll and does the work: about 1-3 ms for 8 GPUs and a 30 s window at 10 Hz
+the daemon's health poll and does the work: about 5-7 ms for 8 GPUs and a 30 s window at 10 Hz
 updates (see tests/bench/bench_power.py).
 """
 
