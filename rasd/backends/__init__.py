@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from rasd.backends.errors import BackendUnavailable
+from rasd.backends.errors import BackendUnavailable, BadScenario
 from rasd.backends.nvml import NvmlAdapter, pynvml_module
 
 log = logging.getLogger("rasd.backends")
@@ -104,7 +104,7 @@ def _open_fake(
         try:
             scn = load_scenario(scenario)
         except ScenarioError as e:
-            raise BackendUnavailable(str(e)) from None
+            raise BadScenario(str(e)) from None
     kwargs: dict[str, Any] = {"scenario": scn, "clock": clock}
     if seed is not None:
         kwargs["seed"] = seed

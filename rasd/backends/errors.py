@@ -7,6 +7,10 @@ class BackendUnavailable(RuntimeError):
     """NVML could not be loaded or reports no GPU; the message is one line for people."""
 
 
+class BadScenario(BackendUnavailable):
+    """The --scenario file is invalid: bad input, so commands exit 2."""
+
+
 class GpuLost(RuntimeError):
     """NVML answered GpuIsLost (or the GPU fell off the bus): the GPU is a fault, not a gap."""
 

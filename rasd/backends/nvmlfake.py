@@ -60,6 +60,8 @@ class FakeNvml(EventsMixin):
         self._handle_mem = [ctypes.create_string_buffer(8) for _ in range(node.gpu_count)]
         self._handles = [ctypes.cast(m, base.c_nvmlDevice_t) for m in self._handle_mem]
         self._by_address = {ctypes.addressof(m): g for g, m in enumerate(self._handle_mem)}
+        # the adapter hands back the very handle objects it was given: find those without ctypes
+        self._by_id = {id(h): g for g, h in enumerate(self._handles)}
         self._sets = {}  # event-set address -> (its memory, EventSet)
         for name in dir(self):
             if name.startswith("nvml") and callable(getattr(self, name)):
@@ -74,6 +76,9 @@ class FakeNvml(EventsMixin):
         raise getattr(self._base, _error_class(name))()
 
     def _gpu_of(self, handle: Any) -> int:
+        g = self._by_id.get(id(handle))
+        if g is not None and self._handles[g] is handle:
+            return g
         try:
             address = ctypes.cast(handle, ctypes.c_void_p).value
         except (ctypes.ArgumentError, TypeError):
@@ -93,6 +98,8 @@ class FakeNvml(EventsMixin):
         return None
 
     def _faults_for(self, name: str, gpu: int | None) -> list[Event]:
+        if not self._node.effects.call_faults:
+            return []
         t = self._node.elapsed()
         hits = []
         with self._faults_lock:

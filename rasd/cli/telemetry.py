@@ -12,7 +12,7 @@ import click
 
 from rasd import config as config_mod
 from rasd.backends import Backend, open_backend
-from rasd.backends.errors import BackendUnavailable
+from rasd.backends.errors import BackendUnavailable, BadScenario
 from rasd.cli.common import EXIT_FAIL, backend_options, fail, print_json, setup_logging
 from rasd.model import GpuState, Health, XidEvent
 from rasd.telemetry.aggregate import Aggregator
@@ -26,6 +26,8 @@ STATUS_XID_WAIT_SECONDS = 0.3
 def open_or_fail(backend: str | None, scenario: str | None, **kw: Any) -> Backend:
     try:
         return open_backend(backend, scenario, **kw)
+    except BadScenario as e:
+        fail(str(e))
     except BackendUnavailable as e:
         fail(str(e), EXIT_FAIL)
 

@@ -17,6 +17,8 @@ log = logging.getLogger("rasd.kmsg")
 
 _XID_RE = re.compile(r"NVRM: Xid \(PCI:([0-9A-Fa-f]+(?::[0-9A-Fa-f]+){1,2}(?:\.[0-9A-Fa-f]+)?)\): (\d+),\s*(.*)$")
 
+_PROCESS_RE = re.compile(r"^pid=[^,]*,\s*name=[^,]*,\s*")
+
 
 @dataclass(frozen=True, slots=True)
 class XidLine:
@@ -46,7 +48,9 @@ def parse_xid_line(line: str) -> XidLine | None:
     key = pci_key(m.group(1))
     if key is None:
         return None
-    return XidLine(pci=key, xid=int(m.group(2)), message=m.group(3).strip())
+    # the driver prefixes the process it blames; the text after it is the message
+    message = _PROCESS_RE.sub("", m.group(3).strip(), count=1)
+    return XidLine(pci=key, xid=int(m.group(2)), message=message)
 
 
 class KernelLog:
