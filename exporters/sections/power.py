@@ -150,7 +150,7 @@ def _budget(p) -> Iterable[Metric]:  # type: ignore[no-untyped-def]
 
 
 def _applied(p) -> Iterable[Metric]:  # type: ignore[no-untyped-def]
-    limit = GaugeMetricFamily("rasd_power_applied_limit_watts", "Power limit as read back after rasd's last change.",
+    limit = GaugeMetricFamily("rasd_power_applied_limit_watts", "Power limit as rasd last read it back (after its own change, if any).",
                               labels=["gpu"])
     enabled = GaugeMetricFamily("rasd_power_applied_smoothing",
                                 "1 while rasd has a power-smoothing profile enabled on the GPU.", labels=["gpu"])

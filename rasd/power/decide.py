@@ -23,7 +23,7 @@ import enum
 import math
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 
@@ -209,7 +209,7 @@ def decide(
     out: dict[int, GpuDecision] = {}
     for g, m in gpus.items():
         lim = limits[g]
-        floor_w, extra_w, clip_ratio = floors[g]
+        floor_w, extra_w = floors[g]
         cap = _bound(m.trough_watts + share[g], lim)
         d = GpuDecision(gpu=g, mode=Mode.NONE, allowed_swing_watts=share[g])
         if mode == Mode.FLOOR and floor_w is None and _was(previous, g, Mode.FLOOR):
@@ -257,18 +257,18 @@ def _bound(watts: float, lim: GpuLimits) -> float:
 
 def _floor(
     m: SeriesMetrics, share: float, lim: GpuLimits, w: np.ndarray | None
-) -> tuple[float | None, float, float]:
-    """(floor W or None when not needed, extra watts on average, unused)."""
+) -> tuple[float | None, float]:
+    """(floor in W, or None when the swing already fits; the extra watts it costs on average)."""
     floor = m.peak_watts - share
     if floor <= m.trough_watts:
-        return None, 0.0, 0.0
+        return None, 0.0
     floor = min(floor, lim.max_watts)
     if w is not None and len(w):
         extra = float(np.mean(np.maximum(w, floor) - w))
     else:
         # Without readings: a square wave spends half its time at the trough.
         extra = 0.5 * (floor - m.trough_watts)
-    return float(floor), extra, 0.0
+    return float(floor), extra
 
 
 def _clipped(w: np.ndarray | None, cap: float, m: SeriesMetrics) -> float:
@@ -309,8 +309,3 @@ def _keep_close(
     if a is not None and b is not None and b > a - band:
         changes["target_limit_watts"] = a
     return replace(new, **changes) if changes else new
-
-
-def limits_from(rows: Sequence[tuple[int, float, float, float]]) -> dict[int, GpuLimits]:
-    """(gpu, limit, min, max) rows -> limits map (CLI and tests)."""
-    return {g: GpuLimits(limit, lo, hi) for g, limit, lo, hi in rows}
