@@ -126,9 +126,7 @@ def parse(text: str, source: str = "<config>") -> Config:
             built[name] = cls()
             continue
         built[name] = build_section(cls, table, name, problems)
-    if problems:
-        raise ConfigError(source, problems)
-    cfg = Config(**built)
+    cfg = Config(**built)  # bad values were left at their defaults: check the rest too
     _check_semantics(cfg, problems)
     if problems:
         raise ConfigError(source, problems)
