@@ -14,7 +14,8 @@ once (a decision within one window), a milder one only after its condition held 
 applied floor or cap in place: under it the measured swing sits at the allowed swing, above the
 lowered limit. Floor or cap is chosen when the swing appears and kept while it lasts; within
 that episode a floor only rises and a cap only falls, each by more than ``deadband_percent`` of
-the GPU's limit, because the window then shows rasd's own control.
+the GPU's limit, because the window then shows rasd's own control. A swing that comes back soon
+after a relaxation (the control was hiding it, e.g. a ramp hold) doubles the next hold.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from rasd.power.analysis import SeriesMetrics, WindowAnalysis
 from rasd.power.settings import PowerSettings
 
 HYSTERESIS_PERIODS = 1.25  # ramp mode's ramp-down hysteresis, in periods of the band's low end
+MAX_BACKOFF = 8  # the hold grows to at most this many times hysteresis_seconds
 MIN_COVERAGE = 0.5  # share of the window that must hold readings before deciding
 
 
@@ -80,6 +82,8 @@ class Decision:
     energy_overhead_ratio: float = 0.0  # node, floor only
     since_wall: float = 0.0  # when this mode was taken
     relax_since_wall: float | None = None  # since when a milder mode would do (hysteresis)
+    relaxed_wall: float | None = None  # when a mode was last relaxed
+    relapses: int = 0  # swings back soon after a relaxation (each doubles the hold)
 
     def as_dict(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -193,16 +197,25 @@ def decide(
     else:
         wanted, reason = Mode.NONE, "within limits"
 
+    # Back-off: a swing that returns soon after a mode was relaxed (the relaxed mode was hiding
+    # it) doubles the next hold, up to MAX_BACKOFF times; a long calm period forgets relapses.
+    relapses = previous.relapses if previous is not None else 0
+    relaxed_at = previous.relaxed_wall if previous is not None else None
+    hold = settings.hysteresis_seconds * min(2**relapses, MAX_BACKOFF)
+    if relaxed_at is not None and now_wall - relaxed_at > MAX_BACKOFF * settings.hysteresis_seconds:
+        relapses, hold = 0, settings.hysteresis_seconds
     mode, since, relax_since = wanted, now_wall, None
     if previous is not None and wanted < prev_mode:
         relax_since = previous.relax_since_wall if previous.relax_since_wall is not None else now_wall
-        if now_wall - relax_since < settings.hysteresis_seconds:
+        if now_wall - relax_since < hold:
             mode, since = prev_mode, previous.since_wall
-            reason = f"holding {prev_mode.label} (hysteresis): {reason}"
+            reason = f"holding {prev_mode.label} (hysteresis {hold:g} s): {reason}"
         else:
-            relax_since = None
+            relax_since, relaxed_at = None, now_wall
     elif previous is not None and wanted == prev_mode:
         since = previous.since_wall
+    elif previous is not None and relaxed_at is not None and now_wall - relaxed_at <= hold:
+        relapses += 1
 
     ramp_limits = _ramp_limits(settings, limits, gpus)
     hysteresis_ms = HYSTERESIS_PERIODS * 1000.0 / settings.band_low_hz
@@ -248,6 +261,8 @@ def decide(
         energy_overhead_ratio=overhead if mode == Mode.FLOOR else 0.0,
         since_wall=since,
         relax_since_wall=relax_since,
+        relaxed_wall=relaxed_at,
+        relapses=relapses,
     )
 
 

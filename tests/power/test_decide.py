@@ -163,3 +163,22 @@ def test_settings_validation_names_each_problem() -> None:
     assert {"band_low_hz, band_high_hz", "margin_percent", "budget_lower_percent, budget_upper_percent",
             "allowed_swing_watts"} <= keys
     assert PowerSettings().validate() == []
+
+
+def test_a_swing_returning_after_relaxing_doubles_the_next_hold() -> None:
+    s = PowerSettings(energy_budget_percent=30.0, hysteresis_seconds=60.0)
+    d = run(SWINGING, s, now=0.0)
+    d = run(QUIET, s, previous=d, now=10.0)
+    d = run(QUIET, s, previous=d, now=71.0)
+    assert d.mode is Mode.NONE and d.relapses == 0
+    d = run(SWINGING, s, previous=d, now=90.0)  # back 19 s after relaxing: a relapse
+    assert d.mode is Mode.FLOOR and d.relapses == 1
+    d = run(QUIET, s, previous=d, now=100.0)
+    d = run(QUIET, s, previous=d, now=161.0)
+    assert d.mode is Mode.FLOOR and "120 s" in d.reason  # the hold is now 2 x 60 s
+    d = run(QUIET, s, previous=d, now=221.0)
+    assert d.mode is Mode.NONE
+    # A long calm period forgets the relapse.
+    d = run(QUIET, s, previous=d, now=221.0 + 8 * 60.0 + 1.0)
+    d = run(SWINGING, s, previous=d, now=221.0 + 8 * 60.0 + 2.0)
+    assert d.mode is Mode.FLOOR and d.relapses == 0
