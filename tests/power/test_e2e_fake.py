@@ -81,3 +81,30 @@ def test_applying_a_floor_shrinks_the_node_swing(scenario_file, profile: str, ki
         assert limits == [node.profile.power_limit_default_watts] * 4
     finally:
         be.close()
+
+
+def test_applying_ramp_limits_slows_the_node_ramps(scenario_file) -> None:
+    clock = ManualClock(100.0)
+    be = open_backend("fake", scenario_file(SCENARIO.format(profile="b200")), clock=clock)
+    try:
+        gpus = be.adapter.gpus()
+        settings = PowerSettings(window_seconds=10.0, band_low_hz=0.2, allowed_swing_percent=100.0,
+                                 max_ramp_watts_per_second=8000.0, apply=True)
+        svc = PowerService(settings, gpus)
+        sampler = PowerSampler(gpus, 20.0, svc.add_samples, clock=clock)
+        before = drive(clock, sampler, svc, 10.0)
+        assert before.decision is not None and before.decision.mode is Mode.RAMP
+        assert before.node is not None and before.node.ramp_up_watts_per_second > 1.5 * 8000.0
+        d0 = before.decision.gpus[0]
+        assert d0.ramp_up_watts_per_second == pytest.approx(2000.0)  # 8000 W/s over 4 equal GPUs
+        assert d0.hysteresis_ms == pytest.approx(1.25 * 1000.0 / 0.2)
+        assert [c.kind for c in before.changes] == ["smoothing"] * 4
+        assert before.changes[0].applied["ramp_up_watts_per_second"] == pytest.approx(2000.0)
+        after = drive(clock, sampler, svc, 12.0)
+        assert after.node is not None
+        assert after.node.ramp_up_watts_per_second <= 8000.0 * 1.05
+        assert after.node.ramp_down_watts_per_second <= 8000.0 * 1.05
+        svc.close()
+        assert be.fake_node.smoothing_enabled == [False] * 4
+    finally:
+        be.close()
