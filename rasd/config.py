@@ -53,7 +53,6 @@ class TelemetrySettings:
     health_interval_seconds: float = 1.0
     poll_deadline_seconds: float = 2.0  # a GPU whose poll runs longer is marked stale
     power_sample_hz: float = 20.0  # 1..100
-    power_window_seconds: float = 30.0  # samples kept for the power analysis
     xid_wait_ms: int = 500
     recent_xids: int = 16
     kernel_log: str = "/dev/kmsg"  # where driver Xid messages are read from ("" = off)
@@ -220,8 +219,6 @@ def _check_semantics(cfg: Config, problems: list[str]) -> None:
         problems.append("telemetry.poll_deadline_seconds must be positive")
     if not 1 <= t.power_sample_hz <= 100:
         problems.append("telemetry.power_sample_hz must be between 1 and 100")
-    if t.power_window_seconds < 1:
-        problems.append("telemetry.power_window_seconds must be at least 1")
     try:
         parse_listen(cfg.daemon.listen)
     except ValueError as e:

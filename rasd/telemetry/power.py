@@ -78,14 +78,13 @@ class _GpuSampler:
         o.sink((s,))
 
     def rate(self, now: float) -> float | None:
+        """Distinct updates per second over the last few seconds: (n - 1) / span of the updates."""
         d = self.distinct
-        if len(d) < 2:
+        cutoff = now - RATE_WINDOW_SECONDS
+        recent = [t for t in d if t >= cutoff]
+        if len(recent) < 2 or recent[-1] <= recent[0]:
             return None
-        span = min(RATE_WINDOW_SECONDS, now - self.owner.started)
-        if span <= 0:
-            return None
-        recent = sum(1 for t in d if t >= now - span)
-        return recent / span
+        return (len(recent) - 1) / (recent[-1] - recent[0])
 
 
 class PowerSampler:
