@@ -17,7 +17,7 @@ class SdcSettings:
     deep_seconds: float = 600.0  # length of a deep check (the rounds stop at whichever limit comes first)
     deep_rounds: int = 200
     deep_min_rounds: int = 3  # a deep check runs at least this many rounds, whatever its length
-    freivalds_trials: int = 20  # a wrong product escapes all trials with probability <= 2^-trials
+    freivalds_trials: int = 16  # a wrong product escapes all trials with probability <= 2^-trials
     quick_memory_bytes: int = 4 << 20  # quick: a fixed, small region
     memory_share: float = 0.05  # standard: share of free device memory tested
     deep_memory_share: float = 0.5
