@@ -10,7 +10,6 @@ exceeds the rounding-error bound gamma_k |A||B| (what a tolerance check can prom
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import time
 
@@ -20,7 +19,7 @@ from rasd.sdc.engines import NumpyEngine, host_product
 from rasd.sdc.faults import InjectedFault
 from rasd.sdc.gemm import Workspace, abft, bare_matmul_seconds, freivalds, golden, golden_gemm, host_inputs
 from rasd.sdc.memory import TESTS, memory_check
-from rasd.sdc.numerics import flip_bits, gemm_error_coefficient, to_dtype
+from rasd.sdc.numerics import flip_bits, gemm_error_coefficient
 from rasd.sdc.peers import cross_device_vote
 from rasd.sdc.results import Result
 from rasd.sdc.settings import SdcSettings

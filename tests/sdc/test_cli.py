@@ -90,3 +90,27 @@ def test_accuse_standalone_records_and_prints_the_verdict(cli, scenario_file, tm
     db = next((tmp_path / "state").rglob("*.db"))
     verdicts = sorted(a.verdict for a in Store(str(db)).accusations())
     assert verdicts == ["cleared", "confirmed"]
+
+
+def test_validate_and_accuse_go_through_a_running_daemon(cli, fake, fast, tmp_path) -> None:
+    from rasd.control import ControlServer
+    from rasd.paths import default_control_socket
+    from rasd.sdc.service import SdcService
+    from rasd.store import Store
+
+    events = []
+    svc = SdcService(fast, fake(workload="idle"), Store(":memory:"), events.extend, lock_dir=str(tmp_path / "locks"))
+    server = ControlServer(default_control_socket("fake"), svc.handlers())
+    server.start()
+    try:
+        r = cli("validate", "--backend", "fake", "--gpu", "2", "--json")
+        assert r.exit_code == 0, r.output
+        assert [g["gpu"] for g in json.loads(r.output)["gpus"]] == [2]
+        assert {c.gpu for c in svc.state().checks} == {2}  # the daemon ran it
+        r = cli("accuse", "--backend", "fake", "--gpu", "1", "--reason", "loss spike")
+        assert r.exit_code == 0, r.output
+        assert "GPU 1 is suspect" in r.output
+        assert 1 in svc.state().suspects or any(e.details["verdict"] != "suspect" for e in events)
+    finally:
+        server.close()
+        svc.close()
