@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from rasd.sdc.engines import Engine, host_product
-from rasd.sdc.numerics import TINY, differing_bits, gemm_error_coefficient, to_dtype, bit_view
+from rasd.sdc.numerics import bit_view, differing_bits, gemm_error_coefficient, to_dtype, underflow_term
 from rasd.sdc.results import CheckResult, Result
 
 _MAX_REPORTED = 8
@@ -98,7 +98,7 @@ class Workspace:
 
         def build() -> tuple[Any, Any, Any]:
             ref, mag, clean = golden(seed, n, dtype)
-            bound = _coefficient(self.engine, n, dtype) * mag + n * TINY[dtype]
+            bound = element_bound(self.engine, n, dtype, mag)
             return self.engine.put(ref), self.engine.put(bound), self.engine.put(clean)
 
         return self._get(("ref", seed, n, dtype), build)
@@ -119,6 +119,15 @@ def _gflops(n: int, seconds: float) -> float | None:
 
 def _coefficient(engine: Engine, n: int, dtype: str) -> float:
     return gemm_error_coefficient(n, dtype, engine.accumulate_roundoff(dtype))
+
+
+def _eta(engine: Engine, n: int, dtype: str) -> float:
+    return underflow_term(n, dtype, engine.accumulate_roundoff(dtype))
+
+
+def element_bound(engine: Engine, n: int, dtype: str, mag: Any) -> Any:
+    """The largest error a correct GEMM element may have: c |A||B| + the underflow term."""
+    return _coefficient(engine, n, dtype) * mag + _eta(engine, n, dtype)
 
 
 def golden_gemm(ws: Workspace, seed: int, n: int, dtype: str) -> CheckResult:
@@ -193,10 +202,10 @@ def abft(ws: Workspace, seed: int, n: int, dtype: str) -> CheckResult:
     c64 = c.astype(xp.float64)
     row_delta = c64.sum(axis=1) - ops.row_ref
     col_delta = c64.sum(axis=0) - ops.col_ref
-    # Summing n elements in fp64 adds gamma_n(fp64) |C| e; |C| <= |A||B| elementwise.
-    slack = coef + 2 * n * 2.0**-53
-    rows = xp.flatnonzero(~(xp.abs(row_delta) <= slack * ops.row_mag + n * n * TINY[dtype]))
-    cols = xp.flatnonzero(~(xp.abs(col_delta) <= slack * ops.col_mag + n * n * TINY[dtype]))
+    # The fp64 checksums add about gamma_n + gamma_2n (fp64) of |A||B| e; |C| <= |A||B| elementwise.
+    slack = coef + 3 * n * 2.0**-53
+    rows = xp.flatnonzero(~(xp.abs(row_delta) <= slack * ops.row_mag + n * _eta(e, n, dtype)))
+    cols = xp.flatnonzero(~(xp.abs(col_delta) <= slack * ops.col_mag + n * _eta(e, n, dtype)))
     evidence: dict[str, Any] = {"check": "abft", "dtype": dtype, "n": n, "seed": seed}
     result = Result.PASS
     if rows.size or cols.size:
@@ -229,7 +238,7 @@ def freivalds(ws: Workspace, seed: int, n: int, dtype: str, trials: int) -> Chec
     x = e.put(rng.choice(np.array([-1.0, 1.0]), size=(n, trials)))
     delta = c.astype(xp.float64) @ x - ops.a64 @ (ops.b64 @ x)
     # |x| = e, so |A|(|B| |x|) = |A|(|B| e): the row-checksum bound serves every trial.
-    bound = (coef + 2 * n * 2.0**-53) * ops.row_mag + n * n * TINY[dtype]
+    bound = (coef + 3 * n * 2.0**-53) * ops.row_mag + n * _eta(e, n, dtype)
     bad = ~(xp.abs(delta) <= bound[:, None])
     rows = xp.flatnonzero(bad.any(axis=1))
     evidence: dict[str, Any] = {"check": "freivalds", "dtype": dtype, "n": n, "seed": seed, "trials": trials,

@@ -22,8 +22,9 @@ UNIT_ROUNDOFF = {
 BITS = {"float64": 64, "float32": 32, "float16": 16, "bfloat16": 16}
 _STORAGE = {"float64": np.float64, "float32": np.float32, "float16": np.float16, "bfloat16": np.float32}
 _UINT = {64: np.uint64, 32: np.uint32, 16: np.uint16}
-# Smallest normal number: below it rounding errors are absolute, not relative.
-TINY = {"float64": 2.0**-1022, "float32": 2.0**-126, "float16": 2.0**-14, "bfloat16": 2.0**-126}
+# Smallest subnormal (the spacing near zero): below the normal range rounding errors are
+# absolute, at most this much per operation (Higham's eta term).
+ETA = {"float64": 2.0**-1074, "float32": 2.0**-149, "float16": 2.0**-24, "bfloat16": 2.0**-133}
 
 
 def storage_dtype(dtype: str) -> Any:
@@ -92,7 +93,7 @@ def gamma(k: int, u: float) -> float:
 
 
 def gemm_error_coefficient(k: int, dtype: str, accumulate_u: float) -> float:
-    """c such that |C_computed - C_exact| <= c |A||B| elementwise (plus TINY-scale terms).
+    """c such that |C_computed - C_exact| <= c |A||B| + ``underflow_term`` elementwise.
 
     The device accumulates in precision ``accumulate_u`` and rounds the result to ``dtype``
     (one extra rounding when the output is narrower than the accumulator); the fp64 reference
@@ -102,3 +103,9 @@ def gemm_error_coefficient(k: int, dtype: str, accumulate_u: float) -> float:
     g = gamma(k, accumulate_u)
     extra = u_out * (1 + g) if u_out > accumulate_u else 0.0
     return g + extra + gamma(k, UNIT_ROUNDOFF["float64"])
+
+
+def underflow_term(k: int, dtype: str, accumulate_u: float) -> float:
+    """The absolute part of the bound: k gradual-underflow errors in the accumulator, one in the output."""
+    accumulate = "float64" if accumulate_u <= UNIT_ROUNDOFF["float64"] else "float32"
+    return k * ETA[accumulate] + ETA[dtype]

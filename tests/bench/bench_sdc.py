@@ -17,9 +17,10 @@ import numpy as np
 
 from rasd.sdc.engines import NumpyEngine, host_product
 from rasd.sdc.faults import InjectedFault
-from rasd.sdc.gemm import Workspace, abft, bare_matmul_seconds, freivalds, golden, golden_gemm, host_inputs
+from rasd.sdc.gemm import (Workspace, abft, bare_matmul_seconds, element_bound, freivalds, golden, golden_gemm,
+                           host_inputs)
 from rasd.sdc.memory import TESTS, memory_check
-from rasd.sdc.numerics import flip_bits, gemm_error_coefficient
+from rasd.sdc.numerics import flip_bits
 from rasd.sdc.peers import cross_device_vote
 from rasd.sdc.results import Result
 from rasd.sdc.settings import SdcSettings
@@ -45,7 +46,7 @@ def _beyond_bound(engine: NumpyEngine, seed: int, n: int, dtype: str, bit: int) 
     idx = np.array(engine.last_injected)
     flip_bits(c, idx, bit, dtype)
     err = np.abs(c.reshape(-1)[idx].astype(np.float64) - ref.reshape(-1)[idx])
-    bound = gemm_error_coefficient(n, dtype, engine.accumulate_roundoff(dtype)) * mag.reshape(-1)[idx]
+    bound = element_bound(engine, n, dtype, mag.reshape(-1)[idx])
     return bool(np.any(~(err <= bound)))
 
 
