@@ -146,19 +146,18 @@ def detection(seeds: int) -> None:
 
 
 def false_positives(checks: int) -> None:
-    s = SdcSettings(quick_memory_bytes=256 << 10)
+    """``checks`` quick GPU checks (two GPUs per run, so the vote runs too) with each engine kind."""
+    s = SdcSettings(quick_memory_bytes=128 << 10)  # memory patterns cannot misfire; the GEMM tolerances can
     handles = {g: _Idle(g) for g in range(2)}
-    v = Validator(s, handles, {g: NumpyEngine(g) for g in range(2)})
-    tolerant = Validator(s, handles, {g: TolerantEngine(g) for g in range(2)})
     t0 = time.perf_counter()
-    bad = bad_tol = 0
-    for i in range(checks // 2):
-        bad += sum(g.result is not Result.PASS for g in v.run([0, 1], "quick", seed=i).report.gpus)
-    for i in range(checks // 2):
-        bad_tol += sum(g.result is not Result.PASS for g in tolerant.run([0, 1], "quick", seed=i).report.gpus)
-    print(f"\n== false positives: {checks} quick checks of healthy devices (seeds vary; bitwise engine) and "
-          f"{checks} judged by the bound only ==")
-    print(f"bitwise: {bad} of {checks}; bound only: {bad_tol} of {checks}  ({time.perf_counter() - t0:.1f}s)")
+    print(f"\n== false positives: {checks} quick checks of healthy devices per engine kind (seed varies per run) ==")
+    for label, cls in (("bitwise golden (NumPy engine)", NumpyEngine), ("bound only (as on a GPU)", TolerantEngine)):
+        v = Validator(s, handles, {g: cls(g) for g in range(2)})
+        bad = 0
+        for i in range(checks // 2):
+            bad += sum(g.result is not Result.PASS for g in v.run([0, 1], "quick", seed=i).report.gpus)
+        print(f"{label:30s} {bad} of {checks} not passed")
+    print(f"({time.perf_counter() - t0:.1f}s)")
 
 
 class _Idle:
