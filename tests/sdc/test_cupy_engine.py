@@ -1,0 +1,45 @@
+"""The CuPy engine on a real GPU (skipped where CuPy or a GPU is missing)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rasd.sdc.results import Result
+
+pytestmark = pytest.mark.nvml
+
+
+@pytest.fixture
+def cupy_ws():
+    cp = pytest.importorskip("cupy")
+    try:
+        if cp.cuda.runtime.getDeviceCount() < 1:
+            pytest.skip("no CUDA device")
+    except cp.cuda.runtime.CUDARuntimeError:
+        pytest.skip("no CUDA driver")
+    from rasd.sdc.engines_cupy import CupyEngine
+    from rasd.sdc.gemm import Workspace
+
+    return Workspace(CupyEngine(0, 0))
+
+
+def test_import_without_cupy_does_not_break_rasd() -> None:
+    import rasd.sdc.engines  # noqa: F401 - importing must work on a node without CuPy
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
+def test_gemm_checks_pass_on_a_healthy_gpu(cupy_ws, dtype: str) -> None:
+    from rasd.sdc.gemm import abft, freivalds, golden_gemm
+
+    assert golden_gemm(cupy_ws, 0, 512, dtype).result is Result.PASS
+    assert abft(cupy_ws, 0, 512, dtype).result is Result.PASS
+    assert freivalds(cupy_ws, 0, 512, dtype, 16).result is Result.PASS
+
+
+def test_memory_tests_pass_on_a_healthy_gpu(cupy_ws) -> None:
+    from rasd.sdc.memory import TESTS, memory_check
+
+    for test in TESTS:
+        r = memory_check(cupy_ws.engine, 8 << 20, test, 0)
+        assert r.result is Result.PASS, r.evidence
+        assert r.evidence["base_address"] > 0
