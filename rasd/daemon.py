@@ -112,7 +112,9 @@ class Daemon:
             self.cfg.ladder, self.cfg.actions, self.store, self.hostname, gpu_info=self._gpu_info
         )
         self.power = PowerService(self.cfg.power, self.gpus)
-        self.sdc = SdcService(self.cfg.sdc, self.backend, self.store, self._emit)
+        self.sdc = SdcService(
+            self.cfg.sdc, self.backend, self.store, self._emit, lock_dir=os.path.dirname(self.socket_path)
+        )
 
     def _gpu_info(self, gpu: int) -> dict[str, Any] | None:
         for p in self.pollers:
@@ -283,7 +285,7 @@ class Daemon:
             p.stop()
         self.sampler.stop()
         self.xids.stop()
-        for closer in (self.power.close, self.sdc.close, self.ladder.close):
+        for closer in (self.power.close, lambda: self.sdc.close(timeout=1.5), self.ladder.close):
             try:
                 closer()
             except Exception:  # noqa: BLE001 - keep shutting down
