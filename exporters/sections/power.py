@@ -51,6 +51,13 @@ def collect(snapshot: Snapshot) -> Iterable[Metric]:
         _add(node, p.node, [])
         yield from node.values()
 
+    allowed = GaugeMetricFamily(
+        "rasd_power_node_allowed_ramp_watts_per_second",
+        "The node's allowed power ramp ([power] max_ramp_watts_per_second); absent when none is set.",
+    )
+    if p.max_ramp_watts_per_second > 0:
+        allowed.add_metric([], p.max_ramp_watts_per_second)
+    yield allowed
     yield GaugeMetricFamily("rasd_power_window_seconds", "Length of the power analysis window.",
                             value=p.window_seconds)
     band = GaugeMetricFamily("rasd_power_band_hz", "Configured band of concern.", labels=["edge"])

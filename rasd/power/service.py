@@ -52,6 +52,7 @@ class PowerService:
             band_low_hz=settings.band_low_hz,
             band_high_hz=settings.band_high_hz,
             apply_enabled=settings.apply,
+            max_ramp_watts_per_second=settings.max_ramp_watts_per_second,
         )
 
     def add_samples(self, samples: Sequence[PowerSample]) -> None:
@@ -112,6 +113,7 @@ class PowerService:
             band_low_hz=s.band_low_hz,
             band_high_hz=s.band_high_hz,
             apply_enabled=s.apply,
+            max_ramp_watts_per_second=s.max_ramp_watts_per_second,
             gpus=MappingProxyType(dict(analysis.gpus)),
             node=analysis.node,
             decision=self._decision,

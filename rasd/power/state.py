@@ -42,6 +42,7 @@ class PowerState:
     band_low_hz: float
     band_high_hz: float
     apply_enabled: bool
+    max_ramp_watts_per_second: float = 0.0  # the node's allowed ramp ([power]); 0 = none
     gpus: Mapping[int, SeriesMetrics] = field(default_factory=lambda: MappingProxyType({}))
     node: SeriesMetrics | None = None
     decision: Decision | None = None
