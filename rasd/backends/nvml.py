@@ -501,7 +501,6 @@ class GpuHandle:
 
     def smoothing_readback(self) -> dict[str, float]:
         """Fields 251/260-263 in rasd's units (ramp rates converted from mW/s to W/s)."""
-        lib = self.lib
         ids = {
             "enabled": 251,
             "floor_percent": 260,
@@ -529,24 +528,23 @@ class GpuHandle:
         return [int(p.pid) for p in procs]
 
 
+# nvmlValueType_t -> the member of the nvmlValue_t union that holds the value
+_VALUE_MEMBERS = (
+    ("NVML_VALUE_TYPE_DOUBLE", "dVal"),
+    ("NVML_VALUE_TYPE_UNSIGNED_INT", "uiVal"),
+    ("NVML_VALUE_TYPE_UNSIGNED_LONG", "ulVal"),
+    ("NVML_VALUE_TYPE_UNSIGNED_LONG_LONG", "ullVal"),
+    ("NVML_VALUE_TYPE_SIGNED_LONG_LONG", "sllVal"),
+    ("NVML_VALUE_TYPE_SIGNED_INT", "siVal"),
+    ("NVML_VALUE_TYPE_UNSIGNED_SHORT", "usVal"),
+)
+
+
 def _field_value(lib: Any, v: Any) -> float:
-    t = v.valueType
-    u = v.value
-    if t == lib.NVML_VALUE_TYPE_DOUBLE:
-        return float(u.dVal)
-    if t == lib.NVML_VALUE_TYPE_UNSIGNED_INT:
-        return float(u.uiVal)
-    if t == lib.NVML_VALUE_TYPE_UNSIGNED_LONG:
-        return float(u.ulVal)
-    if t == lib.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG:
-        return float(u.ullVal)
-    if t == lib.NVML_VALUE_TYPE_SIGNED_LONG_LONG:
-        return float(u.sllVal)
-    if t == lib.NVML_VALUE_TYPE_SIGNED_INT:
-        return float(u.siVal)
-    if t == lib.NVML_VALUE_TYPE_UNSIGNED_SHORT:
-        return float(u.usVal)
-    return float(u.ullVal)
+    for const, member in _VALUE_MEMBERS:
+        if v.valueType == getattr(lib, const, None):
+            return float(getattr(v.value, member))
+    return float(v.value.ullVal)
 
 
 def _kind_of(lib: Any, e: Exception) -> ErrorKind:

@@ -98,3 +98,30 @@ def main(ctx: click.Context, log_level: str) -> None:
     ctx.ensure_object(dict)
     ctx.obj["log_level"] = log_level
     setup_logging(log_level)
+
+
+def load_config_or_fail(path: str | None) -> Any:
+    """The TOML config (defaults when ``path`` is None); every problem printed, then exit 2."""
+    from rasd import config as config_mod
+
+    try:
+        return config_mod.load(path)
+    except config_mod.ConfigError as e:
+        for p in e.problems[:-1]:
+            click.echo(f"rasd: {e.source}: {p}", err=True)
+        fail(f"{e.source}: {e.problems[-1]}")
+
+
+def open_backend_or_fail(
+    backend: str | None, scenario: str | None, unavailable_code: int = EXIT_FAIL, **kw: Any
+) -> Any:
+    """Open a backend for a command: a bad scenario exits 2, no usable NVML ``unavailable_code``."""
+    from rasd.backends import open_backend
+    from rasd.backends.errors import BackendUnavailable, BadScenario
+
+    try:
+        return open_backend(backend, scenario, **kw)
+    except BadScenario as e:
+        fail(str(e))
+    except BackendUnavailable as e:
+        fail(str(e), unavailable_code)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
-import time
 from typing import Any, Mapping
 
 import click
 import numpy as np
 
-from rasd.cli.common import EXIT_FAIL, backend_options, fail, print_json
+from rasd.cli.common import EXIT_FAIL, backend_options, fail, load_config_or_fail, open_backend_or_fail, print_json
 from rasd.model import PowerSample
 from rasd.power.analysis import WindowAnalysis, amplitude_spectrum, analyze_window, samples_to_series
 from rasd.power.decide import Decision, GpuLimits, decide
@@ -38,14 +37,7 @@ def parse_duration(text: str) -> float:
 def _settings(config_path: str | None) -> PowerSettings:
     if config_path is None:
         return PowerSettings()
-    from rasd import config as config_mod
-
-    try:
-        return config_mod.load(config_path).power
-    except config_mod.ConfigError as e:
-        for p in e.problems[:-1]:
-            click.echo(f"rasd: {e.source}: {p}", err=True)
-        fail(f"{e.source}: {e.problems[-1]}")
+    return load_config_or_fail(config_path).power
 
 
 _config_option = click.option(
@@ -74,14 +66,10 @@ def power(
     if seconds < 1:
         fail("--duration: sample at least 1s (10 NVML updates); 30s covers 0.1-3 Hz swings")
     settings = _settings(config_path)
-    from rasd.backends import open_backend
-    from rasd.backends.errors import BackendUnavailable, ControlError
+    from rasd.backends.errors import ControlError
     from rasd.telemetry.power import PowerSampler
 
-    try:
-        be = open_backend(backend, scenario)
-    except BackendUnavailable as e:
-        fail(str(e), EXIT_FAIL)
+    be = open_backend_or_fail(backend, scenario)
     try:
         gpus = be.adapter.gpus()
         limits: dict[int, GpuLimits] = {}

@@ -9,7 +9,16 @@ from typing import Any, Callable
 
 import click
 
-from rasd.cli.common import EXIT_FAIL, EXIT_OK, backend_options, fail, print_json
+from rasd.cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_USAGE,
+    backend_options,
+    fail,
+    load_config_or_fail,
+    open_backend_or_fail,
+    print_json,
+)
 from rasd.sdc.settings import LEVELS, SdcSettings
 
 EXIT_INCONCLUSIVE = 3
@@ -26,8 +35,6 @@ def register(group: click.Group) -> None:
 def _settings(config_path: str | None) -> SdcSettings:
     if config_path is None:
         return SdcSettings()
-    from rasd.cli.telemetry import load_config_or_fail
-
     return load_config_or_fail(config_path).sdc
 
 
@@ -60,16 +67,10 @@ def _daemon(backend: str | None, scenario: str | None, payload: dict[str, Any], 
 
 
 def _open(backend: str | None, scenario: str | None) -> Any:
-    from rasd.backends import open_backend
-    from rasd.backends.errors import BackendUnavailable
-
     # With no scenario the fake node would run a training workload on every GPU, so nothing
     # could be checked: validation gets idle GPUs.
     idle = backend == "fake" and scenario is None
-    try:
-        return open_backend(backend, scenario, workload="idle" if idle else None)
-    except BackendUnavailable as e:
-        fail(str(e))
+    return open_backend_or_fail(backend, scenario, EXIT_USAGE, workload="idle" if idle else None)
 
 
 def _validator(be: Any, settings: SdcSettings) -> Any:

@@ -11,9 +11,16 @@ from typing import Any
 import click
 
 from rasd import config as config_mod
-from rasd.backends import Backend, open_backend
-from rasd.backends.errors import BackendUnavailable, BadScenario
-from rasd.cli.common import EXIT_FAIL, backend_options, fail, print_json, setup_logging
+from rasd.backends import Backend
+from rasd.cli.common import (
+    EXIT_FAIL,
+    backend_options,
+    fail,
+    load_config_or_fail,
+    open_backend_or_fail,
+    print_json,
+    setup_logging,
+)
 from rasd.model import GpuState, Health, XidEvent
 from rasd.telemetry.aggregate import Aggregator
 from rasd.telemetry.poller import GpuPoller
@@ -21,24 +28,6 @@ from rasd.telemetry.xid import XidWatcher
 
 STATUS_DEADLINE_SECONDS = 5.0
 STATUS_XID_WAIT_SECONDS = 0.3
-
-
-def open_or_fail(backend: str | None, scenario: str | None, **kw: Any) -> Backend:
-    try:
-        return open_backend(backend, scenario, **kw)
-    except BadScenario as e:
-        fail(str(e))
-    except BackendUnavailable as e:
-        fail(str(e), EXIT_FAIL)
-
-
-def load_config_or_fail(path: str | None) -> config_mod.Config:
-    try:
-        return config_mod.load(path)
-    except config_mod.ConfigError as e:
-        for p in e.problems[:-1]:
-            click.echo(f"rasd: {e.source}: {p}", err=True)
-        fail(f"{e.source}: {e.problems[-1]}")
 
 
 def register(group: click.Group) -> None:
@@ -63,7 +52,7 @@ def run(backend: str | None, scenario: str | None, listen: str | None, config_pa
             fail(f"--listen: {e}")
         cfg = with_listen(cfg, listen)
     setup_logging(log_level or cfg.daemon.log_level)
-    be = open_or_fail(backend, scenario)
+    be = open_backend_or_fail(backend, scenario)
     daemon = Daemon(cfg, be, config_path=config_path)
     try:
         daemon.start()
@@ -108,7 +97,7 @@ def one_shot(be: Backend, deadline: float = STATUS_DEADLINE_SECONDS) -> tuple[li
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of the table.")
 def status(backend: str | None, scenario: str | None, as_json: bool) -> None:
     """One table of every GPU's health from a one-shot poll."""
-    be = open_or_fail(backend, scenario)
+    be = open_backend_or_fail(backend, scenario)
     try:
         node = be.adapter.node_identity(_hostname(), be.name)
         states, _ = one_shot(be)

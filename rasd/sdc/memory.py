@@ -112,7 +112,6 @@ def walking_ones(engine: Engine, mem: DeviceMemory, v: _Verifier, seed: int) -> 
 
 def random_patterns(engine: Engine, mem: DeviceMemory, v: _Verifier, seed: int) -> None:
     """Seeded random words, then their complement (so every bit is read back as 0 and as 1)."""
-    xp = engine.xp
     for invert in (False, True):
         patterns: dict[tuple[int, int], Any] = {}
         for s, e in _blocks(mem.words):
