@@ -6,7 +6,15 @@ import textwrap
 from pathlib import Path
 from typing import Callable
 
+import os
+
 import pytest
+from hypothesis import settings
+
+# CI runs the same examples every time (a failure there must reproduce); developers explore.
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 from rasd.backends import Backend, open_backend
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
-from rasd.ladder import catalog as cat
 from rasd.model import Rung, Scope
 
 # Investigations a decision may ask for.

@@ -27,7 +27,7 @@ def test_frequency_and_swing_within_tolerance(hz: float, shape: str) -> None:
     assert m.band_energy_ratio is not None and m.band_energy_ratio > 0.7
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)
 @given(
     hz=st.floats(0.2, 3.0),
     swing=st.floats(80.0, 600.0),
@@ -132,3 +132,11 @@ def test_samples_to_series_orders_and_uses_nvml_timestamps() -> None:
     ts, ws = series[2]
     assert np.all(np.diff(ts) > 0)
     assert ws[0] == pytest.approx(w[0])
+
+
+@pytest.mark.xfail(strict=True, reason="known limitation: at exactly 2 Hz (5 readings a period) the fitted swing reads 11% low")
+def test_swing_at_exactly_a_fifth_of_the_sample_rate() -> None:
+    wave = Wave(hz=2.0, swing_watts=129.0, base_watts=250.0, noise_watts=0.015625 * 129.0, phase=6.0)
+    t, w = nvml_trace(wave, 30.0, rng=np.random.default_rng(7430))
+    m = analyze_series(t, w, BAND)
+    assert m is not None and m.swing_watts >= 0.90 * 129.0
