@@ -22,7 +22,7 @@ import psutil
 from rasd import config as config_mod
 from rasd.backends import Backend
 from rasd.config import Config
-from rasd.model import FaultEvent, Health, SelfStats, Snapshot
+from rasd.model import FaultEvent, Health, Rung, SelfStats, Snapshot
 from rasd.paths import default_control_socket, default_state_path
 from rasd.telemetry.aggregate import Aggregator
 from rasd.telemetry.poller import GpuPoller
@@ -208,18 +208,18 @@ class Daemon:
 
     def _notify(self, snap: Snapshot) -> None:
         up = sum(1 for g in snap.gpus if g.health is Health.UP)
-        if not self._ready_sent and up > 0 or (not self._ready_sent and snap.gpus and all(g.health is Health.LOST for g in snap.gpus)):
+        lost = sum(1 for g in snap.gpus if g.health is Health.LOST)
+        # ready once every GPU has answered or is known lost: a node of lost GPUs still serves
+        if not self._ready_sent and (up > 0 or (snap.gpus and lost == len(snap.gpus))):
             self._ready_sent = True
             self.notifier.send("READY=1")
         if self.cfg.daemon.watchdog and self.notifier.watchdog_seconds:
             self.notifier.send("WATCHDOG=1")
-        lost = sum(1 for g in snap.gpus if g.health is Health.LOST)
         stale = sum(1 for g in snap.gpus if g.health is Health.STALE)
         watts = sum(g.power_watts or 0.0 for g in snap.gpus)
-        worst = self.ladder.worst_rung_label() if hasattr(self.ladder, "worst_rung_label") else None
         text = f"{up}/{len(snap.gpus)} GPUs up, {lost} lost, {stale} stale; {watts / 1000:.2f} kW"
-        if worst:
-            text += f"; ladder: {worst}"
+        if snap.ladder is not None and snap.ladder.node_rung > Rung.NONE:
+            text += f"; ladder: {snap.ladder.node_rung.label}"
         self.notifier.status(text)
 
     def request_stop(self, *_: Any) -> None:

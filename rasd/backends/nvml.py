@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any, Callable, TypeVar
 
@@ -356,8 +356,7 @@ class GpuHandle:
             else None,
             nvlinks=self._nvlinks(),
         )
-        elapsed = time.monotonic() - t0
-        return _replace_poll_seconds(sample, elapsed)
+        return replace(sample, poll_seconds=time.monotonic() - t0)
 
     def _nvlinks(self) -> tuple[NvLinkSample, ...]:
         lib, h, r = self.lib, self.raw, self._read
@@ -576,8 +575,3 @@ def _mul(v: Any, m: float) -> float | None:
 def _opt_text(v: Any) -> str | None:
     return _text(v) if v is not None else None
 
-
-def _replace_poll_seconds(s: GpuSample, seconds: float) -> GpuSample:
-    from dataclasses import replace
-
-    return replace(s, poll_seconds=seconds)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import threading
 import time
 from typing import Any
@@ -195,5 +194,3 @@ def _table(states: list[GpuState]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
-
-logging.getLogger("rasd.cli").addHandler(logging.NullHandler())
