@@ -97,7 +97,7 @@ def _open_fake(
     clock: Callable[[], float],
 ) -> Backend:
     from rasd.backends.fake import FakeNode, FakeNvml
-    from rasd.backends.scenario import ScenarioError, load_scenario
+    from rasd.backends.fake.scenario import ScenarioError, load_scenario
 
     scn = None
     if scenario is not None:

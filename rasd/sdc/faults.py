@@ -1,6 +1,6 @@
 """Scripted SDC faults as the NumPy engine applies them (the fake node's ``SdcFault``).
 
-Faults are read by attribute, so the fake node's ``rasd.backends.scenario.SdcFault`` and the
+Faults are read by attribute, so the fake node's ``rasd.backends.fake.scenario.SdcFault`` and the
 ``InjectedFault`` below (for tests and benchmarks) work alike. The fake node already filters
 faults by their ``at``/``until`` window; this module applies the rest of the conditions.
 """

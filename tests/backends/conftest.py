@@ -7,10 +7,10 @@ from typing import Any, Callable
 
 import pytest
 
-from rasd.backends.clock import ManualClock
+from rasd.backends.fake.clock import ManualClock
 from rasd.backends.fake import FakeNode, FakeNvml
 from rasd.backends.nvml import pynvml_module
-from rasd.backends.scenario import parse_scenario
+from rasd.backends.fake.scenario import parse_scenario
 
 
 @pytest.fixture

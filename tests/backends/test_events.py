@@ -89,7 +89,7 @@ def test_only_registered_gpus_and_events_after_registration(make, mclock, base):
 
 def test_real_time_clock_delivers_without_a_notify(base):
     from rasd.backends.fake import FakeNode, FakeNvml
-    from rasd.backends.scenario import parse_scenario
+    from rasd.backends.fake.scenario import parse_scenario
 
     scn = parse_scenario('[[event]]\nkind = "xid"\nat = 0.2\ngpu = 0\nxid = 31\n')
     lib = FakeNvml(FakeNode(scenario=scn), base)

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from rasd.backends.fake import FakeNode
-from rasd.backends.scenario import (
+from rasd.backends.fake.scenario import (
     EventKind,
     ScenarioError,
     load_scenario,

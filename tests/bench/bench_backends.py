@@ -8,10 +8,10 @@ from __future__ import annotations
 import statistics
 import time
 
-from rasd.backends.clock import ManualClock
+from rasd.backends.fake.clock import ManualClock
 from rasd.backends.fake import FakeNode, FakeNvml
 from rasd.backends.nvml import NvmlAdapter, pynvml_module
-from rasd.backends.scenario import load_scenario, packaged_scenarios
+from rasd.backends.fake.scenario import load_scenario, packaged_scenarios
 
 
 def _node(clock: ManualClock, **kw) -> tuple[FakeNode, FakeNvml]:

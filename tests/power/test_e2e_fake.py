@@ -11,7 +11,7 @@ import time
 import pytest
 
 from rasd.backends import open_backend
-from rasd.backends.clock import ManualClock
+from rasd.backends.fake.clock import ManualClock
 from rasd.power.decide import Mode
 from rasd.power.service import PowerService
 from rasd.power.settings import PowerSettings

@@ -1,6 +1,6 @@
 """The scenario vocabulary: event kinds, events, SDC faults, node and workload settings.
 
-Plain frozen data produced by ``rasd.backends.scenario`` (the parser) and read by the fake node.
+Plain frozen data produced by ``rasd.backends.fake.scenario`` (the parser) and read by the fake node.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from rasd.backends.profiles import PROFILES
+from rasd.backends.fake.profiles import PROFILES
 
 ALL_GPUS = None  # Event.gpus value meaning "every GPU on the node"
 

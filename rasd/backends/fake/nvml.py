@@ -15,13 +15,13 @@ import ctypes
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
-from rasd.backends.nvmlevents import EventsMixin
-from rasd.backends.nvmlfields import field_values
-from rasd.backends.powersim import SMOOTHING_MAX_FLOOR_PERCENT, SMOOTHING_PROFILES
-from rasd.backends.scenario import Event, EventKind
+from rasd.backends.fake.events import EventsMixin
+from rasd.backends.fake.fields import field_values
+from rasd.backends.fake.powersim import SMOOTHING_MAX_FLOOR_PERCENT, SMOOTHING_PROFILES
+from rasd.backends.fake.scenario import Event, EventKind
 
 if TYPE_CHECKING:
-    from rasd.backends.fake import FakeNode
+    from rasd.backends.fake.node import FakeNode
 
 _GIB = 1024**3
 # Calls that never see "*" faults: a daemon must always be able to start and stop.

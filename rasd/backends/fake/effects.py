@@ -11,7 +11,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from rasd.backends.scenario import THERMAL_REASONS, Event, EventKind, Scenario
+from rasd.backends.fake.scenario import THERMAL_REASONS, Event, EventKind, Scenario
 
 
 @dataclass(frozen=True, slots=True)

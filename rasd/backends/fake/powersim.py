@@ -13,8 +13,8 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from rasd.backends.profiles import GpuProfile
-from rasd.backends.workload import Workload
+from rasd.backends.fake.profiles import GpuProfile
+from rasd.backends.fake.workload import Workload
 
 STEP_SECONDS = 0.005
 REFRESH_STEPS = 20  # 100 ms

@@ -5,7 +5,7 @@ their power, temperature and energy (powersim), and a scripted scenario of fault
 Everything it reports is a function of the seed and of the seconds elapsed on ``clock`` since the
 node was created, so the same seed and the same reads give the same results.
 
-``FakeNvml(node, base)`` (rasd.backends.nvmlfake) is a drop-in for the ``pynvml`` module on top
+``FakeNvml(node, base)`` (rasd.backends.fake.nvml) is a drop-in for the ``pynvml`` module on top
 of it; ``base`` is the real pynvml module, whose constants, structs and error classes it reuses.
 """
 
@@ -19,18 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from rasd.backends.effects import Effects
-from rasd.backends.nvmlfake import FakeNvml
-from rasd.backends.powersim import REFRESH_STEPS, SMOOTHING_PROFILES, GpuPowerSim, Smoothing
-from rasd.backends.profiles import ALIASES, GpuProfile, get_profile
-from rasd.backends.scenario import (
+from rasd.backends.fake.effects import Effects
+from rasd.backends.fake.nvml import FakeNvml
+from rasd.backends.fake.powersim import REFRESH_STEPS, SMOOTHING_PROFILES, GpuPowerSim, Smoothing
+from rasd.backends.fake.profiles import ALIASES, GpuProfile, get_profile
+from rasd.backends.fake.scenario import (
     Scenario,
     ScenarioError,
     SdcFault,
     WorkloadSpec,
     load_scenario,
 )
-from rasd.backends.workload import Workload
+from rasd.backends.fake.workload import Workload
 
 DEFAULT_PROFILE = "h100-sxm-80gb"
 DEFAULT_GPUS = 8

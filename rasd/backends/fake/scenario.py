@@ -1,8 +1,8 @@
 """Scenario files: TOML scripts of faults for the fake NVML backend.
 
-``load_scenario(name_or_path)`` reads a packaged scenario (``rasd/backends/scenarios/NAME.toml``,
+``load_scenario(name_or_path)`` reads a packaged scenario (``rasd/backends/fake/scenarios/NAME.toml``,
 found with importlib.resources so it works from a wheel) or a file. The format is documented in
-``rasd/backends/scenarios/FORMAT.md``. Every problem in a file is collected and reported in one
+``rasd/backends/fake/scenarios/FORMAT.md``. Every problem in a file is collected and reported in one
 ``ScenarioError`` line naming the file and each key (``event[3].gpu: ...``).
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from rasd.backends._tomlread import TableReader
-from rasd.backends.profiles import ALIASES, PROFILES
-from rasd.backends.scenario_model import (
+from rasd.backends.fake._tomlread import TableReader
+from rasd.backends.fake.profiles import ALIASES, PROFILES
+from rasd.backends.fake.scenario_model import (
     DTYPE_BITS as _DTYPE_BITS,
     ALL_GPUS,
     NVLINK_COUNTERS,
@@ -40,7 +40,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-_PACKAGE = "rasd.backends.scenarios"
+_PACKAGE = "rasd.backends.fake.scenarios"
 
 __all__ = [
     "ALL_GPUS", "NVLINK_COUNTERS", "NVML_ERRORS", "RECOVERY_ACTIONS", "SDC_DTYPES", "SDC_KINDS",

@@ -3,15 +3,15 @@
 Training alternates a compute phase (demand near or above the power limit) with a communication
 phase (much lower), every GPU in phase with a few milliseconds of per-GPU offset, and drops near
 idle during periodic checkpoints. Demand is what the job would draw unconstrained; the power model
-(rasd.backends.powersim) applies the limit, smoothing floor and ramp rates on top.
+(rasd.backends.fake.powersim) applies the limit, smoothing floor and ramp rates on top.
 """
 
 from __future__ import annotations
 
 import random
 
-from rasd.backends.profiles import GpuProfile
-from rasd.backends.scenario import WorkloadSpec
+from rasd.backends.fake.profiles import GpuProfile
+from rasd.backends.fake.scenario import WorkloadSpec
 
 _NOISE_LEN = 4099  # prime, so the noise pattern does not line up with step periods
 

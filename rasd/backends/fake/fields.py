@@ -1,0 +1,155 @@
+"""``nvmlDeviceGetFieldValues`` for the fake node: per-entry results, like the real call.
+
+Each entry gets its own ``nvmlReturn`` (NOT_SUPPORTED for ids the simulated GPU lacks) while the
+call as a whole succeeds. Timestamps are Unix microseconds of the value's last refresh: the
+instant-power field (186) keeps its timestamp for 100 ms, so a reader can drop repeats.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Sequence
+
+from rasd.backends.nvml.fields import FieldIds
+
+if TYPE_CHECKING:
+    from rasd.backends.fake.node import FakeNode
+
+_SMOOTHING = (
+    "smoothing_enabled",
+    "smoothing_applied_floor",
+    "smoothing_max_floor_percent",
+    "smoothing_min_floor_percent",
+    "smoothing_max_profiles",
+    "smoothing_profile_floor_percent",
+    "smoothing_profile_ramp_up",
+    "smoothing_profile_ramp_down",
+    "smoothing_profile_hysteresis",
+    "smoothing_active_profile",
+)
+
+_NOT_SUPPORTED = object()
+
+
+@lru_cache(maxsize=8)
+def _names(base: Any) -> dict[int, str]:
+    """Field id -> rasd's name, in the numbering of the binding the fake stands in for."""
+    ids = FieldIds.of(base)
+    return {fid: name for name in ids.__dataclass_fields__ if (fid := getattr(ids, name)) is not None}
+
+
+def _us(seconds: float) -> int:
+    return int(round(seconds * 1_000_000))
+
+
+def field_values(base: Any, node: "FakeNode", gpu: int, field_ids: Sequence[Any]) -> Any:
+    """An array of ``base.c_nvmlFieldValue_t``, one per requested id (``id`` or ``(id, scopeId)``)."""
+    values = (base.c_nvmlFieldValue_t * len(field_ids))()
+    t = node.elapsed()
+    sim = node.sim(gpu)
+    now_us = _us(node.wall(t))
+    for i, fid in enumerate(field_ids):
+        entry = values[i]
+        try:
+            entry.fieldId, entry.scopeId = fid
+        except TypeError:
+            entry.fieldId = fid
+        entry.latencyUsec = 0
+        entry.timestamp = now_us
+        name = _names(base).get(int(entry.fieldId))
+        got = _value(node, gpu, sim, t, name, entry.scopeId) if name else _NOT_SUPPORTED
+        if got is _NOT_SUPPORTED:
+            entry.nvmlReturn = base.NVML_ERROR_NOT_SUPPORTED
+            continue
+        kind, value, at = got
+        entry.nvmlReturn = base.NVML_SUCCESS
+        if at is not None:
+            entry.timestamp = _us(node.wall(at))
+        if kind == "ui":
+            entry.valueType = base.NVML_VALUE_TYPE_UNSIGNED_INT
+            entry.value.uiVal = int(value)
+        elif kind == "ull":
+            entry.valueType = base.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+            entry.value.ullVal = int(value)
+        else:
+            entry.valueType = base.NVML_VALUE_TYPE_DOUBLE
+            entry.value.dVal = float(value)
+    return values
+
+
+def _value(node: "FakeNode", gpu: int, sim: Any, t: float, name: str, scope: int) -> Any:
+    """(value kind, value, refresh time in seconds since start or None for "now")."""
+    p = node.profile
+    fx = node.effects
+    if name == "power_instant":
+        return ("ui", sim.instant_mw, sim.instant_at) if p.instant_power else _NOT_SUPPORTED
+    if name == "power_average":
+        return ("ui", sim.average_mw, sim.average_at)
+    if name == "memory_temp":
+        if not p.memory_temperature:
+            return _NOT_SUPPORTED
+        return ("ui", node.temperature(gpu) + p.memory_temp_offset_celsius, None)
+    if name == "nvlink_link_count":
+        return ("ui", p.nvlink_count, None)
+    limits = {
+        "power_min_limit": p.power_limit_min_watts,
+        "power_max_limit": p.power_limit_max_watts,
+        "power_default_limit": p.power_limit_default_watts,
+        "power_current_limit": sim.limit_watts,
+    }
+    if name in limits:
+        return ("ui", limits[name] * 1000, None)
+    if name == "recovery_action":
+        return ("ui", fx.recovery_action(gpu, t), None) if p.recovery_action else _NOT_SUPPORTED
+    ecc = {
+        "ecc_sbe_volatile": ("ecc_corrected", True),
+        "ecc_dbe_volatile": ("ecc_uncorrected", True),
+        "ecc_sbe_aggregate": ("ecc_corrected", False),
+        "ecc_dbe_aggregate": ("ecc_uncorrected", False),
+    }
+    if name in ecc:
+        key, volatile = ecc[name]
+        return ("ull", fx.counter(gpu, key, t, volatile), None)
+    if name.startswith("remapped_"):
+        if not p.row_remapping:
+            return _NOT_SUPPORTED
+        pending, failure = fx.remap_flags(gpu, t)
+        value = {
+            "remapped_correctable": fx.counter(gpu, "remap_correctable", t, volatile=False),
+            "remapped_uncorrectable": fx.counter(gpu, "remap_uncorrectable", t, volatile=False),
+            "remapped_pending": int(pending),
+            "remapped_failure": int(failure),
+        }[name]
+        return ("ui", value, None)
+    if name in _SMOOTHING:
+        return _smoothing_value(node, gpu, sim, name, scope) if p.power_smoothing else _NOT_SUPPORTED
+    return _NOT_SUPPORTED
+
+
+def _smoothing_value(node: "FakeNode", gpu: int, sim: Any, name: str, scope: int) -> Any:
+    from rasd.backends.fake.powersim import SMOOTHING_MAX_FLOOR_PERCENT, SMOOTHING_PROFILES
+
+    if name == "smoothing_enabled":
+        return ("ui", int(node.smoothing_enabled[gpu]), None)
+    if name == "smoothing_active_profile":
+        return ("ui", node.smoothing_active[gpu], None)
+    if name == "smoothing_max_profiles":
+        return ("ui", SMOOTHING_PROFILES, None)
+    if name == "smoothing_max_floor_percent":
+        return ("ui", SMOOTHING_MAX_FLOOR_PERCENT, None)
+    if name == "smoothing_min_floor_percent":
+        return ("ui", 0, None)
+    if name == "smoothing_applied_floor":
+        sm = sim.smoothing
+        floor = sm.floor_percent / 100.0 * sim.limit_watts if sm.enabled else 0.0
+        return ("ui", round(floor), None)
+    if not 0 <= scope < SMOOTHING_PROFILES:
+        return _NOT_SUPPORTED
+    preset = node.smoothing_presets[gpu][scope]
+    value = {
+        "smoothing_profile_floor_percent": preset.floor_percent,
+        "smoothing_profile_ramp_up": preset.ramp_up_watts_per_second * 1000.0,
+        "smoothing_profile_ramp_down": preset.ramp_down_watts_per_second * 1000.0,
+        "smoothing_profile_hysteresis": preset.ramp_down_hysteresis_ms,
+    }[name]
+    return ("ui", round(value), None)

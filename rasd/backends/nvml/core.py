@@ -1,0 +1,180 @@
+"""The adapter core: loading pynvml, one error classifier, and a GPU handle's guarded read.
+
+Error rules (README, "Error rules"):
+- NotSupported / FunctionNotFound: the reading is absent (None), logged once per GPU and reading,
+  and not asked again until the next re-probe (``REPROBE_POLLS`` polls later).
+- GpuIsLost: the whole poll stops with ``GpuLost``.
+- Unknown, Timeout, NoPermission, anything else: counted per (reading, kind), None this poll,
+  retried next poll.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+from rasd.backends.errors import GpuLost
+from rasd.backends.nvml.fields import FieldIds
+from rasd.model import ErrorKind
+
+if TYPE_CHECKING:
+    from rasd.backends.nvml.adapter import NvmlAdapter
+
+log = logging.getLogger("rasd.nvml")
+
+T = TypeVar("T")
+
+REPROBE_POLLS = 300  # re-ask an unsupported reading every ~5 min at the default 1 s poll
+
+
+def pynvml_module() -> ModuleType:
+    """Import and return the real ``pynvml`` (nvidia-ml-py). Importing never needs a GPU."""
+    import pynvml
+
+    return pynvml
+
+
+class Outcome(enum.Enum):
+    """What an NVML error means to rasd."""
+
+    UNSUPPORTED = "unsupported"
+    LOST = "lost"
+    UNKNOWN = ErrorKind.UNKNOWN.value
+    TIMEOUT = ErrorKind.TIMEOUT.value
+    NO_PERMISSION = ErrorKind.NO_PERMISSION.value
+    OTHER = ErrorKind.OTHER.value
+
+    @property
+    def kind(self) -> ErrorKind:
+        """The counted error kind (UNSUPPORTED and LOST are not counted)."""
+        return ErrorKind(self.value)
+
+
+def classify(lib: Any, e: BaseException) -> Outcome:
+    """The one place an NVML error is judged."""
+    if isinstance(e, (lib.NVMLError_NotSupported, lib.NVMLError_FunctionNotFound)):
+        return Outcome.UNSUPPORTED
+    if isinstance(e, lib.NVMLError_GpuIsLost):
+        return Outcome.LOST
+    if isinstance(e, lib.NVMLError_Unknown):
+        return Outcome.UNKNOWN
+    if isinstance(e, lib.NVMLError_Timeout):
+        return Outcome.TIMEOUT
+    if isinstance(e, lib.NVMLError_NoPermission):
+        return Outcome.NO_PERMISSION
+    return Outcome.OTHER
+
+
+def text(v: Any) -> str:
+    return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+
+
+# nvmlValueType_t -> the member of the nvmlValue_t union that holds the value
+_VALUE_MEMBERS = (
+    ("NVML_VALUE_TYPE_DOUBLE", "dVal"),
+    ("NVML_VALUE_TYPE_UNSIGNED_INT", "uiVal"),
+    ("NVML_VALUE_TYPE_UNSIGNED_LONG", "ulVal"),
+    ("NVML_VALUE_TYPE_UNSIGNED_LONG_LONG", "ullVal"),
+    ("NVML_VALUE_TYPE_SIGNED_LONG_LONG", "sllVal"),
+    ("NVML_VALUE_TYPE_SIGNED_INT", "siVal"),
+    ("NVML_VALUE_TYPE_UNSIGNED_SHORT", "usVal"),
+)
+
+
+def field_value(lib: Any, v: Any) -> float:
+    for const, member in _VALUE_MEMBERS:
+        if v.valueType == getattr(lib, const, None):
+            return float(getattr(v.value, member))
+    return float(v.value.ullVal)
+
+
+class HandleCore:
+    """One GPU's raw handle and bookkeeping: the guarded ``_read`` and ``_fields``."""
+
+    def __init__(self, adapter: "NvmlAdapter", index: int, raw: Any):
+        self.adapter = adapter
+        self.lib = adapter.lib
+        self.fids: FieldIds = adapter.fids
+        self.index = index
+        self.raw = raw
+        self._unsupported: dict[str, int] = {}  # reading -> poll number when found unsupported
+        self._errors: dict[tuple[str, str], int] = {}
+        self._errors_lock = threading.Lock()
+        self._polls = 0
+
+    def error_counts(self) -> dict[tuple[str, str], int]:
+        with self._errors_lock:
+            return dict(self._errors)
+
+    def unsupported(self) -> frozenset[str]:
+        return frozenset(self._unsupported)
+
+    def _count(self, reading: str, kind: ErrorKind, e: BaseException) -> None:
+        key = (reading, kind.value)
+        with self._errors_lock:
+            n = self._errors.get(key, 0) + 1
+            self._errors[key] = n
+        if n == 1:  # a repeating failure is logged once, then counted
+            log.warning(
+                "event=nvml_error gpu=%d reading=%s kind=%s error=%r",
+                self.index, reading, kind.value, str(e),
+            )
+
+    def _mark_unsupported(self, reading: str) -> None:
+        if reading not in self._unsupported:
+            log.info("event=reading_unsupported gpu=%d reading=%s", self.index, reading)
+        self._unsupported.setdefault(reading, self._polls)
+
+    def _judge(self, reading: str, e: BaseException) -> None:
+        """Apply the error rules to one failed reading. Raises GpuLost."""
+        outcome = classify(self.lib, e)
+        if outcome is Outcome.UNSUPPORTED:
+            self._mark_unsupported(reading)
+        elif outcome is Outcome.LOST:
+            raise GpuLost(self.index, f"{reading}: {e}") from None
+        else:
+            self._count(reading, outcome.kind, e)
+
+    def _read(self, reading: str, fn: Callable[..., T], *args: Any) -> T | None:
+        """One NVML reading under the error rules. Raises GpuLost; otherwise never raises."""
+        since = self._unsupported.get(reading)
+        if since is not None:
+            if self._polls - since < REPROBE_POLLS:
+                return None
+            del self._unsupported[reading]
+        try:
+            return fn(*args)
+        except self.lib.NVMLError as e:
+            self._judge(reading, e)
+        return None
+
+    def _fields(self, ids: tuple[int | None, ...]) -> dict[int, tuple[float, int]]:
+        """nvmlDeviceGetFieldValues: {field id: (value, timestamp us)} for entries that succeeded.
+
+        Each entry carries its own nvmlReturn; a NotSupported entry is an absent reading."""
+        lib = self.lib
+        wanted = [i for i in ids if i is not None]
+        if not wanted:
+            return {}
+        values = self._read("field_values", lib.nvmlDeviceGetFieldValues, self.raw, wanted)
+        out: dict[int, tuple[float, int]] = {}
+        if values is None:
+            return out
+        for v in values:
+            name = f"field_{v.fieldId}"
+            ret = v.nvmlReturn
+            if ret == lib.NVML_SUCCESS:
+                out[int(v.fieldId)] = (field_value(lib, v), int(v.timestamp))
+                continue
+            err = lib.NVMLError(ret)
+            outcome = classify(lib, err)
+            if outcome is Outcome.UNSUPPORTED:
+                self._mark_unsupported(name)
+            elif outcome is Outcome.LOST:
+                raise GpuLost(self.index, f"{name}: {err}")
+            else:
+                self._count(name, outcome.kind, err)
+        return out

@@ -1,0 +1,252 @@
+"""The health readings: one table row per NVML call (name, call, arguments, conversion).
+
+``Reading.args`` names pynvml constants (resolved on the library in use) after the device handle;
+``Reading.outputs`` maps each ``GpuSample`` field the call fills to the conversion from NVML's
+answer to rasd's base units (W, J, Hz, bytes, ratios, Celsius).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+from rasd.backends.errors import GpuLost
+from rasd.backends.nvml.core import HandleCore, text
+from rasd.model import GpuIdentity, GpuSample, NvLinkSample
+
+_HZ_PER_MHZ = 1e6  # NVML clocks are in MHz
+
+
+def _mw(v: Any) -> float:
+    """mW -> W."""
+    return v / 1000.0
+
+
+def _mj(v: Any) -> float:
+    """mJ -> J."""
+    return v / 1e3
+
+
+def _mhz(v: Any) -> float:
+    return v * _HZ_PER_MHZ
+
+
+def _same(v: Any) -> Any:
+    return v
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    name: str  # the reading's name in logs and rasd_gpu_nvml_errors_total{reading}
+    call: str  # the pynvml function
+    args: tuple[str, ...]  # pynvml constants passed after the handle
+    outputs: tuple[tuple[str, Callable[[Any], Any]], ...]  # (GpuSample field, conversion)
+
+
+def _one(field: str, conv: Callable[[Any], Any] = _same) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
+    return ((field, conv),)
+
+
+# In call order (scripted call faults with a call budget count calls in this order).
+READINGS: tuple[Reading, ...] = (
+    Reading(
+        "power_limit_constraints", "nvmlDeviceGetPowerManagementLimitConstraints", (),
+        (("power_limit_min_watts", lambda v: _mw(v[0])), ("power_limit_max_watts", lambda v: _mw(v[1]))),
+    ),
+    Reading(
+        "utilization", "nvmlDeviceGetUtilizationRates", (),
+        (
+            ("utilization_gpu_ratio", lambda u: u.gpu / 100.0),
+            ("utilization_memory_ratio", lambda u: u.memory / 100.0),
+        ),
+    ),
+    Reading(
+        "memory_info", "nvmlDeviceGetMemoryInfo", (),
+        (("memory_used_bytes", lambda m: int(m.used)), ("memory_total_bytes", lambda m: int(m.total))),
+    ),
+    Reading(
+        "remapped_rows", "nvmlDeviceGetRemappedRows", (),
+        (
+            ("remapped_rows_correctable", lambda r: int(r[0])),
+            ("remapped_rows_uncorrectable", lambda r: int(r[1])),
+            ("remap_pending", lambda r: bool(r[2])),
+            ("remap_failure", lambda r: bool(r[3])),
+        ),
+    ),
+    Reading("power_usage", "nvmlDeviceGetPowerUsage", (), _one("power_average_watts", _mw)),
+    Reading("power_limit_enforced", "nvmlDeviceGetEnforcedPowerLimit", (), _one("power_limit_watts", _mw)),
+    Reading(
+        "power_limit_default", "nvmlDeviceGetPowerManagementDefaultLimit", (),
+        _one("power_limit_default_watts", _mw),
+    ),
+    Reading("energy", "nvmlDeviceGetTotalEnergyConsumption", (), _one("energy_joules", _mj)),
+    Reading(
+        "temperature_gpu", "nvmlDeviceGetTemperature", ("NVML_TEMPERATURE_GPU",),
+        _one("temperature_gpu_celsius", float),
+    ),
+    Reading("clock_sm", "nvmlDeviceGetClockInfo", ("NVML_CLOCK_SM",), _one("clock_sm_hz", _mhz)),
+    Reading("clock_memory", "nvmlDeviceGetClockInfo", ("NVML_CLOCK_MEM",), _one("clock_memory_hz", _mhz)),
+    Reading(
+        "clock_event_reasons", "nvmlDeviceGetCurrentClocksEventReasons", (),
+        _one("clock_event_reasons"),
+    ),
+    Reading("pcie_gen", "nvmlDeviceGetCurrPcieLinkGeneration", (), _one("pcie_link_gen")),
+    Reading("pcie_gen_max", "nvmlDeviceGetMaxPcieLinkGeneration", (), _one("pcie_link_gen_max")),
+    Reading("pcie_width", "nvmlDeviceGetCurrPcieLinkWidth", (), _one("pcie_link_width")),
+    Reading("pcie_width_max", "nvmlDeviceGetMaxPcieLinkWidth", (), _one("pcie_link_width_max")),
+    Reading("pcie_replays", "nvmlDeviceGetPcieReplayCounter", (), _one("pcie_replays")),
+)
+
+# (reading name, GpuSample field, error type, counter type): read only where ECC is not off
+ECC_READINGS: tuple[tuple[str, str, str, str], ...] = (
+    ("ecc_volatile_corrected", "ecc_volatile_corrected", "NVML_MEMORY_ERROR_TYPE_CORRECTED", "NVML_VOLATILE_ECC"),
+    ("ecc_volatile_uncorrected", "ecc_volatile_uncorrected", "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", "NVML_VOLATILE_ECC"),
+    ("ecc_aggregate_corrected", "ecc_aggregate_corrected", "NVML_MEMORY_ERROR_TYPE_CORRECTED", "NVML_AGGREGATE_ECC"),
+    ("ecc_aggregate_uncorrected", "ecc_aggregate_uncorrected", "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", "NVML_AGGREGATE_ECC"),
+)
+
+# (reading name, GpuSample field, pynvml counter constant) per NVLink port
+NVLINK_COUNTERS: tuple[tuple[str, str, str], ...] = (
+    ("nvlink_crc_flit", "crc_flit_errors", "NVML_NVLINK_ERROR_DL_CRC_FLIT"),
+    ("nvlink_crc_data", "crc_data_errors", "NVML_NVLINK_ERROR_DL_CRC_DATA"),
+    ("nvlink_replay", "replay_errors", "NVML_NVLINK_ERROR_DL_REPLAY"),
+    ("nvlink_recovery", "recovery_errors", "NVML_NVLINK_ERROR_DL_RECOVERY"),
+)
+
+
+def _opt_text(v: Any) -> str | None:
+    return text(v) if v is not None else None
+
+
+class Readings(HandleCore):
+    """Identity, the health poll and the instant-power read of one GPU."""
+
+    _identity: GpuIdentity | None = None
+    _link_count: int | None = None
+
+    # -- identity -------------------------------------------------------------------------------
+
+    def identity(self) -> GpuIdentity:
+        if self._identity is None:
+            lib, h = self.lib, self.raw
+            uuid = self._read("uuid", lib.nvmlDeviceGetUUID, h)
+            name = self._read("name", lib.nvmlDeviceGetName, h)
+            pci = self._read("pci_info", lib.nvmlDeviceGetPciInfo, h)
+            ident = GpuIdentity(
+                index=self.index,
+                uuid=text(uuid) if uuid is not None else f"unknown-{self.index}",
+                name=text(name) if name is not None else "unknown",
+                serial=_opt_text(self._read("serial", lib.nvmlDeviceGetSerial, h)),
+                pci_bus_id=text(pci.busId) if pci is not None else "unknown",
+                vbios_version=_opt_text(self._read("vbios", lib.nvmlDeviceGetVbiosVersion, h)),
+                nvlink_count=self._links(),
+            )
+            if uuid is None:  # identity must be complete to be cached; retry next time
+                return ident
+            self._identity = ident
+        return self._identity
+
+    def _links(self) -> int:
+        """Count NVLink ports by probing until NVML says the link index is invalid."""
+        if self._link_count is None:
+            lib, n = self.lib, 0
+            max_links = getattr(lib, "NVML_NVLINK_MAX_LINKS", 18)
+            while n < max_links:
+                try:
+                    lib.nvmlDeviceGetNvLinkState(self.raw, n)
+                except lib.NVMLError_GpuIsLost as e:
+                    raise GpuLost(self.index, f"nvlink probe: {e}") from None
+                except lib.NVMLError:
+                    break
+                n += 1
+            self._link_count = n
+        return self._link_count
+
+    # -- the health poll ------------------------------------------------------------------------
+
+    def _table(self, values: dict[str, Any]) -> None:
+        lib, h = self.lib, self.raw
+        for rd in READINGS:
+            args = tuple(getattr(lib, a) for a in rd.args)
+            got = self._read(rd.name, getattr(lib, rd.call), h, *args)
+            for field, conv in rd.outputs:
+                values[field] = conv(got) if got is not None else None
+
+    def poll(self, now_wall: Callable[[], float] = time.time) -> GpuSample:
+        """Every health reading of this GPU once (README's reading list). Raises GpuLost."""
+        lib, h, r, fid = self.lib, self.raw, self._read, self.fids
+        self._polls += 1
+        t0 = time.monotonic()
+        fields = self._fields((fid.power_instant, fid.memory_temp, fid.recovery_action))
+        inst = fields.get(fid.power_instant) if fid.power_instant is not None else None
+        memtemp = fields.get(fid.memory_temp) if fid.memory_temp is not None else None
+        action = fields.get(fid.recovery_action) if fid.recovery_action is not None else None
+        ecc_mode = r("ecc_mode", lib.nvmlDeviceGetEccMode, h)
+        ecc_on = bool(ecc_mode[0]) if ecc_mode is not None else None
+        values: dict[str, Any] = {}
+        self._table(values)
+        sbe_pages = r(
+            "retired_pages", lib.nvmlDeviceGetRetiredPages, h,
+            lib.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS,
+        )
+        dbe_pages = (
+            r(
+                "retired_pages", lib.nvmlDeviceGetRetiredPages, h,
+                lib.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR,
+            )
+            if sbe_pages is not None
+            else None
+        )
+        pages_pending = r("retired_pages_pending", lib.nvmlDeviceGetRetiredPagesPendingStatus, h)
+        for name, field, etype, ctype in ECC_READINGS:
+            values[field] = (
+                None if ecc_on is False
+                else r(name, lib.nvmlDeviceGetTotalEccErrors, h, getattr(lib, etype), getattr(lib, ctype))
+            )
+        sample = GpuSample(
+            index=self.index,
+            time_wall=now_wall(),
+            time_mono=t0,
+            poll_seconds=0.0,
+            power_instant_watts=inst[0] / 1000.0 if inst else None,
+            temperature_memory_celsius=float(memtemp[0]) if memtemp else None,
+            recovery_action=int(action[0]) if action else None,
+            ecc_enabled=ecc_on,
+            retired_pages_single_bit=len(sbe_pages) if sbe_pages is not None else None,
+            retired_pages_double_bit=len(dbe_pages) if dbe_pages is not None else None,
+            retired_pages_pending=bool(pages_pending == lib.NVML_FEATURE_ENABLED)
+            if pages_pending is not None
+            else None,
+            nvlinks=self._nvlinks(),
+            **values,
+        )
+        return replace(sample, poll_seconds=time.monotonic() - t0)
+
+    def _nvlinks(self) -> tuple[NvLinkSample, ...]:
+        lib, h, r = self.lib, self.raw, self._read
+        out = []
+        for link in range(self._links()):
+            state = r("nvlink_state", lib.nvmlDeviceGetNvLinkState, h, link)
+            counts = {
+                field: r(name, lib.nvmlDeviceGetNvLinkErrorCounter, h, link, getattr(lib, const))
+                for name, field, const in NVLINK_COUNTERS
+            }
+            out.append(
+                NvLinkSample(
+                    link=link,
+                    up=(state == lib.NVML_FEATURE_ENABLED) if state is not None else None,
+                    **counts,
+                )
+            )
+        return tuple(out)
+
+    # -- power ----------------------------------------------------------------------------------
+
+    def instant_power(self) -> tuple[float, int] | None:
+        """Field NVML_FI_DEV_POWER_INSTANT (mW) -> (watts, NVML timestamp in us). Raises GpuLost."""
+        fid = self.fids.power_instant
+        if fid is None:
+            return None
+        f = self._fields((fid,)).get(fid)
+        return (f[0] / 1000.0, f[1]) if f else None
