@@ -176,8 +176,7 @@ class Daemon:
             st, ev = self.aggregator.update(p.view(), now, (ps.watts if ps else None, rates.get(p.index)))
             states.append(st)
             events.extend(ev)
-        if events:
-            self.ladder.ingest(events, now)
+        self.ladder.ingest(events, now)  # with none it still takes in finished remedies
         self.sdc.maybe_run_periodic(now)
         self.power.tick(now)
         self._polls += 1

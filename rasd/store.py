@@ -16,7 +16,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from rasd.model import FaultEvent, FaultKind
 
@@ -55,6 +55,11 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# (decision time, gpu, link, fault, outcome, closed time): the natural key of an open decision
+# and how it ended
+DecisionEnd = tuple[float, int, "int | None", str, str, float]
 
 
 class StoreError(RuntimeError):
@@ -167,11 +172,14 @@ class Store:
 
     def add_fault(self, event: FaultEvent) -> int:
         with self._lock, self._tx():
-            cur = self._db.execute(
-                "INSERT INTO faults(time_wall, gpu, link, kind, details) VALUES (?,?,?,?,?)",
-                (event.time_wall, event.gpu, event.link, event.kind.value,
-                 json.dumps(dict(event.details), sort_keys=True, default=str)))
-            return int(cur.lastrowid)
+            return self._insert_fault(event)
+
+    def _insert_fault(self, event: FaultEvent) -> int:
+        cur = self._db.execute(
+            "INSERT INTO faults(time_wall, gpu, link, kind, details) VALUES (?,?,?,?,?)",
+            (event.time_wall, event.gpu, event.link, event.kind.value,
+             json.dumps(dict(event.details), sort_keys=True, default=str)))
+        return int(cur.lastrowid or 0)
 
     def faults(self, gpu: int | None = None, since: float | None = None,
                limit: int | None = None) -> list[StoredFault]:
@@ -189,22 +197,41 @@ class Store:
 
     def add_decision(self, body: Mapping[str, Any]) -> int:
         with self._lock, self._tx():
-            cur = self._db.execute(
-                "INSERT INTO decisions(time_wall, gpu, link, rung, scope, fault, source, reason,"
-                " body) VALUES (?,?,?,?,?,?,?,?,?)",
-                (body["time"], body["gpu"], body["link"], body["rung"], body["scope"],
-                 body["fault"], body["source"], body["reason"], json.dumps(body, sort_keys=True)))
-            return int(cur.lastrowid)
+            return self._insert_decision(body)
+
+    def _insert_decision(self, body: Mapping[str, Any]) -> int:
+        cur = self._db.execute(
+            "INSERT INTO decisions(time_wall, gpu, link, rung, scope, fault, source, reason,"
+            " body) VALUES (?,?,?,?,?,?,?,?,?)",
+            (body["time"], body["gpu"], body["link"], body["rung"], body["scope"],
+             body["fault"], body["source"], body["reason"], json.dumps(body, sort_keys=True)))
+        return int(cur.lastrowid or 0)
 
     def close_decision(self, time_wall: float, gpu: int, link: int | None, fault: str,
                        outcome: str, closed_wall: float) -> int:
         """Close the open decision with this natural key; returns rows changed (0 or 1)."""
         with self._lock, self._tx():
-            cur = self._db.execute(
-                "UPDATE decisions SET state=?, closed_wall=?, outcome=? WHERE state='open' AND "
-                "time_wall=? AND gpu=? AND link IS ? AND fault=?",
-                (outcome, closed_wall, outcome, time_wall, gpu, link, fault))
-            return cur.rowcount
+            return self._close_decision(time_wall, gpu, link, fault, outcome, closed_wall)
+
+    def _close_decision(self, time_wall: float, gpu: int, link: int | None, fault: str,
+                        outcome: str, closed_wall: float) -> int:
+        cur = self._db.execute(
+            "UPDATE decisions SET state=?, closed_wall=?, outcome=? WHERE state='open' AND "
+            "time_wall=? AND gpu=? AND link IS ? AND fault=?",
+            (outcome, closed_wall, outcome, time_wall, gpu, link, fault))
+        return cur.rowcount
+
+    def record_step(self, event: FaultEvent | None, opened: Sequence[Mapping[str, Any]],
+                    ended: Sequence[DecisionEnd]) -> None:
+        """One event, the decisions it opened and those it ended, in ONE transaction: after a
+        crash the history holds all of it or none of it (a restart replays the event again)."""
+        with self._lock, self._tx():
+            if event is not None:
+                self._insert_fault(event)
+            for body in opened:
+                self._insert_decision(body)
+            for x in ended:
+                self._close_decision(*x)
 
     def decisions(self, gpu: int | None = None, since: float | None = None,
                   open_only: bool = False, limit: int | None = None) -> list[StoredDecision]:
@@ -235,7 +262,7 @@ class Store:
                 " output_tail) VALUES (?,?,?,?,?,?,?,?,?)",
                 (time_wall, gpu, link, kind, json.dumps(list(argv)), result, exit_code, seconds,
                  output_tail))
-            return int(cur.lastrowid)
+            return int(cur.lastrowid or 0)
 
     def actions(self, gpu: int | None = None, since: float | None = None) -> list[ActionRecord]:
         sql, args = _where("SELECT id, time_wall, gpu, link, kind, argv, result, exit_code, "
@@ -252,7 +279,7 @@ class Store:
             cur = self._db.execute(
                 "INSERT INTO accusations(gpu, reason, opened_wall) VALUES (?,?,?)",
                 (gpu, reason, time_wall))
-            return int(cur.lastrowid)
+            return int(cur.lastrowid or 0)
 
     def close_accusation(self, id: int, verdict: str, evidence: Mapping[str, Any],
                          time_wall: float) -> None:
@@ -280,7 +307,7 @@ class Store:
                 " evidence) VALUES (?,?,?,?,?,?,?,?)",
                 (time_wall, gpu, check, int(level), result, seconds, gflops,
                  json.dumps(dict(evidence), sort_keys=True, default=str)))
-            return int(cur.lastrowid)
+            return int(cur.lastrowid or 0)
 
     def sdc_results(self, gpu: int | None = None, limit: int = 100) -> list[SdcResult]:
         """The newest ``limit`` results, oldest first."""
@@ -308,7 +335,8 @@ class _Tx:
 
 def _where(sql: str, gpu: int | None, since: float | None,
            time_col: str = "time_wall") -> tuple[str, list[Any]]:
-    clauses, args = [], []
+    clauses: list[str] = []
+    args: list[Any] = []
     if gpu is not None:
         clauses.append("gpu=?")
         args.append(gpu)

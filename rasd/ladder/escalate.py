@@ -1,6 +1,9 @@
-"""Escalation: a state machine per component over the fault history (pure, clock = event time).
+"""Escalation: the ladder's decisions as one explicit state machine (pure, clock = event time).
 
-Components are a GPU ``(gpu, None)`` or one NVLink port ``(gpu, link)``. Rules, in order:
+Components are a GPU ``(gpu, None)`` or one NVLink port ``(gpu, link)``. A decision is open until
+it is superseded, remedied or cleared; ``_transition`` is the only place where a decision opens or
+ends, and each of its guards says why the move is allowed. ``feed`` returns the ``Step`` one event
+caused: the decisions opened, those superseded and those closed. Rules, in order:
 
 * a cure that does not hold (the same fault class back on the component within
   ``cure_window_seconds`` of a remedy) repeats that remedy until it has failed to hold
@@ -12,32 +15,87 @@ Components are a GPU ``(gpu, None)`` or one NVLink port ``(gpu, link)``. Rules, 
   degradations and investigations), never the reverse;
 * a remedy that worked closes the open decisions it covers (a reboot covers the node, a GPU
   reset the GPU and its links); one that failed climbs one rung at once.
+
+What the ladder remembers of past events lives in ``FaultHistory`` (history.py).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
+import enum
+from collections import defaultdict
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 from rasd.ladder.classify import classify
 from rasd.ladder.decision import Decision
-from rasd.ladder.findings import EXCLUDE_GPU, TECHNICIAN, BadEvent, Context, Finding, XidSeen
+from rasd.ladder.findings import EXCLUDE_GPU, TECHNICIAN, BadEvent, Finding
+from rasd.ladder.history import Component, FaultHistory
 from rasd.ladder.settings import LadderSettings
-from rasd.ladder.xids import parse_gpc_tpc, parse_link
 from rasd.model import FaultEvent, FaultKind, Rung, Scope
 
-Component = tuple[int, "int | None"]
+__all__ = ["Closure", "Component", "Escalator", "Outcome", "Step"]
+
 _FLOOR = Rung.RESTART_PROCESS  # open decisions below this are flags, never superseded
+
+
+class Outcome(enum.Enum):
+    """How an open decision ended (the store's decision state)."""
+
+    SUPERSEDED = "superseded"  # a higher rung on the component took over
+    REMEDIED = "remedied"  # a remedy at or above its rung worked
+    CLEARED = "cleared"  # evidence cleared it (a clean SDC deep check)
 
 
 @dataclass(frozen=True, slots=True)
 class Closure:
-    """An open decision that ended: ``outcome`` is remedied, superseded, cleared or replaced."""
+    """An open decision that ended: ``outcome`` is remedied, superseded or cleared."""
 
     decision: Decision
     outcome: str
     time_wall: float
+
+
+class Step:
+    """What one event did to the ladder. Reads as the sequence of decisions it opened (what a
+    caller acts on); ``superseded`` and ``closed`` are the decisions that ended."""
+
+    __slots__ = ("opened", "superseded", "closed")
+
+    def __init__(self) -> None:
+        self.opened: list[Decision] = []
+        self.superseded: list[Closure] = []
+        self.closed: list[Closure] = []
+
+    @property
+    def ended(self) -> list[Closure]:
+        """Every decision this step ended, in the order it ended them."""
+        return sorted(self.superseded + self.closed, key=lambda c: c.time_wall)
+
+    def __iter__(self) -> Iterator[Decision]:
+        return iter(self.opened)
+
+    def __len__(self) -> int:
+        return len(self.opened)
+
+    def __getitem__(self, i: int) -> Decision:
+        return self.opened[i]
+
+    def __bool__(self) -> bool:
+        return bool(self.opened)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Step):
+            return (self.opened, self.superseded, self.closed) == \
+                (other.opened, other.superseded, other.closed)
+        if isinstance(other, (list, tuple)):
+            return list(self.opened) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (f"Step(opened={self.opened!r}, superseded={self.superseded!r}, "
+                f"closed={self.closed!r})")
 
 
 class Escalator:
@@ -46,118 +104,102 @@ class Escalator:
 
     def __init__(self, settings: LadderSettings | None = None):
         self.s = settings or LadderSettings()
+        self.history = FaultHistory(self.s)
         self.open: dict[Component, dict[str, Decision]] = defaultdict(dict)
-        self.closures: list[Closure] = []  # drained by the service
-        self._remedied: dict[Component, dict[str, tuple[Rung, float]]] = defaultdict(dict)
-        self._not_held: dict[Component, list[tuple[float, Rung]]] = defaultdict(list)
-        self._xid_counted: dict[tuple[int, int], list[float]] = defaultdict(list)
-        self._xid_last: dict[tuple[int, int], float] = {}
-        self._link_downs: dict[Component, list[float]] = defaultdict(list)
-        self._parity: dict[Component, int] = defaultdict(int)
-        self._dbe: dict[int, list[tuple[float, int]]] = defaultdict(list)
-        self._pcie_last: dict[int, float] = {}
-        self.node_remedies: list[float] = []
         self._gpu_comps: dict[int, set[Component]] = defaultdict(set)  # index for remedies
-        self._recent_gpu: dict[int, deque[XidSeen]] = defaultdict(deque)
-        self._recent_code: dict[int, deque[XidSeen]] = defaultdict(deque)
-        self.fault_times: dict[int, list[float]] = defaultdict(list)  # recurrence, per GPU
-        self.gpus_seen: set[int] = set()
-        self.links_seen: set[Component] = set()
-        self.last_time = float("-inf")
 
     # ------------------------------------------------------------------ input
 
-    def feed(self, event: FaultEvent) -> list[Decision]:
-        """Decisions caused by one event (often none). Raises BadEvent for malformed details."""
-        self.last_time = max(self.last_time, event.time_wall)
-        self.gpus_seen.add(event.gpu)
+    def feed(self, event: FaultEvent) -> Step:
+        """The step one event causes (often nothing). Raises BadEvent for malformed details."""
+        step = Step()
+        h = self.history
+        h.saw(event)
         if event.kind is FaultKind.REMEDY:
-            return self._remedy(event)
+            self._remedy(event, step)
+            return step
         if event.kind is FaultKind.SDC and event.details.get("verdict") == "cleared":
-            return self._sdc_cleared(event)
-        ctx = self._context(event)
-        finding = classify(event, ctx, self.s)
-        self._remember(event, finding)
+            self._sdc_cleared(event, step)
+            return step
+        finding = classify(event, h.context(event), self.s)
+        h.remember(event, finding)
         if finding is None:
-            return []
-        times = self.fault_times[event.gpu]
-        times.append(event.time_wall)
-        cut = event.time_wall - self.s.node_remedy_window_seconds
-        while times and times[0] < cut:
-            times.pop(0)
-        return self._decide(event, finding)
+            return step
+        h.fault(event)
+        self._decide(event, finding, step)
+        return step
 
-    # ------------------------------------------------------------------ history for classify
+    def feed_all(self, events: Sequence[FaultEvent]) -> list[Decision]:
+        out: list[Decision] = []
+        for e in events:
+            out.extend(self.feed(e))
+        return out
 
-    def _context(self, e: FaultEvent) -> Context:
-        recent: tuple[XidSeen, ...] = ()
-        if e.kind is FaultKind.XID:
-            keep = e.time_wall - max(self.s.xid_repeat_window_seconds,
-                                     self.s.xid_companion_seconds)
-            mine = self._recent_gpu[e.gpu]
-            while mine and mine[0].time_wall < keep:
-                mine.popleft()
-            same = self._recent_code[_xid_code(e)]
-            while same and same[0].time_wall < keep:
-                same.popleft()
-            # classification asks about this GPU's Xids and the same code on other GPUs only
-            recent = tuple(sorted(set(mine) | set(same), key=lambda x: x.time_wall))
-        link = e.link if e.link is not None else e.details.get("link")
-        if e.kind is FaultKind.XID and link is None:
-            link = parse_link(e.details.get("message"))
-        comp = (e.gpu, link)
-        return Context(
-            recent_xids=recent,
-            link_downs=tuple(self._link_downs.get(comp, ())),
-            link_parity_hits=self._parity.get(comp, 0),
-            retired_dbe=tuple(self._dbe.get(e.gpu, ())),
-            pcie_last_time=self._pcie_last.get(e.gpu),
-        )
+    # ------------------------------------------------------------------ the one transition
 
-    def _remember(self, e: FaultEvent, f: Finding | None) -> None:
-        k = e.kind
-        if k is FaultKind.XID:
-            msg = e.details.get("message")
-            seen = XidSeen(e.time_wall, e.gpu, int(e.details["xid"]),
-                           parse_gpc_tpc(msg) if e.details["xid"] == 13 else None)
-            self._recent_gpu[e.gpu].append(seen)
-            self._recent_code[seen.xid].append(seen)
-        elif k is FaultKind.NVLINK and e.details.get("state", "down") == "down" and f is not None:
-            downs = self._link_downs[(e.gpu, f.link)]
-            downs.append(e.time_wall)
-            cut = e.time_wall - self.s.link_flap_window_seconds
-            downs[:] = [t for t in downs if t >= cut]
-        elif k is FaultKind.RETIRED_PAGES:
-            hist = self._dbe[e.gpu]
-            hist.append((e.time_wall, int(e.details.get("double_bit", 0))))
-            cut = e.time_wall - 2 * self.s.retired_dbe_recent_seconds
-            # keep one reading older than the week: it is the baseline for "new this week"
-            while len(hist) > 1 and hist[1][0] < cut:
-                hist.pop(0)
-        elif k is FaultKind.PCIE_REPLAY:
-            self._pcie_last[e.gpu] = e.time_wall
-        if f is not None and f.link_parity:
-            self._parity[(e.gpu, f.link)] += 1
-        if f is not None and f.link is not None:
-            self.links_seen.add((e.gpu, f.link))
+    def _transition(self, step: Step, comp: Component, fault: str, t: float, *,
+                    opening: Decision | None = None, ending: Outcome | None = None,
+                    by: Rung = Rung.NONE, by_fault: str = "") -> bool:
+        """Open ``opening`` as (comp, fault), or end the open (comp, fault) with ``ending``
+        because of a ``by`` rung (the new decision's, or the remedy's). Returns whether it moved;
+        a guard that does not hold leaves the ladder as it was."""
+        current = self.open[comp].get(fault)
+        if opening is not None:
+            # guard: one open decision per component and fault class; the caller ends the
+            # current one (supersede) before it opens a successor
+            if current is not None:
+                raise AssertionError(f"{fault} already open on {comp}")
+            self.open[comp][fault] = opening
+            self._gpu_comps[comp[0]].add(comp)
+            step.opened.append(opening)
+            return True
+        if current is None:
+            return False  # guard: only an open decision can end
+        if ending is Outcome.SUPERSEDED:
+            # guard: a higher actionable rung takes over the pending lower ones on its
+            # component (flags below restart_process stay: they ask nothing of the node), and a
+            # new decision of the same fault class always replaces the old one (never lowering
+            # it: the successor inherits the higher rung); a lower rung never supersedes
+            if not ((_FLOOR <= current.rung < by) or fault == by_fault):
+                return False
+            del self.open[comp][fault]
+            step.superseded.append(Closure(current, ending.value, t))
+            return True
+        if ending is Outcome.REMEDIED:
+            # guard: a remedy covers the decisions at or below its rung; an RMA is never undone
+            # by a remedy, and an SDC suspicion ends only with a clean deep check or an RMA
+            if not (current.rung <= by and current.rung < Rung.RMA
+                    and (fault != "sdc" or by is Rung.RMA)):
+                return False
+            del self.open[comp][fault]
+            step.closed.append(Closure(current, ending.value, t))
+            self.history.remedied(comp, fault, by, t)
+            return True
+        if ending is Outcome.CLEARED:
+            # guard: a clean deep check clears a suspicion, never a confirmed corruption (RMA)
+            if current.rung >= Rung.RMA:
+                return False
+            del self.open[comp][fault]
+            step.closed.append(Closure(current, ending.value, t))
+            return True
+        raise ValueError(f"no transition given for {fault} on {comp}")
 
     # ------------------------------------------------------------------ decisions
 
-    def _decide(self, e: FaultEvent, f: Finding) -> list[Decision]:
+    def _decide(self, e: FaultEvent, f: Finding, step: Step, *, forced: bool = False) -> None:
+        """Weigh a finding against the history and move the ladder (``forced``: a failed remedy
+        made it, so it counts as escalated)."""
+        h = self.history
         comp: Component = (e.gpu, f.link if f.scope is Scope.LINK else None)
         rung, scope = f.rung, f.scope
         reasons = [f.reason]
         investigate = list(f.investigate)
         escalated = False
 
-        held = self._remedied[comp].pop(f.fault, None)
+        held = h.take_remedy(comp, f.fault)
         if held is not None and e.time_wall - held[1] <= self.s.cure_window_seconds:
-            r_rung, r_time = held
-            hist = self._not_held[comp]
-            hist.append((e.time_wall, r_rung))
-            cut = e.time_wall - self.s.not_holding_memory_seconds
-            hist[:] = [x for x in hist if x[0] >= cut]
-            n = sum(1 for _, r in hist if r == r_rung)
+            r_rung = held[0]
+            n = h.not_holding(comp, e.time_wall, r_rung)
             if f.rma_candidate:
                 rung, escalated = Rung.RMA, True
                 reasons.append(f"came back after {r_rung.label}: recurrence confirms an RMA")
@@ -173,7 +215,7 @@ class Escalator:
                                f"{self._limit(r_rung)} before climbing): repeat it")
 
         if f.xid is not None and e.kind is FaultKind.XID:
-            n = self._count_xid(e.gpu, f.xid, e.time_wall)
+            n = h.count_xid(e.gpu, f.xid, e.time_wall)
             if n >= self.s.xid_recurrence_count:
                 window = self.s.xid_recurrence_window_seconds / 3600
                 if f.hardware or f.rma_candidate:
@@ -197,28 +239,21 @@ class Escalator:
         if existing is not None and existing.rung >= rung and \
                 set(investigate) <= set(existing.investigate) and \
                 set(degradations) <= set(existing.degradations):
-            return []  # the open decision already covers it
-        # supersede the pending lower actionable decisions on this component
+            return  # the open decision already covers it: nothing moves
         for key, d in list(self.open[comp].items()):
-            if (d.rung < rung and d.rung >= _FLOOR) or key == f.fault:
-                for x in d.investigate:
-                    if x not in investigate:
-                        investigate.append(x)
-                for x in d.degradations:
-                    if x not in degradations:
-                        degradations.append(x)
+            if self._transition(step, comp, key, e.time_wall, ending=Outcome.SUPERSEDED,
+                                by=rung, by_fault=f.fault):
+                # the successor inherits what the superseded decision asked for
+                _merge(investigate, d.investigate)
+                _merge(degradations, d.degradations)
                 if key == f.fault and d.rung > rung:
                     rung, scope = d.rung, d.scope
-                del self.open[comp][key]
-                self.closures.append(Closure(d, "superseded", e.time_wall))
         decision = Decision(
             time_wall=e.time_wall, gpu=e.gpu, link=comp[1] if scope is Scope.LINK else None,
             rung=rung, scope=scope, reason="; ".join(reasons), investigate=tuple(investigate),
             degradations=tuple(degradations), fault=f.fault, source=e.kind.value,
-            buckets=f.buckets, escalated=escalated)
-        self.open[comp][f.fault] = decision
-        self._gpu_comps[comp[0]].add(comp)
-        return [decision]
+            buckets=f.buckets, escalated=escalated or forced)
+        self._transition(step, comp, f.fault, e.time_wall, opening=decision)
 
     def _limit(self, rung: Rung) -> int:
         if rung is Rung.RESTART_PROCESS:
@@ -228,20 +263,6 @@ class Escalator:
         if rung is Rung.REBOOT_NODE:
             return self.s.reboots_not_holding
         return 1
-
-    def _count_xid(self, gpu: int, xid: int, t: float) -> int:
-        """Occurrences within the recurrence window, a burst counting once."""
-        burst = self.s.xid_long_burst_seconds if xid in self.s.long_burst_codes() \
-            else self.s.xid_burst_seconds
-        key = (gpu, xid)
-        counted = self._xid_counted[key]
-        last = self._xid_last.get(key)
-        self._xid_last[key] = t
-        if last is None or t - last > burst:
-            counted.append(t)
-        cut = t - self.s.xid_recurrence_window_seconds
-        counted[:] = [x for x in counted if x >= cut]
-        return len(counted)
 
     # ------------------------------------------------------------------ remedies and clearance
 
@@ -256,7 +277,7 @@ class Escalator:
         comps = {c for c in self._gpu_comps.get(e.gpu, ()) if self.open.get(c)}
         return sorted(comps | {(e.gpu, None)}, key=_comp_order)
 
-    def _remedy(self, e: FaultEvent) -> list[Decision]:
+    def _remedy(self, e: FaultEvent, step: Step) -> None:
         action = e.details.get("action")
         result = e.details.get("result")
         try:
@@ -265,23 +286,18 @@ class Escalator:
             raise BadEvent(f"action: {ex}") from None
         if result not in ("ok", "failed"):
             raise BadEvent(f"result: {result!r} is not ok or failed")
-        self.node_remedies.append(e.time_wall)
-        cut = e.time_wall - self.s.node_remedy_window_seconds
-        self.node_remedies[:] = [t for t in self.node_remedies if t >= cut]
+        self.history.remedy_applied(e.time_wall)
         targets = self._targets(e, rung)
         if result == "ok":
             for comp in targets:
-                for key, d in list(self.open.get(comp, {}).items()):
-                    if d.rung <= rung and d.rung < Rung.RMA and (key != "sdc" or rung is Rung.RMA):
-                        del self.open[comp][key]
-                        self.closures.append(Closure(d, "remedied", e.time_wall))
-                        self._remedied[comp][key] = (rung, e.time_wall)
+                for key in list(self.open.get(comp, {})):
+                    self._transition(step, comp, key, e.time_wall, ending=Outcome.REMEDIED,
+                                     by=rung)
                 if rung is Rung.RMA:
-                    self._forget_gpu(comp[0], e.time_wall)
-            return []
+                    self.history.forget_gpu(comp[0])
+            return
         # a failed remedy climbs one rung at once
         new = Rung(min(rung + 1, Rung.RMA))
-        out: list[Decision] = []
         for comp in targets:
             pending = [d for d in self.open.get(comp, {}).values() if d.rung <= rung]
             if not pending and comp != (e.gpu, e.link):
@@ -296,33 +312,15 @@ class Escalator:
             f = Finding(new, scope, fault,
                         f"{rung.label} failed: climb to {new.label}", link=comp[1],
                         degradations=tuple(sorted({x for d in pending for x in d.degradations})))
-            ev = replace(e, gpu=comp[0], link=comp[1])
-            for d in self._decide(ev, f):
-                out.append(replace(d, escalated=True) if not d.escalated else d)
-                self.open[(d.gpu, d.link)][d.fault] = out[-1]
-        return out
+            self._decide(replace(e, gpu=comp[0], link=comp[1]), f, step, forced=True)
 
-    def _sdc_cleared(self, e: FaultEvent) -> list[Decision]:
-        d = self.open.get((e.gpu, None), {}).pop("sdc", None)
-        if d is None:
-            return []
-        if d.rung >= Rung.RMA:  # a confirmed corruption is not undone by one clean run
-            self.open[(e.gpu, None)]["sdc"] = d
-            return []
-        self.closures.append(Closure(d, "cleared", e.time_wall))
-        return [Decision(e.time_wall, e.gpu, None, Rung.NONE, Scope.GPU,
-                         "SDC deep check cleared the GPU: back in service", (), (), "sdc",
-                         FaultKind.SDC.value)]
-
-    def _forget_gpu(self, gpu: int, t: float) -> None:
-        """The GPU was replaced: its history belongs to the old board."""
-        for table in (self._not_held, self._remedied, self._link_downs, self._parity):
-            for comp in [c for c in table if c[0] == gpu]:
-                del table[comp]
-        for key in [k for k in self._xid_counted if k[0] == gpu]:
-            del self._xid_counted[key]
-            self._xid_last.pop(key, None)
-        self._dbe.pop(gpu, None)
+    def _sdc_cleared(self, e: FaultEvent, step: Step) -> None:
+        if not self._transition(step, (e.gpu, None), "sdc", e.time_wall, ending=Outcome.CLEARED):
+            return
+        # the all-clear is itself a decision (rung none) so the GPU's return is on record
+        step.opened.append(Decision(e.time_wall, e.gpu, None, Rung.NONE, Scope.GPU,
+                                    "SDC deep check cleared the GPU: back in service", (), (),
+                                    "sdc", FaultKind.SDC.value))
 
     # ------------------------------------------------------------------ reading
 
@@ -330,16 +328,20 @@ class Escalator:
         return sorted((d for ds in self.open.values() for d in ds.values()),
                       key=lambda d: (d.time_wall, d.gpu, -1 if d.link is None else d.link, d.fault))
 
-    def feed_all(self, events: Sequence[FaultEvent]) -> list[Decision]:
-        out: list[Decision] = []
-        for e in events:
-            out.extend(self.feed(e))
-        return out
+    # the history's readings, for the service's state
+    @property
+    def gpus_seen(self) -> set[int]:
+        return self.history.gpus_seen
+
+    @property
+    def links_seen(self) -> set[Component]:
+        return self.history.links_seen
 
 
-def _xid_code(e: FaultEvent) -> int:
-    code = e.details.get("xid")
-    return code if isinstance(code, int) and not isinstance(code, bool) else -1
+def _merge(into: list[Any], more: Sequence[Any]) -> None:
+    for x in more:
+        if x not in into:
+            into.append(x)
 
 
 def _comp_order(c: Component) -> tuple[int, int]:

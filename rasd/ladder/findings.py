@@ -33,26 +33,6 @@ RECOVERY_ACTIONS: Mapping[str, tuple[Rung, tuple[str, ...]]] = {
 }
 RECOVERY_ACTION_CODES = {0: "none", 1: "gpu_reset", 2: "node_reboot", 3: "drain_p2p",
                          4: "drain_and_reset"}
-XID154_TEXT = {"none": "none", "drain p2p": "drain_p2p", "drain and reset": "drain_and_reset",
-                "gpu reset required": "gpu_reset", "node reboot required": "node_reboot"}
-
-APP_BUCKETS = frozenset({"CHECK_APP/CUDA", "INVESTIGATE_SW", "XID_137_FLOW"})
-
-# Xids 162-172: no bucket in the pinned revision, so rasd's own rule (rung, investigations).
-UNBUCKETED: Mapping[int, tuple[Rung, tuple[str, ...], str]] = {
-    162: (Rung.NONE, (POWER_SMOOTHING,), "power-smoothing circuitry back in service"),
-    163: (Rung.NONE, (POWER_SMOOTHING,), "power smoothing unavailable until it re-engages"),
-    164: (Rung.NONE, (POWER_SMOOTHING, TECHNICIAN), "plan a replacement of the smoothing circuitry"),
-    165: (Rung.NONE, (POWER_SMOOTHING, TECHNICIAN), "power smoothing gone for good: service the board"),
-    166: (Rung.EXCEPTION, (SOFTWARE,), "confidential-computing setup order problem"),
-    167: (Rung.REBOOT_NODE, (DIAGNOSTICS,), "PCIe fatal timeout: the GPU needs the node rebooted"),
-    168: (Rung.NONE, (SOFTWARE,), "enable ECC (row remapping) or reboot to shift the protected region"),
-    169: (Rung.RESET_GPU, (), "micro-controller halt, as Xid 62"),
-    170: (Rung.EXCEPTION, (SOFTWARE,), "confidential-computing interrupt"),
-    171: (Rung.NONE, (), "detail of an Xid 48; the Xid 48 decides"),
-    172: (Rung.NONE, (), "detail of an Xid 48; the Xid 48 decides"),
-}
-
 
 @dataclass(frozen=True, slots=True)
 class XidSeen:

@@ -111,25 +111,18 @@ def parse_lines(lines: Iterable[str]) -> list[Numbered]:
 
 def replay(events: Sequence[Numbered], settings: LadderSettings | None = None,
            store: Store | None = None) -> list[Decision]:
-    """Every decision, in order, from a fresh escalator and a fresh in-memory store."""
+    """Every decision, in order, from a fresh escalator (and into ``store`` when given: each
+    event with its step in one transaction)."""
     esc = Escalator(settings)
-    db = store or Store(":memory:")
     out: list[Decision] = []
-    try:
-        for item in events:
-            db.add_fault(item.event)
-            try:
-                ds = esc.feed(item.event)
-            except BadEvent as e:
-                raise ReplayError(item.line, str(e)) from None
-            for d in ds:
-                db.add_decision(d.to_dict())
-            for c in esc.closures:
-                db.close_decision(c.decision.time_wall, c.decision.gpu, c.decision.link,
-                                  c.decision.fault, c.outcome, c.time_wall)
-            esc.closures.clear()
-            out.extend(ds)
-    finally:
-        if store is None:
-            db.close()
+    for item in events:
+        try:
+            step = esc.feed(item.event)
+        except BadEvent as e:
+            raise ReplayError(item.line, str(e)) from None
+        if store is not None:
+            store.record_step(item.event, [d.to_dict() for d in step.opened],
+                              [(c.decision.time_wall, c.decision.gpu, c.decision.link,
+                                c.decision.fault, c.outcome, c.time_wall) for c in step.ended])
+        out.extend(step.opened)
     return out

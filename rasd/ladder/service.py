@@ -1,13 +1,16 @@
 """The ladder as a daemon service: ingest fault events, persist, decide, act, expose state.
 
-History is event-sourced: every fault event (remedies included) is stored before it is
-classified, so after a restart the escalator is rebuilt by replaying the stored events of the
-escalation horizon (or since the oldest still-open decision), without re-storing or re-acting.
+History is event-sourced: every fault event (remedies included) is stored with the step it caused
+(decisions opened and ended) in one transaction, so after a restart the escalator is rebuilt by
+replaying the stored events of the escalation horizon (or since the oldest still-open decision),
+without re-storing or re-acting. The actuator never calls back into the ladder: its results wait
+in a queue that ``tick`` (and every ``ingest``) drains.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import Counter
@@ -50,6 +53,7 @@ class LadderService:
         self._decisions_total = 0
         self.bad_events = 0
         self._bad_logged: set[str] = set()
+        self._results: queue.SimpleQueue[ActionResult] = queue.SimpleQueue()
         self._actuator = actuator or Actuator(actions)
         if self._actuator.on_result is None:
             self._actuator.on_result = self._on_action
@@ -66,11 +70,10 @@ class LadderService:
         with self._lock:
             for row in self.store.faults(since=since):
                 try:
-                    self._esc.feed(row.event)
+                    self._esc.feed(row.event)  # the steps were stored when the events arrived
                 except BadEvent:
                     continue  # it was counted when it first arrived
                 n += 1
-            self._esc.closures.clear()
         log.info("ladder_restored events=%d since=%.0f open=%d", n, since,
                  len(self._esc.open_decisions()))
         return n
@@ -78,14 +81,33 @@ class LadderService:
     # ------------------------------------------------------------------ input
 
     def ingest(self, events: Sequence[FaultEvent], now_wall: float) -> list[Decision]:
-        """Persist and classify events (time order); returns the new decisions. Thread-safe."""
+        """Persist and classify events (time order), act on the new decisions, then take in
+        the results of remedies that finished meanwhile; returns the new decisions.
+        Thread-safe. Called with no events, it only drains the remedy results (the tick)."""
+        out: list[Decision] = []
+        batch: Sequence[FaultEvent] = events
+        while True:
+            new = self._feed(batch)
+            out.extend(new)
+            for d in new:  # outside the lock: a synchronous actuator runs the plan here
+                self._actuator.submit(d, self._info(d.gpu))
+            batch = self._take_results()
+            if not batch:
+                return out
+
+    def tick(self, now_wall: float) -> list[Decision]:
+        """Take in the remedy results the actuator queued since the last tick (and act on the
+        decisions they cause)."""
+        return self.ingest((), now_wall)
+
+    def _feed(self, events: Sequence[FaultEvent]) -> list[Decision]:
         out: list[Decision] = []
         with self._lock:
             for e in events:
-                self.store.add_fault(e)
                 try:
-                    ds = self._esc.feed(e)
+                    step = self._esc.feed(e)
                 except BadEvent as ex:
+                    self.store.record_step(e, (), ())  # kept in the history, counted
                     self.bad_events += 1
                     key = f"{e.kind.value}:{ex}"
                     if key not in self._bad_logged:
@@ -93,23 +115,36 @@ class LadderService:
                         log.warning("bad_fault_event kind=%s gpu=%s problem=%r (logged once, "
                                     "then counted)", e.kind.value, e.gpu, str(ex))
                     continue
+                self.store.record_step(
+                    e, [d.to_dict() for d in step.opened],
+                    [(c.decision.time_wall, c.decision.gpu, c.decision.link, c.decision.fault,
+                      c.outcome, c.time_wall) for c in step.ended])
                 if e.kind is not FaultKind.REMEDY:
-                    top = max((d.rung for d in ds), default=None)
+                    top = max((d.rung for d in step.opened), default=None)
                     self._faults[(e.gpu, e.kind.value, top.label if top else "none")] += 1
-                for d in ds:
-                    self.store.add_decision(d.to_dict())
+                for d in step.opened:
                     self._decisions_total += 1
                     log.info("decision gpu=%s link=%s rung=%s scope=%s fault=%s reason=%r",
                              d.gpu, d.link, d.rung.label, d.scope.value, d.fault, d.reason)
-                for c in self._esc.closures:
-                    self.store.close_decision(c.decision.time_wall, c.decision.gpu,
-                                              c.decision.link, c.decision.fault, c.outcome,
-                                              c.time_wall)
-                self._esc.closures.clear()
-                out.extend(ds)
-        for d in out:  # outside the lock: a synchronous actuator feeds results back in
-            self._actuator.submit(d, self._info(d.gpu))
+                out.extend(step.opened)
         return out
+
+    def _take_results(self) -> list[FaultEvent]:
+        """Record the queued action results; the remedies among them as events for the ladder."""
+        remedies: list[FaultEvent] = []
+        while True:
+            try:
+                res = self._results.get_nowait()
+            except queue.Empty:
+                return remedies
+            self.store.add_action(res.time_wall, res.gpu, res.link, res.kind, res.argv,
+                                  res.result, res.exit_code, res.seconds, res.output_tail)
+            with self._lock:
+                self._actions[(res.gpu, res.kind, res.result)] += 1
+            if res.rung is not None and res.result in ("ok", "failed", "timeout", "error"):
+                outcome = "ok" if res.result == "ok" else "failed"
+                remedies.append(FaultEvent(res.time_wall, res.gpu, FaultKind.REMEDY, res.link,
+                                           {"action": res.rung.label, "result": outcome}))
 
     def _info(self, gpu: int) -> dict[str, Any]:
         info: dict[str, Any] = {"hostname": self.hostname}
@@ -121,14 +156,9 @@ class LadderService:
         return info
 
     def _on_action(self, res: ActionResult) -> None:
-        self.store.add_action(res.time_wall, res.gpu, res.link, res.kind, res.argv, res.result,
-                              res.exit_code, res.seconds, res.output_tail)
-        with self._lock:
-            self._actions[(res.gpu, res.kind, res.result)] += 1
-        if res.rung is not None and res.result in ("ok", "failed", "timeout", "error"):
-            outcome = "ok" if res.result == "ok" else "failed"
-            self.ingest([FaultEvent(res.time_wall, res.gpu, FaultKind.REMEDY, res.link,
-                                    {"action": res.rung.label, "result": outcome})], res.time_wall)
+        """The actuator's sink (any thread): queue the result for the next tick, never re-enter
+        the ladder from the action thread."""
+        self._results.put(res)
 
     # ------------------------------------------------------------------ reading
 
@@ -136,12 +166,13 @@ class LadderService:
         now = time.time() if now_wall is None else now_wall
         with self._lock:
             esc = self._esc
+            h = esc.history
             cut = now - self.settings.node_remedy_window_seconds
             return build_state(
-                esc.open_decisions(), now, esc.gpus_seen, esc.links_seen,
-                node_remedies=sum(1 for t in esc.node_remedies if t >= cut),
+                esc.open_decisions(), now, h.gpus_seen, h.links_seen,
+                node_remedies=h.node_remedies_since(cut),
                 node_remedy_limit=self.settings.node_remedy_count,
-                fault_times={g: list(ts) for g, ts in esc.fault_times.items()},
+                fault_times={g: list(ts) for g, ts in h.fault_times.items()},
                 gpus_per_node=self.settings.gpus_per_node,
                 nvlinks_per_gpu=self.settings.nvlinks_per_gpu,
                 faults=self._faults, actions=self._actions,
@@ -173,4 +204,6 @@ class LadderService:
         return {"ladder.state": _state, "ladder.history": _history}
 
     def close(self) -> None:
+        """Wait for running actions, then record their results (nothing run goes unrecorded)."""
         self._actuator.close()
+        self._feed(self._take_results())

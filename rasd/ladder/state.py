@@ -90,7 +90,7 @@ def build_state(
     open_decisions: Iterable[Decision],
     now_wall: float,
     gpus: Iterable[int] = (),
-    links: Iterable[tuple[int, int]] = (),
+    links: Iterable[tuple[int, int | None]] = (),
     *,
     node_remedies: int = 0,
     node_remedy_limit: int = 5,
@@ -106,7 +106,8 @@ def build_state(
         comp = (d.gpu, d.link if d.scope is Scope.LINK else None)
         by_comp.setdefault(comp, []).append(d)
     gpu_ids = set(gpus) | {g for g, _ in by_comp}
-    link_ids = set(links) | {(g, ln) for g, ln in by_comp if ln is not None}
+    link_ids: set[tuple[int, int]] = {(g, ln) for g, ln in links if ln is not None}
+    link_ids |= {(g, ln) for g, ln in by_comp if ln is not None}
     gstates = {g: component_state(g, None, by_comp.get((g, None), ())) for g in sorted(gpu_ids)}
     lstates = {k: component_state(k[0], k[1], by_comp.get(k, ())) for k in sorted(link_ids)}
     all_open = [d for ds in by_comp.values() for d in ds]
@@ -128,7 +129,7 @@ def build_state(
         recur = len((fault_times or {}).get(d.gpu, ()))
         rma.append(RmaEntry(d.gpu, d.fault, d.reason, d.time_wall, lost, recur))
     rma.sort(key=lambda r: (-r.capacity_lost_gpus, -r.recurrence, r.since_wall, r.gpu))
-    node_tech = ()
+    node_tech: tuple[str, ...] = ()
     if node_remedies >= node_remedy_limit:
         node_tech = (f"{node_remedies} remedies on this node within the window",)
     return LadderState(

@@ -7,17 +7,39 @@ link) read it from the ``Context``; messages are parsed for GPC/TPC, link and re
 from __future__ import annotations
 
 import re
+from typing import Mapping
 
 from rasd.ladder import catalog as cat
 from rasd.ladder.findings import (
-    APP_BUCKETS, UNBUCKETED, XID154_TEXT, APPLICATION, DIAGNOSTICS,
-    DISABLE_LINK, DRAIN, EXCLUDE_GPU, RECOVERY_ACTION_CODES, RECOVERY_ACTIONS, REPORT_BUG,
-    SDC_CHECK, SOFTWARE, STOP_P2P, TECHNICIAN, BadEvent, Context, Finding,
+    APPLICATION, DIAGNOSTICS, DISABLE_LINK, DRAIN, EXCLUDE_GPU, POWER_SMOOTHING,
+    RECOVERY_ACTION_CODES, RECOVERY_ACTIONS, REPORT_BUG, SDC_CHECK, SOFTWARE, STOP_P2P,
+    TECHNICIAN, BadEvent, Context, Finding,
 )
 from rasd.ladder.findings import int_field as _int
 from rasd.ladder.findings import with_ as _with
 from rasd.ladder.settings import LadderSettings
 from rasd.model import FaultEvent, Rung, Scope
+
+# Xid 154's recovery-action names as the driver prints them.
+XID154_TEXT = {"none": "none", "drain p2p": "drain_p2p", "drain and reset": "drain_and_reset",
+                "gpu reset required": "gpu_reset", "node reboot required": "node_reboot"}
+
+APP_BUCKETS = frozenset({"CHECK_APP/CUDA", "INVESTIGATE_SW", "XID_137_FLOW"})
+
+# Xids 162-172: no bucket in the pinned revision, so rasd's own rule (rung, investigations).
+UNBUCKETED: Mapping[int, tuple[Rung, tuple[str, ...], str]] = {
+    162: (Rung.NONE, (POWER_SMOOTHING,), "power-smoothing circuitry back in service"),
+    163: (Rung.NONE, (POWER_SMOOTHING,), "power smoothing unavailable until it re-engages"),
+    164: (Rung.NONE, (POWER_SMOOTHING, TECHNICIAN), "plan a replacement of the smoothing circuitry"),
+    165: (Rung.NONE, (POWER_SMOOTHING, TECHNICIAN), "power smoothing gone for good: service the board"),
+    166: (Rung.EXCEPTION, (SOFTWARE,), "confidential-computing setup order problem"),
+    167: (Rung.REBOOT_NODE, (DIAGNOSTICS,), "PCIe fatal timeout: the GPU needs the node rebooted"),
+    168: (Rung.NONE, (SOFTWARE,), "enable ECC (row remapping) or reboot to shift the protected region"),
+    169: (Rung.RESET_GPU, (), "micro-controller halt, as Xid 62"),
+    170: (Rung.EXCEPTION, (SOFTWARE,), "confidential-computing interrupt"),
+    171: (Rung.NONE, (), "detail of an Xid 48; the Xid 48 decides"),
+    172: (Rung.NONE, (), "detail of an Xid 48; the Xid 48 decides"),
+}
 
 
 def parse_gpc_tpc(message: str | None) -> str | None:

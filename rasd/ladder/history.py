@@ -1,0 +1,178 @@
+"""The fault history escalation weighs: one object for everything the ladder remembers.
+
+Recent Xids (per GPU and per code), downs and ECC/parity reports per NVLink port, double-bit
+retired-page readings and the last PCIe replay report per GPU, Xid recurrence counts (a burst
+counting once), remedies that were applied and those that did not hold, and the node's remedies.
+Each table is trimmed to its window as event time moves on, so memory is bounded by the number of
+components, not by the number of events. Pure: event time is the only clock.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from typing import Any
+
+from rasd.ladder.findings import Context, Finding, XidSeen
+from rasd.ladder.settings import LadderSettings
+from rasd.ladder.xids import parse_gpc_tpc, parse_link
+from rasd.model import FaultEvent, FaultKind, Rung
+
+Component = tuple[int, "int | None"]  # (gpu, None) for a GPU, (gpu, link) for one NVLink port
+
+
+class FaultHistory:
+    """Feed it every classified event (``remember``) and every remedy (``remedy_applied``);
+    ask it for the ``context`` of the next event and for the recurrence counts escalation needs."""
+
+    def __init__(self, settings: LadderSettings):
+        self.s = settings
+        self._long_burst = settings.long_burst_codes()
+        # Xids seen lately, for classification's workflows (13/31 repeats, 45/48 companions)
+        self._recent_gpu: dict[int, deque[XidSeen]] = defaultdict(deque)
+        self._recent_code: dict[int, deque[XidSeen]] = defaultdict(deque)
+        # recurrence of one Xid on one GPU: occurrence times (bursts once) and the last line's time
+        self._xid_counted: dict[tuple[int, int], deque[float]] = defaultdict(deque)
+        self._xid_last: dict[tuple[int, int], float] = {}
+        self._link_downs: dict[Component, list[float]] = defaultdict(list)
+        self._parity: dict[Component, int] = defaultdict(int)
+        self._dbe: dict[int, list[tuple[float, int]]] = defaultdict(list)
+        self._pcie_last: dict[int, float] = {}
+        # remedies: the last one per component and fault class, and those that did not hold
+        self._remedied: dict[Component, dict[str, tuple[Rung, float]]] = defaultdict(dict)
+        self._not_held: dict[Component, list[tuple[float, Rung]]] = defaultdict(list)
+        self.node_remedies: deque[float] = deque()
+        self.fault_times: dict[int, deque[float]] = defaultdict(deque)  # recurrence, per GPU
+        self.gpus_seen: set[int] = set()
+        self.links_seen: set[Component] = set()
+        self.last_time = float("-inf")
+
+    # ------------------------------------------------------------------ before classification
+
+    def context(self, e: FaultEvent) -> Context:
+        """What the history says about this event's component (earlier events only)."""
+        recent: tuple[XidSeen, ...] = ()
+        if e.kind is FaultKind.XID:
+            keep = e.time_wall - max(self.s.xid_repeat_window_seconds,
+                                     self.s.xid_companion_seconds)
+            mine = self._recent_gpu[e.gpu]
+            while mine and mine[0].time_wall < keep:
+                mine.popleft()
+            same = self._recent_code[xid_code(e)]
+            while same and same[0].time_wall < keep:
+                same.popleft()
+            # classification asks about this GPU's Xids and the same code on other GPUs only
+            recent = tuple(sorted(set(mine) | set(same), key=lambda x: x.time_wall))
+        link = e.link if e.link is not None else e.details.get("link")
+        if e.kind is FaultKind.XID and link is None:
+            link = parse_link(e.details.get("message"))
+        comp = (e.gpu, link)
+        return Context(
+            recent_xids=recent,
+            link_downs=tuple(self._link_downs.get(comp, ())),
+            link_parity_hits=self._parity.get(comp, 0),
+            retired_dbe=tuple(self._dbe.get(e.gpu, ())),
+            pcie_last_time=self._pcie_last.get(e.gpu),
+        )
+
+    # ------------------------------------------------------------------ after classification
+
+    def saw(self, e: FaultEvent) -> None:
+        self.last_time = max(self.last_time, e.time_wall)
+        self.gpus_seen.add(e.gpu)
+
+    def remember(self, e: FaultEvent, f: Finding | None) -> None:
+        """Add a classified event to the tables the next events' contexts read."""
+        k = e.kind
+        if k is FaultKind.XID:
+            msg = e.details.get("message")
+            seen = XidSeen(e.time_wall, e.gpu, int(e.details["xid"]),
+                           parse_gpc_tpc(msg) if e.details["xid"] == 13 else None)
+            self._recent_gpu[e.gpu].append(seen)
+            self._recent_code[seen.xid].append(seen)
+        elif k is FaultKind.NVLINK and e.details.get("state", "down") == "down" and f is not None:
+            downs = self._link_downs[(e.gpu, f.link)]
+            downs.append(e.time_wall)
+            cut = e.time_wall - self.s.link_flap_window_seconds
+            downs[:] = [t for t in downs if t >= cut]
+        elif k is FaultKind.RETIRED_PAGES:
+            hist = self._dbe[e.gpu]
+            hist.append((e.time_wall, int(e.details.get("double_bit", 0))))
+            cut = e.time_wall - 2 * self.s.retired_dbe_recent_seconds
+            # keep one reading older than the week: it is the baseline for "new this week"
+            while len(hist) > 1 and hist[1][0] < cut:
+                hist.pop(0)
+        elif k is FaultKind.PCIE_REPLAY:
+            self._pcie_last[e.gpu] = e.time_wall
+        if f is not None and f.link_parity:
+            self._parity[(e.gpu, f.link)] += 1
+        if f is not None and f.link is not None:
+            self.links_seen.add((e.gpu, f.link))
+
+    def fault(self, e: FaultEvent) -> None:
+        """A fault that asked for something: counted for the RMA queue's recurrence order."""
+        times = self.fault_times[e.gpu]
+        times.append(e.time_wall)
+        cut = e.time_wall - self.s.node_remedy_window_seconds
+        while times and times[0] < cut:
+            times.popleft()
+
+    def count_xid(self, gpu: int, xid: int, t: float) -> int:
+        """Occurrences of one Xid on one GPU within the recurrence window, a burst counting once."""
+        burst = self.s.xid_long_burst_seconds if xid in self._long_burst \
+            else self.s.xid_burst_seconds
+        key = (gpu, xid)
+        counted = self._xid_counted[key]
+        last = self._xid_last.get(key)
+        self._xid_last[key] = t
+        if last is None or t - last > burst:
+            counted.append(t)
+        cut = t - self.s.xid_recurrence_window_seconds
+        while counted and counted[0] < cut:
+            counted.popleft()
+        return len(counted)
+
+    # ------------------------------------------------------------------ remedies
+
+    def remedy_applied(self, t: float) -> None:
+        self.node_remedies.append(t)
+        cut = t - self.s.node_remedy_window_seconds
+        while self.node_remedies and self.node_remedies[0] < cut:
+            self.node_remedies.popleft()
+
+    def remedied(self, comp: Component, fault: str, rung: Rung, t: float) -> None:
+        """A remedy closed this fault's decision: a recurrence within the cure window says the
+        cure did not hold."""
+        self._remedied[comp][fault] = (rung, t)
+
+    def take_remedy(self, comp: Component, fault: str) -> tuple[Rung, float] | None:
+        """The last remedy of this fault on this component, forgotten once asked about."""
+        table = self._remedied.get(comp)
+        return table.pop(fault, None) if table else None
+
+    def not_holding(self, comp: Component, t: float, rung: Rung) -> int:
+        """Record that a ``rung`` remedy did not hold; how many of that rung did not, lately."""
+        hist = self._not_held[comp]
+        hist.append((t, rung))
+        cut = t - self.s.not_holding_memory_seconds
+        hist[:] = [x for x in hist if x[0] >= cut]
+        return sum(1 for _, r in hist if r == rung)
+
+    def forget_gpu(self, gpu: int) -> None:
+        """The GPU was replaced: its history belongs to the old board."""
+        tables: tuple[dict[Component, Any], ...] = (
+            self._not_held, self._remedied, self._link_downs, self._parity)
+        for table in tables:
+            for comp in [c for c in table if c[0] == gpu]:
+                del table[comp]
+        for key in [k for k in self._xid_counted if k[0] == gpu]:
+            del self._xid_counted[key]
+            self._xid_last.pop(key, None)
+        self._dbe.pop(gpu, None)
+
+    def node_remedies_since(self, t: float) -> int:
+        return sum(1 for x in self.node_remedies if x >= t)
+
+
+def xid_code(e: FaultEvent) -> int:
+    code = e.details.get("xid")
+    return code if isinstance(code, int) and not isinstance(code, bool) else -1
