@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import psutil
 
@@ -122,7 +122,7 @@ class Daemon:
                 return {"uuid": p.identity.uuid, "pci_bus_id": p.identity.pci_bus_id, "name": p.identity.name}
         return None
 
-    def _emit(self, events: list[FaultEvent]) -> None:
+    def _emit(self, events: Sequence[FaultEvent]) -> None:
         """Verdicts from the SDC service (its own thread) go straight to the ladder."""
         self.ladder.ingest(list(events), self.wall())
 
@@ -235,8 +235,8 @@ class Daemon:
         try:
             new = config_mod.load(self.config_path)
         except config_mod.ConfigError as e:
-            for p in e.problems:
-                log.error("event=reload_rejected path=%s problem=%r", self.config_path, p)
+            for problem in e.problems:
+                log.error("event=reload_rejected path=%s problem=%r", self.config_path, problem)
             log.error("event=reload_rejected path=%s action=kept_previous_config", self.config_path)
             return
         t = new.telemetry

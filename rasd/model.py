@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the sections below are owned by their packages
     from rasd.power.state import PowerState
     from rasd.sdc.state import SdcState
 
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})
 
 
 # --------------------------------------------------------------------------- telemetry

@@ -46,7 +46,7 @@ _FLAGS = (
     ("rasd_gpu_row_remap_failure", "1 when a row remap failed (an RMA criterion).", "remap_failure"),
     ("rasd_gpu_retired_pages_pending", "1 when retired pages wait for a reset (pre-Ampere).", "retired_pages_pending"),
 )
-_COUNTERS = (
+_COUNTERS: tuple[tuple[str, str, str, dict[str, str]], ...] = (
     # name without _total, help, counter key, extra labels
     ("rasd_gpu_energy_joules", "Energy used since rasd started counting (driver resets folded in).", "energy_joules", {}),
     ("rasd_gpu_pcie_replays", "PCIe replays (nvmlDeviceGetPcieReplayCounter).", "pcie_replays", {}),

@@ -242,7 +242,7 @@ def _folded_shape(t: np.ndarray, w: np.ndarray, freq: float) -> np.ndarray | Non
     medians = 0.5 * (sorted_w[starts + (n_in - 1) // 2] + sorted_w[starts + n_in // 2])
     centres = filled + 0.5
     # Circular interpolation between bin centres: no staircase in the slopes.
-    shape = np.interp(phase, centres, medians, period=bins)
+    shape: np.ndarray = np.interp(phase, centres, medians, period=bins)
     total = float(np.sum((w - w.mean()) ** 2))
     if total <= 0 or 1 - float(np.sum((w - shape) ** 2)) / total < MIN_FIT_R2:
         return None

@@ -24,7 +24,7 @@ import enum
 import math
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -316,7 +316,7 @@ def _keep_close(
     if old is None or old.mode != new.mode:
         return new
     band = settings.deadband_percent / 100.0 * lim.limit_watts
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     if old.floor_watts is not None and new.floor_watts is not None and new.floor_watts < old.floor_watts + band:
         changes["floor_watts"] = old.floor_watts
         changes["floor_percent"] = old.floor_percent

@@ -8,6 +8,7 @@ and the fake backend work without it.
 
 from __future__ import annotations
 
+import functools
 import platform
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -89,7 +90,7 @@ class NumpyEngine:
     """Host NumPy as a device. Bitwise deterministic: a clean host product is its golden bits."""
 
     name = "numpy"
-    xp = np
+    xp: Any = np
 
     def __init__(
         self,
@@ -159,8 +160,8 @@ def engines_for_backend(backend: Any, seed: int = 0, numpy_memory_bytes: int = 6
             engines[g.index] = NumpyEngine(
                 g.index,
                 model=ident.name,
-                faults=(lambda i=g.index: node.sdc_faults(i)),
-                conditions=(lambda i=g.index: node.conditions(i)),
+                faults=functools.partial(node.sdc_faults, g.index),
+                conditions=functools.partial(node.conditions, g.index),
                 seed=seed,
                 memory_bytes=numpy_memory_bytes,
             )

@@ -17,7 +17,7 @@ class SdcHistory:
     """Wraps ``rasd.store.Store`` (any object with its SDC methods); ``None`` keeps nothing."""
 
     def __init__(self, store: Any | None):
-        self._store = store
+        self._store: Any = store
         self._failures = 0
 
     def _call(self, what: str, fn: Any, *args: Any) -> Any:

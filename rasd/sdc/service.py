@@ -106,11 +106,23 @@ class SdcService:
         for a in self.history.accusations():
             if a.verdict is None:
                 self.tracker.accusation(a.gpu, "suspect")
-                if self.workflow is not None and a.gpu in self.validator.workspaces:
-                    t = Ticket(a.id, a.gpu, a.reason, a.opened_wall, False)
-                    self._start("accuse", [a.gpu], lambda job, t=t: self._investigate(job, t))
+                if self.validator is not None and a.gpu in self.validator.workspaces:
+                    self._resume(Ticket(a.id, a.gpu, a.reason, a.opened_wall, False))
             else:
                 self.tracker.accusation(a.gpu, a.verdict, bool((a.evidence or {}).get("technician")))
+
+    def _resume(self, ticket: Ticket) -> None:
+        self._start("accuse", [ticket.gpu], lambda job: self._investigate(job, ticket))
+
+    def _checks(self) -> Validator:
+        if self.validator is None:
+            raise ValueError(self.unavailable or "SDC checks are unavailable on this node")
+        return self.validator
+
+    def _accusations(self) -> AccusationWorkflow:
+        if self.workflow is None:
+            raise ValueError(self.unavailable or "SDC checks are unavailable on this node")
+        return self.workflow
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -144,7 +156,7 @@ class SdcService:
 
         self.tracker.running(gpus, +1)
         try:
-            outcome = self.validator.run(gpus, level, force=force, progress=progress, cancel=self._cancel,
+            outcome = self._checks().run(gpus, level, force=force, progress=progress, cancel=self._cancel,
                                          wait_seconds=wait)
         finally:
             self.tracker.running(gpus, -1)
@@ -159,7 +171,7 @@ class SdcService:
 
         self.tracker.running([ticket.gpu], +1)
         try:
-            finding = self.workflow.investigate(ticket, cancel=self._cancel,
+            finding = self._accusations().investigate(ticket, cancel=self._cancel,
                                                 idle_wait_seconds=ACCUSATION_IDLE_WAIT_SECONDS, progress=progress)
         finally:
             self.tracker.running([ticket.gpu], -1)
@@ -189,8 +201,9 @@ class SdcService:
         try:
             # Busy GPUs (running_pids) and suspects are skipped and stay due for the next poll.
             suspects = self.tracker.state().suspects
-            idle = [g for g in due if g not in suspects and not self.validator.busy_pids(g)
-                    and g not in self.validator.locks.held()]
+            checks = self._checks()
+            idle = [g for g in due if g not in suspects and not checks.busy_pids(g)
+                    and g not in checks.locks.held()]
             if not idle:
                 return {"checked": []}
             report = self._validate(job, idle, "quick", force=False, wait=0.0)
@@ -211,9 +224,7 @@ class SdcService:
     # -- control ops ---------------------------------------------------------------------------
 
     def accuse(self, gpu: int, reason: str) -> dict[str, Any]:
-        if self.workflow is None:
-            raise ValueError(self.unavailable or "SDC checks are unavailable on this node")
-        ticket = self.workflow.open(gpu, reason)
+        ticket = self._accusations().open(gpu, reason)
         job = self._start("accuse", [gpu], lambda j: self._investigate(j, ticket))
         return {"accusation": ticket.accusation, "gpu": gpu, "verdict": "suspect", "escalated": ticket.escalated,
                 "job": job.id}

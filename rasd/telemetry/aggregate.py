@@ -54,7 +54,7 @@ class _Gpu:
     lost_reported: bool = False
     xid_counts: collections.Counter[int] = field(default_factory=collections.Counter)
     recent: collections.deque[XidEvent] = field(default_factory=lambda: collections.deque(maxlen=16))
-    totals: dict[str, int] = field(default_factory=dict)
+    totals: dict[str, float] = field(default_factory=dict)
 
 
 class Aggregator:

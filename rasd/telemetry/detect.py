@@ -64,7 +64,7 @@ def detect(
         state_changed = before is not None and before.up is not None and ln.up is not None and before.up != ln.up
         first_seen_down = before is None and ln.up is False
         if state_changed or first_seen_down or any(grown.values()):
-            extra = {k: v for k, v in grown.items() if v}
+            extra: dict[str, float] = {k: v for k, v in grown.items() if v}
             if dt > 0 and extra:
                 extra["rate_per_second"] = round(sum(extra.values()) / dt, 3)
             ev(FaultKind.NVLINK, ln.link, state="up" if ln.up is not False else "down", **extra)

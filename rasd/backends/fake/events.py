@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 _XID_EVENT = 0x8  # nvmlEventTypeXidCriticalError
 
@@ -27,7 +27,7 @@ class EventsMixin:
     _base: Any
     _handles: list[Any]
     _sets: dict[int, tuple[Any, "_EventSet"]]
-    _raise: Callable[[str], None]  # FakeNvml's: raise base.NVMLError_<Name>()
+    _raise: Callable[[str], NoReturn]  # FakeNvml's: raise base.NVMLError_<Name>()
     _gpu_of: Callable[[Any], int]  # FakeNvml's: device handle -> GPU index
 
     # ------------------------------------------------------------------ events
@@ -38,14 +38,17 @@ class EventsMixin:
         self._sets[ctypes.addressof(mem)] = (mem, _EventSet())
         return handle
 
-    def _set_of(self, event_set: Any) -> _EventSet:
+    def _address_of(self, event_set: Any) -> int:
         try:
             address = ctypes.cast(event_set, ctypes.c_void_p).value
         except (ctypes.ArgumentError, TypeError):
             address = None
-        if address not in self._sets:
+        if address is None or address not in self._sets:
             self._raise("invalid_argument")
-        return self._sets[address][1]
+        return address
+
+    def _set_of(self, event_set: Any) -> _EventSet:
+        return self._sets[self._address_of(event_set)][1]
 
     def nvmlDeviceRegisterEvents(self, handle: Any, eventTypes: int, eventSet: Any) -> None:
         gpu = self._gpu_of(handle)
@@ -54,8 +57,7 @@ class EventsMixin:
             es.registered.setdefault(gpu, self._node.elapsed())
 
     def nvmlEventSetFree(self, eventSet: Any) -> None:
-        self._set_of(eventSet)
-        del self._sets[ctypes.cast(eventSet, ctypes.c_void_p).value]
+        del self._sets[self._address_of(eventSet)]
 
     def nvmlEventSetWait_v2(self, eventSet: Any, timeoutms: int) -> Any:
         return self._wait(eventSet, timeoutms)

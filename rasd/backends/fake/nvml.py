@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 from rasd.backends.fake.events import EventsMixin
 from rasd.backends.fake.fields import field_values
@@ -72,7 +72,7 @@ class FakeNvml(EventsMixin):
 
     # ------------------------------------------------------------------ plumbing
 
-    def _raise(self, name: str) -> None:
+    def _raise(self, name: str) -> NoReturn:
         raise getattr(self._base, _error_class(name))()
 
     def _gpu_of(self, handle: Any) -> int:
