@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 from typing import Callable
 
-import os
-
 import pytest
 from hypothesis import settings
+
+from rasd.backends import Backend, open_backend
 
 # CI runs the same examples every time (a failure there must reproduce); developers explore.
 settings.register_profile("ci", derandomize=True, deadline=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
-
-from rasd.backends import Backend, open_backend
 
 
 class ManualClock:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine (as root): installs what the tests need
 # (Debian's prometheus package for promtool and the real-Prometheus end-to-end test, rasd with
-# its test extras), then runs pytest. Extra arguments go to pytest.
+# its test extras), checks lint (ruff) and types (mypy; settings in pyproject.toml), then runs
+# pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
@@ -13,4 +14,6 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
     fi
 fi
 PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q -e '.[test]'
+python3 -m ruff check
+python3 -m mypy
 exec python3 -m pytest "$@"

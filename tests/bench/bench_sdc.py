@@ -89,7 +89,7 @@ def detection(seeds: int) -> None:
                 counts[name][k] += r.result is Result.FAIL
         c0 = counts["golden bitwise"]
         cells = []
-        for name, (h1, n1, h2, n2) in counts.items():
+        for h1, n1, h2, n2 in counts.values():
             a = f"{100 * h1 / n1:5.1f}%" if n1 else "   - "
             b = f"{100 * h2 / n2:5.1f}%" if n2 else "   - "
             cells.append(f"> {a} < {b}")

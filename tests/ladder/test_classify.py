@@ -24,7 +24,10 @@ IMMEDIATE = {
 }
 
 
-def xid(code, message=None, gpu=0, t=0.0, ctx=Context()):
+NO_HISTORY = Context()
+
+
+def xid(code, message=None, gpu=0, t=0.0, ctx=NO_HISTORY):
     return classify(FaultEvent(t, gpu, FaultKind.XID, None, {"xid": code, "message": message}),
                     ctx, S)
 
