@@ -57,7 +57,7 @@ def field_values(base: Any, node: "FakeNode", gpu: int, field_ids: Sequence[Any]
         entry.latencyUsec = 0
         entry.timestamp = now_us
         name = _names(base).get(int(entry.fieldId))
-        got = _value(node, gpu, sim, t, name, entry.scopeId) if name else _NOT_SUPPORTED
+        got: Any = _value(node, gpu, sim, t, name, entry.scopeId) if name else _NOT_SUPPORTED
         if got is _NOT_SUPPORTED:
             entry.nvmlReturn = base.NVML_ERROR_NOT_SUPPORTED
             continue
