@@ -1,27 +1,43 @@
-"""The Prometheus exporter: one custom collector over the latest snapshot, and the HTTP server.
+"""The Prometheus exporter: the sections over the latest snapshot, rendered once per snapshot.
 
 A scrape never touches NVML: it formats the snapshot the pollers last published. Each section
 (gpu, daemon, ladder, sdc, power) runs isolated, so a bug in one yields
 ``rasd_exporter_collector_success{collector="..."} 0`` and the rest of the scrape, never an
 HTTP 500 (dcgm-exporter's failure mode).
+
+``ScrapeCache`` renders the text once per snapshot (the first scrape after a new snapshot pays,
+every other scrape of it gets the same bytes, gzipped once when a client asks) so a storm of
+scrapers costs the daemon one render per health poll at most. ``RasdCollector`` offers the same
+sections to prometheus_client's registry (tests, ``generate_latest``).
 """
 
 from __future__ import annotations
 
+import gzip
 import importlib
 import logging
+import threading
 import time
-from typing import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from exporters.family import TextRenderer
 from rasd.model import Snapshot
+
+if TYPE_CHECKING:
+    from exporters.http import ScrapeServer
 
 log = logging.getLogger("rasd.exporter")
 
 SECTIONS = ("gpu", "daemon", "ladder", "sdc", "power")
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Level 1: a 72-GPU exposition (600 KiB) shrinks about 10x in a few ms; level 6 gains little more
+# for three times the CPU, paid by the daemon on every new snapshot.
+GZIP_LEVEL = 1
 
 SectionFn = Callable[[Snapshot], Iterable[Metric]]
 
@@ -30,23 +46,14 @@ def load_sections(names: Iterable[str] = SECTIONS) -> dict[str, SectionFn]:
     return {n: importlib.import_module(f"exporters.sections.{n}").collect for n in names}
 
 
-class RasdCollector(Collector):
-    def __init__(
-        self,
-        snapshot: Callable[[], Snapshot | None],
-        sections: dict[str, SectionFn] | None = None,
-    ):
-        self._snapshot = snapshot
-        self._sections = sections if sections is not None else load_sections()
+class _Sections:
+    """Runs every section over one snapshot; a failing section is logged once, then counted."""
+
+    def __init__(self, sections: dict[str, SectionFn] | None):
+        self.sections = sections if sections is not None else load_sections()
         self._failed_once: set[str] = set()
 
-    def describe(self) -> list[Metric]:
-        # Families change with the node (GPU count, links): let the registry skip collect() at
-        # registration time instead of describing a fixed set.
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        snap = self._snapshot()
+    def collect(self, snap: Snapshot | None) -> Iterator[Metric]:
         success = GaugeMetricFamily(
             "rasd_exporter_collector_success",
             "1 when the section of the snapshot was exported without error, else 0.",
@@ -58,11 +65,11 @@ class RasdCollector(Collector):
             labels=["collector"],
         )
         if snap is None:  # before the first poll: only say so
-            for name in self._sections:
+            for name in self.sections:
                 success.add_metric([name], 0)
             yield success
             return
-        for name, fn in self._sections.items():
+        for name, fn in self.sections.items():
             t0 = time.perf_counter()
             try:
                 families = list(fn(snap))
@@ -79,13 +86,87 @@ class RasdCollector(Collector):
         yield duration
 
 
+class RasdCollector(Collector):
+    """The sections as a prometheus_client collector (for registries and ``generate_latest``)."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot | None], sections: dict[str, SectionFn] | None = None):
+        self._snapshot = snapshot
+        self._sections = _Sections(sections)
+
+    def describe(self) -> list[Metric]:
+        # Families change with the node (GPU count, links): let the registry skip collect() at
+        # registration time instead of describing a fixed set.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        return self._sections.collect(self._snapshot())
+
+
 def make_registry(snapshot: Callable[[], Snapshot | None], sections: dict[str, SectionFn] | None = None) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(RasdCollector(snapshot, sections))
     return reg
 
 
-def serve(registry: CollectorRegistry, host: str, port: int) -> object:
-    """Start the /metrics HTTP server on a daemon thread; returns the server (``shutdown()``)."""
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+@dataclass(slots=True)
+class Rendered:
+    """One snapshot's exposition: each family's text with its sample names, and the whole body."""
+
+    snapshot: Snapshot | None
+    families: tuple[tuple[frozenset[str], bytes], ...]
+    body: bytes
+    _gzipped: bytes | None = field(default=None)
+
+    def select(self, names: frozenset[str]) -> bytes:
+        """Only the families with a sample named in ``names`` (Prometheus's ``name[]``)."""
+        parts = [text for fam_names, text in self.families if fam_names & names]
+        if not parts:  # an empty body reads as "target has no metrics": say why instead
+            return ("# no series named " + " ".join(sorted(names)) + "\n").encode()
+        return b"".join(parts)
+
+
+class ScrapeCache:
+    """The latest snapshot's exposition, rendered at most once per snapshot. Thread-safe."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot | None], sections: dict[str, SectionFn] | None = None):
+        self._snapshot = snapshot
+        self._sections = _Sections(sections)
+        self._renderer = TextRenderer()
+        self._lock = threading.Lock()
+        self._current: Rendered | None = None
+        self.renders = 0  # how many times the text was built (tests and benchmarks read it)
+
+    def get(self) -> Rendered:
+        snap = self._snapshot()
+        cur = self._current
+        if cur is not None and cur.snapshot is snap and snap is not None:
+            return cur
+        # one renderer at a time: scrapers that arrive meanwhile wait and take its result
+        with self._lock:
+            cur = self._current
+            if cur is not None and cur.snapshot is snap and snap is not None:
+                return cur
+            fams = tuple((names, text.encode()) for names, text in map(self._renderer.family, self._sections.collect(snap)))
+            cur = Rendered(snap, fams, b"".join(t for _, t in fams))
+            self._current = cur
+            self.renders += 1
+            return cur
+
+    def gzipped(self, r: Rendered) -> bytes:
+        """The body of ``r`` gzipped, compressed once per snapshot."""
+        if r._gzipped is None:
+            with self._lock:
+                if r._gzipped is None:
+                    r._gzipped = gzip.compress(r.body, compresslevel=GZIP_LEVEL, mtime=0)
+        return r._gzipped
+
+
+def serve(snapshot: Callable[[], Snapshot | None], host: str, port: int,
+          health: Callable[[], tuple[bool, str]] | None = None) -> "ScrapeServer":
+    """Start the HTTP server (``/metrics``, ``/healthz``) on its own threads; returns it
+    (``shutdown()`` stops it, ``server_address`` says where it listens)."""
+    from exporters.http import ScrapeServer
+
+    server = ScrapeServer((host, port), ScrapeCache(snapshot), health)
+    server.start()
     return server

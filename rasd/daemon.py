@@ -22,6 +22,7 @@ import psutil
 from rasd import config as config_mod
 from rasd.backends import Backend
 from rasd.config import Config
+from rasd.freshness import Freshness
 from rasd.model import FaultEvent, Health, Rung, SelfStats, Snapshot
 from rasd.paths import default_control_socket, default_state_path
 from rasd.telemetry.aggregate import Aggregator
@@ -96,6 +97,7 @@ class Daemon:
         self.socket_path = cfg.daemon.control_socket or default_control_socket(backend.name)
         self._build_services()
         self.http: Any = None
+        self.freshness = Freshness(lambda: self.cfg.telemetry.health_interval_seconds)
         self.control: Any = None
 
     # -- services -------------------------------------------------------------------------------
@@ -143,11 +145,11 @@ class Daemon:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        from exporters.prometheus import make_registry, serve
+        from exporters.prometheus import serve
 
         host, port = config_mod.parse_listen(self.listen)
-        registry = make_registry(lambda: self._snapshot)
-        self.http = serve(registry, host, port)  # before threads: a taken port fails fast
+        # before threads: a taken port fails fast
+        self.http = serve(lambda: self._snapshot, host, port, health=self.freshness.check)
         for p in self.pollers:
             p.start()
         self.sampler.start()
@@ -198,6 +200,7 @@ class Daemon:
             power=self.power.state(),
         )
         self._snapshot = snap
+        self.freshness.mark(snap)
         self._notify(snap)
         return snap
 

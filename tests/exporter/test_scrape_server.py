@@ -1,0 +1,174 @@
+"""The scrape server under load and misuse: cache, gzip, health, 404, name[] filter, backlog, limits."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+
+from exporters.http import ScrapeServer
+from exporters.prometheus import ScrapeCache, make_registry
+from rasd.freshness import Freshness
+from rasd.model import Health
+from tests.conftest import ManualClock
+from tests.exporter.test_exposition import fixed_snapshot
+
+
+def _get(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+@pytest.fixture
+def server(fake):
+    snap = fixed_snapshot(fake)
+    holder = {"snap": snap}
+    cache = ScrapeCache(lambda: holder["snap"])
+    clock = ManualClock()
+    fresh = Freshness(lambda: 1.0, clock=clock)
+    fresh.mark(snap)
+    srv = ScrapeServer(("127.0.0.1", 0), cache, fresh.check, workers=4, client_timeout=0.5)
+    srv.start()
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        yield srv, base, holder, clock, fresh
+    finally:
+        srv.shutdown()
+
+
+def test_cached_text_is_what_generate_latest_writes(fake):
+    snap = fixed_snapshot(fake)
+    ours = ScrapeCache(lambda: snap).get().body.decode().splitlines()
+    upstream = generate_latest(make_registry(lambda: snap)).decode().splitlines()
+    assert len(ours) == len(upstream) > 100
+    differ = [(a, b) for a, b in zip(ours, upstream) if a != b and "collector_duration_seconds" not in a]
+    assert differ == []
+
+
+def test_a_snapshot_is_rendered_once_however_many_scrape(fake):
+    snap = fixed_snapshot(fake)
+    holder = {"snap": snap}
+    cache = ScrapeCache(lambda: holder["snap"])
+    bodies = []
+    threads = [threading.Thread(target=lambda: bodies.append(cache.get().body)) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert cache.renders == 1 and len(set(bodies)) == 1
+    holder["snap"] = replace(snap, health_polls=snap.health_polls + 1)
+    assert b"rasd_health_polls_total 3.0" in cache.get().body
+    assert cache.renders == 2
+
+
+def test_metrics_plain_and_gzip_carry_the_same_text(server):
+    _srv, base, *_ = server
+    code, headers, plain = _get(base + "/metrics")
+    assert code == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert b'rasd_gpu_up{gpu="0"} 1.0' in plain
+    code, headers, packed = _get(base + "/metrics", {"Accept-Encoding": "gzip"})
+    assert code == 200 and headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(packed) == plain and len(packed) < len(plain) / 3
+    _, headers, _ = _get(base + "/metrics", {"Accept-Encoding": "gzip;q=0"})
+    assert "Content-Encoding" not in headers
+
+
+def test_only_metrics_and_health_are_served(server):
+    _srv, base, *_ = server
+    for path in ("/", "/metricsx", "/favicon.ico", "/metrics/extra"):
+        code, _, body = _get(base + path)
+        assert code == 404, path
+        assert b"/metrics" in body
+
+
+def test_health_follows_poll_freshness_with_the_reason(server):
+    _srv, base, holder, clock, fresh = server
+    for path in ("/healthz", "/-/healthy"):
+        code, _, body = _get(base + path)
+        assert code == 200 and body.startswith(b"ok"), body
+    clock.advance(30.0)  # the main loop stopped publishing
+    code, _, body = _get(base + "/healthz")
+    assert code == 503 and b"stalled" in body and b"30.0 s ago" in body
+    stale = tuple(replace(g, health=Health.STALE) for g in holder["snap"].gpus)
+    fresh.mark(replace(holder["snap"], gpus=stale))
+    code, _, body = _get(base + "/-/healthy")
+    assert code == 503 and b"overran" in body
+
+
+def test_health_before_the_first_poll_is_503():
+    fresh = Freshness(lambda: 1.0)
+    ok, why = fresh.check()
+    assert not ok and "no health poll yet" in why
+
+
+def test_name_filter_selects_families_and_never_answers_empty(server):
+    _srv, base, *_ = server
+    _, _, body = _get(base + "/metrics?name[]=rasd_gpu_up&name[]=rasd_health_polls_total")
+    lines = [ln for ln in body.decode().splitlines() if not ln.startswith("#")]
+    assert lines and {ln.split("{")[0].split(" ")[0] for ln in lines} == {"rasd_gpu_up", "rasd_health_polls_total"}
+    _, _, body = _get(base + "/metrics?name[]=no_such_metric")
+    assert body.strip() and b"no_such_metric" in body
+    _, headers, body = _get(base + "/metrics?name[]=rasd_gpu_up", {"Accept-Encoding": "gzip"})
+    assert b"rasd_gpu_up{" in gzip.decompress(body)
+
+
+def test_connections_queue_in_a_real_backlog_while_workers_are_busy(server):
+    srv, base, *_ = server
+    # Hold every worker with a silent client, then open many more connections at once: with a
+    # backlog of 5 the kernel drops SYNs and connect() stalls for a retransmit (1 s and more).
+    port = srv.server_address[1]
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+    time.sleep(0.1)
+    waiting = []
+    try:
+        for _ in range(150):
+            s = socket.socket()
+            s.settimeout(0.5)
+            s.connect(("127.0.0.1", port))  # raises on a dropped SYN
+            waiting.append(s)
+        for s in waiting[:3]:
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        s = waiting[0]
+        s.settimeout(5.0)
+        assert s.recv(12).startswith(b"HTTP/1.0 200")
+    finally:
+        for s in held + waiting:
+            s.close()
+
+
+def test_silent_clients_time_out_and_cost_no_thread_each(server):
+    srv, base, *_ = server
+    port = srv.server_address[1]
+    before = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(60)]
+    try:
+        time.sleep(0.3)
+        assert threading.active_count() <= before + 4  # the fixed worker pool, not one per client
+        idle[0].settimeout(3.0)
+        assert idle[0].recv(100) == b""  # the server hung up after client_timeout
+        code, _, _ = _get(base + "/metrics", timeout=10.0)  # and still serves afterwards
+        assert code == 200
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_daemon_serves_health_and_metrics(tmp_path: Path):
+    from tests.e2e.helpers import http_get, rasd_daemon
+
+    with rasd_daemon(tmp_path) as (_proc, url):
+        assert http_get(url + "/healthz").startswith("ok")
+        code, _, _ = _get(url + "/nope")
+        assert code == 404
