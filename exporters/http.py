@@ -11,10 +11,10 @@ Built for a storm of scrapers on a node whose daemon must keep polling at its pa
 
 from __future__ import annotations
 
+import gzip
 import logging
 import socket
 import threading
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, Callable
@@ -85,7 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
         if names:
             body = r.select(frozenset(names))
             if gz:
-                body = zlib.compress(body, GZIP_LEVEL, wbits=31)  # wbits 31: gzip framing
+                body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
         else:
             body = cache.gzipped(r) if gz else r.body
         if gz:
