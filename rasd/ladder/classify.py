@@ -8,6 +8,8 @@ superseding). Xids are classified in xids.py.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from rasd.ladder.findings import (
     COOLING, DISABLE_LINK, DRAIN, EXCLUDE_GPU, RECOVERY_ACTION_CODES, RECOVERY_ACTIONS,
     SDC_CHECK, STOP_P2P, TECHNICIAN, BadEvent, Context, Finding, XidSeen,
@@ -35,17 +37,17 @@ def classify(event: FaultEvent, ctx: Context, settings: LadderSettings) -> Findi
 # --------------------------------------------------------------------------- other kinds
 
 
-def _recovery_action(event, ctx, s):
+def _recovery_action(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
     action = event.details.get("action")
     if isinstance(action, int) and not isinstance(action, bool):
         action = RECOVERY_ACTION_CODES.get(action, action)
-    if action not in RECOVERY_ACTIONS:
+    if not isinstance(action, str) or action not in RECOVERY_ACTIONS:
         raise BadEvent(f"action: {action!r} is not one of {', '.join(RECOVERY_ACTIONS)}")
     base = Finding(Rung.NONE, Scope.GPU, "recovery_action", "")
     return recovery_finding(base, action, f"NVML recovery action (field 230) asks for {action}")
 
 
-def _ecc(event, ctx, s):
+def _ecc(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
     unc = _int(event.details, "volatile_uncorrected", 0)
     cor = _int(event.details, "volatile_corrected", 0)
     if unc > 0:
@@ -58,7 +60,7 @@ def _ecc(event, ctx, s):
     return None
 
 
-def _remap(event, ctx, s):
+def _remap(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
     if _bool(event.details, "failure"):
         return Finding(Rung.RMA, Scope.GPU, "remap_failure",
                        "row remapping failed: the GPU is out of spare rows (RMA criterion)",
@@ -70,7 +72,7 @@ def _remap(event, ctx, s):
     return None
 
 
-def _retired(event, ctx, s):
+def _retired(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
     sbe = _int(event.details, "single_bit", 0)
     dbe = _int(event.details, "double_bit", 0)
     if sbe + dbe >= s.retired_pages_limit:
@@ -90,7 +92,7 @@ def _retired(event, ctx, s):
     return None
 
 
-def _nvlink(event, ctx, s):
+def _nvlink(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
     link = event.link if event.link is not None else event.details.get("link")
     if not isinstance(link, int) or isinstance(link, bool) or link < 0:
         raise BadEvent("link: an NVLink event needs the link number")
@@ -133,7 +135,7 @@ def _nvlink(event, ctx, s):
     return None
 
 
-def _pcie(event, ctx, s):
+def _pcie(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
     d = event.details
     count = _int(d, "count")
     lanes = _int(d, "lanes", 16)
@@ -155,18 +157,18 @@ def _pcie(event, ctx, s):
     return None
 
 
-def _gpu_lost(event, ctx, s):
+def _gpu_lost(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
     return Finding(Rung.REBOOT_NODE, Scope.NODE, "gpu_lost",
                    "GPU lost or fallen off the bus: drain and reboot the node",
                    degradations=(DRAIN,), hardware=True)
 
 
-def _thermal(event, ctx, s):
+def _thermal(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
     return Finding(Rung.NONE, Scope.GPU, "thermal",
                    "thermal slowdown: check the cooling", investigate=(COOLING,))
 
 
-def _sdc(event, ctx, s):
+def _sdc(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
     verdict = event.details.get("verdict")
     if verdict == "confirmed":
         return Finding(Rung.RMA, Scope.GPU, "sdc",
@@ -181,11 +183,11 @@ def _sdc(event, ctx, s):
     raise BadEvent(f"verdict: {verdict!r} is not suspect, confirmed, cleared or inconclusive")
 
 
-def _none(event, ctx, s):
+def _none(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
     return None
 
 
-_BY_KIND = {
+_BY_KIND: dict[FaultKind, Callable[[FaultEvent, Context, LadderSettings], Finding | None]] = {
     FaultKind.XID: classify_xid,
     FaultKind.ECC: _ecc,
     FaultKind.REMAP: _remap,

@@ -7,7 +7,7 @@ link) read it from the ``Context``; messages are parsed for GPC/TPC, link and re
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from typing import Callable, Mapping
 
 from rasd.ladder import catalog as cat
 from rasd.ladder.findings import (
@@ -129,7 +129,8 @@ def classify_xid(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding:
                  reason=f"{what}: reset the GPU and run diagnostics; RMA if it recurs")
 
 
-def _wf_13_31(event, ctx, s, base, what, message):
+def _wf_13_31(event: FaultEvent, ctx: Context, s: LadderSettings, base: Finding, what: str,
+              message: str | None) -> Finding:
     code = base.xid
     key = parse_gpc_tpc(message) if code == 13 else None
     since = event.time_wall - s.xid_repeat_window_seconds
@@ -149,7 +150,8 @@ def _wf_13_31(event, ctx, s, base, what, message):
                  reason=f"{what}: an application problem{spread}; restart the application")
 
 
-def _wf_45(event, ctx, s, base, what, message):
+def _wf_45(event: FaultEvent, ctx: Context, s: LadderSettings, base: Finding, what: str,
+           message: str | None) -> Finding:
     since = event.time_wall - s.xid_companion_seconds
     others = [x for x in ctx.recent_xids
               if x.gpu == event.gpu and x.xid != 45 and x.time_wall >= since]
@@ -159,7 +161,8 @@ def _wf_45(event, ctx, s, base, what, message):
                  reason=f"{what} alone: restart the fabric manager / the aborted application")
 
 
-def _wf_48(event, ctx, s, base, what, message):
+def _wf_48(event: FaultEvent, ctx: Context, s: LadderSettings, base: Finding, what: str,
+           message: str | None) -> Finding:
     since = event.time_wall - s.xid_companion_seconds
     with_remap = any(x.gpu == event.gpu and x.xid in (63, 64) and x.time_wall >= since
                      for x in ctx.recent_xids)
@@ -177,7 +180,7 @@ _R74_SI = ((0, {21, 22}),)
 _R74_BENIGN = ((0, {0, 1, 20, 23, 30}), (3, {16, 17, 18}), (4, {20, 23, 26, 29}))
 
 
-def _bits(regs: tuple[int, ...], spec) -> bool:
+def _bits(regs: tuple[int, ...], spec: tuple[tuple[int, set[int]], ...]) -> bool:
     return any(i < len(regs) and any(regs[i] >> b & 1 for b in bits) for i, bits in spec)
 
 
@@ -193,7 +196,8 @@ def _known(regs: tuple[int, ...]) -> int:
     return sum(bin(r & ~m).count("1") for r, m in zip(regs, mask))
 
 
-def _wf_74(event, ctx, s, base, what, message):
+def _wf_74(event: FaultEvent, ctx: Context, s: LadderSettings, base: Finding, what: str,
+           message: str | None) -> Finding:
     link = event.link if event.link is not None else parse_link(message)
     scope = Scope.LINK if link is not None else Scope.GPU
     base = _with(base, link=link, scope=scope)
@@ -229,7 +233,8 @@ def _wf_74(event, ctx, s, base, what, message):
     return _with(base, reason=f"{what}{on}: secondary or threshold bits only; continue, monitor")
 
 
-def _wf_nvlink5(event, ctx, s, base, what, message):
+def _wf_nvlink5(event: FaultEvent, ctx: Context, s: LadderSettings, base: Finding, what: str,
+                message: str | None) -> Finding:
     link = event.link if event.link is not None else parse_link(message)
     scope = Scope.LINK if link is not None else Scope.GPU
     on = f" on link {link}" if link is not None else ""
@@ -244,7 +249,8 @@ def _wf_nvlink5(event, ctx, s, base, what, message):
                  reason=f"{what}{on}: non-fatal (or not decoded); monitor")
 
 
-def _wf_154(event, ctx, s, base, what, message):
+def _wf_154(event: FaultEvent, ctx: Context, s: LadderSettings, base: Finding, what: str,
+            message: str | None) -> Finding:
     action = parse_recovery_text(message)
     if action is None:
         return _with(base, reason=f"{what}: the message names no recovery action; the "
@@ -252,7 +258,7 @@ def _wf_154(event, ctx, s, base, what, message):
     return recovery_finding(base, action, f"{what}: driver asks for {action}")
 
 
-_XID_WORKFLOWS = {13: _wf_13_31, 31: _wf_13_31, 45: _wf_45, 48: _wf_48, 74: _wf_74,
+_XID_WORKFLOWS: dict[int, Callable[[FaultEvent, Context, LadderSettings, Finding, str, str | None], Finding]] = {13: _wf_13_31, 31: _wf_13_31, 45: _wf_45, 48: _wf_48, 74: _wf_74,
                   **{c: _wf_nvlink5 for c in range(144, 151)}, 154: _wf_154}
 
 
