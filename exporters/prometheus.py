@@ -26,7 +26,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporters.family import TextRenderer
-from rasd.model import Snapshot
+from rasd.snapshot import Snapshot
 
 if TYPE_CHECKING:
     from exporters.http import ScrapeServer

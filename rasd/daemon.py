@@ -23,7 +23,8 @@ from rasd import config as config_mod
 from rasd.backends import Backend
 from rasd.config import Config
 from rasd.freshness import Freshness
-from rasd.model import FaultEvent, Health, Rung, SelfStats, Snapshot
+from rasd.model import FaultEvent, Health, Rung
+from rasd.snapshot import SelfStats, Snapshot
 from rasd.paths import default_control_socket, default_state_path
 from rasd.telemetry.aggregate import Aggregator
 from rasd.telemetry.poller import GpuPoller

@@ -11,7 +11,8 @@ import threading
 import time
 from typing import Callable
 
-from rasd.model import Health, Snapshot
+from rasd.model import Health
+from rasd.snapshot import Snapshot
 
 STALE_AFTER_INTERVALS = 3.0
 MIN_STALE_SECONDS = 5.0  # short intervals still get a margin for a slow tick

@@ -1,4 +1,7 @@
-"""The shared vocabulary of rasd: samples, fault events, rungs, decisions, snapshots.
+"""The shared vocabulary of rasd: samples, GPU states, fault events, rungs.
+
+The ground floor: it imports no other rasd module. The snapshot, which also carries each area's
+state, is ``rasd.snapshot``, a floor above the areas.
 
 Everything here is plain, immutable data. Units are in field names (``_watts``, ``_celsius``,
 ``_hz``, ``_bytes``, ``_ratio``, ``_joules``); ``None`` always means "not available on this GPU"
@@ -13,12 +16,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Mapping
-
-if TYPE_CHECKING:  # the sections below are owned by their packages
-    from rasd.ladder.state import LadderState
-    from rasd.power.state import PowerState
-    from rasd.sdc.state import SdcState
+from typing import Any, Mapping
 
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
 
@@ -138,6 +136,14 @@ class XidEvent:
     message: str | None  # driver message text when the kernel log has it
 
 
+# NVLink counters of one link, kept in ``GpuState.counters`` as ``nvlink<link>_<counter>``
+NVLINK_COUNTERS = ("crc_flit_errors", "crc_data_errors", "replay_errors", "recovery_errors")
+
+
+def nvlink_counter_name(link: int, counter: str) -> str:
+    return f"nvlink{link}_{counter}"
+
+
 @dataclass(frozen=True, slots=True)
 class GpuState:
     """What the snapshot says about one GPU: health plus its latest good sample."""
@@ -221,29 +227,3 @@ class FaultEvent:
     kind: FaultKind
     link: int | None = None
     details: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
-
-
-# --------------------------------------------------------------------------- snapshot
-
-
-@dataclass(frozen=True, slots=True)
-class SelfStats:
-    cpu_seconds: float
-    rss_bytes: int
-    threads: int
-    started_wall: float
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """Everything the exporters show, swapped atomically by the daemon; never mutated."""
-
-    time_wall: float
-    node: NodeIdentity
-    gpus: tuple[GpuState, ...]
-    health_polls: int = 0
-    power_rounds: int = 0
-    self_stats: SelfStats | None = None
-    ladder: "LadderState | None" = None
-    sdc: "SdcState | None" = None
-    power: "PowerState | None" = None

@@ -8,7 +8,7 @@ from typing import Iterable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from rasd import __version__
-from rasd.model import Snapshot
+from rasd.snapshot import Snapshot
 
 
 def collect(snapshot: Snapshot) -> Iterable[Metric]:

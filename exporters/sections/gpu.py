@@ -10,8 +10,8 @@ from prometheus_client.core import Metric
 
 from exporters.family import Family
 
-from rasd.model import GpuState, Health, Snapshot
-from rasd.telemetry.detect import NVLINK_COUNTERS, nvlink_counter_name
+from rasd.model import NVLINK_COUNTERS, GpuState, Health, nvlink_counter_name
+from rasd.snapshot import Snapshot
 
 CLOCK_EVENT_REASONS = {
     0x1: "gpu_idle",

@@ -11,7 +11,7 @@ from typing import Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from rasd.model import Snapshot
+from rasd.snapshot import Snapshot
 
 
 def collect(snapshot: Snapshot) -> Iterable[Metric]:

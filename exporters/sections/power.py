@@ -11,9 +11,7 @@ from typing import Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from rasd.model import Snapshot
-from rasd.power.analysis import SeriesMetrics
-from rasd.power.decide import Mode
+from rasd.snapshot import Mode, SeriesMetrics, Snapshot
 
 # (suffix, help, getter)
 _SERIES = (

@@ -6,7 +6,7 @@ from typing import Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from rasd.model import Snapshot
+from rasd.snapshot import Snapshot
 
 RESULTS = ("pass", "fail", "inconclusive")
 _OUTCOME = {"suspect": "opened"}  # an accusation that is opened marks the GPU suspect

@@ -9,7 +9,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Mapping
 
-from rasd.model import FaultEvent, FaultKind, GpuSample
+from rasd.model import NVLINK_COUNTERS, FaultEvent, FaultKind, GpuSample, nvlink_counter_name
 
 THERMAL_REASONS = 0x20 | 0x40  # SwThermalSlowdown | HwThermalSlowdown
 RECOVERY_ACTIONS = {
@@ -19,11 +19,6 @@ RECOVERY_ACTIONS = {
     3: "drain_p2p",
     4: "drain_and_reset",
 }
-NVLINK_COUNTERS = ("crc_flit_errors", "crc_data_errors", "replay_errors", "recovery_errors")
-
-
-def nvlink_counter_name(link: int, counter: str) -> str:
-    return f"nvlink{link}_{counter}"
 
 
 def detect(

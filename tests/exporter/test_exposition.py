@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from exporters.prometheus import load_sections, make_registry
-from rasd.model import Snapshot
+from rasd.snapshot import Snapshot
 from rasd.telemetry.aggregate import Aggregator
 from rasd.telemetry.poller import GpuPoller
 from tests.conftest import ManualClock

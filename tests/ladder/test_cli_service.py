@@ -12,7 +12,8 @@ from rasd.cli import main
 from rasd.ladder.actions import Actuator, RecordingRunner
 from rasd.ladder.service import LadderService
 from rasd.ladder.settings import ActionSettings, LadderSettings
-from rasd.model import FaultEvent, FaultKind, NodeIdentity, Rung, Snapshot
+from rasd.model import FaultEvent, FaultKind, NodeIdentity, Rung
+from rasd.snapshot import Snapshot
 from rasd.store import Store
 
 LOG = "\n".join([

@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporters.sections import power as section
-from rasd.model import NodeIdentity, Snapshot
+from rasd.model import NodeIdentity
+from rasd.snapshot import Snapshot
 from rasd.power.service import PowerService
 from rasd.power.settings import PowerSettings
 from rasd.power.synthetic import Wave, nvml_trace, to_samples

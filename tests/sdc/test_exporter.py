@@ -3,7 +3,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from exporters.sections import sdc as section
-from rasd.model import NodeIdentity, Snapshot
+from rasd.model import NodeIdentity
+from rasd.snapshot import Snapshot
 from rasd.sdc.results import CheckResult, GpuReport, Result, RunReport
 from rasd.sdc.tracker import StateTracker
 
