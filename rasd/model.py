@@ -114,7 +114,7 @@ class GpuSample:
     pcie_link_width: int | None
     pcie_link_width_max: int | None
     pcie_replays: int | None
-    recovery_action: int | None  # field 230: 0 none, 1 gpu reset, 2 node reboot, 3 drain p2p, 4 drain+reset
+    recovery_action: int | None  # field 230, a RecoveryAction code
     nvlinks: tuple[NvLinkSample, ...] = ()
 
 
@@ -190,6 +190,31 @@ class Rung(enum.IntEnum):
             raise ValueError(
                 f"unknown rung {text!r}; expected one of {', '.join(r.label for r in cls)}"
             ) from None
+
+
+class RecoveryAction(enum.IntEnum):
+    """What the driver asks for (NVML field NVML_FI_DEV_GET_GPU_RECOVERY_ACTION and Xid 154),
+    numbered as nvml.h's nvmlDeviceGpuRecoveryAction_t."""
+
+    NONE = 0
+    GPU_RESET = 1
+    NODE_REBOOT = 2
+    DRAIN_P2P = 3
+    DRAIN_AND_RESET = 4
+    RECOVER_IMEX_DOMAIN = 5
+    BUS_RESET = 6
+    SYSTEM_REBOOT = 7
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def of(cls, code: int) -> "RecoveryAction | None":
+        try:
+            return cls(code)
+        except ValueError:
+            return None
 
 
 class Scope(enum.Enum):

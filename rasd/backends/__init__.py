@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from rasd.backends.errors import BackendUnavailable, BadScenario
+from rasd.backends.errors import BackendUnavailable, BadScenario, NvmlStartFailed
 from rasd.backends.nvml import NvmlAdapter, pynvml_module
 
 log = logging.getLogger("rasd.backends")
@@ -79,7 +79,7 @@ def _open_nvml(auto: bool) -> Backend:
     adapter = NvmlAdapter(lib)
     try:
         adapter.open()
-    except lib.NVMLError as e:
+    except NvmlStartFailed as e:
         raise BackendUnavailable(
             f"NVML could not be initialised ({e}): is the NVIDIA driver loaded? Otherwise {_FAKE_HINT}"
         ) from None

@@ -22,3 +22,11 @@ class GpuLost(RuntimeError):
 
 class ControlError(RuntimeError):
     """A setting (power limit, smoothing profile) was refused or did not read back as written."""
+
+
+class EventsFailed(RuntimeError):
+    """The NVML event set could not be created or waited on (the message is NVML's)."""
+
+
+class NvmlStartFailed(RuntimeError):
+    """nvmlInit or nvmlDeviceGetCount failed: NVML itself cannot start (the message is NVML's)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
-from rasd.model import Rung, Scope
+from rasd.model import RecoveryAction, Rung, Scope
 
 # Investigations a decision may ask for.
 SDC_CHECK = "sdc_check"
@@ -23,16 +23,25 @@ STOP_P2P = "stop_p2p"
 DISABLE_LINK = "disable_link"
 EXCLUDE_GPU = "exclude_gpu"
 
-# NVML field 230 / Xid 154 recovery actions.
-RECOVERY_ACTIONS: Mapping[str, tuple[Rung, tuple[str, ...]]] = {
-    "none": (Rung.NONE, ()),
-    "gpu_reset": (Rung.RESET_GPU, ()),
-    "node_reboot": (Rung.REBOOT_NODE, ()),
-    "drain_p2p": (Rung.NONE, (STOP_P2P,)),
-    "drain_and_reset": (Rung.RESET_GPU, (DRAIN,)),
+# NVML field 230 / Xid 154 recovery actions (model.RecoveryAction) on the ladder.
+_RECOVERY_RUNGS: Mapping[RecoveryAction, tuple[Rung, tuple[str, ...]]] = {
+    RecoveryAction.NONE: (Rung.NONE, ()),
+    RecoveryAction.GPU_RESET: (Rung.RESET_GPU, ()),
+    RecoveryAction.NODE_REBOOT: (Rung.REBOOT_NODE, ()),
+    RecoveryAction.DRAIN_P2P: (Rung.NONE, (STOP_P2P,)),
+    RecoveryAction.DRAIN_AND_RESET: (Rung.RESET_GPU, (DRAIN,)),
+    # the IMEX domain (multi-node NVLink memory sharing) needs recovering, not the GPU: stop
+    # peer traffic until the domain's daemons have recovered it
+    RecoveryAction.RECOVER_IMEX_DOMAIN: (Rung.NONE, (STOP_P2P,)),
+    # a PCIe bus reset re-initialises the GPU like a GPU reset does, so it needs the GPU idle
+    RecoveryAction.BUS_RESET: (Rung.RESET_GPU, (DRAIN,)),
+    RecoveryAction.SYSTEM_REBOOT: (Rung.REBOOT_NODE, ()),
 }
-RECOVERY_ACTION_CODES = {0: "none", 1: "gpu_reset", 2: "node_reboot", 3: "drain_p2p",
-                         4: "drain_and_reset"}
+RECOVERY_ACTIONS: Mapping[str, tuple[Rung, tuple[str, ...]]] = {
+    a.label: v for a, v in _RECOVERY_RUNGS.items()
+}
+RECOVERY_ACTION_CODES = {int(a): a.label for a in RecoveryAction}
+
 
 @dataclass(frozen=True, slots=True)
 class XidSeen:

@@ -9,16 +9,16 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Mapping
 
-from rasd.model import NVLINK_COUNTERS, FaultEvent, FaultKind, GpuSample, nvlink_counter_name
+from rasd.model import (
+    NVLINK_COUNTERS,
+    FaultEvent,
+    FaultKind,
+    GpuSample,
+    RecoveryAction,
+    nvlink_counter_name,
+)
 
 THERMAL_REASONS = 0x20 | 0x40  # SwThermalSlowdown | HwThermalSlowdown
-RECOVERY_ACTIONS = {
-    0: "none",
-    1: "gpu_reset",
-    2: "node_reboot",
-    3: "drain_p2p",
-    4: "drain_and_reset",
-}
 
 
 def detect(
@@ -76,7 +76,8 @@ def detect(
 
     ra = cur.recovery_action
     if ra and ra != (prev.recovery_action if prev else 0):
-        ev(FaultKind.RECOVERY_ACTION, action=RECOVERY_ACTIONS.get(ra, f"unknown_{ra}"), code=ra)
+        known = RecoveryAction.of(ra)
+        ev(FaultKind.RECOVERY_ACTION, action=known.label if known else f"unknown_{ra}", code=ra)
 
     reasons = cur.clock_event_reasons or 0
     before_reasons = (prev.clock_event_reasons or 0) if prev else 0

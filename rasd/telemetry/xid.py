@@ -9,6 +9,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from rasd.backends.errors import EventsFailed
 from rasd.backends.nvml import NvmlAdapter
 from rasd.model import XidEvent
 from rasd.telemetry.kmsg import XidLine, parse_xid_line, pci_key
@@ -65,17 +66,16 @@ class XidWatcher:
                 return out
 
     def _run(self) -> None:
-        lib = self.adapter.lib
         try:
             es = self.adapter.xid_event_set()
-        except lib.NVMLError as e:
+        except EventsFailed as e:
             log.error("event=xid_events_unavailable error=%r", str(e))
             return
         try:
             while not self._stop.is_set():
                 try:
                     got = es.wait(self.wait_ms)
-                except lib.NVMLError as e:
+                except EventsFailed as e:
                     self.failures += 1
                     if self.failures == 1:
                         log.warning("event=xid_wait_failed error=%r", str(e))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import threading
 import time
 
@@ -41,18 +42,29 @@ def test_wait_blocks_for_the_timeout_then_raises_timeout(make, base):
         lib.nvmlEventSetWait(es, 10)
 
 
+def _address(handle):
+    return ctypes.cast(handle, ctypes.c_void_p).value
+
+
 def test_due_events_are_returned_in_order_with_the_device_handle(make, mclock, base):
     _, lib = make(XID79)
     es = _event_set(lib, base)
+    handles = [_address(lib.nvmlDeviceGetHandleByIndex(g)) for g in range(8)]
     mclock.advance(5)
     first = lib.nvmlEventSetWait(es, 0)
     assert isinstance(first, base.c_nvmlEventData_t)
     assert first.eventType == base.nvmlEventTypeXidCriticalError and first.eventData == 79
-    assert lib.nvmlDeviceGetIndex(first.device) == 3
+    assert handles.index(_address(first.device)) == 3
+    with pytest.raises(base.NVMLError_GpuIsLost):  # nvml.h: GetIndex answers lost for a lost GPU
+        lib.nvmlDeviceGetIndex(first.device)
     second = lib.nvmlEventSetWait_v2(es, 0)
     assert (lib.nvmlDeviceGetIndex(second.device), second.eventData) == (1, 94)
-    with pytest.raises(base.NVMLError_Timeout):
+    # nothing pending and GPU 3 (registered) is lost: the wait answers GPU_IS_LOST
+    with pytest.raises(base.NVMLError_GpuIsLost):
         lib.nvmlEventSetWait(es, 0)
+    healthy = _event_set(lib, base, gpus=[0, 1, 2])
+    with pytest.raises(base.NVMLError_Timeout):
+        lib.nvmlEventSetWait(healthy, 0)
 
 
 def test_a_waiter_wakes_when_the_clock_makes_an_event_due(make, mclock, base):

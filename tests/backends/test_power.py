@@ -130,16 +130,35 @@ def test_setting_a_limit_can_be_refused_by_a_scenario(make, base):
     assert lib.nvmlDeviceGetPowerManagementLimit(h) == 700_000
 
 
-def _smoothing(lib, base, h, floor, up, down, hyst, by_ref=True):
+def _smoothing(lib, base, h, floor, up, down, hyst):
+    """Ramp rates in W/s here; nvml.h wants mW/s."""
     p = base.c_nvmlPowerSmoothingProfile_v1_t()
-    for param, value in ((0, floor), (1, up), (2, down), (3, hyst)):
+    for param, value in ((0, floor), (1, up * 1000), (2, down * 1000), (3, hyst)):
         p.profileId, p.paramId, p.value = 1, param, float(value)
-        lib.nvmlDevicePowerSmoothingUpdatePresetProfileParam(h, ctypes.byref(p) if by_ref else p)
+        lib.nvmlDevicePowerSmoothingUpdatePresetProfileParam(h, ctypes.byref(p))
     p.profileId = 1
-    lib.nvmlDevicePowerSmoothingActivatePresetProfile(h, p)
+    lib.nvmlDevicePowerSmoothingActivatePresetProfile(h, ctypes.pointer(p))
     st = base.c_nvmlPowerSmoothingState_v1_t()
     st.state = base.NVML_FEATURE_ENABLED
-    lib.nvmlDevicePowerSmoothingSetState(h, ctypes.byref(st) if by_ref else st)
+    lib.nvmlDevicePowerSmoothingSetState(h, ctypes.byref(st))
+
+
+def test_smoothing_structs_go_by_reference_with_their_version(make, base):
+    """The C prototypes take pointers: a struct by value (what C reads as a pointer made of the
+    struct's bytes) and a struct of the wrong version are refused, as NVML refuses them."""
+    _, lib = make(profile="gb200", gpu_count=1)
+    h = lib.nvmlDeviceGetHandleByIndex(0)
+    st = base.c_nvmlPowerSmoothingState_v1_t()
+    st.state = base.NVML_FEATURE_ENABLED
+    with pytest.raises(base.NVMLError_InvalidArgument):
+        lib.nvmlDevicePowerSmoothingSetState(h, st)
+    p = base.c_nvmlPowerSmoothingProfile_v1_t()
+    with pytest.raises(base.NVMLError_InvalidArgument):
+        lib.nvmlDevicePowerSmoothingActivatePresetProfile(h, p)
+    p.version = 0
+    with pytest.raises(base.NVMLError_InvalidArgument):
+        lib.nvmlDevicePowerSmoothingActivatePresetProfile(h, ctypes.byref(p))
+    lib.nvmlDevicePowerSmoothingSetState(h, ctypes.byref(st))
 
 
 def test_power_smoothing_shrinks_the_swing_on_blackwell(make, mclock, base):
@@ -147,13 +166,19 @@ def test_power_smoothing_shrinks_the_swing_on_blackwell(make, mclock, base):
     _, lib = make(swing, profile="gb200", gpu_count=4)
     h = lib.nvmlDeviceGetHandleByIndex(0)
     raw = [w for _, w in _trace(lib, mclock, seconds=4.0)]
-    _smoothing(lib, base, h, floor=60, up=2000, down=1000, hyst=100, by_ref=False)
+    _smoothing(lib, base, h, floor=60, up=2000, down=1000, hyst=100)
     mclock.advance(2.0)
     smooth = [w for _, w in _trace(lib, mclock, seconds=4.0)]
     assert max(raw) - min(raw) > 800
     assert min(smooth) >= 0.6 * 1200 - 1 and max(smooth) - min(smooth) < 0.5 * (max(raw) - min(raw))
-    got = {v.fieldId: v.value.uiVal for v in lib.nvmlDeviceGetFieldValues(h, [251, 255, 264, (260, 1), (261, 1), (262, 1), (263, 1)])}
-    assert got == {251: 1, 255: 720, 264: 1, 260: 60, 261: 2_000_000, 262: 1_000_000, 263: 100}
+    ids = [base.NVML_FI_PWR_SMOOTHING_ENABLED, base.NVML_FI_PWR_SMOOTHING_APPLIED_TMP_FLOOR,
+           base.NVML_FI_PWR_SMOOTHING_ACTIVE_PRESET_PROFILE]
+    scoped = [base.NVML_FI_PWR_SMOOTHING_PROFILE_PERCENT_TMP_FLOOR, base.NVML_FI_PWR_SMOOTHING_PROFILE_RAMP_UP_RATE,
+              base.NVML_FI_PWR_SMOOTHING_PROFILE_RAMP_DOWN_RATE, base.NVML_FI_PWR_SMOOTHING_PROFILE_RAMP_DOWN_HYST_VAL]
+    vals = lib.nvmlDeviceGetFieldValues(h, ids + [(f, 1) for f in scoped])
+    got = [v.value.uiVal for v in vals]
+    assert [v.fieldId for v in vals] == ids + scoped
+    assert got == [1, 720, 1, 60, 2_000_000, 1_000_000, 100]  # ramp rates read back in mW/s
     with pytest.raises(base.NVMLError_InvalidArgument):
         _smoothing(lib, base, h, floor=95, up=1, down=1, hyst=0)
 
@@ -163,7 +188,7 @@ def test_power_smoothing_is_not_supported_on_h100(make, base):
     h = lib.nvmlDeviceGetHandleByIndex(0)
     with pytest.raises(base.NVMLError_NotSupported):
         _smoothing(lib, base, h, 50, 100, 100, 0)
-    assert lib.nvmlDeviceGetFieldValues(h, [251])[0].nvmlReturn == base.NVML_ERROR_NOT_SUPPORTED
+    assert lib.nvmlDeviceGetFieldValues(h, [base.NVML_FI_PWR_SMOOTHING_ENABLED])[0].nvmlReturn == base.NVML_ERROR_NOT_SUPPORTED
 
 
 def test_energy_integrates_power_and_temperature_follows_it(make, mclock, base):

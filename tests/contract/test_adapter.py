@@ -156,7 +156,7 @@ def test_transient_errors_are_counted_and_retried(fake, error, kind):
         kind = "nvml_error"
         at = 0
         gpu = 2
-        function = "nvmlDeviceGetTemperature"
+        function = "nvmlDeviceGetTemperatureV"
         error = "{error}"
         calls = 2
         """

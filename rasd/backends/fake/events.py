@@ -85,6 +85,10 @@ class EventsMixin:
                         data.eventData = x.xid
                         data.gpuInstanceId = data.computeInstanceId = 0xFFFFFFFF
                         return data
+                # nvml.h documents GPU_IS_LOST for nvmlEventSetWait_v2: a registered GPU that
+                # fell off the bus makes every wait on the set answer it, once nothing is pending.
+                if any(node.lost(g) for g in es.registered):
+                    self._raise("gpu_is_lost")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self._raise("timeout")

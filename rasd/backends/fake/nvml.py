@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 _GIB = 1024**3
 # Calls that never see "*" faults: a daemon must always be able to start and stop.
 _LIFECYCLE = {"nvmlInit", "nvmlShutdown"}
-# Host-side lookups that still answer for a lost GPU (NVML documents no GPU_IS_LOST for them),
-# so an Xid 79 event can still be mapped to its GPU.
-_ANSWER_WHEN_LOST = {"nvmlDeviceGetIndex"}
+# Host-side lookups that still answer for a lost GPU (none: nvml.h documents GPU_IS_LOST for
+# nvmlDeviceGetIndex too, so an event's GPU must be found by its handle).
+_ANSWER_WHEN_LOST: set[str] = set()
 # Calls that manage the node lock themselves (they block).
 _BLOCKING = {"nvmlEventSetWait", "nvmlEventSetWait_v2"}
 _NVLINK_COUNTERS = {0: "replay", 1: "recovery", 2: "crc_flit", 3: "crc_data"}
@@ -39,13 +39,22 @@ def _error_class(name: str) -> str:
     return "NVMLError_" + "".join(w.capitalize() for w in name.split("_"))
 
 
-def _struct(obj: Any) -> Any:
-    """Accept a struct, ``ctypes.byref(struct)`` or ``ctypes.pointer(struct)``."""
-    if hasattr(obj, "_obj"):
-        return obj._obj
-    if hasattr(obj, "contents"):
-        return obj.contents
-    return obj
+def _struct(obj: Any, kind: type, version: int) -> Any:
+    """The struct behind ``ctypes.byref(struct)`` or ``ctypes.pointer(struct)``, as the C API
+    takes it (``nvmlPowerSmoothing*_t *``). A struct passed by value is what C would read as a
+    pointer made of the struct's first bytes: refused. A wrong ``version`` is refused as NVML does.
+    Returns None for either refusal (the caller raises)."""
+    if isinstance(obj, ctypes.Structure):
+        return None
+    inner = getattr(obj, "_obj", None)
+    if inner is None:
+        try:
+            inner = obj.contents
+        except (AttributeError, ValueError):
+            return None
+    if not isinstance(inner, kind) or inner.version != version:
+        return None
+    return inner
 
 
 class FakeNvml(EventsMixin):
@@ -245,9 +254,16 @@ class FakeNvml(EventsMixin):
             self._raise("not_supported")
         return gpu
 
+    def _arg(self, obj: Any, kind: str) -> Any:
+        b = self._base
+        s = _struct(obj, getattr(b, f"c_nvml{kind}_v1_t"), getattr(b, f"nvml{kind}_v1"))
+        if s is None:
+            self._raise("invalid_argument")
+        return s
+
     def nvmlDevicePowerSmoothingSetState(self, handle: Any, state: Any) -> None:
         gpu = self._smoothing_gpu(handle)
-        s = _struct(state)
+        s = self._arg(state, "PowerSmoothingState")
         if s.state not in (0, 1):
             self._raise("invalid_argument")
         self._node.smoothing_enabled[gpu] = bool(s.state)
@@ -255,16 +271,17 @@ class FakeNvml(EventsMixin):
 
     def nvmlDevicePowerSmoothingActivatePresetProfile(self, handle: Any, profile: Any) -> None:
         gpu = self._smoothing_gpu(handle)
-        s = _struct(profile)
+        s = self._arg(profile, "PowerSmoothingProfile")
         if not 0 <= s.profileId < SMOOTHING_PROFILES:
             self._raise("invalid_argument")
         self._node.smoothing_active[gpu] = s.profileId
         self._node.apply_smoothing(gpu)
 
     def nvmlDevicePowerSmoothingUpdatePresetProfileParam(self, handle: Any, profile: Any) -> None:
-        """paramId 0: % TMP floor, 1: ramp-up W/s, 2: ramp-down W/s, 3: ramp-down hysteresis ms."""
+        """paramId 0: % TMP floor, 1: ramp-up mW/s, 2: ramp-down mW/s, 3: ramp-down hysteresis ms
+        (the units nvml.h gives for nvmlDevicePowerSmoothingUpdatePresetProfileParam)."""
         gpu = self._smoothing_gpu(handle)
-        s = _struct(profile)
+        s = self._arg(profile, "PowerSmoothingProfile")
         if not 0 <= s.profileId < SMOOTHING_PROFILES or s.value < 0:
             self._raise("invalid_argument")
         preset = self._node.smoothing_presets[gpu][s.profileId]
@@ -273,9 +290,9 @@ class FakeNvml(EventsMixin):
                 self._raise("invalid_argument")
             preset.floor_percent = s.value
         elif s.paramId == 1:
-            preset.ramp_up_watts_per_second = s.value
+            preset.ramp_up_watts_per_second = s.value / 1000.0
         elif s.paramId == 2:
-            preset.ramp_down_watts_per_second = s.value
+            preset.ramp_down_watts_per_second = s.value / 1000.0
         elif s.paramId == 3:
             preset.ramp_down_hysteresis_ms = s.value
         else:
@@ -285,11 +302,18 @@ class FakeNvml(EventsMixin):
 
     # ------------------------------------------------------------------ thermal, clocks, load
 
-    def nvmlDeviceGetTemperature(self, handle: Any, sensor: int) -> int:
+    def _temperature(self, handle: Any, sensor: int) -> int:
         gpu = self._gpu_of(handle)
         if sensor != self._base.NVML_TEMPERATURE_GPU:
             self._raise("invalid_argument")
         return int(self._node.temperature(gpu))
+
+    def nvmlDeviceGetTemperature(self, handle: Any, sensor: int) -> int:
+        """Deprecated in CUDA 13 (nvmlDeviceGetTemperatureV replaces it); still answers here."""
+        return self._temperature(handle, sensor)
+
+    def nvmlDeviceGetTemperatureV(self, handle: Any, sensor: int, version: Any = None) -> int:
+        return self._temperature(handle, sensor)
 
     def nvmlDeviceGetClockInfo(self, handle: Any, type: int) -> int:
         gpu = self._gpu_of(handle)
@@ -415,6 +439,10 @@ class FakeNvml(EventsMixin):
         if not isinstance(link, int) or not 0 <= link < self._node.profile.nvlink_count:
             self._raise("invalid_argument")
         return gpu
+
+    def nvmlDeviceGetNvLinkCapability(self, device: Any, link: int, capability: int) -> int:
+        self._link(device, link)
+        return 1
 
     def nvmlDeviceGetNvLinkState(self, device: Any, link: int) -> int:
         gpu = self._link(device, link)

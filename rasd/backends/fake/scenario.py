@@ -242,7 +242,7 @@ def _parse_event(i: int, t: dict[str, Any], problems: list[str]) -> Event | None
         elif isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255:
             p["value"] = v
         else:
-            r.problem("value", f"{v!r} is not a recovery action; use 0..4 or one of {', '.join(RECOVERY_ACTIONS)}")
+            r.problem("value", f"{v!r} is not a recovery action; use 0..7 or one of {', '.join(RECOVERY_ACTIONS)}")
     _check_window(kind, r, end, at)
     r.finish()
     if len(problems) > before:

@@ -11,6 +11,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from rasd.backends.fake.profiles import PROFILES
+from rasd.model import RecoveryAction
 
 ALL_GPUS = None  # Event.gpus value meaning "every GPU on the node"
 
@@ -49,10 +50,14 @@ NVML_ERRORS = (
     "gpu_is_lost",
     "invalid_argument",
     "reset_required",
+    "insufficient_power",
+    "irq_issue",
+    "deprecated",
+    "function_not_found",
 )
 NVLINK_COUNTERS = ("crc_flit", "crc_data", "replay", "recovery")
 THERMAL_REASONS = {"sw_thermal": 0x20, "hw_thermal": 0x40, "hw_slowdown": 0x8}
-RECOVERY_ACTIONS = {"none": 0, "gpu_reset": 1, "node_reboot": 2, "drain_p2p": 3, "drain_and_reset": 4}
+RECOVERY_ACTIONS = {a.label: int(a) for a in RecoveryAction}
 SDC_KINDS = ("gemm_bitflip", "memory_stuck", "memory_flip")
 SDC_DTYPES = ("float64", "float32", "float16", "bfloat16")
 DTYPE_BITS = {"float64": 64, "float32": 32, "float16": 16, "bfloat16": 16}

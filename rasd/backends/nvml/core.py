@@ -53,9 +53,28 @@ class Outcome(enum.Enum):
         return ErrorKind(self.value)
 
 
+def nvml_errors(lib: Any) -> tuple[type[BaseException], ...]:
+    """Everything a pynvml call raises for an NVML failure.
+
+    pynvml raises ``NVMLLibraryMismatchError`` (not an NVMLError) when a versioned symbol such as
+    ``nvmlDeviceGetComputeRunningProcesses_v3`` is missing from the loaded library."""
+    mismatch = getattr(lib, "NVMLLibraryMismatchError", None)
+    return (lib.NVMLError, mismatch) if isinstance(mismatch, type) else (lib.NVMLError,)
+
+
+def _unsupported(lib: Any) -> tuple[type[BaseException], ...]:
+    names = (
+        "NVMLError_NotSupported",
+        "NVMLError_FunctionNotFound",
+        "NVMLError_Deprecated",  # removed calls answer this from CUDA 14 drivers on
+        "NVMLLibraryMismatchError",
+    )
+    return tuple(c for n in names if isinstance(c := getattr(lib, n, None), type))
+
+
 def classify(lib: Any, e: BaseException) -> Outcome:
     """The one place an NVML error is judged."""
-    if isinstance(e, (lib.NVMLError_NotSupported, lib.NVMLError_FunctionNotFound)):
+    if isinstance(e, _unsupported(lib)):
         return Outcome.UNSUPPORTED
     if isinstance(e, lib.NVMLError_GpuIsLost):
         return Outcome.LOST
@@ -100,6 +119,8 @@ class HandleCore:
         self.fids: FieldIds = adapter.fids
         self.index = index
         self.raw = raw
+        # why nvmlDeviceGetHandleByIndex failed for this GPU (raw is None then)
+        self.unopened: str | None = None
         self._unsupported: dict[str, int] = {}  # reading -> poll number when found unsupported
         self._errors: dict[tuple[str, str], int] = {}
         self._errors_lock = threading.Lock()
@@ -146,15 +167,24 @@ class HandleCore:
                 return None
             del self._unsupported[reading]
         try:
-            return fn(*args)
-        except self.lib.NVMLError as e:
+            return fn(*self._args(args))
+        except nvml_errors(self.lib) as e:
             self._judge(reading, e)
         return None
 
-    def _fields(self, ids: tuple[int | None, ...]) -> dict[int, tuple[float, int]]:
+    def _args(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The call's arguments; raises GpuLost for a GPU whose handle could not be opened."""
+        if self.raw is None:
+            raise GpuLost(self.index, self.unopened or "not opened")
+        return args
+
+    def _fields(
+        self, ids: tuple[int | tuple[int, int] | None, ...]
+    ) -> dict[int, tuple[float, int]]:
         """nvmlDeviceGetFieldValues: {field id: (value, timestamp us)} for entries that succeeded.
 
-        Each entry carries its own nvmlReturn; a NotSupported entry is an absent reading."""
+        An id may be ``(id, scopeId)``; None ids (fields the binding lacks) are skipped. Each
+        entry carries its own nvmlReturn; a NotSupported entry is an absent reading."""
         lib = self.lib
         wanted = [i for i in ids if i is not None]
         if not wanted:
@@ -164,7 +194,7 @@ class HandleCore:
         if values is None:
             return out
         for v in values:
-            name = f"field_{v.fieldId}"
+            name = self.fids.name_of(int(v.fieldId)) or f"field_{v.fieldId}"
             ret = v.nvmlReturn
             if ret == lib.NVML_SUCCESS:
                 out[int(v.fieldId)] = (field_value(lib, v), int(v.timestamp))

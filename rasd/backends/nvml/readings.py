@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from rasd.backends.errors import GpuLost
-from rasd.backends.nvml.core import HandleCore, text
+from rasd.backends.nvml.core import HandleCore, Outcome, classify, nvml_errors, text
 from rasd.model import GpuIdentity, GpuSample, NvLinkSample
 
 _HZ_PER_MHZ = 1e6  # NVML clocks are in MHz
@@ -39,7 +39,7 @@ def _same(v: Any) -> Any:
 @dataclass(frozen=True, slots=True)
 class Reading:
     name: str  # the reading's name in logs and rasd_gpu_nvml_errors_total{reading}
-    call: str  # the pynvml function
+    call: str  # the pynvml function; "A|B": A where the binding and the driver have it, else B
     args: tuple[str, ...]  # pynvml constants passed after the handle
     outputs: tuple[tuple[str, Callable[[Any], Any]], ...]  # (GpuSample field, conversion)
 
@@ -82,7 +82,8 @@ READINGS: tuple[Reading, ...] = (
     ),
     Reading("energy", "nvmlDeviceGetTotalEnergyConsumption", (), _one("energy_joules", _mj)),
     Reading(
-        "temperature_gpu", "nvmlDeviceGetTemperature", ("NVML_TEMPERATURE_GPU",),
+        # nvmlDeviceGetTemperature is deprecated (CUDA 13) and answers DEPRECATED from CUDA 14
+        "temperature_gpu", "nvmlDeviceGetTemperatureV|nvmlDeviceGetTemperature", ("NVML_TEMPERATURE_GPU",),
         _one("temperature_gpu_celsius", float),
     ),
     Reading("clock_sm", "nvmlDeviceGetClockInfo", ("NVML_CLOCK_SM",), _one("clock_sm_hz", _mhz)),
@@ -124,6 +125,7 @@ class Readings(HandleCore):
 
     _identity: GpuIdentity | None = None
     _link_count: int | None = None
+    _chosen: dict[str, Callable[..., Any]] | None = None  # reading -> the call that answers it
 
     # -- identity -------------------------------------------------------------------------------
 
@@ -148,28 +150,65 @@ class Readings(HandleCore):
         return self._identity
 
     def _links(self) -> int:
-        """Count NVLink ports by probing until NVML says the link index is invalid."""
+        """The NVLink ports this GPU has: field NVML_FI_DEV_NVLINK_LINK_COUNT (0 without NVLink).
+
+        Probing ``nvmlDeviceGetNvLinkState`` per index is not a count (NVIDIA's mock answers
+        "down" for every index up to 18), so probing is only the fallback for drivers without the
+        field, and then a port counts only while NVML reports its P2P capability."""
         if self._link_count is None:
-            lib, n = self.lib, 0
-            max_links = getattr(lib, "NVML_NVLINK_MAX_LINKS", 18)
-            while n < max_links:
-                try:
-                    lib.nvmlDeviceGetNvLinkState(self.raw, n)
-                except lib.NVMLError_GpuIsLost as e:
-                    raise GpuLost(self.index, f"nvlink probe: {e}") from None
-                except lib.NVMLError:
-                    break
-                n += 1
-            self._link_count = n
+            fid = self.fids.nvlink_link_count
+            got = self._fields((fid,)).get(fid) if fid is not None else None
+            self._link_count = int(got[0]) if got is not None else self._probe_links()
         return self._link_count
+
+    def _probe_links(self) -> int:
+        lib, n = self.lib, 0
+        max_links = getattr(lib, "NVML_NVLINK_MAX_LINKS", 18)
+        cap = getattr(lib, "NVML_NVLINK_CAP_P2P_SUPPORTED", 0)
+        while n < max_links:
+            try:
+                if not lib.nvmlDeviceGetNvLinkCapability(self.raw, n, cap):
+                    break
+            except lib.NVMLError_GpuIsLost as e:
+                raise GpuLost(self.index, f"nvlink probe: {e}") from None
+            except nvml_errors(lib):
+                break
+            n += 1
+        return n
+
+    def _read_reading(self, rd: Reading) -> Any:
+        """One table reading. With alternatives ("A|B"), the first call that is not unsupported
+        on this GPU is kept for good; its first answer (or error) is this poll's."""
+        lib, h = self.lib, self.raw
+        args = tuple(getattr(lib, a) for a in rd.args)
+        if self._chosen is None:
+            self._chosen = {}
+        fn = self._chosen.get(rd.name)
+        if fn is not None:
+            return self._read(rd.name, fn, h, *args)
+        names = [n for n in rd.call.split("|") if hasattr(lib, n)]
+        if not names:
+            return None
+        for name in names[:-1]:
+            fn = getattr(lib, name)
+            try:
+                got = fn(*self._args((h, *args)))
+            except nvml_errors(lib) as e:
+                if classify(lib, e) is Outcome.UNSUPPORTED:
+                    continue  # the older call may still answer
+                self._chosen[rd.name] = fn
+                self._judge(rd.name, e)
+                return None
+            self._chosen[rd.name] = fn
+            return got
+        fn = self._chosen[rd.name] = getattr(lib, names[-1])
+        return self._read(rd.name, fn, h, *args)
 
     # -- the health poll ------------------------------------------------------------------------
 
     def _table(self, values: dict[str, Any]) -> None:
-        lib, h = self.lib, self.raw
         for rd in READINGS:
-            args = tuple(getattr(lib, a) for a in rd.args)
-            got = self._read(rd.name, getattr(lib, rd.call), h, *args)
+            got = self._read_reading(rd)
             for field, conv in rd.outputs:
                 values[field] = conv(got) if got is not None else None
 
