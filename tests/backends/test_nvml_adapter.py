@@ -14,13 +14,12 @@ from typing import Any
 
 import pytest
 
-from rasd.backends import open_backend
 from rasd.backends.errors import ControlError, GpuLost
 from rasd.backends.fake import FakeNode, FakeNvml
 from rasd.backends.nvml import NvmlAdapter, pynvml_module
 from rasd.ladder.classify import Context, classify
 from rasd.ladder.settings import LadderSettings
-from rasd.model import FaultEvent, FaultKind, Health, RecoveryAction, Rung
+from rasd.model import FaultKind, Health, RecoveryAction, Rung
 from rasd.telemetry.aggregate import Aggregator
 from rasd.telemetry.poller import GpuPoller
 

@@ -39,14 +39,14 @@ def _error_class(name: str) -> str:
     return "NVMLError_" + "".join(w.capitalize() for w in name.split("_"))
 
 
-def _struct(obj: Any, kind: type, version: int) -> Any:
+def _struct(obj: Any, kind: Any, version: int) -> Any:
     """The struct behind ``ctypes.byref(struct)`` or ``ctypes.pointer(struct)``, as the C API
     takes it (``nvmlPowerSmoothing*_t *``). A struct passed by value is what C would read as a
     pointer made of the struct's first bytes: refused. A wrong ``version`` is refused as NVML does.
     Returns None for either refusal (the caller raises)."""
     if isinstance(obj, ctypes.Structure):
         return None
-    inner = getattr(obj, "_obj", None)
+    inner: Any = getattr(obj, "_obj", None)
     if inner is None:
         try:
             inner = obj.contents
