@@ -1,6 +1,7 @@
 """Wiring: threads, the main loop, signals, systemd notify, the control socket.
 
-Flow (DESIGN.md): per-GPU pollers and the power sampler publish readings; every health interval
+Flow (DESIGN.md): the health-poll loops and the power sampler (one loop each over all GPUs, with
+a hang watchdog) publish readings; every health interval
 the main loop reads them without blocking, turns them into GpuState and fault events
 (aggregator + detectors), feeds the ladder, the SDC service and the power service, and swaps in a
 new immutable Snapshot that the exporter formats on scrape.
@@ -27,7 +28,8 @@ from rasd.model import FaultEvent, Health, Rung
 from rasd.snapshot import SelfStats, Snapshot
 from rasd.paths import default_control_socket, default_state_path
 from rasd.telemetry.aggregate import Aggregator
-from rasd.telemetry.poller import GpuPoller
+from rasd.telemetry.loops import Watchdog
+from rasd.telemetry.poller import GpuPoller, health_loops
 from rasd.telemetry.power import PowerSampler
 from rasd.telemetry.xid import XidWatcher
 
@@ -92,7 +94,9 @@ class Daemon:
         self.gpus = backend.adapter.gpus()
         self.pollers = [GpuPoller(g, t.health_interval_seconds, t.poll_deadline_seconds, wall=wall) for g in self.gpus]
         self.aggregator = Aggregator(recent_xids=t.recent_xids)
+        self.health = health_loops(self.pollers, t.health_interval_seconds, t.poll_deadline_seconds)
         self.sampler = PowerSampler(self.gpus, t.power_sample_hz, self._on_power, wall=wall)
+        self.watchdog = Watchdog([*self.health, self.sampler.loop])
         self.xids = XidWatcher(backend.adapter, backend.kernel_log(t.kernel_log), t.xid_wait_ms, wall=wall)
         self.state_path = cfg.daemon.state_path or default_state_path(backend.name)
         self.socket_path = cfg.daemon.control_socket or default_control_socket(backend.name)
@@ -151,9 +155,10 @@ class Daemon:
         host, port = config_mod.parse_listen(self.listen)
         # before threads: a taken port fails fast
         self.http = serve(lambda: self._snapshot, host, port, health=self.freshness.check)
-        for p in self.pollers:
-            p.start()
+        for loop in self.health:
+            loop.start()
         self.sampler.start()
+        self.watchdog.start()
         self.xids.start()
         try:
             from rasd.control import ControlServer
@@ -173,10 +178,13 @@ class Daemon:
         events: list[FaultEvent] = self.aggregator.add_xids(self.xids.drain())
         latest = self.sampler.latest()
         rates = self.sampler.rates()
+        methods = self.sampler.methods()
         states = []
         for p in self.pollers:
             ps = latest.get(p.index)
-            st, ev = self.aggregator.update(p.view(), now, (ps.watts if ps else None, rates.get(p.index)))
+            m = methods.get(p.index)
+            power = (ps.watts if ps else None, rates.get(p.index), m.value if m else None)
+            st, ev = self.aggregator.update(p.view(), now, power)
             states.append(st)
             events.extend(ev)
         self.ladder.ingest(events, now)  # with none it still takes in finished remedies
@@ -247,6 +255,9 @@ class Daemon:
         for p in self.pollers:
             p.interval = t.health_interval_seconds
             p.deadline = t.poll_deadline_seconds
+        for loop in self.health:
+            loop.interval = t.health_interval_seconds
+            loop.deadline = t.poll_deadline_seconds
         for svc, settings in ((self.ladder, (new.ladder, new.actions)), (self.power, (new.power,)), (self.sdc, (new.sdc,))):
             fn = getattr(svc, "reconfigure", None)
             if callable(fn):
@@ -284,9 +295,10 @@ class Daemon:
         """Stop pollers, revert applied power changes, flush the store. Bounded time."""
         self.notifier.send("STOPPING=1")
         deadline = time.monotonic() + STOP_BUDGET_SECONDS
-        for p in self.pollers:
-            p.stop()
+        for loop in self.health:
+            loop.stop()
         self.sampler.stop()
+        self.watchdog.stop()
         self.xids.stop()
         for closer in (self.power.close, lambda: self.sdc.close(timeout=1.5), self.ladder.close):
             try:
@@ -297,8 +309,9 @@ class Daemon:
             self.control.close()
         if self.http is not None:
             self.http.shutdown()
-        for p in self.pollers:  # hung threads are daemons: do not wait past the budget
-            p.join(max(0.0, min(0.2, deadline - time.monotonic())))
+        for loop in self.health:  # hung threads are daemons: do not wait past the budget
+            loop.join(max(0.0, min(0.2, deadline - time.monotonic())))
+        self.watchdog.join(max(0.0, min(0.2, deadline - time.monotonic())))
         self.sampler.join(max(0.0, min(0.5, deadline - time.monotonic())))
         self.xids.join(max(0.0, min(0.6, deadline - time.monotonic())))
         try:

@@ -163,6 +163,7 @@ class GpuState:
     recent_xids: tuple[XidEvent, ...] = ()
     power_watts: float | None = None  # latest distinct instant-power reading (sampler)
     power_sample_rate_hz: float | None = None  # achieved distinct-update rate
+    power_dedup: str | None = None  # how repeats are recognised: "timestamp" or "value"
 
 
 # --------------------------------------------------------------------------- faults and rungs

@@ -72,6 +72,7 @@ def collect(snapshot: Snapshot) -> Iterable[Metric]:
     last = _g("rasd_gpu_last_update_timestamp_seconds", "Unix time of the GPU's last good health poll.", ["gpu"])
     power = _g("rasd_gpu_power_watts", "Instant power (NVML field 186), latest distinct reading of the power sampler.", ["gpu"])
     rate = _g("rasd_gpu_power_sample_rate_hz", "Achieved rate of distinct instant-power updates (NVML refreshes about every 100 ms).", ["gpu"])
+    dedup = _g("rasd_gpu_power_dedup_info", "How the power sampler recognises a repeated instant-power reading (value 1): timestamp (the field's NVML timestamp) or value (every read is stamped new, so an unchanged value is the repeat).", ["gpu", "method"])
     temp = _g("rasd_gpu_temperature_celsius", "Temperature by sensor (gpu die; memory: NVML field 82).", ["gpu", "sensor"])
     clock = _g("rasd_gpu_clock_hz", "Current clock by domain.", ["gpu", "clock"])
     reasons = _g("rasd_gpu_clock_event_reason_active", "1 for each active clock-event (throttle) reason (nvmlDeviceGetCurrentClocksEventReasons).", ["gpu", "reason"])
@@ -109,11 +110,13 @@ def collect(snapshot: Snapshot) -> Iterable[Metric]:
             nvml_errors.add((g, reading, kind), n)
         if st.power_sample_rate_hz is not None:
             rate.add((g,), st.power_sample_rate_hz)
+        if st.power_dedup is not None:
+            dedup.add((g, st.power_dedup), 1)
         if st.health is Health.LOST:
             continue  # its last readings would be lies; identity and up=0 say what is known
         _sample_metrics(st, g, power, temp, clock, reasons, gauges, flags, ecc_vol, ecc_agg, remapped, retired, counters, nv_up, nv_err)
 
-    yield from (info, up, stale, last, power, rate, temp, clock, reasons)
+    yield from (info, up, stale, last, power, rate, dedup, temp, clock, reasons)
     yield from gauges.values()
     yield from flags.values()
     yield from (ecc_vol, ecc_agg, remapped, retired)

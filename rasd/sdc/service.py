@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 ACCUSATION_IDLE_WAIT_SECONDS = 3600.0  # an accused GPU is usually still running the job: wait for it
 _JOBS_KEPT = 16
+# A due GPU found running a job is asked again this much later, not every poll: each look costs a
+# worker thread and an NVML process query per GPU, and jobs run for hours.
+BUSY_RECHECK_SECONDS = 60.0
 
 
 def default_lock_dir(backend_name: str) -> str:
@@ -65,6 +68,7 @@ class SdcService:
         self._ids = itertools.count(1)
         self._guard = threading.Lock()
         self._last_periodic: dict[int, float] = {}
+        self._busy_until: dict[int, float] = {}  # GPU -> when to look again whether it is idle
         self._periodic_running = False
         handles = {g.index: g for g in backend.adapter.gpus()}
         self.unavailable: str | None = None
@@ -191,7 +195,8 @@ class SdcService:
             if self._periodic_running:
                 return
             due = [g for g in self.validator.gpus
-                   if now_wall - self._last_periodic.get(g, float("-inf")) >= self.settings.periodic_interval_seconds]
+                   if now_wall - self._last_periodic.get(g, float("-inf")) >= self.settings.periodic_interval_seconds
+                   and now_wall >= self._busy_until.get(g, float("-inf"))]
             if not due:
                 return
             self._periodic_running = True
@@ -204,6 +209,10 @@ class SdcService:
             checks = self._checks()
             idle = [g for g in due if g not in suspects and not checks.busy_pids(g)
                     and g not in checks.locks.held()]
+            with self._guard:
+                for g in due:
+                    if g not in idle:
+                        self._busy_until[g] = now_wall + BUSY_RECHECK_SECONDS
             if not idle:
                 return {"checked": []}
             report = self._validate(job, idle, "quick", force=False, wait=0.0)

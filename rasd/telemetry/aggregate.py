@@ -79,8 +79,13 @@ class Aggregator:
         return events
 
     def update(
-        self, view: PollView, now_wall: float, power: tuple[float | None, float | None] = (None, None)
+        self,
+        view: PollView,
+        now_wall: float,
+        power: tuple[float | None, float | None, str | None] = (None, None, None),
     ) -> tuple[GpuState, list[FaultEvent]]:
+        """``power``: the sampler's latest watts, achieved distinct-update rate (Hz) and the way
+        it recognises repeats ("timestamp" or "value")."""
         g = self._gpu(view.index)
         events: list[FaultEvent] = []
         if view.lost is not None:
@@ -112,6 +117,7 @@ class Aggregator:
             recent_xids=tuple(g.recent),
             power_watts=power[0],
             power_sample_rate_hz=power[1],
+            power_dedup=power[2],
         )
         return state, events
 

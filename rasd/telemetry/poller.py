@@ -1,22 +1,24 @@
-"""Health pollers: one thread per GPU, so a hung NVML call stalls only its own GPU.
+"""Health pollers: each GPU's poll state, polled by a few shared loops with a hang watchdog.
 
-A wedged driver call cannot be cancelled from Python. Instead of waiting on it, each GPU polls on
-its own thread and publishes its latest outcome by plain reference assignment; the daemon reads
-``view()`` at its own pace and marks a GPU stale when its poll runs past the deadline. The
-stalled thread rejoins by itself if the call ever returns.
+A wedged driver call cannot be cancelled from Python. Each GPU's ``GpuPoller`` publishes its
+latest outcome by plain reference assignment; the daemon reads ``view()`` at its own pace and marks
+a GPU stale when its poll runs past the deadline. The polls themselves run on a few round-robin
+loops (``health_loops``); a poll that hangs is abandoned by the watchdog (rasd.telemetry.loops), so
+the other GPUs keep being polled, and the hung GPU rejoins by itself if the call ever returns.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+import math
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 from rasd.backends.errors import GpuLost
 from rasd.backends.nvml import GpuHandle
 from rasd.model import GpuIdentity, GpuSample
 from rasd.telemetry.aggregate import PollView
+from rasd.telemetry.loops import GpuLoop
 
 log = logging.getLogger("rasd.poller")
 
@@ -36,8 +38,6 @@ class GpuPoller:
         self.deadline = deadline
         self._clock = clock
         self._wall = wall
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         # published state: each attribute is replaced whole, never mutated in place
         self.identity: GpuIdentity | None = None
         self.sample: GpuSample | None = None
@@ -48,17 +48,6 @@ class GpuPoller:
         self.overruns = 0
         self._stall_counted = False
         self.internal_errors = 0
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"rasd-poll-gpu{self.index}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     def poll_once(self) -> None:
         """One poll on the calling thread (the loop's body; also used by one-shot commands)."""
@@ -87,16 +76,6 @@ class GpuPoller:
             self.busy_since = None
             self.seq += 1
 
-    def _run(self) -> None:
-        next_at = self._clock()
-        while not self._stop.is_set():
-            self.poll_once()
-            next_at += self.interval
-            now = self._clock()
-            if next_at < now:  # overran: skip the missed ticks instead of bursting
-                next_at = now + self.interval
-            self._stop.wait(max(0.0, next_at - now))
-
     def view(self) -> PollView:
         now = self._clock()
         busy = self.busy_since
@@ -117,3 +96,23 @@ class GpuPoller:
             errors=self.handle.error_counts(),
             unsupported=self.handle.unsupported(),
         )
+
+
+GPUS_PER_LOOP = 16  # a health poll is ~30 NVML calls a GPU; 16 GPUs fit a 1 s interval easily
+MAX_LOOPS = 4
+
+
+def health_loops(
+    pollers: Sequence[GpuPoller], interval: float, deadline: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[GpuLoop[GpuPoller]]:
+    """Split the GPUs over ceil(n / 16) loops (at most 4): GPU i goes to loop i mod k.
+
+    More than one loop only where a node has many GPUs, so that slow driver calls (they release
+    the GIL) overlap instead of adding up past the poll interval."""
+    k = max(1, min(MAX_LOOPS, math.ceil(len(pollers) / GPUS_PER_LOOP)))
+    return [
+        GpuLoop(f"health{j}", pollers[j::k], GpuPoller.poll_once, interval, deadline, clock=clock)
+        for j in range(k)
+        if pollers[j::k]
+    ]

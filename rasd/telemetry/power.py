@@ -3,31 +3,58 @@
 NVML refreshes instant power about every 100 ms on A100/H100 (and averages only the last 25 ms of
 each period), so polling at 20 Hz sees each value about twice. A repeat is recognised by the
 field's own timestamp and dropped; what remains is the true observation rate, exported as the
-achieved distinct-update rate. One thread per GPU, for the same reason as the health pollers.
+achieved distinct-update rate.
+
+Whether the timestamp marks NVML's refresh is not documented: NVIDIA's mock NVML stamps every
+read with the time of the call. So each GPU starts by trusting the timestamp and falls back to
+value changes when a run of reads, faster than NVML's fastest documented refresh, are all stamped
+"new" (a driver that refreshes every 100 ms cannot do that); it returns to timestamps as soon as
+one repeats. The method in use is exported per GPU.
+
+One loop reads every GPU in turn (rasd.telemetry.loops): a read that hangs is abandoned by the
+watchdog after ``HANG_SECONDS`` and the other GPUs carry on from a fresh thread.
 """
 
 from __future__ import annotations
 
 import collections
+import enum
 import logging
-import threading
 import time
 from typing import Callable, Sequence
 
 from rasd.backends.errors import GpuLost
 from rasd.backends.nvml import GpuHandle
 from rasd.model import PowerSample
+from rasd.telemetry.loops import GpuLoop
 
 log = logging.getLogger("rasd.power.sampler")
 
 RATE_WINDOW_SECONDS = 5.0
+# NVML's fastest documented instant-power refresh (A100/H100: every 100 ms). Reading faster than
+# this, a driver that stamps refreshes must show repeats; only then can "all new" be judged.
+NVML_REFRESH_HZ = 10.0
+ALL_NEW_READS = 20  # consecutive new stamps (1 s at 20 Hz) before falling back to value changes
+HANG_SECONDS = 0.25  # a field read takes well under a millisecond; 5 periods at 20 Hz is a hang
+
+
+class DedupMethod(enum.Enum):
+    """How a repeated instant-power reading is recognised."""
+
+    TIMESTAMP = "timestamp"  # the field's NVML timestamp did not change
+    VALUE = "value"  # every read is stamped new, so an unchanged value is the repeat
 
 
 class _GpuSampler:
+    """One GPU's de-duplication state; touched only by the loop's thread that reads it."""
+
     def __init__(self, owner: "PowerSampler", handle: GpuHandle):
         self.owner = owner
         self.handle = handle
+        self.method = DedupMethod.TIMESTAMP
+        self.fresh_run = 0  # consecutive reads with a new timestamp
         self.last_ts: int | None = None
+        self.last_watts: float | None = None
         self.latest: PowerSample | None = None
         self.distinct: collections.deque[float] = collections.deque()
         self.reads = 0
@@ -35,19 +62,8 @@ class _GpuSampler:
         self.failures = 0
         self.lost = False
 
-    def run(self) -> None:
-        o = self.owner
-        period = 1.0 / o.hz
-        next_at = o.clock()
-        while not o.stop_event.is_set():
-            self.read_once()
-            next_at += period
-            now = o.clock()
-            if next_at < now:
-                next_at = now + period
-            o.stop_event.wait(max(0.0, next_at - now))
-
-    def read_once(self) -> None:
+    def read_once(self) -> PowerSample | None:
+        """One read of field 186; returns the sample when it is a distinct update."""
         o = self.owner
         self.reads += 1
         try:
@@ -55,18 +71,17 @@ class _GpuSampler:
             self.lost = False
         except GpuLost:
             self.lost = True
-            return
+            return None
         except Exception as e:  # noqa: BLE001 - never let the sampler die
             self.failures += 1
             if self.failures == 1:
                 log.warning("event=power_read_failed gpu=%d error=%r", self.handle.index, str(e))
-            return
+            return None
         if got is None:
-            return
+            return None
         watts, ts = got
-        if ts == self.last_ts:
-            return
-        self.last_ts = ts
+        if not self._is_new(watts, ts):
+            return None
         now = o.clock()
         self.distinct.append(now)
         self.distinct_total += 1
@@ -75,11 +90,34 @@ class _GpuSampler:
             self.distinct.popleft()
         s = PowerSample(gpu=self.handle.index, time_wall=o.wall(), nvml_timestamp_us=ts, watts=watts)
         self.latest = s
-        o.sink((s,))
+        return s
+
+    def _is_new(self, watts: float, ts: int) -> bool:
+        repeated_ts = ts == self.last_ts
+        same_value = watts == self.last_watts
+        self.last_ts, self.last_watts = ts, watts
+        if repeated_ts:
+            self.fresh_run = 0
+            if self.method is DedupMethod.VALUE:  # the stamp does mark refreshes after all
+                self._switch(DedupMethod.TIMESTAMP)
+            return False
+        self.fresh_run += 1
+        if self.method is DedupMethod.TIMESTAMP:
+            if self.fresh_run >= ALL_NEW_READS and self.owner.hz > NVML_REFRESH_HZ:
+                self._switch(DedupMethod.VALUE)
+            return True
+        return not same_value
+
+    def _switch(self, method: DedupMethod) -> None:
+        log.info(
+            "event=power_dedup_method gpu=%d method=%s reason=%s", self.handle.index, method.value,
+            "every read stamped new" if method is DedupMethod.VALUE else "timestamp repeated",
+        )
+        self.method = method
 
     def rate(self, now: float) -> float | None:
         """Distinct updates per second over the last few seconds: (n - 1) / span of the updates."""
-        d = self.distinct
+        d = tuple(self.distinct)  # one C-level copy: the sampler thread may append meanwhile
         cutoff = now - RATE_WINDOW_SECONDS
         recent = [t for t in d if t >= cutoff]
         if len(recent) < 2 or recent[-1] <= recent[0]:
@@ -88,6 +126,9 @@ class _GpuSampler:
 
 
 class PowerSampler:
+    """Reads every GPU's instant power ``hz`` times a second on one loop; hands the distinct
+    updates of each round to ``sink`` in one call."""
+
     def __init__(
         self,
         gpus: Sequence[GpuHandle],
@@ -95,6 +136,7 @@ class PowerSampler:
         sink: Callable[[Sequence[PowerSample]], None],
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        hang_seconds: float = HANG_SECONDS,
     ):
         if not 0 < hz <= 100:
             raise ValueError("power sample rate must be in (0, 100] Hz")
@@ -102,30 +144,43 @@ class PowerSampler:
         self.sink = sink
         self.clock = clock
         self.wall = wall
-        self.stop_event = threading.Event()
         self.started = clock()
         self._gpus = [_GpuSampler(self, g) for g in gpus]
-        self._threads: list[threading.Thread] = []
+        # a deque: an abandoned thread may still append when its hung read returns
+        self._pending: collections.deque[PowerSample] = collections.deque()
+        self.loop: GpuLoop[_GpuSampler] = GpuLoop(
+            "power", self._gpus, self._read, 1.0 / hz, hang_seconds, after_round=self._flush, clock=clock
+        )
+        self.stop_event = self.loop.stop_event
+
+    def _read(self, s: _GpuSampler) -> None:
+        got = s.read_once()
+        if got is not None:
+            self._pending.append(got)
+
+    def _flush(self) -> None:
+        p = self._pending
+        if p:
+            batch = []
+            while p:
+                batch.append(p.popleft())
+            self.sink(batch)
 
     def start(self) -> None:
         self.started = self.clock()
-        for s in self._gpus:
-            t = threading.Thread(target=s.run, name=f"rasd-power-gpu{s.handle.index}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        self.loop.start()
 
     def stop(self) -> None:
-        self.stop_event.set()
+        self.loop.stop()
 
     def join(self, timeout: float) -> None:
-        end = time.monotonic() + timeout
-        for t in self._threads:
-            t.join(max(0.0, end - time.monotonic()))
+        self.loop.join(timeout)
 
     def round(self) -> None:
         """One read of every GPU on the calling thread (benchmarks and one-shot use)."""
         for s in self._gpus:
-            s.read_once()
+            self._read(s)
+        self._flush()
 
     def rates(self) -> dict[int, float]:
         """Achieved distinct-update rate per GPU over the last few seconds (Hz)."""
@@ -139,6 +194,14 @@ class PowerSampler:
 
     def latest(self) -> dict[int, PowerSample]:
         return {s.handle.index: s.latest for s in self._gpus if s.latest is not None}
+
+    def methods(self) -> dict[int, DedupMethod]:
+        """How each GPU's repeats are recognised right now."""
+        return {s.handle.index: s.method for s in self._gpus}
+
+    def hung(self) -> frozenset[int]:
+        """GPUs whose instant-power read is hung right now."""
+        return frozenset(s.handle.index for s in self.loop.hung())
 
     def stats(self) -> dict[str, int]:
         return {

@@ -133,3 +133,20 @@ def test_bad_requests_are_refused_with_a_reason(service) -> None:
         h["validate"]({"level": "extreme"})
     with pytest.raises(ValueError, match="no job"):
         h["validate"]({"job": 999})
+
+
+def test_a_busy_gpu_is_not_asked_again_every_poll(service) -> None:
+    """A node running a job: one look at the processes, then none until the recheck time."""
+    from rasd.sdc.service import BUSY_RECHECK_SECONDS
+
+    svc, _ = service("[workload]\nkind = \"training\"\n")
+    now = time.time()
+    svc.maybe_run_periodic(now)
+    assert _wait(lambda: all(j["done"] for j in svc.handlers()["sdc_status"]({})["jobs"]))
+    jobs = len(svc.handlers()["sdc_status"]({})["jobs"])
+    assert jobs == 1
+    for k in range(1, 5):  # the next polls start no worker and ask NVML nothing
+        svc.maybe_run_periodic(now + k)
+    assert len(svc.handlers()["sdc_status"]({})["jobs"]) == jobs
+    svc.maybe_run_periodic(now + BUSY_RECHECK_SECONDS + 1)
+    assert len(svc.handlers()["sdc_status"]({})["jobs"]) == jobs + 1

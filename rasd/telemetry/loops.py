@@ -1,0 +1,183 @@
+"""Round-robin loops over GPUs on one thread each, and the watchdog that keeps them isolated.
+
+A wedged driver call cannot be cancelled from Python, and one thread per GPU per job costs a
+wake-up per GPU per period (at 72 GPUs and 20 Hz that alone is several percent of a core). So each
+job (health poll, power sampling) runs as one loop that visits every GPU in turn, and a watchdog
+thread watches the call in flight: a call that runs past the loop's deadline is abandoned. Its GPU
+is set aside as hung, and a fresh thread takes the loop over from the next GPU, so the other GPUs
+lose at most one deadline's worth of readings. The abandoned thread finishes its call whenever the
+driver lets it, hands the GPU back and exits. Threads therefore stay at one per loop, plus one per
+call that is hung at that moment (a hung GPU is skipped, so it holds at most one per loop).
+
+Ownership is guarded by one lock: only the loop's current thread starts work, and an abandoned
+thread only finishes the call it was in, on a GPU the current thread skips, so no two threads ever
+work on the same GPU at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Generic, Sequence, TypeVar
+
+log = logging.getLogger("rasd.loops")
+
+T = TypeVar("T")
+
+
+class GpuLoop(Generic[T]):
+    """Calls ``work(item)`` for every item in turn, one round every ``interval`` seconds.
+
+    ``after_round`` runs on the loop's thread after each full round (e.g. to hand a round's
+    readings on in one call). ``interval`` and ``deadline`` may be changed while running (reload).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        items: Sequence[T],
+        work: Callable[[T], None],
+        interval: float,
+        deadline: float,
+        after_round: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.name = name
+        self.items = list(items)
+        self.interval = interval
+        self.deadline = deadline
+        self._work = work
+        self._after_round = after_round
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._gen = 0  # the generation of the thread that owns the loop
+        self._current: tuple[int, int, float] | None = None  # (generation, position, started)
+        self._hung: set[int] = set()  # positions whose call is in flight on an abandoned thread
+        self._threads: list[threading.Thread] = []
+        self.stop_event = threading.Event()
+        self.abandoned = 0  # threads given up on, since start
+        self.failures = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            self._spawn(0, self._clock())
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def join(self, timeout: float) -> None:
+        """Wait for the loop's threads; hung ones are daemons and are not waited for past this."""
+        end = time.monotonic() + timeout
+        for t in list(self._threads):
+            t.join(max(0.0, end - time.monotonic()))
+
+    def hung(self) -> frozenset[T]:
+        """Items whose call is in flight on an abandoned thread right now."""
+        with self._lock:
+            return frozenset(self.items[i] for i in self._hung)
+
+    def _spawn(self, pos: int, next_at: float) -> None:
+        """Start a thread that owns the loop from ``pos`` (caller holds the lock)."""
+        self._gen += 1
+        t = threading.Thread(
+            target=self._run, args=(self._gen, pos, next_at), name=f"rasd-{self.name}", daemon=True
+        )
+        self._threads = [x for x in self._threads if x.is_alive()]
+        self._threads.append(t)
+        t.start()
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _run(self, gen: int, pos: int, next_at: float) -> None:
+        lock, items, clock = self._lock, self.items, self._clock
+        while not self.stop_event.is_set():
+            for i in range(pos, len(items)):
+                with lock:
+                    if gen != self._gen:
+                        return
+                    if i in self._hung:
+                        continue
+                    self._current = (gen, i, clock())
+                try:
+                    self._work(items[i])
+                except Exception as e:  # noqa: BLE001 - a loop never dies; the failure is counted
+                    self.failures += 1
+                    if self.failures == 1:
+                        log.exception("event=loop_work_failed loop=%s error=%r", self.name, str(e))
+                with lock:
+                    if gen != self._gen:  # abandoned while in the call: hand the GPU back, leave
+                        self._hung.discard(i)
+                        return
+                    self._current = None
+            pos = 0
+            if self._after_round is not None:
+                try:
+                    self._after_round()
+                except Exception as e:  # noqa: BLE001
+                    self.failures += 1
+                    if self.failures == 1:
+                        log.exception("event=loop_round_failed loop=%s error=%r", self.name, str(e))
+            next_at += self.interval
+            now = clock()
+            if next_at < now:  # overran: skip the missed rounds instead of bursting
+                next_at = now + self.interval
+            self.stop_event.wait(max(0.0, next_at - now))
+
+    def check(self, now: float | None = None) -> int | None:
+        """Watchdog: abandon a call running past the deadline; returns its position, else None."""
+        now = self._clock() if now is None else now
+        with self._lock:
+            cur = self._current
+            if cur is None or self.stop_event.is_set():
+                return None
+            gen, pos, started = cur
+            if gen != self._gen or now - started <= self.deadline:
+                return None
+            self._hung.add(pos)
+            self._current = None
+            self.abandoned += 1
+            # the new owner finishes this round from the next item, on the old round's schedule
+            self._spawn(pos + 1, started)
+        log.warning(
+            "event=call_hung loop=%s item=%d deadline_seconds=%.2f action=continued_on_new_thread",
+            self.name, pos, self.deadline,
+        )
+        return pos
+
+
+class Watchdog:
+    """One thread that checks every loop a few times per deadline."""
+
+    def __init__(self, loops: Sequence[GpuLoop], clock: Callable[[], float] = time.monotonic):
+        self.loops = list(loops)
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def period(self) -> float:
+        """Seconds between checks: a quarter of the shortest deadline, within 20 ms..0.5 s."""
+        shortest = min((lp.deadline for lp in self.loops), default=1.0)
+        return min(0.5, max(0.02, shortest / 4))
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="rasd-watchdog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def check(self) -> None:
+        now = self._clock()
+        for lp in self.loops:
+            lp.check(now)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period()):
+            self.check()

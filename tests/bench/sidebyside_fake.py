@@ -1,0 +1,56 @@
+"""Run rasd or nvitop-exporter on rasd's fake node of N GPUs (a helper of bench_side_by_side.py).
+
+    python sidebyside_fake.py rasd   --gpus 72 --port 19001
+    <nvitop venv>/bin/python sidebyside_fake.py nvitop --gpus 72 --port 19002
+
+rasd: the daemon exactly as ``rasd run --backend fake`` builds it, except that the node has N GPUs
+(scenario files stop at 64). nvitop-exporter: its own process, with every NVML function rasd's fake
+offers put into the real ``pynvml`` module in place of the C library's (functions the fake lacks
+answer "uninitialised", which nvitop shows as N/A, as on a driver without them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+
+def run_rasd(gpus: int, port: int) -> None:
+    from rasd import config
+    from rasd.backends import open_backend
+    from rasd.cli.common import setup_logging
+    from rasd.daemon import Daemon, with_listen
+
+    cfg = with_listen(config.Config.default(), f"127.0.0.1:{port}")
+    setup_logging("warning")
+    daemon = Daemon(cfg, open_backend("fake", gpus=gpus))
+    daemon.start()
+    daemon.run_forever()
+
+
+def run_nvitop(gpus: int, port: int) -> None:
+    import pynvml
+
+    from rasd.backends.fake import FakeNode, FakeNvml
+
+    fake = FakeNvml(FakeNode(gpu_count=gpus), pynvml)
+    for name in dir(fake):
+        if name.startswith("nvml") and name in vars(pynvml) and callable(getattr(fake, name)):
+            setattr(pynvml, name, getattr(fake, name))
+    pynvml.nvmlInitWithFlags = lambda flags=0: fake.nvmlInit()
+    from nvitop_exporter.cli import main
+
+    sys.argv = ["nvitop-exporter", "--bind-address", "127.0.0.1", "--port", str(port)]
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("which", choices=["rasd", "nvitop"])
+    ap.add_argument("--gpus", type=int, default=8)
+    ap.add_argument("--port", type=int, required=True)
+    a = ap.parse_args()
+    (run_rasd if a.which == "rasd" else run_nvitop)(a.gpus, a.port)

@@ -1,0 +1,155 @@
+"""Shared GPU loops: one thread per loop, a hung call abandoned and replaced, never doubled."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from rasd.telemetry.loops import GpuLoop, Watchdog
+from rasd.telemetry.poller import GpuPoller, health_loops
+
+
+def _wait_for(cond, seconds: float = 3.0) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
+def test_a_hung_item_is_abandoned_and_the_rest_keep_going():
+    release = threading.Event()
+    visits: dict[int, int] = {i: 0 for i in range(5)}
+    inside: dict[int, int] = {i: 0 for i in range(5)}
+    overlap = []
+
+    def work(i: int) -> None:
+        inside[i] += 1
+        if inside[i] > 1:
+            overlap.append(i)
+        try:
+            if i == 1 and visits[1] == 0:
+                release.wait(5)
+            visits[i] += 1
+        finally:
+            inside[i] -= 1
+
+    loop = GpuLoop("t", list(range(5)), work, interval=0.02, deadline=0.1)
+    dog = Watchdog([loop])
+    base = threading.active_count()
+    loop.start()
+    dog.start()
+    try:
+        assert _wait_for(lambda: loop.hung() == frozenset({1}))
+        assert _wait_for(lambda: min(visits[i] for i in (0, 2, 3, 4)) >= 10)
+        assert visits[1] == 0
+        assert threading.active_count() - base == 3  # loop, watchdog, the abandoned call
+        release.set()
+        assert _wait_for(lambda: visits[1] >= 3)
+        assert loop.hung() == frozenset()
+        assert _wait_for(lambda: threading.active_count() - base == 2)
+        assert overlap == [], "two threads worked on one item at once"
+        assert loop.abandoned == 1
+    finally:
+        release.set()
+        loop.stop()
+        dog.stop()
+        loop.join(2)
+        dog.join(2)
+
+
+def test_a_call_within_the_deadline_is_left_alone():
+    loop = GpuLoop("t", [0], lambda i: time.sleep(0.05), interval=0.01, deadline=0.5)
+    loop.start()
+    try:
+        time.sleep(0.3)
+        for _ in range(10):
+            assert loop.check() is None
+        assert loop.abandoned == 0
+    finally:
+        loop.stop()
+        loop.join(2)
+
+
+def test_a_failing_item_does_not_stop_the_loop():
+    seen = []
+
+    def work(i: int) -> None:
+        if i == 0:
+            raise RuntimeError("broken reading")
+        seen.append(i)
+
+    loop = GpuLoop("t", [0, 1], work, interval=0.01, deadline=1.0)
+    loop.start()
+    try:
+        assert _wait_for(lambda: len(seen) >= 5)
+        assert loop.failures >= 5
+    finally:
+        loop.stop()
+        loop.join(2)
+
+
+def test_health_loops_do_not_grow_one_per_gpu(fake):
+    for gpus, loops in ((1, 1), (8, 1), (16, 1), (17, 2), (64, 4)):
+        be = fake(gpus=gpus)
+        pollers = [GpuPoller(g, 1.0, 2.0) for g in be.adapter.gpus()]
+        got = health_loops(pollers, 1.0, 2.0)
+        assert len(got) == loops
+        assert sorted(p.index for lp in got for p in lp.items) == list(range(gpus))
+
+
+def _daemon(fake, tmp_path, gpus, text=None):
+    from dataclasses import replace
+
+    from rasd import config
+    from rasd.daemon import Daemon
+    from tests.e2e.helpers import free_port
+
+    cfg = config.Config.default()
+    cfg = replace(
+        cfg,
+        daemon=replace(cfg.daemon, listen=f"127.0.0.1:{free_port()}", state_path=str(tmp_path / f"s{gpus}.db"),
+                       control_socket=str(tmp_path / f"c{gpus}.sock")),
+        telemetry=replace(cfg.telemetry, kernel_log="", poll_deadline_seconds=0.5),
+    )
+    return Daemon(cfg, fake(text, gpus=gpus), hostname="t")
+
+
+def test_daemon_threads_do_not_grow_with_gpus(fake, tmp_path):
+    counts = {}
+    for gpus in (8, 64):
+        before = threading.active_count()
+        d = _daemon(fake, tmp_path, gpus)
+        d.start()
+        try:
+            time.sleep(0.3)
+            counts[gpus] = threading.active_count() - before
+        finally:
+            d.stop()
+    # health loops grow by one per 16 GPUs (at most 4); nothing grows per GPU
+    assert counts[64] - counts[8] == 3, counts
+    assert counts[8] <= 8, counts
+
+
+def test_daemon_hung_poll_marks_only_its_gpu_stale(fake, tmp_path):
+    d = _daemon(fake, tmp_path, 8, """
+        [[event]]
+        kind = "nvml_hang"
+        at = 0
+        gpu = 4
+        function = "nvmlDeviceGetTotalEccErrors"
+        seconds = 3
+        calls = 1
+        """)
+    d.start()
+    try:
+        time.sleep(0.2)
+        first = {p.index: p.seq for p in d.pollers}
+        assert _wait_for(lambda: all(p.seq >= first[p.index] + 2 for p in d.pollers if p.index != 4), 4.0)
+        snap = d.tick()
+        health = {g.index: g.health.value for g in snap.gpus}
+        assert health[4] == "stale" and all(h == "up" for i, h in health.items() if i != 4), health
+        assert all(g.power_watts is not None for g in snap.gpus)
+    finally:
+        d.stop()

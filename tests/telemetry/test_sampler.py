@@ -1,0 +1,161 @@
+"""The power sampler: distinct updates by timestamp or by value, rates, hang isolation."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from rasd.backends.errors import GpuLost
+from rasd.telemetry.loops import Watchdog
+from rasd.telemetry.power import ALL_NEW_READS, DedupMethod, PowerSampler
+
+
+class ScriptedGpu:
+    """A GPU whose field 186 answers from a script of (watts, NVML timestamp) pairs.
+
+    Stands for drivers rasd has no copy of: one that stamps every read with the call time (as
+    NVIDIA's mock NVML does), or one that is lost."""
+
+    def __init__(self, index: int, script: list[tuple[float, int] | Exception]):
+        self.index = index
+        self.script = list(script)
+
+    def instant_power(self) -> tuple[float, int] | None:
+        got = self.script.pop(0)
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+
+def _sampler(gpus, hz=20.0, clock=None):
+    got = []
+    kw = {"clock": clock} if clock is not None else {}
+    s = PowerSampler(gpus, hz, got.extend, **kw)
+    return s, got
+
+
+def test_fake_refresh_stamps_give_every_update_once(fake, clock):
+    """The fake refreshes field 186 every 100 ms; at 20 Hz half the reads are repeats."""
+    be = fake(gpus=4, clock=clock)
+    s, got = _sampler(be.adapter.gpus(), clock=clock)
+    for _ in range(200):  # 10 s at 20 Hz
+        s.round()
+        clock.advance(0.05)
+    assert set(s.methods().values()) == {DedupMethod.TIMESTAMP}
+    per_gpu = [sum(1 for x in got if x.gpu == g) for g in range(4)]
+    assert all(99 <= n <= 101 for n in per_gpu), per_gpu  # 10 s of a 10 Hz refresh
+    stamps = [x.nvml_timestamp_us for x in got if x.gpu == 0]
+    assert len(stamps) == len(set(stamps)), "a repeat was passed on"
+    assert s.stats()["reads"] == 800
+    assert all(9.5 <= r <= 10.5 for r in s.rates().values()), s.rates()
+
+
+def test_every_read_stamped_new_falls_back_to_value_changes(clock):
+    """NVIDIA's mock stamps each read with the call time: repeats are then unchanged values."""
+    script = []
+    for i in range(ALL_NEW_READS + 40):  # the value changes every other read, the stamp every read
+        script.append((100.0 + i // 2, 1_000_000 + i * 50_000))
+    gpu = ScriptedGpu(0, script)
+    s, got = _sampler([gpu], clock=clock)
+    for _ in range(ALL_NEW_READS):
+        s.round()
+        clock.advance(0.05)
+    assert s.methods() == {0: DedupMethod.VALUE}
+    before = len(got)
+    assert before == ALL_NEW_READS  # trusted the stamps until the run of "new" proved them wrong
+    for _ in range(40):
+        s.round()
+        clock.advance(0.05)
+    assert len(got) - before == 20  # 40 reads, 20 value changes
+    assert [x.watts for x in got[before:]] == [100.0 + ALL_NEW_READS // 2 + k for k in range(20)]
+
+
+def test_a_repeated_stamp_returns_to_timestamps(clock):
+    script = [(float(i), 1_000 + i) for i in range(ALL_NEW_READS)]
+    script += [(50.0, 5_000), (50.0, 5_000), (51.0, 5_000), (52.0, 6_000)]
+    s, got = _sampler([ScriptedGpu(0, script)], clock=clock)
+    for _ in range(ALL_NEW_READS + 1):
+        s.round()
+    assert s.methods() == {0: DedupMethod.VALUE}
+    s.round()  # same stamp again: the driver does mark refreshes
+    assert s.methods() == {0: DedupMethod.TIMESTAMP}
+    s.round()  # same stamp, new value: a repeat by timestamp
+    s.round()
+    assert [x.watts for x in got[-2:]] == [50.0, 52.0]
+
+
+def test_reading_no_faster_than_nvml_refreshes_keeps_timestamps(clock):
+    """At 10 Hz or slower every read is new on a real driver too: no fallback there."""
+    script = [(100.0, 1_000 + i) for i in range(ALL_NEW_READS * 2)]
+    s, got = _sampler([ScriptedGpu(0, script)], hz=10.0, clock=clock)
+    for _ in range(ALL_NEW_READS * 2):
+        s.round()
+    assert s.methods() == {0: DedupMethod.TIMESTAMP}
+    assert len(got) == ALL_NEW_READS * 2
+
+
+def test_lost_and_failing_reads_are_counted_not_raised(clock):
+    s, got = _sampler(
+        [ScriptedGpu(0, [GpuLost(0, "gone"), (10.0, 1)]), ScriptedGpu(1, [RuntimeError("x"), (20.0, 1)])],
+        clock=clock,
+    )
+    s.round()
+    assert got == [] and s.stats()["failures"] == 1
+    s.round()
+    assert [x.watts for x in got] == [10.0, 20.0]
+
+
+def test_a_hung_read_stalls_neither_the_other_gpus_nor_the_sampler(fake):
+    be = fake(
+        """
+        [[event]]
+        kind = "nvml_hang"
+        at = 0
+        gpu = 2
+        function = "nvmlDeviceGetFieldValues"
+        seconds = 1.5
+        calls = 1
+        """
+    )
+    seen: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def sink(batch):
+        with lock:
+            for x in batch:
+                seen[x.gpu] = seen.get(x.gpu, 0) + 1
+
+    s = PowerSampler(be.adapter.gpus(), 20.0, sink, hang_seconds=0.2)
+    dog = Watchdog([s.loop])
+    threads_before = threading.active_count()
+    s.start()
+    dog.start()
+    try:
+        time.sleep(1.0)
+        assert s.hung() == frozenset({2})
+        # one loop thread and the watchdog, plus the abandoned thread stuck in GPU 2's call
+        assert threading.active_count() - threads_before == 3
+        with lock:
+            others = {g: n for g, n in seen.items() if g != 2}
+        # 1 s of a 10 Hz refresh, less the 0.2 s deadline and the watchdog's check period
+        assert len(others) == 7 and min(others.values()) >= 5, others
+        assert 2 not in seen
+        time.sleep(1.2)  # the hung call returns: GPU 2 rejoins, the abandoned thread leaves
+        assert s.hung() == frozenset()
+        with lock:
+            assert seen.get(2, 0) >= 3
+        assert threading.active_count() - threads_before == 2
+        assert s.loop.abandoned == 1
+    finally:
+        s.stop()
+        dog.stop()
+        s.join(2)
+        dog.join(2)
+
+
+@pytest.mark.parametrize("hz", [0, 101])
+def test_rate_out_of_range_is_refused(hz):
+    with pytest.raises(ValueError, match="power sample rate"):
+        PowerSampler([], hz, lambda b: None)
