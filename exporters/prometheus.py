@@ -1,7 +1,7 @@
 """The Prometheus exporter: the sections over the latest snapshot, rendered once per snapshot.
 
 A scrape never touches NVML: it formats the snapshot the pollers last published. Each section
-(gpu, daemon, ladder, sdc, power) runs isolated, so a bug in one yields
+(gpu, daemon, ladder, sdc, power, scheduler) runs isolated, so a bug in one yields
 ``rasd_exporter_collector_success{collector="..."} 0`` and the rest of the scrape, never an
 HTTP 500 (dcgm-exporter's failure mode).
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rasd.exporter")
 
-SECTIONS = ("gpu", "daemon", "ladder", "sdc", "power")
+SECTIONS = ("gpu", "daemon", "ladder", "sdc", "power", "scheduler")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Level 1: a 72-GPU exposition (600 KiB) shrinks about 10x in a few ms; level 6 gains little more
 # for three times the CPU, paid by the daemon on every new snapshot.

@@ -68,6 +68,7 @@ def _area_sections() -> dict[str, type]:
     """Settings owned by the ladder, SDC and power packages (imported lazily: no cycles)."""
     from rasd.ladder.settings import ActionSettings, LadderSettings
     from rasd.power.settings import PowerSettings
+    from rasd.scheduler.settings import SchedulerSettings
     from rasd.sdc.settings import SdcSettings
 
     return {
@@ -75,6 +76,7 @@ def _area_sections() -> dict[str, type]:
         "actions": ActionSettings,
         "sdc": SdcSettings,
         "power": PowerSettings,
+        "scheduler": SchedulerSettings,
     }
 
 
@@ -86,6 +88,7 @@ class Config:
     actions: Any = None
     sdc: Any = None
     power: Any = None
+    scheduler: Any = None
 
     @classmethod
     def default(cls) -> "Config":

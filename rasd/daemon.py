@@ -27,6 +27,7 @@ from rasd.freshness import Freshness
 from rasd.model import FaultEvent, Health, Rung
 from rasd.snapshot import SelfStats, Snapshot
 from rasd.paths import default_control_socket, default_state_path
+from rasd.scheduler.service import open_decisions
 from rasd.telemetry.aggregate import Aggregator
 from rasd.telemetry.loops import Watchdog
 from rasd.telemetry.poller import GpuPoller, health_loops
@@ -108,15 +109,21 @@ class Daemon:
     # -- services -------------------------------------------------------------------------------
 
     def _build_services(self) -> None:
+        from rasd.ladder.actions import Actuator
         from rasd.ladder.service import LadderService
+        from rasd.scheduler.build import build_service as build_scheduler
         from rasd.power.service import PowerService
         from rasd.sdc.service import SdcService
         from rasd.store import Store
 
         os.makedirs(os.path.dirname(self.state_path) or ".", exist_ok=True)
         self.store = Store(self.state_path)
+        self.scheduler = build_scheduler(self.cfg.scheduler, self.cfg.actions.enforce, self.state_path, hostname=self.hostname)
+        actuator = Actuator(self.cfg.actions)
+        actuator.gate = self.scheduler.gate  # capacity-taking plans pass the fleet's budget first
+        self.scheduler.submit = actuator.submit  # deferred decisions come back this way
         self.ladder = LadderService(
-            self.cfg.ladder, self.cfg.actions, self.store, self.hostname, gpu_info=self._gpu_info
+            self.cfg.ladder, self.cfg.actions, self.store, self.hostname, gpu_info=self._gpu_info, actuator=actuator
         )
         self.power = PowerService(self.cfg.power, self.gpus)
         self.sdc = SdcService(
@@ -141,7 +148,7 @@ class Daemon:
         h: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "ping": lambda req: {"pid": os.getpid(), "backend": self.backend.name},
         }
-        for svc in (self.ladder, self.sdc, self.power):
+        for svc in (self.ladder, self.sdc, self.power, self.scheduler):
             fn = getattr(svc, "handlers", None)
             if callable(fn):
                 h.update(fn())
@@ -190,6 +197,8 @@ class Daemon:
         self.ladder.ingest(events, now)  # with none it still takes in finished remedies
         self.sdc.maybe_run_periodic(now)
         self.power.tick(now)
+        ladder = self.ladder.state()
+        self.scheduler.tick(now, open_decisions(ladder))
         self._polls += 1
         cpu = self._proc.cpu_times()
         snap = Snapshot(
@@ -204,9 +213,10 @@ class Daemon:
                 threads=self._proc.num_threads(),
                 started_wall=self.started_wall,
             ),
-            ladder=self.ladder.state(),
+            ladder=ladder,
             sdc=self.sdc.state(),
             power=self.power.state(),
+            scheduler=self.scheduler.state(),
         )
         self._snapshot = snap
         self.freshness.mark(snap)
@@ -300,7 +310,7 @@ class Daemon:
         self.sampler.stop()
         self.watchdog.stop()
         self.xids.stop()
-        for closer in (self.power.close, lambda: self.sdc.close(timeout=1.5), self.ladder.close):
+        for closer in (self.power.close, lambda: self.sdc.close(timeout=1.5), self.ladder.close, self.scheduler.close):
             try:
                 closer()
             except Exception:  # noqa: BLE001 - keep shutting down

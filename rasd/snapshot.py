@@ -1,7 +1,7 @@
 """The snapshot: everything the exporters show, one immutable object swapped atomically by the daemon.
 
 It sits above the areas (telemetry's ``GpuState`` from ``rasd.model``, and each area's own state:
-ladder, SDC, power), so ``rasd.model`` stays the ground floor that imports no area package. The
+ladder, SDC, power, scheduler), so ``rasd.model`` stays the ground floor that imports no area package. The
 exporters read only this module and ``rasd.model``; the few area types a section formats (the
 power analysis of one series, the smoothing mode) are named here for them.
 """
@@ -15,9 +15,10 @@ from rasd.model import GpuState, NodeIdentity
 from rasd.power.analysis import SeriesMetrics
 from rasd.power.decide import Mode
 from rasd.power.state import PowerState
+from rasd.scheduler.state import SchedulerState
 from rasd.sdc.state import SdcState
 
-__all__ = ["LadderState", "Mode", "PowerState", "SdcState", "SelfStats", "SeriesMetrics", "Snapshot"]
+__all__ = ["LadderState", "Mode", "PowerState", "SchedulerState", "SdcState", "SelfStats", "SeriesMetrics", "Snapshot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,3 +44,4 @@ class Snapshot:
     ladder: LadderState | None = None
     sdc: SdcState | None = None
     power: PowerState | None = None
+    scheduler: SchedulerState | None = None

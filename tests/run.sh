@@ -13,6 +13,16 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
         echo "tests/run.sh: prometheus/promtool missing; run as root to install Debian's prometheus package" >&2
     fi
 fi
+# Debian's Slurm and munge: the scheduler tests start a real single-node cluster (root only)
+if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || \
+        ! command -v scontrol >/dev/null || ! command -v munged >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd slurm-client munge >/dev/null
+    else
+        echo "tests/run.sh: Slurm missing; run as root to install slurmctld slurmd slurm-client munge" >&2
+    fi
+fi
 PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q -e '.[test]'
 python3 -m ruff check
 python3 -m mypy

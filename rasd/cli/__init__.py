@@ -10,7 +10,8 @@ import importlib
 
 from rasd.cli.common import main
 
-_AREAS = ("rasd.cli.telemetry", "rasd.cli.ladder", "rasd.cli.sdc", "rasd.cli.power")
+_AREAS = ("rasd.cli.telemetry", "rasd.cli.ladder", "rasd.cli.sdc", "rasd.cli.power",
+          "rasd.cli.scheduler")
 
 for _name in _AREAS:
     try:

@@ -118,6 +118,9 @@ class Actuator:
         self._last: dict[tuple[tuple[int, int | None], str], float] = {}
         self._hour: deque[float] = deque()
         self._pool = None if synchronous else ThreadPoolExecutor(4, "rasd-action")
+        # Asked on the action thread before an enforced plan runs; False defers the decision
+        # (its owner resubmits it). The scheduler integration takes the node out here.
+        self.gate: Callable[[Decision, Mapping[str, object]], bool] | None = None
 
     @property
     def enforced(self) -> bool:
@@ -147,15 +150,20 @@ class Actuator:
                 log.info("advisory gpu=%s link=%s rung=%s would_run=%s", d.gpu, d.link,
                          d.rung.label, ",".join(k for k, _ in plan))
             return []
-        if not plan:
+        if not plan and self.gate is None:
             return []
         if self._sync:
-            return self._run_plan(d, plan)
+            return self._run_plan(d, plan, info)
         assert self._pool is not None
-        self._pool.submit(self._run_plan, d, plan)
+        self._pool.submit(self._run_plan, d, plan, info)
         return []
 
-    def _run_plan(self, d: Decision, plan: list[tuple[str, tuple[str, ...]]]) -> list[ActionResult]:
+    def _run_plan(self, d: Decision, plan: list[tuple[str, tuple[str, ...]]],
+                  info: Mapping[str, object]) -> list[ActionResult]:
+        if self.gate is not None and not self.gate(d, info):
+            return []  # deferred by the gate, which resubmits it
+        if not plan:
+            return []
         comp = (d.gpu, d.link)
         rung_kind = RUNG_ACTIONS.get(d.rung)
         results: list[ActionResult] = []

@@ -1,0 +1,46 @@
+"""Builds the scheduler service the config asks for."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+from rasd.scheduler.cluster import Cluster
+from rasd.scheduler.ledger import Ledger
+from rasd.scheduler.service import SchedulerService
+from rasd.scheduler.settings import SchedulerKind, SchedulerSettings
+
+
+def node_name(s: SchedulerSettings, hostname: str | None = None) -> str:
+    """The configured name, else the host's short name (what Slurm and kubelet use by default);
+    on Kubernetes the downward API's NODE_NAME wins over the host name."""
+    import os
+
+    if s.node_name:
+        return s.node_name
+    if s.kind_enum is SchedulerKind.KUBERNETES and os.environ.get("NODE_NAME"):
+        return os.environ["NODE_NAME"]
+    return (hostname or socket.gethostname()).split(".")[0]
+
+
+def make_cluster(s: SchedulerSettings, node: str) -> Cluster | None:
+    kind = s.kind_enum
+    if kind is SchedulerKind.SLURM:
+        from rasd.scheduler.slurm import SlurmCluster
+
+        return SlurmCluster(s, node)
+    if kind is SchedulerKind.KUBERNETES:
+        from rasd.scheduler.kube import KubeCluster
+
+        return KubeCluster(s, node)
+    return None
+
+
+def build_service(s: SchedulerSettings, enforce: bool, store_path: str, *,
+                  hostname: str | None = None, cluster: Cluster | None = None,
+                  wall: Callable[[], float] | None = None) -> SchedulerService:
+    node = node_name(s, hostname)
+    if cluster is None:
+        cluster = make_cluster(s, node)
+    kw = {} if wall is None else {"wall": wall}
+    return SchedulerService(s, enforce, cluster, Ledger(store_path), node=node, **kw)

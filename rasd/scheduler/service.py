@@ -1,0 +1,312 @@
+"""The scheduler integration as a daemon service: the gate in front of the actuator, the
+disruption budget and circuit breaker, bringing the node back once the cure held.
+
+Flow: the actuator asks ``gate(decision, info)`` on its action thread before running an
+enforced plan. A decision that takes capacity away is checked against the breaker and the
+budget (read from the scheduler, the fleet's shared state) and, when allowed, the node is taken
+out with a reason; otherwise the decision is deferred (stored, exported) and resubmitted from
+``tick`` until it passes or is no longer open. ``tick`` also brings the node back once no open
+decision needs it out and none came for ``resume_hold_seconds`` -- only a node rasd took out,
+and only while the scheduler still shows rasd's reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from rasd.ladder.decision import Decision
+from rasd.scheduler.cluster import Cluster, NodeOut, SchedulerError
+from rasd.scheduler.ledger import Ledger, decision_key
+from rasd.scheduler.policy import needs_node_out, reason_for
+from rasd.scheduler.settings import SchedulerSettings, parse_budget
+from rasd.scheduler.state import SchedulerState
+
+log = logging.getLogger("rasd.scheduler")
+
+Submit = Callable[[Decision, Mapping[str, Any]], object]
+
+
+class SchedulerService:
+    def __init__(self, settings: SchedulerSettings, enforce: bool, cluster: Cluster | None,
+                 ledger: Ledger, *, node: str, wall: Callable[[], float] = time.time):
+        self.s = settings
+        self.enforce = enforce
+        self.cluster = cluster
+        self.ledger = ledger
+        self.node = node
+        self._wall = wall
+        self._lock = threading.RLock()
+        self.submit: Submit | None = None  # the actuator's submit, bound by the daemon
+        self.counts: Counter[str] = Counter()  # drains, resumes, deferrals, breaker_trips, errors
+        self._errors_logged: set[str] = set()
+        self._last_retry = 0.0
+        self._last_sync = float("-inf")
+        self._scope: tuple[int, int] | None = None  # (nodes, out for rasd) at the last look
+        self._advised: set[str] = set()
+        self._reconcile()
+
+    # ------------------------------------------------------------------ ledger
+
+    @property
+    def _node(self) -> dict[str, Any]:
+        return self.ledger.get("node") or {"out": False}
+
+    @property
+    def breaker(self) -> dict[str, Any]:
+        return self.ledger.get("breaker") or {"tripped": False}
+
+    def _reconcile(self) -> None:
+        """The store and the scheduler must agree on a node rasd took out; where they do not,
+        the scheduler wins (a person resumed it, or relabelled the drain as their own)."""
+        if self.cluster is None:
+            return
+        mine = self._node
+        try:
+            view = self.cluster.node()
+        except SchedulerError as e:
+            self._error("node", e)
+            return
+        self._last_sync = self._wall()
+        if mine.get("out") and not view.out:
+            log.warning("event=scheduler_node_back_by_other node=%s reason=%r detail=%r",
+                        self.node, mine.get("reason"), "someone else returned the node")
+            self.ledger.put("node", None)
+        elif mine.get("out") and not view.by_rasd:
+            log.warning("event=scheduler_node_taken_over node=%s reason=%r detail=%r",
+                        self.node, view.reason, "the drain is no longer rasd's: never resumed")
+            self.ledger.put("node", None)
+        elif view.by_rasd and not mine.get("out"):
+            # rasd's words but not in this store (a store moved aside): leave it to a person
+            log.warning("event=scheduler_unknown_rasd_drain node=%s reason=%r detail=%r",
+                        self.node, view.reason, "not in this store: not resumed by rasd")
+
+    # ------------------------------------------------------------------ the gate
+
+    def gate(self, d: Decision, info: Mapping[str, Any]) -> bool:
+        """True: the actuator may run the decision's plan now. False: deferred, resubmitted."""
+        if self.cluster is None or not needs_node_out(d, self.s):
+            return True
+        if not self.enforce:
+            key = decision_key(d.to_dict())
+            if key not in self._advised:
+                self._advised.add(key)
+                log.info("event=scheduler_advisory node=%s would=take_out reason=%r",
+                         self.node, reason_for(d))
+            return True
+        with self._lock:
+            return self._gate(d, dict(info))
+
+    def _gate(self, d: Decision, info: dict[str, Any]) -> bool:
+        now = self._wall()
+        body = d.to_dict()
+        reason = reason_for(d)
+        mine = self._node
+        try:
+            if mine.get("out"):
+                if d.rung.value > int(mine.get("rung", 0)):  # say the worst reason
+                    self.cluster.take_out(reason)  # type: ignore[union-attr]
+                    self.ledger.put("node", dict(mine, reason=reason, rung=d.rung.value,
+                                                 clear_since=None))
+                else:
+                    self.ledger.put("node", dict(mine, clear_since=None))
+                self.ledger.undefer(decision_key(body))
+                return True
+            assert self.cluster is not None
+            view = self.cluster.node()
+            if view.out and not view.by_rasd:
+                # out for someone else's reason: no capacity left to take, and the reason and
+                # the return to service stay theirs
+                log.info("event=scheduler_already_out node=%s reason=%r decision=%r",
+                         self.node, view.reason, reason)
+                self.ledger.undefer(decision_key(body))
+                return True
+            if self.breaker.get("tripped"):
+                return self._defer(body, info, "breaker", now)
+            scope = self.cluster.scope()
+            others = scope.rasd_out(exclude=self.node)
+            self._scope = (scope.nodes, len(others) + (1 if view.by_rasd else 0))
+            recent = self._recent(others, now)
+            if scope.nodes and (len(recent) + 1) / scope.nodes > self.s.breaker_share:
+                self._trip(now, f"{len(recent) + 1} of {scope.nodes} nodes out for rasd's "
+                           f"reasons within {self.s.breaker_window_seconds:g} s")
+                return self._defer(body, info, "breaker", now)
+            limit = parse_budget(self.s.max_nodes_out).limit(scope.nodes)
+            if len(others) >= limit:
+                return self._defer(body, info, "budget", now)
+            self.cluster.take_out(reason)
+        except SchedulerError as e:
+            self._error("gate", e)
+            return self._defer(body, info, "scheduler_error", now)
+        self.counts["drains"] += 1
+        self.ledger.put("node", {"out": True, "reason": reason, "rung": d.rung.value,
+                                 "since": now, "clear_since": None})
+        self.ledger.undefer(decision_key(body))
+        self._report(body, reason, True)
+        self._check_after(now)
+        return True
+
+    def _check_after(self, now: float) -> None:
+        """Nodes that checked at the same moment all saw room: look again once out, so a
+        fleet-wide fault trips the breaker here instead of draining the next node too."""
+        try:
+            scope = self.cluster.scope()  # type: ignore[union-attr]
+        except SchedulerError as e:
+            self._error("scope", e)
+            return
+        recent = self._recent(scope.rasd_out(), now)
+        self._scope = (scope.nodes, len(scope.rasd_out()))
+        if scope.nodes and len(recent) / scope.nodes > self.s.breaker_share:
+            self._trip(now, f"{len(recent)} of {scope.nodes} nodes out for rasd's reasons "
+                       f"within {self.s.breaker_window_seconds:g} s")
+
+    def _recent(self, nodes: list[NodeOut], now: float) -> list[NodeOut]:
+        """Nodes that went out within the breaker's window -- and after the last reset: the
+        person who reset it has seen those."""
+        since = now - self.s.breaker_window_seconds
+        reset = self.breaker.get("reset")
+        if reset is not None:
+            since = max(since, float(reset))
+        return [n for n in nodes if n.since_wall is not None and n.since_wall >= since]
+
+    def _defer(self, body: dict[str, Any], info: dict[str, Any], why: str, now: float) -> bool:
+        entry = self.ledger.defer(body, info, why, now)
+        self.counts[f"deferrals:{why}"] += 1
+        if entry.tries == 1:
+            log.warning("event=scheduler_deferred node=%s why=%s reason=%r", self.node, why,
+                        reason_for(Decision.from_dict(body)))
+        return False
+
+    def _trip(self, now: float, why: str) -> None:
+        if self.breaker.get("tripped"):
+            return
+        self.ledger.put("breaker", {"tripped": True, "since": now, "why": why})
+        self.counts["breaker_trips"] += 1
+        log.error("event=scheduler_breaker_tripped node=%s why=%r fix=%r", self.node, why,
+                  "find the common cause, then run: rasd scheduler reset-breaker")
+
+    def reset_breaker(self, who: str = "") -> dict[str, Any]:
+        with self._lock:
+            was = self.breaker
+            self.ledger.put("breaker", {"tripped": False, "reset": self._wall(), "by": who,
+                                        "was": was.get("why", "")})
+            self._last_retry = float("-inf")  # deferred decisions get their chance next tick
+        log.warning("event=scheduler_breaker_reset node=%s by=%r was_tripped=%s", self.node, who,
+                    bool(was.get("tripped")))
+        return {"was_tripped": bool(was.get("tripped")), "why": was.get("why", "")}
+
+    def _report(self, body: dict[str, Any], reason: str, out: bool) -> None:
+        try:
+            self.cluster.report(body, reason, out)  # type: ignore[union-attr]
+        except SchedulerError as e:
+            self._error("report", e)
+
+    def _error(self, where: str, e: Exception) -> None:
+        self.counts["errors"] += 1
+        key = f"{where}:{e}"
+        if key not in self._errors_logged:
+            self._errors_logged.add(key)
+            log.warning("event=scheduler_error node=%s during=%s error=%r (logged once, then "
+                        "counted)", self.node, where, str(e))
+
+    # ------------------------------------------------------------------ the loop
+
+    def tick(self, now: float, open_decisions: Iterable[Decision]) -> None:
+        """From the main loop: retry deferred decisions, bring the node back once the cure held."""
+        if self.cluster is None:
+            return
+        decisions = list(open_decisions)
+        need = [d for d in decisions if needs_node_out(d, self.s)]
+        with self._lock:
+            if now - self._last_sync >= self.s.retry_seconds:
+                self._reconcile()
+            self._maybe_bring_back(now, need)
+            if now - self._last_retry >= self.s.retry_seconds:
+                self._last_retry = now
+                self._retry(decisions)
+
+    def _maybe_bring_back(self, now: float, need: list[Decision]) -> None:
+        mine = self._node
+        if not mine.get("out"):
+            return
+        if need:
+            if mine.get("clear_since") is not None:
+                self.ledger.put("node", dict(mine, clear_since=None))
+            return
+        since = mine.get("clear_since")
+        if since is None:
+            self.ledger.put("node", dict(mine, clear_since=now))
+            return
+        if now - float(since) < self.s.resume_hold_seconds or not self.enforce:
+            return
+        assert self.cluster is not None
+        try:
+            view = self.cluster.node()
+            if view.by_rasd:
+                self.cluster.bring_back()
+                self.counts["resumes"] += 1
+                self._report({"gpu": None, "rung": "none"}, "", False)
+            else:
+                log.warning("event=scheduler_not_resumed node=%s reason=%r detail=%r", self.node,
+                            view.reason, "the drain is no longer rasd's")
+        except SchedulerError as e:
+            self._error("resume", e)
+            return
+        self.ledger.put("node", None)
+
+    def _retry(self, open_decisions: list[Decision]) -> None:
+        open_keys = {decision_key(d.to_dict()): d for d in open_decisions}
+        for entry in self.ledger.deferred():
+            d = open_keys.get(entry.key)
+            if d is None:  # closed or superseded meanwhile: the new decision has its own turn
+                self.ledger.undefer(entry.key)
+                continue
+            if self.submit is not None:
+                self.submit(d, entry.info)
+
+    # ------------------------------------------------------------------ reading
+
+    def state(self) -> SchedulerState:
+        with self._lock:
+            mine, br = self._node, self.breaker
+            deferred = self.ledger.deferred()
+        limit = None
+        if self._scope is not None:
+            limit = parse_budget(self.s.max_nodes_out).limit(self._scope[0])
+        return SchedulerState(
+            kind=self.s.kind, node=self.node, enforced=self.enforce,
+            out_by_rasd=bool(mine.get("out")), reason=str(mine.get("reason", "")),
+            out_since_wall=mine.get("since"), breaker_tripped=bool(br.get("tripped")),
+            breaker_since_wall=br.get("since"), breaker_why=str(br.get("why", "")),
+            deferred=tuple((e.why, e.first_wall, e.tries, e.decision) for e in deferred),
+            scope_nodes=self._scope[0] if self._scope else None,
+            scope_out=self._scope[1] if self._scope else None, budget_limit=limit,
+            counts=dict(self.counts))
+
+    def handlers(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+        def _state(_: dict[str, Any]) -> dict[str, Any]:
+            return self.state().to_dict()
+
+        def _reset(req: dict[str, Any]) -> dict[str, Any]:
+            return self.reset_breaker(str(req.get("by", "")))
+
+        def _jobs(req: dict[str, Any]) -> dict[str, Any]:
+            return {"jobs": self.ledger.jobs(req.get("gpu"), int(req.get("limit", 100)))}
+
+        return {"scheduler.state": _state, "scheduler.reset_breaker": _reset,
+                "scheduler.jobs": _jobs}
+
+    def close(self) -> None:
+        self.ledger.close()
+
+
+def open_decisions(ladder: Any) -> list[Decision]:
+    """Every open decision of a LadderState (GPUs and links)."""
+    if ladder is None:
+        return []
+    comps = [*ladder.gpus.values(), *ladder.links.values()]
+    return [d for c in comps for d in c.open]

@@ -1,0 +1,145 @@
+"""The Slurm integration against a real single-node Slurm (slurmctld, slurmd, munge)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rasd.ladder.actions import Actuator
+from rasd.ladder.service import LadderService
+from rasd.ladder.settings import ActionSettings, LadderSettings
+from rasd.model import FaultEvent, FaultKind
+from rasd.scheduler.build import build_service
+from rasd.scheduler.service import SchedulerService, open_decisions
+from rasd.scheduler.settings import SchedulerSettings
+from rasd.store import Store
+from tests.scheduler.slurmcluster import SlurmCluster
+
+REASON = "rasd: xid 79 gpu 3 -> reboot_node"
+
+
+class Clock:
+    def __init__(self, t: float | None = None):
+        self.t = time.time() if t is None else t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Node:
+    """One rasd on a Slurm node: ladder, synchronous actuator, scheduler service, one store."""
+
+    def __init__(self, slurm: SlurmCluster, db: Path, clock: Clock, reboot: str = "true",
+                 **kw: Any):
+        self.clock = clock
+        self.settings = SchedulerSettings(kind="slurm", node_name=slurm.node,
+                                          slurm_conf=str(slurm.conf), retry_seconds=10,
+                                          resume_hold_seconds=60, **kw)
+        actions = ActionSettings(enforce=True, commands={"reboot_node": (reboot,)},
+                                 min_interval_seconds=0)
+        self.sched: SchedulerService = build_service(self.settings, True, str(db), wall=clock)
+        act = Actuator(actions, synchronous=True, wall=clock)
+        act.gate = self.sched.gate
+        self.sched.submit = act.submit
+        self.store = Store(db)
+        self.ladder = LadderService(LadderSettings(), actions, self.store, "h", actuator=act,
+                                    now_wall=clock())
+
+    def xid79(self, gpu: int = 3) -> None:
+        self.ladder.ingest([FaultEvent(self.clock(), gpu, FaultKind.XID, None, {"xid": 79})],
+                           self.clock())
+
+    def tick(self, advance: float = 0.0) -> None:
+        self.clock.t += advance
+        self.sched.tick(self.clock(), open_decisions(self.ladder.state(self.clock())))
+
+    def close(self) -> None:
+        self.ladder.close()
+        self.sched.close()
+        self.store.close()
+
+
+def sinfo(slurm: SlurmCluster, node: str) -> tuple[str, str]:
+    """(state, reason); a resumed node is pinged before it answers again, so "idle*" (not
+    responding yet) reads as "idle"."""
+    state, reason = slurm.run("sinfo", "-h", "-N", "-n", node, "-o", "%T|%E").strip().split("|", 1)
+    return state.rstrip("*"), reason
+
+
+def test_drain_with_reason_then_resume_once_the_cure_held(slurm: SlurmCluster,
+                                                          tmp_path: Path) -> None:
+    n = Node(slurm, tmp_path / "rasd.db", Clock())
+    n.xid79()
+    state, reason = sinfo(slurm, slurm.node)
+    assert state == "drained" and reason == REASON
+    assert REASON in slurm.run("sinfo", "-R", "-h", "-o", "%60E")
+    # the reboot command ran and reported ok: the decision closed, the hold starts
+    assert not open_decisions(n.ladder.state(n.clock()))
+    n.tick()
+    n.tick(30)
+    assert sinfo(slurm, slurm.node)[0] == "drained"  # within the hold
+    n.tick(31)
+    assert sinfo(slurm, slurm.node) == ("idle", "none")
+    assert n.sched.state().counts == {"drains": 1, "resumes": 1}
+    n.close()
+
+
+def test_failed_cure_keeps_the_node_out(slurm: SlurmCluster, tmp_path: Path) -> None:
+    n = Node(slurm, tmp_path / "rasd.db", Clock(), reboot="false")
+    n.xid79()
+    assert open_decisions(n.ladder.state(n.clock()))  # climbed to RMA, still open
+    for _ in range(5):
+        n.tick(100)
+    state, reason = sinfo(slurm, slurm.node)
+    assert state == "drained" and reason.startswith("rasd: xid 79 gpu 3 -> ")
+    n.close()
+
+
+def test_never_resumes_a_persons_drain(slurm: SlurmCluster, tmp_path: Path) -> None:
+    slurm.run("scontrol", "update", f"nodename={slurm.node}", "state=drain",
+              "reason=disk swap, ticket 4711")
+    n = Node(slurm, tmp_path / "rasd.db", Clock())
+    n.xid79()  # the reboot still runs: the node is out anyway
+    assert sinfo(slurm, slurm.node) == ("drained", "disk swap, ticket 4711")
+    for _ in range(3):
+        n.tick(400)
+    assert sinfo(slurm, slurm.node) == ("drained", "disk swap, ticket 4711")
+    assert n.sched.state().counts.get("resumes", 0) == 0
+    n.close()
+
+
+def test_a_drain_a_person_relabelled_is_theirs(slurm: SlurmCluster, tmp_path: Path) -> None:
+    n = Node(slurm, tmp_path / "rasd.db", Clock(), reboot="false")
+    n.xid79()
+    assert sinfo(slurm, slurm.node)[1].startswith("rasd:")
+    slurm.run("scontrol", "update", f"nodename={slurm.node}", "reason=keep out: vendor case")
+    n.tick(20)  # the next look at Slurm notices
+    assert not n.sched.state().out_by_rasd
+    n.close()
+
+
+def test_state_survives_a_restart_and_agrees_with_slurm(slurm: SlurmCluster,
+                                                        tmp_path: Path) -> None:
+    db, clock = tmp_path / "rasd.db", Clock()
+    n = Node(slurm, db, clock)
+    n.xid79()
+    n.close()
+    again = Node(slurm, db, clock)
+    st = again.sched.state()
+    assert st.out_by_rasd and st.reason == REASON
+    again.tick()
+    again.tick(61)
+    assert sinfo(slurm, slurm.node) == ("idle", "none")
+    again.close()
+
+
+def test_a_person_resuming_while_rasd_was_down_wins(slurm: SlurmCluster, tmp_path: Path) -> None:
+    db, clock = tmp_path / "rasd.db", Clock()
+    n = Node(slurm, db, clock, reboot="false")
+    n.xid79()
+    n.close()
+    slurm.run("scontrol", "update", f"nodename={slurm.node}", "state=resume")
+    again = Node(slurm, db, clock, reboot="false")
+    assert not again.sched.state().out_by_rasd
+    again.close()
