@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import socket
 from collections.abc import Callable
+from typing import cast
 
 from rasd.scheduler.cluster import Cluster
 from rasd.scheduler.ledger import Ledger
@@ -29,10 +31,9 @@ def make_cluster(s: SchedulerSettings, node: str) -> Cluster | None:
         from rasd.scheduler.slurm import SlurmCluster
 
         return SlurmCluster(s, node)
-    if kind is SchedulerKind.KUBERNETES:
-        from rasd.scheduler.kube import KubeCluster
-
-        return KubeCluster(s, node)
+    if kind is SchedulerKind.KUBERNETES:  # its client library loads only when asked for
+        kube = importlib.import_module("rasd.scheduler.kube")
+        return cast(Cluster, kube.KubeCluster(s, node))
     return None
 
 

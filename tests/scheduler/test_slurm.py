@@ -49,10 +49,13 @@ class Node:
     def xid79(self, gpu: int = 3) -> None:
         self.ladder.ingest([FaultEvent(self.clock(), gpu, FaultKind.XID, None, {"xid": 79})],
                            self.clock())
+        self.ladder.tick(self.clock())  # the remedy's result, as the daemon's next pass takes it
 
     def tick(self, advance: float = 0.0) -> None:
         self.clock.t += advance
+        self.ladder.tick(self.clock())
         self.sched.tick(self.clock(), open_decisions(self.ladder.state(self.clock())))
+        self.ladder.tick(self.clock())  # results of a retried plan
 
     def close(self) -> None:
         self.ladder.close()
