@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from rasd.model import Snapshot
+from rasd.snapshot import Snapshot
 
 _DEFER_WHY = ("budget", "breaker", "scheduler_error")
 
