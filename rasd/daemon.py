@@ -136,6 +136,19 @@ class Daemon:
                 return {"uuid": p.identity.uuid, "pci_bus_id": p.identity.pci_bus_id, "name": p.identity.name}
         return None
 
+    def _pci_to_gpu(self) -> dict[tuple[int, int, int], int]:
+        from rasd.telemetry.kmsg import pci_key
+
+        out = {}
+        for g in self.gpus:
+            try:
+                key = pci_key(g.identity().pci_bus_id)
+            except Exception:  # noqa: BLE001 - a lost GPU has no identity to read
+                key = None
+            if key is not None:
+                out[key] = g.index
+        return out
+
     def _emit(self, events: Sequence[FaultEvent]) -> None:
         """Verdicts from the SDC service (its own thread) go straight to the ladder."""
         self.ladder.ingest(list(events), self.wall())
@@ -166,6 +179,8 @@ class Daemon:
             loop.start()
         self.sampler.start()
         self.watchdog.start()
+        if self.backend.fake_node is None:  # the fake node's log keeps no backlog
+            self.ladder.catch_up_from(self.cfg.telemetry.kernel_log, self._pci_to_gpu(), self.wall())
         self.xids.start()
         try:
             from rasd.control import ControlServer

@@ -238,6 +238,7 @@ class FaultKind(enum.Enum):
     THERMAL = "thermal"
     SDC = "sdc"
     REMEDY = "remedy"
+    NVSWITCH = "nvswitch"  # an NVSwitch SXid report: a fault of the node's fabric
 
 
 @dataclass(frozen=True, slots=True)

@@ -193,6 +193,12 @@ class Store:
         return [StoredFault(r[0], FaultEvent(r[1], r[2], FaultKind(r[4]), r[3], json.loads(r[5])))
                 for r in rows]
 
+    def last_fault_time(self) -> float | None:
+        """When the newest stored event happened (Unix s), None for an empty history."""
+        with self._lock:
+            row = self._db.execute("SELECT MAX(time_wall) FROM faults").fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
     # ------------------------------------------------------------------ decisions
 
     def add_decision(self, body: Mapping[str, Any]) -> int:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import heapq
 import os
+import sys
+import time
 from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -11,7 +15,9 @@ from rasd.cli.common import fail, print_json
 from rasd.ladder import catalog
 from rasd.ladder.classify import Context, classify
 from rasd.ladder.decision import Decision
-from rasd.ladder.replay import ReplayError, parse_lines, replay
+from rasd.ladder.replay import (
+    EXPECTED, Names, Numbered, ReadStats, ReplayError, in_time_order, parse_time, read_events, run,
+)
 from rasd.ladder.settings import LadderSettings
 from rasd.model import FaultEvent, FaultKind
 
@@ -77,36 +83,192 @@ def _fmt_time(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _line(d: Decision) -> str:
+def _line(d: Decision, host: str = "", name: str | None = None) -> str:
     link = "-" if d.link is None else str(d.link)
     inv = ",".join(d.investigate) or "-"
-    return (f"{_fmt_time(d.time_wall)} gpu={d.gpu} link={link} rung={d.rung.label} "
-            f"scope={d.scope.value} fault={d.fault} investigate={inv} {d.reason}")
+    where = f"host={host} " if host else ""
+    return (f"{_fmt_time(d.time_wall)} {where}gpu={name or d.gpu} link={link} "
+            f"rung={d.rung.label} scope={d.scope.value} fault={d.fault} investigate={inv} "
+            f"{d.reason}")
+
+
+def _decision_json(d: Decision, host: str, names: Names) -> dict:
+    out = d.to_dict()
+    name = names.name(host, d.gpu)
+    if host:
+        out["host"] = host
+    if name is not None:
+        out["gpu"] = name  # the log named it by PCI bus id only
+    return out
+
+
+def _open_lines(path: str) -> tuple[Iterator[str], Callable[[], None], int | None]:
+    try:
+        fh = click.open_file(path, "r", encoding="utf-8", errors="strict")
+    except OSError as e:
+        fail(f"cannot read {path} ({e.strerror}); check the path")
+    size = None
+    if path != "-":
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            size = None
+    return iter(fh), fh.close, size
+
+
+def _guarded(lines: Iterator[str], path: str, progress: Any) -> Iterator[str]:
+    done = 0
+    n = 0
+    try:
+        for text in lines:
+            if progress is not None:
+                done += len(text)
+                n += 1
+                if n & 8191 == 0:
+                    progress.update(done)
+                    done = 0
+            yield text
+    except UnicodeDecodeError:
+        fail(f"{path} is not UTF-8 text; give a JSON-lines event log or a kernel log")
+    if progress is not None and done:
+        progress.update(done)
 
 
 @click.command("replay")
-@click.argument("events", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--json", "as_json", is_flag=True, help="One object with the list of decisions.")
-def replay_cmd(events: str, as_json: bool) -> None:
-    """Feed EVENTS.jsonl through classification and escalation; print every decision."""
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--json", "as_json", is_flag=True, help="One object with the decisions and closures.")
+@click.option("--year", type=int, default=None,
+              help="Year of syslog lines (they carry none); default: the file's modification year.")
+@click.option("--boot-time", default=None, metavar="TIME",
+              help="When the node booted (Unix seconds or RFC 3339), for dmesg's seconds-since-"
+              "boot stamps; default: the epoch (times then read as time since boot).")
+@click.option("--arch", type=click.Choice(["ampere", "hopper", "blackwell"]), default=None,
+              help="GPU architecture, for register decodes that apply to one architecture only.")
+def replay_cmd(files: tuple[str, ...], as_json: bool, year: int | None, boot_time: str | None,
+               arch: str | None) -> None:
+    """Feed event logs or kernel logs (dmesg, journalctl, syslog) through classification and
+    escalation; print every decision and every decision that ended.
+
+    Each FILE is detected on its own: JSON lines, or a kernel log in any form dmesg, dmesg -T,
+    journalctl (short, short-iso, short-monotonic) or syslog write, or bare NVRM lines."""
+    boot = 0.0
+    if boot_time is not None:
+        try:
+            boot = parse_time(float(boot_time) if _is_number(boot_time) else boot_time)
+        except ValueError as e:
+            fail(f"--boot-time: {e}")
+    names = Names()
+    streams = []
+    all_stats: list[tuple[str, ReadStats]] = []
+    closers = []
+    sizes = []
+    opened = []
+    for path in files:
+        lines, close, size = _open_lines(path)
+        closers.append(close)
+        sizes.append(size)
+        opened.append((path, lines))
+    total = sum(x for x in sizes if x) if all(sizes) else None
+    progress = None
+    if total and sys.stderr.isatty() and not as_json:
+        progress = click.progressbar(length=total, label="replay", file=sys.stderr,
+                                     show_eta=True, show_percent=True)
+        progress.__enter__()
+    for path, lines in opened:
+        stats = ReadStats()
+        all_stats.append((path, stats))
+        y = year if year is not None else _mtime_year(path)
+        items = read_events(_guarded(lines, path, progress), stats, names, year=y,
+                            boot_time=boot, architecture=arch)
+        if len(files) > 1:
+            items = _default_host(items, os.path.basename(path))
+        streams.append(in_time_order(items, stats))
+    merged = streams[0] if len(streams) == 1 else heapq.merge(
+        *streams, key=lambda x: x.event.time_wall)
+    decisions: list[dict] = []
+    closed: list[dict] = []
+    n_dec = n_closed = 0
     try:
-        with click.open_file(events, "r", encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
-    except OSError as e:
-        fail(f"cannot read {events} ({e.strerror}); check the path")
-    except UnicodeDecodeError:
-        fail(f"{events} is not UTF-8 text; give a JSON-lines event log")
-    try:
-        items = parse_lines(lines)
-        decisions = replay(items)
+        for host, step in run(merged):
+            for d in step.opened:
+                n_dec += 1
+                if as_json:
+                    decisions.append(_decision_json(d, host, names))
+                else:
+                    click.echo(_line(d, host, names.name(host, d.gpu)))
+            for c in step.closed:
+                n_closed += 1
+                if as_json:
+                    closed.append({"decision": _decision_json(c.decision, host, names),
+                                   "outcome": c.outcome, "time": c.time_wall})
+                else:
+                    name = names.name(host, c.decision.gpu) or c.decision.gpu
+                    where = f"host={host} " if host else ""
+                    click.echo(f"{_fmt_time(c.time_wall)} {where}gpu={name} "
+                               f"fault={c.decision.fault} closed={c.outcome} (opened "
+                               f"{_fmt_time(c.decision.time_wall)} at {c.decision.rung.label})")
     except ReplayError as e:
-        fail(f"{events}: {e}; fix or remove that line")
+        path = _which(all_stats)
+        fail(f"{path}: {e}; fix or remove that line")
+    finally:
+        if progress is not None:
+            progress.__exit__(None, None, None)
+        for close in closers:
+            close()
+    for path, stats in all_stats:
+        if not stats.recognised and stats.lines:
+            fail(f"{path}: nothing recognisable in {stats.lines} lines; expected {EXPECTED}")
+    events = sum(st.events for _, st in all_stats)
     if as_json:
-        print_json({"events": len(items), "decisions": [d.to_dict() for d in decisions]})
+        print_json({"events": events, "decisions": decisions, "closed": closed,
+                    "files": [_stats_json(p, st) for p, st in all_stats]})
         return
-    for d in decisions:
-        click.echo(_line(d))
-    click.echo(f"{len(items)} events, {len(decisions)} decisions", err=True)
+    for path, st in all_stats:
+        click.echo(_stats_line(path, st), err=True)
+    click.echo(f"{events} events, {n_dec} decisions, {n_closed} closed", err=True)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _mtime_year(path: str) -> int:
+    try:
+        return time.localtime(os.path.getmtime(path)).tm_year
+    except (OSError, ValueError):
+        return time.localtime().tm_year
+
+
+def _default_host(items: Iterator[Numbered], host: str) -> Iterator[Numbered]:
+    for x in items:
+        yield x if x.host else Numbered(x.line, x.event, host)
+
+
+def _which(all_stats: list[tuple[str, ReadStats]]) -> str:
+    return all_stats[-1][0] if len(all_stats) == 1 else ", ".join(p for p, _ in all_stats)
+
+
+def _stats_json(path: str, st: ReadStats) -> dict:
+    return {"file": path, "form": st.form, "lines": st.lines, "events": st.events,
+            "line_forms": dict(st.record_forms), "skipped_not_nvidia": st.skipped_other,
+            "skipped_nvidia_without_xid": st.skipped_nvidia, "out_of_order": st.out_of_order}
+
+
+def _stats_line(path: str, st: ReadStats) -> str:
+    text = f"{path}: {st.form or 'empty'}, {st.events} events from {st.lines} lines"
+    if st.record_forms:
+        text += " (" + ", ".join(f"{k} {v}" for k, v in st.record_forms.most_common()) + ")"
+    if st.skipped_other or st.skipped_nvidia:
+        text += (f"; skipped {st.skipped_other} lines not from NVIDIA drivers and "
+                 f"{st.skipped_nvidia} NVIDIA lines without an Xid")
+    if st.out_of_order:
+        text += f"; {st.out_of_order} events out of time order beyond the reorder window"
+    return text
 
 
 def _db_path(db: str | None, backend: str) -> str:

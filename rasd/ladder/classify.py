@@ -17,7 +17,7 @@ from rasd.ladder.findings import (
 from rasd.ladder.findings import bool_field as _bool
 from rasd.ladder.findings import int_field as _int
 from rasd.ladder.settings import LadderSettings
-from rasd.ladder.xids import classify_xid, recovery_finding
+from rasd.ladder.xids import classify_xid, parse_link, recovery_finding
 from rasd.model import FaultEvent, FaultKind, Rung, Scope
 
 __all__ = ["classify", "Context", "Finding", "XidSeen", "BadEvent"]
@@ -183,6 +183,32 @@ def _sdc(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
     raise BadEvent(f"verdict: {verdict!r} is not suspect, confirmed, cleared or inconclusive")
 
 
+def _nvswitch(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
+    """An NVSwitch SXid (the "gpu" is the switch's number in the log). Fatal: the fabric needs
+    the node's GPUs and switches reset, so drain and reboot the node; non-fatal: monitor, and a
+    technician looks at the switch when the same SXid keeps coming back."""
+    code = _int(event.details, "sxid")
+    message = event.details.get("message") or ""
+    if not isinstance(message, str):
+        raise BadEvent("message: must be text")
+    link = parse_link(message)
+    on = f" link {link}" if link is not None else ""
+    text = message.lower()
+    fatal = text.lstrip().startswith("fatal") or (" fatal" in text and "non-fatal" not in text)
+    what = f"NVSwitch SXid {code}{on}"
+    if fatal:
+        return Finding(Rung.REBOOT_NODE, Scope.NODE, f"sxid:{code}",
+                       f"{what}: fatal fabric error; drain and reset the node's GPUs and "
+                       "switches (reboot)", degradations=(DRAIN,), hardware=True)
+    key = f"sxid:{code}"
+    seen = ctx.repeats.get(key, 0) + 1
+    if seen > 1:
+        return Finding(Rung.NONE, Scope.GPU, key, f"{what}: non-fatal, seen {seen} times: a "
+                       "technician checks the switch and its cables", investigate=(TECHNICIAN,),
+                       repeat_key=key)
+    return Finding(Rung.NONE, Scope.GPU, key, f"{what}: non-fatal; monitor", repeat_key=key)
+
+
 def _none(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
     return None
 
@@ -199,6 +225,7 @@ _BY_KIND: dict[FaultKind, Callable[[FaultEvent, Context, LadderSettings], Findin
     FaultKind.THERMAL: _thermal,
     FaultKind.SDC: _sdc,
     FaultKind.REMEDY: _none,
+    FaultKind.NVSWITCH: _nvswitch,
 }
 
 

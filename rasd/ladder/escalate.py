@@ -14,7 +14,9 @@ caused: the decisions opened, those superseded and those closed. Rules, in order
   nothing; a higher rung supersedes the pending lower ones on that component (and inherits their
   degradations and investigations), never the reverse;
 * a remedy that worked closes the open decisions it covers (a reboot covers the node, a GPU
-  reset the GPU and its links); one that failed climbs one rung at once.
+  reset the GPU and its links); one that failed climbs one rung at once;
+* a decision below RMA whose fault has not come back on its component for
+  ``decision_window_seconds`` expires (closes), in a replay as in the daemon.
 
 What the ladder remembers of past events lives in ``FaultHistory`` (history.py).
 """
@@ -22,6 +24,7 @@ What the ladder remembers of past events lives in ``FaultHistory`` (history.py).
 from __future__ import annotations
 
 import enum
+import heapq
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Any, Iterator, Sequence
@@ -44,6 +47,7 @@ class Outcome(enum.Enum):
     SUPERSEDED = "superseded"  # a higher rung on the component took over
     REMEDIED = "remedied"  # a remedy at or above its rung worked
     CLEARED = "cleared"  # evidence cleared it (a clean SDC deep check)
+    EXPIRED = "expired"  # its fault did not come back within the decision window
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +111,17 @@ class Escalator:
         self.history = FaultHistory(self.s)
         self.open: dict[Component, dict[str, Decision]] = defaultdict(dict)
         self._gpu_comps: dict[int, set[Component]] = defaultdict(set)  # index for remedies
+        # when each (component, fault) was last reported, and a heap of expiry deadlines (an
+        # entry whose fault was reported again since is stale and skipped)
+        self._last_seen: dict[tuple[Component, str], float] = {}
+        self._deadlines: list[tuple[float, int, int, str]] = []
 
     # ------------------------------------------------------------------ input
 
     def feed(self, event: FaultEvent) -> Step:
         """The step one event causes (often nothing). Raises BadEvent for malformed details."""
         step = Step()
+        self._expire(event.time_wall, step)
         h = self.history
         h.saw(event)
         if event.kind is FaultKind.REMEDY:
@@ -129,6 +138,28 @@ class Escalator:
         self._decide(event, finding, step)
         return step
 
+    def advance(self, t: float) -> Step:
+        """Time passed without events (the daemon's tick): close what expired by ``t``."""
+        step = Step()
+        self._expire(t, step)
+        return step
+
+    def _expire(self, t: float, step: Step) -> None:
+        window = self.s.decision_window_seconds
+        heap = self._deadlines
+        while heap and heap[0][0] < t:
+            _, gpu, link, fault = heapq.heappop(heap)
+            comp: Component = (gpu, None if link < 0 else link)
+            self._transition(step, comp, fault, t, ending=Outcome.EXPIRED,
+                             quiet_since=self._last_seen.get((comp, fault), t) + window)
+
+    def _seen(self, comp: Component, fault: str, t: float) -> None:
+        """The fault was reported on the component: its open decision stays (and expires
+        ``decision_window_seconds`` after this report, unless reported again)."""
+        self._last_seen[(comp, fault)] = t
+        heapq.heappush(self._deadlines, (t + self.s.decision_window_seconds, comp[0],
+                                         -1 if comp[1] is None else comp[1], fault))
+
     def feed_all(self, events: Sequence[FaultEvent]) -> list[Decision]:
         out: list[Decision] = []
         for e in events:
@@ -139,7 +170,8 @@ class Escalator:
 
     def _transition(self, step: Step, comp: Component, fault: str, t: float, *,
                     opening: Decision | None = None, ending: Outcome | None = None,
-                    by: Rung = Rung.NONE, by_fault: str = "") -> bool:
+                    by: Rung = Rung.NONE, by_fault: str = "",
+                    quiet_since: float = float("inf")) -> bool:
         """Open ``opening`` as (comp, fault), or end the open (comp, fault) with ``ending``
         because of a ``by`` rung (the new decision's, or the remedy's). Returns whether it moved;
         a guard that does not hold leaves the ladder as it was."""
@@ -151,6 +183,7 @@ class Escalator:
                 raise AssertionError(f"{fault} already open on {comp}")
             self.open[comp][fault] = opening
             self._gpu_comps[comp[0]].add(comp)
+            self._seen(comp, fault, t)
             step.opened.append(opening)
             return True
         if current is None:
@@ -178,6 +211,15 @@ class Escalator:
         if ending is Outcome.CLEARED:
             # guard: a clean deep check clears a suspicion, never a confirmed corruption (RMA)
             if current.rung >= Rung.RMA:
+                return False
+            del self.open[comp][fault]
+            step.closed.append(Closure(current, ending.value, t))
+            return True
+        if ending is Outcome.EXPIRED:
+            # guard: only a fault that stayed away for the whole window expires (a stale
+            # deadline, from before the fault was reported again, moves nothing), and an RMA
+            # waits for the board's replacement however quiet the GPU is
+            if current.rung >= Rung.RMA or quiet_since > t:
                 return False
             del self.open[comp][fault]
             step.closed.append(Closure(current, ending.value, t))
@@ -236,6 +278,8 @@ class Escalator:
             degradations.append(EXCLUDE_GPU)
 
         existing = self.open[comp].get(f.fault)
+        if existing is not None:
+            self._seen(comp, f.fault, e.time_wall)  # it came back: the decision stays open
         if existing is not None and existing.rung >= rung and \
                 set(investigate) <= set(existing.investigate) and \
                 set(degradations) <= set(existing.degradations):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from rasd.model import RecoveryAction, Rung, Scope
@@ -51,6 +51,7 @@ class XidSeen:
     gpu: int
     xid: int
     key: str | None = None  # Xid 13: "gpc<N>/tpc<M>" when the message names them
+    burst: float | None = None  # when the burst this line belongs to began
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,10 @@ class Context:
     link_parity_hits: int = 0  # earlier Xid 74 ECC/parity reports on this event's link
     retired_dbe: tuple[tuple[float, int], ...] = ()  # earlier (time, double-bit page total)
     pcie_last_time: float | None = None  # earlier pcie_replay event of this GPU
+    burst_start: float | None = None  # Xid: when this line's burst began (earlier lines of it
+    # are this same occurrence, never a repeat)
+    repeats: Mapping[str, int] = field(default_factory=dict)  # earlier occurrences per repeat
+    # key on this event's component ("if seen repeatedly" rules; a burst once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,7 @@ class Finding:
     uncatalogued: bool = False
     hardware: bool = False  # recurrence of this fault points at the hardware
     link_parity: bool = False  # Xid 74 ECC/parity bits: counted per link
+    repeat_key: str | None = None  # an "if seen repeatedly" rule: occurrences counted per key
 
 
 class BadEvent(ValueError):

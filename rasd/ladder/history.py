@@ -37,6 +37,10 @@ class FaultHistory:
         self._parity: dict[Component, int] = defaultdict(int)
         self._dbe: dict[int, list[tuple[float, int]]] = defaultdict(list)
         self._pcie_last: dict[int, float] = {}
+        # the line burst of each (gpu, Xid): (last line's time, when the burst began)
+        self._burst: dict[tuple[int, int], tuple[float, float]] = {}
+        # "if seen repeatedly" rules: occurrence times per component and key (a burst once)
+        self._repeats: dict[Component, dict[str, deque[float]]] = defaultdict(dict)
         # remedies: the last one per component and fault class, and those that did not hold
         self._remedied: dict[Component, dict[str, tuple[Rung, float]]] = defaultdict(dict)
         self._not_held: dict[Component, list[tuple[float, Rung]]] = defaultdict(list)
@@ -51,7 +55,9 @@ class FaultHistory:
     def context(self, e: FaultEvent) -> Context:
         """What the history says about this event's component (earlier events only)."""
         recent: tuple[XidSeen, ...] = ()
+        burst = None
         if e.kind is FaultKind.XID:
+            burst = self._burst_start(e.gpu, xid_code(e), e.time_wall)
             keep = e.time_wall - max(self.s.xid_repeat_window_seconds,
                                      self.s.xid_companion_seconds)
             mine = self._recent_gpu[e.gpu]
@@ -66,13 +72,34 @@ class FaultHistory:
         if e.kind is FaultKind.XID and link is None:
             link = parse_link(e.details.get("message"))
         comp = (e.gpu, link)
+        reps = self._repeats.get(comp)
+        repeats = {}
+        if reps:
+            cut = e.time_wall - self.s.xid_repeat_window_seconds
+            for key, times in reps.items():
+                while times and times[0] < cut:
+                    times.popleft()
+                # the current burst is this occurrence, not an earlier one
+                n = len(times) - (1 if times and e.time_wall - times[-1] <=
+                                  self.s.xid_line_burst_seconds else 0)
+                if n > 0:
+                    repeats[key] = n
         return Context(
             recent_xids=recent,
             link_downs=tuple(self._link_downs.get(comp, ())),
             link_parity_hits=self._parity.get(comp, 0),
             retired_dbe=tuple(self._dbe.get(e.gpu, ())),
             pcie_last_time=self._pcie_last.get(e.gpu),
+            burst_start=burst,
+            repeats=repeats,
         )
+
+    def _burst_start(self, gpu: int, code: int, t: float) -> float:
+        """When the burst a line at ``t`` belongs to began (``t`` itself for a new burst)."""
+        prev = self._burst.get((gpu, code))
+        if prev is not None and 0 <= t - prev[0] <= self.s.xid_line_burst_seconds:
+            return prev[1]
+        return t
 
     # ------------------------------------------------------------------ after classification
 
@@ -85,8 +112,11 @@ class FaultHistory:
         k = e.kind
         if k is FaultKind.XID:
             msg = e.details.get("message")
-            seen = XidSeen(e.time_wall, e.gpu, int(e.details["xid"]),
-                           parse_gpc_tpc(msg) if e.details["xid"] == 13 else None)
+            code = int(e.details["xid"])
+            start = self._burst_start(e.gpu, code, e.time_wall)
+            self._burst[(e.gpu, code)] = (e.time_wall, start)
+            seen = XidSeen(e.time_wall, e.gpu, code,
+                           parse_gpc_tpc(msg) if code == 13 else None, start)
             self._recent_gpu[e.gpu].append(seen)
             self._recent_code[seen.xid].append(seen)
         elif k is FaultKind.NVLINK and e.details.get("state", "down") == "down" and f is not None:
@@ -107,6 +137,12 @@ class FaultHistory:
             self._parity[(e.gpu, f.link)] += 1
         if f is not None and f.link is not None:
             self.links_seen.add((e.gpu, f.link))
+        if f is not None and f.repeat_key is not None:
+            times = self._repeats[(e.gpu, f.link)].setdefault(f.repeat_key, deque())
+            if not times or e.time_wall - times[-1] > self.s.xid_line_burst_seconds:
+                times.append(e.time_wall)
+            else:
+                times[-1] = e.time_wall  # the burst goes on: one occurrence, its latest line
 
     def fault(self, e: FaultEvent) -> None:
         """A fault that asked for something: counted for the RMA queue's recurrence order."""
@@ -160,7 +196,7 @@ class FaultHistory:
     def forget_gpu(self, gpu: int) -> None:
         """The GPU was replaced: its history belongs to the old board."""
         tables: tuple[dict[Component, Any], ...] = (
-            self._not_held, self._remedied, self._link_downs, self._parity)
+            self._not_held, self._remedied, self._link_downs, self._parity, self._repeats)
         for table in tables:
             for comp in [c for c in table if c[0] == gpu]:
                 del table[comp]
@@ -168,6 +204,8 @@ class FaultHistory:
             del self._xid_counted[key]
             self._xid_last.pop(key, None)
         self._dbe.pop(gpu, None)
+        for bkey in [k for k in self._burst if k[0] == gpu]:
+            del self._burst[bkey]
 
     def node_remedies_since(self, t: float) -> int:
         return sum(1 for x in self.node_remedies if x >= t)

@@ -1,24 +1,32 @@
-"""`rasd replay`: a timestamped event log through classification and escalation.
+"""`rasd replay`: an event log or a raw kernel log through classification and escalation.
 
-One JSON object a line: ``time`` (Unix seconds or RFC 3339 with an offset), ``kind``, ``gpu``,
-optional ``link``, and the kind's fields (see FaultEvent). A line that does not parse, or whose
-fields do not fit its kind, stops the replay with its line number: nothing is skipped.
+Each file is detected on its own: JSON lines (one event object a line: ``time`` as Unix seconds or
+RFC 3339 with an offset, ``kind``, ``gpu``, optional ``link`` and ``host``, and the kind's fields),
+or a kernel log in any form rasd.telemetry.kmsg understands (dmesg, dmesg -T, journal, syslog,
+short-iso, bare NVRM lines). In an event log a line that does not parse stops the replay with its
+line number; in a kernel log lines that are not NVIDIA driver reports are skipped and counted.
+
+Events stream through (memory stays flat in their number): a bounded reorder window puts a log
+gathered from several sources back in time order, and each host gets its own ladder.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from rasd.ladder.decision import Decision
-from rasd.ladder.escalate import Escalator
+from rasd.ladder.escalate import Escalator, Step
 from rasd.ladder.findings import BadEvent
 from rasd.ladder.settings import LadderSettings
 from rasd.model import FaultEvent, FaultKind
 from rasd.store import Store
+from rasd.telemetry.kmsg import SyslogYear, bus_name, is_nvidia, parse_xid_line, split_record
 
 _REQUIRED = {
     FaultKind.XID: ("xid",),
@@ -27,19 +35,69 @@ _REQUIRED = {
     FaultKind.RECOVERY_ACTION: ("action",),
     FaultKind.SDC: ("verdict",),
     FaultKind.REMEDY: ("action", "result"),
+    FaultKind.NVSWITCH: ("sxid",),
 }
+REORDER_WINDOW = 65_536  # events held back to put an interleaved log in time order
+BARE_SPACING_SECONDS = 60.0  # bare driver lines carry no time: one minute apart, a burst together
+EXPECTED = ("JSON-lines events, or kernel log lines with NVIDIA driver reports (NVRM: Xid / "
+            "SXid) as dmesg, dmesg -T, journalctl (short, short-iso) or syslog print them")
 
 
 class ReplayError(ValueError):
     def __init__(self, line: int, why: str):
         self.line = line
-        super().__init__(f"line {line}: {why}")
+        super().__init__(f"line {line}: {why}" if line else why)
 
 
 @dataclass(frozen=True, slots=True)
 class Numbered:
     line: int
     event: FaultEvent
+    host: str = ""
+
+
+@dataclass(slots=True)
+class ReadStats:
+    """What a file held: its detected form, the events read, the lines skipped and why."""
+
+    form: str = ""  # "events" or "kernel log"
+    lines: int = 0
+    events: int = 0
+    record_forms: Counter[str] = field(default_factory=Counter)  # kernel-log line forms seen
+    skipped_other: int = 0  # not NVIDIA driver lines (or not in a known form)
+    skipped_nvidia: int = 0  # NVIDIA driver lines that report no Xid
+    out_of_order: int = 0  # events later than the reorder window could put right
+
+    @property
+    def recognised(self) -> bool:
+        return self.events > 0 or sum(self.record_forms.values()) > 0
+
+
+class Names:
+    """GPU numbers for devices a kernel log names by PCI bus id, per host (first seen, first
+    numbered), and the names to print for them."""
+
+    def __init__(self) -> None:
+        self._ids: dict[tuple[str, str], int] = {}
+        self._names: dict[tuple[str, int], str] = {}
+
+    def number(self, host: str, name: str) -> int:
+        key = (host, name)
+        n = self._ids.get(key)
+        if n is None:
+            n = sum(1 for h, _ in self._ids if h == host)
+            self._ids[key] = n
+            self._names[(host, n)] = name
+        return n
+
+    def name(self, host: str, gpu: int) -> str | None:
+        return self._names.get((host, gpu))
+
+    def __bool__(self) -> bool:
+        return bool(self._ids)
+
+
+# --------------------------------------------------------------------------- JSON lines
 
 
 def parse_time(value: Any) -> float:
@@ -64,58 +122,181 @@ def parse_time(value: Any) -> float:
     raise ValueError("time: expected Unix seconds or an RFC 3339 timestamp")
 
 
-def parse_line(text: str) -> FaultEvent:
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"not JSON ({e.msg} at column {e.colno})") from None
+_KINDS = {k.value: k for k in FaultKind}
+_TOP = frozenset(("time", "kind", "gpu", "link", "host"))
+
+
+def parse_object(obj: Any) -> tuple[FaultEvent, str]:
+    """One decoded JSON object -> (event, host)."""
     if not isinstance(obj, dict):
         raise ValueError("expected a JSON object")
     for key in ("time", "kind", "gpu"):
         if key not in obj:
             raise ValueError(f"missing {key!r}")
-    t = parse_time(obj["time"])
-    try:
-        kind = FaultKind(obj["kind"])
-    except ValueError:
+    t = obj["time"]
+    if not (type(t) is float or type(t) is int) or not math.isfinite(t):
+        t = parse_time(t)
+    kind = _KINDS.get(obj["kind"]) if isinstance(obj["kind"], str) else None
+    if kind is None:
         raise ValueError(f"kind: {obj['kind']!r} is not one of "
-                         f"{', '.join(k.value for k in FaultKind)}") from None
+                         f"{', '.join(k.value for k in FaultKind)}")
     gpu = obj["gpu"]
-    if isinstance(gpu, bool) or not isinstance(gpu, int) or gpu < 0:
+    if type(gpu) is not int or gpu < 0:
         raise ValueError(f"gpu: {gpu!r} is not a GPU index")
     link = obj.get("link")
-    if link is not None and (isinstance(link, bool) or not isinstance(link, int) or link < 0):
+    if link is not None and (type(link) is not int or link < 0):
         raise ValueError(f"link: {link!r} is not a link number")
     for key in _REQUIRED.get(kind, ()):
         if key not in obj:
             raise ValueError(f"missing {key!r} for kind {kind.value}")
-    details = {k: v for k, v in obj.items() if k not in ("time", "kind", "gpu", "link")}
+    details = {k: v for k, v in obj.items() if k not in _TOP}
     if kind is FaultKind.NVLINK:
-        details["link"] = link if link is not None else obj.get("link")
-    return FaultEvent(t, gpu, kind, link, details)
+        details["link"] = link
+    host = obj.get("host", "")
+    if not isinstance(host, str):
+        raise ValueError(f"host: {host!r} is not a host name")
+    return FaultEvent(float(t), gpu, kind, link, details), host
 
 
-def parse_lines(lines: Iterable[str]) -> list[Numbered]:
-    out = []
-    for n, text in enumerate(lines, 1):
-        if not text.strip():
+def parse_line(text: str) -> FaultEvent:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not JSON ({e.msg} at column {e.colno})") from None
+    return parse_object(obj)[0]
+
+
+def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats) -> Iterator[Numbered]:
+    loads = json.loads
+    for n, text in lines:
+        stats.lines = n
+        if not text or text.isspace():
             continue
         try:
-            out.append(Numbered(n, parse_line(text)))
+            event, host = parse_object(loads(text))
+        except json.JSONDecodeError as e:
+            raise ReplayError(n, f"not JSON ({e.msg} at column {e.colno})") from None
         except ValueError as e:
             raise ReplayError(n, str(e)) from None
-    # a log gathered from several sources may interleave: replay in time order (stable)
-    out.sort(key=lambda x: x.event.time_wall)
-    return out
+        stats.events += 1
+        yield Numbered(n, event, host)
 
 
-def replay(events: Sequence[Numbered], settings: LadderSettings | None = None,
-           store: Store | None = None) -> list[Decision]:
-    """Every decision, in order, from a fresh escalator (and into ``store`` when given: each
+# --------------------------------------------------------------------------- kernel logs
+
+
+def _kernel_events(lines: Iterable[tuple[int, str]], stats: ReadStats, names: Names, *,
+                   year: int, boot_time: float, architecture: str | None) -> Iterator[Numbered]:
+    years = SyslogYear(year)
+    last_t = boot_time
+    last_key: tuple[str, str, int] | None = None
+    for n, text in lines:
+        stats.lines = n
+        if not text or text.isspace():
+            continue
+        rec = split_record(text, years.for_line(text))
+        if rec is None:
+            stats.skipped_other += 1
+            continue
+        stats.record_forms[rec.form] += 1
+        x = parse_xid_line(rec.text)
+        if x is None:
+            if is_nvidia(rec.text):
+                stats.skipped_nvidia += 1
+            else:
+                stats.skipped_other += 1
+            continue
+        bus = bus_name(x.pci)
+        key = (rec.host, bus, x.xid)
+        if rec.time_wall is not None:
+            t = rec.time_wall
+        elif rec.boot_seconds is not None:
+            t = boot_time + rec.boot_seconds
+        else:  # a bare line: the burst it continues, or the next minute
+            t = last_t if key == last_key else last_t + BARE_SPACING_SECONDS
+        last_t, last_key = t, key
+        details: dict[str, Any] = {"message": x.message, "pci_bus_id": bus}
+        if x.gpu_instance is not None:
+            details["gpu_instance"] = x.gpu_instance
+        if x.compute_instance is not None:
+            details["compute_instance"] = x.compute_instance
+        if x.pid is not None:
+            details["pid"] = x.pid
+        if x.process:
+            details["process"] = x.process
+        if x.switch is not None:
+            details.update(sxid=x.xid, switch=x.switch)
+            gpu = names.number(rec.host, f"{x.switch} {bus}")
+            event = FaultEvent(t, gpu, FaultKind.NVSWITCH, None, details)
+        else:
+            details["xid"] = x.xid
+            if architecture:
+                details["architecture"] = architecture
+            event = FaultEvent(t, names.number(rec.host, bus), FaultKind.XID, None, details)
+        stats.events += 1
+        yield Numbered(n, event, rec.host)
+
+
+# --------------------------------------------------------------------------- the replay
+
+
+def read_events(lines: Iterable[str], stats: ReadStats, names: Names, *, year: int = 1970,
+                boot_time: float = 0.0, architecture: str | None = None) -> Iterator[Numbered]:
+    """Detect the file's form from its first non-empty line, then stream its events."""
+    numbered = enumerate(lines, 1)
+    first: tuple[int, str] | None = None
+    for n, text in numbered:
+        if text.strip():
+            first = (n, text)
+            break
+    if first is None:
+        return iter(())
+    rest = _chain(first, numbered)
+    if first[1].lstrip().startswith("{"):
+        stats.form = "events"
+        return _json_events(rest, stats)
+    stats.form = "kernel log"
+    return _kernel_events(rest, stats, names, year=year, boot_time=boot_time,
+                          architecture=architecture)
+
+
+def _chain(first: tuple[int, str], rest: Iterator[tuple[int, str]]) -> Iterator[tuple[int, str]]:
+    yield first
+    for n, text in rest:
+        yield n, text.rstrip("\n")
+
+
+def in_time_order(items: Iterable[Numbered], stats: ReadStats,
+                  window: int = REORDER_WINDOW) -> Iterator[Numbered]:
+    """Put an interleaved log back in time order within ``window`` events (stable)."""
+    heap: list[tuple[float, int, Numbered]] = []
+    last = float("-inf")
+    for seq, item in enumerate(items):
+        heapq.heappush(heap, (item.event.time_wall, seq, item))
+        if len(heap) > window:
+            t, _, out = heapq.heappop(heap)
+            if t < last:
+                stats.out_of_order += 1
+            last = t
+            yield out
+    while heap:
+        t, _, out = heapq.heappop(heap)
+        if t < last:
+            stats.out_of_order += 1
+        last = t
+        yield out
+
+
+def run(items: Iterable[Numbered], settings: LadderSettings | None = None,
+        store: Store | None = None) -> Iterator[tuple[str, Step]]:
+    """Each event's step, host by host each on its own ladder (into ``store`` when given: each
     event with its step in one transaction)."""
-    esc = Escalator(settings)
-    out: list[Decision] = []
-    for item in events:
+    s = settings or LadderSettings()
+    ladders: dict[str, Escalator] = {}
+    for item in items:
+        esc = ladders.get(item.host)
+        if esc is None:
+            esc = ladders[item.host] = Escalator(s)
         try:
             step = esc.feed(item.event)
         except BadEvent as e:
@@ -124,5 +305,18 @@ def replay(events: Sequence[Numbered], settings: LadderSettings | None = None,
             store.record_step(item.event, [d.to_dict() for d in step.opened],
                               [(c.decision.time_wall, c.decision.gpu, c.decision.link,
                                 c.decision.fault, c.outcome, c.time_wall) for c in step.ended])
-        out.extend(step.opened)
-    return out
+        if step.opened or step.superseded or step.closed:
+            yield item.host, step
+
+
+def parse_lines(lines: Iterable[str]) -> list[Numbered]:
+    """A whole JSON-lines log, in time order (tests and small logs)."""
+    stats = ReadStats()
+    return sorted(_json_events(((n, t) for n, t in enumerate(lines, 1)), stats),
+                  key=lambda x: x.event.time_wall)
+
+
+def replay(events: Sequence[Numbered], settings: LadderSettings | None = None,
+           store: Store | None = None) -> list[Decision]:
+    """Every decision, in order, from fresh ladders."""
+    return [d for _, step in run(events, settings, store) for d in step.opened]

@@ -14,18 +14,23 @@ import queue
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
 
 from rasd.ladder.actions import ActionResult, Actuator
 from rasd.ladder.decision import Decision
-from rasd.ladder.escalate import Escalator
+from rasd.ladder.escalate import Closure, Escalator, Outcome
 from rasd.ladder.findings import BadEvent
 from rasd.ladder.settings import ActionSettings, LadderSettings
+from rasd.ladder.xidtext import architecture
 from rasd.ladder.state import LadderState, build_state
 from rasd.model import FaultEvent, FaultKind, Rung
-from rasd.store import Store
+from rasd.store import DecisionEnd, Store
+from rasd.telemetry.kmsg import LoggedXid, backlog
 
 log = logging.getLogger("rasd.ladder")
+
+CATCH_UP_SLACK_SECONDS = 2.0
 
 GpuInfo = Callable[[int], "Mapping[str, Any] | None"]
 
@@ -67,13 +72,19 @@ class LadderService:
         if oldest is not None:
             since = min(since, oldest)
         n = 0
+        expired: list[Closure] = []
         with self._lock:
             for row in self.store.faults(since=since):
                 try:
-                    self._esc.feed(row.event)  # the steps were stored when the events arrived
+                    step = self._esc.feed(row.event)  # its step was stored when it arrived
                 except BadEvent:
                     continue  # it was counted when it first arrived
+                # decisions may have expired while rasd was down: those are news to the store
+                expired.extend(c for c in step.closed if c.outcome == Outcome.EXPIRED.value)
                 n += 1
+            expired.extend(self._esc.advance(now_wall).closed)
+            if expired:
+                self.store.record_step(None, (), [_end(c) for c in expired])
         log.info("ladder_restored events=%d since=%.0f open=%d", n, since,
                  len(self._esc.open_decisions()))
         return n
@@ -85,7 +96,7 @@ class LadderService:
         the results of remedies that finished meanwhile; returns the new decisions.
         Thread-safe. Called with no events, it only drains the remedy results (the tick)."""
         out: list[Decision] = []
-        batch: Sequence[FaultEvent] = events
+        batch: Sequence[FaultEvent] = [self._with_architecture(e) for e in events]
         while True:
             new = self._feed(batch)
             out.extend(new)
@@ -93,7 +104,12 @@ class LadderService:
                 self._actuator.submit(d, self._info(d.gpu))
             batch = self._take_results()
             if not batch:
-                return out
+                break
+        with self._lock:  # time moved on: decisions whose fault stayed away expire
+            ended = self._esc.advance(now_wall).closed
+            if ended:
+                self.store.record_step(None, (), [_end(c) for c in ended])
+        return out
 
     def tick(self, now_wall: float) -> list[Decision]:
         """Take in the remedy results the actuator queued since the last tick (and act on the
@@ -115,10 +131,8 @@ class LadderService:
                         log.warning("bad_fault_event kind=%s gpu=%s problem=%r (logged once, "
                                     "then counted)", e.kind.value, e.gpu, str(ex))
                     continue
-                self.store.record_step(
-                    e, [d.to_dict() for d in step.opened],
-                    [(c.decision.time_wall, c.decision.gpu, c.decision.link, c.decision.fault,
-                      c.outcome, c.time_wall) for c in step.ended])
+                self.store.record_step(e, [d.to_dict() for d in step.opened],
+                                       [_end(c) for c in step.ended])
                 if e.kind is not FaultKind.REMEDY:
                     top = max((d.rung for d in step.opened), default=None)
                     self._faults[(e.gpu, e.kind.value, top.label if top else "none")] += 1
@@ -128,6 +142,19 @@ class LadderService:
                              d.gpu, d.link, d.rung.label, d.scope.value, d.fault, d.reason)
                 out.extend(step.opened)
         return out
+
+    def _with_architecture(self, e: FaultEvent) -> FaultEvent:
+        """Xid register decodes differ by GPU architecture: name it from the GPU's product."""
+        if e.kind is not FaultKind.XID or "architecture" in e.details or self._gpu_info is None:
+            return e
+        try:
+            info = self._gpu_info(e.gpu) or {}
+        except Exception:  # noqa: BLE001 - identity is optional; the decode then assumes Hopper
+            return e
+        arch = architecture(info.get("name"))
+        if arch is None:
+            return e
+        return replace(e, details={**e.details, "architecture": arch})
 
     def _take_results(self) -> list[FaultEvent]:
         """Record the queued action results; the remedies among them as events for the ladder."""
@@ -145,6 +172,53 @@ class LadderService:
                 outcome = "ok" if res.result == "ok" else "failed"
                 remedies.append(FaultEvent(res.time_wall, res.gpu, FaultKind.REMEDY, res.link,
                                            {"action": res.rung.label, "result": outcome}))
+
+    def catch_up_from(self, kernel_log: str, gpu_of: Mapping[tuple[int, int, int], int],
+                      now_wall: float) -> int:
+        """On start: read the kernel log rasd can reach (the /dev/kmsg ring, or the journal)
+        for the Xids of the time it was down, and judge the unseen ones."""
+        since = self.store.last_fault_time()
+        if since is None or not kernel_log:
+            return 0
+        try:
+            logged, source = backlog(kernel_log, since, now_wall)
+        except OSError as e:
+            log.warning("event=kernel_log_backlog_unreadable path=%s error=%r", kernel_log,
+                        e.strerror)
+            return 0
+        n = self.catch_up(logged, gpu_of, now_wall, since)
+        log.info("event=kernel_log_catch_up source=%s logged=%d new=%d since=%.0f", source,
+                 len(logged), n, since)
+        return n
+
+    def catch_up(self, logged: Sequence[LoggedXid], gpu_of: Mapping[tuple[int, int, int], int],
+                 now_wall: float, since_wall: float | None = None) -> int:
+        """Judge the Xids the kernel logged while rasd was down: those after the newest stored
+        event (``since_wall``), except any the store already holds (the same GPU and code within
+        ``CATCH_UP_SLACK_SECONDS``: the live path stamps when NVML signalled, the kernel when it
+        printed). Returns how many were new."""
+        since = self.store.last_fault_time() if since_wall is None else since_wall
+        if since is None:
+            return 0  # a first start: the history begins now, older lines are not ours to judge
+        stored = {(f.event.gpu, f.event.details.get("xid"), f.event.time_wall)
+                  for f in self.store.faults(since=since - CATCH_UP_SLACK_SECONDS)
+                  if f.event.kind is FaultKind.XID}
+        events = []
+        for x in logged:
+            if not since < x.time_wall <= now_wall:
+                continue
+            gpu = gpu_of.get(x.line.pci)
+            if gpu is None:
+                continue  # not one of this node's GPUs as NVML enumerates them now
+            if any(g == gpu and c == x.line.xid and abs(t - x.time_wall) <= CATCH_UP_SLACK_SECONDS
+                   for g, c, t in stored):
+                continue
+            events.append(FaultEvent(x.time_wall, gpu, FaultKind.XID, None, {
+                "xid": x.line.xid, "message": x.line.message, "source": "kernel_log_backlog"}))
+        if events:
+            log.info("xids_while_down count=%d since=%.0f", len(events), since)
+            self.ingest(events, now_wall)
+        return len(events)
 
     def _info(self, gpu: int) -> dict[str, Any]:
         info: dict[str, Any] = {"hostname": self.hostname}
@@ -207,3 +281,8 @@ class LadderService:
         """Wait for running actions, then record their results (nothing run goes unrecorded)."""
         self._actuator.close()
         self._feed(self._take_results())
+
+
+def _end(c: Closure) -> DecisionEnd:
+    d = c.decision
+    return (d.time_wall, d.gpu, d.link, d.fault, c.outcome, c.time_wall)

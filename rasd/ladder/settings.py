@@ -45,6 +45,13 @@ class LadderSettings:
     xid_burst_seconds: float = 180.0
     xid_long_burst_seconds: float = 3 * HOUR
     xid_long_burst_codes: tuple[str, ...] = ("74", "79", "95", "109", "119")
+    # Lines of one Xid on one GPU closer than this to the previous line are one fault (the driver
+    # prints several lines for one SM exception, one per channel for Xid 45): one occurrence for
+    # every repeat rule, never a repeat of itself.
+    xid_line_burst_seconds: float = 1.0
+    # An open decision below RMA whose fault has not come back on its component for this long
+    # closes ("expired"), so an old investigation is not inherited by an unrelated new fault.
+    decision_window_seconds: float = 7 * DAY
     # Remedies on one node before a technician should look at the node.
     node_remedy_count: int = 5
     node_remedy_window_seconds: float = 7 * DAY
@@ -83,10 +90,12 @@ class LadderSettings:
         for name in ("cure_window_seconds", "not_holding_memory_seconds",
                      "xid_recurrence_window_seconds", "node_remedy_window_seconds",
                      "xid_repeat_window_seconds", "link_flap_window_seconds",
-                     "retired_dbe_recent_seconds", "pcie_default_window_seconds"):
+                     "retired_dbe_recent_seconds", "pcie_default_window_seconds",
+                     "decision_window_seconds"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name}: must be positive (seconds)")
-        if self.xid_burst_seconds < 0 or self.xid_long_burst_seconds < 0:
+        if self.xid_burst_seconds < 0 or self.xid_long_burst_seconds < 0 or \
+                self.xid_line_burst_seconds < 0:
             problems.append("xid_burst_seconds: bursts must not be negative")
         for name in ("xid_long_burst_codes", "application_visible_xids"):
             bad = [c for c in getattr(self, name) if not c.isdigit()]

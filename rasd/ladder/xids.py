@@ -12,17 +12,19 @@ from typing import Callable, Mapping
 from rasd.ladder import catalog as cat
 from rasd.ladder.findings import (
     APPLICATION, DIAGNOSTICS, DISABLE_LINK, DRAIN, EXCLUDE_GPU, POWER_SMOOTHING,
-    RECOVERY_ACTION_CODES, RECOVERY_ACTIONS, REPORT_BUG, SDC_CHECK, SOFTWARE, STOP_P2P,
+    RECOVERY_ACTIONS, REPORT_BUG, SDC_CHECK, SOFTWARE, STOP_P2P,
     TECHNICIAN, BadEvent, Context, Finding,
 )
 from rasd.ladder.findings import int_field as _int
 from rasd.ladder.findings import with_ as _with
 from rasd.ladder.settings import LadderSettings
+from rasd.ladder.xidtext import (
+    decode, parse_gpc_tpc, parse_link, parse_recovery_text, parse_registers,
+)
 from rasd.model import FaultEvent, Rung, Scope
 
-# Xid 154's recovery-action names as the driver prints them.
-XID154_TEXT = {"none": "none", "drain p2p": "drain_p2p", "drain and reset": "drain_and_reset",
-                "gpu reset required": "gpu_reset", "node reboot required": "node_reboot"}
+__all__ = ["classify_xid", "decode", "parse_gpc_tpc", "parse_link", "parse_recovery_text",
+           "parse_registers", "recovery_finding"]
 
 APP_BUCKETS = frozenset({"CHECK_APP/CUDA", "INVESTIGATE_SW", "XID_137_FLOW"})
 
@@ -42,38 +44,13 @@ UNBUCKETED: Mapping[int, tuple[Rung, tuple[str, ...], str]] = {
 }
 
 
-def parse_gpc_tpc(message: str | None) -> str | None:
-    m = _GPC_TPC.search(message or "")
-    return f"gpc{m.group(1)}/tpc{m.group(2)}" if m else None
-
-
-def parse_link(message: str | None) -> int | None:
-    m = _LINK.search(message or "")
-    return int(m.group(1)) if m else None
-
-
-def parse_registers(message: str | None) -> tuple[int, ...] | None:
-    m = _REGS.search(message or "")
-    if not m:
-        return None
-    return tuple(int(x, 16) for x in re.findall(r"0x[0-9a-fA-F]+", m.group(1)))
-
-
-def parse_recovery_text(message: str | None) -> str | None:
-    """Xid 154's "... changed from 0x0 (None) to 0x2 (Node Reboot Required)" -> "node_reboot"."""
-    m = _REC154.search(message or "")
-    if m:
-        name = XID154_TEXT.get(m.group(2).strip().lower())
-        if name:
-            return name
-        return RECOVERY_ACTION_CODES.get(int(m.group(1), 16))
-    return None
-
-
-_GPC_TPC = re.compile(r"GPC\s*(\d+)\s*,\s*TPC\s*(\d+)", re.I)
-_LINK = re.compile(r"\blink\s*[:#]?\s*(\d+)", re.I)
-_REGS = re.compile(r"\(\s*(0x[0-9a-fA-F]+(?:\s*,\s*0x[0-9a-fA-F]+){1,7})\s*\)")
-_REC154 = re.compile(r"to\s+0x([0-9a-fA-F]+)\s*\(([^)]*)\)", re.I)
+# Codes whose catalog entry asks for support once the reset or reboot it prescribes is done
+# (investigatory CONTACT_SUPPORT after RESET_GPU / RESTART_*), and 119/120, whose trigger text
+# says to follow the debug guidelines if the error comes back after a power cycle: diagnostics.
+_SUPPORT_AFTER_REMEDY = frozenset(
+    e.code for e in cat.XIDS.values()
+    if e.immediate in (cat.RESET_GPU, cat.RESTART_BM, cat.RESTART_VM, cat.CHECK_MECHANICALS)
+    and e.investigatory == cat.CONTACT_SUPPORT) | {119, 120}
 
 
 def classify_xid(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding:
@@ -89,7 +66,9 @@ def classify_xid(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding:
                        f"Xid {code} is not in the pinned catalog: restart the application, keep "
                        "the raw code", xid=code, uncatalogued=True, investigate=(REPORT_BUG,))
     base = Finding(Rung.NONE, Scope.GPU, fault, "", xid=code, buckets=entry.buckets)
-    what = f"Xid {code} ({entry.description})"
+    text = decode(code, message)
+    where = text.summary()
+    what = f"Xid {code} ({entry.description}{'; ' + where if where else ''})"
     special = _XID_WORKFLOWS.get(code)
     if special is not None:
         return special(event, ctx, s, base, what, message)
@@ -99,6 +78,15 @@ def classify_xid(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding:
         return _with(base, rung=rung, scope=scope, investigate=inv,
                      reason=f"{what}: no bucket in the pinned catalog; {why}",
                      hardware=rung >= Rung.RESET_GPU)
+    f = _by_bucket(code, entry, s, base, what)
+    if code in _SUPPORT_AFTER_REMEDY and DIAGNOSTICS not in f.investigate:
+        f = _with(f, investigate=f.investigate + (DIAGNOSTICS,),
+                  reason=f.reason + "; diagnostics, and contact support if it persists")
+    return f
+
+
+def _by_bucket(code: int, entry: cat.XidEntry, s: LadderSettings, base: Finding,
+               what: str) -> Finding:
     imm = entry.immediate
     if imm == cat.IGNORE:
         app = code in s.app_visible() or entry.investigatory in APP_BUCKETS
@@ -134,8 +122,10 @@ def _wf_13_31(event: FaultEvent, ctx: Context, s: LadderSettings, base: Finding,
     code = base.xid
     key = parse_gpc_tpc(message) if code == 13 else None
     since = event.time_wall - s.xid_repeat_window_seconds
+    # lines of the current burst (one SM exception prints several) are this occurrence
     same_gpu = [x for x in ctx.recent_xids
                 if x.xid == code and x.gpu == event.gpu and x.time_wall >= since
+                and (ctx.burst_start is None or x.burst != ctx.burst_start)
                 and (code != 13 or key is None or x.key is None or x.key == key)]
     other_gpus = {x.gpu for x in ctx.recent_xids
                   if x.xid == code and x.gpu != event.gpu and x.time_wall >= since}
@@ -152,6 +142,9 @@ def _wf_13_31(event: FaultEvent, ctx: Context, s: LadderSettings, base: Finding,
 
 def _wf_45(event: FaultEvent, ctx: Context, s: LadderSettings, base: Finding, what: str,
            message: str | None) -> Finding:
+    cause = decode(45, message).caused_by
+    if cause is not None:
+        return _with(base, reason=f"{what}: caused by an earlier Xid {cause}, which decides")
     since = event.time_wall - s.xid_companion_seconds
     others = [x for x in ctx.recent_xids
               if x.gpu == event.gpu and x.xid != 45 and x.time_wall >= since]
@@ -173,27 +166,63 @@ def _wf_48(event: FaultEvent, ctx: Context, s: LadderSettings, base: Finding, wh
                  reason=f"{what} alone: reset the GPU, then field diagnostics")
 
 
+def _wf_94_95(event: FaultEvent, ctx: Context, s: LadderSettings, base: Finding, what: str,
+              message: str | None) -> Finding:
+    """Contained (94) and uncontained (95) memory errors: the driver's RST / D-RST flags say
+    whether the GPU needs a reset, and whether to drain it first."""
+    t = decode(base.xid or 0, message)
+    if t.drain_and_reset:
+        return _with(base, rung=Rung.RESET_GPU, degradations=(DRAIN,), hardware=True,
+                     reason=f"{what}: the driver asks to drain and reset the GPU (D-RST)")
+    if base.xid == 95 or t.reset_required:
+        why = "the driver asks for a reset (RST)" if t.reset_required else \
+            "every application on the GPU is affected"
+        return _with(base, rung=Rung.RESET_GPU, degradations=(DRAIN,), hardware=True,
+                     reason=f"{what}: {why}; drain, then reset the GPU")
+    flags = " (RST: No)" if t.reset_required is False else ""
+    return _with(base, rung=Rung.RESTART_PROCESS,
+                 reason=f"{what}{flags}: restart the affected application; reset the GPU when "
+                 "convenient")
+
+
 # Xid 74 register bits (catalog's NVLink workflow): (register index, bits) per class.
 _R74_PARITY = ((0, {4, 5}), (2, {0, 1, 2, 6}), (4, {18, 19, 21, 22, 24, 25, 27, 28}))
 _R74_MECH = ((0, {8, 9, 12, 16, 17, 24, 28}),)
 _R74_SI = ((0, {21, 22}),)
 _R74_BENIGN = ((0, {0, 1, 20, 23, 30}), (3, {16, 17, 18}), (4, {20, 23, 26, 29}))
+_R74_UNEXPECTED = ((2, {13}),)  # not expected in production: report at once
+_R74_DIAG_IF_REPEATED = ((2, {16, 19}),)
+_R74_BUG_IF_REPEATED = ((0, {27, 29}), (2, {17, 18}))
+_R74_ALL = (_R74_PARITY, _R74_MECH, _R74_SI, _R74_BENIGN, _R74_UNEXPECTED,
+            _R74_DIAG_IF_REPEATED, _R74_BUG_IF_REPEATED)
+# which registers the catalog's decode covers, per architecture (Xid 74 is A100/H100 only):
+# "the first, third, fourth and fifth registers are valid for Hopper"; on Ampere only the first
+# is decoded; an unknown architecture is decoded as Hopper, the current generation of the Xid
+_R74_VALID = {"hopper": frozenset({0, 2, 3, 4}), "ampere": frozenset({0}),
+              "blackwell": frozenset()}
 
 
-def _bits(regs: tuple[int, ...], spec: tuple[tuple[int, set[int]], ...]) -> bool:
+_RegSpec = tuple[tuple[int, set[int]], ...]
+
+
+def _bits(regs: tuple[int, ...], spec: _RegSpec) -> bool:
     return any(i < len(regs) and any(regs[i] >> b & 1 for b in bits) for i, bits in spec)
 
 
-def _known(regs: tuple[int, ...]) -> int:
+def _unexplained(regs: tuple[int, ...]) -> int:
     """Register bits the catalog does not explain (reported as a bug)."""
     mask = [0] * len(regs)
-    for spec in (_R74_PARITY, _R74_MECH, _R74_SI, _R74_BENIGN,
-                 ((0, {27, 29}), (2, {13, 16, 17, 18, 19}))):
+    for spec in _R74_ALL:
         for i, bits in spec:
             if i < len(regs):
                 for b in bits:
                     mask[i] |= 1 << b
     return sum(bin(r & ~m).count("1") for r, m in zip(regs, mask))
+
+
+def _valid_registers(regs: tuple[int, ...], arch: object) -> tuple[int, ...]:
+    valid = _R74_VALID.get(str(arch).lower() if arch else "hopper", _R74_VALID["hopper"])
+    return tuple(r if i in valid else 0 for i, r in enumerate(regs))
 
 
 def _wf_74(event: FaultEvent, ctx: Context, s: LadderSettings, base: Finding, what: str,
@@ -203,7 +232,11 @@ def _wf_74(event: FaultEvent, ctx: Context, s: LadderSettings, base: Finding, wh
     base = _with(base, link=link, scope=scope)
     on = f" on link {link}" if link is not None else ""
     p2p = (STOP_P2P,) if link is not None else (DRAIN,)
+    arch = event.details.get("architecture")
     regs = parse_registers(message)
+    if regs and arch is not None and str(arch).lower() == "blackwell":
+        what += " (no register decode: Xid 74 is an Ampere/Hopper report)"
+    regs = _valid_registers(regs, arch) if regs else regs
     if not regs or not any(regs):
         return _with(base, rung=Rung.RESET_GPU, degradations=p2p, hardware=True,
                      reason=f"{what}{on}: stop peer-to-peer over it, reset the GPU when convenient")
@@ -217,20 +250,36 @@ def _wf_74(event: FaultEvent, ctx: Context, s: LadderSettings, base: Finding, wh
         return _with(base, rung=Rung.RESET_GPU, degradations=p2p, hardware=True,
                      reason=f"{what}{on}: ECC/parity error; reset the GPU when convenient")
     if _bits(regs, _R74_MECH):
-        return _with(base, rung=Rung.RESET_GPU, degradations=p2p, investigate=(TECHNICIAN,),
-                     hardware=True, reason=f"{what}{on}: possible link hardware; check and reseat "
-                     "the link's connections, diagnostics if it persists")
+        seen = ctx.repeats.get("xid74:mechanical", 0) + 1
+        inv = (TECHNICIAN, DIAGNOSTICS) if seen > 1 else (TECHNICIAN,)
+        return _with(base, rung=Rung.RESET_GPU, degradations=p2p, investigate=inv,
+                     hardware=True, repeat_key="xid74:mechanical",
+                     reason=f"{what}{on}: possible link hardware; check and reseat the link's "
+                     + ("connections; it persists: run diagnostics" if seen > 1 else
+                        "connections, diagnostics if it persists"))
     if _bits(regs, _R74_SI):
         return _with(base, rung=Rung.RESET_GPU, degradations=p2p,
                      investigate=(TECHNICIAN, DIAGNOSTICS), hardware=True,
                      reason=f"{what}{on}: marginal signal integrity; check connections, diagnostics")
-    if _known(regs):
+    if _unexplained(regs) or _bits(regs, _R74_UNEXPECTED):
         return _with(base, rung=Rung.RESET_GPU, degradations=p2p, investigate=(REPORT_BUG,),
-                     reason=f"{what}{on}: register bits the catalog does not explain; report it")
-    if _bits(regs, ((0, {27, 29}), (2, {13, 16, 17, 18, 19}))):
-        return _with(base, investigate=(REPORT_BUG,),
-                     reason=f"{what}{on}: report it if it repeats")
+                     reason=f"{what}{on}: register bits the catalog does not expect; report it")
+    if _bits(regs, _R74_DIAG_IF_REPEATED):
+        return _if_repeated(base, ctx, "xid74:diag", (DIAGNOSTICS, REPORT_BUG),
+                            f"{what}{on}", "run field diagnostics and report it")
+    if _bits(regs, _R74_BUG_IF_REPEATED):
+        return _if_repeated(base, ctx, "xid74:bug", (REPORT_BUG,), f"{what}{on}", "report it")
     return _with(base, reason=f"{what}{on}: secondary or threshold bits only; continue, monitor")
+
+
+def _if_repeated(base: Finding, ctx: Context, key: str, investigate: tuple[str, ...],
+                 what: str, todo: str) -> Finding:
+    """The catalog's "if seen repeatedly": occurrences counted per link (a burst once)."""
+    seen = ctx.repeats.get(key, 0) + 1
+    if seen > 1:
+        return _with(base, investigate=investigate, repeat_key=key,
+                     reason=f"{what}: seen {seen} times: {todo}")
+    return _with(base, repeat_key=key, reason=f"{what}: first time; {todo} if it repeats")
 
 
 def _wf_nvlink5(event: FaultEvent, ctx: Context, s: LadderSettings, base: Finding, what: str,
@@ -258,7 +307,9 @@ def _wf_154(event: FaultEvent, ctx: Context, s: LadderSettings, base: Finding, w
     return recovery_finding(base, action, f"{what}: driver asks for {action}")
 
 
-_XID_WORKFLOWS: dict[int, Callable[[FaultEvent, Context, LadderSettings, Finding, str, str | None], Finding]] = {13: _wf_13_31, 31: _wf_13_31, 45: _wf_45, 48: _wf_48, 74: _wf_74,
+_Workflow = Callable[[FaultEvent, Context, LadderSettings, Finding, str, "str | None"], Finding]
+_XID_WORKFLOWS: dict[int, _Workflow] = {13: _wf_13_31, 31: _wf_13_31, 45: _wf_45, 48: _wf_48, 74: _wf_74,
+                  94: _wf_94_95, 95: _wf_94_95,
                   **{c: _wf_nvlink5 for c in range(144, 151)}, 154: _wf_154}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 
 import pytest
 
@@ -83,8 +84,9 @@ def test_remedy_results_wait_for_the_tick_never_reenter_from_the_action_thread(t
                           commands={"reset_gpu": ("nvidia-smi", "-r")})
     actuator = Actuator(acts, runner)
     store = Store(tmp_path / "r.db")
-    svc = LadderService(LadderSettings(), acts, store, "n", actuator=actuator, now_wall=0)
-    ds = svc.ingest([E(1.0, 0, K.XID, None, {"xid": 62})], 1.0)
+    now = time.time()  # the actuator stamps results with the wall clock
+    svc = LadderService(LadderSettings(), acts, store, "n", actuator=actuator, now_wall=now)
+    ds = svc.ingest([E(now, 0, K.XID, None, {"xid": 62})], now)
     assert [d.rung for d in ds] == [Rung.RESET_GPU]
     runner.go.set()
     actuator._pool.shutdown(wait=True)  # the reset ran and reported on the action thread
@@ -92,7 +94,7 @@ def test_remedy_results_wait_for_the_tick_never_reenter_from_the_action_thread(t
     # nothing reached the ladder or the store from the action thread
     assert store.actions() == [] and svc.rung(0) is Rung.RESET_GPU
     assert all(f.event.kind is not K.REMEDY for f in store.faults())
-    svc.tick(2.0)
+    svc.tick(time.time())
     assert [(a.kind, a.result) for a in store.actions()] == [("reset_gpu", "ok")]
     assert svc.rung(0) is Rung.NONE
     assert [r.state for r in store.decisions()] == ["remedied"]
