@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from dataclasses import replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import psutil
 
@@ -65,6 +65,19 @@ class Notifier:
             self.send(f"STATUS={text}")
 
 
+class MetricsServer(Protocol):
+    def shutdown(self) -> None: ...
+
+
+class ServeMetrics(Protocol):
+    """Starts serving ``/metrics`` (and ``/healthz``) from the latest snapshot on its own threads.
+
+    The CLI passes ``exporters.prometheus.serve``: rasd itself never imports the exporters."""
+
+    def __call__(self, snapshot: Callable[[], Snapshot | None], host: str, port: int,
+                 health: Callable[[], tuple[bool, str]] | None = None) -> MetricsServer: ...
+
+
 class Daemon:
     def __init__(
         self,
@@ -74,8 +87,11 @@ class Daemon:
         listen: str | None = None,
         hostname: str | None = None,
         wall: Callable[[], float] = time.time,
+        serve_metrics: ServeMetrics | None = None,
     ):
+        """``serve_metrics`` None: nothing is served (in-process use reads ``snapshot``)."""
         self.cfg = cfg
+        self.serve_metrics = serve_metrics
         self.backend = backend
         self.config_path = config_path
         self.listen = listen or cfg.daemon.listen
@@ -170,11 +186,10 @@ class Daemon:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        from exporters.prometheus import serve
-
-        host, port = config_mod.parse_listen(self.listen)
-        # before threads: a taken port fails fast
-        self.http = serve(lambda: self._snapshot, host, port, health=self.freshness.check)
+        if self.serve_metrics is not None:
+            host, port = config_mod.parse_listen(self.listen)
+            # before threads: a taken port fails fast
+            self.http = self.serve_metrics(lambda: self._snapshot, host, port, health=self.freshness.check)
         for loop in self.health:
             loop.start()
         self.sampler.start()

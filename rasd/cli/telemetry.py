@@ -41,6 +41,7 @@ def register(group: click.Group) -> None:
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False), default=None, help="Overrides [daemon].log_level.")
 def run(backend: str | None, scenario: str | None, listen: str | None, config_path: str | None, log_level: str | None) -> None:
     """Run the daemon: poll every GPU, decide repairs, check, smooth power, serve /metrics."""
+    from exporters.prometheus import serve
     from rasd.daemon import Daemon, with_listen
 
     cfg = load_config_or_fail(config_path)
@@ -52,7 +53,7 @@ def run(backend: str | None, scenario: str | None, listen: str | None, config_pa
         cfg = with_listen(cfg, listen)
     setup_logging(log_level or cfg.daemon.log_level)
     be = open_backend_or_fail(backend, scenario)
-    daemon = Daemon(cfg, be, config_path=config_path)
+    daemon = Daemon(cfg, be, config_path=config_path, serve_metrics=serve)
     try:
         daemon.start()
     except OSError as e:
