@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def run_rasd(gpus: int, port: int) -> None:
+    from exporters.prometheus import serve
     from rasd import config
     from rasd.backends import open_backend
     from rasd.cli.common import setup_logging
@@ -26,7 +27,7 @@ def run_rasd(gpus: int, port: int) -> None:
 
     cfg = with_listen(config.Config.default(), f"127.0.0.1:{port}")
     setup_logging("warning")
-    daemon = Daemon(cfg, open_backend("fake", gpus=gpus))
+    daemon = Daemon(cfg, open_backend("fake", gpus=gpus), serve_metrics=serve)
     daemon.start()
     daemon.run_forever()
 

@@ -102,6 +102,7 @@ def test_health_loops_do_not_grow_one_per_gpu(fake):
 def _daemon(fake, tmp_path, gpus, text=None):
     from dataclasses import replace
 
+    from exporters.prometheus import serve
     from rasd import config
     from rasd.daemon import Daemon
     from tests.e2e.helpers import free_port
@@ -113,7 +114,7 @@ def _daemon(fake, tmp_path, gpus, text=None):
                        control_socket=str(tmp_path / f"c{gpus}.sock")),
         telemetry=replace(cfg.telemetry, kernel_log="", poll_deadline_seconds=0.5),
     )
-    return Daemon(cfg, fake(text, gpus=gpus), hostname="t")
+    return Daemon(cfg, fake(text, gpus=gpus), hostname="t", serve_metrics=serve)
 
 
 def test_daemon_threads_do_not_grow_with_gpus(fake, tmp_path):
