@@ -28,6 +28,10 @@ ZERO_PAD = 8  # finer spectral grid for the peak interpolation
 MIN_SAMPLES = 8
 FOLD_BINS = 20  # phase bins of the folded wave (1/20 cycle: a sine's peak bin reads 98.8%)
 MIN_FIT_R2 = 0.8  # below this the wave is not periodic enough to trust its fit over raw readings
+# A GPU whose last reading is this many update intervals (at least this many seconds) older than
+# the newest GPU's has stopped reporting and is left out of the node sum.
+STALE_STEPS = 10
+STALE_MIN_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,7 @@ class WindowAnalysis:
     gpus: Mapping[int, SeriesMetrics]
     node: SeriesMetrics | None  # None when fewer than two GPUs overlap long enough
     node_series: tuple[np.ndarray, np.ndarray] | None = None  # (t, watts) on the common grid
+    node_gpus: tuple[int, ...] = ()  # the GPUs summed into the node (those still reporting)
 
 
 def samples_to_series(samples: Sequence[PowerSample]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -257,15 +262,30 @@ def _fit_amplitude(t: np.ndarray, x: np.ndarray, freq: float) -> float:
     return float(math.hypot(coef[0], coef[1]))
 
 
+def reporting(series: Mapping[int, tuple[np.ndarray, np.ndarray]]) -> list[int]:
+    """GPUs whose readings reach the window's end; a GPU that stopped (lost, hung) is left out.
+
+    Without this, one silent GPU shrinks the span every GPU covers to nothing and the node's
+    analysis disappears for good. "Reaching the end" allows STALE_STEPS update intervals.
+    """
+    usable = {g: s for g, s in series.items() if s[0].size >= MIN_SAMPLES}
+    if not usable:
+        return []
+    latest = max(float(t[-1]) for t, _ in usable.values())
+    step = float(np.median([np.median(np.diff(t)) for t, _ in usable.values()]))
+    slack = max(STALE_STEPS * step, STALE_MIN_SECONDS)
+    return sorted(g for g, (t, _) in usable.items() if float(t[-1]) >= latest - slack)
+
+
 def node_sum(
     series: Mapping[int, tuple[np.ndarray, np.ndarray]],
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Sum GPUs on a common grid over the span all of them cover.
+    """Sum the reporting GPUs on a common grid over the span all of them cover.
 
     Each GPU's NVML timestamps differ, so every series is linearly interpolated onto one grid
     whose step is the median update interval across GPUs.
     """
-    usable = {g: s for g, s in series.items() if s[0].size >= MIN_SAMPLES}
+    usable = {g: series[g] for g in reporting(series)}
     if not usable:
         return None
     start = max(float(t[0]) for t, _ in usable.values())
@@ -297,7 +317,8 @@ def analyze_window(
         m = analyze_series(t, w, band, min_amplitude_watts=min_amplitude_watts)
         if m is not None:
             gpus[gpu] = m
-    summed = node_sum({g: clean[g] for g in gpus})
+    live = reporting({g: clean[g] for g in gpus})
+    summed = node_sum({g: clean[g] for g in live})
     node = None
     if summed is not None:
         node = analyze_series(
@@ -305,9 +326,9 @@ def analyze_window(
         )
         if node is not None:
             # The grid inherits the GPUs' rate; report the slowest GPU's, which bounds what is seen.
-            rate = min(m.sample_rate_hz for m in gpus.values())
+            rate = min(gpus[g].sample_rate_hz for g in live)
             node = _with_rate(node, rate)
-    return WindowAnalysis(gpus=gpus, node=node, node_series=summed)
+    return WindowAnalysis(gpus=gpus, node=node, node_series=summed, node_gpus=tuple(live) if node else ())
 
 
 def _with_rate(m: SeriesMetrics, rate: float) -> SeriesMetrics:

@@ -135,7 +135,9 @@ def decide(
     ``readings``: each GPU's watts over the window, for the energy estimates (optional: without
     them the overhead is estimated from the swing alone, as for a square wave).
     """
-    gpus = {g: m for g, m in analysis.gpus.items() if g in limits}
+    # Decide over the GPUs summed into the node: a GPU that stopped reporting is not shared in.
+    members = set(analysis.node_gpus) if analysis.node is not None else set(analysis.gpus)
+    gpus = {g: m for g, m in analysis.gpus.items() if g in limits and g in members}
     node = analysis.node
     if node is None and len(gpus) == 1:
         node = next(iter(gpus.values()))

@@ -73,6 +73,14 @@ class PowerService:
 
     def window(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         with self._lock:
+            # A GPU that stopped reporting (lost) trims nothing on its own: age its readings
+            # against the newest reading of any GPU, so they leave the window in time.
+            newest = max((b[-1][0] for b in self._buf.values() if b), default=None)
+            if newest is not None:
+                cutoff = newest - self.settings.window_seconds
+                for b in self._buf.values():
+                    while b and b[0][0] < cutoff:
+                        b.popleft()
             rows = {g: list(b) for g, b in self._buf.items() if b}
         out = {}
         for g, r in rows.items():

@@ -131,3 +131,22 @@ def test_node_budget_shares_are_in_the_state() -> None:
     assert st.budget is not None
     assert sum(st.budget.shares.values()) <= 2400.0 + 1e-6
     assert set(st.budget.shares) == {0, 1, 2, 3}
+
+
+def test_a_lost_gpu_leaves_the_others_analysed() -> None:
+    # GPU 3 stops reporting 10 s in (lost); the other three keep swinging. Once the lost GPU's
+    # last readings are a window old, the node and every reporting GPU are analysed and decided.
+    svc = PowerService(PowerSettings(allowed_swing_percent=20.0), [Gpu(g) for g in range(4)])
+    samples = [s for s in stream(0.1, 60.0) if s.gpu != 3 or s.nvml_timestamp_us / 1e6 < START + 10.0]
+    svc.add_samples(samples)
+    st = svc.tick(START + 61.0)
+    assert set(st.gpus) == {0, 1, 2}
+    assert st.node is not None and st.node.swing_watts > 600.0
+    assert st.decision is not None and set(st.decision.gpus) == {0, 1, 2}
+    assert all(d.allowed_swing_watts > 0 for d in st.decision.gpus.values())
+    # While its last readings are still inside the window, the lost GPU does not hide the node.
+    svc = PowerService(PowerSettings(allowed_swing_percent=20.0), [Gpu(g) for g in range(4)])
+    svc.add_samples([s for s in samples if s.nvml_timestamp_us / 1e6 < START + 25.0])
+    st = svc.tick(START + 25.0)
+    assert st.node is not None and st.node.duration_seconds > 20.0
+    assert st.decision is not None and {0, 1, 2} <= set(st.decision.gpus)
