@@ -158,7 +158,7 @@ def _report(
     band = (settings.band_low_hz, settings.band_high_hz)
     analysis = analyze_window(series, band, min_amplitude_watts=settings.oscillation_min_watts)
     if analysis.node is None and not analysis.gpus:
-        fail("too few distinct readings to analyse (need at least 8 per GPU); record longer", EXIT_FAIL)
+        fail("too few distinct readings to analyse (need at least 8 per GPU); record longer")
     readings = {g: w for g, (_, w) in series.items()}
     end = max(float(t[-1]) for t, _ in series.values())
     decision = decide(analysis, limits, settings, end, None, readings)

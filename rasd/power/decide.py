@@ -21,7 +21,6 @@ after a relaxation (the control was hiding it, e.g. a ramp hold) doubles the nex
 from __future__ import annotations
 
 import enum
-import math
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -62,7 +61,7 @@ class GpuLimits:
 class GpuDecision:
     gpu: int
     mode: Mode
-    allowed_swing_watts: float  # this GPU's share of the node's allowed swing
+    allowed_swing_watts: float  # this GPU's share of the node's allowed swing; 0 = no limit
     floor_watts: float | None = None
     floor_percent: float | None = None  # of the GPU's power limit
     ramp_up_watts_per_second: float | None = None
@@ -78,7 +77,7 @@ class Decision:
     mode: Mode
     reason: str
     gpus: Mapping[int, GpuDecision] = field(default_factory=lambda: MappingProxyType({}))
-    allowed_swing_watts: float = 0.0  # node
+    allowed_swing_watts: float = 0.0  # node; 0 = no swing limit set
     energy_overhead_ratio: float = 0.0  # node, floor only
     since_wall: float = 0.0  # when this mode was taken
     relax_since_wall: float | None = None  # since when a milder mode would do (hysteresis)
@@ -112,13 +111,13 @@ class Decision:
 
 
 def node_allowed_swing(settings: PowerSettings, limits: Mapping[int, GpuLimits]) -> float:
-    """Watts; the smaller of the absolute and the percentage limit that are set."""
+    """Watts; the smaller of the absolute and the percentage limit that are set; 0 = no limit."""
     options = []
     if settings.allowed_swing_watts > 0:
         options.append(settings.allowed_swing_watts)
     if settings.allowed_swing_percent > 0:
         options.append(settings.allowed_swing_percent / 100.0 * sum(l.limit_watts for l in limits.values()))
-    return min(options) if options else math.inf
+    return min(options) if options else 0.0
 
 
 def decide(
@@ -225,7 +224,12 @@ def decide(
     for g, m in gpus.items():
         lim = limits[g]
         floor_w, extra_w = floors[g]
-        cap = _bound(m.trough_watts + share[g], lim)
+        # A swing cap clips the peaks to the trough plus the GPU's share of the allowed swing; a
+        # budget cap scales the GPU's peak by the node's excess. Without a swing limit only the
+        # budget can cap.
+        cap = _bound(m.trough_watts + share[g], lim) if share[g] > 0 else lim.max_watts
+        if budget_bad and node.peak_watts > 0:
+            cap = min(cap, _bound(m.peak_watts * budget / node.peak_watts, lim))
         d = GpuDecision(gpu=g, mode=Mode.NONE, allowed_swing_watts=share[g])
         if mode == Mode.FLOOR and floor_w is None and _was(previous, g, Mode.FLOOR):
             floor_w = previous.gpus[g].floor_watts  # type: ignore[union-attr]

@@ -20,7 +20,7 @@ from rasd.model import PowerSample
 from rasd.power.analysis import WindowAnalysis, analyze_window
 from rasd.power.apply import PowerApplier, PowerHandle
 from rasd.power.budget import BudgetState, rebalance
-from rasd.power.decide import Decision, decide
+from rasd.power.decide import Decision, Mode, decide
 from rasd.power.settings import PowerSettings
 from rasd.power.state import PowerState
 
@@ -99,7 +99,9 @@ class PowerService:
             )
             limits = self.applier.limits()
             readings = {g: w for g, (_, w) in series.items()}
-            self._decision = decide(analysis, limits, s, now_wall, self._decision, readings)
+            previous = self._decision
+            self._decision = decide(analysis, limits, s, now_wall, previous, readings)
+            _log_change(previous, self._decision)
             if s.node_budget_watts > 0 and limits:
                 usage = {
                     g: float(np.percentile(w, USAGE_PERCENTILE)) for g, w in readings.items() if w.size
@@ -147,3 +149,35 @@ class PowerService:
     def close(self) -> None:
         """Revert every change rasd made to the GPUs (original limits, smoothing off)."""
         self.applier.close(self.clock())
+
+
+def _targets(d: Decision) -> tuple[object, ...]:
+    """What a decision asks of the GPUs: a change here is worth a log line, a new reason is not."""
+    return (d.mode, d.allowed_swing_watts, tuple(
+        (g, x.mode, x.floor_watts, x.target_limit_watts, x.ramp_up_watts_per_second,
+         x.ramp_down_watts_per_second, x.hysteresis_ms)
+        for g, x in sorted(d.gpus.items())
+    ))
+
+
+def _log_change(previous: Decision | None, new: Decision) -> None:
+    """One key=value line when the decision changes (mode or any GPU's target), never per tick."""
+    if previous is not None and _targets(previous) == _targets(new):
+        return
+    if previous is None and new.mode is Mode.NONE and not new.gpus:
+        return  # the initial "not enough readings yet" is no decision
+    parts = [
+        "event=power_decision",
+        f"mode={new.mode.label}",
+        f"previous={previous.mode.label if previous is not None else 'none'}",
+        f"allowed_swing_watts={new.allowed_swing_watts:.0f}",
+    ]
+    for g, x in sorted(new.gpus.items()):
+        if x.floor_watts is not None and x.mode is Mode.FLOOR:
+            parts.append(f"gpu{g}_floor_watts={x.floor_watts:.0f}")
+        if x.target_limit_watts is not None and x.mode is Mode.CAP:
+            parts.append(f"gpu{g}_cap_watts={x.target_limit_watts:.0f}")
+        if x.ramp_up_watts_per_second is not None and x.mode is not Mode.NONE:
+            parts.append(f"gpu{g}_ramp_watts_per_second={x.ramp_up_watts_per_second:.0f}")
+    parts.append(f"reason={new.reason!r}")
+    log.info(" ".join(parts))

@@ -10,14 +10,17 @@ class PowerSettings:
     """Power analysis, smoothing decisions and node budget sharing.
 
     Swing and ramp limits are for the node's summed power; each GPU gets a share of them in
-    proportion to its power limit. ``0`` switches a limit off.
+    proportion to its power limit. ``0`` switches a limit off; all are off by default (advice and
+    alerts only where the operator sets a limit).
     """
 
     window_seconds: float = 30.0  # sliding analysis window
     band_low_hz: float = 0.1  # band of concern (production training sits mostly at 0.2-3 Hz)
     band_high_hz: float = 3.0
-    allowed_swing_watts: float = 0.0  # node peak-to-peak; 0 = use the percentage only
-    allowed_swing_percent: float = 20.0  # of the node's summed power limits; 0 = watts only
+    # No swing limit unless an operator sets one: a healthy training node swings by design (about
+    # half its power every step), and a default limit would decide and alert on every such node.
+    allowed_swing_watts: float = 0.0  # node peak-to-peak; 0 = no limit in watts
+    allowed_swing_percent: float = 0.0  # of the node's summed power limits; 0 = no limit in percent
     max_ramp_watts_per_second: float = 0.0  # node, 95th percentile; 0 = no ramp limit
     energy_budget_percent: float = 10.0  # most extra energy a floor may cost, else cap
     node_budget_watts: float = 0.0  # shared between GPUs; 0 = no node budget
@@ -53,8 +56,6 @@ class PowerSettings:
         ):
             if getattr(self, name) < 0:
                 problems.append(f"{name}: must be 0 (off) or positive")
-        if self.allowed_swing_watts == 0 and self.allowed_swing_percent == 0:
-            problems.append("allowed_swing_percent: set it or allowed_swing_watts (both are 0)")
         for name in (
             "allowed_swing_percent",
             "energy_budget_percent",

@@ -11,9 +11,9 @@ from rasd.cli import main
 from rasd.cli.power import parse_duration
 
 
-def test_live_json_on_the_power_swing_scenario() -> None:
+def test_live_json_on_the_power_swing_scenario(swing_limit_config) -> None:
     r = CliRunner().invoke(main, ["power", "--backend", "fake", "--scenario", "power-swing",
-                                  "--duration", "2s", "--json"])
+                                  "--duration", "2s", "--json", "--config", swing_limit_config()])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["backend"] == "fake"

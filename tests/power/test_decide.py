@@ -15,6 +15,11 @@ from rasd.power.synthetic import Wave, nvml_trace
 LIMITS = {g: GpuLimits(700.0, 200.0, 700.0) for g in range(4)}
 
 
+def P(**kw) -> PowerSettings:
+    """Settings with a 20 % swing limit (no limit is the default)."""
+    return PowerSettings(**{"allowed_swing_percent": 20.0, **kw})
+
+
 def window(wave: Wave, gpus: int = 4, seconds: float = 30.0, start: float = 1_700_000_000.0):
     series = {g: nvml_trace(wave, seconds, start=start, rng=np.random.default_rng(g)) for g in range(gpus)}
     return series, {g: w for g, (_, w) in series.items()}
@@ -31,14 +36,14 @@ QUIET = Wave(hz=0.7, swing_watts=60.0, base_watts=500.0, shape="square", noise_w
 
 
 def test_none_within_limits() -> None:
-    d = run(QUIET, PowerSettings())
+    d = run(QUIET, P())
     assert d.mode is Mode.NONE
     assert all(g.mode is Mode.NONE and g.floor_watts is None for g in d.gpus.values())
     assert d.allowed_swing_watts == pytest.approx(0.2 * 2800.0)
 
 
 def test_floor_fits_the_swing_and_estimates_its_energy() -> None:
-    d = run(SWINGING, PowerSettings(energy_budget_percent=30.0))
+    d = run(SWINGING, P(energy_budget_percent=30.0))
     assert d.mode is Mode.FLOOR
     for g in d.gpus.values():
         assert g.mode is Mode.FLOOR
@@ -53,7 +58,7 @@ def test_floor_fits_the_swing_and_estimates_its_energy() -> None:
 
 
 def test_cap_when_the_floor_costs_more_than_the_energy_budget() -> None:
-    d = run(SWINGING, PowerSettings(energy_budget_percent=10.0))
+    d = run(SWINGING, P(energy_budget_percent=10.0))
     assert d.mode is Mode.CAP
     assert "energy" in d.reason
     for g in d.gpus.values():
@@ -64,21 +69,21 @@ def test_cap_when_the_floor_costs_more_than_the_energy_budget() -> None:
 
 
 def test_cap_when_the_node_budget_is_exceeded() -> None:
-    d = run(SWINGING, PowerSettings(energy_budget_percent=50.0, node_budget_watts=2000.0))
+    d = run(SWINGING, P(energy_budget_percent=50.0, node_budget_watts=2000.0))
     assert d.mode is Mode.CAP
     assert "budget" in d.reason
 
 
 def test_cap_never_goes_below_the_device_minimum() -> None:
     low = Wave(hz=0.7, swing_watts=300.0, base_watts=50.0, shape="square", noise_watts=2.0)
-    d = run(low, PowerSettings(energy_budget_percent=1.0))
+    d = run(low, P(energy_budget_percent=1.0))
     assert d.mode is Mode.CAP
     assert all(g.target_limit_watts >= 200.0 for g in d.gpus.values())
 
 
 def test_ramp_when_the_swing_fits_but_ramps_too_fast() -> None:
     sine = Wave(hz=1.0, swing_watts=200.0, base_watts=400.0, noise_watts=1.0)
-    s = PowerSettings(allowed_swing_percent=100.0, max_ramp_watts_per_second=800.0)
+    s = P(allowed_swing_percent=100.0, max_ramp_watts_per_second=800.0)
     d = run(sine, s)
     assert d.mode is Mode.RAMP
     for g in d.gpus.values():
@@ -89,7 +94,7 @@ def test_ramp_when_the_swing_fits_but_ramps_too_fast() -> None:
 
 
 def test_milder_mode_waits_for_the_hysteresis() -> None:
-    s = PowerSettings(energy_budget_percent=30.0, hysteresis_seconds=60.0)
+    s = P(energy_budget_percent=30.0, hysteresis_seconds=60.0)
     first = run(SWINGING, s, now=100.0)
     assert first.mode is Mode.FLOOR
     held = run(QUIET, s, previous=first, now=130.0)
@@ -103,7 +108,7 @@ def test_milder_mode_waits_for_the_hysteresis() -> None:
 
 
 def test_a_returning_violation_resets_the_hold() -> None:
-    s = PowerSettings(energy_budget_percent=30.0, hysteresis_seconds=60.0)
+    s = P(energy_budget_percent=30.0, hysteresis_seconds=60.0)
     d = run(SWINGING, s, now=100.0)
     d = run(QUIET, s, previous=d, now=120.0)
     d = run(SWINGING, s, previous=d, now=140.0)
@@ -116,7 +121,7 @@ def test_a_returning_violation_resets_the_hold() -> None:
 def test_no_flapping_around_the_allowed_swing() -> None:
     # Swings just above and just below the allowed 560 W node swing (140 W per GPU): once taken,
     # the floor stays, because relaxing needs the swing below (100 - margin)% of the limit.
-    s = PowerSettings(energy_budget_percent=30.0, hysteresis_seconds=0.0)
+    s = P(energy_budget_percent=30.0, hysteresis_seconds=0.0)
     above = Wave(hz=0.7, swing_watts=150.0, base_watts=400.0, shape="square", noise_watts=1.0)
     below = Wave(hz=0.7, swing_watts=133.0, base_watts=400.0, shape="square", noise_watts=1.0)
     d = run(above, s, now=0.0)
@@ -129,7 +134,7 @@ def test_no_flapping_around_the_allowed_swing() -> None:
 
 
 def test_small_moves_of_the_floor_are_ignored() -> None:
-    s = PowerSettings(energy_budget_percent=30.0, deadband_percent=2.0)
+    s = P(energy_budget_percent=30.0, deadband_percent=2.0)
     d1 = run(SWINGING, s, now=0.0)
     nudged = dataclasses.replace(SWINGING, swing_watts=305.0)  # 5 W higher peak: < 14 W deadband
     d2 = run(nudged, s, previous=d1, now=1.0)
@@ -166,7 +171,7 @@ def test_settings_validation_names_each_problem() -> None:
 
 
 def test_a_swing_returning_after_relaxing_doubles_the_next_hold() -> None:
-    s = PowerSettings(energy_budget_percent=30.0, hysteresis_seconds=60.0)
+    s = P(energy_budget_percent=30.0, hysteresis_seconds=60.0)
     d = run(SWINGING, s, now=0.0)
     d = run(QUIET, s, previous=d, now=10.0)
     d = run(QUIET, s, previous=d, now=71.0)

@@ -51,7 +51,8 @@ def test_applying_a_floor_shrinks_the_node_swing(scenario_file, profile: str, ki
     be = open_backend("fake", scenario_file(SCENARIO.format(profile=profile)), clock=clock)
     try:
         gpus = be.adapter.gpus()
-        settings = PowerSettings(window_seconds=10.0, band_low_hz=0.2, energy_budget_percent=60.0, apply=True)
+        settings = PowerSettings(window_seconds=10.0, band_low_hz=0.2, allowed_swing_percent=20.0,
+                                 energy_budget_percent=60.0, apply=True)
         svc = PowerService(settings, gpus)
         sampler = PowerSampler(gpus, 20.0, svc.add_samples, clock=clock)
 
@@ -108,3 +109,25 @@ def test_applying_ramp_limits_slows_the_node_ramps(scenario_file) -> None:
         assert be.fake_node.smoothing_enabled == [False] * 4
     finally:
         be.close()
+
+
+def test_defaults_are_quiet_on_a_healthy_training_node() -> None:
+    # The healthy scenario: eight H100s training in step. Its normal swing is far above the old
+    # default limit (20 % of the summed limits); with no limit set nothing is decided, the exported
+    # allowed swing is 0 and the swing alert (swing > allowed > 0) cannot fire.
+    clock = ManualClock(100.0)
+    be = open_backend("fake", "healthy", clock=clock)
+    try:
+        gpus = be.adapter.gpus()
+        svc = PowerService(PowerSettings(), gpus)
+        sampler = PowerSampler(gpus, 20.0, svc.add_samples, clock=clock)
+        state = drive(clock, sampler, svc, 30.0)
+    finally:
+        be.close()
+    assert state.node is not None and state.decision is not None
+    assert state.node.swing_watts > 0.2 * 8 * 700.0  # what the old default would have paged on
+    assert state.decision.mode is Mode.NONE
+    assert state.decision.allowed_swing_watts == 0.0
+    assert all(d.allowed_swing_watts == 0.0 for d in state.decision.gpus.values())
+    swing_alert = 0 < state.decision.allowed_swing_watts < state.node.swing_watts
+    assert not swing_alert

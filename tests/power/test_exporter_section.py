@@ -65,7 +65,8 @@ def registry(snap: Snapshot) -> CollectorRegistry:
 
 
 def test_analysis_decision_budget_and_applied_series() -> None:
-    snap = snapshot(PowerSettings(energy_budget_percent=30.0, node_budget_watts=1300.0, apply=True))
+    snap = snapshot(PowerSettings(allowed_swing_percent=20.0, energy_budget_percent=30.0, node_budget_watts=1300.0,
+                                  apply=True))
     reg = registry(snap)
     v = reg.get_sample_value
     assert v("rasd_power_oscillation_hz", {"gpu": "0"}) == pytest.approx(0.8, rel=0.05)

@@ -54,7 +54,7 @@ def stream(quiet_seconds: float, swing_seconds: float, gpus: int = 4):
 
 
 def test_decision_within_one_window_of_the_swing_starting() -> None:
-    settings = PowerSettings(energy_budget_percent=30.0)  # window 30 s
+    settings = PowerSettings(allowed_swing_percent=20.0, energy_budget_percent=30.0)  # window 30 s
     svc = PowerService(settings, [Gpu(g) for g in range(4)], clock=lambda: START)
     samples = stream(40.0, 30.0)
     onset = START + 40.0
@@ -108,16 +108,16 @@ def test_add_samples_from_threads_while_ticking() -> None:
 
 def test_advisory_by_default_and_reload_reverts_applied_changes() -> None:
     gpus = [Gpu(g) for g in range(4)]
-    svc = PowerService(PowerSettings(), gpus)
+    svc = PowerService(PowerSettings(allowed_swing_percent=20.0), gpus)
     svc.add_samples(stream(0.1, 30.0))
     st = svc.tick(START + 31.0)
     assert st.decision is not None and st.decision.mode is Mode.CAP
     assert not st.apply_enabled and st.changes == () and all(g.calls == [] for g in gpus)
 
-    svc.reconfigure(PowerSettings(apply=True))
+    svc.reconfigure(PowerSettings(allowed_swing_percent=20.0, apply=True))
     st = svc.tick(START + 32.0)
     assert len(st.changes) == 4 and all(g.limit < 700.0 for g in gpus)
-    svc.reconfigure(PowerSettings(apply=False))  # switching apply off gives the GPUs back
+    svc.reconfigure(PowerSettings(allowed_swing_percent=20.0, apply=False))  # switching apply off gives the GPUs back
     assert all(g.limit == 700.0 for g in gpus)
     st = svc.tick(START + 33.0)
     assert all(g.limit == 700.0 for g in gpus)
@@ -150,3 +150,24 @@ def test_a_lost_gpu_leaves_the_others_analysed() -> None:
     st = svc.tick(START + 25.0)
     assert st.node is not None and st.node.duration_seconds > 20.0
     assert st.decision is not None and {0, 1, 2} <= set(st.decision.gpus)
+
+
+def test_decisions_are_logged_once_when_they_change(caplog) -> None:
+    svc = PowerService(PowerSettings(allowed_swing_percent=20.0, energy_budget_percent=30.0),
+                       [Gpu(g) for g in range(4)], clock=lambda: START)
+    samples = stream(40.0, 30.0)
+    next_tick = START + 1.0
+    with caplog.at_level("INFO", logger="rasd.power"):
+        for s in samples:
+            t = s.nvml_timestamp_us / 1e6
+            while t >= next_tick:
+                svc.tick(next_tick)
+                next_tick += 1.0
+            svc.add_samples([s])
+    lines = [r.getMessage() for r in caplog.records if "event=power_decision" in r.getMessage()]
+    modes = [line.split("mode=")[1].split()[0] for line in lines]
+    assert modes[0] == "none" and "floor" in modes  # calm, then the swing: one line each
+    assert len(lines) < 6  # logged on change, not every one of the 70 ticks
+    assert all(modes[k] != modes[k + 1] or lines[k] != lines[k + 1] for k in range(len(lines) - 1))
+    floor = next(line for line in lines if "mode=floor" in line)
+    assert "gpu0_floor_watts=" in floor and "previous=none" in floor and "reason=" in floor

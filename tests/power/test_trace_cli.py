@@ -88,10 +88,11 @@ def test_unusable_files(text: str, why: str) -> None:
     assert why in str(e.value)
 
 
-def test_analyze_json_has_the_documented_keys(tmp_path: Path) -> None:
+def test_analyze_json_has_the_documented_keys(tmp_path: Path, swing_limit_config) -> None:
     path = tmp_path / "trace.csv"
     path.write_text(smi_text(swinging(3)))
-    r = CliRunner().invoke(main, ["power", "analyze", str(path), "--json", "--limit-watts", "700"])
+    r = CliRunner().invoke(main, ["power", "analyze", str(path), "--json", "--limit-watts", "700",
+                                  "--config", swing_limit_config()])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert set(out["gpus"]) == {"0", "1", "2"}
@@ -108,7 +109,7 @@ def test_analyze_with_a_config_picks_floor(tmp_path: Path) -> None:
     path = tmp_path / "trace.csv"
     path.write_text(write_trace(swinging(2)))
     cfg = tmp_path / "rasd.toml"
-    cfg.write_text("[power]\nenergy_budget_percent = 30.0\n")
+    cfg.write_text("[power]\nallowed_swing_percent = 20.0\nenergy_budget_percent = 30.0\n")
     r = CliRunner().invoke(main, ["power", "analyze", str(path), "--json", "--limit-watts", "700",
                                   "--config", str(cfg)])
     assert r.exit_code == 0, r.output
@@ -118,10 +119,10 @@ def test_analyze_with_a_config_picks_floor(tmp_path: Path) -> None:
     assert d["gpus"]["1"]["floor_percent"] == pytest.approx(100 * d["gpus"]["1"]["floor_watts"] / 700.0)
 
 
-def test_analyze_text_shows_plots(tmp_path: Path) -> None:
+def test_analyze_text_shows_plots(tmp_path: Path, swing_limit_config) -> None:
     path = tmp_path / "trace.csv"
     path.write_text(write_trace(swinging(2)))
-    r = CliRunner().invoke(main, ["power", "analyze", str(path)])
+    r = CliRunner().invoke(main, ["power", "analyze", str(path), "--config", swing_limit_config()])
     assert r.exit_code == 0, r.output
     assert "node power:" in r.output and "node spectrum:" in r.output and "Nyquist" in r.output
     assert "decision: cap" in r.output
@@ -151,4 +152,5 @@ def test_analyze_too_short_a_trace(tmp_path: Path) -> None:
     path = tmp_path / "short.csv"
     path.write_text("timestamp,gpu,watts\n1.0,0,300\n1.1,0,310\n")
     r = CliRunner().invoke(main, ["power", "analyze", str(path)])
-    assert r.exit_code != 0 and "too few" in r.output
+    assert r.exit_code == 2 and "too few" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
