@@ -16,7 +16,7 @@ from rasd.power.analysis import WindowAnalysis, amplitude_spectrum, analyze_wind
 from rasd.power.decide import Decision, GpuLimits, decide
 from rasd.power.plot import spectrum_plot, trace_plot
 from rasd.power.settings import PowerSettings
-from rasd.power.trace import TraceError, parse_trace
+from rasd.power.trace import TraceError, read_trace
 
 SAMPLE_HZ = 20.0  # twice NVML's ~10 Hz refresh, so no update is missed
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "": 1.0}
@@ -112,37 +112,54 @@ def power(
     "--limit-watts", type=float, default=None,
     help="Each GPU's power limit, for limits given in % (default: each GPU's peak in the trace).",
 )
+@click.option(
+    "--gpus", type=int, default=None, metavar="N",
+    help="GPUs in the log when it has no GPU column (nvidia-smi prints one row per GPU per sample).",
+)
 @_config_option
-def analyze(trace: str, as_json: bool, limit_watts: float | None, config_path: str | None) -> None:
-    """Analyse a recorded trace: 'timestamp,gpu,watts' or nvidia-smi's CSV, unchanged.
+def analyze(
+    trace: str, as_json: bool, limit_watts: float | None, gpus: int | None, config_path: str | None
+) -> None:
+    """Analyse a recorded trace: 'timestamp,gpu,watts' or any nvidia-smi --query-gpu CSV, unchanged.
 
     \b
-    nvidia-smi --query-gpu=timestamp,index,power.draw --format=csv -lms 100 > trace.csv
-    (power.draw.instant where the driver has it: power.draw is a 1 s average on newer drivers)
+    nvidia-smi --query-gpu=timestamp,index,power.draw.instant --format=csv -lms 100 > trace.csv
+    (power.draw where the driver has no instant reading: it is a 1 s average on newer drivers)
     """
     settings = _settings(config_path)
+    if limit_watts is not None and limit_watts <= 0:
+        fail("--limit-watts must be positive")
     try:
         with click.open_file(trace, "r", encoding="utf-8") as fh:
-            text = fh.read()
+            parsed = read_trace(fh, source=trace, gpus=gpus)
     except OSError as e:
         fail(f"cannot read {trace} ({e.strerror or e}); check the path")
     except UnicodeDecodeError:
         fail(f"{trace} is not a UTF-8 text file; give a CSV trace")
-    try:
-        parsed = parse_trace(text, source=trace)
     except TraceError as e:
-        for p in e.problems[: len(e.problems) - 1][:19]:
+        shown = e.problems[:20]
+        for p in shown[:-1]:
             click.echo(f"rasd: {trace}: {p}", err=True)
         if len(e.problems) > 20:
             click.echo(f"rasd: {trace}: ... and {len(e.problems) - 20} more bad rows", err=True)
-        fail(f"{trace}: {e.problems[-1]} (fix or delete the bad rows)")
-    if limit_watts is not None and limit_watts <= 0:
-        fail("--limit-watts must be positive")
+        fix = " (fix or delete the bad rows)" if shown[-1].startswith("line ") and len(e.problems) > 1 else ""
+        fail(f"{trace}: {shown[-1]}{fix}")
     limits = {}
     for g, (_, w) in parsed.series.items():
+        if not w.size:
+            continue
         lim = limit_watts if limit_watts is not None else float(np.max(w))
         limits[g] = GpuLimits(lim, 0.0, max(lim, float(np.max(w))))
-    _report(parsed.series, limits, settings, as_json, extra={"layout": parsed.layout, "rows": parsed.rows})
+    extra = {
+        "layout": parsed.layout,
+        "rows": parsed.rows,
+        "updates": parsed.updates,
+        "power_column": parsed.power_column,
+        "gpu_source": parsed.gpu_source,
+        "gpu_ids": {str(g): v for g, v in parsed.gpu_ids.items()},
+        "notes": list(parsed.notes),
+    }
+    _report(parsed.series, limits, settings, as_json, extra=extra)
 
 
 def _report(
@@ -224,6 +241,8 @@ def _text(analysis: WindowAnalysis, decision: Decision, extra: Mapping[str, Any]
             parts.append(f"{label} {d.target_limit_watts:.0f} W")
         if parts:
             out.append(f"  gpu {g}: {d.mode.label}: " + "; ".join(parts))
+    for note in extra.get("notes", ()):
+        out.append(f"note: {note}")
     rates = extra.get("sampler_rates_hz")
     if rates:
         out.append("sampler: " + ", ".join(f"gpu {g} {r:.1f} updates/s" for g, r in sorted(rates.items())))
