@@ -23,6 +23,15 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || \
         echo "tests/run.sh: Slurm missing; run as root to install slurmctld slurmd slurm-client munge" >&2
     fi
 fi
+# gcc compiles the NVML contract stub against nvml.h (PyPI nvidia-nvml-dev, in the test extras)
+if ! command -v gcc >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev >/dev/null
+    else
+        echo "tests/run.sh: gcc missing; run as root to install Debian's gcc package" >&2
+    fi
+fi
 PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q -e '.[test]'
 python3 -m ruff check
 python3 -m mypy
