@@ -134,7 +134,12 @@ class Daemon:
 
         os.makedirs(os.path.dirname(self.state_path) or ".", exist_ok=True)
         self.store = Store(self.state_path)
-        self.scheduler = build_scheduler(self.cfg.scheduler, self.cfg.actions.enforce, self.state_path, hostname=self.hostname)
+        handles = {g.index: g for g in self.gpus}
+        self.scheduler = build_scheduler(
+            self.cfg.scheduler, self.cfg.actions.enforce, self.state_path, hostname=self.hostname,
+            gpus=list(handles), processes=lambda gpu: handles[gpu].running_pids(),
+            gpu_uuid=lambda gpu: (self._gpu_info(gpu) or {}).get("uuid"),
+        )
         actuator = Actuator(self.cfg.actions)
         actuator.gate = self.scheduler.gate  # capacity-taking plans pass the fleet's budget first
         self.scheduler.submit = actuator.submit  # deferred decisions come back this way
@@ -167,7 +172,7 @@ class Daemon:
 
     def _emit(self, events: Sequence[FaultEvent]) -> None:
         """Verdicts from the SDC service (its own thread) go straight to the ladder."""
-        self.ladder.ingest(list(events), self.wall())
+        self.scheduler.on_decisions(self.ladder.ingest(list(events), self.wall()))
 
     def _on_power(self, samples: Any) -> None:
         self._power_distinct += len(samples)
@@ -224,7 +229,8 @@ class Daemon:
             st, ev = self.aggregator.update(p.view(), now, power)
             states.append(st)
             events.extend(ev)
-        self.ladder.ingest(events, now)  # with none it still takes in finished remedies
+        decisions = self.ladder.ingest(events, now)  # with none it still takes in finished remedies
+        self.scheduler.on_decisions(decisions)
         self.sdc.maybe_run_periodic(now)
         self.power.tick(now)
         ladder = self.ladder.state()

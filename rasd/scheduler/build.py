@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import os
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from typing import cast
 
+from rasd.scheduler.attribution import GpuUuid, JobWatch, Processes
 from rasd.scheduler.cluster import Cluster
 from rasd.scheduler.ledger import Ledger
 from rasd.scheduler.service import SchedulerService
@@ -16,8 +19,6 @@ from rasd.scheduler.settings import SchedulerKind, SchedulerSettings
 def node_name(s: SchedulerSettings, hostname: str | None = None) -> str:
     """The configured name, else the host's short name (what Slurm and kubelet use by default);
     on Kubernetes the downward API's NODE_NAME wins over the host name."""
-    import os
-
     if s.node_name:
         return s.node_name
     if s.kind_enum is SchedulerKind.KUBERNETES and os.environ.get("NODE_NAME"):
@@ -39,9 +40,17 @@ def make_cluster(s: SchedulerSettings, node: str) -> Cluster | None:
 
 def build_service(s: SchedulerSettings, enforce: bool, store_path: str, *,
                   hostname: str | None = None, cluster: Cluster | None = None,
-                  wall: Callable[[], float] | None = None) -> SchedulerService:
+                  wall: Callable[[], float] | None = None,
+                  gpus: Iterable[int] = (), processes: Processes | None = None,
+                  gpu_uuid: GpuUuid | None = None, proc_root: str = "/proc") -> SchedulerService:
+    """``processes`` (GPU index -> PIDs, from NVML) turns on job attribution for ``gpus``."""
     node = node_name(s, hostname)
     if cluster is None:
         cluster = make_cluster(s, node)
-    kw = {} if wall is None else {"wall": wall}
-    return SchedulerService(s, enforce, cluster, Ledger(store_path), node=node, **kw)
+    clock = time.time if wall is None else wall
+    ledger = Ledger(store_path)
+    svc = SchedulerService(s, enforce, cluster, ledger, node=node, wall=clock)
+    if s.attribute_jobs and processes is not None:
+        svc.jobs = JobWatch(gpus, processes, ledger, proc_root=proc_root, gpu_uuid=gpu_uuid,
+                            wall=clock)
+    return svc

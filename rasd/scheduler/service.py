@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from rasd.ladder.decision import Decision
+from rasd.scheduler.attribution import JobWatch
 from rasd.scheduler.cluster import Cluster, NodeOut, SchedulerError
 from rasd.scheduler.ledger import Ledger, decision_key
 from rasd.scheduler.policy import needs_node_out, reason_for
@@ -42,6 +43,7 @@ class SchedulerService:
         self._wall = wall
         self._lock = threading.RLock()
         self.submit: Submit | None = None  # the actuator's submit, bound by the daemon
+        self.jobs: JobWatch | None = None  # which jobs each fault hit (when attribution is on)
         self.counts: Counter[str] = Counter()  # drains, resumes, deferrals, breaker_trips, errors
         self._errors_logged: set[str] = set()
         self._last_retry = 0.0
@@ -217,6 +219,8 @@ class SchedulerService:
 
     def tick(self, now: float, open_decisions: Iterable[Decision]) -> None:
         """From the main loop: retry deferred decisions, bring the node back once the cure held."""
+        if self.jobs is not None:
+            self.jobs.tick(now)
         if self.cluster is None:
             return
         decisions = list(open_decisions)
@@ -285,7 +289,14 @@ class SchedulerService:
             deferred=tuple((e.why, e.first_wall, e.tries, e.decision) for e in deferred),
             scope_nodes=self._scope[0] if self._scope else None,
             scope_out=self._scope[1] if self._scope else None, budget_limit=limit,
-            counts=dict(self.counts))
+            counts=dict(self.counts),
+            jobs=self.jobs.current() if self.jobs is not None else {},
+            jobs_metric=self.s.jobs_info_metric)
+
+    def on_decisions(self, decisions: list[Decision]) -> None:
+        """New decisions of the ladder: remember which jobs their GPUs had."""
+        if self.jobs is not None:
+            self.jobs.on_decisions(decisions)
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
         def _state(_: dict[str, Any]) -> dict[str, Any]:
@@ -301,6 +312,8 @@ class SchedulerService:
                 "scheduler.jobs": _jobs}
 
     def close(self) -> None:
+        if self.jobs is not None:
+            self.jobs.close()
         self.ledger.close()
 
 

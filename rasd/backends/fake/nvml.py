@@ -360,6 +360,13 @@ class FakeNvml(EventsMixin):
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[Any]:
         gpu = self._gpu_of(handle)
+        scenario = self._node.scenario
+        named = [p for ps in (scenario.processes if scenario else ()) if ps.gpu == gpu
+                 for p in ps.pids]
+        if named:  # real processes the scenario puts on this GPU
+            return [self._base.nvmlStructToFriendlyObject(self._base.c_nvmlProcessInfo_v2_t(
+                pid=pid, usedGpuMemory=0, gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF))
+                for pid in named]
         if not self._node.workload.running(gpu):
             return []
         info = self._base.c_nvmlProcessInfo_v2_t(

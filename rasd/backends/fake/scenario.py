@@ -29,6 +29,7 @@ from rasd.backends.fake.scenario_model import (
     Event,
     EventKind,
     NodeSpec,
+    ProcessSpec,
     Scenario,
     ScenarioError,
     SdcFault,
@@ -100,8 +101,9 @@ def parse_scenario(text: str, source: str = "<scenario>", name: str = "scenario"
         for i, t in enumerate(_tables(top, "sdc_fault"))
         if (f := _parse_sdc(i, t, problems, node.seed or 0)) is not None
     )
+    processes = tuple(_parse_process(i, t, problems) for i, t in enumerate(_tables(top, "process")))
     top.finish()
-    scenario = Scenario(name, source, description, node, workload, events, faults)
+    scenario = Scenario(name, source, description, node, workload, events, faults, processes)
     if node.gpus is not None or node.profile is not None:
         # Bind to the node the file names (GPU range only if it says how many); the fake node
         # checks again against the node it really builds.
@@ -159,6 +161,16 @@ def _parse_workload(t: dict[str, Any], problems: list[str]) -> WorkloadSpec:
         checkpoint_seconds=r.number("checkpoint_seconds", d.checkpoint_seconds, lo=0.0),
         idle_gpus=r.integers("idle_gpus"),
     )
+    r.finish()
+    return spec
+
+
+def _parse_process(i: int, t: dict[str, Any], problems: list[str]) -> ProcessSpec:
+    r = TableReader(t, f"process[{i}]", problems)
+    gpu = r.integer("gpu", lo=0)
+    if gpu is None:
+        r.problem("gpu", "is required; add gpu = 0")
+    spec = ProcessSpec(gpu or 0, r.integers("pids", lo=1))
     r.finish()
     return spec
 

@@ -89,6 +89,14 @@ class NodeSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ProcessSpec:
+    """Real PIDs NVML names as processes on one GPU (so job attribution can be tested)."""
+
+    gpu: int
+    pids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class WorkloadSpec:
     """The simulated job. Power ratios are shares of the GPU's default power limit."""
 
@@ -170,6 +178,7 @@ class Scenario:
     workload: WorkloadSpec | None = None
     events: tuple[Event, ...] = ()
     sdc_faults: tuple[SdcFault, ...] = ()
+    processes: tuple[ProcessSpec, ...] = ()
 
     def check_node(self, gpu_count: int, profile_key: str) -> list[str]:
         """Problems binding this scenario to a node (GPU indexes, links, profile features)."""
@@ -205,4 +214,6 @@ class Scenario:
             gpu_ok(f"sdc_fault[{i}].gpu", f.gpu)
         for g in self.workload.idle_gpus if self.workload else ():
             gpu_ok("workload.idle_gpus", g)
+        for i, ps in enumerate(self.processes):
+            gpu_ok(f"process[{i}].gpu", ps.gpu)
         return problems
