@@ -312,15 +312,19 @@ def _with_db(f):
 @_with_db
 def history(gpu: int | None, as_json: bool, db: str | None, backend: str) -> None:
     """Stored decisions, oldest first, with whether each is still open."""
+    from rasd.scheduler.ledger import decision_key, job_label, jobs_by_decision
+
     store = _open(db, backend)
     try:
         rows = store.decisions(gpu=gpu)
         actions = store.actions(gpu=gpu)
+        hit = jobs_by_decision(store.path, gpu)  # which jobs each decision's fault hit
     finally:
         store.close()
     if as_json:
         print_json({
-            "decisions": [dict(r.body, state=r.state, closed=r.closed_wall) for r in rows],
+            "decisions": [dict(r.body, state=r.state, closed=r.closed_wall,
+                               jobs=hit.get(decision_key(r.body), [])) for r in rows],
             "actions": [{"time": a.time_wall, "gpu": a.gpu, "link": a.link, "kind": a.kind,
                          "argv": list(a.argv), "result": a.result, "exit_code": a.exit_code,
                          "seconds": a.seconds, "output_tail": a.output_tail} for a in actions],
@@ -329,7 +333,9 @@ def history(gpu: int | None, as_json: bool, db: str | None, backend: str) -> Non
     if not rows:
         click.echo("no decisions stored" + (f" for GPU {gpu}" if gpu is not None else ""))
     for r in rows:
-        click.echo(f"{_line(Decision.from_dict(r.body))} [{r.state}]")
+        jobs = hit.get(decision_key(r.body), [])
+        click.echo(f"{_line(Decision.from_dict(r.body))} [{r.state}]"
+                   + (f" jobs: {', '.join(job_label(j) for j in jobs)}" if jobs else ""))
     for a in actions:
         click.echo(f"{_fmt_time(a.time_wall)} gpu={a.gpu} action={a.kind} result={a.result} "
                    f"exit_code={a.exit_code}")

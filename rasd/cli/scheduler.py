@@ -142,16 +142,10 @@ def jobs(gpu: int | None, as_json: bool, sock: str | None, db: str | None,
     if not rows:
         click.echo("no jobs recorded" + (f" for GPU {gpu}" if gpu is not None else ""))
     for r in rows:
+        from rasd.scheduler.ledger import job_label
+
         names = ", ".join(job_label(j) for j in r["jobs"]) or "no process on the GPU"
         click.echo(f"{_t(r['time'])} gpu={r['gpu']} fault={r['fault']}: {names}")
-
-
-def job_label(j: dict[str, Any]) -> str:
-    if j["kind"] == "slurm":
-        return f"slurm job {j['id']} (pid {j['pid']})"
-    if j["kind"] == "kubernetes":
-        return f"pod {j['name'] or j['id']} (pid {j['pid']})"
-    return f"pid {j['pid']} (no job)"
 
 
 def _t(t: float | None) -> str:

@@ -101,18 +101,41 @@ def status(backend: str | None, scenario: str | None, as_json: bool) -> None:
     try:
         node = be.adapter.node_identity(_hostname(), be.name)
         states, _ = one_shot(be)
+        jobs = _jobs(be)
     finally:
         be.close()
     if as_json:
-        print_json({"node": _node_json(node), "gpus": [_gpu_json(s) for s in states]})
+        print_json({"node": _node_json(node),
+                    "gpus": [dict(_gpu_json(s), jobs=jobs.get(s.index, [])) for s in states]})
     else:
         click.echo(
             f"{node.hostname}  backend={node.backend}  driver={node.driver_version or '-'}  "
             f"nvml={node.nvml_version or '-'}  cuda={node.cuda_driver_version or '-'}"
         )
         click.echo(_table(states))
+        from rasd.scheduler.ledger import job_label
+
+        for gpu, refs in sorted(jobs.items()):
+            named = [job_label(j) for j in refs if j["kind"] != "none"]
+            if named:
+                click.echo(f"GPU {gpu} jobs: {', '.join(named)}")
     if any(s.health is not Health.UP for s in states):
         raise SystemExit(EXIT_FAIL)
+
+
+def _jobs(be: Any) -> dict[int, list[dict[str, Any]]]:
+    """The jobs (Slurm) or pods (Kubernetes) with processes on each GPU; a GPU that cannot
+    list its processes has none."""
+    from rasd.scheduler.jobs import jobs_on
+
+    out: dict[int, list[dict[str, Any]]] = {}
+    for g in be.adapter.gpus():
+        try:
+            pids = g.running_pids()
+        except Exception:  # noqa: BLE001 - lost GPU or no permission: nothing to name
+            continue
+        out[g.index] = [r.to_dict() for r in jobs_on(pids)]
+    return out
 
 
 def _hostname() -> str:

@@ -114,3 +114,34 @@ class Ledger:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def jobs_by_decision(path: str, gpu: int | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Jobs hit, keyed by ``decision_key`` of the decision, read-only (for `rasd history`);
+    empty when the store has no such table (scheduler integration never ran)."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+    except sqlite3.Error:
+        return {}
+    try:
+        sql = "SELECT time_wall, gpu, link, fault, jobs FROM scheduler_jobs"
+        rows = db.execute(sql + (" WHERE gpu=?" if gpu is not None else ""),
+                          (gpu,) if gpu is not None else ()).fetchall()
+    except sqlite3.Error:
+        return {}
+    finally:
+        db.close()
+    out: dict[str, list[dict[str, Any]]] = {}
+    for t, g, link, fault, jobs in rows:
+        out.setdefault(decision_key({"time": t, "gpu": g, "link": link, "fault": fault}),
+                       []).extend(json.loads(jobs))
+    return out
+
+
+def job_label(j: dict[str, Any]) -> str:
+    """``slurm job 42 (pid 1234)``, ``pod ns/name (pid 5)``, ``pid 7 (no job)``."""
+    if j.get("kind") == "slurm":
+        return f"slurm job {j['id']} (pid {j['pid']})"
+    if j.get("kind") == "kubernetes":
+        return f"pod {j.get('name') or j['id']} (pid {j['pid']})"
+    return f"pid {j.get('pid')} (no job)"

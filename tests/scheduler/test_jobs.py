@@ -146,3 +146,28 @@ jobs_info_metric = true
                             "--socket", str(tmp_path / "control.sock")], capture_output=True,
                            text=True, timeout=30, check=False)
         assert f"slurm job {job} (pid {pid})" in r.stdout, r.stdout + r.stderr
+
+    # after the daemon: history names the jobs each decision hit
+    r = subprocess.run([sys.executable, "-m", "rasd", "history", "--db", str(tmp_path / "rasd.db"),
+                        "--gpu", "3"], capture_output=True, text=True, timeout=30, check=False)
+    lines = [ln for ln in r.stdout.splitlines() if "xid 79" in ln.lower() or "xid:79" in ln]
+    assert lines and all(f"slurm job {job} (pid {pid})" in ln for ln in lines), r.stdout
+    r = subprocess.run([sys.executable, "-m", "rasd", "history", "--db", str(tmp_path / "rasd.db"),
+                        "--json"], capture_output=True, text=True, timeout=30, check=False)
+    hits = [d["jobs"] for d in json.loads(r.stdout)["decisions"] if d["fault"] == "xid:79"]
+    assert hits and hits[0][0]["id"] == job
+
+
+def test_status_names_the_jobs_on_each_gpu(srun_job: tuple[str, int], tmp_path: Path) -> None:
+    job, pid = srun_job
+    scenario = tmp_path / "procs.toml"
+    scenario.write_text(f"[[process]]\ngpu = 5\npids = [{pid}]\n")
+    r = subprocess.run([sys.executable, "-m", "rasd", "status", "--backend", "fake",
+                        "--scenario", str(scenario)], capture_output=True, text=True, timeout=60,
+                       check=False)
+    assert f"GPU 5 jobs: slurm job {job} (pid {pid})" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "-m", "rasd", "status", "--backend", "fake",
+                        "--scenario", str(scenario), "--json"], capture_output=True, text=True,
+                       timeout=60, check=False)
+    gpus = {g["gpu"]: g for g in json.loads(r.stdout)["gpus"]}
+    assert gpus[5]["jobs"] == [{"kind": "slurm", "id": job, "name": "", "pid": pid}]
