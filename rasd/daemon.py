@@ -15,8 +15,8 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import replace
-from typing import Any, Callable, Protocol, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Generic, Protocol, Sequence, TypeVar
 
 import psutil
 
@@ -24,10 +24,15 @@ from rasd import config as config_mod
 from rasd.backends import Backend
 from rasd.config import Config
 from rasd.freshness import Freshness
-from rasd.model import FaultEvent, Health, Rung
+from rasd.ladder.decision import Decision
+from rasd.ladder.state import LadderState
+from rasd.model import FaultEvent, GpuState, Health, Rung
 from rasd.snapshot import SelfStats, Snapshot
+from rasd.stages import StageGuards
 from rasd.paths import default_control_socket, default_state_path
 from rasd.scheduler.service import open_decisions
+from rasd.scheduler.state import SchedulerState
+from rasd.service import Handler, Service, Ticking
 from rasd.telemetry.aggregate import Aggregator
 from rasd.telemetry.loops import Watchdog
 from rasd.telemetry.poller import GpuPoller, health_loops
@@ -63,6 +68,27 @@ class Notifier:
         if text != self._last_status:
             self._last_status = text
             self.send(f"STATUS={text}")
+
+
+S = TypeVar("S")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Bound(Generic[S]):
+    """A service with the function that picks its section of the config."""
+
+    name: str
+    service: Service[S, Any]
+    settings: Callable[[Config], S]
+
+    def reconfigure(self, cfg: Config) -> None:
+        self.service.reconfigure(self.settings(cfg))
+
+
+def _tick(service: Ticking[Any, T], now: float) -> T:
+    service.tick(now)
+    return service.state()
 
 
 class MetricsServer(Protocol):
@@ -117,6 +143,7 @@ class Daemon:
         self.xids = XidWatcher(backend.adapter, backend.kernel_log(t.kernel_log), t.xid_wait_ms, wall=wall)
         self.state_path = cfg.daemon.state_path or default_state_path(backend.name)
         self.socket_path = cfg.daemon.control_socket or default_control_socket(backend.name)
+        self.guards = StageGuards()
         self._build_services()
         self.http: Any = None
         self.freshness = Freshness(lambda: self.cfg.telemetry.health_interval_seconds)
@@ -148,7 +175,15 @@ class Daemon:
         )
         self.power = PowerService(self.cfg.power, self.gpus)
         self.sdc = SdcService(
-            self.cfg.sdc, self.backend, self.store, self._emit, lock_dir=os.path.dirname(self.socket_path)
+            self.cfg.sdc, self.backend, self.store, self._emit, lock_dir=os.path.dirname(self.socket_path),
+            close_timeout=1.5,
+        )
+        # in tick order; closed in reverse
+        self.services: tuple[Bound[Any], ...] = (
+            Bound("ladder", self.ladder, lambda c: c.ladder),
+            Bound("sdc", self.sdc, lambda c: c.sdc),
+            Bound("power", self.power, lambda c: c.power),
+            Bound("scheduler", self.scheduler, lambda c: c.scheduler),
         )
 
     def _gpu_info(self, gpu: int) -> dict[str, Any] | None:
@@ -178,14 +213,12 @@ class Daemon:
         self._power_distinct += len(samples)
         self.power.add_samples(samples)
 
-    def handlers(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
-        h: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    def handlers(self) -> dict[str, Handler]:
+        h: dict[str, Handler] = {
             "ping": lambda req: {"pid": os.getpid(), "backend": self.backend.name},
         }
-        for svc in (self.ladder, self.sdc, self.power, self.scheduler):
-            fn = getattr(svc, "handlers", None)
-            if callable(fn):
-                h.update(fn())
+        for b in self.services:
+            h.update(b.service.handlers())
         return h
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -215,8 +248,44 @@ class Daemon:
         )
 
     def tick(self) -> Snapshot:
-        """One pass of the main loop: read pollers, detect, decide, publish. Never blocks on NVML."""
+        """One pass of the main loop: read pollers, detect, decide, publish. Never blocks on NVML.
+
+        Each stage runs in its own guard (rasd.stages): a stage that fails keeps its previous
+        part of the snapshot, and the others go on."""
         now = self.wall()
+        prev = self._snapshot
+        g = self.guards
+        no_events: list[FaultEvent] = []
+        gpus, events = g.run("aggregate", lambda: self._aggregate(now), (prev.gpus if prev else (), no_events))
+        no_decisions: list[Decision] = []
+        ladder, decisions = g.run("ladder", lambda: self._ladder_tick(events, now),
+                                  (prev.ladder if prev else None, no_decisions))
+        sdc = g.run("sdc", lambda: _tick(self.sdc, now), prev.sdc if prev else None)
+        power = g.run("power", lambda: _tick(self.power, now), prev.power if prev else None)
+        scheduler = g.run("scheduler", lambda: self._scheduler_tick(now, ladder, decisions),
+                          prev.scheduler if prev else None)
+        self._polls += 1
+        stats = g.run("snapshot", self._self_stats, None)
+        snap = Snapshot(
+            time_wall=now,
+            node=self.node,
+            gpus=gpus,
+            health_polls=self._polls,
+            power_rounds=self._power_distinct,
+            self_stats=stats,
+            ladder=ladder,
+            sdc=sdc,
+            power=power,
+            scheduler=scheduler,
+            stages=g.status(),
+        )
+        self._snapshot = snap
+        self.freshness.mark(snap)
+        g.run("notify", lambda: self._notify(snap), None)
+        return snap
+
+    def _aggregate(self, now: float) -> tuple[tuple[GpuState, ...], list[FaultEvent]]:
+        """Pollers' and the sampler's latest readings -> GPU states and fault events."""
         events: list[FaultEvent] = self.aggregator.add_xids(self.xids.drain())
         latest = self.sampler.latest()
         rates = self.sampler.rates()
@@ -229,35 +298,25 @@ class Daemon:
             st, ev = self.aggregator.update(p.view(), now, power)
             states.append(st)
             events.extend(ev)
+        return tuple(states), events
+
+    def _ladder_tick(self, events: list[FaultEvent], now: float) -> tuple[LadderState, list[Decision]]:
         decisions = self.ladder.ingest(events, now)  # with none it still takes in finished remedies
+        return self.ladder.state(), decisions
+
+    def _scheduler_tick(self, now: float, ladder: LadderState | None, decisions: list[Decision]) -> SchedulerState:
         self.scheduler.on_decisions(decisions)
-        self.sdc.maybe_run_periodic(now)
-        self.power.tick(now)
-        ladder = self.ladder.state()
         self.scheduler.tick(now, open_decisions(ladder))
-        self._polls += 1
+        return self.scheduler.state()
+
+    def _self_stats(self) -> SelfStats:
         cpu = self._proc.cpu_times()
-        snap = Snapshot(
-            time_wall=now,
-            node=self.node,
-            gpus=tuple(states),
-            health_polls=self._polls,
-            power_rounds=self._power_distinct,
-            self_stats=SelfStats(
-                cpu_seconds=cpu.user + cpu.system,
-                rss_bytes=self._proc.memory_info().rss,
-                threads=self._proc.num_threads(),
-                started_wall=self.started_wall,
-            ),
-            ladder=ladder,
-            sdc=self.sdc.state(),
-            power=self.power.state(),
-            scheduler=self.scheduler.state(),
+        return SelfStats(
+            cpu_seconds=cpu.user + cpu.system,
+            rss_bytes=self._proc.memory_info().rss,
+            threads=self._proc.num_threads(),
+            started_wall=self.started_wall,
         )
-        self._snapshot = snap
-        self.freshness.mark(snap)
-        self._notify(snap)
-        return snap
 
     @property
     def snapshot(self) -> Snapshot | None:
@@ -304,10 +363,11 @@ class Daemon:
         for loop in self.health:
             loop.interval = t.health_interval_seconds
             loop.deadline = t.poll_deadline_seconds
-        for svc, settings in ((self.ladder, (new.ladder, new.actions)), (self.power, (new.power,)), (self.sdc, (new.sdc,))):
-            fn = getattr(svc, "reconfigure", None)
-            if callable(fn):
-                fn(*settings)
+        for b in self.services:
+            try:
+                b.reconfigure(new)
+            except Exception:  # noqa: BLE001 - one service's reload must not stop the others'
+                log.exception("event=reload_failed service=%s", b.name)
         if new.daemon.listen != self.cfg.daemon.listen or new.telemetry.power_sample_hz != self.cfg.telemetry.power_sample_hz:
             log.warning("event=reload_partial detail=%r", "listen address and power sample rate change on restart")
         logging.getLogger().setLevel(new.daemon.log_level.upper())
@@ -346,11 +406,13 @@ class Daemon:
         self.sampler.stop()
         self.watchdog.stop()
         self.xids.stop()
-        for closer in (self.power.close, lambda: self.sdc.close(timeout=1.5), self.ladder.close, self.scheduler.close):
+        # reverse tick order: power gives the GPUs their limits back first; the ladder
+        # records what its actions did before the store closes
+        for b in reversed(self.services):
             try:
-                closer()
+                b.service.close()
             except Exception:  # noqa: BLE001 - keep shutting down
-                log.exception("event=close_failed")
+                log.exception("event=close_failed service=%s", b.name)
         if self.control is not None:
             self.control.close()
         if self.http is not None:

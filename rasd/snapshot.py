@@ -18,7 +18,8 @@ from rasd.power.state import PowerState
 from rasd.scheduler.state import SchedulerState
 from rasd.sdc.state import SdcState
 
-__all__ = ["LadderState", "Mode", "PowerState", "SchedulerState", "SdcState", "SelfStats", "SeriesMetrics", "Snapshot"]
+__all__ = ["LadderState", "Mode", "PowerState", "SchedulerState", "SdcState", "SelfStats", "SeriesMetrics",
+           "Snapshot", "StageStatus"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,15 @@ class SelfStats:
     rss_bytes: int
     threads: int
     started_wall: float
+
+
+@dataclass(frozen=True, slots=True)
+class StageStatus:
+    """One stage of the daemon's tick (aggregate, ladder, sdc, power, scheduler, snapshot, notify)."""
+
+    stage: str
+    ok: bool  # the stage's last run succeeded
+    failures_total: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,3 +55,4 @@ class Snapshot:
     sdc: SdcState | None = None
     power: PowerState | None = None
     scheduler: SchedulerState | None = None
+    stages: tuple[StageStatus, ...] = ()  # as of this snapshot; "notify" runs after it is built

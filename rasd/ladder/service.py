@@ -277,6 +277,12 @@ class LadderService:
 
         return {"ladder.state": _state, "ladder.history": _history}
 
+    def reconfigure(self, settings: LadderSettings) -> None:
+        """A reload does not change the ladder: its windows and counts shape the history it has
+        already built, so new [ladder] settings take effect on restart (said in the log)."""
+        if settings != self.settings:
+            log.warning("event=reload_partial detail=%r", "[ladder] settings change on restart")
+
     def close(self) -> None:
         """Wait for running actions, then record their results (nothing run goes unrecorded)."""
         self._actuator.close()

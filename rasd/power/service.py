@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from types import MappingProxyType
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -145,6 +145,10 @@ class PowerService:
 
     def state(self) -> PowerState:
         return self._state
+
+    def handlers(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+        """No control-socket operations: power is read from the snapshot."""
+        return {}
 
     def close(self) -> None:
         """Revert every change rasd made to the GPUs (original limits, smoothing off)."""

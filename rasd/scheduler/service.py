@@ -311,6 +311,12 @@ class SchedulerService:
         return {"scheduler.state": _state, "scheduler.reset_breaker": _reset,
                 "scheduler.jobs": _jobs}
 
+    def reconfigure(self, settings: SchedulerSettings) -> None:
+        """A reload keeps the scheduler as it is: the cluster connection and the budget are set
+        up at start, so new [scheduler] settings take effect on restart (said in the log)."""
+        if settings != self.s:
+            log.warning("event=reload_partial detail=%r", "[scheduler] settings change on restart")
+
     def close(self) -> None:
         if self.jobs is not None:
             self.jobs.close()

@@ -57,8 +57,10 @@ class _Job:
 
 class SdcService:
     def __init__(self, settings: SdcSettings, backend: Any, store: Any, emit: Callable[[Sequence[FaultEvent]], None],
-                 clock: Callable[[], float] = time.time, lock_dir: str | None = None):
+                 clock: Callable[[], float] = time.time, lock_dir: str | None = None,
+                 close_timeout: float = 10.0):
         self.settings = settings
+        self.close_timeout = close_timeout
         self.clock = clock
         self._emit_to_ladder = emit
         self.history = SdcHistory(store)
@@ -187,6 +189,9 @@ class SdcService:
 
     # -- periodic ------------------------------------------------------------------------------
 
+    def tick(self, now_wall: float) -> None:
+        self.maybe_run_periodic(now_wall)
+
     def maybe_run_periodic(self, now_wall: float) -> None:
         """Called each health poll: start quick checks on due GPUs in a worker; never blocks."""
         if not self.settings.periodic or self.validator is None or self._cancel.is_set():
@@ -290,8 +295,11 @@ class SdcService:
             "jobs": jobs,
         }
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Cancel running checks (they stop between steps) and wait for the workers."""
+    def close(self, timeout: float | None = None) -> None:
+        """Cancel running checks (they stop between steps) and wait for the workers
+        (``timeout`` seconds, by default ``close_timeout``)."""
+        if timeout is None:
+            timeout = self.close_timeout
         self._cancel.set()
         deadline = time.monotonic() + timeout
         for t in list(self._threads):
