@@ -1,4 +1,4 @@
-"""rasd's own health: build and node identity, poll progress, CPU and memory (psutil)."""
+"""rasd's own health: build and node identity, poll progress, main-loop stages, CPU and memory (psutil)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,14 @@ def collect(snapshot: Snapshot) -> Iterable[Metric]:
     yield GaugeMetricFamily("rasd_snapshot_timestamp_seconds", "Unix time the exported snapshot was built (after a health poll).", value=snapshot.time_wall)
     yield CounterMetricFamily("rasd_health_polls", "Health poll rounds completed.", value=snapshot.health_polls)
     yield CounterMetricFamily("rasd_power_samples", "Distinct instant-power updates captured by the power sampler.", value=snapshot.power_rounds)
+    if snapshot.stages:
+        ok = GaugeMetricFamily("rasd_daemon_stage_success", "1 when this stage of the daemon's last main-loop pass succeeded, else 0 (the stage's part of the snapshot is then the last good one).", labels=["stage"])
+        failed = CounterMetricFamily("rasd_daemon_stage_failures", "Main-loop passes in which this stage failed.", labels=["stage"])
+        for s in snapshot.stages:
+            ok.add_metric([s.stage], 1 if s.ok else 0)
+            failed.add_metric([s.stage], s.failures_total)
+        yield ok
+        yield failed
     st = snapshot.self_stats
     if st is not None:
         yield CounterMetricFamily("rasd_process_cpu_seconds", "CPU time rasd used (user + system).", value=st.cpu_seconds)

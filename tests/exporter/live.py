@@ -37,12 +37,19 @@ def live_exposition(fake, tmp_path: Path, scenario: str | None = None, ticks: in
         d.stop()
 
 
+def sample_name(name: str, typ: str) -> str:
+    """The name a user queries: counters end in _total and info in _info (text format 0.0.4
+    already declares a counter's family with the suffix; OpenMetrics does not)."""
+    suffix = {"counter": "_total", "info": "_info"}.get(typ, "")
+    return name if name.endswith(suffix) else name + suffix
+
+
 def exported_names(text: str) -> set[str]:
     """Sample names as a user queries them (counters with _total, info with _info)."""
     names = set()
     for m in re.finditer(r"^# TYPE (\S+) (\S+)$", text, re.M):
         name, typ = m.groups()
-        names.add(name + "_total" if typ == "counter" else name + "_info" if typ == "info" else name)
+        names.add(sample_name(name, typ))
     return names
 
 
@@ -61,7 +68,7 @@ def metric_table(text: str) -> str:
             labels.setdefault(name, set()).update(re.findall(r'(\w+)="', lab))
     rows = []
     for name, typ in sorted(types.items()):
-        sample = name + "_total" if typ == "counter" else name + "_info" if typ == "info" else name
+        sample = sample_name(name, typ)
         labs = ", ".join(sorted(labels.get(sample, set())))
         rows.append(f"| `{sample}` | {typ} | {labs} | {helps.get(name, '').replace('|', '/')} |")
     return "| metric | type | labels | meaning |\n| --- | --- | --- | --- |\n" + "\n".join(rows)
