@@ -9,6 +9,7 @@ in a queue that ``tick`` (and every ``ingest``) drains.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -96,7 +97,9 @@ class LadderService:
         the results of remedies that finished meanwhile; returns the new decisions.
         Thread-safe. Called with no events, it only drains the remedy results (the tick)."""
         out: list[Decision] = []
-        batch: Sequence[FaultEvent] = [self._with_architecture(e) for e in events]
+        batch: Sequence[FaultEvent] = [
+            x for x in map(self._with_architecture, events) if not self._judged_before_start(x)
+        ]
         while True:
             new = self._feed(batch)
             out.extend(new)
@@ -110,6 +113,17 @@ class LadderService:
             if ended:
                 self.store.record_step(None, (), [_end(c) for c in ended])
         return out
+
+    def _judged_before_start(self, e: FaultEvent) -> bool:
+        """A fault found already present at a GPU's first poll (``at_start``) that an earlier
+        run stored with the same details was judged then: a restart does not judge it again."""
+        if not e.details.get("at_start"):
+            return False
+        want = json.loads(json.dumps(dict(e.details), sort_keys=True, default=str))
+        return any(
+            f.event.kind is e.kind and f.event.link == e.link and dict(f.event.details) == want
+            for f in self.store.faults(gpu=e.gpu)
+        )
 
     def tick(self, now_wall: float) -> list[Decision]:
         """Take in the remedy results the actuator queued since the last tick (and act on the

@@ -26,13 +26,26 @@ def detect(
     cur: GpuSample,
     deltas: Mapping[str, float],
 ) -> list[FaultEvent]:
-    """Fault events raised by ``cur`` given the previous sample and counter growth since then."""
+    """Fault events raised by ``cur`` given the previous sample and counter growth since then.
+
+    With no previous sample (the GPU's first poll) the state already present is judged once:
+    counters that are not zero count as grown, and every event says ``at_start`` so the ladder
+    can tell a fault it judged before a restart from a new one."""
     t, g = cur.time_wall, cur.index
     out: list[FaultEvent] = []
+    at_start = prev is None
 
     def ev(kind: FaultKind, link: int | None = None, **details: object) -> None:
+        if at_start:
+            details["at_start"] = True
         out.append(FaultEvent(t, g, kind, link, MappingProxyType(details)))
 
+    if at_start:  # the counters' own values are what happened before rasd looked
+        deltas = {
+            **deltas,
+            "ecc_volatile_uncorrected": cur.ecc_volatile_uncorrected or 0,
+            "retired_pages_double_bit": cur.retired_pages_double_bit or 0,
+        }
     du = int(deltas.get("ecc_volatile_uncorrected", 0))
     dc = int(deltas.get("ecc_volatile_corrected", 0))
     if du > 0 or dc > 0:
