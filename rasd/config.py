@@ -51,6 +51,7 @@ class DaemonSettings:
 @dataclass(frozen=True, slots=True)
 class TelemetrySettings:
     health_interval_seconds: float = 1.0
+    slow_interval_seconds: float = 30.0  # counters and NVLink: read this often, Xids read them sooner
     poll_deadline_seconds: float = 2.0  # a GPU whose poll runs longer is marked stale
     power_sample_hz: float = 20.0  # 1..100
     xid_wait_ms: int = 500
@@ -218,6 +219,8 @@ def _check_semantics(cfg: Config, problems: list[str]) -> None:
     t = cfg.telemetry
     if not 0.05 <= t.health_interval_seconds <= 3600:
         problems.append("telemetry.health_interval_seconds must be between 0.05 and 3600")
+    if not 0 <= t.slow_interval_seconds <= 3600:
+        problems.append("telemetry.slow_interval_seconds must be between 0 and 3600")
     if t.poll_deadline_seconds <= 0:
         problems.append("telemetry.poll_deadline_seconds must be positive")
     if not 1 <= t.power_sample_hz <= 100:

@@ -135,7 +135,11 @@ class Daemon:
         self.node = backend.adapter.node_identity(self.hostname, backend.name)
         t = cfg.telemetry
         self.gpus = backend.adapter.gpus()
-        self.pollers = [GpuPoller(g, t.health_interval_seconds, t.poll_deadline_seconds, wall=wall) for g in self.gpus]
+        self.pollers = [
+            GpuPoller(g, t.health_interval_seconds, t.poll_deadline_seconds, wall=wall,
+                      slow_interval=t.slow_interval_seconds)
+            for g in self.gpus
+        ]
         self.aggregator = Aggregator(recent_xids=t.recent_xids)
         self.health = health_loops(self.pollers, t.health_interval_seconds, t.poll_deadline_seconds)
         self.sampler = PowerSampler(self.gpus, t.power_sample_hz, self._on_power, wall=wall)
@@ -286,7 +290,12 @@ class Daemon:
 
     def _aggregate(self, now: float) -> tuple[tuple[GpuState, ...], list[FaultEvent]]:
         """Pollers' and the sampler's latest readings -> GPU states and fault events."""
-        events: list[FaultEvent] = self.aggregator.add_xids(self.xids.drain())
+        xids = self.xids.drain()
+        events: list[FaultEvent] = self.aggregator.add_xids(xids)
+        for x in xids:  # an Xid often comes with a counter that moved: read them next poll
+            for p in self.pollers:
+                if p.index == x.gpu:
+                    p.want_slow()
         latest = self.sampler.latest()
         rates = self.sampler.rates()
         methods = self.sampler.methods()
@@ -360,6 +369,7 @@ class Daemon:
         for p in self.pollers:
             p.interval = t.health_interval_seconds
             p.deadline = t.poll_deadline_seconds
+            p.slow_interval = t.slow_interval_seconds
         for loop in self.health:
             loop.interval = t.health_interval_seconds
             loop.deadline = t.poll_deadline_seconds

@@ -116,6 +116,14 @@ class GpuSample:
     pcie_replays: int | None
     recovery_action: int | None  # field 230, a RecoveryAction code
     nvlinks: tuple[NvLinkSample, ...] = ()
+    # monotonic time the slow part (ECC, pages, remapping, PCIe, NVLink) was read; the health
+    # poll reads it less often and repeats it in between (None: read with this poll)
+    slow_time_mono: float | None = None
+
+    @property
+    def counters_mono(self) -> float:
+        """When the counters in this sample were read (monotonic seconds)."""
+        return self.time_mono if self.slow_time_mono is None else self.slow_time_mono
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ COUNTER_FIELDS = (
     "pcie_replays",
     "energy_joules",
 )
+FAST_COUNTER_FIELDS = ("energy_joules",)  # read every poll; the rest with the slow part
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,17 @@ class Aggregator:
 
     def _absorb(self, g: _Gpu, s: GpuSample) -> list[FaultEvent]:
         deltas: dict[str, float] = {}
+        prev = g.prev
+        if prev is not None and s.slow_time_mono is not None and s.slow_time_mono == prev.slow_time_mono:
+            # the slow part is the previous poll's, repeated: no counter there can have moved
+            for name in FAST_COUNTER_FIELDS:
+                total, d = g.counters.delta(name, getattr(s, name))
+                if total is not None:
+                    g.totals[name] = total
+                    deltas[name] = d
+            events = detect(prev, s, deltas)
+            g.prev = s
+            return events
         for name in COUNTER_FIELDS:
             total, d = g.counters.delta(name, getattr(s, name))
             if total is not None:

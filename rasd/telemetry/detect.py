@@ -64,9 +64,12 @@ def detect(
             pending=bool(cur.retired_pages_pending),
         )
 
-    dt = (cur.time_mono - prev.time_mono) if prev else 0.0
-    prev_links = {ln.link: ln for ln in prev.nvlinks} if prev else {}
-    for ln in cur.nvlinks:
+    # counters may be read less often than the poll: rates use the time between their reads
+    dt = (cur.counters_mono - prev.counters_mono) if prev else 0.0
+    # the same tuple again: the slow part was repeated, not re-read, so no port can have changed
+    links = cur.nvlinks if prev is None or cur.nvlinks is not prev.nvlinks else ()
+    prev_links = {ln.link: ln for ln in prev.nvlinks} if prev and links else {}
+    for ln in links:
         before = prev_links.get(ln.link)
         grown = {c: int(deltas.get(nvlink_counter_name(ln.link, c), 0)) for c in NVLINK_COUNTERS}
         state_changed = before is not None and before.up is not None and ln.up is not None and before.up != ln.up

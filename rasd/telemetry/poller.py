@@ -31,11 +31,17 @@ class GpuPoller:
         deadline: float,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        slow_interval: float = 0.0,
     ):
+        """``slow_interval``: seconds between reads of the poll's slow part (counters, NVLink);
+        0 reads everything every poll."""
         self.handle = handle
         self.index = handle.index
         self.interval = interval
         self.deadline = deadline
+        self.slow_interval = slow_interval
+        self._slow_at: float | None = None  # when the slow part was last read
+        self._slow_wanted = False
         self._clock = clock
         self._wall = wall
         # published state: each attribute is replaced whole, never mutated in place
@@ -56,7 +62,13 @@ class GpuPoller:
         try:
             if self.identity is None:
                 self.identity = self.handle.identity()
-            sample = self.handle.poll(self._wall)
+            slow = (
+                self._slow_wanted or self._slow_at is None or start - self._slow_at >= self.slow_interval
+            )
+            self._slow_wanted = False
+            sample = self.handle.poll(self._wall, slow=slow)
+            if slow:
+                self._slow_at = start
             self.sample = sample
             self.lost = None
             self.last_update_wall = sample.time_wall
@@ -75,6 +87,10 @@ class GpuPoller:
             self._stall_counted = False
             self.busy_since = None
             self.seq += 1
+
+    def want_slow(self) -> None:
+        """Read the slow part at the next poll (an Xid hints that a counter moved)."""
+        self._slow_wanted = True
 
     def view(self) -> PollView:
         now = self._clock()

@@ -99,6 +99,16 @@ READINGS: tuple[Reading, ...] = (
     Reading("pcie_replays", "nvmlDeviceGetPcieReplayCounter", (), _one("pcie_replays")),
 )
 
+# Readings that change rarely or only count faults: a poll takes them only when asked for its
+# slow part (rasd.telemetry.poller, every ``slow_interval_seconds``, 30 s by default as in DCGM),
+# reusing the previous values in between. The fast part (power, temperatures, clocks, clock-event
+# reasons, utilisation, memory, recovery action) is read every poll. With ECC counters, retired
+# pages and the NVLink ports, these are about 90 of a GPU's ~110 calls a poll.
+SLOW_READINGS = frozenset({
+    "power_limit_constraints", "remapped_rows", "power_limit_default",
+    "pcie_gen", "pcie_gen_max", "pcie_width", "pcie_width_max", "pcie_replays",
+})
+
 # (reading name, GpuSample field, error type, counter type): read only where ECC is not off
 ECC_READINGS: tuple[tuple[str, str, str, str], ...] = (
     ("ecc_volatile_corrected", "ecc_volatile_corrected", "NVML_MEMORY_ERROR_TYPE_CORRECTED", "NVML_VOLATILE_ECC"),
@@ -116,6 +126,15 @@ NVLINK_COUNTERS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# GpuSample fields the slow part fills (repeated from the last slow poll in between)
+_SLOW_SAMPLE_FIELDS = (
+    *(f for rd in READINGS if rd.name in SLOW_READINGS for f, _ in rd.outputs),
+    "ecc_enabled", *(f for _, f, _, _ in ECC_READINGS),
+    "retired_pages_single_bit", "retired_pages_double_bit", "retired_pages_pending",
+    "nvlinks", "slow_time_mono",
+)
+
+
 def _opt_text(v: Any) -> str | None:
     return text(v) if v is not None else None
 
@@ -126,6 +145,7 @@ class Readings(HandleCore):
     _identity: GpuIdentity | None = None
     _link_count: int | None = None
     _chosen: dict[str, Callable[..., Any]] | None = None  # reading -> the call that answers it
+    _slow: dict[str, Any] | None = None  # the last slow part: GpuSample fields -> values
 
     # -- identity -------------------------------------------------------------------------------
 
@@ -206,14 +226,20 @@ class Readings(HandleCore):
 
     # -- the health poll ------------------------------------------------------------------------
 
-    def _table(self, values: dict[str, Any]) -> None:
+    def _table(self, values: dict[str, Any], slow: bool) -> None:
         for rd in READINGS:
+            if not slow and rd.name in SLOW_READINGS:
+                continue
             got = self._read_reading(rd)
             for field, conv in rd.outputs:
                 values[field] = conv(got) if got is not None else None
 
-    def poll(self, now_wall: Callable[[], float] = time.time) -> GpuSample:
-        """Every health reading of this GPU once (README's reading list). Raises GpuLost."""
+    def poll(self, now_wall: Callable[[], float] = time.time, slow: bool = True) -> GpuSample:
+        """Every health reading of this GPU once (README's reading list). Raises GpuLost.
+
+        ``slow=False`` reads only the fast part and repeats the slow part (ECC, retired pages, row
+        remapping, PCIe, power-limit range, NVLink ports) from the last poll that read it
+        (``GpuSample.slow_time_mono`` says when); the first poll always reads everything."""
         lib, h, r, fid = self.lib, self.raw, self._read, self.fids
         self._polls += 1
         t0 = time.monotonic()
@@ -221,10 +247,26 @@ class Readings(HandleCore):
         inst = fields.get(fid.power_instant) if fid.power_instant is not None else None
         memtemp = fields.get(fid.memory_temp) if fid.memory_temp is not None else None
         action = fields.get(fid.recovery_action) if fid.recovery_action is not None else None
+        slow = slow or self._slow is None
+        values: dict[str, Any] = {}
+        if not slow:
+            assert self._slow is not None
+            self._table(values, slow=False)
+            sample = GpuSample(
+                index=self.index,
+                time_wall=now_wall(),
+                time_mono=t0,
+                poll_seconds=0.0,
+                power_instant_watts=inst[0] / 1000.0 if inst else None,
+                temperature_memory_celsius=float(memtemp[0]) if memtemp else None,
+                recovery_action=int(action[0]) if action else None,
+                **values,
+                **self._slow,
+            )
+            return replace(sample, poll_seconds=time.monotonic() - t0)
         ecc_mode = r("ecc_mode", lib.nvmlDeviceGetEccMode, h)
         ecc_on = bool(ecc_mode[0]) if ecc_mode is not None else None
-        values: dict[str, Any] = {}
-        self._table(values)
+        self._table(values, slow=True)
         sbe_pages = r(
             "retired_pages", lib.nvmlDeviceGetRetiredPages, h,
             lib.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS,
@@ -258,8 +300,10 @@ class Readings(HandleCore):
             if pages_pending is not None
             else None,
             nvlinks=self._nvlinks(),
+            slow_time_mono=t0,
             **values,
         )
+        self._slow = {k: getattr(sample, k) for k in _SLOW_SAMPLE_FIELDS}
         return replace(sample, poll_seconds=time.monotonic() - t0)
 
     def _nvlinks(self) -> tuple[NvLinkSample, ...]:
