@@ -9,13 +9,17 @@ and the fake backend work without it.
 from __future__ import annotations
 
 import functools
+import logging
 import platform
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from rasd.backends.errors import GpuLost
 from rasd.sdc.faults import corrupt_gemm, gemm_applies, memory_faults
 from rasd.sdc.numerics import UNIT_ROUNDOFF, round_bf16
+
+log = logging.getLogger(__name__)
 
 FaultSource = Callable[[], Sequence[Any]]
 Conditions = Callable[[], "tuple[float | None, float | None]"]
@@ -150,22 +154,27 @@ class NumpyEngine:
 
 
 def engines_for_backend(backend: Any, seed: int = 0, numpy_memory_bytes: int = 64 << 20) -> Mapping[int, Engine]:
-    """One engine per GPU of ``backend``: NumPy on the fake node, CuPy on real NVML."""
-    gpus = backend.adapter.gpus()
+    """One engine per GPU of ``backend``: NumPy on the fake node, CuPy on real NVML. A GPU lost
+    before rasd started gets none: there is nothing to check on it (the ladder has its fault)."""
+    identities = {}
+    for g in backend.adapter.gpus():
+        try:
+            identities[g.index] = g.identity()
+        except GpuLost as e:
+            log.warning("sdc no engine for a lost gpu=%s error=%s", g.index, e)
     node = getattr(backend, "fake_node", None)
     if node is not None:
         engines: dict[int, Engine] = {}
-        for g in gpus:
-            ident = g.identity()
-            engines[g.index] = NumpyEngine(
-                g.index,
+        for index, ident in identities.items():
+            engines[index] = NumpyEngine(
+                index,
                 model=ident.name,
-                faults=functools.partial(node.sdc_faults, g.index),
-                conditions=functools.partial(node.conditions, g.index),
+                faults=functools.partial(node.sdc_faults, index),
+                conditions=functools.partial(node.conditions, index),
                 seed=seed,
                 memory_bytes=numpy_memory_bytes,
             )
         return engines
     from rasd.sdc.engines_cupy import cupy_engines  # imports cupy: only on real GPUs
 
-    return cupy_engines({g.index: g.identity().pci_bus_id for g in gpus})
+    return cupy_engines({index: ident.pci_bus_id for index, ident in identities.items()})

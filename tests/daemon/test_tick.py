@@ -137,3 +137,17 @@ def test_sdc_verdicts_reach_the_ladder(daemon):
     d._emit([FaultEvent(d.wall(), 2, FaultKind.SDC, None, {"verdict": "confirmed", "check": "golden_gemm"})])
     snap = d.tick()
     assert snap.ladder is not None and snap.ladder.gpus[2].open
+
+
+def test_a_gpu_lost_before_the_start_does_not_stop_the_daemon(daemon):
+    d = daemon("""
+        [[event]]
+        kind = "fall_off_bus"
+        at = 0.0
+        gpu = 3
+        """)
+    poll(d)
+    snap = d.tick()
+    health = {g.index: g.health for g in snap.gpus}
+    assert health[3] is Health.LOST and all(h is Health.UP for i, h in health.items() if i != 3)
+    assert d.sdc.validator is not None and 3 not in d.sdc.validator.gpus and 2 in d.sdc.validator.gpus
