@@ -11,6 +11,7 @@ import pytest
 from hypothesis import settings
 
 from rasd.backends import Backend, open_backend
+from rasd.backends.fake.clock import ManualClock
 
 # CI runs the same examples every time (a failure there must reproduce); developers explore.
 settings.register_profile("ci", derandomize=True, deadline=None)
@@ -18,22 +19,10 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
-class ManualClock:
-    """A monotonic clock tests advance by hand."""
-
-    def __init__(self, start: float = 1000.0):
-        self.t = start
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-
 @pytest.fixture
 def clock() -> ManualClock:
-    return ManualClock()
+    """The one hand-driven clock of the tests (the fake backend's own, which also wakes event waits)."""
+    return ManualClock(1000.0)
 
 
 @pytest.fixture

@@ -107,7 +107,7 @@ def test_instant_power_refreshes_every_100ms_and_repeats_in_between(fake, clock)
 
 
 def test_same_seed_same_run(fake):
-    from tests.conftest import ManualClock
+    from rasd.backends.fake.clock import ManualClock
 
     runs = []
     for _ in range(2):

@@ -14,7 +14,7 @@ from exporters.prometheus import load_sections, make_registry
 from rasd.snapshot import Snapshot
 from rasd.telemetry.aggregate import Aggregator
 from rasd.telemetry.poller import GpuPoller
-from tests.conftest import ManualClock
+from rasd.backends.fake.clock import ManualClock
 
 GOLDEN = Path(__file__).with_name("golden_gpu.prom")
 WALL = 1_800_000_000.0

@@ -18,7 +18,7 @@ from exporters.http import ScrapeServer
 from exporters.prometheus import ScrapeCache, make_registry
 from rasd.freshness import Freshness
 from rasd.model import Health
-from tests.conftest import ManualClock
+from rasd.backends.fake.clock import ManualClock
 from tests.exporter.test_exposition import fixed_snapshot
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rasd.scheduler.service import open_decisions
 from tests.scheduler.slurmcluster import SlurmCluster
-from tests.scheduler.test_slurm import REASON, Clock, Node, sinfo
+from tests.scheduler.test_slurm import REASON, Node, now_clock, sinfo
 
 
 def drain(slurm: SlurmCluster, node: str, reason: str) -> None:
@@ -18,7 +18,7 @@ def test_budget_defers_and_the_retry_acts_once_there_is_room(slurm: SlurmCluster
                                                              tmp_path: Path) -> None:
     drain(slurm, "rasdx1", "rasd: xid 48 gpu 0 -> reset_gpu")
     drain(slurm, "rasdx2", "bios update")  # a person's drain does not count against rasd
-    n = Node(slurm, tmp_path / "rasd.db", Clock(), max_nodes_out="1")
+    n = Node(slurm, tmp_path / "rasd.db", now_clock(), max_nodes_out="1")
     n.xid79()
     assert sinfo(slurm, slurm.node) == ("idle", "none")
     st = n.sched.state()
@@ -37,7 +37,7 @@ def test_budget_defers_and_the_retry_acts_once_there_is_room(slurm: SlurmCluster
 
 def test_a_percent_budget_counts_the_scope(slurm: SlurmCluster, tmp_path: Path) -> None:
     drain(slurm, "rasdx1", "rasd: xid 48 gpu 0 -> reset_gpu")
-    n = Node(slurm, tmp_path / "rasd.db", Clock(), max_nodes_out="50%", breaker_share=0.9)
+    n = Node(slurm, tmp_path / "rasd.db", now_clock(), max_nodes_out="50%", breaker_share=0.9)
     n.xid79()  # 1 of 4 out, 50 % allows 2
     assert sinfo(slurm, slurm.node) == ("drained", REASON)
     n.close()
@@ -46,7 +46,7 @@ def test_a_percent_budget_counts_the_scope(slurm: SlurmCluster, tmp_path: Path) 
 def test_breaker_trips_and_holds_until_reset(slurm: SlurmCluster, tmp_path: Path) -> None:
     drain(slurm, "rasdx1", "rasd: xid 79 gpu 0 -> reboot_node")
     drain(slurm, "rasdx2", "rasd: xid 79 gpu 5 -> reboot_node")
-    n = Node(slurm, tmp_path / "rasd.db", Clock(), max_nodes_out="100%", breaker_share=0.5)
+    n = Node(slurm, tmp_path / "rasd.db", now_clock(), max_nodes_out="100%", breaker_share=0.5)
     n.xid79()  # 3 of 4 within the window is more than half: a fleet-wide cause
     st = n.sched.state()
     assert st.breaker_tripped and "3 of 4" in st.breaker_why
@@ -67,7 +67,7 @@ def test_breaker_trips_and_holds_until_reset(slurm: SlurmCluster, tmp_path: Path
 def test_tripped_breaker_survives_a_restart(slurm: SlurmCluster, tmp_path: Path) -> None:
     drain(slurm, "rasdx1", "rasd: xid 79 gpu 0 -> reboot_node")
     drain(slurm, "rasdx2", "rasd: xid 79 gpu 5 -> reboot_node")
-    db, clock = tmp_path / "rasd.db", Clock()
+    db, clock = tmp_path / "rasd.db", now_clock()
     n = Node(slurm, db, clock, max_nodes_out="100%")
     n.xid79()
     n.close()
@@ -80,9 +80,9 @@ def test_tripped_breaker_survives_a_restart(slurm: SlurmCluster, tmp_path: Path)
 def test_old_outages_do_not_trip_the_breaker(slurm: SlurmCluster, tmp_path: Path) -> None:
     drain(slurm, "rasdx1", "rasd: xid 79 gpu 0 -> reboot_node")
     drain(slurm, "rasdx2", "rasd: xid 79 gpu 5 -> reboot_node")
-    n = Node(slurm, tmp_path / "rasd.db", Clock(), max_nodes_out="100%",
+    n = Node(slurm, tmp_path / "rasd.db", now_clock(), max_nodes_out="100%",
              breaker_window_seconds=60)
-    n.clock.t += 120  # the others went out two minutes ago, outside the window
+    n.clock.advance(120)  # the others went out two minutes ago, outside the window
     n.xid79()
     assert not n.sched.state().breaker_tripped
     assert sinfo(slurm, slurm.node) == ("drained", REASON)

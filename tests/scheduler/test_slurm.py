@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rasd.backends.fake.clock import ManualClock
 from rasd.ladder.actions import Actuator
 from rasd.ladder.service import LadderService
 from rasd.ladder.settings import ActionSettings, LadderSettings
@@ -19,18 +20,15 @@ from tests.scheduler.slurmcluster import SlurmCluster
 REASON = "rasd: xid 79 gpu 3 -> reboot_node"
 
 
-class Clock:
-    def __init__(self, t: float | None = None):
-        self.t = time.time() if t is None else t
-
-    def __call__(self) -> float:
-        return self.t
+def now_clock() -> ManualClock:
+    """Hand-driven, starting now: Slurm stamps its reasons with the real time."""
+    return ManualClock(time.time())
 
 
 class Node:
     """One rasd on a Slurm node: ladder, synchronous actuator, scheduler service, one store."""
 
-    def __init__(self, slurm: SlurmCluster, db: Path, clock: Clock, reboot: str = "true",
+    def __init__(self, slurm: SlurmCluster, db: Path, clock: ManualClock, reboot: str = "true",
                  **kw: Any):
         self.clock = clock
         self.settings = SchedulerSettings(kind="slurm", node_name=slurm.node,
@@ -52,7 +50,7 @@ class Node:
         self.ladder.tick(self.clock())  # the remedy's result, as the daemon's next pass takes it
 
     def tick(self, advance: float = 0.0) -> None:
-        self.clock.t += advance
+        self.clock.advance(advance)
         self.ladder.tick(self.clock())
         self.sched.tick(self.clock(), open_decisions(self.ladder.state(self.clock())))
         self.ladder.tick(self.clock())  # results of a retried plan
@@ -72,7 +70,7 @@ def sinfo(slurm: SlurmCluster, node: str) -> tuple[str, str]:
 
 def test_drain_with_reason_then_resume_once_the_cure_held(slurm: SlurmCluster,
                                                           tmp_path: Path) -> None:
-    n = Node(slurm, tmp_path / "rasd.db", Clock())
+    n = Node(slurm, tmp_path / "rasd.db", now_clock())
     n.xid79()
     state, reason = sinfo(slurm, slurm.node)
     assert state == "drained" and reason == REASON
@@ -89,7 +87,7 @@ def test_drain_with_reason_then_resume_once_the_cure_held(slurm: SlurmCluster,
 
 
 def test_failed_cure_keeps_the_node_out(slurm: SlurmCluster, tmp_path: Path) -> None:
-    n = Node(slurm, tmp_path / "rasd.db", Clock(), reboot="false")
+    n = Node(slurm, tmp_path / "rasd.db", now_clock(), reboot="false")
     n.xid79()
     assert open_decisions(n.ladder.state(n.clock()))  # climbed to RMA, still open
     for _ in range(5):
@@ -102,7 +100,7 @@ def test_failed_cure_keeps_the_node_out(slurm: SlurmCluster, tmp_path: Path) -> 
 def test_never_resumes_a_persons_drain(slurm: SlurmCluster, tmp_path: Path) -> None:
     slurm.run("scontrol", "update", f"nodename={slurm.node}", "state=drain",
               "reason=disk swap, ticket 4711")
-    n = Node(slurm, tmp_path / "rasd.db", Clock())
+    n = Node(slurm, tmp_path / "rasd.db", now_clock())
     n.xid79()  # the reboot still runs: the node is out anyway
     assert sinfo(slurm, slurm.node) == ("drained", "disk swap, ticket 4711")
     for _ in range(3):
@@ -113,7 +111,7 @@ def test_never_resumes_a_persons_drain(slurm: SlurmCluster, tmp_path: Path) -> N
 
 
 def test_a_drain_a_person_relabelled_is_theirs(slurm: SlurmCluster, tmp_path: Path) -> None:
-    n = Node(slurm, tmp_path / "rasd.db", Clock(), reboot="false")
+    n = Node(slurm, tmp_path / "rasd.db", now_clock(), reboot="false")
     n.xid79()
     assert sinfo(slurm, slurm.node)[1].startswith("rasd:")
     slurm.run("scontrol", "update", f"nodename={slurm.node}", "reason=keep out: vendor case")
@@ -124,7 +122,7 @@ def test_a_drain_a_person_relabelled_is_theirs(slurm: SlurmCluster, tmp_path: Pa
 
 def test_state_survives_a_restart_and_agrees_with_slurm(slurm: SlurmCluster,
                                                         tmp_path: Path) -> None:
-    db, clock = tmp_path / "rasd.db", Clock()
+    db, clock = tmp_path / "rasd.db", now_clock()
     n = Node(slurm, db, clock)
     n.xid79()
     n.close()
@@ -138,7 +136,7 @@ def test_state_survives_a_restart_and_agrees_with_slurm(slurm: SlurmCluster,
 
 
 def test_a_person_resuming_while_rasd_was_down_wins(slurm: SlurmCluster, tmp_path: Path) -> None:
-    db, clock = tmp_path / "rasd.db", Clock()
+    db, clock = tmp_path / "rasd.db", now_clock()
     n = Node(slurm, db, clock, reboot="false")
     n.xid79()
     n.close()
