@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import heapq
 import os
 import sys
 import time
-from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
 import click
@@ -80,7 +80,7 @@ def explain_xid(code: int, message: str | None, as_json: bool) -> None:
 
 
 def _fmt_time(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % time.gmtime(t)[:6]
 
 
 def _line(d: Decision, host: str = "", name: str | None = None) -> str:
@@ -189,6 +189,11 @@ def replay_cmd(files: tuple[str, ...], as_json: bool, year: int | None, boot_tim
     decisions: list[dict] = []
     closed: list[dict] = []
     n_dec = n_closed = 0
+    out: list[str] = []  # written in blocks: one write per line costs more than the replay
+    write = click.get_text_stream("stdout").write
+    # the replay allocates many short-lived objects and few cycles: collect rarely
+    gc_thresholds = gc.get_threshold()
+    gc.set_threshold(100_000, 50, 100)
     try:
         for host, step in run(merged):
             for d in step.opened:
@@ -196,7 +201,7 @@ def replay_cmd(files: tuple[str, ...], as_json: bool, year: int | None, boot_tim
                 if as_json:
                     decisions.append(_decision_json(d, host, names))
                 else:
-                    click.echo(_line(d, host, names.name(host, d.gpu)))
+                    out.append(_line(d, host, names.name(host, d.gpu)))
             for c in step.closed:
                 n_closed += 1
                 if as_json:
@@ -205,13 +210,19 @@ def replay_cmd(files: tuple[str, ...], as_json: bool, year: int | None, boot_tim
                 else:
                     name = names.name(host, c.decision.gpu) or c.decision.gpu
                     where = f"host={host} " if host else ""
-                    click.echo(f"{_fmt_time(c.time_wall)} {where}gpu={name} "
+                    out.append(f"{_fmt_time(c.time_wall)} {where}gpu={name} "
                                f"fault={c.decision.fault} closed={c.outcome} (opened "
                                f"{_fmt_time(c.decision.time_wall)} at {c.decision.rung.label})")
+            if len(out) >= 2048:
+                write("\n".join(out) + "\n")
+                out.clear()
     except ReplayError as e:
         path = _which(all_stats)
         fail(f"{path}: {e}; fix or remove that line")
     finally:
+        gc.set_threshold(*gc_thresholds)
+        if out:
+            write("\n".join(out) + "\n")
         if progress is not None:
             progress.__exit__(None, None, None)
         for close in closers:

@@ -42,14 +42,12 @@ class XidEntry:
     immediate: str  # "" where the pinned revision has no bucket
     investigatory: str  # "" where the catalog gives none
     description: str
-
-    @property
-    def buckets(self) -> tuple[str, ...]:
-        return tuple(b for b in (self.immediate, self.investigatory) if b)
+    buckets: tuple[str, ...]  # the non-empty ones of immediate and investigatory
 
 
 def X(code: int, mnemonic: str, immediate: str, investigatory: str, description: str) -> XidEntry:
-    return XidEntry(code, mnemonic, immediate, investigatory, description)
+    return XidEntry(code, mnemonic, immediate, investigatory, description,
+                    tuple(b for b in (immediate, investigatory) if b))
 
 
 _TABLE: tuple[XidEntry, ...] = (

@@ -222,6 +222,7 @@ class Escalator:
             if current.rung >= Rung.RMA or quiet_since > t:
                 return False
             del self.open[comp][fault]
+            self._last_seen.pop((comp, fault), None)
             step.closed.append(Closure(current, ending.value, t))
             return True
         raise ValueError(f"no transition given for {fault} on {comp}")

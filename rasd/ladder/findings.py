@@ -100,6 +100,8 @@ def with_(f: Finding, **changes: Any) -> Finding:
 
 def int_field(d: Mapping[str, Any], key: str, default: int | None = None) -> int:
     v = d.get(key, default)
+    if type(v) is int and v >= 0:  # the common case, first (replay speed)
+        return v
     if v is None:
         raise BadEvent(f"{key}: missing")
     if isinstance(v, bool) or not isinstance(v, int):

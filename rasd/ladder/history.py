@@ -18,6 +18,12 @@ from rasd.ladder.xids import parse_gpc_tpc, parse_link
 from rasd.model import FaultEvent, FaultKind, Rung
 
 Component = tuple[int, "int | None"]  # (gpu, None) for a GPU, (gpu, link) for one NVLink port
+_XID = FaultKind.XID
+# the kinds whose classification reads the context (the others are judged on their own)
+_READS_HISTORY = frozenset({FaultKind.XID, FaultKind.NVLINK, FaultKind.PCIE_REPLAY,
+                            FaultKind.RETIRED_PAGES, FaultKind.NVSWITCH})
+_EMPTY = Context()  # what a history without tables says (shared: contexts are never changed)
+_NO_REPEATS: dict[str, int] = {}
 
 
 class FaultHistory:
@@ -27,6 +33,8 @@ class FaultHistory:
     def __init__(self, settings: LadderSettings):
         self.s = settings
         self._long_burst = settings.long_burst_codes()
+        self._recent_keep = max(settings.xid_repeat_window_seconds,
+                                settings.xid_companion_seconds)
         # Xids seen lately, for classification's workflows (13/31 repeats, 45/48 companions)
         self._recent_gpu: dict[int, deque[XidSeen]] = defaultdict(deque)
         self._recent_code: dict[int, deque[XidSeen]] = defaultdict(deque)
@@ -54,36 +62,35 @@ class FaultHistory:
 
     def context(self, e: FaultEvent) -> Context:
         """What the history says about this event's component (earlier events only)."""
-        recent: tuple[XidSeen, ...] = ()
-        burst = None
-        if e.kind is FaultKind.XID:
-            burst = self._burst_start(e.gpu, xid_code(e), e.time_wall)
-            keep = e.time_wall - max(self.s.xid_repeat_window_seconds,
-                                     self.s.xid_companion_seconds)
-            mine = self._recent_gpu[e.gpu]
-            while mine and mine[0].time_wall < keep:
-                mine.popleft()
-            same = self._recent_code[xid_code(e)]
-            while same and same[0].time_wall < keep:
-                same.popleft()
-            # classification asks about this GPU's Xids and the same code on other GPUs only
-            recent = tuple(sorted(set(mine) | set(same), key=lambda x: x.time_wall))
-        link = e.link if e.link is not None else e.details.get("link")
-        if e.kind is FaultKind.XID and link is None:
-            link = parse_link(e.details.get("message"))
+        kind = e.kind
+        details = e.details
+        link = e.link if e.link is not None else details.get("link")
+        if kind is not _XID:
+            if kind not in _READS_HISTORY:
+                return _EMPTY  # its classification asks nothing of the past
+            comp = (e.gpu, link)
+            return Context(
+                link_downs=tuple(self._link_downs.get(comp, ())),
+                link_parity_hits=self._parity.get(comp, 0),
+                retired_dbe=tuple(self._dbe.get(e.gpu, ())),
+                pcie_last_time=self._pcie_last.get(e.gpu),
+                repeats=self._repeat_counts(comp, e.time_wall),
+            )
+        t = e.time_wall
+        code = xid_code(e)
+        burst = self._burst_start(e.gpu, code, t)
+        keep = t - self._recent_keep
+        mine = self._recent_gpu.get(e.gpu)
+        while mine and mine[0].time_wall < keep:
+            mine.popleft()
+        same = self._recent_code.get(code)
+        while same and same[0].time_wall < keep:
+            same.popleft()
+        # classification asks about this GPU's Xids and the same code on other GPUs only
+        recent = tuple(mine or ()) + tuple(x for x in same or () if x.gpu != e.gpu)
+        if link is None:
+            link = parse_link(details.get("message"))
         comp = (e.gpu, link)
-        reps = self._repeats.get(comp)
-        repeats = {}
-        if reps:
-            cut = e.time_wall - self.s.xid_repeat_window_seconds
-            for key, times in reps.items():
-                while times and times[0] < cut:
-                    times.popleft()
-                # the current burst is this occurrence, not an earlier one
-                n = len(times) - (1 if times and e.time_wall - times[-1] <=
-                                  self.s.xid_line_burst_seconds else 0)
-                if n > 0:
-                    repeats[key] = n
         return Context(
             recent_xids=recent,
             link_downs=tuple(self._link_downs.get(comp, ())),
@@ -91,8 +98,24 @@ class FaultHistory:
             retired_dbe=tuple(self._dbe.get(e.gpu, ())),
             pcie_last_time=self._pcie_last.get(e.gpu),
             burst_start=burst,
-            repeats=repeats,
+            repeats=self._repeat_counts(comp, t),
         )
+
+    def _repeat_counts(self, comp: Component, t: float) -> dict[str, int]:
+        reps = self._repeats.get(comp)
+        if not reps:
+            return _NO_REPEATS
+        repeats = {}
+        cut = t - self.s.xid_repeat_window_seconds
+        for key, times in reps.items():
+            while times and times[0] < cut:
+                times.popleft()
+            # the current burst is this occurrence, not an earlier one
+            n = len(times) - (1 if times and t - times[-1] <= self.s.xid_line_burst_seconds
+                              else 0)
+            if n > 0:
+                repeats[key] = n
+        return repeats
 
     def _burst_start(self, gpu: int, code: int, t: float) -> float:
         """When the burst a line at ``t`` belongs to began (``t`` itself for a new burst)."""

@@ -18,7 +18,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from rasd.ladder.decision import Decision
 from rasd.ladder.escalate import Escalator, Step
@@ -37,7 +37,8 @@ _REQUIRED = {
     FaultKind.REMEDY: ("action", "result"),
     FaultKind.NVSWITCH: ("sxid",),
 }
-REORDER_WINDOW = 65_536  # events held back to put an interleaved log in time order
+REORDER_WINDOW = 65_536  # at most this many events held back to restore time order
+REORDER_SECONDS = 300.0  # an event is held until the log is this far past it
 BARE_SPACING_SECONDS = 60.0  # bare driver lines carry no time: one minute apart, a burst together
 EXPECTED = ("JSON-lines events, or kernel log lines with NVIDIA driver reports (NVRM: Xid / "
             "SXid) as dmesg, dmesg -T, journalctl (short, short-iso) or syslog print them")
@@ -122,6 +123,12 @@ def parse_time(value: Any) -> float:
     raise ValueError("time: expected Unix seconds or an RFC 3339 timestamp")
 
 
+_loads: Callable[[str], Any]
+try:  # orjson parses an event line about three times faster than the standard library
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - a dependency; the standard library still works
+    _loads = json.loads
+
 _KINDS = {k.value: k for k in FaultKind}
 _TOP = frozenset(("time", "kind", "gpu", "link", "host"))
 
@@ -167,7 +174,7 @@ def parse_line(text: str) -> FaultEvent:
 
 
 def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats) -> Iterator[Numbered]:
-    loads = json.loads
+    loads = _loads
     for n, text in lines:
         stats.lines = n
         if not text or text.isspace():
@@ -267,23 +274,32 @@ def _chain(first: tuple[int, str], rest: Iterator[tuple[int, str]]) -> Iterator[
 
 
 def in_time_order(items: Iterable[Numbered], stats: ReadStats,
-                  window: int = REORDER_WINDOW) -> Iterator[Numbered]:
-    """Put an interleaved log back in time order within ``window`` events (stable)."""
+                  window: int = REORDER_WINDOW,
+                  seconds: float = REORDER_SECONDS) -> Iterator[Numbered]:
+    """Put an interleaved log back in time order (stable): an event waits until the log has
+    moved ``seconds`` past it, or until ``window`` events wait (memory stays bounded)."""
     heap: list[tuple[float, int, Numbered]] = []
-    last = float("-inf")
+    push, pop = heapq.heappush, heapq.heappop
+    last = float("-inf")  # the newest event emitted
+    newest = float("-inf")  # the newest event read
     for seq, item in enumerate(items):
-        heapq.heappush(heap, (item.event.time_wall, seq, item))
-        if len(heap) > window:
-            t, _, out = heapq.heappop(heap)
-            if t < last:
+        t = item.event.time_wall
+        push(heap, (t, seq, item))
+        if t > newest:
+            newest = t
+        while heap and (heap[0][0] <= newest - seconds or len(heap) > window):
+            t0, _, out = pop(heap)
+            if t0 < last:
                 stats.out_of_order += 1
-            last = t
+            else:
+                last = t0
             yield out
     while heap:
-        t, _, out = heapq.heappop(heap)
-        if t < last:
+        t0, _, out = pop(heap)
+        if t0 < last:
             stats.out_of_order += 1
-        last = t
+        else:
+            last = t0
         yield out
 
 

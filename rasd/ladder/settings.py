@@ -7,6 +7,7 @@ cross-field checks.
 
 from __future__ import annotations
 
+import functools
 import string
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -28,6 +29,11 @@ ACTION_KINDS = (
     "exclude_gpu",
 )
 PLACEHOLDERS = ("gpu_index", "gpu_uuid", "pci_bus_id", "hostname", "link")
+
+
+@functools.lru_cache(maxsize=64)
+def _codes(codes: tuple[str, ...]) -> frozenset[int]:
+    return frozenset(int(c) for c in codes if c.isdigit())
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +112,10 @@ class LadderSettings:
         return problems
 
     def long_burst_codes(self) -> frozenset[int]:
-        return frozenset(int(c) for c in self.xid_long_burst_codes if c.isdigit())
+        return _codes(self.xid_long_burst_codes)
 
     def app_visible(self) -> frozenset[int]:
-        return frozenset(int(c) for c in self.application_visible_xids if c.isdigit())
+        return _codes(self.application_visible_xids)
 
     @property
     def horizon_seconds(self) -> float:

@@ -53,12 +53,35 @@ _SUPPORT_AFTER_REMEDY = frozenset(
     and e.investigatory == cat.CONTACT_SUPPORT) | {119, 120}
 
 
+# Workflows that read the history; every other Xid's finding follows from the code, the message,
+# the link and the architecture alone, so it is computed once and kept (a replay sees the same
+# lines again and again).
+_CONTEXTUAL = frozenset({13, 31, 45, 48, 74})
+_CACHE_SIZE = 8192
+_static: dict[tuple[int, str | None, int | None, object], tuple[LadderSettings, Finding]] = {}
+
+
 def classify_xid(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding:
     d = event.details
     code = _int(d, "xid")
     message = d.get("message")
     if message is not None and not isinstance(message, str):
         raise BadEvent("message: must be text")
+    if code in _CONTEXTUAL:
+        return _classify(code, message, event, ctx, s)
+    key = (code, message, event.link, d.get("architecture"))
+    hit = _static.get(key)
+    if hit is not None and hit[0] is s:
+        return hit[1]
+    f = _classify(code, message, event, ctx, s)
+    if len(_static) >= _CACHE_SIZE:
+        _static.clear()
+    _static[key] = (s, f)
+    return f
+
+
+def _classify(code: int, message: str | None, event: FaultEvent, ctx: Context,
+              s: LadderSettings) -> Finding:
     entry = cat.lookup(code)
     fault = f"xid:{code}"
     if entry is None:

@@ -8,6 +8,7 @@ link and unit (74, 144-150), the register dump (74) and the driver's recovery ac
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -69,6 +70,7 @@ class XidText:
         return ", ".join(parts)
 
 
+@functools.lru_cache(maxsize=4096)  # one fault's burst repeats its lines
 def decode(code: int, message: str | None) -> XidText:
     text = message or ""
     if not text:

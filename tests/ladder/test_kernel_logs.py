@@ -195,3 +195,42 @@ def test_decisions_close_in_a_replay(tmp_path):
     # the new Xid 13 weeks later is a fresh single occurrence, not a repeat of the old one
     last = out["decisions"][-1]
     assert last["fault"] == "xid:13" and "sdc_check" not in last["investigate"]
+
+
+def _replay_on_a_terminal(path, tty: bool) -> str:
+    """Run `rasd replay` with stderr on a pseudo-terminal (or a pipe); what stderr showed."""
+    import pty
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]), TZ="UTC")
+    if not tty:
+        p = subprocess.run([sys.executable, "-m", "rasd", "replay", str(path)], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
+        return p.stderr.decode()
+    leader, follower = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "rasd", "replay", str(path)], env=env,
+                         stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    p.wait()
+    os.close(leader)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path):
+    p = tmp_path / "e.jsonl"
+    p.write_text("\n".join(json.dumps({"time": i, "kind": "thermal", "gpu": i % 8})
+                           for i in range(20000)))
+    on_tty = _replay_on_a_terminal(p, tty=True)
+    assert "replay" in on_tty and "100%" in on_tty
+    piped = _replay_on_a_terminal(p, tty=False)
+    assert "%" not in piped and "20000 events" in piped
