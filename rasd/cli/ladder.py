@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import gc
-import heapq
 import os
 import sys
-import time
-from typing import Any, Callable, Iterator
 
 import click
 
@@ -15,8 +12,9 @@ from rasd.cli.common import fail, print_json
 from rasd.ladder import catalog
 from rasd.ladder.classify import Context, classify
 from rasd.ladder.decision import Decision
-from rasd.ladder.replay import (
-    EXPECTED, Names, Numbered, ReadStats, ReplayError, in_time_order, parse_time, read_events, run,
+from rasd.ladder.replay import EXPECTED, Names, ReadStats, ReplayError, parse_time
+from rasd.ladder.replay_jobs import (
+    Options, Outcome, decision_json, decision_line, fmt_time, report, report_parallel, steps,
 )
 from rasd.ladder.settings import LadderSettings
 from rasd.model import FaultEvent, FaultKind
@@ -79,59 +77,10 @@ def explain_xid(code: int, message: str | None, as_json: bool) -> None:
     click.echo(f"  catalog: sha256 {catalog.CATALOG_SHA256[:12]}...")
 
 
-def _fmt_time(t: float) -> str:
-    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % time.gmtime(t)[:6]
+_fmt_time = fmt_time
 
 
-def _line(d: Decision, host: str = "", name: str | None = None) -> str:
-    link = "-" if d.link is None else str(d.link)
-    inv = ",".join(d.investigate) or "-"
-    where = f"host={host} " if host else ""
-    return (f"{_fmt_time(d.time_wall)} {where}gpu={name or d.gpu} link={link} "
-            f"rung={d.rung.label} scope={d.scope.value} fault={d.fault} investigate={inv} "
-            f"{d.reason}")
-
-
-def _decision_json(d: Decision, host: str, names: Names) -> dict:
-    out = d.to_dict()
-    name = names.name(host, d.gpu)
-    if host:
-        out["host"] = host
-    if name is not None:
-        out["gpu"] = name  # the log named it by PCI bus id only
-    return out
-
-
-def _open_lines(path: str) -> tuple[Iterator[str], Callable[[], None], int | None]:
-    try:
-        fh = click.open_file(path, "r", encoding="utf-8", errors="strict")
-    except OSError as e:
-        fail(f"cannot read {path} ({e.strerror}); check the path")
-    size = None
-    if path != "-":
-        try:
-            size = os.path.getsize(path)
-        except OSError:
-            size = None
-    return iter(fh), fh.close, size
-
-
-def _guarded(lines: Iterator[str], path: str, progress: Any) -> Iterator[str]:
-    done = 0
-    n = 0
-    try:
-        for text in lines:
-            if progress is not None:
-                done += len(text)
-                n += 1
-                if n & 8191 == 0:
-                    progress.update(done)
-                    done = 0
-            yield text
-    except UnicodeDecodeError:
-        fail(f"{path} is not UTF-8 text; give a JSON-lines event log or a kernel log")
-    if progress is not None and done:
-        progress.update(done)
+_line = decision_line
 
 
 @click.command("replay")
@@ -145,8 +94,11 @@ def _guarded(lines: Iterator[str], path: str, progress: Any) -> Iterator[str]:
               "boot stamps; default: the epoch (times then read as time since boot).")
 @click.option("--arch", type=click.Choice(["ampere", "hopper", "blackwell"]), default=None,
               help="GPU architecture, for register decodes that apply to one architecture only.")
+@click.option("--jobs", type=click.IntRange(1, 256), default=None,
+              help="Worker processes, hosts spread over them (default: the CPUs, up to 8, for "
+              "files over 32 MiB; else 1). The report is the same for any number.")
 def replay_cmd(files: tuple[str, ...], as_json: bool, year: int | None, boot_time: str | None,
-               arch: str | None) -> None:
+               arch: str | None, jobs: int | None) -> None:
     """Feed event logs or kernel logs (dmesg, journalctl, syslog) through classification and
     escalation; print every decision and every decision that ended.
 
@@ -158,86 +110,71 @@ def replay_cmd(files: tuple[str, ...], as_json: bool, year: int | None, boot_tim
             boot = parse_time(float(boot_time) if _is_number(boot_time) else boot_time)
         except ValueError as e:
             fail(f"--boot-time: {e}")
-    names = Names()
-    streams = []
-    all_stats: list[tuple[str, ReadStats]] = []
-    closers = []
-    sizes = []
-    opened = []
-    for path in files:
-        lines, close, size = _open_lines(path)
-        closers.append(close)
-        sizes.append(size)
-        opened.append((path, lines))
-    total = sum(x for x in sizes if x) if all(sizes) else None
-    progress = None
-    if total and sys.stderr.isatty() and not as_json:
-        progress = click.progressbar(length=total, label="replay", file=sys.stderr,
-                                     show_eta=True, show_percent=True)
-        progress.__enter__()
-    for path, lines in opened:
-        stats = ReadStats()
-        all_stats.append((path, stats))
-        y = year if year is not None else _mtime_year(path)
-        items = read_events(_guarded(lines, path, progress), stats, names, year=y,
-                            boot_time=boot, architecture=arch)
-        if len(files) > 1:
-            items = _default_host(items, os.path.basename(path))
-        streams.append(in_time_order(items, stats))
-    merged = streams[0] if len(streams) == 1 else heapq.merge(
-        *streams, key=lambda x: x.event.time_wall)
-    decisions: list[dict] = []
-    closed: list[dict] = []
-    n_dec = n_closed = 0
-    out: list[str] = []  # written in blocks: one write per line costs more than the replay
+    paths = list(files)
+    for path in paths:
+        if path != "-" and not os.access(path, os.R_OK):
+            why = "no such file" if not os.path.exists(path) else "not readable"
+            fail(f"cannot read {path} ({why}); check the path")
+    opts = Options(year, boot, arch)
+    if as_json:
+        _replay_json(paths, opts)
+        return
+    sizes = [os.path.getsize(p) if p != "-" else None for p in paths]
+    total = sum(x for x in sizes if x) if all(x is not None for x in sizes) else None
+    if jobs is None:
+        big = total is not None and total > 32 * 2**20
+        jobs = min(os.cpu_count() or 1, 8) if big and "-" not in paths else 1
+    bar = None
+    if total and sys.stderr.isatty():
+        bar = click.progressbar(length=total, label="replay", file=sys.stderr, show_eta=True,
+                                show_percent=True)
+        bar.__enter__()
     write = click.get_text_stream("stdout").write
-    # the replay allocates many short-lived objects and few cycles: collect rarely
     gc_thresholds = gc.get_threshold()
+    # the replay allocates many short-lived objects and few cycles: collect rarely
     gc.set_threshold(100_000, 50, 100)
     try:
-        for host, step in run(merged):
-            for d in step.opened:
-                n_dec += 1
-                if as_json:
-                    decisions.append(_decision_json(d, host, names))
-                else:
-                    out.append(_line(d, host, names.name(host, d.gpu)))
-            for c in step.closed:
-                n_closed += 1
-                if as_json:
-                    closed.append({"decision": _decision_json(c.decision, host, names),
-                                   "outcome": c.outcome, "time": c.time_wall})
-                else:
-                    name = names.name(host, c.decision.gpu) or c.decision.gpu
-                    where = f"host={host} " if host else ""
-                    out.append(f"{_fmt_time(c.time_wall)} {where}gpu={name} "
-                               f"fault={c.decision.fault} closed={c.outcome} (opened "
-                               f"{_fmt_time(c.decision.time_wall)} at {c.decision.rung.label})")
-            if len(out) >= 2048:
-                write("\n".join(out) + "\n")
-                out.clear()
-    except ReplayError as e:
-        path = _which(all_stats)
-        fail(f"{path}: {e}; fix or remove that line")
+        if jobs > 1 and "-" not in paths:
+            out = report_parallel(paths, opts, write, jobs, bar.update if bar else None)
+        else:
+            out = report(paths, opts, write, bar.update if bar else None)
     finally:
         gc.set_threshold(*gc_thresholds)
-        if out:
-            write("\n".join(out) + "\n")
-        if progress is not None:
-            progress.__exit__(None, None, None)
-        for close in closers:
-            close()
-    for path, stats in all_stats:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    if out.error:
+        fail(f"{out.error}; fix or remove that line")
+    _check_recognised(out)
+    for path, st in out.stats:
+        click.echo(_stats_line(path, st), err=True)
+    events = sum(st.events for _, st in out.stats)
+    click.echo(f"{events} events, {out.decisions} decisions, {out.closed} closed", err=True)
+
+
+def _replay_json(paths: list[str], opts: Options) -> None:
+    out = Outcome()
+    names = Names()
+    decisions: list[dict] = []
+    closed: list[dict] = []
+    try:
+        for item, step in steps(paths, opts, out, names):
+            host = item.host
+            decisions.extend(decision_json(d, host, names) for d in step.opened)
+            closed.extend({"decision": decision_json(c.decision, host, names),
+                           "outcome": c.outcome, "time": c.time_wall} for c in step.closed)
+    except ReplayError as e:
+        fail(f"{out.stats[-1][0]}: {e}; fix or remove that line")
+    except UnicodeDecodeError:
+        fail(f"{out.stats[-1][0]} is not UTF-8 text; give a JSON-lines event log or a kernel log")
+    _check_recognised(out)
+    print_json({"events": sum(st.events for _, st in out.stats), "decisions": decisions,
+                "closed": closed, "files": [_stats_json(p, st) for p, st in out.stats]})
+
+
+def _check_recognised(out: Outcome) -> None:
+    for path, stats in out.stats:
         if not stats.recognised and stats.lines:
             fail(f"{path}: nothing recognisable in {stats.lines} lines; expected {EXPECTED}")
-    events = sum(st.events for _, st in all_stats)
-    if as_json:
-        print_json({"events": events, "decisions": decisions, "closed": closed,
-                    "files": [_stats_json(p, st) for p, st in all_stats]})
-        return
-    for path, st in all_stats:
-        click.echo(_stats_line(path, st), err=True)
-    click.echo(f"{events} events, {n_dec} decisions, {n_closed} closed", err=True)
 
 
 def _is_number(text: str) -> bool:
@@ -246,22 +183,6 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _mtime_year(path: str) -> int:
-    try:
-        return time.localtime(os.path.getmtime(path)).tm_year
-    except (OSError, ValueError):
-        return time.localtime().tm_year
-
-
-def _default_host(items: Iterator[Numbered], host: str) -> Iterator[Numbered]:
-    for x in items:
-        yield x if x.host else Numbered(x.line, x.event, host)
-
-
-def _which(all_stats: list[tuple[str, ReadStats]]) -> str:
-    return all_stats[-1][0] if len(all_stats) == 1 else ", ".join(p for p, _ in all_stats)
 
 
 def _stats_json(path: str, st: ReadStats) -> dict:

@@ -27,7 +27,7 @@ def classify(event: FaultEvent, ctx: Context, settings: LadderSettings) -> Findi
     """The cure for one event, or None when the event needs no decision (a link coming up,
     an ECC report with zero uncorrected errors, a remedy or an SDC clearance: escalate.py
     handles the last two)."""
-    fn = _BY_KIND.get(event.kind)
+    fn = _BY_VALUE.get(event.kind._value_)  # by value: an Enum member hashes slowly
     if fn is None:
         return None
     return fn(event, ctx, settings)
@@ -227,5 +227,4 @@ _BY_KIND: dict[FaultKind, Callable[[FaultEvent, Context, LadderSettings], Findin
     FaultKind.REMEDY: _none,
     FaultKind.NVSWITCH: _nvswitch,
 }
-
-
+_BY_VALUE = {k.value: fn for k, fn in _BY_KIND.items()}

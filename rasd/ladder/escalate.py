@@ -38,7 +38,9 @@ from rasd.model import FaultEvent, FaultKind, Rung, Scope
 
 __all__ = ["Closure", "Component", "Escalator", "Outcome", "Step"]
 
-_FLOOR = Rung.RESTART_PROCESS  # open decisions below this are flags, never superseded
+_REMEDY, _SDC, _XID = FaultKind.REMEDY, FaultKind.SDC, FaultKind.XID
+_FLOOR = Rung.RESTART_PROCESS
+SWEEP_SECONDS = 3600.0  # open decisions below this are flags, never superseded
 
 
 class Outcome(enum.Enum):
@@ -115,6 +117,7 @@ class Escalator:
         # entry whose fault was reported again since is stale and skipped)
         self._last_seen: dict[tuple[Component, str], float] = {}
         self._deadlines: list[tuple[float, int, int, str]] = []
+        self._next_sweep = float("-inf")
 
     # ------------------------------------------------------------------ input
 
@@ -122,12 +125,15 @@ class Escalator:
         """The step one event causes (often nothing). Raises BadEvent for malformed details."""
         step = Step()
         self._expire(event.time_wall, step)
+        if event.time_wall >= self._next_sweep:
+            self._sweep(event.time_wall)
         h = self.history
         h.saw(event)
-        if event.kind is FaultKind.REMEDY:
+        kind = event.kind
+        if kind is _REMEDY:
             self._remedy(event, step)
             return step
-        if event.kind is FaultKind.SDC and event.details.get("verdict") == "cleared":
+        if kind is _SDC and event.details.get("verdict") == "cleared":
             self._sdc_cleared(event, step)
             return step
         finding = classify(event, h.context(event), self.s)
@@ -152,6 +158,19 @@ class Escalator:
             comp: Component = (gpu, None if link < 0 else link)
             self._transition(step, comp, fault, t, ending=Outcome.EXPIRED,
                              quiet_since=self._last_seen.get((comp, fault), t) + window)
+
+    def _sweep(self, t: float) -> None:
+        """Once an hour of event time: forget what no window reaches (memory stays flat)."""
+        self._next_sweep = t + SWEEP_SECONDS
+        self.history.sweep(t)
+        for comp in [c for c, ds in self.open.items() if not ds]:
+            del self.open[comp]
+        for gpu in list(self._gpu_comps):
+            comps = {c for c in self._gpu_comps[gpu] if self.open.get(c)}
+            if comps:
+                self._gpu_comps[gpu] = comps
+            else:
+                del self._gpu_comps[gpu]
 
     def _seen(self, comp: Component, fault: str, t: float) -> None:
         """The fault was reported on the component: its open decision stays (and expires
@@ -196,7 +215,7 @@ class Escalator:
             if not ((_FLOOR <= current.rung < by) or fault == by_fault):
                 return False
             del self.open[comp][fault]
-            step.superseded.append(Closure(current, ending.value, t))
+            step.superseded.append(Closure(current, ending._value_, t))
             return True
         if ending is Outcome.REMEDIED:
             # guard: a remedy covers the decisions at or below its rung; an RMA is never undone
@@ -205,7 +224,7 @@ class Escalator:
                     and (fault != "sdc" or by is Rung.RMA)):
                 return False
             del self.open[comp][fault]
-            step.closed.append(Closure(current, ending.value, t))
+            step.closed.append(Closure(current, ending._value_, t))
             self.history.remedied(comp, fault, by, t)
             return True
         if ending is Outcome.CLEARED:
@@ -213,7 +232,7 @@ class Escalator:
             if current.rung >= Rung.RMA:
                 return False
             del self.open[comp][fault]
-            step.closed.append(Closure(current, ending.value, t))
+            step.closed.append(Closure(current, ending._value_, t))
             return True
         if ending is Outcome.EXPIRED:
             # guard: only a fault that stayed away for the whole window expires (a stale
@@ -223,7 +242,7 @@ class Escalator:
                 return False
             del self.open[comp][fault]
             self._last_seen.pop((comp, fault), None)
-            step.closed.append(Closure(current, ending.value, t))
+            step.closed.append(Closure(current, ending._value_, t))
             return True
         raise ValueError(f"no transition given for {fault} on {comp}")
 
@@ -257,7 +276,7 @@ class Escalator:
                 reasons.append(f"came back after {r_rung.label} ({n} of "
                                f"{self._limit(r_rung)} before climbing): repeat it")
 
-        if f.xid is not None and e.kind is FaultKind.XID:
+        if f.xid is not None and e.kind is _XID:
             n = h.count_xid(e.gpu, f.xid, e.time_wall)
             if n >= self.s.xid_recurrence_count:
                 window = self.s.xid_recurrence_window_seconds / 3600
@@ -296,7 +315,7 @@ class Escalator:
         decision = Decision(
             time_wall=e.time_wall, gpu=e.gpu, link=comp[1] if scope is Scope.LINK else None,
             rung=rung, scope=scope, reason="; ".join(reasons), investigate=tuple(investigate),
-            degradations=tuple(degradations), fault=f.fault, source=e.kind.value,
+            degradations=tuple(degradations), fault=f.fault, source=e.kind._value_,
             buckets=f.buckets, escalated=escalated or forced)
         self._transition(step, comp, f.fault, e.time_wall, opening=decision)
 

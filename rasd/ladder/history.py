@@ -10,7 +10,7 @@ components, not by the number of events. Pure: event time is the only clock.
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from typing import Any
+from typing import Any, Callable
 
 from rasd.ladder.findings import Context, Finding, XidSeen
 from rasd.ladder.settings import LadderSettings
@@ -20,8 +20,9 @@ from rasd.model import FaultEvent, FaultKind, Rung
 Component = tuple[int, "int | None"]  # (gpu, None) for a GPU, (gpu, link) for one NVLink port
 _XID = FaultKind.XID
 # the kinds whose classification reads the context (the others are judged on their own)
-_READS_HISTORY = frozenset({FaultKind.XID, FaultKind.NVLINK, FaultKind.PCIE_REPLAY,
-                            FaultKind.RETIRED_PAGES, FaultKind.NVSWITCH})
+_READS_HISTORY = frozenset(k.value for k in (FaultKind.XID, FaultKind.NVLINK,
+                                             FaultKind.PCIE_REPLAY, FaultKind.RETIRED_PAGES,
+                                             FaultKind.NVSWITCH))
 _EMPTY = Context()  # what a history without tables says (shared: contexts are never changed)
 _NO_REPEATS: dict[str, int] = {}
 
@@ -66,7 +67,7 @@ class FaultHistory:
         details = e.details
         link = e.link if e.link is not None else details.get("link")
         if kind is not _XID:
-            if kind not in _READS_HISTORY:
+            if kind._value_ not in _READS_HISTORY:
                 return _EMPTY  # its classification asks nothing of the past
             comp = (e.gpu, link)
             return Context(
@@ -230,8 +231,64 @@ class FaultHistory:
         for bkey in [k for k in self._burst if k[0] == gpu]:
             del self._burst[bkey]
 
+    def sweep(self, t: float) -> None:
+        """Drop what no window can reach any more at event time ``t`` (each table would ignore
+        it anyway), so memory follows the components, not the length of the history."""
+        s = self.s
+        for gk in [k for k, last in self._xid_last.items()
+                   if last < t - s.xid_recurrence_window_seconds]:
+            del self._xid_last[gk]
+            self._xid_counted.pop(gk, None)
+        for gk in [k for k, (last, _) in self._burst.items()
+                   if last < t - s.xid_line_burst_seconds]:
+            del self._burst[gk]
+        keep = t - self._recent_keep
+        for recent in (self._recent_gpu, self._recent_code):
+            for k in list(recent):
+                seen = recent[k]
+                while seen and seen[0].time_wall < keep:
+                    seen.popleft()
+                if not seen:
+                    del recent[k]
+        cut = t - s.xid_repeat_window_seconds
+        for comp in list(self._repeats):
+            reps = self._repeats[comp]
+            for rk in list(reps):
+                times = reps[rk]
+                while times and times[0] < cut:
+                    times.popleft()
+                if not times:
+                    del reps[rk]
+            if not reps:
+                del self._repeats[comp]
+        _prune(self._link_downs, lambda x: x >= t - s.link_flap_window_seconds)
+        _prune(self._not_held, lambda x: x[0] >= t - s.not_holding_memory_seconds)
+        for comp in list(self._remedied):
+            table = self._remedied[comp]
+            for fault in [f for f, (_, when) in table.items()
+                          if when < t - s.cure_window_seconds]:
+                del table[fault]
+            if not table:
+                del self._remedied[comp]
+        cut = t - s.node_remedy_window_seconds
+        for gpu in list(self.fault_times):
+            ft = self.fault_times[gpu]
+            while ft and ft[0] < cut:
+                ft.popleft()
+            if not ft:
+                del self.fault_times[gpu]
+
     def node_remedies_since(self, t: float) -> int:
         return sum(1 for x in self.node_remedies if x >= t)
+
+
+def _prune(table: dict[Component, list[Any]], keep: Callable[[Any], bool]) -> None:
+    for comp in list(table):
+        kept = [x for x in table[comp] if keep(x)]
+        if kept:
+            table[comp] = kept
+        else:
+            del table[comp]
 
 
 def xid_code(e: FaultEvent) -> int:

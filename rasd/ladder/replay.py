@@ -15,6 +15,8 @@ from __future__ import annotations
 import heapq
 import json
 import math
+import re
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -55,6 +57,7 @@ class Numbered:
     line: int
     event: FaultEvent
     host: str = ""
+    source: int = 0  # which of the files replayed together it came from
 
 
 @dataclass(slots=True)
@@ -173,12 +176,24 @@ def parse_line(text: str) -> FaultEvent:
     return parse_object(obj)[0]
 
 
-def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats) -> Iterator[Numbered]:
+_HOST_RE = re.compile(r'"host"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats,
+                 keep: Callable[[str], bool] | None = None) -> Iterator[Numbered]:
     loads = _loads
+    host_re = _HOST_RE.search
     for n, text in lines:
         stats.lines = n
         if not text or text.isspace():
             continue
+        if keep is not None:  # another worker's host: skip it before parsing it
+            m = host_re(text)
+            host = m.group(1) if m else ""
+            if "\\" in host:
+                host = json.loads(f'"{host}"')
+            if not keep(host):
+                continue
         try:
             event, host = parse_object(loads(text))
         except json.JSONDecodeError as e:
@@ -193,7 +208,8 @@ def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats) -> Iterator
 
 
 def _kernel_events(lines: Iterable[tuple[int, str]], stats: ReadStats, names: Names, *,
-                   year: int, boot_time: float, architecture: str | None) -> Iterator[Numbered]:
+                   year: int, boot_time: float, architecture: str | None,
+                   keep: Callable[[str], bool] | None = None) -> Iterator[Numbered]:
     years = SyslogYear(year)
     last_t = boot_time
     last_key: tuple[str, str, int] | None = None
@@ -203,7 +219,10 @@ def _kernel_events(lines: Iterable[tuple[int, str]], stats: ReadStats, names: Na
             continue
         rec = split_record(text, years.for_line(text))
         if rec is None:
-            stats.skipped_other += 1
+            if keep is None or keep(""):  # counted once, by the worker of host ""
+                stats.skipped_other += 1
+            continue
+        if keep is not None and not keep(rec.host):
             continue
         stats.record_forms[rec.form] += 1
         x = parse_xid_line(rec.text)
@@ -248,7 +267,8 @@ def _kernel_events(lines: Iterable[tuple[int, str]], stats: ReadStats, names: Na
 
 
 def read_events(lines: Iterable[str], stats: ReadStats, names: Names, *, year: int = 1970,
-                boot_time: float = 0.0, architecture: str | None = None) -> Iterator[Numbered]:
+                boot_time: float = 0.0, architecture: str | None = None,
+                keep: Callable[[str], bool] | None = None) -> Iterator[Numbered]:
     """Detect the file's form from its first non-empty line, then stream its events."""
     numbered = enumerate(lines, 1)
     first: tuple[int, str] | None = None
@@ -261,10 +281,10 @@ def read_events(lines: Iterable[str], stats: ReadStats, names: Names, *, year: i
     rest = _chain(first, numbered)
     if first[1].lstrip().startswith("{"):
         stats.form = "events"
-        return _json_events(rest, stats)
+        return _json_events(rest, stats, keep)
     stats.form = "kernel log"
     return _kernel_events(rest, stats, names, year=year, boot_time=boot_time,
-                          architecture=architecture)
+                          architecture=architecture, keep=keep)
 
 
 def _chain(first: tuple[int, str], rest: Iterator[tuple[int, str]]) -> Iterator[tuple[int, str]]:
@@ -304,7 +324,7 @@ def in_time_order(items: Iterable[Numbered], stats: ReadStats,
 
 
 def run(items: Iterable[Numbered], settings: LadderSettings | None = None,
-        store: Store | None = None) -> Iterator[tuple[str, Step]]:
+        store: Store | None = None) -> Iterator[tuple[Numbered, Step]]:
     """Each event's step, host by host each on its own ladder (into ``store`` when given: each
     event with its step in one transaction)."""
     s = settings or LadderSettings()
@@ -322,7 +342,7 @@ def run(items: Iterable[Numbered], settings: LadderSettings | None = None,
                               [(c.decision.time_wall, c.decision.gpu, c.decision.link,
                                 c.decision.fault, c.outcome, c.time_wall) for c in step.ended])
         if step.opened or step.superseded or step.closed:
-            yield item.host, step
+            yield item, step
 
 
 def parse_lines(lines: Iterable[str]) -> list[Numbered]:
@@ -336,3 +356,8 @@ def replay(events: Sequence[Numbered], settings: LadderSettings | None = None,
            store: Store | None = None) -> list[Decision]:
     """Every decision, in order, from fresh ladders."""
     return [d for _, step in run(events, settings, store) for d in step.opened]
+
+
+def shard(host: str, jobs: int) -> int:
+    """Which of ``jobs`` workers judges a host (each host's ladder lives in one worker)."""
+    return zlib.crc32(host.encode()) % jobs

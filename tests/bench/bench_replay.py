@@ -202,25 +202,27 @@ def write_log(path: str, days: float, noise_per_gpu_day: float, seed: int) -> in
     return n
 
 
-# the child reports its own CPU time and peak RSS (a parent's RUSAGE_CHILDREN keeps the largest
-# child's peak, which would blur interleaved runs)
+# the child reports its own CPU time and peak RSS, its workers' included (a parent's
+# RUSAGE_CHILDREN keeps the largest child's peak, which would blur interleaved runs)
 _CHILD = """
 import resource, sys
 from rasd.cli import main
 try:
     main(args=sys.argv[1:], prog_name="rasd")
 finally:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    sys.stderr.write(f"\\nbench cpu={r.ru_utime + r.ru_stime} maxrss={r.ru_maxrss}\\n")
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    sys.stderr.write(f"\\nbench cpu={cpu} maxrss={max(me.ru_maxrss, kids.ru_maxrss)}\\n")
 """
 
 
-def run_replay(path: str) -> tuple[float, float, int, str]:
-    """(CPU seconds, wall seconds, peak RSS bytes, the summary line) of one `rasd replay`."""
+def run_replay(path: str, jobs: int) -> tuple[float, float, int, str]:
+    """(CPU seconds, wall seconds, peak RSS bytes of one process, the summary line)."""
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", _CHILD, "replay", path], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE, env=env, check=True)
+    p = subprocess.run([sys.executable, "-c", _CHILD, "replay", "--jobs", str(jobs), path],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, check=True)
     wall = time.perf_counter() - t0
     lines = p.stderr.decode().strip().splitlines()
     fields = dict(x.split("=") for x in lines[-1].split()[1:])
@@ -245,22 +247,29 @@ def main() -> None:
             logs.append((days, path, n))
             print(f"generated {n:,} events for {GPUS:,} GPUs x {days:g} days "
                   f"({os.path.getsize(path) / 2**20:,.0f} MiB, {time.perf_counter() - t0:.0f} s)")
-        results: dict[float, list[tuple[float, float, int, str]]] = {d: [] for d, _, _ in logs}
-        for _ in range(a.runs):  # interleaved: small, large, small, large ...
-            for days, path, _ in logs:
-                results[days].append(run_replay(path))
-        for days, _path, n in logs:
-            rs = results[days]
+        cores = os.cpu_count() or 1
+        configs = [(days, path, n, jobs) for days, path, n in logs
+                   for jobs in sorted({1, min(cores, 8)})]
+        results: dict[tuple[float, int], list[tuple[float, float, int, str]]] = {
+            (c[0], c[3]): [] for c in configs}
+        for _ in range(a.runs):  # interleaved: each size and job count in turn
+            for days, path, _n, jobs in configs:
+                results[(days, jobs)].append(run_replay(path, jobs))
+        load = os.getloadavg()[0]
+        print(f"machine: {cores} CPUs, load average {load:.1f} while measuring (other work "
+              "shares the CPUs: wall figures are noisy, CPU-time figures less so)")
+        for days, _path, n, jobs in configs:
+            rs = results[(days, jobs)]
             cpu = statistics.median(r[0] for r in rs)
             wall = statistics.median(r[1] for r in rs)
             rss = max(r[2] for r in rs)
-            print(f"{days:g} days: {n:,} events; {rs[-1][3]}")
-            print(f"  replay: {n / cpu:,.0f} events/s of CPU time (target >= 100,000), "
-                  f"{n / wall:,.0f} events/s wall; median of {len(rs)} runs, CPU "
+            print(f"{days:g} days, --jobs {jobs}: {n:,} events; {rs[-1][3]}")
+            print(f"  {n / wall:,.0f} events/s wall (target >= 100,000); {n / cpu:,.0f} events "
+                  f"per CPU-second; median of {len(rs)} runs, CPU "
                   f"{min(r[0] for r in rs):.1f}-{max(r[0] for r in rs):.1f} s")
-            print(f"  peak RSS: {rss / 2**20:.0f} MiB")
-        small = max(r[2] for r in results[sizes[0]])
-        large = max(r[2] for r in results[sizes[1]])
+            print(f"  peak RSS of one process: {rss / 2**20:.0f} MiB")
+        small = max(r[2] for r in results[(sizes[0], 1)])
+        large = max(r[2] for r in results[(sizes[1], 1)])
         print(f"memory: {large / small:.2f}x the peak RSS for {logs[1][2] / logs[0][2]:.1f}x the "
               "events (target: flat, about 1x)")
 

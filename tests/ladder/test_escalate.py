@@ -185,3 +185,19 @@ def test_a_link_fault_changes_only_its_link(events, gpu, link, how):
 @given(fault_events())
 def test_replaying_twice_gives_identical_decisions(events):
     assert Escalator().feed_all(events) == Escalator().feed_all(events)
+
+
+@settings(max_examples=80, deadline=None)
+@given(fault_events())
+def test_forgetting_what_no_window_reaches_changes_no_decision(events):
+    import rasd.ladder.escalate as escalate
+
+    swept = Escalator()
+    escalate.SWEEP_SECONDS, before = 0.0, escalate.SWEEP_SECONDS  # sweep before every event
+    try:
+        with_sweeps = swept.feed_all(events)
+    finally:
+        escalate.SWEEP_SECONDS = before
+    kept = Escalator()
+    kept._next_sweep = float("inf")  # never sweep
+    assert with_sweeps == kept.feed_all(events)

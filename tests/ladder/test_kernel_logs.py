@@ -234,3 +234,38 @@ def test_progress_bar_only_on_a_terminal(tmp_path):
     assert "replay" in on_tty and "100%" in on_tty
     piped = _replay_on_a_terminal(p, tty=False)
     assert "%" not in piped and "20000 events" in piped
+
+
+def test_hosts_spread_over_workers_give_the_same_report(tmp_path):
+    import random
+
+    rnd = random.Random(3)
+    lines = []
+    for i in range(3000):
+        host = f"node{rnd.randrange(12)}"
+        kind = rnd.choice(["xid", "thermal", "ecc", "remedy"])
+        ev = {"time": 1_700_000_000 + i * 7.5, "host": host, "gpu": rnd.randrange(8), "kind": kind}
+        if kind == "xid":
+            ev.update(xid=rnd.choice([13, 31, 62, 79, 94]), message="Ch 00000001")
+        elif kind == "ecc":
+            ev.update(volatile_uncorrected=rnd.randrange(2), volatile_corrected=1)
+        elif kind == "remedy":
+            ev.update(action=rnd.choice(["reset_gpu", "reboot_node"]), result="ok")
+        lines.append(json.dumps(ev))
+    ev_path = tmp_path / "fleet.jsonl"
+    ev_path.write_text("\n".join(lines))
+    one = CliRunner().invoke(main, ["replay", str(ev_path), str(LOGS / "syslog.log"),
+                                    "--year", "2024", "--jobs", "1"])
+    three = CliRunner().invoke(main, ["replay", str(ev_path), str(LOGS / "syslog.log"),
+                                      "--year", "2024", "--jobs", "3"])
+    assert one.exit_code == 0 and three.exit_code == 0, three.output
+    assert one.output == three.output and "host=node-b" in one.output
+    assert one.output.count("\n") > 500
+
+
+def test_a_bad_line_found_by_a_worker_still_names_its_line(tmp_path):
+    p = tmp_path / "e.jsonl"
+    p.write_text("\n".join([json.dumps({"time": i, "kind": "thermal", "gpu": 0, "host": f"h{i}"})
+                            for i in range(10)] + ['{"time": 11, "kind": "thermal", "host": "h3"}']))
+    r = CliRunner().invoke(main, ["replay", str(p), "--jobs", "2"])
+    assert r.exit_code == 2 and "line 11" in r.output and "missing 'gpu'" in r.output
