@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from rasd.ladder.decision import Decision
+from rasd.model import Rung
 from rasd.scheduler.attribution import JobWatch
 from rasd.scheduler.cluster import Cluster, NodeOut, SchedulerError
 from rasd.scheduler.ledger import Ledger, decision_key
@@ -226,12 +227,35 @@ class SchedulerService:
         decisions = list(open_decisions)
         need = [d for d in decisions if needs_node_out(d, self.s)]
         with self._lock:
-            if now - self._last_sync >= self.s.retry_seconds:
+            heartbeat = now - self._last_sync >= self.s.retry_seconds
+            self._publish(decisions, heartbeat)
+            if heartbeat:
                 self._reconcile()
             self._maybe_bring_back(now, need)
             if now - self._last_retry >= self.s.retry_seconds:
                 self._last_retry = now
                 self._retry(decisions)
+
+    def _publish(self, decisions: list[Decision], heartbeat: bool) -> None:
+        """Node conditions (Kubernetes): GPU health with the rung and reason, SDC suspicion.
+        They inform and steer nothing, so they are published in advisory mode too."""
+        publish = getattr(self.cluster, "set_conditions", None)
+        if publish is None:
+            return
+        top = max(decisions, key=lambda d: (d.rung, d.time_wall), default=None)
+        if top is None or top.rung is Rung.NONE:
+            health = ("True", "Healthy", "rasd: no open decision on this node's GPUs")
+        else:
+            health = ("False", "".join(w.capitalize() for w in top.rung.label.split("_")),
+                      reason_for(top))
+        sdc = sorted({d.gpu for d in decisions if d.fault == "sdc" and d.rung < Rung.RMA})
+        suspect = (("True", "Suspected", f"rasd: silent data corruption suspected on GPU "
+                    f"{', '.join(map(str, sdc))}; deep checks pending") if sdc else
+                   ("False", "NotSuspected", "rasd: no GPU suspected of silent data corruption"))
+        try:
+            publish({"RasdGpuHealthy": health, "RasdSdcSuspect": suspect}, force=heartbeat)
+        except SchedulerError as e:
+            self._error("conditions", e)
 
     def _maybe_bring_back(self, now: float, need: list[Decision]) -> None:
         mine = self._node

@@ -16,8 +16,8 @@ class SchedulerKind(enum.Enum):
 class SchedulerSettings:
     """How rasd takes its node out of service and brings it back, and how far it may go.
 
-    Nothing is changed in the scheduler unless ``[actions] enforce`` is true; advisory runs log
-    what they would do.
+    No node is taken out (drain, taint, cordon) unless ``[actions] enforce`` is true; advisory
+    runs log what they would do. Kubernetes node conditions inform only and are always kept.
     """
 
     kind: str = "none"  # none, slurm, kubernetes
@@ -64,8 +64,8 @@ class SchedulerSettings:
         if self.kind not in kinds:
             problems.append(f"kind: {self.kind!r} is not one of {', '.join(kinds)}")
         elif self.kind == SchedulerKind.KUBERNETES.value and not _kube_available():
-            problems.append('kind: "kubernetes" is not available in this build; use "slurm" '
-                            'or "none"')
+            problems.append('kind: "kubernetes" needs the kubernetes package; pip install '
+                            '"rasd[kubernetes]"')
         try:
             parse_budget(self.max_nodes_out)
         except ValueError as e:
@@ -114,4 +114,4 @@ def parse_budget(text: str) -> Budget:
 def _kube_available() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("rasd.scheduler.kube") is not None
+    return importlib.util.find_spec("kubernetes") is not None

@@ -39,7 +39,8 @@ def container(pod: dict) -> dict:
 
 
 def test_objects_and_namespace(objs: dict[str, dict]) -> None:
-    assert set(objs) == {"Namespace", "ServiceAccount", "ConfigMap", "DaemonSet", "Service"}
+    assert set(objs) == {"Namespace", "ServiceAccount", "ConfigMap", "DaemonSet", "Service",
+                         "ClusterRole", "ClusterRoleBinding"}
     ns = objs["Namespace"]["metadata"]["name"]
     for kind, o in objs.items():
         assert o["metadata"].get("namespace", ns) == ns, kind
@@ -57,7 +58,7 @@ def test_runs_only_on_gpu_nodes_and_tolerates_their_taint(objs: dict[str, dict],
 
 def test_nvml_privileges_without_taking_a_gpu(pod: dict, container: dict) -> None:
     assert pod["spec"]["runtimeClassName"] == "nvidia"
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["NVIDIA_VISIBLE_DEVICES"] == "all"
     assert "utility" in env["NVIDIA_DRIVER_CAPABILITIES"].split(",")
     sc = container["securityContext"]
@@ -143,3 +144,10 @@ def test_dockerfile_runs_the_nvml_daemon_with_the_mounted_config(container: dict
     text = (K8S / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["rasd"]' in text and "EXPOSE 9863" in text
     assert "/etc/rasd/rasd.toml" in text and "pip install" in text
+
+
+def test_node_name_from_the_downward_api_and_credentials_for_the_scheduler(pod: dict, container: dict) -> None:
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    spec = pod["spec"]
+    assert spec["automountServiceAccountToken"] is True and spec["serviceAccountName"] == "rasd"
