@@ -1,4 +1,7 @@
-"""SDC checks: last result, time and duration per GPU and check, accusations, suspects, GEMM rate."""
+"""SDC checks: last result, time and duration per GPU and check, accusations, GEMM rate.
+
+Whether a GPU is suspect is the ladder's to say (``rasd_gpu_sdc_suspect``, ladder section): an
+accusation reaches it as a fault event, and the ladder's decision is what excludes the GPU."""
 
 from __future__ import annotations
 
@@ -43,16 +46,12 @@ def collect(snapshot: Snapshot) -> Iterable[Metric]:
     for (gpu, outcome), n in sorted(st.accusations.items()):
         acc.add_metric([str(gpu), _OUTCOME.get(outcome, outcome)], n)
     yield acc
-    suspect = GaugeMetricFamily("rasd_sdc_suspect", "1 while a GPU is suspected of silent data corruption (excluded via the ladder).",
-                                labels=["gpu"])
     technician = GaugeMetricFamily("rasd_sdc_technician_flag", "1 when repeated unreproduced accusations ask for a person's look.",
                                    labels=["gpu"])
     running = GaugeMetricFamily("rasd_sdc_check_running", "1 while an SDC check runs on the GPU.", labels=["gpu"])
     for g in st.gpus:
-        suspect.add_metric([str(g)], 1.0 if g in st.suspects else 0.0)
         technician.add_metric([str(g)], 1.0 if g in st.technician else 0.0)
         running.add_metric([str(g)], 1.0 if g in st.running else 0.0)
-    yield suspect
     yield technician
     yield running
     rate = GaugeMetricFamily("rasd_sdc_gemm_flops_per_second", "GEMM rate the last SDC check measured (FLOP/s).",
