@@ -28,7 +28,7 @@ until = 12
 def _poll(p: GpuPoller, agg: Aggregator, clock, seconds: float = 1.0):
     clock.advance(seconds)
     p.poll_once()
-    st, ev = agg.update(p.view(), 1000.0 + clock.t)
+    st, ev = agg.update(p.view(), 1000.0 + clock())
     return p.sample, st, ev
 
 
