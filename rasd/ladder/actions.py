@@ -10,6 +10,8 @@ and a failed rung command is reported back so the ladder climbs.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -55,20 +57,64 @@ class Runner(Protocol):
     def __call__(self, argv: Sequence[str], timeout: float, tail_bytes: int) -> RunOutcome: ...
 
 
+KILL_GRACE_SECONDS = 2.0  # after SIGTERM to a timed-out action's group, before SIGKILL
+
+
 def subprocess_runner(argv: Sequence[str], timeout: float, tail_bytes: int) -> RunOutcome:
-    """Run without a shell; stdout and stderr together, last ``tail_bytes`` kept."""
+    """Run without a shell; stdout and stderr together, last ``tail_bytes`` kept.
+
+    The command runs in its own session (so its own process group): a timeout ends the whole
+    group, children included (SIGTERM, then SIGKILL after ``KILL_GRACE_SECONDS``), not only the
+    direct child whose orphans would keep running and keep the output pipe open."""
     t0 = time.monotonic()
     try:
-        p = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as e:
-        out = e.output or b""
-        return RunOutcome("timeout", None, _tail(out, tail_bytes), time.monotonic() - t0)
+        p = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
     except OSError as e:
         return RunOutcome("error", None, f"cannot run {argv[0]!r}: {e.strerror}",
                           time.monotonic() - t0)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        partial = e.output or b""
+        _end_group(p)
+        try:
+            rest, _ = p.communicate(timeout=KILL_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            rest = b""
+        return RunOutcome("timeout", None, _tail(partial + (rest or b""), tail_bytes), time.monotonic() - t0)
     return RunOutcome("ok" if p.returncode == 0 else "failed", p.returncode,
-                      _tail(p.stdout, tail_bytes), time.monotonic() - t0)
+                      _tail(out, tail_bytes), time.monotonic() - t0)
+
+
+def _end_group(p: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the action's process group, SIGKILL what is left after the grace period."""
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, None)):
+        try:
+            os.killpg(p.pid, sig)  # the session leader's pid is the group id
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            p.kill()
+            return
+        if wait is None:
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if p.poll() is not None and not _group_alive(p.pid):
+                return
+            time.sleep(0.05)
+    p.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _tail(data: bytes, n: int) -> str:
