@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 from rasd.model import FaultEvent, FaultKind
 from rasd.sdc.history import SdcHistory
 from rasd.sdc.results import Result
+from rasd.sdc.runner import Cancelled
 from rasd.sdc.settings import SdcSettings
 from rasd.sdc.validation import Outcome, Validator
 from rasd.sdc.verdicts import Verdict, decide, should_escalate, should_rerun
@@ -117,6 +118,8 @@ class AccusationWorkflow:
             if outcome.rounds.get(gpu) or time.monotonic() >= deadline:
                 return outcome
             if cancel is not None and cancel.wait(5.0):
-                return outcome
+                # stopping while the GPU was busy: no verdict; the accusation stays open and
+                # resumes at the next start (never "inconclusive, 0 rounds")
+                raise Cancelled("the daemon is stopping")
             if cancel is None:
                 time.sleep(5.0)

@@ -28,10 +28,15 @@ from rasd.sdc.validation import Validator
 log = logging.getLogger(__name__)
 
 ACCUSATION_IDLE_WAIT_SECONDS = 3600.0  # an accused GPU is usually still running the job: wait for it
+# A finished job is kept until its client has read the result, then among the last few for late
+# readers; a result nobody fetched is dropped after an hour. Only unfinished or unread jobs count
+# against the cap, so many concurrent clients each get their own job's result.
 _JOBS_KEPT = 16
 # A due GPU found running a job is asked again this much later, not every poll: each look costs a
 # worker thread and an NVML process query per GPU, and jobs run for hours.
 BUSY_RECHECK_SECONDS = 60.0
+_UNREAD_KEEP_SECONDS = 3600.0
+MAX_OPEN_JOBS = 256
 
 
 def default_lock_dir(backend_name: str) -> str:
@@ -45,8 +50,13 @@ class _Job:
         self.id, self.kind, self.gpus = job_id, kind, list(gpus)
         self.progress: tuple[int, int, str] = (0, 0, "queued")
         self.done = False
+        self.done_at: float | None = None  # monotonic
+        self.read = False  # a client fetched the finished result
         self.result: dict[str, Any] | None = None
         self.error: str | None = None
+
+    def evictable(self, now: float) -> bool:
+        return self.done and (self.read or (self.done_at is not None and now - self.done_at > _UNREAD_KEEP_SECONDS))
 
     def to_dict(self) -> dict[str, Any]:
         done, total, label = self.progress
@@ -144,14 +154,18 @@ class SdcService:
                 log.exception("sdc job failed job=%s kind=%s", job.id, kind)
                 job.error = f"{type(e).__name__}: {e}"
             finally:
+                job.done_at = time.monotonic()
                 job.done = True
 
         t = threading.Thread(target=run, name=f"rasd-sdc-{kind}-{job.id}", daemon=True)
         with self._guard:
-            self._jobs[job.id] = job
+            now = time.monotonic()
             for old in sorted(self._jobs)[:-_JOBS_KEPT]:
-                if self._jobs[old].done:
+                if self._jobs[old].evictable(now):
                     del self._jobs[old]
+            if sum(1 for j in self._jobs.values() if not j.evictable(now)) >= MAX_OPEN_JOBS:
+                raise ValueError(f"{MAX_OPEN_JOBS} checks are queued or unread already; retry when they finish")
+            self._jobs[job.id] = job
             self._threads = [x for x in self._threads if x.is_alive()] + [t]
         t.start()
         return job
@@ -260,6 +274,8 @@ class SdcService:
             job = self._jobs.get(req["job"]) if isinstance(req["job"], int) else None
             if job is None:
                 raise ValueError(f"no job {req['job']!r}; it may have ended long ago")
+            if job.done:
+                job.read = True
             return job.to_dict()
         if self.validator is None:
             raise ValueError(self.unavailable or "SDC checks are unavailable on this node")
