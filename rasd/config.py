@@ -105,6 +105,9 @@ def load(path: str | Path | None) -> Config:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(str(p), [f"cannot read the file ({e.strerror}); check the path"]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(p), [f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                                   "save the file as UTF-8"]) from None
     return parse(text, source=str(p))
 
 
@@ -231,6 +234,26 @@ def _check_semantics(cfg: Config, problems: list[str]) -> None:
         problems.append(f"daemon.listen: {e}")
     if cfg.daemon.log_level.lower() not in ("debug", "info", "warning", "error"):
         problems.append("daemon.log_level must be one of debug, info, warning, error")
+    _check_control(cfg.daemon, problems)
+
+
+def _check_control(d: DaemonSettings, problems: list[str]) -> None:
+    """A socket the daemon could not create, or a group that does not exist, would leave the
+    daemon unreachable or its socket root-only: both are configuration errors, found here."""
+    import grp
+
+    from rasd.control import check_socket_path
+
+    if d.control_socket:
+        why = check_socket_path(d.control_socket)
+        if why:
+            problems.append(f"daemon.control_socket: {why}")
+    if d.control_group:
+        try:
+            grp.getgrnam(d.control_group)
+        except KeyError:
+            problems.append(f"daemon.control_group = {d.control_group!r}: no such group on this node; "
+                            "create it (groupadd) or leave it empty for root only")
 
 
 def parse_listen(text: str) -> tuple[str, int]:

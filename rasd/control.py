@@ -4,6 +4,12 @@ Access is by file permissions: the socket is owned by root (the daemon's user) a
 configured, group read-write so a training job in that group can accuse a GPU. Requests name an
 ``op``; each service registers the ops it answers. A bad request gets ``{"ok": false, "error": ...}``
 and never disturbs the daemon.
+
+Bounded under misuse: one thread reads every connection (a selector), at most
+``max_connections`` are open at once (the next one is told so and closed, which keeps the listen
+queue draining), a client has ``client_timeout`` seconds to send its request line, and requests are
+answered by a small fixed pool of workers. Thousands of idle or half-open connections cost neither
+threads nor poll time.
 """
 
 from __future__ import annotations
@@ -12,9 +18,12 @@ import grp
 import json
 import logging
 import os
+import selectors
 import socket
-import socketserver
+import stat
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,10 +31,49 @@ log = logging.getLogger("rasd.control")
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 MAX_REQUEST_BYTES = 64 * 1024
+MAX_CONNECTIONS = 64
+CLIENT_TIMEOUT_SECONDS = 5.0
+WORKERS = 4
+LISTEN_BACKLOG = 128
+# sockaddr_un.sun_path is 108 bytes on Linux, one of them the terminating NUL
+MAX_SOCKET_PATH_BYTES = 107
 
 
 class ControlUnavailable(RuntimeError):
     """No daemon answers on the socket."""
+
+
+class ControlDenied(ControlUnavailable):
+    """A daemon listens but this user may not use its socket; ``str()`` names the group to join."""
+
+
+class ControlSocketError(RuntimeError):
+    """The daemon cannot offer its socket (a configuration problem); ``str()`` says what to change."""
+
+
+def check_socket_path(path: str) -> str | None:
+    """Why ``path`` cannot be a Unix socket address, or None when it can."""
+    n = len(os.fsencode(path))
+    if n > MAX_SOCKET_PATH_BYTES:
+        return (f"the control socket path {path} is {n} bytes, longer than a Unix socket address allows "
+                f"({MAX_SOCKET_PATH_BYTES}); set daemon.control_socket to a shorter path")
+    return None
+
+
+def _denied_message(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is not None and st.st_mode & stat.S_IRWXG:
+        try:
+            group = grp.getgrgid(st.st_gid).gr_name
+        except KeyError:
+            group = str(st.st_gid)
+        return (f"no permission to use the rasd control socket {path}: your user must be in the group "
+                f"{group!r} (daemon.control_group), or run as root")
+    return (f"no permission to use the rasd control socket {path}: only root may use it "
+            "(daemon.control_group is empty); run as root, or set a control group")
 
 
 def request(socket_path: str, payload: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
@@ -39,10 +87,10 @@ def request(socket_path: str, payload: dict[str, Any], timeout: float = 5.0) -> 
         raise ControlUnavailable(f"no rasd daemon listens on {socket_path}") from e
     except PermissionError as e:
         s.close()
-        raise ControlUnavailable(
-            f"no permission to use {socket_path}: join the control group configured in "
-            "[daemon].control_group, or run as root"
-        ) from e
+        raise ControlDenied(_denied_message(socket_path)) from e
+    except OSError as e:
+        s.close()
+        raise ControlUnavailable(f"cannot reach the daemon on {socket_path} ({e.strerror or e})") from e
     try:
         with s, s.makefile("rwb") as f:
             f.write(json.dumps(payload).encode() + b"\n")
@@ -52,85 +100,229 @@ def request(socket_path: str, payload: dict[str, Any], timeout: float = 5.0) -> 
         raise ControlUnavailable(f"the daemon on {socket_path} did not answer: {e}") from e
     if not line:
         raise ControlUnavailable(f"the daemon on {socket_path} closed the connection")
-    return json.loads(line)
+    reply = json.loads(line)
+    if not isinstance(reply, dict):
+        raise ControlUnavailable(f"the daemon on {socket_path} answered something that is not an object")
+    return reply
 
 
-class _RequestHandler(socketserver.StreamRequestHandler):
-    server: "_Server"
+def dispatch(handlers: dict[str, Handler], line: bytes) -> dict[str, Any]:
+    """One request line -> its reply object. Never raises."""
+    if len(line) > MAX_REQUEST_BYTES:
+        return {"ok": False, "error": f"request larger than {MAX_REQUEST_BYTES} bytes"}
+    try:
+        req = json.loads(line)
+    except ValueError:
+        return {"ok": False, "error": "request is not JSON: send one JSON object per line"}
+    if not isinstance(req, dict) or not isinstance(req.get("op"), str):
+        return {"ok": False, "error": 'request must be an object with an "op" string'}
+    fn = handlers.get(req["op"])
+    if fn is None:
+        return {"ok": False, "error": f"unknown op {req['op']!r}; known: {', '.join(sorted(handlers))}"}
+    try:
+        out = fn(req)
+    except (ValueError, KeyError, TypeError) as e:
+        return {"ok": False, "error": str(e)}
+    except Exception as e:  # noqa: BLE001 - a handler bug must not kill the server
+        log.exception("event=control_handler_failed op=%s", req["op"])
+        return {"ok": False, "error": f"the daemon failed on {req['op']!r}: {type(e).__name__}: {e}"}
+    return {"ok": True, **out} if "ok" not in out else out
 
-    def handle(self) -> None:
-        line = self.rfile.readline(MAX_REQUEST_BYTES + 1)
-        if not line:
-            return
-        reply = self.server.dispatch(line)
-        try:
-            self.wfile.write(json.dumps(reply, default=str).encode() + b"\n")
-        except OSError:
-            pass
 
+class _Conn:
+    __slots__ = ("sock", "buf", "deadline")
 
-class _Server(socketserver.ThreadingUnixStreamServer):
-    daemon_threads = True
-
-    def __init__(self, path: str, handlers: dict[str, Handler]):
-        self.handlers = handlers
-        super().__init__(path, _RequestHandler)
-
-    def dispatch(self, line: bytes) -> dict[str, Any]:
-        if len(line) > MAX_REQUEST_BYTES:
-            return {"ok": False, "error": f"request larger than {MAX_REQUEST_BYTES} bytes"}
-        try:
-            req = json.loads(line)
-        except ValueError:
-            return {"ok": False, "error": "request is not JSON: send one JSON object per line"}
-        if not isinstance(req, dict) or not isinstance(req.get("op"), str):
-            return {"ok": False, "error": 'request must be an object with an "op" string'}
-        fn = self.handlers.get(req["op"])
-        if fn is None:
-            return {"ok": False, "error": f"unknown op {req['op']!r}; known: {', '.join(sorted(self.handlers))}"}
-        try:
-            out = fn(req)
-        except (ValueError, KeyError, TypeError) as e:
-            return {"ok": False, "error": str(e)}
-        except Exception as e:  # noqa: BLE001 - a handler bug must not kill the server
-            log.exception("event=control_handler_failed op=%s", req["op"])
-            return {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"}
-        return {"ok": True, **out} if "ok" not in out else out
+    def __init__(self, sock: socket.socket, deadline: float):
+        self.sock = sock
+        self.buf = b""
+        self.deadline = deadline
 
 
 class ControlServer:
-    def __init__(self, path: str, handlers: dict[str, Handler], group: str = ""):
+    def __init__(self, path: str, handlers: dict[str, Handler], group: str = "", *,
+                 max_connections: int = MAX_CONNECTIONS, client_timeout: float = CLIENT_TIMEOUT_SECONDS,
+                 workers: int = WORKERS):
         self.path = path
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        if p.exists() or p.is_symlink():
-            try:  # a live daemon keeps its socket: refuse to steal it
-                request(path, {"op": "ping"}, timeout=1.0)
-                raise RuntimeError(f"another rasd daemon already listens on {path}; stop it first")
-            except ControlUnavailable:
-                p.unlink()
-        old = os.umask(0o117)
-        try:
-            self._server = _Server(path, handlers)
-        finally:
-            os.umask(old)
-        mode = 0o600
+        self.handlers = handlers
+        self.max_connections = max_connections
+        self.client_timeout = client_timeout
+        why = check_socket_path(path)
+        if why:
+            raise ControlSocketError(why)
+        gid = None
         if group:
             try:
                 gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise ControlSocketError(f"daemon.control_group {group!r} is not a group on this node; "
+                                         "create it (groupadd) or leave it empty for root only") from None
+        p = Path(path)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ControlSocketError(f"cannot create {p.parent} for the control socket ({e.strerror}); "
+                                     "set daemon.control_socket to a writable place") from None
+        if p.exists() or p.is_symlink():
+            try:  # a live daemon keeps its socket: refuse to steal it
+                request(path, {"op": "ping"}, timeout=1.0)
+                raise ControlSocketError(f"another rasd daemon already listens on {path}; stop it first, "
+                                         "or give this one its own daemon.control_socket")
+            except ControlDenied:
+                raise ControlSocketError(f"another daemon's socket {path} exists and is not ours to use; "
+                                         "stop that daemon or choose another daemon.control_socket") from None
+            except ControlUnavailable:
+                p.unlink()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o117)
+        try:
+            self._sock.bind(path)
+        except OSError as e:
+            self._sock.close()
+            raise ControlSocketError(f"cannot create the control socket {path} ({e.strerror}); "
+                                     "set daemon.control_socket to a writable place") from None
+        finally:
+            os.umask(old)
+        mode = 0o600
+        if gid is not None:
+            try:
                 os.chown(path, -1, gid)
                 mode = 0o660
-            except (KeyError, PermissionError) as e:
-                log.warning("event=control_group_unavailable group=%s error=%r", group, str(e))
+            except PermissionError as e:
+                self._sock.close()
+                raise ControlSocketError(f"cannot give the control socket to group {group!r} ({e.strerror}); "
+                                         "run rasd as root or leave daemon.control_group empty") from None
         os.chmod(path, mode)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="rasd-control", daemon=True)
+        self._sock.listen(LISTEN_BACKLOG)
+        self._sock.setblocking(False)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="rasd-control")
+        self._lock = threading.Lock()
+        self._open = 0  # connections accepted and not yet closed (reading, queued or answering)
+        self.refused = 0  # connections turned away at the limit (tests and logs read it)
+        self._closing = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._thread = threading.Thread(target=self._loop, name="rasd-control", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    # -- the selector thread -------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self._sock, selectors.EVENT_READ, None)
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        reading: dict[int, _Conn] = {}
+        try:
+            while not self._closing.is_set():
+                now = time.monotonic()
+                timeout = min((c.deadline for c in reading.values()), default=now + 1.0) - now
+                for key, _ in sel.select(max(0.0, timeout)):
+                    if key.data == "wake":
+                        continue
+                    if key.data is None:
+                        self._accept(sel, reading)
+                    else:
+                        self._read(sel, reading, key.data)
+                now = time.monotonic()
+                for fd, c in list(reading.items()):
+                    if c.deadline <= now:  # silent or half-open: drop it, the client gets EOF
+                        sel.unregister(c.sock)
+                        del reading[fd]
+                        self._close(c.sock)
+        finally:
+            for c in reading.values():
+                self._close(c.sock)
+            sel.close()
+
+    def _accept(self, sel: selectors.BaseSelector, reading: dict[int, _Conn]) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # EMFILE and the like: log once a burst, keep serving
+                log.warning("event=control_accept_failed error=%r", str(e))
+                return
+            with self._lock:
+                full = self._open >= self.max_connections
+                if not full:
+                    self._open += 1
+            if full:
+                self.refused += 1
+                try:  # best effort: a client that reads learns why
+                    conn.setblocking(False)
+                    conn.send(json.dumps({"ok": False, "error": f"the daemon is busy ({self.max_connections} "
+                                          "control connections open); retry in a moment"}).encode() + b"\n")
+                except OSError:
+                    pass
+                conn.close()
+                continue
+            conn.setblocking(False)
+            c = _Conn(conn, time.monotonic() + self.client_timeout)
+            reading[conn.fileno()] = c
+            sel.register(conn, selectors.EVENT_READ, c)
+
+    def _read(self, sel: selectors.BaseSelector, reading: dict[int, _Conn], c: _Conn) -> None:
+        try:
+            data = c.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            c.buf += data
+            end = c.buf.find(b"\n")
+            if end < 0 and len(c.buf) <= MAX_REQUEST_BYTES:
+                return
+            line = c.buf if end < 0 else c.buf[:end + 1]
+        else:
+            line = b""
+        sel.unregister(c.sock)
+        del reading[c.sock.fileno()]
+        if not line.strip():
+            self._close(c.sock)
+            return
+        try:
+            self._pool.submit(self._answer, c.sock, line)
+        except RuntimeError:  # stopping
+            self._close(c.sock)
+
+    # -- workers ---------------------------------------------------------------------------------
+
+    def _answer(self, sock: socket.socket, line: bytes) -> None:
+        try:
+            reply = dispatch(self.handlers, line)
+            sock.setblocking(True)
+            sock.settimeout(self.client_timeout)  # a client that never reads frees the worker
+            sock.sendall(json.dumps(reply, default=str).encode() + b"\n")
+        except OSError:
+            pass
+        finally:
+            self._close(sock)
+
+    def _close(self, sock: socket.socket) -> None:
+        try:
+            sock.close()
+        finally:
+            with self._lock:
+                self._open -= 1
+
+    def open_connections(self) -> int:
+        with self._lock:
+            return self._open
+
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._closing.set()
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        if self._thread.is_alive():
+            self._thread.join(2.0)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._sock.close()
+        self._wake_r.close()
+        self._wake_w.close()
         try:
             os.unlink(self.path)
         except FileNotFoundError:

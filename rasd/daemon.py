@@ -24,11 +24,13 @@ from rasd import config as config_mod
 from rasd.backends import Backend
 from rasd.config import Config
 from rasd.freshness import Freshness
+from rasd.instance import InstanceLock
 from rasd.ladder.decision import Decision
 from rasd.ladder.state import LadderState
 from rasd.model import FaultEvent, GpuState, Health, Rung
 from rasd.snapshot import SelfStats, Snapshot
 from rasd.stages import StageGuards
+from rasd.statusview import snapshot_json
 from rasd.paths import default_control_socket, default_state_path
 from rasd.scheduler.service import open_decisions
 from rasd.scheduler.state import SchedulerState
@@ -148,7 +150,13 @@ class Daemon:
         self.state_path = cfg.daemon.state_path or default_state_path(backend.name)
         self.socket_path = cfg.daemon.control_socket or default_control_socket(backend.name)
         self.guards = StageGuards()
-        self._build_services()
+        # before the store opens: a second daemon on this state is refused, never shares it
+        self.instance = InstanceLock(self.state_path).acquire()
+        try:
+            self._build_services()
+        except BaseException:
+            self.instance.release()
+            raise
         self.http: Any = None
         self.freshness = Freshness(lambda: self.cfg.telemetry.health_interval_seconds)
         self.control: Any = None
@@ -219,7 +227,8 @@ class Daemon:
 
     def handlers(self) -> dict[str, Handler]:
         h: dict[str, Handler] = {
-            "ping": lambda req: {"pid": os.getpid(), "backend": self.backend.name},
+            "ping": lambda req: {"pid": os.getpid(), "backend": self.backend.name, "state": self.state_path},
+            "status": lambda req: {"pid": os.getpid(), **snapshot_json(self._snapshot)},
         }
         for b in self.services:
             h.update(b.service.handlers())
@@ -232,6 +241,12 @@ class Daemon:
             host, port = config_mod.parse_listen(self.listen)
             # before threads: a taken port fails fast
             self.http = self.serve_metrics(lambda: self._snapshot, host, port, health=self.freshness.check)
+        from rasd.control import ControlServer
+
+        # a socket that cannot be offered is a configuration error (ControlSocketError), never a
+        # daemon that runs unreachable or unprotected
+        self.control = ControlServer(self.socket_path, self.handlers(), self.cfg.daemon.control_group)
+        self.control.start()
         for loop in self.health:
             loop.start()
         self.sampler.start()
@@ -239,13 +254,6 @@ class Daemon:
         if self.backend.fake_node is None:  # the fake node's log keeps no backlog
             self.ladder.catch_up_from(self.cfg.telemetry.kernel_log, self._pci_to_gpu(), self.wall())
         self.xids.start()
-        try:
-            from rasd.control import ControlServer
-
-            self.control = ControlServer(self.socket_path, self.handlers(), self.cfg.daemon.control_group)
-            self.control.start()
-        except (OSError, RuntimeError) as e:
-            log.warning("event=control_socket_unavailable path=%s error=%r", self.socket_path, str(e))
         log.info(
             "event=started backend=%s gpus=%d listen=%s state=%s control=%s",
             self.backend.name, len(self.gpus), self.listen, self.state_path, self.socket_path,
@@ -436,6 +444,7 @@ class Daemon:
             self.store.close()
         except Exception:  # noqa: BLE001
             log.exception("event=store_close_failed")
+        self.instance.release()
         self.backend.close()
         log.info("event=stopped")
 

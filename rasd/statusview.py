@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rasd.model import GpuState, NodeIdentity, Snapshot
+from rasd.model import GpuState, NodeIdentity
+from rasd.snapshot import Snapshot
 
 
 def node_json(n: NodeIdentity) -> dict[str, Any]:

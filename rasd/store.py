@@ -124,6 +124,9 @@ class Store:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = str(path)
         if self.path != ":memory:":
+            if os.path.isdir(self.path):
+                raise StoreError(f"the state path {self.path} is a directory; set daemon.state_path to a "
+                                 f"file inside it, such as {os.path.join(self.path, 'rasd.db')}")
             try:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -73,6 +74,12 @@ class _Main(click.Group):
             raise
         except KeyboardInterrupt:
             raise SystemExit(130) from None
+        except BrokenPipeError:
+            # `rasd status | head -1`: the reader has what it wanted. Point stdout at /dev/null so
+            # the interpreter's last flush cannot complain, and end quietly.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise SystemExit(EXIT_OK) from None
         except Exception as e:  # noqa: BLE001 - the last line of defence for people
             if logging.getLogger().isEnabledFor(logging.DEBUG):
                 raise
@@ -125,3 +132,48 @@ def open_backend_or_fail(
         fail(str(e))
     except BackendUnavailable as e:
         fail(str(e), unavailable_code)
+
+
+def config_option(f: Any) -> Any:
+    """``--config PATH``: whose daemon.control_socket and daemon.state_path a command uses."""
+    return click.option(
+        "--config", "config_path", metavar="PATH", default=None, type=click.Path(dir_okay=False),
+        help="TOML configuration (its [daemon] socket and state paths, and its settings).",
+    )(f)
+
+
+def daemon_paths(cfg: Any, backend: str | None) -> tuple[str, str]:
+    """(control socket, state path) as the daemon with config ``cfg`` and this backend uses them."""
+    from rasd.paths import default_control_socket, default_state_path
+
+    name = backend or "nvml"
+    return (cfg.daemon.control_socket or default_control_socket(name),
+            cfg.daemon.state_path or default_state_path(name))
+
+
+def ask_daemon(socket_path: str, state_path: str, payload: dict[str, Any], timeout: float = 5.0,
+               denied_ok: bool = False) -> dict[str, Any] | None:
+    """The running daemon's answer, or None when no daemon runs.
+
+    A daemon that runs but cannot be asked (no permission, no answer) is an error, never a
+    reason to act without it; with ``denied_ok`` a permission refusal returns None (read-only
+    commands then show what this user can see, and say so)."""
+    from rasd.control import ControlDenied, ControlUnavailable, request
+    from rasd.instance import holder_pid
+
+    try:
+        reply = request(socket_path, payload, timeout)
+    except ControlDenied as e:
+        if denied_ok:
+            click.echo(f"rasd: {e}", err=True)
+            return None
+        fail(str(e))
+    except ControlUnavailable as e:
+        pid = holder_pid(state_path)
+        if pid is not None:
+            fail(f"a rasd daemon (pid {pid}) runs on {state_path} but {e}; pass the --config it runs "
+                 "with, or check its log")
+        return None
+    if not reply.get("ok", False):
+        fail(f"the daemon refused: {reply.get('error', 'no reason given')}")
+    return reply

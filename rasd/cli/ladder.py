@@ -203,24 +203,32 @@ def _stats_line(path: str, st: ReadStats) -> str:
     return text
 
 
-def _db_path(db: str | None, backend: str) -> str:
+def _db_path(db: str | None, backend: str, config_path: str | None) -> str:
+    """--db, else the running daemon's store (asked through its socket), else the configured or
+    default one; says on stderr which store it reads, and why."""
     if db:
-        path = db
+        path, why = db, "--db"
     else:
-        from rasd import paths
+        from rasd.cli.common import ask_daemon, daemon_paths, load_config_or_fail
 
-        path = paths.default_state_path(backend)
+        sock, state = daemon_paths(load_config_or_fail(config_path), backend)
+        reply = ask_daemon(sock, state, {"op": "ping"}, denied_ok=True)
+        if reply is not None and reply.get("state"):
+            path, why = reply["state"], f"the store of the running daemon (pid {reply.get('pid')})"
+        else:
+            path, why = state, f"no daemon answered on {sock}"
     if not os.path.exists(path):
         fail(f"no rasd history at {path}; start rasd with --backend {backend} first, or pass "
              "--db PATH")
+    click.echo(f"rasd: reading {path} ({why})", err=True)
     return path
 
 
-def _open(db: str | None, backend: str):
+def _open(db: str | None, backend: str, config_path: str | None = None):
     from rasd.store import Store, StoreError
 
     try:
-        return Store(_db_path(db, backend))
+        return Store(_db_path(db, backend, config_path))
     except StoreError as e:
         fail(str(e))
 
@@ -229,6 +237,9 @@ _db_options = [
     click.option("--db", default=None, metavar="PATH", help="The SQLite store to read."),
     click.option("--backend", type=click.Choice(["nvml", "fake"]), default="nvml",
                  show_default=True, help="Whose default store to read when --db is not given."),
+    click.option("--config", "config_path", default=None, metavar="PATH",
+                 type=click.Path(dir_okay=False),
+                 help="TOML configuration whose daemon.control_socket and state_path to use."),
 ]
 
 
@@ -242,11 +253,11 @@ def _with_db(f):
 @click.option("--gpu", type=int, default=None, help="Only this GPU index.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @_with_db
-def history(gpu: int | None, as_json: bool, db: str | None, backend: str) -> None:
+def history(gpu: int | None, as_json: bool, db: str | None, backend: str, config_path: str | None) -> None:
     """Stored decisions, oldest first, with whether each is still open."""
     from rasd.scheduler.ledger import decision_key, job_label, jobs_by_decision
 
-    store = _open(db, backend)
+    store = _open(db, backend, config_path)
     try:
         rows = store.decisions(gpu=gpu)
         actions = store.actions(gpu=gpu)
@@ -276,13 +287,13 @@ def history(gpu: int | None, as_json: bool, db: str | None, backend: str) -> Non
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @_with_db
-def ladder(as_json: bool, db: str | None, backend: str) -> None:
+def ladder(as_json: bool, db: str | None, backend: str, config_path: str | None) -> None:
     """The rung in force for each GPU and link, rebuilt from the stored history."""
     from rasd.ladder.actions import Actuator
     from rasd.ladder.service import LadderService
     from rasd.ladder.settings import ActionSettings
 
-    store = _open(db, backend)
+    store = _open(db, backend, config_path)
     try:
         svc = LadderService(LadderSettings(), ActionSettings(), store, hostname="",
                             actuator=Actuator(ActionSettings(), synchronous=True))

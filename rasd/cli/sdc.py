@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any, Callable
@@ -13,7 +14,9 @@ from rasd.cli.common import (
     EXIT_FAIL,
     EXIT_OK,
     EXIT_USAGE,
+    ask_daemon,
     backend_options,
+    daemon_paths,
     fail,
     load_config_or_fail,
     open_backend_or_fail,
@@ -32,10 +35,14 @@ def register(group: click.Group) -> None:
     group.add_command(accuse)
 
 
-def _settings(config_path: str | None) -> SdcSettings:
-    if config_path is None:
-        return SdcSettings()
-    return load_config_or_fail(config_path).sdc
+class _Where:
+    """The config's SDC settings and the daemon's socket and state paths (``--config``)."""
+
+    def __init__(self, config_path: str | None, backend: str | None):
+        cfg = load_config_or_fail(config_path)
+        self.settings: SdcSettings = cfg.sdc
+        self.socket, self.state = daemon_paths(cfg, backend)
+        self.state_configured = bool(cfg.daemon.state_path)
 
 
 def _parse_gpu(text: str) -> list[int] | str:
@@ -50,20 +57,14 @@ def _parse_gpu(text: str) -> list[int] | str:
     return [gpu]
 
 
-def _daemon(backend: str | None, scenario: str | None, payload: dict[str, Any], timeout: float = 5.0) -> dict | None:
-    """The running daemon's answer, or None when none listens (a scenario always runs standalone)."""
+def _daemon(where: _Where, scenario: str | None, payload: dict[str, Any], timeout: float = 5.0) -> dict | None:
+    """The running daemon's answer, or None when none runs (a scenario always runs standalone).
+
+    A daemon this user may not reach is an error naming the group to join, never a reason to
+    check without it."""
     if scenario is not None:
         return None
-    from rasd.control import ControlUnavailable, request
-    from rasd.paths import default_control_socket
-
-    try:
-        reply = request(default_control_socket(backend or "nvml"), payload, timeout)
-    except ControlUnavailable:
-        return None
-    if not reply.get("ok", False):
-        fail(f"the daemon refused: {reply.get('error', 'no reason given')}")
-    return reply
+    return ask_daemon(where.socket, where.state, payload, timeout)
 
 
 def _open(backend: str | None, scenario: str | None) -> Any:
@@ -73,7 +74,8 @@ def _open(backend: str | None, scenario: str | None) -> Any:
     return open_backend_or_fail(backend, scenario, EXIT_USAGE, workload="idle" if idle else None)
 
 
-def _validator(be: Any, settings: SdcSettings) -> Any:
+def _validator(be: Any, settings: SdcSettings, lock_dir: str | None = None) -> Any:
+    """``lock_dir``: where the daemon keeps its per-GPU check locks (beside its socket)."""
     from rasd.sdc.engines import EngineUnavailable, engines_for_backend
     from rasd.sdc.locks import GpuLocks
     from rasd.sdc.service import default_lock_dir
@@ -84,7 +86,7 @@ def _validator(be: Any, settings: SdcSettings) -> Any:
     except EngineUnavailable as e:
         fail(str(e))
     handles = {g.index: g for g in be.adapter.gpus()}
-    return Validator(settings, handles, engines, GpuLocks(default_lock_dir(be.name)))
+    return Validator(settings, handles, engines, GpuLocks(lock_dir or default_lock_dir(be.name)))
 
 
 class _Bar:
@@ -160,12 +162,13 @@ def validate(backend: str | None, scenario: str | None, gpu_text: str, level: st
     Runs through the daemon when one is up (so checks never collide), standalone otherwise.
     """
     gpus = _parse_gpu(gpu_text)
-    settings = _settings(config_path)
+    where = _Where(config_path, backend)
     bar = _Bar(sys.stderr.isatty() and not as_json)
     try:
-        report = _validate_via_daemon(backend, scenario, gpus, level, force, bar)
+        report = _validate_via_daemon(where, scenario, gpus, level, force, bar)
         if report is None:
-            report = _validate_standalone(backend, scenario, gpus, level, force, settings, bar)
+            lock_dir = os.path.dirname(where.socket) if scenario is None else None
+            report = _validate_standalone(backend, scenario, gpus, level, force, where.settings, bar, lock_dir)
     finally:
         bar.close()
     if as_json:
@@ -175,14 +178,14 @@ def validate(backend: str | None, scenario: str | None, gpu_text: str, level: st
     sys.exit(_EXIT[report["result"]])
 
 
-def _validate_via_daemon(backend: str | None, scenario: str | None, gpus: Any, level: str, force: bool,
+def _validate_via_daemon(where: _Where, scenario: str | None, gpus: Any, level: str, force: bool,
                          bar: Callable[[int, int, str], None]) -> dict[str, Any] | None:
-    reply = _daemon(backend, scenario, {"op": "validate", "gpus": gpus, "level": level, "force": force})
+    reply = _daemon(where, scenario, {"op": "validate", "gpus": gpus, "level": level, "force": force})
     if reply is None:
         return None
     job = reply["job"]
     while True:
-        status = _daemon(backend, None, {"op": "validate", "job": job})
+        status = _daemon(where, None, {"op": "validate", "job": job})
         if status is None:
             fail("the daemon went away during the check; rerun rasd validate", EXIT_INCONCLUSIVE)
         p = status["progress"]
@@ -195,10 +198,11 @@ def _validate_via_daemon(backend: str | None, scenario: str | None, gpus: Any, l
 
 
 def _validate_standalone(backend: str | None, scenario: str | None, gpus: Any, level: str, force: bool,
-                         settings: SdcSettings, bar: Callable[[int, int, str], None]) -> dict[str, Any]:
+                         settings: SdcSettings, bar: Callable[[int, int, str], None],
+                         lock_dir: str | None) -> dict[str, Any]:
     be = _open(backend, scenario)
     try:
-        v = _validator(be, settings)
+        v = _validator(be, settings, lock_dir)
         targets = v.gpus if gpus == "all" else gpus
         try:
             outcome = v.run(targets, level, force=force, progress=bar)
@@ -226,7 +230,8 @@ def accuse(backend: str | None, scenario: str | None, gpu: int, reason: str, as_
     """
     if not reason.strip():
         fail("--reason is empty; say what the job saw")
-    reply = _daemon(backend, scenario, {"op": "accuse", "gpu": gpu, "reason": reason})
+    where = _Where(config_path, backend)
+    reply = _daemon(where, scenario, {"op": "accuse", "gpu": gpu, "reason": reason})
     if reply is not None:
         if as_json:
             print_json(reply)
@@ -234,23 +239,33 @@ def accuse(backend: str | None, scenario: str | None, gpu: int, reason: str, as_
             click.echo(f"GPU {gpu} is suspect (accusation {reply.get('accusation')}); the daemon is running a "
                        f"deep check{' (escalated: technician flagged)' if reply.get('escalated') else ''}")
         return
-    _accuse_standalone(backend, scenario, gpu, reason, as_json, _settings(config_path))
+    _accuse_standalone(backend, scenario, gpu, reason, as_json, where)
 
 
 def _accuse_standalone(backend: str | None, scenario: str | None, gpu: int, reason: str, as_json: bool,
-                       settings: SdcSettings) -> None:
-    from rasd.paths import default_state_path
+                       where: _Where) -> None:
+    from rasd.instance import holder_pid
     from rasd.sdc.accusation import AccusationWorkflow
     from rasd.sdc.history import SdcHistory
     from rasd.store import Store, StoreError
 
+    settings = where.settings
+    state = where.state
+    if scenario is not None and not where.state_configured:
+        from rasd.paths import default_state_path
+
+        state = default_state_path("fake")
+    pid = holder_pid(state)
+    if pid is not None:  # its history is the daemon's to write; the check belongs there too
+        fail(f"a rasd daemon (pid {pid}) runs on {state}; accuse through it (drop --scenario, or pass "
+             "the --config it runs with)")
     be = _open(backend, scenario)
     try:
-        v = _validator(be, settings)
+        v = _validator(be, settings, os.path.dirname(where.socket) if scenario is None else None)
         if gpu not in v.workspaces:
             fail(f"no GPU {gpu} on this node; choose one of {v.gpus}")
         try:
-            store = Store(default_state_path(be.name))
+            store = Store(state)
         except StoreError as e:
             fail(str(e))
         try:

@@ -13,7 +13,10 @@ from rasd import config as config_mod
 from rasd.backends import Backend
 from rasd.cli.common import (
     EXIT_FAIL,
+    ask_daemon,
     backend_options,
+    config_option,
+    daemon_paths,
     fail,
     load_config_or_fail,
     open_backend_or_fail,
@@ -21,6 +24,7 @@ from rasd.cli.common import (
     setup_logging,
 )
 from rasd.model import GpuState, Health, XidEvent
+from rasd.statusview import gpu_json, node_json
 from rasd.telemetry.aggregate import Aggregator
 from rasd.telemetry.poller import GpuPoller
 from rasd.telemetry.xid import XidWatcher
@@ -42,7 +46,10 @@ def register(group: click.Group) -> None:
 def run(backend: str | None, scenario: str | None, listen: str | None, config_path: str | None, log_level: str | None) -> None:
     """Run the daemon: poll every GPU, decide repairs, check, smooth power, serve /metrics."""
     from exporters.prometheus import serve
+    from rasd.control import ControlSocketError
     from rasd.daemon import Daemon, with_listen
+    from rasd.instance import AlreadyRunning, LockUnavailable
+    from rasd.store import StoreError
 
     cfg = load_config_or_fail(config_path)
     if listen is not None:
@@ -53,9 +60,19 @@ def run(backend: str | None, scenario: str | None, listen: str | None, config_pa
         cfg = with_listen(cfg, listen)
     setup_logging(log_level or cfg.daemon.log_level)
     be = open_backend_or_fail(backend, scenario)
-    daemon = Daemon(cfg, be, config_path=config_path, serve_metrics=serve)
+    try:
+        daemon = Daemon(cfg, be, config_path=config_path, serve_metrics=serve)
+    except AlreadyRunning as e:
+        be.close()
+        fail(str(e), EXIT_FAIL)
+    except (LockUnavailable, StoreError) as e:
+        be.close()
+        fail(str(e))
     try:
         daemon.start()
+    except ControlSocketError as e:
+        daemon.stop()
+        fail(str(e))
     except OSError as e:
         daemon.stop()
         fail(f"cannot serve /metrics on {cfg.daemon.listen} ({e.strerror or e}); choose another address with --listen HOST:PORT")
@@ -95,31 +112,44 @@ def one_shot(be: Backend, deadline: float = STATUS_DEADLINE_SECONDS) -> tuple[li
 @click.command()
 @backend_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of the table.")
-def status(backend: str | None, scenario: str | None, as_json: bool) -> None:
-    """One table of every GPU's health from a one-shot poll."""
-    be = open_backend_or_fail(backend, scenario)
-    try:
-        node = be.adapter.node_identity(_hostname(), be.name)
-        states, _ = one_shot(be)
-        jobs = _jobs(be)
-    finally:
-        be.close()
+@config_option
+def status(backend: str | None, scenario: str | None, as_json: bool, config_path: str | None) -> None:
+    """One table of every GPU's health: the running daemon's view, or a one-shot poll without one."""
+    view = None
+    if scenario is None:
+        cfg = load_config_or_fail(config_path)
+        sock, state = daemon_paths(cfg, backend)
+        reply = ask_daemon(sock, state, {"op": "status"}, denied_ok=True)
+        if reply is not None and reply.get("node") is not None:
+            view = reply
+            source = f"the daemon's last health poll (pid {reply.get('pid')}, {sock})"
+    if view is None:
+        be = open_backend_or_fail(backend, scenario)
+        try:
+            node = be.adapter.node_identity(_hostname(), be.name)
+            states, _ = one_shot(be)
+            jobs = _jobs(be)
+        finally:
+            be.close()
+        view = {"node": node_json(node), "gpus": [dict(gpu_json(st), jobs=jobs.get(st.index, [])) for st in states]}
+        source = f"a one-shot poll ({be.name} backend; no daemon answered)"
+    gpus = view["gpus"]
     if as_json:
-        print_json({"node": _node_json(node),
-                    "gpus": [dict(_gpu_json(s), jobs=jobs.get(s.index, [])) for s in states]})
+        print_json({"node": view["node"], "gpus": gpus, "source": source})
     else:
+        n = view["node"]
         click.echo(
-            f"{node.hostname}  backend={node.backend}  driver={node.driver_version or '-'}  "
-            f"nvml={node.nvml_version or '-'}  cuda={node.cuda_driver_version or '-'}"
+            f"{n['hostname']}  backend={n['backend']}  driver={n['driver_version'] or '-'}  "
+            f"nvml={n['nvml_version'] or '-'}  cuda={n['cuda_driver_version'] or '-'}  from {source}"
         )
-        click.echo(_table(states))
+        click.echo(_table(gpus))
         from rasd.scheduler.ledger import job_label
 
-        for gpu, refs in sorted(jobs.items()):
-            named = [job_label(j) for j in refs if j["kind"] != "none"]
+        for g in gpus:
+            named = [job_label(j) for j in g.get("jobs", []) if j["kind"] != "none"]
             if named:
-                click.echo(f"GPU {gpu} jobs: {', '.join(named)}")
-    if any(s.health is not Health.UP for s in states):
+                click.echo(f"GPU {g['gpu']} jobs: {', '.join(named)}")
+    if any(g["health"] != Health.UP.value for g in gpus):
         raise SystemExit(EXIT_FAIL)
 
 
@@ -144,47 +174,6 @@ def _hostname() -> str:
     return socket.gethostname()
 
 
-def _node_json(n: Any) -> dict[str, Any]:
-    return {
-        "hostname": n.hostname, "backend": n.backend, "driver_version": n.driver_version,
-        "nvml_version": n.nvml_version, "cuda_driver_version": n.cuda_driver_version,
-    }
-
-
-def _links(st: GpuState) -> tuple[int, int] | None:
-    if st.sample is None or not st.sample.nvlinks:
-        return None
-    return sum(1 for ln in st.sample.nvlinks if ln.up), len(st.sample.nvlinks)
-
-
-def _gpu_json(st: GpuState) -> dict[str, Any]:
-    s = st.sample
-    ident = st.identity
-    links = _links(st)
-    return {
-        "gpu": st.index,
-        "uuid": ident.uuid if ident else None,
-        "name": ident.name if ident else None,
-        "pci_bus_id": ident.pci_bus_id if ident else None,
-        "health": st.health.value,
-        "power_watts": s.power_instant_watts if s else None,
-        "power_limit_watts": s.power_limit_watts if s else None,
-        "temperature_gpu_celsius": s.temperature_gpu_celsius if s else None,
-        "temperature_memory_celsius": s.temperature_memory_celsius if s else None,
-        "ecc_volatile_corrected": s.ecc_volatile_corrected if s else None,
-        "ecc_volatile_uncorrected": s.ecc_volatile_uncorrected if s else None,
-        "remapped_rows_correctable": s.remapped_rows_correctable if s else None,
-        "remapped_rows_uncorrectable": s.remapped_rows_uncorrectable if s else None,
-        "remap_pending": s.remap_pending if s else None,
-        "remap_failure": s.remap_failure if s else None,
-        "nvlinks_up": links[0] if links else None,
-        "nvlinks_total": links[1] if links else None,
-        "recent_xids": [{"time": x.time_wall, "xid": x.xid, "message": x.message} for x in st.recent_xids],
-        "unsupported": sorted(st.unsupported),
-        "errors": {f"{r}:{k}": n for (r, k), n in st.errors.items()},
-    }
-
-
 def _fmt(v: Any, spec: str = "") -> str:
     if v is None:
         return "-"
@@ -193,28 +182,28 @@ def _fmt(v: Any, spec: str = "") -> str:
     return format(v, spec)
 
 
-def _table(states: list[GpuState]) -> str:
+def _table(gpus: list[dict[str, Any]]) -> str:
     head = ("GPU", "NAME", "HEALTH", "POWER W", "LIMIT W", "GPU C", "MEM C", "ECC C/U", "REMAP C/U", "PEND/FAIL", "LINKS", "RECENT XIDS")
     rows = [head]
-    for st in states:
-        s = st.sample
-        lost = st.health is Health.LOST
-        name = st.identity.name if st.identity else "-"
-        links = _links(st)
-        ecc = f"{_fmt(s.ecc_volatile_corrected)}/{_fmt(s.ecc_volatile_uncorrected)}" if s and not lost else "-"
-        remap = f"{_fmt(s.remapped_rows_correctable)}/{_fmt(s.remapped_rows_uncorrectable)}" if s and not lost else "-"
-        pf = f"{_fmt(s.remap_pending)}/{_fmt(s.remap_failure)}" if s and not lost else "-"
-        xids = ",".join(str(x.xid) for x in st.recent_xids[-5:]) or "-"
+    for g in gpus:
+        lost = g["health"] == Health.LOST.value
+
+        def pair(a: str, b: str, g: dict[str, Any] = g, lost: bool = lost) -> str:
+            return "-" if lost or (g[a] is None and g[b] is None) else f"{_fmt(g[a])}/{_fmt(g[b])}"
+
+        def one(key: str, g: dict[str, Any] = g, lost: bool = lost) -> str:
+            return "-" if lost else _fmt(g[key], ".0f")
+
+        xids = ",".join(str(x["xid"]) for x in g["recent_xids"][-5:]) or "-"
+        links = "-" if lost or g["nvlinks_total"] is None else f"{g['nvlinks_up']}/{g['nvlinks_total']}"
         rows.append((
-            str(st.index), name, st.health.value,
-            _fmt(s.power_instant_watts, ".0f") if s and not lost else "-",
-            _fmt(s.power_limit_watts, ".0f") if s and not lost else "-",
-            _fmt(s.temperature_gpu_celsius, ".0f") if s and not lost else "-",
-            _fmt(s.temperature_memory_celsius, ".0f") if s and not lost else "-",
-            ecc, remap, pf,
-            f"{links[0]}/{links[1]}" if links and not lost else "-",
-            xids,
+            str(g["gpu"]), g["name"] or "-", g["health"],
+            one("power_watts"), one("power_limit_watts"), one("temperature_gpu_celsius"),
+            one("temperature_memory_celsius"),
+            pair("ecc_volatile_corrected", "ecc_volatile_uncorrected"),
+            pair("remapped_rows_correctable", "remapped_rows_uncorrectable"),
+            pair("remap_pending", "remap_failure"),
+            links, xids,
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
-

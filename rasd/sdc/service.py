@@ -32,11 +32,11 @@ ACCUSATION_IDLE_WAIT_SECONDS = 3600.0  # an accused GPU is usually still running
 # readers; a result nobody fetched is dropped after an hour. Only unfinished or unread jobs count
 # against the cap, so many concurrent clients each get their own job's result.
 _JOBS_KEPT = 16
+_UNREAD_KEEP_SECONDS = 3600.0
+MAX_OPEN_JOBS = 256
 # A due GPU found running a job is asked again this much later, not every poll: each look costs a
 # worker thread and an NVML process query per GPU, and jobs run for hours.
 BUSY_RECHECK_SECONDS = 60.0
-_UNREAD_KEEP_SECONDS = 3600.0
-MAX_OPEN_JOBS = 256
 
 
 def default_lock_dir(backend_name: str) -> str:

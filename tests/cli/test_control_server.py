@@ -1,0 +1,91 @@
+"""The control socket under misuse: idle and half-open connections, floods, bad requests."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from rasd.config import ConfigError, parse
+from rasd.control import ControlServer, ControlSocketError, request
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    handlers = {"echo": lambda req: {"echo": req.get("value")}}
+    srv = ControlServer(str(tmp_path / "c.sock"), handlers, max_connections=32, client_timeout=0.5)
+    srv.start()
+    yield srv
+    srv.close()
+
+
+def _wait(cond, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_idle_connections_cost_no_threads_and_expire(server: ControlServer) -> None:
+    before = threading.active_count()
+    idle = []
+    for _ in range(500):  # connect and never send: half-open clients
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(server.path)
+        idle.append(s)
+    try:
+        assert _wait(lambda: server.open_connections() + server.refused == 500)
+        assert server.open_connections() <= 32
+        assert threading.active_count() <= before + 1
+        # the ones over the limit were told why and closed
+        s = idle[-1]
+        s.settimeout(2.0)
+        assert b"busy" in s.recv(200)
+        # the silent ones are dropped after client_timeout, and the daemon answers again
+        assert _wait(lambda: server.open_connections() == 0, timeout=3.0)
+        assert request(server.path, {"op": "echo", "value": 7})["echo"] == 7
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_concurrent_clients_each_get_their_answer(server: ControlServer) -> None:
+    with ThreadPoolExecutor(30) as pool:
+        answers = list(pool.map(lambda i: request(server.path, {"op": "echo", "value": i})["echo"], range(30)))
+    assert answers == list(range(30))
+
+
+def test_bad_requests_get_a_reason(server: ControlServer) -> None:
+    assert "unknown op" in request(server.path, {"op": "nope"})["error"]
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(server.path)
+    s.sendall(b"not json\n")
+    s.settimeout(2.0)
+    assert b"not JSON" in s.recv(200)
+    s.close()
+
+
+def test_a_live_socket_is_not_stolen(server: ControlServer) -> None:
+    with pytest.raises(ControlSocketError, match="already listens"):
+        ControlServer(server.path, {})
+
+
+def test_socket_path_too_long_is_a_config_error(tmp_path: Path) -> None:
+    long = "/tmp/" + "x" * 120 + "/c.sock"
+    with pytest.raises(ControlSocketError, match="shorter path"):
+        ControlServer(long, {})
+    with pytest.raises(ConfigError, match="control_socket.*shorter path"):
+        parse(f'[daemon]\ncontrol_socket = "{long}"\n')
+
+
+def test_unknown_control_group_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="control_group = 'no-such-rasd-group'.*no such group"):
+        parse('[daemon]\ncontrol_group = "no-such-rasd-group"\n')
+    with pytest.raises(ControlSocketError, match="not a group"):
+        ControlServer(str(tmp_path / "c.sock"), {}, "no-such-rasd-group")
