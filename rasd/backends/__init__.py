@@ -59,9 +59,9 @@ def open_backend(
         else:
             return _open_nvml(auto=True)
     if kind == "nvml":
-        if scenario is not None:
-            raise BackendUnavailable(
-                "--scenario works only with the fake backend; drop it or add --backend fake"
+        if scenario is not None:  # bad input (exit 2), not a node without NVML
+            raise BadScenario(
+                "--scenario works only with the fake backend; drop it or use --backend fake"
             )
         return _open_nvml(auto=False)
     if kind == "fake":
@@ -112,7 +112,10 @@ def _open_fake(
         kwargs["workload"] = workload
     if gpus is not None:
         kwargs["gpu_count"] = gpus
-    node = FakeNode(**kwargs)
+    try:
+        node = FakeNode(**kwargs)  # checks the scenario against the node it builds
+    except ScenarioError as e:
+        raise BadScenario(str(e)) from None
     lib = FakeNvml(node, pynvml_module())
     adapter = NvmlAdapter(lib)
     adapter.open()

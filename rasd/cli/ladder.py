@@ -220,7 +220,8 @@ def _db_path(db: str | None, backend: str, config_path: str | None) -> str:
     if not os.path.exists(path):
         fail(f"no rasd history at {path}; start rasd with --backend {backend} first, or pass "
              "--db PATH")
-    click.echo(f"rasd: reading {path} ({why})", err=True)
+    if not db:  # the user named it: nothing to explain
+        click.echo(f"rasd: reading {path} ({why})", err=True)
     return path
 
 

@@ -61,13 +61,13 @@ def test_second_daemon_on_the_same_state_is_refused_naming_the_first(tmp_path: P
 def test_commands_use_the_configured_socket(tmp_path: Path, paths) -> None:
     cfg = _config(tmp_path, **paths)
     with rasd_daemon(tmp_path, config=cfg):
+        r = _rasd("status", "--backend", "fake", "--config", cfg)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "the daemon's last health poll" in r.stdout.splitlines()[0]
+        assert len(r.stdout.splitlines()) == 2 + 8
         r = _rasd("accuse", "--backend", "fake", "--config", cfg, "--gpu", "0", "--reason", "loss spike")
         assert r.returncode == 0, r.stderr
         assert "the daemon is running a deep check" in r.stdout  # not a standalone "cleared"
-        r = _rasd("status", "--backend", "fake", "--config", cfg)
-        assert r.returncode == 0, r.stderr
-        assert "the daemon's last health poll" in r.stdout.splitlines()[0]
-        assert len(r.stdout.splitlines()) == 2 + 8
         r = _rasd("history", "--backend", "fake", "--config", cfg)
         assert r.returncode == 0 and paths["state_path"] in r.stderr and "daemon" in r.stderr, r.stderr
         r = _rasd("ladder", "--backend", "fake", "--config", cfg, "--json")

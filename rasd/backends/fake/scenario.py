@@ -8,6 +8,8 @@ found with importlib.resources so it works from a wheel) or a file. The format i
 
 from __future__ import annotations
 
+import difflib
+import functools
 import sys
 from importlib import resources
 from pathlib import Path
@@ -60,6 +62,14 @@ def packaged_scenarios() -> list[str]:
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
 
 
+@functools.lru_cache(maxsize=1)
+def _fake_functions() -> frozenset[str]:
+    """The NVML calls the fake library implements: the only ones a fault can be injected into."""
+    from rasd.backends.fake.nvml import FakeNvml  # imports this module: not at the top
+
+    return frozenset(n for n in dir(FakeNvml) if n.startswith("nvml"))
+
+
 def load_scenario(name_or_path: str | Path) -> Scenario:
     """A packaged scenario by name, or a TOML file by path."""
     text_name = str(name_or_path)
@@ -77,6 +87,9 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ScenarioError(str(path), [f"cannot read the file ({e.strerror}); check the path"]) from None
+    except UnicodeDecodeError as e:
+        raise ScenarioError(str(path), [f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                                        "save the file as UTF-8"]) from None
     return parse_scenario(text, source=str(path), name=path.stem)
 
 
@@ -242,6 +255,11 @@ def _parse_event(i: int, t: dict[str, Any], problems: list[str]) -> Event | None
         p["function"] = r.text("function", "*")
         if p["function"] != "*" and not str(p["function"]).startswith("nvml"):
             r.problem("function", f"{p['function']!r} is not an NVML function name; write e.g. \"nvmlDeviceGetPowerUsage\" or \"*\"")
+        elif p["function"] != "*" and p["function"] not in _fake_functions():
+            near = difflib.get_close_matches(str(p["function"]), sorted(_fake_functions()), n=1)
+            hint = f"did you mean {near[0]!r}?" if near else 'see FORMAT.md, or write "*" for every call'
+            r.problem("function", f"{p['function']!r} is not an NVML call the fake node answers (a fault there "
+                      f"would never fire); {hint}")
         p["calls"] = r.integer("calls", lo=1)
         if kind is EventKind.NVML_ERROR:
             p["error"] = r.choice("error", NVML_ERRORS, required=True)
