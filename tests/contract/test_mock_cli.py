@@ -22,7 +22,10 @@ GIB = 1024**3
 
 def _env(tmp: Path) -> dict[str, str]:
     env = env_for(mock_dir() / "lib", config("h100"))
-    env.update({"XDG_STATE_HOME": str(tmp / "state"), "XDG_RUNTIME_DIR": str(tmp / "run")})
+    # the NVML backend's state and socket default to the system's (/var/lib/rasd, /run/rasd), where
+    # one daemon per state is enforced: keep this test's daemon to itself, as systemd would
+    env.update({"XDG_STATE_HOME": str(tmp / "state"), "XDG_RUNTIME_DIR": str(tmp / "run"),
+                "STATE_DIRECTORY": str(tmp / "state"), "RUNTIME_DIRECTORY": str(tmp / "run")})
     return env
 
 
