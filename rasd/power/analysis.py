@@ -25,6 +25,8 @@ RAMP_PERCENTILE = 95.0
 # (about 14x-mean) peak happens by chance with probability ~1e-6 per bin.
 DETECTION_RATIO = 20.0
 ZERO_PAD = 8  # finer spectral grid for the peak interpolation
+MAX_PADDED = 1 << 16  # longer windows are not zero-padded
+LARGE = 1 << 16  # above this many readings (offline recordings) cheaper exact methods are used
 MIN_SAMPLES = 8
 FOLD_BINS = 20  # phase bins of the folded wave (1/20 cycle: a sine's peak bin reads 98.8%)
 MIN_FIT_R2 = 0.8  # below this the wave is not periodic enough to trust its fit over raw readings
@@ -85,6 +87,8 @@ def _dedup(t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if t.size < 2:
         return t, w
     keep = np.concatenate(([True], np.diff(t) > 0))
+    if keep.all():
+        return t, w  # no copy: a long recording's arrays are large
     return t[keep], w[keep]
 
 
@@ -197,7 +201,9 @@ def _spectrum(
     f_max = nyquist * 0.98
     if f_min >= f_max:
         return None, 0.0, energy_ratio
-    nfft = 1 << int(math.ceil(math.log2(n * ZERO_PAD)))
+    # Zero padding refines the grid of a short window; a long recording's bins are already fine
+    # (1/duration apart), and padding 2 million readings 8x would cost seconds and a GB.
+    nfft = 1 << int(math.ceil(math.log2(n * ZERO_PAD if n * ZERO_PAD <= MAX_PADDED else n)))
     mag = np.abs(np.fft.rfft(xw, nfft))
     pf = np.fft.rfftfreq(nfft, step)
     sel = np.nonzero((pf >= f_min) & (pf <= f_max))[0]
@@ -235,16 +241,22 @@ def _folded_shape(t: np.ndarray, w: np.ndarray, freq: float) -> np.ndarray | Non
     bins = max(FOLD_BINS, min(int(round(rate / freq)), t.size // 6))
     phase = np.mod((t - t[0]) * freq, 1.0) * bins
     idx = np.minimum(phase.astype(int), bins - 1)
-    # Per-bin medians without a Python loop: sort by (bin, watts), take each bin's middle.
-    order = np.lexsort((w, idx))
-    sorted_w = w[order]
     counts = np.bincount(idx, minlength=bins)
     filled = np.nonzero(counts)[0]
     if filled.size < 4:
         return None
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))[filled]
     n_in = counts[filled]
-    medians = 0.5 * (sorted_w[starts + (n_in - 1) // 2] + sorted_w[starts + n_in // 2])
+    if w.size <= LARGE:
+        # Per-bin medians without a Python loop: sort by (bin, watts), take each bin's middle.
+        order = np.lexsort((w, idx))
+        sorted_w = w[order]
+        medians = 0.5 * (sorted_w[starts + (n_in - 1) // 2] + sorted_w[starts + n_in // 2])
+    else:
+        # A long recording: a full two-key sort costs seconds; group by bin (integer sort) and
+        # take each bin's median (the same values).
+        grouped = w[np.argsort(idx, kind="stable")]
+        medians = np.array([np.median(grouped[a : a + k]) for a, k in zip(starts, n_in)])
     centres = filled + 0.5
     # Circular interpolation between bin centres: no staircase in the slopes.
     shape: np.ndarray = np.interp(phase, centres, medians, period=bins)
@@ -257,6 +269,12 @@ def _folded_shape(t: np.ndarray, w: np.ndarray, freq: float) -> np.ndarray | Non
 def _fit_amplitude(t: np.ndarray, x: np.ndarray, freq: float) -> float:
     """Least-squares amplitude (W) of a sinusoid at ``freq`` in the detrended series."""
     ph = 2 * math.pi * freq * (t - t[0])
+    if x.size > LARGE:
+        # The 3x3 normal equations: the same fit without an n-by-3 matrix and its SVD.
+        c, s = np.cos(ph), np.sin(ph)
+        gram = np.array([[c @ c, c @ s, c.sum()], [c @ s, s @ s, s.sum()], [c.sum(), s.sum(), float(x.size)]])
+        coef = np.linalg.solve(gram, np.array([c @ x, s @ x, x.sum()]))
+        return float(math.hypot(coef[0], coef[1]))
     basis = np.column_stack((np.cos(ph), np.sin(ph), np.ones_like(ph)))
     coef, *_ = np.linalg.lstsq(basis, x, rcond=None)
     return float(math.hypot(coef[0], coef[1]))
