@@ -1,8 +1,9 @@
 """PowerService: the daemon's power loop (window buffer, analysis, decision, budget, applier).
 
 ``add_samples`` runs on the sampler threads (append under a lock, nothing else); ``tick`` runs on
-the daemon's health poll and does the work: about 5-7 ms for 8 GPUs and a 30 s window at 10 Hz
-updates (see tests/bench/bench_power.py).
+the daemon's health poll. The full analysis and decision (a few ms for 8 GPUs and a 30 s window at
+10 Hz updates) runs every ``analysis_seconds``; the ticks between only check the node sum for a
+reason to escalate (see ``_due`` and tests/bench/bench_power.py).
 """
 
 from __future__ import annotations
@@ -11,13 +12,21 @@ import logging
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from rasd.model import PowerSample
-from rasd.power.analysis import WindowAnalysis, analyze_window
+from rasd.power.analysis import (
+    PEAK_PERCENTILE,
+    RAMP_PERCENTILE,
+    TROUGH_PERCENTILE,
+    WindowAnalysis,
+    analyze_window,
+    node_sum,
+)
 from rasd.power.apply import PowerApplier, PowerHandle
 from rasd.power.budget import BudgetState, rebalance
 from rasd.power.decide import Decision, Mode, decide
@@ -46,6 +55,8 @@ class PowerService:
         self._ticks = 0
         self._failures = 0
         self._analysis: WindowAnalysis | None = None
+        self._analysed_at: float | None = None  # newest reading (s) at the last full analysis
+        self._stale = True  # settings changed since (or nothing analysed yet)
         self._state = PowerState(
             time_wall=clock(),
             window_seconds=settings.window_seconds,
@@ -94,6 +105,13 @@ class PowerService:
         s = self.settings
         try:
             series = self.window()
+            if not self._due(series):
+                self._ticks += 1
+                self._state = replace(self._state, time_wall=now_wall, ticks_total=self._ticks,
+                                      tick_seconds=time.perf_counter() - started)
+                return self._state
+            self._analysed_at = max((float(t[-1]) for t, _ in series.values() if t.size), default=None)
+            self._stale = False
             analysis = analyze_window(
                 series, (s.band_low_hz, s.band_high_hz), min_amplitude_watts=s.oscillation_min_watts
             )
@@ -136,12 +154,46 @@ class PowerService:
         )
         return self._state
 
+    def _due(self, series: dict[int, tuple[np.ndarray, np.ndarray]]) -> bool:
+        """Whether this tick runs the full analysis and decision.
+
+        The spectra and fits cost milliseconds per GPU; they run every ``analysis_seconds``. In
+        between, a cheap look at the node sum (raw percentiles and ramps, no spectra) asks whether
+        the window now calls for a more severe mode than the current one; if so the full analysis
+        runs at once, so a swing, ramp or budget excess is still acted on within one tick. Only
+        relaxing (which waits ``hysteresis_seconds`` anyway) can lag by up to ``analysis_seconds``.
+        """
+        s = self.settings
+        d = self._decision
+        # The cadence runs on the readings' own (NVML) clock: it advances with the data in the
+        # daemon and under a simulated clock alike.
+        newest = max((float(t[-1]) for t, _ in series.values() if t.size), default=None)
+        if self._stale or d is None or not d.gpus or self._analysed_at is None or newest is None:
+            return True  # nothing decided yet (or under old settings): decide now
+        if not 0 <= newest - self._analysed_at < s.analysis_seconds:
+            return True
+        summed = node_sum(series)
+        if summed is None:
+            return False
+        t, total = summed
+        trough, peak = np.percentile(total, [TROUGH_PERCENTILE, PEAK_PERCENTILE])
+        if d.mode < Mode.FLOOR and d.allowed_swing_watts > 0 and peak - trough > d.allowed_swing_watts:
+            return True
+        if d.mode < Mode.CAP and s.node_budget_watts > 0 and peak > s.node_budget_watts:
+            return True
+        if d.mode < Mode.RAMP and s.max_ramp_watts_per_second > 0 and total.size > 1:
+            ramps = np.abs(np.diff(total)) / np.diff(t)
+            if float(np.percentile(ramps, RAMP_PERCENTILE)) > s.max_ramp_watts_per_second:
+                return True
+        return False
+
     def reconfigure(self, settings: PowerSettings) -> None:
         """New [power] settings on reload; switching ``apply`` off reverts what rasd changed."""
         if self.settings.apply and not settings.apply:
             self.applier.close(self.clock())
         self.applier.enabled = settings.apply
         self.settings = settings
+        self._stale = True  # decide afresh under the new settings at the next tick
 
     def state(self) -> PowerState:
         return self._state

@@ -29,6 +29,7 @@ class PowerSettings:
     budget_upper_percent: float = 95.0  # a GPU using more asks for more
     budget_shrink_percent: float = 50.0  # largest step down, % of the GPU's limit range
     budget_grow_percent: float = 20.0  # largest step up, % of the GPU's limit range
+    analysis_seconds: float = 5.0  # full analysis at most this often; escalations checked every tick
     hysteresis_seconds: float = 60.0  # a milder decision must hold this long before it is taken
     margin_percent: float = 10.0  # relax only below (100 - margin)% of a limit
     deadband_percent: float = 2.0  # of a GPU's limit: smaller changes of a target are ignored
@@ -72,6 +73,8 @@ class PowerSettings:
             )
         if self.rebalance_seconds <= 0:
             problems.append("rebalance_seconds: must be positive")
+        if self.analysis_seconds <= 0:
+            problems.append("analysis_seconds: must be positive (seconds between full analyses)")
         if self.hysteresis_seconds < 0:
             problems.append("hysteresis_seconds: must be 0 or positive")
         return problems

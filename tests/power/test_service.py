@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from types import SimpleNamespace
 
@@ -171,3 +172,37 @@ def test_decisions_are_logged_once_when_they_change(caplog) -> None:
     assert all(modes[k] != modes[k + 1] or lines[k] != lines[k + 1] for k in range(len(lines) - 1))
     floor = next(line for line in lines if "mode=floor" in line)
     assert "gpu0_floor_watts=" in floor and "previous=none" in floor and "reason=" in floor
+
+
+def _modes(settings: PowerSettings, samples) -> list[tuple[float, str, tuple]]:
+    svc = PowerService(settings, [Gpu(g) for g in range(4)], clock=lambda: START)
+    out = []
+    next_tick = START + 1.0
+    for s in samples:
+        t = s.nvml_timestamp_us / 1e6
+        while t >= next_tick:
+            d = svc.tick(next_tick).decision
+            assert d is not None
+            out.append((next_tick, d.mode.label, tuple((g, x.floor_watts) for g, x in sorted(d.gpus.items()))))
+            next_tick += 1.0
+        svc.add_samples([s])
+    return out
+
+
+def test_full_analysis_every_few_seconds_decides_as_every_tick(monkeypatch) -> None:
+    # Calm, then a swing: escalation is checked every tick, so the decisions (modes and floors,
+    # tick by tick) are those of analysing every second, at a fraction of the analyses.
+    import rasd.power.service as service
+
+    calls = []
+    real = service.analyze_window
+    monkeypatch.setattr(service, "analyze_window", lambda *a, **k: calls.append(1) or real(*a, **k))
+    samples = stream(40.0, 30.0)
+    base = PowerSettings(allowed_swing_percent=20.0, energy_budget_percent=30.0)
+    every = _modes(dataclasses.replace(base, analysis_seconds=1e-6), samples)
+    every_calls = len(calls)
+    calls.clear()
+    cadence = _modes(base, samples)
+    assert [m for m in cadence] == [m for m in every]
+    assert {m[1] for m in every} == {"none", "floor"}
+    assert len(calls) < every_calls / 2  # every tick until 15 s of readings, then every 5 s
