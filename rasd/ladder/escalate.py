@@ -108,8 +108,11 @@ class Escalator:
     """Feed events in time order; read open decisions and flags. Not thread-safe (the service
     holds the lock)."""
 
-    def __init__(self, settings: LadderSettings | None = None):
+    def __init__(self, settings: LadderSettings | None = None, *, sweep: bool = True):
+        """``sweep``: forget what no window reaches once an hour of event time (a caller that
+        owns many escalators, such as a fleet replay, calls ``sweep`` itself instead)."""
         self.s = settings or LadderSettings()
+        self._auto_sweep = sweep
         self.history = FaultHistory(self.s)
         self.open: dict[Component, dict[str, Decision]] = defaultdict(dict)
         self._gpu_comps: dict[int, set[Component]] = defaultdict(set)  # index for remedies
@@ -125,8 +128,8 @@ class Escalator:
         """The step one event causes (often nothing). Raises BadEvent for malformed details."""
         step = Step()
         self._expire(event.time_wall, step)
-        if event.time_wall >= self._next_sweep:
-            self._sweep(event.time_wall)
+        if self._auto_sweep and event.time_wall >= self._next_sweep:
+            self.sweep(event.time_wall)
         h = self.history
         h.saw(event)
         kind = event.kind
@@ -156,11 +159,18 @@ class Escalator:
         while heap and heap[0][0] < t:
             _, gpu, link, fault = heapq.heappop(heap)
             comp: Component = (gpu, None if link < 0 else link)
-            self._transition(step, comp, fault, t, ending=Outcome.EXPIRED,
-                             quiet_since=self._last_seen.get((comp, fault), t) + window)
+            quiet = self._last_seen.get((comp, fault), t) + window
+            if self._transition(step, comp, fault, t, ending=Outcome.EXPIRED,
+                                quiet_since=quiet):
+                continue
+            d = self.open.get(comp, {}).get(fault)
+            if d is not None and d.rung < Rung.RMA and quiet > t:
+                # reported again since this deadline was set: wait for the new one
+                heapq.heappush(heap, (quiet, gpu, link, fault))
 
-    def _sweep(self, t: float) -> None:
-        """Once an hour of event time: forget what no window reaches (memory stays flat)."""
+    def sweep(self, t: float) -> None:
+        """Forget what no window reaches at time ``t`` (no later event than ``t`` may have been
+        fed; none earlier may follow): memory stays flat in the number of events."""
         self._next_sweep = t + SWEEP_SECONDS
         self.history.sweep(t)
         for comp in [c for c, ds in self.open.items() if not ds]:
@@ -172,12 +182,14 @@ class Escalator:
             else:
                 del self._gpu_comps[gpu]
 
-    def _seen(self, comp: Component, fault: str, t: float) -> None:
+    def _seen(self, comp: Component, fault: str, t: float, opened: bool = False) -> None:
         """The fault was reported on the component: its open decision stays (and expires
-        ``decision_window_seconds`` after this report, unless reported again)."""
+        ``decision_window_seconds`` after this report, unless reported again). A deadline is
+        set when the decision opens; a later report moves it when it falls due."""
         self._last_seen[(comp, fault)] = t
-        heapq.heappush(self._deadlines, (t + self.s.decision_window_seconds, comp[0],
-                                         -1 if comp[1] is None else comp[1], fault))
+        if opened:
+            heapq.heappush(self._deadlines, (t + self.s.decision_window_seconds, comp[0],
+                                             -1 if comp[1] is None else comp[1], fault))
 
     def feed_all(self, events: Sequence[FaultEvent]) -> list[Decision]:
         out: list[Decision] = []
@@ -202,7 +214,7 @@ class Escalator:
                 raise AssertionError(f"{fault} already open on {comp}")
             self.open[comp][fault] = opening
             self._gpu_comps[comp[0]].add(comp)
-            self._seen(comp, fault, t)
+            self._seen(comp, fault, t, opened=True)
             step.opened.append(opening)
             return True
         if current is None:

@@ -40,7 +40,8 @@ _REQUIRED = {
     FaultKind.NVSWITCH: ("sxid",),
 }
 REORDER_WINDOW = 65_536  # at most this many events held back to restore time order
-REORDER_SECONDS = 300.0  # an event is held until the log is this far past it
+REORDER_SECONDS = 300.0
+SWEEP_EVERY = 16  # events between two host-ladder sweeps of a replay (memory vs time)  # an event is held until the log is this far past it
 BARE_SPACING_SECONDS = 60.0  # bare driver lines carry no time: one minute apart, a burst together
 EXPECTED = ("JSON-lines events, or kernel log lines with NVIDIA driver reports (NVRM: Xid / "
             "SXid) as dmesg, dmesg -T, journalctl (short, short-iso) or syslog print them")
@@ -329,10 +330,17 @@ def run(items: Iterable[Numbered], settings: LadderSettings | None = None,
     event with its step in one transaction)."""
     s = settings or LadderSettings()
     ladders: dict[str, Escalator] = {}
-    for item in items:
+    order: list[Escalator] = []  # sweep round: one host's ladder every SWEEP_EVERY events
+    turn = 0
+    for n, item in enumerate(items):
         esc = ladders.get(item.host)
         if esc is None:
-            esc = ladders[item.host] = Escalator(s)
+            esc = ladders[item.host] = Escalator(s, sweep=False)
+            order.append(esc)
+        if n % SWEEP_EVERY == 0:
+            # events arrive in time order: this event's time is safe for any host's ladder
+            order[turn % len(order)].sweep(item.event.time_wall)
+            turn += 1
         try:
             step = esc.feed(item.event)
         except BadEvent as e:

@@ -198,6 +198,5 @@ def test_forgetting_what_no_window_reaches_changes_no_decision(events):
         with_sweeps = swept.feed_all(events)
     finally:
         escalate.SWEEP_SECONDS = before
-    kept = Escalator()
-    kept._next_sweep = float("inf")  # never sweep
+    kept = Escalator(sweep=False)
     assert with_sweeps == kept.feed_all(events)
