@@ -10,6 +10,7 @@ import re
 from typing import Callable, Mapping
 
 from rasd.ladder import catalog as cat
+from rasd.ladder import nvlink5
 from rasd.ladder.findings import (
     APPLICATION, DIAGNOSTICS, DISABLE_LINK, DRAIN, EXCLUDE_GPU, POWER_SMOOTHING,
     RECOVERY_ACTIONS, REPORT_BUG, SDC_CHECK, SOFTWARE, STOP_P2P,
@@ -56,7 +57,7 @@ _SUPPORT_AFTER_REMEDY = frozenset(
 # Workflows that read the history; every other Xid's finding follows from the code, the message,
 # the link and the architecture alone, so it is computed once and kept (a replay sees the same
 # lines again and again).
-_CONTEXTUAL = frozenset({13, 31, 45, 48, 74})
+_CONTEXTUAL = frozenset({13, 31, 45, 48, 74, *range(144, 151)})
 _CACHE_SIZE = 8192
 _static: dict[tuple[int, str | None, int | None, object], tuple[LadderSettings, Finding]] = {}
 
@@ -305,20 +306,70 @@ def _if_repeated(base: Finding, ctx: Context, key: str, investigate: tuple[str, 
     return _with(base, repeat_key=key, reason=f"{what}: first time; {todo} if it repeats")
 
 
+# the catalog's investigatory buckets of the 144-150 decode, as rasd's investigations
+_NVLINK5_INVESTIGATE: Mapping[str, tuple[str, ...]] = {
+    "CONTACT_SUPPORT": (DIAGNOSTICS,),
+    "INVESTIGATE_LINK_SI": (TECHNICIAN,),
+    "INVESTIGATE_LINK_SI_AND_CABLES": (TECHNICIAN,),
+    "INVESTIGATE_PEER_DEVICE": (TECHNICIAN,),
+    "INVESTIGATE_HOST": (TECHNICIAN,),
+    "INVESTIGATE_SW_USER": (SOFTWARE,),
+    "INVESTIGATE_SW/USER": (SOFTWARE,),
+    "INVESTIGATE_SW_USER_LINK_SI": (SOFTWARE, TECHNICIAN),
+}
+
+
 def _wf_nvlink5(event: FaultEvent, ctx: Context, s: LadderSettings, base: Finding, what: str,
                 message: str | None) -> Finding:
     link = event.link if event.link is not None else parse_link(message)
     scope = Scope.LINK if link is not None else Scope.GPU
     on = f" on link {link}" if link is not None else ""
+    base = _with(base, link=link, scope=scope)
+    arch = event.details.get("architecture")
+    row = None
+    if arch is None or str(arch).lower() == "blackwell":  # NVLink5: Blackwell's decode
+        row = nvlink5.decode(base.xid or 0, parse_registers(message))
+    if row is not None:
+        return _nvlink5_row(event, ctx, s, base, f"{what}{on} [{row.unit}, {row.severity}]", row,
+                            link)
     text = (message or "").lower()
     fatal = re.search(r"\bfatal\b", text) is not None and "nonfatal" not in text \
         and "non-fatal" not in text
     if fatal:
-        return _with(base, link=link, scope=scope, rung=Rung.RESET_GPU, hardware=True,
+        return _with(base, rung=Rung.RESET_GPU, hardware=True,
                      degradations=(STOP_P2P,) if link is not None else (DRAIN,),
                      reason=f"{what}{on}: fatal; reset the GPU")
-    return _with(base, link=link, scope=scope, investigate=(DIAGNOSTICS,) if message else (),
+    return _with(base, investigate=(DIAGNOSTICS,) if message else (),
                  reason=f"{what}{on}: non-fatal (or not decoded); monitor")
+
+
+def _nvlink5_row(event: FaultEvent, ctx: Context, s: LadderSettings, base: Finding, what: str,
+                 row: nvlink5.Nvlink5Row, link: int | None) -> Finding:
+    inv = _NVLINK5_INVESTIGATE.get(row.investigatory, ())
+    since = event.time_wall - s.xid_companion_seconds
+    if row.immediate == "RESET_GPU":
+        return _with(base, rung=Rung.RESET_GPU, hardware=True, investigate=inv,
+                     degradations=(STOP_P2P,) if link is not None else (DRAIN,),
+                     reason=f"{what}: reset the GPU")
+    if row.immediate == "XID_154_EVAL":
+        # with an Xid 154 its recovery action decides; without one, restart the application
+        if any(x.gpu == event.gpu and x.xid == 154 and x.time_wall >= since
+               for x in ctx.recent_xids):
+            return _with(base, reason=f"{what}: the accompanying Xid 154 decides")
+        return _with(base, rung=Rung.RESTART_PROCESS, investigate=inv,
+                     reason=f"{what}: no Xid 154 with it; restart the application")
+    if row.investigatory == "CHECK_NVLINK_FAILURE_FLOW":
+        downs = [t for t in ctx.link_downs if t >= event.time_wall - 30.0]
+        if downs:
+            return _with(base, reason=f"{what}: a link went down just before; a by-product")
+        return _with(base, investigate=(REPORT_BUG,),
+                     reason=f"{what}: no link went down in the last 30 s; report it")
+    if row.investigatory == "IGNORE":
+        return _with(base, reason=f"{what}: no action")
+    return _with(base, investigate=inv if "Fatal" in row.severity else (),
+                 reason=f"{what}: continue; " + (
+                     f"{row.investigatory.lower().replace('_', ' ')}"
+                     if row.investigatory else "monitor"))
 
 
 def _wf_154(event: FaultEvent, ctx: Context, s: LadderSettings, base: Finding, what: str,

@@ -166,3 +166,31 @@ def test_catch_up_from_the_journal_when_the_ring_is_gone(tmp_path):
                              journal=(str(fake),))
     assert source == "journal" and [(x.line.xid, x.time_wall) for x in logged] == \
         [(48, 1700000400.0)]
+
+
+def nvl5(code, intr, status, fatal="NonFatal"):
+    return (f"SUB {fatal} XC0 i0 Link 3 (0x{intr:08x} 0x{status:08x} 0x0 0x0 0x0 0x0 0x0)")
+
+
+def test_nvlink5_xids_decoded_by_the_catalog_table():
+    d = Escalator().feed(xid(1.0, 144, nvl5(144, 0x1, 0x2)))[0]  # SAW_MVB, fatal error bit
+    assert d.rung is Rung.RESET_GPU and d.link == 3 and "diagnostics" in d.investigate
+    assert "SAW_MVB" in d.reason
+    d = Escalator().feed(xid(1.0, 144, nvl5(144, 0x21, 0x2)))[0]  # the pre-R575 sub-code
+    assert d.rung is Rung.RESET_GPU
+    d = Escalator().feed(xid(1.0, 144, nvl5(144, 0x1, 0x4)))[0]  # an ignorable bit
+    assert d.rung is Rung.NONE and "no action" in d.reason
+    # RLW_REMAP: Xid 154 decides when it came along, else restart the application
+    d = Escalator().feed(xid(1.0, 145, nvl5(145, 0x4, 0x1)))[0]
+    assert d.rung is Rung.RESTART_PROCESS
+    esc = Escalator()
+    esc.feed(xid(1.0, 154, "GPU recovery action changed from 0x0 (None) to 0x1 (GPU Reset "
+                           "Required)"))
+    out = esc.feed(xid(1.5, 145, nvl5(145, 0x4, 0x1)))
+    assert out[0].rung is Rung.NONE and "Xid 154 decides" in out[0].reason
+
+
+def test_nvlink5_decode_only_on_blackwell():
+    msg = nvl5(144, 0x1, 0x2)
+    assert "SAW_MVB" in Escalator().feed(xid(1.0, 144, msg, architecture="blackwell"))[0].reason
+    assert "SAW_MVB" not in Escalator().feed(xid(1.0, 144, msg, architecture="hopper"))[0].reason
