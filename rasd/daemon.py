@@ -15,8 +15,8 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass, replace
-from typing import Any, Callable, Generic, Protocol, Sequence, TypeVar
+from dataclasses import replace
+from typing import Any, Callable, Protocol, Sequence
 
 import psutil
 
@@ -27,14 +27,15 @@ from rasd.freshness import Freshness
 from rasd.instance import InstanceLock
 from rasd.ladder.decision import Decision
 from rasd.ladder.state import LadderState
-from rasd.model import FaultEvent, GpuState, Health, Rung
+from rasd.model import FaultEvent, GpuState
+from rasd.notify import Notifier
 from rasd.snapshot import SelfStats, Snapshot
 from rasd.stages import StageGuards
 from rasd.statusview import snapshot_json
 from rasd.paths import default_control_socket, default_state_path
 from rasd.scheduler.service import open_decisions
 from rasd.scheduler.state import SchedulerState
-from rasd.service import Handler, Service, Ticking
+from rasd.service import Bound, Handler, tick_and_read
 from rasd.telemetry.aggregate import Aggregator
 from rasd.telemetry.loops import Watchdog
 from rasd.telemetry.poller import GpuPoller, health_loops
@@ -44,53 +45,6 @@ from rasd.telemetry.xid import XidWatcher
 log = logging.getLogger("rasd.daemon")
 
 STOP_BUDGET_SECONDS = 4.0  # SIGTERM -> exit within 5 s
-
-
-class Notifier:
-    """systemd's notify protocol (READY=1, WATCHDOG=1, STATUS=...) via the sdnotify package.
-
-    A no-op outside systemd (no NOTIFY_SOCKET)."""
-
-    def __init__(self) -> None:
-        self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
-        self._n: Any = None
-        if self.enabled:
-            import sdnotify
-
-            self._n = sdnotify.SystemdNotifier()
-        usec = os.environ.get("WATCHDOG_USEC", "")
-        self.watchdog_seconds = int(usec) / 1e6 if usec.isdigit() else None
-        self._last_status = ""
-
-    def send(self, text: str) -> None:
-        if self._n is not None:
-            self._n.notify(text)
-
-    def status(self, text: str) -> None:
-        if text != self._last_status:
-            self._last_status = text
-            self.send(f"STATUS={text}")
-
-
-S = TypeVar("S")
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Bound(Generic[S]):
-    """A service with the function that picks its section of the config."""
-
-    name: str
-    service: Service[S, Any]
-    settings: Callable[[Config], S]
-
-    def reconfigure(self, cfg: Config) -> None:
-        self.service.reconfigure(self.settings(cfg))
-
-
-def _tick(service: Ticking[Any, T], now: float) -> T:
-    service.tick(now)
-    return service.state()
 
 
 class MetricsServer(Protocol):
@@ -133,7 +87,6 @@ class Daemon:
         self._power_distinct = 0
         self._proc = psutil.Process()
         self.notifier = Notifier()
-        self._ready_sent = False
         self.node = backend.adapter.node_identity(self.hostname, backend.name)
         t = cfg.telemetry
         self.gpus = backend.adapter.gpus()
@@ -272,8 +225,8 @@ class Daemon:
         no_decisions: list[Decision] = []
         ladder, decisions = g.run("ladder", lambda: self._ladder_tick(events, now),
                                   (prev.ladder if prev else None, no_decisions))
-        sdc = g.run("sdc", lambda: _tick(self.sdc, now), prev.sdc if prev else None)
-        power = g.run("power", lambda: _tick(self.power, now), prev.power if prev else None)
+        sdc = g.run("sdc", lambda: tick_and_read(self.sdc, now), prev.sdc if prev else None)
+        power = g.run("power", lambda: tick_and_read(self.power, now), prev.power if prev else None)
         scheduler = g.run("scheduler", lambda: self._scheduler_tick(now, ladder, decisions),
                           prev.scheduler if prev else None)
         self._polls += 1
@@ -293,7 +246,7 @@ class Daemon:
         )
         self._snapshot = snap
         self.freshness.mark(snap)
-        g.run("notify", lambda: self._notify(snap), None)
+        g.run("notify", lambda: self.notifier.publish(snap, self.cfg.daemon.watchdog), None)
         return snap
 
     def _aggregate(self, now: float) -> tuple[tuple[GpuState, ...], list[FaultEvent]]:
@@ -338,22 +291,6 @@ class Daemon:
     @property
     def snapshot(self) -> Snapshot | None:
         return self._snapshot
-
-    def _notify(self, snap: Snapshot) -> None:
-        up = sum(1 for g in snap.gpus if g.health is Health.UP)
-        lost = sum(1 for g in snap.gpus if g.health is Health.LOST)
-        # ready once every GPU has answered or is known lost: a node of lost GPUs still serves
-        if not self._ready_sent and (up > 0 or (snap.gpus and lost == len(snap.gpus))):
-            self._ready_sent = True
-            self.notifier.send("READY=1")
-        if self.cfg.daemon.watchdog and self.notifier.watchdog_seconds:
-            self.notifier.send("WATCHDOG=1")
-        stale = sum(1 for g in snap.gpus if g.health is Health.STALE)
-        watts = sum(g.power_watts or 0.0 for g in snap.gpus)
-        text = f"{up}/{len(snap.gpus)} GPUs up, {lost} lost, {stale} stale; {watts / 1000:.2f} kW"
-        if snap.ladder is not None and snap.ladder.node_rung > Rung.NONE:
-            text += f"; ladder: {snap.ladder.node_rung.label}"
-        self.notifier.status(text)
 
     def request_stop(self, *_: Any) -> None:
         self._stop.set()

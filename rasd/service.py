@@ -9,7 +9,11 @@ decisions) are called with their inputs by the daemon.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Generic, Mapping, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from rasd.config import Config
 
 # A control-socket operation: the request's JSON object in, the reply's JSON object out;
 # ValueError is a bad request (its message goes back to the client).
@@ -17,6 +21,8 @@ Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 SettingsT = TypeVar("SettingsT", contravariant=True)
 StateT = TypeVar("StateT", covariant=True)
+S = TypeVar("S")
+T = TypeVar("T")
 
 
 class Service(Protocol[SettingsT, StateT]):
@@ -41,3 +47,22 @@ class Ticking(Service[SettingsT, StateT], Protocol[SettingsT, StateT]):
     def tick(self, now_wall: float, /) -> object:
         """One main-loop pass at Unix time ``now_wall``: never blocks on NVML or a long check."""
         ...
+
+
+@dataclass(frozen=True)
+class Bound(Generic[S]):
+    """A service as the daemon holds it: its name and the function that picks its section of
+    the config."""
+
+    name: str
+    service: Service[S, Any]
+    settings: Callable[[Config], S]
+
+    def reconfigure(self, cfg: Config) -> None:
+        self.service.reconfigure(self.settings(cfg))
+
+
+def tick_and_read(service: Ticking[Any, T], now_wall: float) -> T:
+    """One pass of a service that needs only the time; its state after it."""
+    service.tick(now_wall)
+    return service.state()
