@@ -10,6 +10,7 @@ and under ``TYPE_CHECKING``.
 from __future__ import annotations
 
 import ast
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The command line wires the program together: the one place in rasd/ that may import exporters/.
 COMPOSITION_ROOT = "rasd.cli"
+# The pure cores (no threads, no I/O, the clock passed in) are the modules pyproject.toml has
+# mypy check strictly: one list for both promises.
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+PURE_CORES = frozenset(
+    m for o in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]["overrides"]
+    if o.get("disallow_untyped_defs") for m in o["module"])
+# What a pure core must not import: threads, processes, files, sockets, clocks, logs, the store.
+IMPURE = ("os", "sys", "time", "threading", "socket", "subprocess", "sqlite3", "logging", "signal",
+          "shutil", "asyncio", "multiprocessing", "pathlib", "random", "rasd.store", "rasd.backends",
+          "rasd.daemon", "rasd.control", "rasd.cli")
 # What exporters may take from rasd: the package itself (its version), the model, the snapshot.
 EXPORTER_MAY_IMPORT = ("rasd", "rasd.model", "rasd.snapshot")
 
@@ -85,6 +99,8 @@ def check(rel: Path, source: str) -> list[Violation]:
             bad(line, f"rasd.model imports {name}: the model is the ground floor and imports no rasd module")
         if within(module, "exporters") and within(name, "rasd") and name not in EXPORTER_MAY_IMPORT:
             bad(line, f"exporters import {name}: exporters read only rasd.model and rasd.snapshot")
+        if module in PURE_CORES and any(within(name, i) for i in IMPURE):
+            bad(line, f"{module} imports {name}: a pure core does no I/O and reads no clock (pass it in)")
         if within(name, "pynvml") and not within(module, "rasd.backends.nvml"):
             bad(line, f"{module} imports pynvml: only the NVML adapter (rasd/backends/nvml/) does")
     if not within(module, "rasd.backends"):
@@ -103,6 +119,7 @@ def source_files() -> list[Path]:
 def test_the_source_tree_keeps_every_wall():
     files = source_files()
     assert len(files) > 50, f"found only {len(files)} source files under {ROOT}"
+    assert {"rasd.model", "rasd.ladder.escalate", "rasd.power.analysis"} <= PURE_CORES, PURE_CORES
     problems = [v for rel in files for v in check(rel, (ROOT / rel).read_text())]
     assert not problems, "walls broken:\n" + "\n".join(map(str, problems))
 
@@ -116,6 +133,8 @@ def test_the_source_tree_keeps_every_wall():
     ("exporters/sections/gpu.py", "from rasd.telemetry.detect import NVLINK_COUNTERS\n", "exporters read only"),
     ("exporters/sections/power.py", "from rasd.power import decide\n", "exporters read only"),
     ("rasd/telemetry/xid.py", "import pynvml\n", "only the NVML adapter"),
+    ("rasd/ladder/escalate.py", "import time\n", "a pure core does no I/O"),
+    ("rasd/power/analysis.py", "def f():\n    from rasd.store import Store\n", "a pure core does no I/O"),
     ("rasd/telemetry/xid.py", "try:\n    pass\nexcept lib.NVMLError:\n    pass\n", "pynvml's errors stay inside"),
 ])
 def test_each_rule_catches_its_breach(path, source, rule):
