@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -336,10 +337,16 @@ class SchedulerService:
                 "scheduler.jobs": _jobs}
 
     def reconfigure(self, settings: SchedulerSettings) -> None:
-        """A reload keeps the scheduler as it is: the cluster connection and the budget are set
-        up at start, so new [scheduler] settings take effect on restart (said in the log)."""
-        if settings != self.s:
-            log.warning("event=reload_partial detail=%r", "[scheduler] settings change on restart")
+        """SIGHUP: the budget, breaker, retry and hold times, cordon, Events and the jobs metric
+        apply at once; a different kind or node name needs a restart (said in the log)."""
+        if (settings.kind, settings.node_name) != (self.s.kind, self.s.node_name):
+            log.warning("event=reload_partial detail=%r",
+                        "[scheduler] kind and node_name change on restart")
+            settings = replace(settings, kind=self.s.kind, node_name=self.s.node_name)
+        with self._lock:
+            self.s = settings
+            if self.cluster is not None and hasattr(self.cluster, "s"):
+                self.cluster.s = settings
 
     def close(self) -> None:
         if self.jobs is not None:

@@ -87,3 +87,18 @@ def test_old_outages_do_not_trip_the_breaker(slurm: SlurmCluster, tmp_path: Path
     assert not n.sched.state().breaker_tripped
     assert sinfo(slurm, slurm.node) == ("drained", REASON)
     n.close()
+
+
+def test_a_reload_that_raises_the_budget_lets_the_deferred_decision_act(
+        slurm: SlurmCluster, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    drain(slurm, "rasdx1", "rasd: xid 48 gpu 0 -> reset_gpu")
+    n = Node(slurm, tmp_path / "rasd.db", now_clock(), max_nodes_out="1")
+    n.xid79()
+    assert [w for w, *_ in n.sched.state().deferred] == ["budget"]
+    n.sched.reconfigure(replace(n.settings, max_nodes_out="2", kind="none"))  # kind: restart
+    assert n.sched.s.kind == "slurm"
+    n.tick(11)
+    assert sinfo(slurm, slurm.node) == ("drained", REASON)
+    n.close()
