@@ -24,7 +24,7 @@ log = logging.getLogger("rasd.scheduler.jobs")
 REFRESH_SECONDS = 10.0
 
 Processes = Callable[[int], "list[int]"]  # GPU index -> PIDs (raises when the GPU is lost)
-PodNames = Callable[[], "dict[str, str]"]  # GPU UUID -> namespace/name of the pod holding it
+PodNames = Callable[[], "dict[str, str]"]  # GPU UUID or index -> namespace/name of its pod
 GpuUuid = Callable[[int], "str | None"]
 
 
@@ -79,7 +79,9 @@ class JobWatch:
                 continue
             self._failed_logged.discard(gpu)
             uuid = self._gpu_uuid(gpu) if self._gpu_uuid else None
-            refs = jobs_on(pids, self._proc_root, names.get(uuid or "", ""))
+            # the device plugin names GPUs by UUID (its default) or by index
+            pod = names.get(uuid or "", "") or names.get(str(gpu), "")
+            refs = jobs_on(pids, self._proc_root, pod)
             with self._lock:
                 self._now[gpu] = refs
                 self._seen_wall[gpu] = self._wall()

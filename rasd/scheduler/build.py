@@ -51,6 +51,15 @@ def build_service(s: SchedulerSettings, enforce: bool, store_path: str, *,
     ledger = Ledger(store_path)
     svc = SchedulerService(s, enforce, cluster, ledger, node=node, wall=clock)
     if s.attribute_jobs and processes is not None:
+        sock = s.pod_resources_socket
+
+        def pods() -> dict[str, str]:
+            if not sock or not os.path.exists(sock):  # not a Kubernetes node (yet)
+                return {}
+            from rasd.scheduler.podresources import pod_names_by_gpu
+
+            return pod_names_by_gpu(sock, s.command_timeout_seconds)
+
         svc.jobs = JobWatch(gpus, processes, ledger, proc_root=proc_root, gpu_uuid=gpu_uuid,
-                            wall=clock)
+                            pod_names=pods, wall=clock)
     return svc

@@ -151,3 +151,14 @@ def test_node_name_from_the_downward_api_and_credentials_for_the_scheduler(pod: 
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     spec = pod["spec"]
     assert spec["automountServiceAccountToken"] is True and spec["serviceAccountName"] == "rasd"
+
+
+def test_pod_resources_socket_is_mounted_where_the_config_looks(pod: dict, container: dict) -> None:
+    from rasd.scheduler.settings import SchedulerSettings
+
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    vols = {v["name"]: v for v in pod["spec"]["volumes"]}
+    m = mounts["pod-resources"]
+    assert m["readOnly"] is True
+    assert vols["pod-resources"]["hostPath"]["path"] == m["mountPath"]
+    assert SchedulerSettings().pod_resources_socket.startswith(m["mountPath"] + "/")
