@@ -12,10 +12,11 @@ import numpy as np
 
 from rasd.cli.common import EXIT_FAIL, backend_options, fail, load_config_or_fail, open_backend_or_fail, print_json
 from rasd.model import PowerSample
-from rasd.power.analysis import WindowAnalysis, amplitude_spectrum, analyze_window, samples_to_series
+from rasd.power.analysis import WindowAnalysis, amplitude_spectrum, analyze_window, node_sum, samples_to_series
 from rasd.power.decide import Decision, GpuLimits, decide
 from rasd.power.plot import spectrum_plot, trace_plot
 from rasd.power.settings import PowerSettings
+from rasd.power.steady import idle_edges
 from rasd.power.trace import TraceError, read_trace
 
 SAMPLE_HZ = 20.0  # twice NVML's ~10 Hz refresh, so no update is missed
@@ -159,7 +160,7 @@ def analyze(
         "gpu_ids": {str(g): v for g, v in parsed.gpu_ids.items()},
         "notes": list(parsed.notes),
     }
-    _report(parsed.series, limits, settings, as_json, extra=extra)
+    _report(parsed.series, limits, settings, as_json, extra=extra, trim_idle=True)
 
 
 def _report(
@@ -168,7 +169,24 @@ def _report(
     settings: PowerSettings,
     as_json: bool,
     extra: Mapping[str, Any],
+    trim_idle: bool = False,
 ) -> None:
+    extra = dict(extra)
+    if trim_idle:
+        # A recording's idle lead-in and tail (before the job starts, after it ends) are reported
+        # apart and left out: the analysis and decision are about the steady part.
+        summed = node_sum({g: s for g, s in series.items() if s[0].size >= 8})
+        edges = idle_edges(summed[0], summed[1], settings.band_low_hz) if summed is not None else None
+        extra["idle"] = edges.as_dict() if edges is not None else None
+        if edges is not None:
+            series = {
+                g: (t[(t >= edges.steady_start) & (t <= edges.steady_end)], w[(t >= edges.steady_start) & (t <= edges.steady_end)])
+                for g, (t, w) in series.items()
+            }
+            series = {g: s for g, s in series.items() if s[0].size}
+            limits = {g: lim for g, lim in limits.items() if g in series}
+            if not series:
+                fail("the recording is idle throughout; nothing to analyse")
     # One-shot: the whole recording is the window, so a short one can still be decided on.
     span = max(float(t[-1] - t[0]) for t, _ in series.values() if len(t))
     settings = dataclasses.replace(settings, window_seconds=max(span, 1.0))
@@ -208,6 +226,8 @@ def _text(analysis: WindowAnalysis, decision: Decision, extra: Mapping[str, Any]
         rows.append(("node", analysis.node))
     for name, m in rows:
         osc = f"{m.oscillation_hz:.2f}Hz" if m.oscillation_hz is not None else "none"
+        if m.oscillation_band in ("below", "above"):
+            osc += "*"
         energy = f"{m.band_energy_ratio:.0%}" if m.band_energy_ratio is not None else "-"
         out.append(
             f"{name:6} {osc:>8} {m.oscillation_amplitude_watts:6.0f}W {m.swing_watts:6.0f}W "
@@ -215,6 +235,21 @@ def _text(analysis: WindowAnalysis, decision: Decision, extra: Mapping[str, Any]
             f"{energy:>7} {m.sample_rate_hz:6.1f}Hz"
         )
     node = analysis.node
+    for name, m in rows:
+        if m.oscillation_hz is not None and m.oscillation_band in ("below", "above"):
+            inside = (f"; strongest rhythm inside the band {m.band_oscillation_hz:.2f} Hz"
+                      if m.band_oscillation_hz is not None else "; no rhythm inside the band")
+            out.append(f"* {name}: the dominant rhythm ({m.oscillation_hz:.3g} Hz, every "
+                       f"{1 / m.oscillation_hz:.3g} s) lies {m.oscillation_band} the "
+                       f"{m.band_low_hz:g}-{m.band_high_hz:g} Hz band{inside}")
+    idle = extra.get("idle")
+    if idle:
+        parts = []
+        if idle["lead_in_seconds"]:
+            parts.append(f"idle lead-in {idle['lead_in_seconds']:.0f} s (node {idle['lead_in_mean_watts']:.0f} W)")
+        if idle["tail_seconds"]:
+            parts.append(f"idle tail {idle['tail_seconds']:.0f} s (node {idle['tail_mean_watts']:.0f} W)")
+        out.append(" and ".join(parts) + ": left out; the figures above are the steady part")
     if node is not None and node.band_beyond_nyquist:
         out.append(
             f"warning: band {node.band_low_hz:g}-{node.band_high_hz:g} Hz reaches beyond Nyquist "

@@ -15,18 +15,13 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from rasd.model import PowerSample
+from rasd.power.spectrum import LARGE, band_energy_ratio, find_oscillation
+from rasd.power.steady import steady_mask
 
 # Swing is peak-to-peak between these percentiles, so one noisy reading cannot set it.
 PEAK_PERCENTILE = 99.0
 TROUGH_PERCENTILE = 1.0
 RAMP_PERCENTILE = 95.0
-# A spectral peak must stand this far above the median of the searched bins to count as an
-# oscillation: white-noise periodogram bins are exponentially distributed, so a 20x-median
-# (about 14x-mean) peak happens by chance with probability ~1e-6 per bin.
-DETECTION_RATIO = 20.0
-ZERO_PAD = 8  # finer spectral grid for the peak interpolation
-MAX_PADDED = 1 << 16  # longer windows are not zero-padded
-LARGE = 1 << 16  # above this many readings (offline recordings) cheaper exact methods are used
 MIN_SAMPLES = 8
 FOLD_BINS = 20  # phase bins of the folded wave (1/20 cycle: a sine's peak bin reads 98.8%)
 MIN_FIT_R2 = 0.8  # below this the wave is not periodic enough to trust its fit over raw readings
@@ -56,6 +51,22 @@ class SeriesMetrics:
     ramp_up_watts_per_second: float  # 95th percentile of rising rates
     ramp_down_watts_per_second: float  # 95th percentile of falling rates (positive number)
     band_energy_ratio: float | None  # share of non-DC spectral energy in the visible band
+    # Where the oscillation's fundamental lies against the band: "below", "in", "above"; None
+    # without one. A rhythm below the band (a checkpoint cycle) is reported, not smoothed.
+    oscillation_band: str | None = None
+    band_oscillation_hz: float | None = None  # strongest periodic rhythm inside the band
+    # Peak and trough of the steady part (slow dips below the band left out: steady.py); equal
+    # to peak and trough when the whole window is steady. Smoothing decisions use these.
+    steady_peak_watts: float | None = None
+    steady_trough_watts: float | None = None
+    steady_ratio: float = 1.0  # share of the window's readings in the steady part
+    steady_band_energy_ratio: float | None = None  # band energy share of the steady part
+
+    @property
+    def steady_swing_watts(self) -> float:
+        peak = self.peak_watts if self.steady_peak_watts is None else self.steady_peak_watts
+        trough = self.trough_watts if self.steady_trough_watts is None else self.steady_trough_watts
+        return peak - trough
 
     def as_dict(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -129,9 +140,8 @@ def analyze_series(
         step = duration / (n - 1)
         grid_t = t[0] + step * np.arange(n)
         grid_w = np.interp(grid_t, t, w)
-    freq, amp, energy_ratio = _spectrum(
-        grid_t, grid_w, step, band, nyquist, min_amplitude_watts=min_amplitude_watts
-    )
+    osc = find_oscillation(grid_t, grid_w, step, band, nyquist, min_amplitude_watts=min_amplitude_watts)
+    freq, amp, energy_ratio = osc.hz, osc.amplitude_watts, osc.band_energy_ratio
     # Noise inflates percentiles. When one periodic wave explains the window, measure the swing
     # on its phase-folded shape (at the sample times) instead of the raw readings. Ramps stay on
     # the raw readings: folding blurs edges, and a ramp the GPU really made must not be hidden.
@@ -141,6 +151,19 @@ def analyze_series(
         if fitted is not None:
             shape = fitted
     peak, trough = (float(v) for v in np.percentile(shape, [PEAK_PERCENTILE, TROUGH_PERCENTILE]))
+    steady = steady_mask(grid_w, step, low)
+    steady_ratio = float(steady.mean())
+    steady_peak, steady_trough, steady_energy = peak, trough, energy_ratio
+    if steady_ratio < 1.0 and steady.any():
+        # The band's share of the energy with the unsteady stretches (a checkpoint's dip) held
+        # at the steady mean: what the rhythm that remains puts inside the band.
+        held = np.where(steady, grid_w, float(grid_w[steady].mean()))
+        steady_energy = band_energy_ratio(held, step, band, nyquist)
+        at_reading = np.interp(t, grid_t, steady.astype(float)) >= 0.5
+        if at_reading.sum() >= MIN_SAMPLES:
+            steady_peak, steady_trough = (
+                float(v) for v in np.percentile(shape[at_reading], [PEAK_PERCENTILE, TROUGH_PERCENTILE])
+            )
     slopes = np.diff(w) / np.diff(t)
     ups = slopes[slopes > 0]
     downs = -slopes[slopes < 0]
@@ -163,70 +186,13 @@ def analyze_series(
         ramp_up_watts_per_second=ramp_up,
         ramp_down_watts_per_second=ramp_down,
         band_energy_ratio=energy_ratio,
+        oscillation_band=None if freq is None else ("below" if freq < low else "above" if freq > high else "in"),
+        band_oscillation_hz=osc.in_band_hz,
+        steady_peak_watts=steady_peak,
+        steady_trough_watts=steady_trough,
+        steady_ratio=steady_ratio,
+        steady_band_energy_ratio=steady_energy,
     )
-
-
-def _spectrum(
-    t: np.ndarray,
-    w: np.ndarray,
-    step: float,
-    band: tuple[float, float],
-    nyquist: float,
-    *,
-    min_amplitude_watts: float,
-) -> tuple[float | None, float, float | None]:
-    """(dominant Hz or None, its amplitude in W, band energy ratio or None)."""
-    n = w.size
-    # A linear detrend keeps a slow ramp (a job starting) from leaking into the low bins.
-    x = w - np.polyval(np.polyfit(t - t[0], w, 1), t - t[0])
-    win = np.hanning(n)
-    xw = x * win
-    power = np.abs(np.fft.rfft(xw)) ** 2
-    freqs = np.fft.rfftfreq(n, step)
-    low, high = band
-    visible_high = min(high, nyquist)
-    total = float(power[1:].sum())
-    if low >= nyquist:
-        energy_ratio = None  # the whole band is beyond what this rate can see
-    elif total <= 0:
-        energy_ratio = 0.0
-    else:
-        in_band = (freqs >= low) & (freqs <= visible_high)
-        energy_ratio = float(power[in_band].sum() / total)
-
-    # Search for the dominant peak from the band's low end (and at least two cycles per window)
-    # up to just below Nyquist, on a zero-padded spectrum with parabolic interpolation.
-    duration = step * (n - 1)
-    f_min = max(low, 2.0 / duration)
-    f_max = nyquist * 0.98
-    if f_min >= f_max:
-        return None, 0.0, energy_ratio
-    # Zero padding refines the grid of a short window; a long recording's bins are already fine
-    # (1/duration apart), and padding 2 million readings 8x would cost seconds and a GB.
-    nfft = 1 << int(math.ceil(math.log2(n * ZERO_PAD if n * ZERO_PAD <= MAX_PADDED else n)))
-    mag = np.abs(np.fft.rfft(xw, nfft))
-    pf = np.fft.rfftfreq(nfft, step)
-    sel = np.nonzero((pf >= f_min) & (pf <= f_max))[0]
-    if sel.size < 3:
-        return None, 0.0, energy_ratio
-    k = int(sel[np.argmax(mag[sel])])
-    # Noise floor from the unpadded bins of the same range (independent bins, fair median).
-    raw_sel = (freqs >= f_min) & (freqs <= f_max)
-    floor = float(np.median(power[raw_sel])) if raw_sel.any() else 0.0
-    peak_power = float(mag[k] ** 2)
-    if floor > 0 and peak_power < DETECTION_RATIO * floor:
-        return None, 0.0, energy_ratio
-    if 0 < k < mag.size - 1:
-        a, b, c = (math.log(max(float(v), 1e-300)) for v in mag[k - 1 : k + 2])
-        denom = a - 2 * b + c
-        offset = 0.5 * (a - c) / denom if denom != 0 else 0.0
-    else:
-        offset = 0.0
-    freq = float((k + offset) * pf[1])
-    amp = _fit_amplitude(t, x, freq)
-    if amp < min_amplitude_watts:
-        return None, 0.0, energy_ratio
-    return freq, amp, energy_ratio
 
 
 def _folded_shape(t: np.ndarray, w: np.ndarray, freq: float) -> np.ndarray | None:
@@ -264,20 +230,6 @@ def _folded_shape(t: np.ndarray, w: np.ndarray, freq: float) -> np.ndarray | Non
     if total <= 0 or 1 - float(np.sum((w - shape) ** 2)) / total < MIN_FIT_R2:
         return None
     return shape
-
-
-def _fit_amplitude(t: np.ndarray, x: np.ndarray, freq: float) -> float:
-    """Least-squares amplitude (W) of a sinusoid at ``freq`` in the detrended series."""
-    ph = 2 * math.pi * freq * (t - t[0])
-    if x.size > LARGE:
-        # The 3x3 normal equations: the same fit without an n-by-3 matrix and its SVD.
-        c, s = np.cos(ph), np.sin(ph)
-        gram = np.array([[c @ c, c @ s, c.sum()], [c @ s, s @ s, s.sum()], [c.sum(), s.sum(), float(x.size)]])
-        coef = np.linalg.solve(gram, np.array([c @ x, s @ x, x.sum()]))
-        return float(math.hypot(coef[0], coef[1]))
-    basis = np.column_stack((np.cos(ph), np.sin(ph), np.ones_like(ph)))
-    coef, *_ = np.linalg.lstsq(basis, x, rcond=None)
-    return float(math.hypot(coef[0], coef[1]))
 
 
 def reporting(series: Mapping[int, tuple[np.ndarray, np.ndarray]]) -> list[int]:

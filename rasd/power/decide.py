@@ -33,6 +33,7 @@ from rasd.power.settings import PowerSettings
 HYSTERESIS_PERIODS = 1.25  # ramp mode's ramp-down hysteresis, in periods of the band's low end
 MAX_BACKOFF = 8  # the hold grows to at most this many times hysteresis_seconds
 MIN_COVERAGE = 0.5  # share of the window that must hold readings before deciding
+BAND_ENERGY_SHARE = 0.5  # without an in-band rhythm, this share of the energy must be in the band
 
 
 class Mode(enum.IntEnum):
@@ -157,7 +158,15 @@ def decide(
     def over(value: float, limit: float, active: bool) -> bool:
         return limit > 0 and value > limit * (margin if active else 1.0)
 
-    swing_bad = over(node.swing_watts, allowed, prev_mode >= Mode.FLOOR)
+    # Band-aware: the swing that counts is the steady part's (a checkpoint's dip to idle is left
+    # out), and only when the window's variation is a rhythm inside the band (an in-band
+    # oscillation, or most of the energy in the band). A slow cycle below the band or a single
+    # step is the facility's load change, not a resonance: it is reported, never floored or capped.
+    swing = node.steady_swing_watts
+    energy = node.steady_band_energy_ratio if node.steady_ratio < 1.0 else node.band_energy_ratio
+    in_band = node.band_oscillation_hz is not None or energy is None or energy >= BAND_ENERGY_SHARE
+    swing_bad = in_band and over(swing, allowed, prev_mode >= Mode.FLOOR)
+    slow_only = not in_band and over(swing, allowed, prev_mode >= Mode.FLOOR)
     max_ramp = settings.max_ramp_watts_per_second
     ramp_bad = max_ramp > 0 and over(
         max(node.ramp_up_watts_per_second, node.ramp_down_watts_per_second), max_ramp, prev_mode >= Mode.RAMP
@@ -177,23 +186,28 @@ def decide(
     elif swing_bad and prev_mode in (Mode.FLOOR, Mode.CAP):
         # Floor or cap is chosen when the swing appears and kept while it lasts: under either,
         # the trace shows our own control, not what the other would cost.
-        wanted, reason = prev_mode, f"swing {node.swing_watts:.0f} W still near the allowed {allowed:.0f} W"
+        wanted, reason = prev_mode, f"swing {swing:.0f} W still near the allowed {allowed:.0f} W"
     elif swing_bad and overhead * 100 > settings.energy_budget_percent:
         wanted, reason = Mode.CAP, (
-            f"swing {node.swing_watts:.0f} W over {allowed:.0f} W; a floor would cost "
+            f"swing {swing:.0f} W over {allowed:.0f} W; a floor would cost "
             f"{overhead:.1%} energy (budget {settings.energy_budget_percent:g}%)"
         )
     elif swing_bad and budget > 0 and floored_mean > budget:
         wanted, reason = Mode.CAP, (
-            f"swing {node.swing_watts:.0f} W over {allowed:.0f} W; a floor would lift the node "
+            f"swing {swing:.0f} W over {allowed:.0f} W; a floor would lift the node "
             f"to {floored_mean:.0f} W, above its budget {budget:.0f} W"
         )
     elif swing_bad:
-        wanted, reason = Mode.FLOOR, f"swing {node.swing_watts:.0f} W over the allowed {allowed:.0f} W"
+        wanted, reason = Mode.FLOOR, f"swing {swing:.0f} W over the allowed {allowed:.0f} W"
     elif ramp_bad:
         wanted, reason = Mode.RAMP, (
             f"ramp {max(node.ramp_up_watts_per_second, node.ramp_down_watts_per_second):.0f} W/s "
             f"over {max_ramp:.0f} W/s"
+        )
+    elif slow_only:
+        wanted, reason = Mode.NONE, (
+            f"swing {swing:.0f} W is a slow cycle or a step below the {settings.band_low_hz:g} Hz band "
+            "(no in-band rhythm): reported, not smoothed"
         )
     else:
         wanted, reason = Mode.NONE, "within limits"
@@ -227,7 +241,7 @@ def decide(
         # A swing cap clips the peaks to the trough plus the GPU's share of the allowed swing; a
         # budget cap scales the GPU's peak by the node's excess. Without a swing limit only the
         # budget can cap.
-        cap = _bound(m.trough_watts + share[g], lim) if share[g] > 0 else lim.max_watts
+        cap = _bound(_trough(m) + share[g], lim) if share[g] > 0 else lim.max_watts
         if budget_bad and node.peak_watts > 0:
             cap = min(cap, _bound(m.peak_watts * budget / node.peak_watts, lim))
         d = GpuDecision(gpu=g, mode=Mode.NONE, allowed_swing_watts=share[g])
@@ -280,16 +294,27 @@ def _floor(
     m: SeriesMetrics, share: float, lim: GpuLimits, w: np.ndarray | None
 ) -> tuple[float | None, float]:
     """(floor in W, or None when the swing already fits; the extra watts it costs on average)."""
-    floor = m.peak_watts - share
-    if floor <= m.trough_watts:
+    peak, trough = _peak(m), _trough(m)
+    floor = peak - share
+    if floor <= trough:
         return None, 0.0
     floor = min(floor, lim.max_watts)
     if w is not None and len(w):
         extra = float(np.mean(np.maximum(w, floor) - w))
     else:
         # Without readings: a square wave spends half its time at the trough.
-        extra = 0.5 * (floor - m.trough_watts)
+        extra = 0.5 * (floor - trough)
     return float(floor), extra
+
+
+def _peak(m: SeriesMetrics) -> float:
+    """The steady part's peak (watts): what floors and caps are set against."""
+    return m.peak_watts if m.steady_peak_watts is None else m.steady_peak_watts
+
+
+def _trough(m: SeriesMetrics) -> float:
+    """The steady part's trough (watts): a checkpoint's dip to idle never sets a cap."""
+    return m.trough_watts if m.steady_trough_watts is None else m.steady_trough_watts
 
 
 def _clipped(w: np.ndarray | None, cap: float, m: SeriesMetrics) -> float:
