@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import platform
+import threading
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -129,7 +130,8 @@ class NumpyEngine:
         return np.ascontiguousarray(host)
 
     def matmul(self, a: np.ndarray, b: np.ndarray, dtype: str) -> np.ndarray:
-        c = host_product(a, b, dtype)
+        with _HOST_GEMM:  # concurrent checks of simulated GPUs share the host's one core for SDC
+            c = host_product(a, b, dtype)
         faults = [f for f in self._faults() if getattr(f, "kind", "") == "gemm_bitflip"]
         self.last_injected = []
         if faults:
@@ -151,6 +153,23 @@ class NumpyEngine:
 
     def memory(self, words: int) -> NumpyMemory:
         return NumpyMemory(words, list(self._faults()), self._rng)
+
+
+_HOST_GEMM = threading.Lock()
+_BLAS_LIMITED = False
+
+
+def limit_host_blas() -> None:
+    """NumPy checks (the fake node) use one core: OpenBLAS would otherwise start a thread per
+    core and a deep check would take the whole host from the daemon's polls. threadpoolctl
+    finds the BLAS NumPy loaded, whichever it is, and sets its thread count once."""
+    global _BLAS_LIMITED
+    if _BLAS_LIMITED:
+        return
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+    _BLAS_LIMITED = True
 
 
 def engines_for_backend(backend: Any, seed: int = 0, numpy_memory_bytes: int = 64 << 20) -> Mapping[int, Engine]:

@@ -24,7 +24,9 @@ from rasd.sdc.results import CheckResult, Result
 _MAX_REPORTED = 8
 
 
-@lru_cache(maxsize=16)
+# Small caches: at n = 2048 one entry is 32 MB of inputs or 80 MB of references, and the checks
+# walk sizes and dtypes in order, GPU after GPU, so the last few entries are the ones reused.
+@lru_cache(maxsize=3)
 def host_inputs(seed: int, n: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """Square operands of side ``n`` for ``seed``, exactly representable in ``dtype``."""
     rng = np.random.default_rng([seed, n, 0x5DC])
@@ -35,7 +37,7 @@ def host_inputs(seed: int, n: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=2)
 def golden(seed: int, n: int, dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Host reference for ``seed``: (A B in fp64, |A||B| in fp64, the NumPy engine's clean bits)."""
     a, b = host_inputs(seed, n, dtype)
@@ -48,10 +50,6 @@ def golden(seed: int, n: int, dtype: str) -> tuple[np.ndarray, np.ndarray, np.nd
 class _Operands:
     a: Any
     b: Any
-    a64: Any
-    b64: Any
-    abs_a: Any
-    abs_b: Any
     row_ref: Any  # A (B e)
     col_ref: Any  # (e^T A) B
     row_mag: Any  # |A| (|B| e): bounds the row checksums
@@ -59,12 +57,18 @@ class _Operands:
 
 
 class Workspace:
-    """Device-resident operands and references of one engine, kept for repeated checks."""
+    """Device-resident operands and references of one engine, kept for repeated checks.
 
-    def __init__(self, engine: Engine, entries: int = 6):
+    The cache is bounded in bytes (``budget``), never only in entries: an entry at n = 2048 is
+    tens of MB, and eight GPUs' workspaces of six entries each once took gigabytes of host RAM on
+    the NumPy engine. The entry in use is always kept, whatever its size."""
+
+    def __init__(self, engine: Engine, entries: int = 6, budget: int | None = None):
         self.engine = engine
         self._cache: OrderedDict[tuple, Any] = OrderedDict()
+        self._sizes: dict[tuple, int] = {}
         self._entries = entries
+        self._budget = budget
 
     def _get(self, key: tuple, build: Any) -> Any:
         if key in self._cache:
@@ -72,23 +76,31 @@ class Workspace:
             return self._cache[key]
         value = build()
         self._cache[key] = value
-        while len(self._cache) > self._entries:
-            self._cache.popitem(last=False)
+        self._sizes[key] = _nbytes(value)
+        while len(self._cache) > 1 and (len(self._cache) > self._entries or (
+                self._budget is not None and sum(self._sizes.values()) > self._budget)):
+            old, _ = self._cache.popitem(last=False)
+            del self._sizes[old]
         return value
+
+    def cached_bytes(self) -> int:
+        return sum(self._sizes.values())
+
 
     def operands(self, seed: int, n: int, dtype: str) -> _Operands:
         def build() -> _Operands:
             e, xp = self.engine, self.engine.xp
             a_h, b_h = host_inputs(seed, n, dtype)
             a, b = e.put(a_h), e.put(b_h)
+            # fp64 copies only while the checksum vectors are built: kept, they were 4 n^2 x 8
+            # bytes per entry per GPU
             a64, b64 = a.astype(xp.float64), b.astype(xp.float64)
-            abs_a, abs_b = xp.abs(a64), xp.abs(b64)
+            row_ref, col_ref = a64 @ b64.sum(axis=1), a64.sum(axis=0) @ b64
+            xp.abs(a64, out=a64)
+            xp.abs(b64, out=b64)
             return _Operands(
-                a, b, a64, b64, abs_a, abs_b,
-                row_ref=a64 @ b64.sum(axis=1),
-                col_ref=a64.sum(axis=0) @ b64,
-                row_mag=abs_a @ abs_b.sum(axis=1),
-                col_mag=abs_a.sum(axis=0) @ abs_b,
+                a, b, row_ref=row_ref, col_ref=col_ref,
+                row_mag=a64 @ b64.sum(axis=1), col_mag=a64.sum(axis=0) @ b64,
             )
 
         return self._get(("ops", seed, n, dtype), build)
@@ -102,6 +114,14 @@ class Workspace:
             return self.engine.put(ref), self.engine.put(bound), self.engine.put(clean)
 
         return self._get(("ref", seed, n, dtype), build)
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    if hasattr(value, "__dataclass_fields__"):
+        return sum(_nbytes(getattr(value, f)) for f in value.__dataclass_fields__)
+    return int(getattr(value, "nbytes", 0))
 
 
 def timed_matmul(ws: Workspace, ops: _Operands, dtype: str) -> tuple[Any, float]:
@@ -236,7 +256,8 @@ def freivalds(ws: Workspace, seed: int, n: int, dtype: str, trials: int) -> Chec
     coef = _coefficient(e, n, dtype)
     rng = np.random.default_rng([seed, n, trials, 0xF4E1])
     x = e.put(rng.choice(np.array([-1.0, 1.0]), size=(n, trials)))
-    delta = c.astype(xp.float64) @ x - ops.a64 @ (ops.b64 @ x)
+    f64 = xp.float64
+    delta = c.astype(f64) @ x - ops.a.astype(f64) @ (ops.b.astype(f64) @ x)
     # |x| = e, so |A|(|B| |x|) = |A|(|B| e): the row-checksum bound serves every trial.
     bound = (coef + 3 * n * 2.0**-53) * ops.row_mag + n * _eta(e, n, dtype)
     bad = ~(xp.abs(delta) <= bound[:, None])

@@ -88,6 +88,10 @@ def run_level(
 
     rng = np.random.default_rng([seed, 0xDEE9])
     r = 0
+    # A corrupted product holds NaN and infinities by design; the checks judge them, and NumPy's
+    # RuntimeWarnings on every such cast would only flood the daemon's log.
+    quiet = np.errstate(invalid="ignore", over="ignore", divide="ignore")
+    quiet.__enter__()
     try:
         while True:
             if plan.power_limits_watts and power_limit is not None:
@@ -143,6 +147,7 @@ def run_level(
             elif r >= plan.rounds or (r >= plan.min_rounds and time.perf_counter() - t0 >= plan.seconds):
                 break
     finally:
+        quiet.__exit__(None, None, None)
         if plan.power_limits_watts and power_limit is not None:
             power_limit(None)
     if progress is not None:

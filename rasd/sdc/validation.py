@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from rasd.sdc.engines import Engine
+from rasd.sdc.engines import Engine, limit_host_blas
 from rasd.sdc.gemm import Workspace
 from rasd.sdc.levels import plan_for
 from rasd.sdc.locks import GpuLocks
@@ -35,7 +35,12 @@ class Validator:
                  locks: GpuLocks | None = None, clock: Callable[[], float] = time.time):
         self.settings = settings
         self.handles = dict(handles)
-        self.workspaces = {g: Workspace(e) for g, e in engines.items()}
+        # The NumPy engine's device memory is host RAM: its caches stay within the configured
+        # simulated device memory (numpy_memory_bytes), and its BLAS uses one core.
+        self.workspaces = {g: Workspace(e, budget=settings.numpy_memory_bytes if e.name == "numpy" else None)
+                           for g, e in engines.items()}
+        if any(e.name == "numpy" for e in engines.values()):
+            limit_host_blas()
         self.locks = locks or GpuLocks()
         self.clock = clock
 
