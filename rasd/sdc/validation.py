@@ -43,6 +43,7 @@ class Validator:
             limit_host_blas()
         self.locks = locks or GpuLocks()
         self.clock = clock
+        self.process_list_failures: dict[int, int] = {}  # GPU -> failed process lists in a row
 
     @property
     def gpus(self) -> list[int]:
@@ -56,8 +57,14 @@ class Validator:
         try:
             pids = handle.running_pids()
         except Exception as e:  # noqa: BLE001 - an unreadable list is treated as busy, to be safe
-            log.warning("sdc cannot list processes gpu=%s error=%s", gpu, e)
+            n = self.process_list_failures[gpu] = self.process_list_failures.get(gpu, 0) + 1
+            if n == 1:  # a lost GPU fails every time: once in the log, then counted
+                log.warning("event=sdc_cannot_list_processes gpu=%s error=%r (logged once; counted until it "
+                            "answers again)", gpu, str(e))
             return [-1]
+        failed = self.process_list_failures.pop(gpu, 0)
+        if failed:
+            log.info("event=sdc_processes_listed_again gpu=%s failures=%d", gpu, failed)
         return [p for p in pids if p != os.getpid()]
 
     def run(self, targets: Sequence[int], level: str, force: bool = False, seed: int | None = None,

@@ -16,6 +16,10 @@ class MonotonicCounters:
 
     _last_raw: dict[str, float] = field(default_factory=dict)
     _offset: dict[str, float] = field(default_factory=dict)
+    # resets counted when each counter was last read: one reset drops every volatile counter
+    # (ECC, energy, NVLink, PCIe), read in the same poll or, for slow counters, polls later; it
+    # is one reset, counted at the first drop
+    _seen_resets: dict[str, int] = field(default_factory=dict)
     resets: int = 0
 
     def update(self, name: str, raw: float | None) -> float | None:
@@ -26,8 +30,10 @@ class MonotonicCounters:
         last = self._last_raw.get(name)
         if last is not None and raw < last:
             self._offset[name] = self._offset.get(name, 0) + last
-            self.resets += 1
+            if self._seen_resets.get(name, 0) == self.resets:  # no reset since its last reading
+                self.resets += 1
         self._last_raw[name] = raw
+        self._seen_resets[name] = self.resets
         return self._offset.get(name, 0) + raw
 
     def delta(self, name: str, raw: float | None) -> tuple[float | None, float]:
