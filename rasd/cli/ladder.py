@@ -14,7 +14,8 @@ from rasd.ladder.classify import Context, classify
 from rasd.ladder.decision import Decision
 from rasd.ladder.replay import EXPECTED, Names, ReadStats, ReplayError, parse_time
 from rasd.ladder.replay_jobs import (
-    Options, Outcome, decision_json, decision_line, fmt_time, report, report_parallel, steps,
+    Options, Outcome, decision_json, decision_line, error_text, fmt_time, report, report_parallel,
+    steps,
 )
 from rasd.ladder.settings import LadderSettings
 from rasd.model import FaultEvent, FaultKind
@@ -163,7 +164,7 @@ def _replay_json(paths: list[str], opts: Options) -> None:
             closed.extend({"decision": decision_json(c.decision, host, names),
                            "outcome": c.outcome, "time": c.time_wall} for c in step.closed)
     except ReplayError as e:
-        fail(f"{out.stats[-1][0]}: {e}; fix or remove that line")
+        fail(f"{error_text(paths, e)}; fix or remove that line")
     except UnicodeDecodeError:
         fail(f"{out.stats[-1][0]} is not UTF-8 text; give a JSON-lines event log or a kernel log")
     _check_recognised(out)

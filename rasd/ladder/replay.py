@@ -48,8 +48,9 @@ EXPECTED = ("JSON-lines events, or kernel log lines with NVIDIA driver reports (
 
 
 class ReplayError(ValueError):
-    def __init__(self, line: int, why: str):
+    def __init__(self, line: int, why: str, source: int | None = None):
         self.line = line
+        self.source = source  # which file, when several are replayed together
         super().__init__(f"line {line}: {why}" if line else why)
 
 
@@ -344,7 +345,7 @@ def run(items: Iterable[Numbered], settings: LadderSettings | None = None,
         try:
             step = esc.feed(item.event)
         except BadEvent as e:
-            raise ReplayError(item.line, str(e)) from None
+            raise ReplayError(item.line, str(e), item.source) from None
         if store is not None:
             store.record_step(item.event, [d.to_dict() for d in step.opened],
                               [(c.decision.time_wall, c.decision.gpu, c.decision.link,

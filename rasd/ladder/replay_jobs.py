@@ -107,6 +107,20 @@ def _tagged(items: Iterator[Numbered], source: int, host: str | None) -> Iterato
         yield Numbered(x.line, x.event, x.host or host or "", source)
 
 
+def _from_file(source: int, items: Iterator[Numbered]) -> Iterator[Numbered]:
+    """A file's events; a bad line's error says which file."""
+    try:
+        yield from items
+    except ReplayError as e:
+        if e.source is None:
+            e.source = source
+        raise
+
+
+def error_text(paths: list[str], e: ReplayError) -> str:
+    return f"{paths[e.source or 0]}: {e}"
+
+
 def steps(paths: list[str], opts: Options, out: Outcome, names: Names,
           keep: Callable[[str], bool] | None = None,
           progress: Progress | None = None) -> Iterator[tuple[Numbered, Step]]:
@@ -121,7 +135,7 @@ def steps(paths: list[str], opts: Options, out: Outcome, names: Names,
                             boot_time=opts.boot_time, architecture=opts.architecture, keep=keep)
         if len(paths) > 1:
             items = _tagged(items, i, os.path.basename(path))
-        streams.append(in_time_order(items, st))
+        streams.append(_from_file(i, in_time_order(items, st)))
     merged = streams[0] if len(streams) == 1 else heapq.merge(
         *streams, key=lambda x: (x.event.time_wall, x.source))
     return run(merged)
@@ -149,7 +163,7 @@ def report(paths: list[str], opts: Options, write: Callable[[str], object],
                 write("\n".join(buf) + "\n")
                 buf.clear()
     except ReplayError as e:
-        out.error = f"{out.stats[-1][0] if out.stats else ''}: {e}"
+        out.error = error_text(paths, e)
     except UnicodeDecodeError:
         path = out.stats[-1][0] if out.stats else ""
         out.error = f"{path} is not UTF-8 text; give a JSON-lines event log or a kernel log"

@@ -269,3 +269,13 @@ def test_a_bad_line_found_by_a_worker_still_names_its_line(tmp_path):
                             for i in range(10)] + ['{"time": 11, "kind": "thermal", "host": "h3"}']))
     r = CliRunner().invoke(main, ["replay", str(p), "--jobs", "2"])
     assert r.exit_code == 2 and "line 11" in r.output and "missing 'gpu'" in r.output
+
+
+def test_a_bad_line_names_its_file_among_several(tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"time": 5, "kind": "thermal", "gpu": 0}\n')
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"time": 1, "kind": "thermal", "gpu": 0}\n{"time": 2, "kind": "nope", "gpu": 0}\n')
+    for args in ([str(bad), str(good)], [str(good), str(bad)], [str(good), str(bad), "--json"]):
+        r = CliRunner().invoke(main, ["replay", *args])
+        assert r.exit_code == 2 and "bad.jsonl: line 2" in r.output, (args, r.output)
