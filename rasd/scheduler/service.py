@@ -93,14 +93,7 @@ class SchedulerService:
 
     def gate(self, d: Decision, info: Mapping[str, Any]) -> bool:
         """True: the actuator may run the decision's plan now. False: deferred, resubmitted."""
-        if self.cluster is None or not needs_node_out(d, self.s):
-            return True
-        if not self.enforce:
-            key = decision_key(d.to_dict())
-            if key not in self._advised:
-                self._advised.add(key)
-                log.info("event=scheduler_advisory node=%s would=take_out reason=%r",
-                         self.node, reason_for(d))
+        if self.cluster is None or not needs_node_out(d, self.s) or not self.enforce:
             return True
         with self._lock:
             return self._gate(d, dict(info))
@@ -319,9 +312,20 @@ class SchedulerService:
             jobs_metric=self.s.jobs_info_metric)
 
     def on_decisions(self, decisions: list[Decision]) -> None:
-        """New decisions of the ladder: remember which jobs their GPUs had."""
+        """New decisions of the ladder: remember which jobs their GPUs had; in advisory mode
+        say what taking the node out would have been (the gate runs only when enforced)."""
         if self.jobs is not None:
             self.jobs.on_decisions(decisions)
+        if self.cluster is None or self.enforce:
+            return
+        for d in decisions:
+            key = decision_key(d.to_dict())
+            if needs_node_out(d, self.s) and key not in self._advised:
+                if len(self._advised) >= 4096:  # bounded: at worst a decision is said twice
+                    self._advised.clear()
+                self._advised.add(key)
+                log.info("event=scheduler_advisory node=%s would=take_out reason=%r",
+                         self.node, reason_for(d))
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
         def _state(_: dict[str, Any]) -> dict[str, Any]:

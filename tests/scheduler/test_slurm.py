@@ -29,14 +29,14 @@ class Node:
     """One rasd on a Slurm node: ladder, synchronous actuator, scheduler service, one store."""
 
     def __init__(self, slurm: SlurmCluster, db: Path, clock: ManualClock, reboot: str = "true",
-                 **kw: Any):
+                 enforce: bool = True, **kw: Any):
         self.clock = clock
         self.settings = SchedulerSettings(kind="slurm", node_name=slurm.node,
                                           slurm_conf=str(slurm.conf), retry_seconds=10,
                                           resume_hold_seconds=60, **kw)
-        actions = ActionSettings(enforce=True, commands={"reboot_node": (reboot,)},
+        actions = ActionSettings(enforce=enforce, commands={"reboot_node": (reboot,)},
                                  min_interval_seconds=0)
-        self.sched: SchedulerService = build_service(self.settings, True, str(db), wall=clock)
+        self.sched: SchedulerService = build_service(self.settings, enforce, str(db), wall=clock)
         act = Actuator(actions, synchronous=True, wall=clock)
         act.gate = self.sched.gate
         self.sched.submit = act.submit
@@ -45,8 +45,8 @@ class Node:
                                     now_wall=clock())
 
     def xid79(self, gpu: int = 3) -> None:
-        self.ladder.ingest([FaultEvent(self.clock(), gpu, FaultKind.XID, None, {"xid": 79})],
-                           self.clock())
+        self.sched.on_decisions(self.ladder.ingest(
+            [FaultEvent(self.clock(), gpu, FaultKind.XID, None, {"xid": 79})], self.clock()))
         self.ladder.tick(self.clock())  # the remedy's result, as the daemon's next pass takes it
 
     def tick(self, advance: float = 0.0) -> None:
@@ -144,3 +144,30 @@ def test_a_person_resuming_while_rasd_was_down_wins(slurm: SlurmCluster, tmp_pat
     again = Node(slurm, db, clock, reboot="false")
     assert not again.sched.state().out_by_rasd
     again.close()
+
+
+def test_advisory_changes_nothing_in_slurm(slurm: SlurmCluster, tmp_path: Path,
+                                           caplog: Any) -> None:
+    caplog.set_level("INFO", logger="rasd.scheduler")
+    n = Node(slurm, tmp_path / "rasd.db", now_clock(), enforce=False)
+    n.xid79()
+    n.tick(100)
+    assert sinfo(slurm, slurm.node) == ("idle", "none")
+    assert f"would=take_out reason='{REASON}'" in caplog.text
+    assert not n.sched.state().deferred
+    n.close()
+
+
+def test_an_unreachable_scheduler_defers_and_a_fixed_config_acts(slurm: SlurmCluster,
+                                                                 tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    n = Node(slurm, tmp_path / "rasd.db", now_clock(), sinfo="/nonexistent/sinfo")
+    n.xid79()
+    st = n.sched.state()
+    assert [w for w, *_ in st.deferred] == ["scheduler_error"] and st.counts["errors"] >= 1
+    assert sinfo(slurm, slurm.node) == ("idle", "none")
+    n.sched.reconfigure(replace(n.settings, sinfo="sinfo"))  # SIGHUP with the right path
+    n.tick(11)
+    assert sinfo(slurm, slurm.node) == ("drained", REASON)
+    n.close()
