@@ -24,7 +24,8 @@ class Failure(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = EXIT_USAGE):
         super().__init__(message)
-        self.exit_code = exit_code
+        # click reads self.exit_code; click >= 8.5 types it as a class variable
+        self.exit_code = exit_code  # type: ignore[misc,unused-ignore]
 
     def show(self, file: Any = None) -> None:
         click.echo(f"rasd: {self.format_message()}", err=True)

@@ -130,7 +130,7 @@ def replay_cmd(files: tuple[str, ...], as_json: bool, year: int | None, boot_tim
         bar = click.progressbar(length=total, label="replay", file=sys.stderr, show_eta=True,
                                 show_percent=True)
         bar.__enter__()
-    write = click.get_text_stream("stdout").write
+    write = sys.stdout.write  # click.get_text_stream is deprecated from click 8.5
     gc_thresholds = gc.get_threshold()
     # the replay allocates many short-lived objects and few cycles: collect rarely
     gc.set_threshold(100_000, 50, 100)
