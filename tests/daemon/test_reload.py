@@ -1,0 +1,60 @@
+"""Daemon.reload (SIGHUP): each service gets its own section of the new config; one that fails
+does not keep the others on the old one."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from rasd import config
+from rasd.daemon import Daemon
+
+BASE = """
+[daemon]
+state_path = "{tmp}/rasd.db"
+control_socket = "{tmp}/c.sock"
+
+[telemetry]
+kernel_log = ""
+"""
+
+
+@pytest.fixture
+def daemon(fake, tmp_path: Path):
+    path = tmp_path / "rasd.toml"
+    path.write_text(BASE.format(tmp=tmp_path))
+    d = Daemon(config.load(path), fake(), config_path=str(path), hostname="node-r")
+    yield d, path
+    d.stop()
+
+
+def test_each_service_gets_its_section(daemon):
+    d, path = daemon
+    path.write_text(path.read_text() + "\n[power]\nwindow_seconds = 12.0\n\n[sdc]\nperiodic = false\n")
+    d.reload()
+    assert d.power.settings.window_seconds == 12.0 and d.cfg.power.window_seconds == 12.0
+    assert d.sdc.settings.periodic is False
+
+
+def test_a_failing_service_does_not_stop_the_others(daemon, monkeypatch, caplog):
+    d, path = daemon
+
+    def broken(settings):
+        raise RuntimeError("cannot apply")
+
+    monkeypatch.setattr(d.ladder, "reconfigure", broken)
+    path.write_text(path.read_text() + "\n[power]\nwindow_seconds = 12.0\n")
+    with caplog.at_level(logging.ERROR, logger="rasd.daemon"):
+        d.reload()
+    assert d.power.settings.window_seconds == 12.0  # reloaded after the ladder failed
+    assert any("event=reload_failed service=ladder" in r.getMessage() for r in caplog.records)
+
+
+def test_an_invalid_file_keeps_every_service_as_it_was(daemon):
+    d, path = daemon
+    before = d.power.settings
+    path.write_text(path.read_text() + "\n[power]\nwindow_seconds = \"long\"\n")
+    d.reload()
+    assert d.power.settings is before
