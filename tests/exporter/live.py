@@ -55,29 +55,3 @@ def exported_names(text: str) -> set[str]:
 
 def readme_names(readme: Path) -> set[str]:
     return set(re.findall(r"^\| `(rasd_[a-z0-9_]+)`", readme.read_text(), re.M))
-
-
-def metric_table(text: str) -> str:
-    """README's metric table rows from an exposition: name, type, labels, help."""
-    helps = dict(re.findall(r"^# HELP (\S+) (.*)$", text, re.M))
-    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
-    labels: dict[str, set[str]] = {}
-    for m in re.finditer(r"^([a-zA-Z_:][\w:]*)(?:\{([^}]*)\})? ", text, re.M):
-        name, lab = m.groups()
-        if lab:
-            labels.setdefault(name, set()).update(re.findall(r'(\w+)="', lab))
-    rows = []
-    for name, typ in sorted(types.items()):
-        sample = sample_name(name, typ)
-        labs = ", ".join(sorted(labels.get(sample, set())))
-        rows.append(f"| `{sample}` | {typ} | {labs} | {helps.get(name, '').replace('|', '/')} |")
-    return "| metric | type | labels | meaning |\n| --- | --- | --- | --- |\n" + "\n".join(rows)
-
-
-if __name__ == "__main__":  # python -m tests.exporter.live > table.md
-    import tempfile
-
-    from rasd.backends import open_backend
-
-    with tempfile.TemporaryDirectory() as d:
-        print(metric_table(live_exposition(lambda s, **kw: open_backend("fake", s, **kw), Path(d), scenario="chaos", ticks=3)))
