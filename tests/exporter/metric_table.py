@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable
+from typing import Iterable
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
