@@ -47,6 +47,12 @@ FAULTS_H100 = """
     xid = 48
 
     [[event]]
+    kind = "xid"
+    at = 1.0
+    gpu = 4
+    xid = 165
+
+    [[event]]
     kind = "ecc"
     at = 1.0
     gpu = 0
@@ -125,14 +131,14 @@ RETIRED_V100 = """
 
 
 def _config(tmp: Path) -> config.Config:
-    """Private state; actions enforced with a harmless command (so remedies run and are
+    """Private state; slow counters read every poll; actions enforced with a harmless command (so remedies run and are
     counted); a node swing and ramp limit the GB200 load exceeds (so smoothing is decided)."""
     cfg = config.Config.default()
     harmless = MappingProxyType({k: ("true",) for k in ("reset_gpu", "reboot_node", "drain", "restart_process")})
     return replace(
         cfg,
         daemon=replace(cfg.daemon, state_path=str(tmp / "rasd.db"), control_socket=str(tmp / "c.sock")),
-        telemetry=replace(cfg.telemetry, kernel_log=""),
+        telemetry=replace(cfg.telemetry, kernel_log="", slow_interval_seconds=1.0),
         ladder=replace(cfg.ladder, node_remedy_count=1),
         actions=replace(cfg.actions, enforce=True, commands=harmless, min_interval_seconds=0.0),
         power=replace(cfg.power, allowed_swing_percent=50.0, energy_budget_percent=100.0, max_ramp_watts_per_second=1000.0),
