@@ -166,8 +166,10 @@ def _run(tmp: Path, scenario: str, seconds: float, sdc: bool = False) -> str:
             validate = d.sdc.handlers()["validate"]
             job = validate({"level": "quick", "gpus": "all", "wait_seconds": 5})
             deadline = time.monotonic() + 120
-            while not validate({"job": job["job"]})["done"] and time.monotonic() < deadline:
+            while not (got := validate({"job": job["job"]}))["done"] and time.monotonic() < deadline:
                 time.sleep(0.05)
+            if not got["done"] or not got.get("report"):
+                raise RuntimeError(f"the SDC check did not finish: {got}")
         for p in d.pollers:
             p.poll_once()
         d.tick()
