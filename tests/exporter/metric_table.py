@@ -170,6 +170,12 @@ def _run(tmp: Path, scenario: str, seconds: float, sdc: bool = False) -> str:
                 time.sleep(0.05)
             if not got["done"] or not got.get("report"):
                 raise RuntimeError(f"the SDC check did not finish: {got}")
+            # the job reports done as its results are being recorded: wait until a tick shows them
+            while time.monotonic() < deadline:
+                d.tick()
+                if d.snapshot.sdc is not None and d.snapshot.sdc.checks and d.snapshot.sdc.accusations:
+                    break
+                time.sleep(0.05)
         for p in d.pollers:
             p.poll_once()
         d.tick()
