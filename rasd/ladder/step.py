@@ -1,0 +1,70 @@
+"""What one event does to the ladder: the decisions it opens and those it ends, and how they end."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Iterator
+
+from rasd.ladder.decision import Decision
+
+
+class Outcome(enum.Enum):
+    """How an open decision ended (the store's decision state)."""
+
+    SUPERSEDED = "superseded"  # a higher rung on the component took over
+    REMEDIED = "remedied"  # a remedy at or above its rung worked
+    CLEARED = "cleared"  # evidence cleared it (a clean SDC deep check)
+    EXPIRED = "expired"  # its fault did not come back within the decision window
+
+
+@dataclass(frozen=True, slots=True)
+class Closure:
+    """An open decision that ended: ``outcome`` is remedied, superseded or cleared."""
+
+    decision: Decision
+    outcome: str
+    time_wall: float
+
+
+class Step:
+    """What one event did to the ladder. Reads as the sequence of decisions it opened (what a
+    caller acts on); ``superseded`` and ``closed`` are the decisions that ended."""
+
+    __slots__ = ("opened", "superseded", "closed")
+
+    def __init__(self) -> None:
+        self.opened: list[Decision] = []
+        self.superseded: list[Closure] = []
+        self.closed: list[Closure] = []
+
+    @property
+    def ended(self) -> list[Closure]:
+        """Every decision this step ended, in the order it ended them."""
+        return sorted(self.superseded + self.closed, key=lambda c: c.time_wall)
+
+    def __iter__(self) -> Iterator[Decision]:
+        return iter(self.opened)
+
+    def __len__(self) -> int:
+        return len(self.opened)
+
+    def __getitem__(self, i: int) -> Decision:
+        return self.opened[i]
+
+    def __bool__(self) -> bool:
+        return bool(self.opened)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Step):
+            return (self.opened, self.superseded, self.closed) == \
+                (other.opened, other.superseded, other.closed)
+        if isinstance(other, (list, tuple)):
+            return list(self.opened) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (f"Step(opened={self.opened!r}, superseded={self.superseded!r}, "
+                f"closed={self.closed!r})")
