@@ -10,7 +10,8 @@ What rasd changes on its own Node (NODE_NAME from the downward API):
   resourceVersion, so a concurrent change makes the patch fail and it is tried again).
 * ``spec.unschedulable`` (cordon) only with ``cordon = true``, and uncordoned only if rasd
   cordoned it.
-* An Event (namespace ``default``, involvedObject the Node) per decision.
+* Events (namespace ``default``, involvedObject the Node): ``RasdDecision`` per ladder decision,
+  ``RasdTakeOut`` and ``RasdBringBack`` when rasd takes the node out and brings it back.
 
 The disruption budget's scope is the nodes matching ``label_selector``; a node is out for rasd's
 reasons while it carries rasd's taint, since its RasdGpuHealthy condition's last transition.
@@ -182,23 +183,32 @@ class KubeCluster:
         self._conditions.update(changed)
 
     def report(self, decision: dict[str, Any], reason: str, out: bool) -> None:
+        rung = str(decision.get("rung", "none"))
+        if out:
+            self._event("RasdTakeOut", reason, "Warning", _camel(rung))
+        else:
+            self._event("RasdBringBack", "rasd: the cure held; the node is back in service",
+                        "Normal", "Resume")
+
+    def decision_event(self, decision: dict[str, Any], reason: str) -> None:
+        """An Event per ladder decision (``RasdDecision``), whatever it asks for."""
+        why = str(decision.get("reason", ""))
+        self._event("RasdDecision", f"{reason}: {why}" if why else reason, "Warning",
+                    _camel(str(decision.get("rung", "none"))))
+
+    def _event(self, reason: str, message: str, type_: str, action: str) -> None:
         if not self.s.events:
             return
         now = _now()
-        rung = str(decision.get("rung", "none"))
         body = {
             "metadata": {"generateName": f"{self.node_name}.rasd-", "namespace": EVENT_NAMESPACE},
             "involvedObject": {"kind": "Node", "apiVersion": "v1", "name": self.node_name},
-            "reason": "RasdTakeOut" if out else "RasdBringBack",
-            "message": (reason or "rasd: the cure held; the node is back in service")[:1024],
-            "type": "Warning" if out else "Normal",
+            "reason": reason, "message": message[:1024], "type": type_, "action": action,
             "source": {"component": "rasd", "host": self.node_name},
             "reportingComponent": "rasd", "reportingInstance": self.node_name,
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-            "action": _camel(rung) if out else "Resume",
         }
         # this client's create methods send no Content-Type of their own (the API server
         # answers 415 without one): name it
         self._call("create event", self._api.create_namespaced_event, EVENT_NAMESPACE, body,
                    _headers={"Content-Type": "application/json"})
-

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -46,6 +47,7 @@ class SchedulerService:
         self._lock = threading.RLock()
         self.submit: Submit | None = None  # the actuator's submit, bound by the daemon
         self.jobs: JobWatch | None = None  # which jobs each fault hit (when attribution is on)
+        self._pool: ThreadPoolExecutor | None = None  # Events, started on the first one
         self.counts: Counter[str] = Counter()  # drains, resumes, deferrals, breaker_trips, errors
         self._errors_logged: set[str] = set()
         self._last_retry = 0.0
@@ -316,6 +318,9 @@ class SchedulerService:
         say what taking the node out would have been (the gate runs only when enforced)."""
         if self.jobs is not None:
             self.jobs.on_decisions(decisions)
+        announce = getattr(self.cluster, "decision_event", None)
+        if announce is not None and decisions:  # Events inform only: advisory runs post them too
+            self._reporter().submit(self._announce, announce, list(decisions))
         if self.cluster is None or self.enforce:
             return
         for d in decisions:
@@ -340,6 +345,22 @@ class SchedulerService:
         return {"scheduler.state": _state, "scheduler.reset_breaker": _reset,
                 "scheduler.jobs": _jobs}
 
+    def _reporter(self) -> ThreadPoolExecutor:
+        """One thread for Events: an API server that is slow to answer never stalls the loop."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, "rasd-sched-report")
+        return self._pool
+
+    def _announce(self, announce: Callable[[dict[str, Any], str], None],
+                  decisions: list[Decision]) -> None:
+        for d in decisions:
+            if d.rung is Rung.NONE:
+                continue
+            try:
+                announce(d.to_dict(), reason_for(d))
+            except SchedulerError as e:
+                self._error("event", e)
+
     def reconfigure(self, settings: SchedulerSettings) -> None:
         """SIGHUP: the budget, breaker, retry and hold times, cordon, Events and the jobs metric
         apply at once; a different kind or node name needs a restart (said in the log)."""
@@ -353,6 +374,8 @@ class SchedulerService:
                 self.cluster.s = settings
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         if self.jobs is not None:
             self.jobs.close()
         self.ledger.close()

@@ -62,7 +62,8 @@ class KNode:
         return self.t
 
     def event(self, gpu: int, kind: FaultKind, details: dict[str, Any]) -> None:
-        self.ladder.ingest([FaultEvent(self.t, gpu, kind, None, details)], self.t)
+        self.sched.on_decisions(
+            self.ladder.ingest([FaultEvent(self.t, gpu, kind, None, details)], self.t))
         self.tick()
 
     def tick(self, advance: float = 0.0) -> None:
@@ -92,16 +93,19 @@ def test_taint_condition_and_events_then_back_once_the_cure_held(api: FakeApiSer
     assert taints(api, "gpu-0") == [GPU_TAINT, {"key": "rasd.io/gpu-unhealthy",
                                                 "value": "reboot_node", "effect": "NoSchedule"}]
     assert api.nodes["gpu-0"]["spec"]["unschedulable"] is False  # cordon is off by default
-    ev = api.events[0]
-    assert (ev["reason"], ev["message"], ev["type"]) == ("RasdTakeOut", REASON, "Warning")
+    ev = next(e for e in api.events if e["reason"] == "RasdTakeOut")
+    assert (ev["message"], ev["type"], ev["action"]) == (REASON, "Warning", "RebootNode")
     assert ev["involvedObject"] == {"apiVersion": "v1", "kind": "Node", "name": "gpu-0"}
     n.tick(30)
     n.tick(31)  # the reboot held for the hold time: back
     assert taints(api, "gpu-0") == [GPU_TAINT]
     health = cond(api, "gpu-0", "RasdGpuHealthy")
     assert (health["status"], health["reason"]) == ("True", "Healthy")
-    assert api.events[-1]["reason"] == "RasdBringBack"
-    n.close()
+    n.close()  # waits for the Event thread
+    assert [e["reason"] for e in api.events if e["reason"] != "RasdDecision"] == \
+        ["RasdTakeOut", "RasdBringBack"]
+    (dec,) = [e for e in api.events if e["reason"] == "RasdDecision"]
+    assert dec["message"].startswith(REASON + ": Xid 79") and dec["action"] == "RebootNode"
 
 
 def test_conditions_carry_the_rung_reason_and_sdc_suspicion(api: FakeApiServer,
