@@ -1,10 +1,10 @@
 """Wiring: threads, the main loop, signals, systemd notify, the control socket.
 
-Flow (DESIGN.md): the health-poll loops and the power sampler (one loop each over all GPUs, with
-a hang watchdog) publish readings; every health interval
-the main loop reads them without blocking, turns them into GpuState and fault events
-(aggregator + detectors), feeds the ladder, the SDC service and the power service, and swaps in a
-new immutable Snapshot that the exporter formats on scrape.
+The health-poll loops and the power sampler (one loop each over all GPUs, with a hang watchdog)
+publish readings; every health interval the main loop runs its stages, each in its own guard
+(rasd.stages): aggregate (readings -> GpuState and fault events), ladder, sdc, power, scheduler,
+snapshot, notify. It then swaps in a new immutable Snapshot that the exporter, handed in by the
+CLI, formats on scrape. Every area service follows rasd.service.Service.
 """
 
 from __future__ import annotations
