@@ -42,6 +42,23 @@ class ErrorKind(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class PowerLimits:
+    """A GPU's power limits, watts: the one type for the NVML adapter and the power decisions.
+
+    ``limit`` is the in-band setting (nvmlDeviceGetPowerManagementLimit); ``min``/``max`` its
+    allowed range (...LimitConstraints); ``enforced`` the most conservative of all limits
+    (nvmlDeviceGetEnforcedPowerLimit) and ``default`` the board default (...DefaultLimit), None
+    where not read (a recorded trace knows only the limit it is given).
+    """
+
+    limit_watts: float
+    min_watts: float
+    max_watts: float
+    enforced_watts: float | None = None
+    default_watts: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class NodeIdentity:
     hostname: str
     backend: str  # "nvml" or "fake"

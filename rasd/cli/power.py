@@ -13,7 +13,8 @@ import numpy as np
 from rasd.cli.common import EXIT_FAIL, backend_options, fail, load_config_or_fail, open_backend_or_fail, print_json
 from rasd.model import PowerSample
 from rasd.power.analysis import WindowAnalysis, amplitude_spectrum, analyze_window, node_sum, samples_to_series
-from rasd.power.decide import Decision, GpuLimits, decide
+from rasd.model import PowerLimits
+from rasd.power.decide import SmoothingDecision, decide
 from rasd.power.plot import spectrum_plot, trace_plot
 from rasd.power.settings import PowerSettings
 from rasd.power.steady import idle_edges
@@ -73,13 +74,13 @@ def power(
     be = open_backend_or_fail(backend, scenario)
     try:
         gpus = be.adapter.gpus()
-        limits: dict[int, GpuLimits] = {}
+        limits: dict[int, PowerLimits] = {}
         for g in gpus:
             try:
                 pl = g.power_limits()
             except ControlError:
                 continue
-            limits[g.index] = GpuLimits(pl.limit_watts, pl.min_watts, pl.max_watts)
+            limits[g.index] = PowerLimits(pl.limit_watts, pl.min_watts, pl.max_watts)
         got: list[PowerSample] = []
         lock = threading.Lock()
 
@@ -150,7 +151,7 @@ def analyze(
         if not w.size:
             continue
         lim = limit_watts if limit_watts is not None else float(np.max(w))
-        limits[g] = GpuLimits(lim, 0.0, max(lim, float(np.max(w))))
+        limits[g] = PowerLimits(lim, 0.0, max(lim, float(np.max(w))))
     extra = {
         "layout": parsed.layout,
         "rows": parsed.rows,
@@ -165,7 +166,7 @@ def analyze(
 
 def _report(
     series: Mapping[int, tuple[np.ndarray, np.ndarray]],
-    limits: Mapping[int, GpuLimits],
+    limits: Mapping[int, PowerLimits],
     settings: PowerSettings,
     as_json: bool,
     extra: Mapping[str, Any],
@@ -204,7 +205,7 @@ def _report(
         click.echo(line)
 
 
-def to_json(analysis: WindowAnalysis, decision: Decision, extra: Mapping[str, Any]) -> dict[str, Any]:
+def to_json(analysis: WindowAnalysis, decision: SmoothingDecision, extra: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "gpus": {str(g): m.as_dict() for g, m in sorted(analysis.gpus.items())},
         "node": analysis.node.as_dict() if analysis.node is not None else None,
@@ -217,7 +218,7 @@ def _fmt(v: float | None, unit: str, digits: int = 0) -> str:
     return "-" if v is None else f"{v:.{digits}f} {unit}".rstrip()
 
 
-def _text(analysis: WindowAnalysis, decision: Decision, extra: Mapping[str, Any]) -> list[str]:
+def _text(analysis: WindowAnalysis, decision: SmoothingDecision, extra: Mapping[str, Any]) -> list[str]:
     out = []
     header = f"{'':6} {'osc':>8} {'ampl':>7} {'swing':>7} {'ramp+':>9} {'ramp-':>9} {'band E':>7} {'rate':>8}"
     out.append(header)

@@ -19,7 +19,8 @@ from types import MappingProxyType
 from typing import Any, Mapping, Protocol, Sequence
 
 from rasd.power.budget import BudgetState
-from rasd.power.decide import Decision, GpuLimits, Mode
+from rasd.model import PowerLimits
+from rasd.power.decide import Mode, SmoothingDecision
 from rasd.power.state import AppliedChange, GpuApplyState
 
 log = logging.getLogger("rasd.power.apply")
@@ -52,7 +53,7 @@ class Wanted:
 
 
 def wanted_settings(
-    decision: Decision | None,
+    decision: SmoothingDecision | None,
     budget: BudgetState | None,
     gpu: int,
     limit_now: float,
@@ -83,7 +84,7 @@ class PowerApplier:
     def __init__(self, gpus: Sequence[PowerHandle], enabled: bool, wall: Any = None):
         self.enabled = enabled
         self._gpus = {g.index: g for g in gpus}
-        self._limits: dict[int, GpuLimits] = {}
+        self._limits: dict[int, PowerLimits] = {}
         self._original: dict[int, float] = {}
         self._current: dict[int, float] = {}
         self._smoothing_ok: dict[int, bool] = {}
@@ -95,7 +96,7 @@ class PowerApplier:
 
     # -- reading the devices -------------------------------------------------------------------
 
-    def limits(self) -> dict[int, GpuLimits]:
+    def limits(self) -> dict[int, PowerLimits]:
         """Each GPU's limit, min and max (W), read once and then tracked through our changes."""
         for g, h in self._gpus.items():
             if g in self._limits:
@@ -105,7 +106,7 @@ class PowerApplier:
             except Exception as e:  # noqa: BLE001 - ControlError or a lost GPU: skip it this tick
                 self._once(g, "limits", f"event=power_limits_failed gpu={g} error={str(e)!r}")
                 continue
-            self._limits[g] = GpuLimits(pl.limit_watts, pl.min_watts, pl.max_watts)
+            self._limits[g] = PowerLimits(pl.limit_watts, pl.min_watts, pl.max_watts)
             self._original.setdefault(g, pl.limit_watts)
             self._current.setdefault(g, pl.limit_watts)
         return {g: replace(l, limit_watts=self._original[g]) for g, l in self._limits.items()}
@@ -120,7 +121,7 @@ class PowerApplier:
 
     # -- applying ------------------------------------------------------------------------------
 
-    def apply(self, decision: Decision | None, budget: BudgetState | None, now_wall: float) -> None:
+    def apply(self, decision: SmoothingDecision | None, budget: BudgetState | None, now_wall: float) -> None:
         if not self.enabled:
             return
         limits = self.limits()
@@ -130,7 +131,7 @@ class PowerApplier:
             self._set_limit(g, want.limit_watts, limits[g], reason, now_wall)
             self._set_smoothing(g, want.smoothing, now_wall)
 
-    def _set_limit(self, g: int, watts: float | None, lim: GpuLimits, reason: str, now: float) -> None:
+    def _set_limit(self, g: int, watts: float | None, lim: PowerLimits, reason: str, now: float) -> None:
         target = self._original[g] if watts is None else watts
         if watts is None:
             reason = "revert"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
-from rasd.power.decide import GpuLimits
+from rasd.model import PowerLimits
 from rasd.power.settings import PowerSettings
 
 
@@ -27,7 +27,7 @@ class BudgetState:
     rebalanced_wall: float = 0.0
 
 
-def initial(budget: float, limits: Mapping[int, GpuLimits], now_wall: float) -> BudgetState:
+def initial(budget: float, limits: Mapping[int, PowerLimits], now_wall: float) -> BudgetState:
     """Equal shares, bounded by each GPU's limits; leftovers go to GPUs with room."""
     gpus = sorted(limits)
     if not gpus:
@@ -42,7 +42,7 @@ def initial(budget: float, limits: Mapping[int, GpuLimits], now_wall: float) -> 
 def rebalance(
     previous: BudgetState | None,
     usage_watts: Mapping[int, float],
-    limits: Mapping[int, GpuLimits],
+    limits: Mapping[int, PowerLimits],
     settings: PowerSettings,
     now_wall: float,
 ) -> BudgetState:
@@ -96,7 +96,7 @@ def _spread(shares: dict[int, float], wants: Mapping[int, float], free: float) -
             shares[g] += v * scale
 
 
-def _shrink(shares: dict[int, float], limits: Mapping[int, GpuLimits], excess: float) -> None:
+def _shrink(shares: dict[int, float], limits: Mapping[int, PowerLimits], excess: float) -> None:
     """Take ``excess`` watts back in proportion to each share's room above its minimum."""
     room = {g: shares[g] - limits[g].min_watts for g in shares}
     total = sum(v for v in room.values() if v > 0)

@@ -27,6 +27,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from rasd.model import PowerLimits
 from rasd.power.analysis import SeriesMetrics, WindowAnalysis
 from rasd.power.settings import PowerSettings
 
@@ -50,16 +51,7 @@ class Mode(enum.IntEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class GpuLimits:
-    """Power limits of one GPU, watts (nvmlDeviceGetPowerManagementLimit and ...Constraints)."""
-
-    limit_watts: float
-    min_watts: float
-    max_watts: float
-
-
-@dataclass(frozen=True, slots=True)
-class GpuDecision:
+class GpuSmoothing:
     gpu: int
     mode: Mode
     allowed_swing_watts: float  # this GPU's share of the node's allowed swing; 0 = no limit
@@ -74,10 +66,10 @@ class GpuDecision:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class SmoothingDecision:
     mode: Mode
     reason: str
-    gpus: Mapping[int, GpuDecision] = field(default_factory=lambda: MappingProxyType({}))
+    gpus: Mapping[int, GpuSmoothing] = field(default_factory=lambda: MappingProxyType({}))
     allowed_swing_watts: float = 0.0  # node; 0 = no swing limit set
     energy_overhead_ratio: float = 0.0  # node, floor only
     since_wall: float = 0.0  # when this mode was taken
@@ -111,7 +103,7 @@ class Decision:
         return out
 
 
-def node_allowed_swing(settings: PowerSettings, limits: Mapping[int, GpuLimits]) -> float:
+def node_allowed_swing(settings: PowerSettings, limits: Mapping[int, PowerLimits]) -> float:
     """Watts; the smaller of the absolute and the percentage limit that are set; 0 = no limit."""
     options = []
     if settings.allowed_swing_watts > 0:
@@ -123,12 +115,12 @@ def node_allowed_swing(settings: PowerSettings, limits: Mapping[int, GpuLimits])
 
 def decide(
     analysis: WindowAnalysis,
-    limits: Mapping[int, GpuLimits],
+    limits: Mapping[int, PowerLimits],
     settings: PowerSettings,
     now_wall: float,
-    previous: Decision | None = None,
+    previous: SmoothingDecision | None = None,
     readings: Mapping[int, np.ndarray] | None = None,
-) -> Decision:
+) -> SmoothingDecision:
     """The node's decision for this window.
 
     ``limits``: each GPU's power limits (the limit is the share key and the cap bound).
@@ -145,7 +137,7 @@ def decide(
     if node is None or not gpus or node.duration_seconds < need:
         why = f"not enough readings yet (a decision needs {need:g} s of them)"
         if previous is None:
-            return Decision(Mode.NONE, why, since_wall=now_wall)
+            return SmoothingDecision(Mode.NONE, why, since_wall=now_wall)
         return replace(previous, reason=f"{why}; keeping {previous.mode.label}")
     prev_mode = previous.mode if previous is not None else Mode.NONE
     margin = 1.0 - settings.margin_percent / 100.0
@@ -234,7 +226,7 @@ def decide(
 
     ramp_limits = _ramp_limits(settings, limits, gpus)
     hysteresis_ms = HYSTERESIS_PERIODS * 1000.0 / settings.band_low_hz
-    out: dict[int, GpuDecision] = {}
+    out: dict[int, GpuSmoothing] = {}
     for g, m in gpus.items():
         lim = limits[g]
         floor_w, extra_w = floors[g]
@@ -244,7 +236,7 @@ def decide(
         cap = _bound(_trough(m) + share[g], lim) if share[g] > 0 else lim.max_watts
         if budget_bad and node.peak_watts > 0:
             cap = min(cap, _bound(m.peak_watts * budget / node.peak_watts, lim))
-        d = GpuDecision(gpu=g, mode=Mode.NONE, allowed_swing_watts=share[g])
+        d = GpuSmoothing(gpu=g, mode=Mode.NONE, allowed_swing_watts=share[g])
         if mode == Mode.FLOOR and floor_w is None and _was(previous, g, Mode.FLOOR):
             floor_w = previous.gpus[g].floor_watts  # type: ignore[union-attr]
         if mode == Mode.FLOOR and floor_w is not None:
@@ -273,7 +265,7 @@ def decide(
             d = replace(d, mode=Mode.CAP, target_limit_watts=cap,
                         clipped_energy_ratio=_clipped(readings.get(g), cap, m))
         out[g] = _keep_close(d, previous.gpus.get(g) if previous else None, lim, settings)
-    return Decision(
+    return SmoothingDecision(
         mode=mode,
         reason=reason,
         gpus=MappingProxyType(out),
@@ -286,12 +278,12 @@ def decide(
     )
 
 
-def _bound(watts: float, lim: GpuLimits) -> float:
+def _bound(watts: float, lim: PowerLimits) -> float:
     return float(min(max(watts, lim.min_watts), lim.max_watts))
 
 
 def _floor(
-    m: SeriesMetrics, share: float, lim: GpuLimits, w: np.ndarray | None
+    m: SeriesMetrics, share: float, lim: PowerLimits, w: np.ndarray | None
 ) -> tuple[float | None, float]:
     """(floor in W, or None when the swing already fits; the extra watts it costs on average)."""
     peak, trough = _peak(m), _trough(m)
@@ -326,7 +318,7 @@ def _clipped(w: np.ndarray | None, cap: float, m: SeriesMetrics) -> float:
 
 
 def _ramp_limits(
-    settings: PowerSettings, limits: Mapping[int, GpuLimits], gpus: Mapping[int, SeriesMetrics]
+    settings: PowerSettings, limits: Mapping[int, PowerLimits], gpus: Mapping[int, SeriesMetrics]
 ) -> dict[int, float | None]:
     total = sum(limits[g].limit_watts for g in gpus)
     if settings.max_ramp_watts_per_second <= 0 or total <= 0:
@@ -334,13 +326,13 @@ def _ramp_limits(
     return {g: settings.max_ramp_watts_per_second * limits[g].limit_watts / total for g in gpus}
 
 
-def _was(previous: Decision | None, gpu: int, mode: Mode) -> bool:
+def _was(previous: SmoothingDecision | None, gpu: int, mode: Mode) -> bool:
     return previous is not None and gpu in previous.gpus and previous.gpus[gpu].mode == mode
 
 
 def _keep_close(
-    new: GpuDecision, old: GpuDecision | None, lim: GpuLimits, settings: PowerSettings
-) -> GpuDecision:
+    new: GpuSmoothing, old: GpuSmoothing | None, lim: PowerLimits, settings: PowerSettings
+) -> GpuSmoothing:
     """Within one episode of a mode, a floor only rises and a cap only falls, by more than the
     deadband: the window then shows our own control (a floored trough, a capped peak), and a
     target recomputed from it would undo itself."""

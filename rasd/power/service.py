@@ -29,7 +29,7 @@ from rasd.power.analysis import (
 )
 from rasd.power.apply import PowerApplier, PowerHandle
 from rasd.power.budget import BudgetState, rebalance
-from rasd.power.decide import Decision, Mode, decide
+from rasd.power.decide import SmoothingDecision, Mode, decide
 from rasd.power.settings import PowerSettings
 from rasd.power.state import PowerState
 
@@ -50,7 +50,7 @@ class PowerService:
         self.applier = PowerApplier(gpus, enabled=settings.apply)
         self._lock = threading.Lock()
         self._buf: dict[int, deque[tuple[float, float]]] = {g.index: deque() for g in gpus}
-        self._decision: Decision | None = None
+        self._decision: SmoothingDecision | None = None
         self._budget: BudgetState | None = None
         self._ticks = 0
         self._failures = 0
@@ -207,7 +207,7 @@ class PowerService:
         self.applier.close(self.clock())
 
 
-def _targets(d: Decision) -> tuple[object, ...]:
+def _targets(d: SmoothingDecision) -> tuple[object, ...]:
     """What a decision asks of the GPUs: a change here is worth a log line, a new reason is not."""
     return (d.mode, d.allowed_swing_watts, tuple(
         (g, x.mode, x.floor_watts, x.target_limit_watts, x.ramp_up_watts_per_second,
@@ -216,7 +216,7 @@ def _targets(d: Decision) -> tuple[object, ...]:
     ))
 
 
-def _log_change(previous: Decision | None, new: Decision) -> None:
+def _log_change(previous: SmoothingDecision | None, new: SmoothingDecision) -> None:
     """One key=value line when the decision changes (mode or any GPU's target), never per tick."""
     if previous is not None and _targets(previous) == _targets(new):
         return

@@ -8,7 +8,7 @@ from typing import Mapping
 
 from rasd.power.analysis import SeriesMetrics
 from rasd.power.budget import BudgetState
-from rasd.power.decide import Decision
+from rasd.power.decide import SmoothingDecision
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,7 @@ class PowerState:
     max_ramp_watts_per_second: float = 0.0  # the node's allowed ramp ([power]); 0 = none
     gpus: Mapping[int, SeriesMetrics] = field(default_factory=lambda: MappingProxyType({}))
     node: SeriesMetrics | None = None
-    decision: Decision | None = None
+    decision: SmoothingDecision | None = None
     budget: BudgetState | None = None
     applied: Mapping[int, GpuApplyState] = field(default_factory=lambda: MappingProxyType({}))
     changes: tuple[AppliedChange, ...] = ()  # the most recent ones, oldest first

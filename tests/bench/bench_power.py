@@ -24,7 +24,8 @@ import numpy as np
 from rasd.backends import open_backend
 from rasd.model import PowerSample
 from rasd.power.analysis import analyze_series, analyze_window
-from rasd.power.decide import GpuLimits, decide
+from rasd.model import PowerLimits
+from rasd.power.decide import decide
 from rasd.power.service import PowerService
 from rasd.power.settings import PowerSettings
 from rasd.power.synthetic import Wave, nvml_trace, to_samples
@@ -60,7 +61,7 @@ def bench_analysis() -> None:
     s = timed(lambda: analyze_window(series, BAND, min_amplitude_watts=2.0), 50)
     print(f"  8 GPUs + node sum: {s * 1e3:7.3f} ms per window ({s * 1e3 / 9:.3f} ms per series)")
     analysis = analyze_window(series, BAND)
-    limits = {g: GpuLimits(700.0, 200.0, 700.0) for g in range(8)}
+    limits = {g: PowerLimits(700.0, 200.0, 700.0) for g in range(8)}
     readings = {g: w for g, (_, w) in series.items()}
     s = timed(lambda: decide(analysis, limits, PowerSettings(), 0.0, None, readings), 200)
     print(f"  decision (8 GPUs): {s * 1e3:7.3f} ms")

@@ -9,7 +9,7 @@ import pytest
 from rasd.backends.errors import ControlError
 from rasd.power.apply import PowerApplier, wanted_settings
 from rasd.power.budget import BudgetState
-from rasd.power.decide import Decision, GpuDecision, Mode
+from rasd.power.decide import SmoothingDecision, GpuSmoothing, Mode
 
 
 class RecordingGpu:
@@ -49,9 +49,9 @@ class RecordingGpu:
         self.profile = None
 
 
-def decision(mode: Mode, **gpu_fields) -> Decision:
-    d = GpuDecision(gpu=0, mode=mode, allowed_swing_watts=140.0, **gpu_fields)
-    return Decision(mode=mode, reason="test", gpus=MappingProxyType({0: d}))
+def decision(mode: Mode, **gpu_fields) -> SmoothingDecision:
+    d = GpuSmoothing(gpu=0, mode=mode, allowed_swing_watts=140.0, **gpu_fields)
+    return SmoothingDecision(mode=mode, reason="test", gpus=MappingProxyType({0: d}))
 
 
 FLOOR = decision(Mode.FLOOR, floor_watts=490.0, floor_percent=70.0, ramp_up_watts_per_second=200.0,

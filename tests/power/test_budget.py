@@ -7,10 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rasd.power.budget import initial, rebalance
-from rasd.power.decide import GpuLimits
+from rasd.model import PowerLimits
 from rasd.power.settings import PowerSettings
 
-LIMITS = {g: GpuLimits(700.0, 200.0, 700.0) for g in range(4)}
+LIMITS = {g: PowerLimits(700.0, 200.0, 700.0) for g in range(4)}
 S = PowerSettings(node_budget_watts=2000.0, rebalance_seconds=30.0)
 
 

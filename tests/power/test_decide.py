@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from rasd.power.analysis import analyze_window
-from rasd.power.decide import GpuLimits, Mode, decide
+from rasd.model import PowerLimits
+from rasd.power.decide import Mode, decide
 from rasd.power.settings import PowerSettings
 from rasd.power.synthetic import Wave, nvml_trace
 
-LIMITS = {g: GpuLimits(700.0, 200.0, 700.0) for g in range(4)}
+LIMITS = {g: PowerLimits(700.0, 200.0, 700.0) for g in range(4)}
 
 
 def P(**kw) -> PowerSettings:
@@ -146,7 +147,7 @@ def test_small_moves_of_the_floor_are_ignored() -> None:
 
 
 def test_shares_follow_power_limits() -> None:
-    limits = {0: GpuLimits(1000.0, 200.0, 1000.0), 1: GpuLimits(500.0, 200.0, 500.0)}
+    limits = {0: PowerLimits(1000.0, 200.0, 1000.0), 1: PowerLimits(500.0, 200.0, 500.0)}
     series, readings = window(SWINGING, gpus=2)
     analysis = analyze_window(series, (0.1, 3.0))
     d = decide(analysis, limits, PowerSettings(allowed_swing_watts=300.0), 0.0, None, readings)

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from rasd.cli import main
 from rasd.power.analysis import analyze_series, analyze_window
-from rasd.power.decide import GpuLimits, Mode, decide
+from rasd.model import PowerLimits
+from rasd.power.decide import Mode, decide
 from rasd.power.settings import PowerSettings
 from rasd.power.synthetic import nvml_trace
 from rasd.power.trace import write_trace
@@ -81,7 +82,7 @@ def test_a_single_pulse_or_step_is_not_an_oscillation(kind: str) -> None:
     assert m.swing_watts > 250.0  # the swing is still measured
 
 
-LIMITS = {g: GpuLimits(700.0, 200.0, 700.0) for g in range(4)}
+LIMITS = {g: PowerLimits(700.0, 200.0, 700.0) for g in range(4)}
 LIMITED = PowerSettings(allowed_swing_percent=20.0)  # 560 W over 4 GPUs, 140 W each
 
 

@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass
 
 from rasd.backends.errors import ControlError, GpuLost
 from rasd.backends.nvml.core import HandleCore, nvml_errors
-
-
-@dataclass(frozen=True, slots=True)
-class PowerLimits:
-    """Watts. ``limit`` is the in-band (NVML) setting; ``enforced`` the most conservative of all."""
-
-    limit_watts: float
-    enforced_watts: float
-    default_watts: float
-    min_watts: float
-    max_watts: float
+from rasd.model import PowerLimits
 
 
 class Control(HandleCore):
