@@ -11,6 +11,13 @@ value changes when a run of reads, faster than NVML's fastest documented refresh
 "new" (a driver that refreshes every 100 ms cannot do that); it returns to timestamps as soon as
 one repeats. The method in use is exported per GPU.
 
+Reads that can only repeat are skipped. With the timestamp trusted, each update tells when NVML
+refreshed (its stamp) and how often (the spacing of the stamps); a GPU is not read again until
+just before its next refresh is due, so a 10 Hz refresh costs about 10 reads a second instead of
+20, and every update is still caught within one sampling period. NVML's stamp and rasd's clock are
+tied together by the smallest delay seen between a refresh and its read, so neither clock's
+offset nor a wall-clock step can make the sampler wait past a refresh.
+
 One loop reads every GPU in turn (rasd.telemetry.loops): a read that hangs is abandoned by the
 watchdog after ``HANG_SECONDS`` and the other GPUs carry on from a fresh thread.
 """
@@ -36,6 +43,8 @@ RATE_WINDOW_SECONDS = 5.0
 NVML_REFRESH_HZ = 10.0
 ALL_NEW_READS = 20  # consecutive new stamps (1 s at 20 Hz) before falling back to value changes
 HANG_SECONDS = 0.25  # a field read takes well under a millisecond; 5 periods at 20 Hz is a hang
+REFRESH_GUARD = 0.1  # read again from this share of a refresh period before the refresh is due
+OFFSET_DRIFT_SECONDS = 0.0005  # per update: the clock tie loosens slowly so it can follow drift
 
 
 class DedupMethod(enum.Enum):
@@ -61,6 +70,43 @@ class _GpuSampler:
         self.distinct_total = 0
         self.failures = 0
         self.lost = False
+        # refresh prediction (timestamp method only), all in seconds
+        self.skip_until = 0.0  # on the sampler's clock: no read before this can be new
+        self.skipped = 0
+        self.period: float | None = None  # NVML's refresh period, from the spacing of the stamps
+        self._spacings: list[float] = []
+        self._offset: float | None = None  # smallest (read time - stamp) seen: ties the clocks
+
+    def due(self, now: float) -> bool:
+        """Whether a read now can return a new value (else it is counted as skipped)."""
+        if now >= self.skip_until:
+            return True
+        self.skipped += 1
+        return False
+
+    def _predict(self, now: float, ts: int, prev_ts: int | None) -> None:
+        """After a distinct update stamped ``ts`` (us) and read at ``now``: when is the next due?"""
+        stamp = ts / 1e6
+        lag = now - stamp
+        # the tie only loosens slowly (drift), and tightens at once to any smaller delay
+        self._offset = lag if self._offset is None else min(self._offset + OFFSET_DRIFT_SECONDS, lag)
+        if prev_ts is not None:
+            spacing = (ts - prev_ts) / 1e6
+            p = self.period
+            if p is None:
+                if 0 < spacing < 2.0:
+                    self._spacings.append(spacing)
+                if len(self._spacings) >= 3:  # the smallest of three: a missed refresh doubles one
+                    self.period = min(self._spacings)
+            elif 0 < spacing < p:
+                self.period = spacing
+            elif spacing < 1.5 * p:
+                self.period = p + (spacing - p) * 0.1
+        p = self.period
+        if p is None:
+            return
+        refreshed = now - (lag - self._offset)  # when this update was made, on the sampler's clock
+        self.skip_until = refreshed + p * (1.0 - REFRESH_GUARD)
 
     def read_once(self) -> PowerSample | None:
         """One read of field 186; returns the sample when it is a distinct update."""
@@ -80,9 +126,14 @@ class _GpuSampler:
         if got is None:
             return None
         watts, ts = got
+        prev_ts = self.last_ts
         if not self._is_new(watts, ts):
             return None
         now = o.clock()
+        if self.method is DedupMethod.TIMESTAMP:
+            self._predict(now, ts, prev_ts)
+        else:
+            self.skip_until = 0.0
         self.distinct.append(now)
         self.distinct_total += 1
         cutoff = now - RATE_WINDOW_SECONDS
@@ -154,6 +205,8 @@ class PowerSampler:
         self.stop_event = self.loop.stop_event
 
     def _read(self, s: _GpuSampler) -> None:
+        if not s.due(self.clock()):
+            return
         got = s.read_once()
         if got is not None:
             self._pending.append(got)
@@ -208,4 +261,5 @@ class PowerSampler:
             "reads": sum(s.reads for s in self._gpus),
             "distinct": sum(s.distinct_total for s in self._gpus),
             "failures": sum(s.failures for s in self._gpus),
+            "skipped": sum(s.skipped for s in self._gpus),
         }

@@ -104,10 +104,24 @@ _VALUE_MEMBERS = (
 
 
 def field_value(lib: Any, v: Any) -> float:
-    for const, member in _VALUE_MEMBERS:
-        if v.valueType == getattr(lib, const, None):
-            return float(getattr(v.value, member))
-    return float(v.value.ullVal)
+    member = _members(lib).get(v.valueType, "ullVal")
+    return float(getattr(v.value, member))
+
+
+_MEMBERS: dict[int, dict[int, str]] = {}
+
+
+def _members(lib: Any) -> dict[int, str]:
+    """nvmlValueType_t value -> union member, per library object (looked up once, not per read)."""
+    got = _MEMBERS.get(id(lib))
+    if got is None:
+        got = {}
+        for const, member in _VALUE_MEMBERS:
+            t = getattr(lib, const, None)
+            if isinstance(t, int):
+                got.setdefault(t, member)
+        _MEMBERS[id(lib)] = got
+    return got
 
 
 class HandleCore:

@@ -7,6 +7,7 @@ built for. An id the binding lacks is None (the reading is then unsupported).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -85,7 +86,16 @@ class FieldIds:
 
     def name_of(self, fid: int) -> str | None:
         """rasd's name for a field id, for messages people read (``recovery_action``)."""
-        for f in fields(self):
-            if getattr(self, f.name) == fid:
-                return str(f.name)
-        return None
+        return _names_by_id(self).get(fid)
+
+
+@functools.lru_cache(maxsize=8)
+def _names_by_id(ids: FieldIds) -> dict[int, str]:
+    """Field id -> rasd's name (the first name listed wins), built once per numbering: every
+    field read names its entries, 20 times a second per GPU for instant power."""
+    out: dict[int, str] = {}
+    for f in fields(ids):
+        v = getattr(ids, f.name)
+        if v is not None:
+            out.setdefault(v, str(f.name))
+    return out
