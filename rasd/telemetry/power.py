@@ -72,6 +72,7 @@ class _GpuSampler:
         self.lost = False
         # refresh prediction (timestamp method only), all in seconds
         self.skip_until = 0.0  # on the sampler's clock: no read before this can be new
+        self.skip_rounds = 0  # and no more rounds than this: a clock that lags cannot stall reads
         self.skipped = 0
         self.period: float | None = None  # NVML's refresh period, from the spacing of the stamps
         self._spacings: list[float] = []
@@ -79,8 +80,9 @@ class _GpuSampler:
 
     def due(self, now: float) -> bool:
         """Whether a read now can return a new value (else it is counted as skipped)."""
-        if now >= self.skip_until:
+        if now >= self.skip_until or self.skip_rounds <= 0:
             return True
+        self.skip_rounds -= 1
         self.skipped += 1
         return False
 
@@ -105,8 +107,10 @@ class _GpuSampler:
         p = self.period
         if p is None:
             return
-        refreshed = now - (lag - self._offset)  # when this update was made, on the sampler's clock
-        self.skip_until = refreshed + p * (1.0 - REFRESH_GUARD)
+        age = lag - self._offset  # how long ago this update was made, as far as can be told
+        quiet = p * (1.0 - REFRESH_GUARD) - age  # seconds from now in which no refresh can come
+        self.skip_until = now + quiet
+        self.skip_rounds = max(0, int(quiet * self.owner.hz))
 
     def read_once(self) -> PowerSample | None:
         """One read of field 186; returns the sample when it is a distinct update."""

@@ -70,6 +70,19 @@ def test_prediction_never_waits_past_a_refresh(fake, clock):
     assert all(n >= 199 for n in per_gpu), per_gpu  # 20 s of a 10 Hz refresh
 
 
+def test_a_sampler_clock_that_lags_the_stamps_still_reads_every_update(fake, clock):
+    """NVML's stamps run on the node's clock, the sampler's schedule on its own: rounds that come
+    faster than the sampler's clock says (here it does not move at all) still read each update."""
+    be = fake(gpus=2, clock=clock)
+    s, got = PowerSampler(be.adapter.gpus(), 20.0, [].extend, clock=lambda: 5.0), []
+    s.sink = got.extend
+    for _ in range(100):  # 5 s of the node's time
+        s.round()
+        clock.advance(0.05)
+    assert all(n in (50, 51) for n in (sum(1 for x in got if x.gpu == g) for g in range(2)))  # 10 Hz
+    assert s.stats()["skipped"] > 0
+
+
 def test_every_read_stamped_new_falls_back_to_value_changes(clock):
     """NVIDIA's mock stamps each read with the call time: repeats are then unchanged values."""
     script = []
