@@ -331,3 +331,28 @@ def test_unsupported_fields_have_names_people_read(fake):
     assert "recovery_action" in g.unsupported()
     assert not any(n.startswith("field_") for n in g.unsupported())
 
+
+
+# ----------------------------------------------------------------------------- field timestamps
+
+
+@pytest.mark.parametrize("stamp_every_read,method", [(False, "timestamp"), (True, "value")])
+def test_the_fake_models_both_instant_power_timestamp_behaviours(base, mclock, stamp_every_read, method):
+    """Refresh-time stamps (100 ms apart, repeats keep theirs) or call-time stamps (NVIDIA's
+    mock): the power sampler finds out which, through the real adapter."""
+    from rasd.telemetry.power import ALL_NEW_READS, PowerSampler
+
+    node = FakeNode(gpu_count=2, clock=mclock, stamp_every_read=stamp_every_read)
+    adapter = NvmlAdapter(FakeNvml(node, base))
+    adapter.open()
+    got: list = []
+    sampler = PowerSampler(adapter.gpus(), 20.0, got.extend, clock=mclock)
+    stamps = []
+    for _ in range(ALL_NEW_READS + 20):
+        stamps.append(adapter.gpus()[0].instant_power()[1])
+        sampler.round()
+        mclock.advance(0.05)
+    assert {m.value for m in sampler.methods().values()} == {method}
+    distinct_stamps = len(set(stamps))
+    assert distinct_stamps == len(stamps) if stamp_every_read else distinct_stamps <= len(stamps) // 2 + 1
+    adapter.close()

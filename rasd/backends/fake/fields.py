@@ -2,7 +2,8 @@
 
 Each entry gets its own ``nvmlReturn`` (NOT_SUPPORTED for ids the simulated GPU lacks) while the
 call as a whole succeeds. Timestamps are Unix microseconds of the value's last refresh: the
-instant-power field (186) keeps its timestamp for 100 ms, so a reader can drop repeats.
+instant-power field (186) keeps its timestamp for 100 ms, so a reader can drop repeats (or, with
+``FakeNode(stamp_every_read=True)``, every read carries the call's time, as on NVIDIA's mock).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def field_values(base: Any, node: "FakeNode", gpu: int, field_ids: Sequence[Any]
             continue
         kind, value, at = got
         entry.nvmlReturn = base.NVML_SUCCESS
-        if at is not None:
+        if at is not None and not node.stamp_every_read:
             entry.timestamp = _us(node.wall(at))
         if kind == "ui":
             entry.valueType = base.NVML_VALUE_TYPE_UNSIGNED_INT

@@ -100,7 +100,12 @@ class FakeNode:
         wall_clock: Callable[[], float] = time.time,
         workload: WorkloadSpec | str | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        stamp_every_read: bool = False,
     ):
+        """``stamp_every_read``: field values carry the time of the call, as NVIDIA's mock NVML
+        stamps them, instead of the time the value was last refreshed (about every 100 ms for
+        instant power on real drivers); whether real drivers do the latter is unverified."""
+        self.stamp_every_read = stamp_every_read
         if isinstance(scenario, (str, Path)):
             scenario = load_scenario(scenario)
         self.scenario = scenario
