@@ -65,6 +65,11 @@ def test_commands_use_the_configured_socket(tmp_path: Path, paths) -> None:
         assert r.returncode in (0, 1), r.stdout + r.stderr  # 1: a GPU not polled yet reads stale
         assert "the daemon's last health poll" in r.stdout.splitlines()[0]
         assert len(r.stdout.splitlines()) == 2 + 8
+        r = _rasd("validate", "--backend", "fake", "--config", cfg, "--gpu", "1", "--json")
+        assert r.returncode in (0, 1, 3), r.stderr
+        assert [g["gpu"] for g in json.loads(r.stdout)["gpus"]] == [1]
+        with sqlite3.connect(paths["state_path"]) as db:  # the daemon ran it and stored its results
+            assert db.execute("select count(*) from sdc_results where gpu = 1").fetchone()[0] > 0
         r = _rasd("accuse", "--backend", "fake", "--config", cfg, "--gpu", "0", "--reason", "loss spike")
         assert r.returncode == 0, r.stderr
         assert "the daemon is running a deep check" in r.stdout  # not a standalone "cleared"
