@@ -221,14 +221,60 @@ def quick_run_time() -> None:
         be.close()
 
 
+QUICK_TARGET_SECONDS = 1.5
+
+
+def quick_command(runs: int = 3) -> None:
+    """`rasd validate --level quick` over the fake's 8 GPUs as a user runs it (a new process:
+    start-up and imports included): wall time and peak RSS, against the target and the bounds."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import psutil
+
+    repo = Path(__file__).resolve().parents[2]
+    s = SdcSettings()
+    walls, peaks = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, PYTHONPATH=str(repo), XDG_STATE_HOME=f"{tmp}/state", XDG_RUNTIME_DIR=f"{tmp}/run")
+        for _ in range(runs):
+            t = time.perf_counter()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "rasd", "validate", "--backend", "fake", "--level", "quick", "--force"],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            ps, peak = psutil.Process(proc.pid), 0
+            while proc.poll() is None:
+                try:
+                    peak = max(peak, ps.memory_info().rss)
+                except psutil.Error:
+                    pass
+                time.sleep(0.005)
+            walls.append(time.perf_counter() - t)
+            peaks.append(peak)
+    print(f"\n== rasd validate --level quick, 8 fake GPUs, a new process each run ({runs} runs) ==")
+    print(f"wall time median {statistics.median(walls):.2f}s (runs {min(walls):.2f}-{max(walls):.2f})  "
+          f"[target <= {QUICK_TARGET_SECONDS}s]")
+    print(f"peak RSS median {statistics.median(peaks) / 2**20:.0f} MB; configured: quick memory region "
+          f"{s.quick_memory_bytes >> 20} MiB per GPU, NumPy engine's simulated device memory "
+          f"{s.numpy_memory_bytes >> 20} MiB per GPU at most")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=200)
     ap.add_argument("--healthy", type=int, default=1000)
     ap.add_argument("--n", type=int, default=1024, help="matrix side for the throughput ratios")
+    ap.add_argument("--quick-only", action="store_true", help="only the quick-run figures")
     args = ap.parse_args()
     t0 = time.perf_counter()
+    quick_command()
     quick_run_time()
+    if args.quick_only:
+        return
     throughput_ratios(args.n)
     detection(args.seeds)
     false_positives(args.healthy)
