@@ -198,3 +198,30 @@ def test_a_hung_read_stalls_neither_the_other_gpus_nor_the_sampler(fake):
 def test_rate_out_of_range_is_refused(hz):
     with pytest.raises(ValueError, match="power sample rate"):
         PowerSampler([], hz, lambda b: None)
+
+
+def test_call_time_stamps_on_the_fake_still_give_each_update_once(clock):
+    """The fake stamping every read with the call's time (as NVIDIA's mock does): after the
+    fallback, each of NVML's 10 Hz value changes is captured once."""
+    import pynvml
+
+    from rasd.backends.fake import FakeNode, FakeNvml
+    from rasd.backends.nvml import NvmlAdapter
+
+    node = FakeNode(gpu_count=4, clock=clock, stamp_every_read=True)
+    adapter = NvmlAdapter(FakeNvml(node, pynvml))
+    adapter.open()
+    try:
+        s, got = _sampler(adapter.gpus(), clock=clock)
+        for _ in range(ALL_NEW_READS):  # 1 s: every read looks new until the fallback
+            s.round()
+            clock.advance(0.05)
+        assert set(s.methods().values()) == {DedupMethod.VALUE}
+        before = len(got)
+        for _ in range(200):  # 10 s
+            s.round()
+            clock.advance(0.05)
+        per_gpu = [sum(1 for x in got[before:] if x.gpu == g) for g in range(4)]
+        assert all(99 <= n <= 101 for n in per_gpu), per_gpu
+    finally:
+        adapter.close()
