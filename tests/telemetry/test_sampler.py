@@ -202,26 +202,40 @@ def test_rate_out_of_range_is_refused(hz):
 
 def test_call_time_stamps_on_the_fake_still_give_each_update_once(clock):
     """The fake stamping every read with the call's time (as NVIDIA's mock does): after the
-    fallback, each of NVML's 10 Hz value changes is captured once."""
+    fallback, every refresh that changed the value is captured once. A twin node that stamps
+    refreshes (same seed, same clock) gives the truth; a refresh that repeats the value exactly
+    (a GPU held at its power limit) cannot be told from a repeat, and carries nothing new."""
     import pynvml
 
     from rasd.backends.fake import FakeNode, FakeNvml
     from rasd.backends.nvml import NvmlAdapter
 
-    node = FakeNode(gpu_count=4, clock=clock, stamp_every_read=True)
-    adapter = NvmlAdapter(FakeNvml(node, pynvml))
-    adapter.open()
+    adapters = []
+    for every_read in (True, False):
+        a = NvmlAdapter(FakeNvml(FakeNode(gpu_count=4, clock=clock, stamp_every_read=every_read), pynvml))
+        a.open()
+        adapters.append(a)
+    mock_like, twin = adapters
     try:
-        s, got = _sampler(adapter.gpus(), clock=clock)
+        s, got = _sampler(mock_like.gpus(), clock=clock)
         for _ in range(ALL_NEW_READS):  # 1 s: every read looks new until the fallback
             s.round()
             clock.advance(0.05)
         assert set(s.methods().values()) == {DedupMethod.VALUE}
         before = len(got)
+        last = {g.index: g.instant_power() for g in twin.gpus()}
+        truth = dict.fromkeys(last, 0)
         for _ in range(200):  # 10 s
             s.round()
+            for g in twin.gpus():
+                w, ts = g.instant_power()
+                if ts != last[g.index][1] and w != last[g.index][0]:
+                    truth[g.index] += 1
+                last[g.index] = (w, ts)
             clock.advance(0.05)
-        per_gpu = [sum(1 for x in got[before:] if x.gpu == g) for g in range(4)]
-        assert all(99 <= n <= 101 for n in per_gpu), per_gpu
+        per_gpu = {g: sum(1 for x in got[before:] if x.gpu == g) for g in truth}
+        assert per_gpu == truth, (per_gpu, truth)
+        assert min(truth.values()) > 20
     finally:
-        adapter.close()
+        for a in adapters:
+            a.close()
