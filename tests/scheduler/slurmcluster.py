@@ -35,7 +35,8 @@ def _free_port() -> int:
 
 
 class SlurmCluster:
-    """``node`` runs a slurmd; ``extra`` nodes are configured only. All in partition ``gpu``."""
+    """``node`` runs a slurmd; ``extra`` nodes are configured only. Those are partition ``gpu``;
+    one more configured node, ``cpux1``, is partition ``cpu`` (outside a gpu-scoped budget)."""
 
     def __init__(self, root: Path, extra: int = 3, node: str = "rasd0"):
         self.root = root
@@ -99,7 +100,9 @@ ReturnToService=2
 SlurmdTimeout=300
 SchedulerType=sched/backfill
 NodeName={self.node} NodeAddr=127.0.0.1 NodeHostname={host} CPUs=1 State=UNKNOWN
-{extra}PartitionName={self.partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+{extra}NodeName=cpux1 NodeAddr=127.0.0.1 CPUs=1 State=UNKNOWN
+PartitionName={self.partition} Nodes={",".join(self.nodes)} Default=YES MaxTime=INFINITE State=UP
+PartitionName=cpu Nodes=cpux1 MaxTime=INFINITE State=UP
 """)
         self._spawn(["slurmctld", "-D", "-f", str(self.conf), "-i"], r / "log" / "slurmctld.out")
         self._wait(lambda: self._ok(["scontrol", "ping"], "UP"), "slurmctld")
@@ -107,8 +110,8 @@ NodeName={self.node} NodeAddr=127.0.0.1 NodeHostname={host} CPUs=1 State=UNKNOWN
                     r / "log" / "slurmd.out")
         self._wait(lambda: self._ok(["sinfo", "-h", "-n", self.node, "-o", "%T"], "idle"),
                    f"node {self.node} idle")
-        if self.extra:  # out of UNKNOWN (which cannot be resumed) into IDLE, not responding
-            names = f"{self.extra[0][:-1]}[1-{len(self.extra)}]"
+        # out of UNKNOWN (which cannot be resumed) into IDLE, not responding
+        for names in ([f"{self.extra[0][:-1]}[1-{len(self.extra)}]"] if self.extra else []) + ["cpux1"]:
             self.run("scontrol", "update", f"nodename={names}", "state=down", "reason=setup")
             self.run("scontrol", "update", f"nodename={names}", "state=resume")
         return self

@@ -102,3 +102,17 @@ def test_a_reload_that_raises_the_budget_lets_the_deferred_decision_act(
     n.tick(11)
     assert sinfo(slurm, slurm.node) == ("drained", REASON)
     n.close()
+
+
+def test_the_partition_is_the_scope(slurm: SlurmCluster, tmp_path: Path) -> None:
+    drain(slurm, "cpux1", "rasd: xid 79 gpu 0 -> reboot_node")  # another partition's node
+    whole = Node(slurm, tmp_path / "a.db", now_clock(), max_nodes_out="1", partition="")
+    whole.xid79()
+    assert [w for w, *_ in whole.sched.state().deferred] == ["budget"]
+    assert whole.sched.state().scope_nodes == 5
+    whole.close()
+    gpu = Node(slurm, tmp_path / "b.db", now_clock(), max_nodes_out="1")
+    gpu.xid79()
+    assert sinfo(slurm, slurm.node) == ("drained", REASON)
+    assert gpu.sched.state().scope_nodes == 4
+    gpu.close()

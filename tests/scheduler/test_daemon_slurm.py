@@ -32,6 +32,7 @@ reboot_node = ["false"]
 kind = "slurm"
 node_name = "{slurm.node}"
 slurm_conf = "{slurm.conf}"
+partition = "{slurm.partition}"
 retry_seconds = 1.0
 {lines}
 """)

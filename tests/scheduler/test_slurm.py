@@ -31,6 +31,7 @@ class Node:
     def __init__(self, slurm: SlurmCluster, db: Path, clock: ManualClock, reboot: str = "true",
                  enforce: bool = True, **kw: Any):
         self.clock = clock
+        kw.setdefault("partition", slurm.partition)
         self.settings = SchedulerSettings(kind="slurm", node_name=slurm.node,
                                           slurm_conf=str(slurm.conf), retry_seconds=10,
                                           resume_hold_seconds=60, **kw)
