@@ -42,14 +42,16 @@ def build_service(s: SchedulerSettings, enforce: bool, store_path: str, *,
                   hostname: str | None = None, cluster: Cluster | None = None,
                   wall: Callable[[], float] | None = None,
                   gpus: Iterable[int] = (), processes: Processes | None = None,
-                  gpu_uuid: GpuUuid | None = None, proc_root: str = "/proc") -> SchedulerService:
+                  gpu_uuid: GpuUuid | None = None, proc_root: str = "/proc",
+                  synchronous: bool = False) -> SchedulerService:
     """``processes`` (GPU index -> PIDs, from NVML) turns on job attribution for ``gpus``."""
     node = node_name(s, hostname)
     if cluster is None:
         cluster = make_cluster(s, node)
     clock = time.time if wall is None else wall
     ledger = Ledger(store_path)
-    svc = SchedulerService(s, enforce, cluster, ledger, node=node, wall=clock)
+    svc = SchedulerService(s, enforce, cluster, ledger, node=node, wall=clock,
+                           synchronous=synchronous)
     if s.attribute_jobs and processes is not None:
         sock = s.pod_resources_socket
 

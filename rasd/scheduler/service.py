@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -37,7 +37,10 @@ Submit = Callable[[Decision, Mapping[str, Any]], object]
 
 class SchedulerService:
     def __init__(self, settings: SchedulerSettings, enforce: bool, cluster: Cluster | None,
-                 ledger: Ledger, *, node: str, wall: Callable[[], float] = time.time):
+                 ledger: Ledger, *, node: str, wall: Callable[[], float] = time.time,
+                 synchronous: bool = False):
+        """``synchronous``: scheduler calls run on the caller's thread (tests); otherwise on
+        one worker thread, so a slow slurmctld or API server never stalls the main loop."""
         self.s = settings
         self.enforce = enforce
         self.cluster = cluster
@@ -47,14 +50,19 @@ class SchedulerService:
         self._lock = threading.RLock()
         self.submit: Submit | None = None  # the actuator's submit, bound by the daemon
         self.jobs: JobWatch | None = None  # which jobs each fault hit (when attribution is on)
-        self._pool: ThreadPoolExecutor | None = None  # Events, started on the first one
+        self._pool: ThreadPoolExecutor | None = None  # scheduler calls off the main loop
+        self._sync = synchronous
+        self._pending: Future[None] | None = None  # the pass in flight on the worker
         self.counts: Counter[str] = Counter()  # drains, resumes, deferrals, breaker_trips, errors
         self._errors_logged: set[str] = set()
         self._last_retry = 0.0
         self._last_sync = float("-inf")
         self._scope: tuple[int, int] | None = None  # (nodes, out for rasd) at the last look
         self._advised: set[str] = set()
-        self._reconcile()
+        if synchronous:
+            self._reconcile()
+        elif cluster is not None:
+            self._pending = self._worker().submit(self._guarded, self._reconcile)
 
     # ------------------------------------------------------------------ ledger
 
@@ -221,6 +229,19 @@ class SchedulerService:
         if self.cluster is None:
             return
         decisions = list(open_decisions)
+        if self._sync:
+            self._tick_body(now, decisions)
+        elif self._pending is None or self._pending.done():  # else the scheduler is slow: skip
+            self._pending = self._worker().submit(self._guarded, self._tick_body, now, decisions)
+
+    def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:  # noqa: BLE001 - the worker must survive one bad pass
+            self.counts["errors"] += 1
+            log.exception("event=scheduler_pass_failed")
+
+    def _tick_body(self, now: float, decisions: list[Decision]) -> None:
         need = [d for d in decisions if needs_node_out(d, self.s)]
         with self._lock:
             heartbeat = now - self._last_sync >= self.s.retry_seconds
@@ -320,7 +341,10 @@ class SchedulerService:
             self.jobs.on_decisions(decisions)
         announce = getattr(self.cluster, "decision_event", None)
         if announce is not None and decisions:  # Events inform only: advisory runs post them too
-            self._reporter().submit(self._announce, announce, list(decisions))
+            if self._sync:
+                self._announce(announce, list(decisions))
+            else:
+                self._worker().submit(self._guarded, self._announce, announce, list(decisions))
         if self.cluster is None or self.enforce:
             return
         for d in decisions:
@@ -345,10 +369,10 @@ class SchedulerService:
         return {"scheduler.state": _state, "scheduler.reset_breaker": _reset,
                 "scheduler.jobs": _jobs}
 
-    def _reporter(self) -> ThreadPoolExecutor:
-        """One thread for Events: an API server that is slow to answer never stalls the loop."""
+    def _worker(self) -> ThreadPoolExecutor:
+        """One thread for scheduler calls (passes, Events), started on first use."""
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, "rasd-sched-report")
+            self._pool = ThreadPoolExecutor(1, "rasd-scheduler")
         return self._pool
 
     def _announce(self, announce: Callable[[dict[str, Any], str], None],

@@ -50,7 +50,8 @@ class KNode:
         actions = ActionSettings(enforce=True, min_interval_seconds=0,
                                  commands={"reboot_node": (reboot,)} if reboot else {})
         cluster = KubeCluster(settings, "gpu-0", api_client=api.api_client())
-        self.sched = build_service(settings, True, str(db), cluster=cluster, wall=self.clock)
+        self.sched = build_service(settings, True, str(db), cluster=cluster, wall=self.clock,
+                                   synchronous=True)
         act = Actuator(actions, synchronous=True, wall=self.clock)
         act.gate = self.sched.gate
         self.sched.submit = act.submit
@@ -101,7 +102,7 @@ def test_taint_condition_and_events_then_back_once_the_cure_held(api: FakeApiSer
     assert taints(api, "gpu-0") == [GPU_TAINT]
     health = cond(api, "gpu-0", "RasdGpuHealthy")
     assert (health["status"], health["reason"]) == ("True", "Healthy")
-    n.close()  # waits for the Event thread
+    n.close()
     assert [e["reason"] for e in api.events if e["reason"] != "RasdDecision"] == \
         ["RasdTakeOut", "RasdBringBack"]
     (dec,) = [e for e in api.events if e["reason"] == "RasdDecision"]

@@ -37,7 +37,8 @@ class Node:
                                           resume_hold_seconds=60, **kw)
         actions = ActionSettings(enforce=enforce, commands={"reboot_node": (reboot,)},
                                  min_interval_seconds=0)
-        self.sched: SchedulerService = build_service(self.settings, enforce, str(db), wall=clock)
+        self.sched: SchedulerService = build_service(self.settings, enforce, str(db), wall=clock,
+                                                     synchronous=True)
         act = Actuator(actions, synchronous=True, wall=clock)
         act.gate = self.sched.gate
         self.sched.submit = act.submit
@@ -172,3 +173,17 @@ def test_an_unreachable_scheduler_defers_and_a_fixed_config_acts(slurm: SlurmClu
     n.tick(11)
     assert sinfo(slurm, slurm.node) == ("drained", REASON)
     n.close()
+
+
+def test_a_slow_scheduler_never_stalls_the_main_loop(slurm: SlurmCluster, tmp_path: Path) -> None:
+    slow = tmp_path / "slow-sinfo"
+    slow.write_text('#!/bin/sh\nsleep 2\nexec sinfo "$@"\n')
+    slow.chmod(0o755)
+    settings = SchedulerSettings(kind="slurm", node_name=slurm.node, slurm_conf=str(slurm.conf),
+                                 sinfo=str(slow), retry_seconds=0.1)
+    svc = build_service(settings, True, str(tmp_path / "rasd.db"))  # as the daemon builds it
+    t0 = time.monotonic()
+    for _ in range(10):
+        svc.tick(time.time(), [])
+    assert time.monotonic() - t0 < 1.0  # the passes wait on sinfo on the worker, not here
+    svc.close()
