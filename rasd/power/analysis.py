@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from rasd.model import PowerSample
-from rasd.power.spectrum import LARGE, band_energy_ratio, find_oscillation
+from rasd.power.spectrum import LARGE, band_energy_ratio, find_oscillation, sine_fit
 from rasd.power.steady import steady_mask
 
 # Swing is peak-to-peak between these percentiles, so one noisy reading cannot set it.
@@ -24,6 +24,7 @@ TROUGH_PERCENTILE = 1.0
 RAMP_PERCENTILE = 95.0
 MIN_SAMPLES = 8
 FOLD_BINS = 20  # phase bins of the folded wave (1/20 cycle: a sine's peak bin reads 98.8%)
+SINE_R2 = 0.97  # a sinusoid explaining this share of the variance sets the swing by its amplitude
 MIN_FIT_R2 = 0.8  # below this the wave is not periodic enough to trust its fit over raw readings
 # A GPU whose last reading is this many update intervals (at least this many seconds) older than
 # the newest GPU's has stopped reporting and is left out of the node sum.
@@ -151,6 +152,15 @@ def analyze_series(
         if fitted is not None:
             shape = fitted
     peak, trough = (float(v) for v in np.percentile(shape, [PEAK_PERCENTILE, TROUGH_PERCENTILE]))
+    if freq is not None and amp > 0 and t.size <= LARGE:
+        # A clean sinusoid at a simple fraction of the update rate (2 Hz read at 10 Hz: five
+        # phases, over and over) may never be read at its crest; its fitted amplitude, from all
+        # phases at once, is the better measure. Only for a wave a sinusoid explains (a square
+        # wave's fundamental alone would overstate its swing by 4/pi).
+        fit_amp, r2 = sine_fit(t, w, freq)
+        if r2 >= SINE_R2 and 2 * fit_amp > peak - trough:
+            extra = fit_amp - 0.5 * (peak - trough)
+            peak, trough = peak + extra, trough - extra
     steady = steady_mask(grid_w, step, low)
     steady_ratio = float(steady.mean())
     steady_peak, steady_trough, steady_energy = peak, trough, energy_ratio

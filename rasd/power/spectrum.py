@@ -214,3 +214,17 @@ def band_energy_ratio(w: np.ndarray, step: float, band: tuple[float, float], nyq
     if total <= 0:
         return 0.0
     return float(power[(freqs >= low) & (freqs <= min(high, nyquist))].sum() / total)
+
+
+def sine_fit(t: np.ndarray, w: np.ndarray, freq: float) -> tuple[float, float]:
+    """(amplitude W, share of variance explained) of a sinusoid at ``freq`` with a level and a
+    slope, fitted to the readings at their own times."""
+    rel = t - t[0]
+    ph = 2 * math.pi * freq * rel
+    basis = np.column_stack((np.cos(ph), np.sin(ph), np.ones_like(ph), rel))
+    coef, *_ = np.linalg.lstsq(basis, w, rcond=None)
+    resid = w - basis @ coef
+    centred = w - np.polyval(np.polyfit(rel, w, 1), rel)
+    total = float(centred @ centred)
+    r2 = 1.0 - float(resid @ resid) / total if total > 0 else 0.0
+    return float(math.hypot(coef[0], coef[1])), r2
