@@ -158,8 +158,11 @@ def _pcie(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
 
 
 def _gpu_lost(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
+    # NVML's own words (GPU is lost, or why the GPU could not be opened) go with the decision
+    why = event.details.get("reason")
+    said = f" ({why})" if isinstance(why, str) and why else ""
     return Finding(Rung.REBOOT_NODE, Scope.NODE, "gpu_lost",
-                   "GPU lost or fallen off the bus: drain and reboot the node",
+                   f"GPU lost or fallen off the bus{said}: drain and reboot the node",
                    degradations=(DRAIN,), hardware=True)
 
 

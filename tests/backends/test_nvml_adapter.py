@@ -149,6 +149,7 @@ def test_a_gpu_that_cannot_be_opened_is_down_and_the_rest_run(fake, error):
     assert [(f.gpu, "cannot open" in f.details["reason"]) for f in lost] == [(2, True)]
     decision = classify(lost[0], Context(), LadderSettings())
     assert decision is not None and decision.rung >= Rung.RESET_GPU
+    assert "cannot open the GPU" in decision.reason  # NVML's reason reaches the decision
     assert be.adapter.xid_event_set().registered == [0, 1, 3, 4, 5, 6, 7]
 
 
