@@ -80,6 +80,7 @@ class TextRenderer:
         self._prefixes: dict[tuple[str, tuple[str, ...]], str] = {}  # other families' series
         self._by_family: dict[str, dict[tuple[str, ...], str]] = {}  # Family series, by sample name
         self._cached = 0
+        self._last: dict[str, tuple[list[tuple[tuple[str, ...], float]], str, str]] = {}  # per family
         self._values: dict[float, str] = {}
 
     def _value(self, v: float) -> str:
@@ -97,6 +98,7 @@ class TextRenderer:
         if self._cached >= _MAX_PREFIXES:
             self._prefixes.clear()
             self._by_family.clear()
+            self._last.clear()
             self._cached = 0
         mname, mtype = m.name, m.type
         if mtype == "counter":
@@ -112,6 +114,12 @@ class TextRenderer:
         prefixes, value, values = self._prefixes, self._value, self._values
         if isinstance(m, Family):
             sname, labelnames = m.sample_name, m.labelnames
+            # Most families hold the same rows as in the last render (identity, limits, NVLink
+            # error counters between slow reads): comparing the row lists is a C loop over tuples
+            # that mostly share identity, several times cheaper than formatting them again.
+            prev = self._last.get(sname)
+            if prev is not None and prev[0] == m.rows and prev[1] == m.documentation:
+                return frozenset(names), prev[2]
             fam = self._by_family.get(sname)
             if fam is None:
                 fam = self._by_family[sname] = {}
@@ -123,7 +131,9 @@ class TextRenderer:
                     self._cached += 1
                 vs = vget(x)
                 append(p + (vs if vs is not None else value(x)))
-            return frozenset(names), "".join(out)
+            text = "".join(out)
+            self._last[sname] = (m.rows, m.documentation, text)
+            return frozenset(names), text
         late: dict[str, list[str]] = {}  # OpenMetrics-only samples: their own gauge after, as upstream
         extra = {m.name + "_created", m.name + "_gsum", m.name + "_gcount"}
         for s in m.samples:

@@ -172,3 +172,20 @@ def test_daemon_serves_health_and_metrics(tmp_path: Path):
         assert http_get(url + "/healthz").startswith("ok")
         code, _, _ = _get(url + "/nope")
         assert code == 404
+
+
+def test_a_changed_value_in_a_steady_family_is_rendered_again(fake):
+    from types import MappingProxyType
+
+    snap = fixed_snapshot(fake)
+    holder = {"snap": snap}
+    cache = ScrapeCache(lambda: holder["snap"])
+    assert b'rasd_gpu_pcie_replays_total{gpu="0"} 0.0' in cache.get().body
+    g0 = snap.gpus[0]
+    changed = replace(g0, counters=MappingProxyType(dict(g0.counters, pcie_replays=99)))
+    holder["snap"] = replace(snap, gpus=(changed, *snap.gpus[1:]))
+    body = cache.get().body
+    assert b'rasd_gpu_pcie_replays_total{gpu="0"} 99.0' in body
+    assert b'rasd_gpu_pcie_replays_total{gpu="1"} 0.0' in body
+    holder["snap"] = snap  # and back
+    assert b'rasd_gpu_pcie_replays_total{gpu="0"} 0.0' in cache.get().body
