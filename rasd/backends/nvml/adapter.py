@@ -153,13 +153,18 @@ def _address(raw: Any) -> int | None:
 CURRENT = "R570/R580-TRD2+"
 R575 = "R575/R580-early"
 _FIRST_CURRENT_R580 = 82  # 580.82 and later use the current numbering
+_CURRENT_SMOOTHING_ENABLED = 251
 
 
 def binding_numbering(lib: Any, fids: FieldIds) -> str | None:
-    """How the binding numbers the smoothing fields (None: it has none)."""
+    """How the binding numbers the smoothing fields (None: it has none).
+
+    The one place a field number is written out: it identifies the numbering, it is never read.
+    nvml.h from CUDA 13.0U1 on (R570, R580 TRD2+) has NVML_FI_PWR_SMOOTHING_ENABLED = 251; the R575
+    headers put the smoothing fields at 256-269."""
     if fids.smoothing_enabled is None:
         return None
-    return CURRENT if fids.smoothing_enabled == 251 else R575
+    return CURRENT if fids.smoothing_enabled == _CURRENT_SMOOTHING_ENABLED else R575
 
 
 def driver_numbering(version: str) -> str | None:
