@@ -8,7 +8,7 @@ superseding). Xids are classified in xids.py.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from rasd.ladder.findings import (
     COOLING, DISABLE_LINK, DRAIN, EXCLUDE_GPU, RECOVERY_ACTION_CODES, RECOVERY_ACTIONS,
@@ -47,6 +47,24 @@ def _recovery_action(event: FaultEvent, ctx: Context, s: LadderSettings) -> Find
     return recovery_finding(base, action, f"NVML recovery action (field 230) asks for {action}")
 
 
+# Findings are immutable: the ones that depend only on a small key are built once and shared
+# (a fleet replay classifies millions of routine reports; building each costs more than judging
+# it). Each cache is bounded: past the bound a finding is simply built again.
+_CACHE_MAX = 4096
+_CORRECTED: dict[int, Finding] = {}
+_WITHIN_LIMITS: dict[tuple[int, int], Finding] = {}
+_CRC_MONITOR: dict[tuple[int, int], Finding] = {}
+
+
+def _cached(cache: dict[Any, Finding], key: Any, make: Callable[[], Finding]) -> Finding:
+    f = cache.get(key)
+    if f is None:
+        f = make()
+        if len(cache) < _CACHE_MAX:
+            cache[key] = f
+    return f
+
+
 def _ecc(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
     unc = _int(event.details, "volatile_uncorrected", 0)
     cor = _int(event.details, "volatile_corrected", 0)
@@ -55,8 +73,8 @@ def _ecc(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
                        f"{unc} volatile uncorrected ECC error(s): reset the GPU",
                        degradations=(DRAIN,), hardware=True)
     if cor > 0:
-        return Finding(Rung.NONE, Scope.GPU, "ecc_corrected",
-                       f"{cor} corrected ECC error(s): monitor")
+        return _cached(_CORRECTED, cor, lambda: Finding(
+            Rung.NONE, Scope.GPU, "ecc_corrected", f"{cor} corrected ECC error(s): monitor"))
     return None
 
 
@@ -87,8 +105,9 @@ def _retired(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | No
                        f"{dbe} double-bit retired pages, {recent_new} in the last week: RMA",
                        degradations=(EXCLUDE_GPU,), investigate=(TECHNICIAN,), hardware=True)
     if dbe or sbe:
-        return Finding(Rung.NONE, Scope.GPU, "retired_pages",
-                       f"{sbe} single-bit and {dbe} double-bit retired pages: within limits")
+        return _cached(_WITHIN_LIMITS, (sbe, dbe), lambda: Finding(
+            Rung.NONE, Scope.GPU, "retired_pages",
+            f"{sbe} single-bit and {dbe} double-bit retired pages: within limits"))
     return None
 
 
@@ -130,8 +149,9 @@ def _nvlink(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | Non
                            f"{s.nvlink_crc_fail_per_second:g}/s): stop peer-to-peer over it, "
                            "reset the GPU when convenient",
                            link=link, degradations=(STOP_P2P,), hardware=True)
-        return Finding(Rung.NONE, Scope.LINK, "nvlink_crc",
-                       f"link {link}: {crc} CRC errors below the failure rate: monitor", link=link)
+        return _cached(_CRC_MONITOR, (link, crc), lambda: Finding(
+            Rung.NONE, Scope.LINK, "nvlink_crc",
+            f"link {link}: {crc} CRC errors below the failure rate: monitor", link=link))
     return None
 
 
@@ -157,6 +177,10 @@ def _pcie(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
     return None
 
 
+_THERMAL = Finding(Rung.NONE, Scope.GPU, "thermal",
+                   "thermal slowdown: check the cooling", investigate=(COOLING,))
+
+
 def _gpu_lost(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
     # NVML's own words (GPU is lost, or why the GPU could not be opened) go with the decision
     why = event.details.get("reason")
@@ -167,8 +191,7 @@ def _gpu_lost(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | N
 
 
 def _thermal(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
-    return Finding(Rung.NONE, Scope.GPU, "thermal",
-                   "thermal slowdown: check the cooling", investigate=(COOLING,))
+    return _THERMAL
 
 
 def _sdc(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:

@@ -66,7 +66,9 @@ class Escalator:
     def feed(self, event: FaultEvent) -> Step:
         """The step one event causes (often nothing). Raises BadEvent for malformed details."""
         step = Step()
-        self._expire(event.time_wall, step)
+        heap = self._deadlines
+        if heap and heap[0][0] < event.time_wall:
+            self._expire(event.time_wall, step)
         if self._auto_sweep and event.time_wall >= self._next_sweep:
             self.sweep(event.time_wall)
         h = self.history
@@ -203,16 +205,18 @@ class Escalator:
         """Weigh a finding against the history and move the ladder (``forced``: a failed remedy
         made it, so it counts as escalated)."""
         h = self.history
+        t = e.time_wall
         comp: Component = (e.gpu, f.link if f.scope is Scope.LINK else None)
         rung, scope = f.rung, f.scope
+        fault = f.fault
         reasons = [f.reason]
         investigate = list(f.investigate)
         escalated = False
 
-        held = h.take_remedy(comp, f.fault)
-        if held is not None and e.time_wall - held[1] <= self.s.cure_window_seconds:
+        held = h.take_remedy(comp, fault)
+        if held is not None and t - held[1] <= self.s.cure_window_seconds:
             r_rung = held[0]
-            n = h.not_holding(comp, e.time_wall, r_rung)
+            n = h.not_holding(comp, t, r_rung)
             if f.rma_candidate:
                 rung, escalated = Rung.RMA, True
                 reasons.append(f"came back after {r_rung.label}: recurrence confirms an RMA")
@@ -228,7 +232,7 @@ class Escalator:
                                f"{self._limit(r_rung)} before climbing): repeat it")
 
         if f.xid is not None and e.kind is _XID:
-            n = h.count_xid(e.gpu, f.xid, e.time_wall)
+            n = h.count_xid(e.gpu, f.xid, t)
             if n >= self.s.xid_recurrence_count:
                 window = self.s.xid_recurrence_window_seconds / 3600
                 if f.hardware or f.rma_candidate:
@@ -248,27 +252,28 @@ class Escalator:
         if rung is Rung.RMA and EXCLUDE_GPU not in degradations:
             degradations.append(EXCLUDE_GPU)
 
-        existing = self.open[comp].get(f.fault)
-        if existing is not None:
-            self._seen(comp, f.fault, e.time_wall)  # it came back: the decision stays open
-        if existing is not None and existing.rung >= rung and \
-                set(investigate) <= set(existing.investigate) and \
-                set(degradations) <= set(existing.degradations):
-            return  # the open decision already covers it: nothing moves
-        for key, d in list(self.open[comp].items()):
-            if self._transition(step, comp, key, e.time_wall, ending=Outcome.SUPERSEDED,
-                                by=rung, by_fault=f.fault):
-                # the successor inherits what the superseded decision asked for
-                _merge(investigate, d.investigate)
-                _merge(degradations, d.degradations)
-                if key == f.fault and d.rung > rung:
-                    rung, scope = d.rung, d.scope
+        on_comp = self.open.get(comp)
+        if on_comp:  # (most findings land on a component with nothing open: skip the weighing)
+            existing = on_comp.get(fault)
+            if existing is not None:
+                self._seen(comp, fault, t)  # it came back: the decision stays open
+                if existing.rung >= rung and set(investigate) <= set(existing.investigate) \
+                        and set(degradations) <= set(existing.degradations):
+                    return  # the open decision already covers it: nothing moves
+            for key, d in list(on_comp.items()):
+                if self._transition(step, comp, key, t, ending=Outcome.SUPERSEDED,
+                                    by=rung, by_fault=fault):
+                    # the successor inherits what the superseded decision asked for
+                    _merge(investigate, d.investigate)
+                    _merge(degradations, d.degradations)
+                    if key == fault and d.rung > rung:
+                        rung, scope = d.rung, d.scope
         decision = Decision(
-            time_wall=e.time_wall, gpu=e.gpu, link=comp[1] if scope is Scope.LINK else None,
-            rung=rung, scope=scope, reason="; ".join(reasons), investigate=tuple(investigate),
-            degradations=tuple(degradations), fault=f.fault, source=e.kind._value_,
-            buckets=f.buckets, escalated=escalated or forced)
-        self._transition(step, comp, f.fault, e.time_wall, opening=decision)
+            time_wall=t, gpu=e.gpu, link=comp[1] if scope is Scope.LINK else None,
+            rung=rung, scope=scope, reason=reasons[0] if len(reasons) == 1 else "; ".join(reasons),
+            investigate=tuple(investigate), degradations=tuple(degradations), fault=fault,
+            source=e.kind._value_, buckets=f.buckets, escalated=escalated or forced)
+        self._transition(step, comp, fault, t, opening=decision)
 
     def _limit(self, rung: Rung) -> int:
         if rung is Rung.RESTART_PROCESS:

@@ -70,12 +70,19 @@ class FaultHistory:
             if kind._value_ not in _READS_HISTORY:
                 return _EMPTY  # its classification asks nothing of the past
             comp = (e.gpu, link)
+            downs = self._link_downs.get(comp)
+            parity = self._parity.get(comp, 0)
+            dbe = self._dbe.get(e.gpu)
+            pcie = self._pcie_last.get(e.gpu)
+            repeats = self._repeat_counts(comp, e.time_wall)
+            if not downs and not parity and not dbe and pcie is None and not repeats:
+                return _EMPTY  # nothing on record: the shared empty context says the same
             return Context(
-                link_downs=tuple(self._link_downs.get(comp, ())),
-                link_parity_hits=self._parity.get(comp, 0),
-                retired_dbe=tuple(self._dbe.get(e.gpu, ())),
-                pcie_last_time=self._pcie_last.get(e.gpu),
-                repeats=self._repeat_counts(comp, e.time_wall),
+                link_downs=tuple(downs or ()),
+                link_parity_hits=parity,
+                retired_dbe=tuple(dbe or ()),
+                pcie_last_time=pcie,
+                repeats=repeats,
             )
         t = e.time_wall
         code = xid_code(e)
@@ -128,7 +135,8 @@ class FaultHistory:
     # ------------------------------------------------------------------ after classification
 
     def saw(self, e: FaultEvent) -> None:
-        self.last_time = max(self.last_time, e.time_wall)
+        if e.time_wall > self.last_time:
+            self.last_time = e.time_wall
         self.gpus_seen.add(e.gpu)
 
     def remember(self, e: FaultEvent, f: Finding | None) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterator
 
 from rasd.ladder.decision import Decision
+from rasd.model import Rung
 from rasd.ladder.escalate import Closure, Step
 from rasd.ladder.replay import (
     Names, Numbered, ReadStats, ReplayError, in_time_order, read_events, run, shard,
@@ -42,8 +43,25 @@ class Outcome:
     error: str | None = None  # "PATH: line N: why"
 
 
+_DAY = 86_400
+_day_cache: list[Any] = [None, ""]  # the last day formatted: (day number, "YYYY-MM-DDT")
+
+
 def fmt_time(t: float) -> str:
+    """UTC, to the second (as ``time.gmtime``: floor). Events arrive in time order, so the date
+    part is formatted once a day and reused."""
+    if 0 <= t < 253_402_300_800:  # 0001..9999: gmtime's own range is wider, its text the same
+        s = int(t)
+        day, sec = divmod(s, _DAY)
+        if day != _day_cache[0]:
+            _day_cache[0] = day
+            _day_cache[1] = "%04d-%02d-%02dT" % time.gmtime(day * _DAY)[:3]
+        h, rest = divmod(sec, 3600)
+        return "%s%02d:%02d:%02dZ" % (_day_cache[1], h, rest // 60, rest % 60)
     return "%04d-%02d-%02dT%02d:%02d:%02dZ" % time.gmtime(t)[:6]
+
+
+_LABEL = {r: r.label for r in Rung}  # an enum property costs more than a dict look-up
 
 
 def decision_line(d: Decision, host: str = "", name: str | None = None) -> str:
@@ -51,15 +69,16 @@ def decision_line(d: Decision, host: str = "", name: str | None = None) -> str:
     inv = ",".join(d.investigate) or "-"
     where = f"host={host} " if host else ""
     return (f"{fmt_time(d.time_wall)} {where}gpu={name or d.gpu} link={link} "
-            f"rung={d.rung.label} scope={d.scope.value} fault={d.fault} investigate={inv} "
+            f"rung={_LABEL[d.rung]} scope={d.scope._value_} fault={d.fault} investigate={inv} "
             f"{d.reason}")
 
 
 def closed_line(c: Closure, host: str, name: str | None) -> str:
     where = f"host={host} " if host else ""
-    return (f"{fmt_time(c.time_wall)} {where}gpu={name or c.decision.gpu} "
-            f"fault={c.decision.fault} closed={c.outcome} (opened "
-            f"{fmt_time(c.decision.time_wall)} at {c.decision.rung.label})")
+    d = c.decision
+    return (f"{fmt_time(c.time_wall)} {where}gpu={name or d.gpu} "
+            f"fault={d.fault} closed={c.outcome} (opened "
+            f"{fmt_time(d.time_wall)} at {_LABEL[d.rung]})")
 
 
 def decision_json(d: Decision, host: str, names: Names) -> dict[str, Any]:
@@ -153,12 +172,14 @@ def report(paths: list[str], opts: Options, write: Callable[[str], object],
         for item, step in steps(paths, opts, out, names, keep, progress):
             host = item.host
             key = f"{item.event.time_wall!r}\t{item.source}\t{item.line}\t" if keyed else ""
+            named = bool(names)  # only kernel logs name GPUs by bus id
             for d in step.opened:
                 out.decisions += 1
-                buf.append(key + decision_line(d, host, names.name(host, d.gpu)))
+                buf.append(key + decision_line(d, host, names.name(host, d.gpu) if named else None))
             for c in step.closed:
                 out.closed += 1
-                buf.append(key + closed_line(c, host, names.name(host, c.decision.gpu)))
+                buf.append(key + closed_line(c, host, names.name(host, c.decision.gpu)
+                                             if named else None))
             if len(buf) >= 2048:  # one write per line would cost more than the replay
                 write("\n".join(buf) + "\n")
                 buf.clear()

@@ -60,6 +60,9 @@ _SUPPORT_AFTER_REMEDY = frozenset(
 _CONTEXTUAL = frozenset({13, 31, 45, 48, 74, *range(144, 151)})
 _CACHE_SIZE = 8192
 _static: dict[tuple[int, str | None, int | None, object], tuple[LadderSettings, Finding]] = {}
+# Xid 13 and 31 read the history only as "repeated on this GPU?" and "seen on other GPUs?"
+_REPEATS = frozenset({13, 31})
+_repeat_static: dict[tuple[int, str | None, bool, bool], tuple[LadderSettings, Finding]] = {}
 
 
 def classify_xid(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding:
@@ -68,6 +71,16 @@ def classify_xid(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding:
     message = d.get("message")
     if message is not None and not isinstance(message, str):
         raise BadEvent("message: must be text")
+    if code in _REPEATS:  # the history enters only as two yes/no answers: cache on them
+        rkey = (code, message, *_repeat_flags(code, message, event, ctx, s))
+        rhit = _repeat_static.get(rkey)
+        if rhit is not None and rhit[0] is s:
+            return rhit[1]
+        f = _classify(code, message, event, ctx, s)
+        if len(_repeat_static) >= _CACHE_SIZE:
+            _repeat_static.clear()
+        _repeat_static[rkey] = (s, f)
+        return f
     if code in _CONTEXTUAL:
         return _classify(code, message, event, ctx, s)
     key = (code, message, event.link, d.get("architecture"))
@@ -143,16 +156,9 @@ def _by_bucket(code: int, entry: cat.XidEntry, s: LadderSettings, base: Finding,
 
 def _wf_13_31(event: FaultEvent, ctx: Context, s: LadderSettings, base: Finding, what: str,
               message: str | None) -> Finding:
-    code = base.xid
+    code = base.xid or 0
     key = parse_gpc_tpc(message) if code == 13 else None
-    since = event.time_wall - s.xid_repeat_window_seconds
-    # lines of the current burst (one SM exception prints several) are this occurrence
-    same_gpu = [x for x in ctx.recent_xids
-                if x.xid == code and x.gpu == event.gpu and x.time_wall >= since
-                and (ctx.burst_start is None or x.burst != ctx.burst_start)
-                and (code != 13 or key is None or x.key is None or x.key == key)]
-    other_gpus = {x.gpu for x in ctx.recent_xids
-                  if x.xid == code and x.gpu != event.gpu and x.time_wall >= since}
+    same_gpu, other_gpus = _repeat_flags(code, message, event, ctx, s)
     if same_gpu and not other_gpus:
         where = f" on the same {key}" if key else ""
         return _with(base, rung=Rung.RESTART_PROCESS, investigate=(SDC_CHECK,), hardware=True,
@@ -162,6 +168,24 @@ def _wf_13_31(event: FaultEvent, ctx: Context, s: LadderSettings, base: Finding,
     spread = " (also on other GPUs: the application)" if other_gpus else ""
     return _with(base, rung=Rung.RESTART_PROCESS, investigate=(APPLICATION,),
                  reason=f"{what}: an application problem{spread}; restart the application")
+
+
+def _repeat_flags(code: int, message: str | None, event: FaultEvent, ctx: Context,
+                  s: LadderSettings) -> tuple[bool, bool]:
+    """Xid 13/31: (an earlier occurrence on this GPU within the repeat window, for Xid 13 on
+    the same GPC/TPC when both name one; the same Xid on another GPU within the window)."""
+    key = parse_gpc_tpc(message) if code == 13 else None
+    since = event.time_wall - s.xid_repeat_window_seconds
+    burst = ctx.burst_start
+    gpu = event.gpu
+    # lines of the current burst (one SM exception prints several) are this occurrence
+    same_gpu = any(x.xid == code and x.gpu == gpu and x.time_wall >= since
+                   and (burst is None or x.burst != burst)
+                   and (code != 13 or key is None or x.key is None or x.key == key)
+                   for x in ctx.recent_xids)
+    other_gpus = any(x.xid == code and x.gpu != gpu and x.time_wall >= since
+                     for x in ctx.recent_xids)
+    return same_gpu, other_gpus
 
 
 def _wf_45(event: FaultEvent, ctx: Context, s: LadderSettings, base: Finding, what: str,
