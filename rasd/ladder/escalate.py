@@ -261,18 +261,20 @@ class Escalator:
                         and set(degradations) <= set(existing.degradations):
                     return  # the open decision already covers it: nothing moves
             for key, d in list(on_comp.items()):
-                if self._transition(step, comp, key, t, ending=Outcome.SUPERSEDED,
-                                    by=rung, by_fault=fault):
+                # (the transition's own guard, asked here first: most open decisions on a
+                # component are unrelated flags, and the call costs more than the question)
+                if (_FLOOR <= d.rung < rung or key == fault) and \
+                        self._transition(step, comp, key, t, ending=Outcome.SUPERSEDED,
+                                         by=rung, by_fault=fault):
                     # the successor inherits what the superseded decision asked for
                     _merge(investigate, d.investigate)
                     _merge(degradations, d.degradations)
                     if key == fault and d.rung > rung:
                         rung, scope = d.rung, d.scope
-        decision = Decision(
-            time_wall=t, gpu=e.gpu, link=comp[1] if scope is Scope.LINK else None,
-            rung=rung, scope=scope, reason=reasons[0] if len(reasons) == 1 else "; ".join(reasons),
-            investigate=tuple(investigate), degradations=tuple(degradations), fault=fault,
-            source=e.kind._value_, buckets=f.buckets, escalated=escalated or forced)
+        decision = Decision(  # positional: this runs once per decision of a fleet's replay
+            t, e.gpu, comp[1] if scope is Scope.LINK else None, rung, scope,
+            reasons[0] if len(reasons) == 1 else "; ".join(reasons), tuple(investigate),
+            tuple(degradations), fault, e.kind._value_, f.buckets, escalated or forced)
         self._transition(step, comp, fault, t, opening=decision)
 
     def _limit(self, rung: Rung) -> int:

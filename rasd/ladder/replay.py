@@ -40,8 +40,8 @@ _REQUIRED = {
     FaultKind.NVSWITCH: ("sxid",),
 }
 REORDER_WINDOW = 65_536  # at most this many events held back to restore time order
-REORDER_SECONDS = 300.0
-SWEEP_EVERY = 16  # events between two host-ladder sweeps of a replay (memory vs time)  # an event is held until the log is this far past it
+REORDER_SECONDS = 300.0  # an event is held until the log is this far past it
+SWEEP_EVERY = 16  # events between two host-ladder sweeps of a replay (memory vs time)
 BARE_SPACING_SECONDS = 60.0  # bare driver lines carry no time: one minute apart, a burst together
 EXPECTED = ("JSON-lines events, or kernel log lines with NVIDIA driver reports (NVRM: Xid / "
             "SXid) as dmesg, dmesg -T, journalctl (short, short-iso) or syslog print them")

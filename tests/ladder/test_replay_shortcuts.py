@@ -1,0 +1,83 @@
+"""The replay's shortcuts (findings shared between events, Xid 13/31 findings kept per history
+answer, the clock text formatted once a day) give the same report as the plain path, on a fleet
+log from the replay benchmark's generator (the Llama 3 failure mix)."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from rasd.ladder import classify, replay_jobs, xids
+from rasd.ladder.replay_jobs import Options, fmt_time, report
+
+
+def _generator() -> ModuleType:
+    path = Path(__file__).parents[1] / "bench" / "bench_replay.py"
+    spec = importlib.util.spec_from_file_location("bench_replay_generator", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class _NoCache(dict):  # type: ignore[type-arg]
+    """A cache that keeps nothing: every look-up misses, every finding is built afresh."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+
+def _plain_time(t: float) -> str:
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % time.gmtime(t)[:6]
+
+
+def _report(path: Path) -> tuple[str, int, int]:
+    out: list[str] = []
+    o = report([str(path)], Options(year=2024), out.append)
+    assert o.error is None
+    return "".join(out), o.decisions, o.closed
+
+
+@pytest.fixture(scope="module")
+def fleet_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("fleet") / "fleet.jsonl"
+    # ten days (decisions expire after seven) at a low noise rate: some thousands of events
+    n = _generator().write_log(str(path), 10, 0.03, 7)
+    assert n > 4000
+    return path
+
+
+def test_fleet_report_same_without_shortcuts(fleet_log: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    shortcut = _report(fleet_log)
+    for mod, name in ((classify, "_CORRECTED"), (classify, "_WITHIN_LIMITS"),
+                      (classify, "_CRC_MONITOR"), (xids, "_static"), (xids, "_repeat_static")):
+        assert isinstance(getattr(mod, name), dict)
+        monkeypatch.setattr(mod, name, _NoCache())
+    monkeypatch.setattr(replay_jobs, "fmt_time", _plain_time)
+    plain = _report(fleet_log)
+    assert shortcut == plain
+    text, decisions, closed = shortcut
+    assert decisions > 1000 and closed > 100  # a report with substance, closures included
+    assert "closed=expired" in text and "rung=reset_gpu" in text
+
+
+def test_fleet_report_same_with_shared_findings_reused(fleet_log: Path) -> None:
+    """A second replay in the same process starts with full caches: same report."""
+    assert _report(fleet_log) == _report(fleet_log)
+
+
+def test_day_cached_clock_matches_gmtime() -> None:
+    rnd = random.Random(3)
+    times = [0.0, 0.5, 59.999, 86_399.999, 86_400.0, 951_868_800.0, 1_704_067_216.307145,
+             253_402_300_799.9, 253_402_300_800.0, 1e12]
+    times += [rnd.uniform(0, 2**33) for _ in range(20_000)]
+    times += sorted(rnd.uniform(1.7e9, 1.8e9) for _ in range(5_000))  # in order, as a replay
+    for t in times:
+        assert fmt_time(t) == _plain_time(t), t
