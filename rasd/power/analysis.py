@@ -252,7 +252,7 @@ def reporting(series: Mapping[int, tuple[np.ndarray, np.ndarray]]) -> list[int]:
     if not usable:
         return []
     latest = max(float(t[-1]) for t, _ in usable.values())
-    step = float(np.median([np.median(np.diff(t)) for t, _ in usable.values()]))
+    step = max(float(t[-1] - t[0]) / (t.size - 1) for t, _ in usable.values())  # mean update interval
     slack = max(STALE_STEPS * step, STALE_MIN_SECONDS)
     return sorted(g for g, (t, _) in usable.items() if float(t[-1]) >= latest - slack)
 
