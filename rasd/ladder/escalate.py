@@ -114,14 +114,16 @@ class Escalator:
         fed; none earlier may follow): memory stays flat in the number of events."""
         self._next_sweep = t + SWEEP_SECONDS
         self.history.sweep(t)
-        for comp in [c for c, ds in self.open.items() if not ds]:
-            del self.open[comp]
-        for gpu in list(self._gpu_comps):
-            comps = {c for c in self._gpu_comps[gpu] if self.open.get(c)}
-            if comps:
-                self._gpu_comps[gpu] = comps
-            else:
+        open_ = self.open
+        for comp in [c for c, ds in open_.items() if not ds]:
+            del open_[comp]
+        # every component left in ``open`` has an open decision
+        for gpu, comps in list(self._gpu_comps.items()):
+            gone = [c for c in comps if c not in open_]
+            if len(gone) == len(comps):
                 del self._gpu_comps[gpu]
+            elif gone:
+                comps.difference_update(gone)
 
     def _seen(self, comp: Component, fault: str, t: float, opened: bool = False) -> None:
         """The fault was reported on the component: its open decision stays (and expires
@@ -147,13 +149,14 @@ class Escalator:
         """Open ``opening`` as (comp, fault), or end the open (comp, fault) with ``ending``
         because of a ``by`` rung (the new decision's, or the remedy's). Returns whether it moved;
         a guard that does not hold leaves the ladder as it was."""
-        current = self.open[comp].get(fault)
+        on_comp = self.open[comp]
+        current = on_comp.get(fault)
         if opening is not None:
             # guard: one open decision per component and fault class; the caller ends the
             # current one (supersede) before it opens a successor
             if current is not None:
                 raise AssertionError(f"{fault} already open on {comp}")
-            self.open[comp][fault] = opening
+            on_comp[fault] = opening
             self._gpu_comps[comp[0]].add(comp)
             self._seen(comp, fault, t, opened=True)
             step.opened.append(opening)
@@ -167,7 +170,7 @@ class Escalator:
             # it: the successor inherits the higher rung); a lower rung never supersedes
             if not ((_FLOOR <= current.rung < by) or fault == by_fault):
                 return False
-            del self.open[comp][fault]
+            del on_comp[fault]
             step.superseded.append(Closure(current, ending._value_, t))
             return True
         if ending is Outcome.REMEDIED:
@@ -176,7 +179,7 @@ class Escalator:
             if not (current.rung <= by and current.rung < Rung.RMA
                     and (fault != "sdc" or by is Rung.RMA)):
                 return False
-            del self.open[comp][fault]
+            del on_comp[fault]
             step.closed.append(Closure(current, ending._value_, t))
             self.history.remedied(comp, fault, by, t)
             return True
@@ -184,7 +187,7 @@ class Escalator:
             # guard: a clean deep check clears a suspicion, never a confirmed corruption (RMA)
             if current.rung >= Rung.RMA:
                 return False
-            del self.open[comp][fault]
+            del on_comp[fault]
             step.closed.append(Closure(current, ending._value_, t))
             return True
         if ending is Outcome.EXPIRED:
@@ -193,7 +196,7 @@ class Escalator:
             # waits for the board's replacement however quiet the GPU is
             if current.rung >= Rung.RMA or quiet_since > t:
                 return False
-            del self.open[comp][fault]
+            del on_comp[fault]
             self._last_seen.pop((comp, fault), None)
             step.closed.append(Closure(current, ending._value_, t))
             return True

@@ -85,29 +85,28 @@ class FaultHistory:
                 repeats=repeats,
             )
         t = e.time_wall
+        gpu = e.gpu
         code = xid_code(e)
-        burst = self._burst_start(e.gpu, code, t)
+        burst = self._burst_start(gpu, code, t)
         keep = t - self._recent_keep
-        mine = self._recent_gpu.get(e.gpu)
+        mine = self._recent_gpu.get(gpu)
         while mine and mine[0].time_wall < keep:
             mine.popleft()
         same = self._recent_code.get(code)
         while same and same[0].time_wall < keep:
             same.popleft()
         # classification asks about this GPU's Xids and the same code on other GPUs only
-        recent = tuple(mine or ()) + tuple(x for x in same or () if x.gpu != e.gpu)
+        recent = tuple(mine) if mine else ()
+        if same:
+            recent += tuple([x for x in same if x.gpu != gpu])
         if link is None:
             link = parse_link(details.get("message"))
-        comp = (e.gpu, link)
-        return Context(
-            recent_xids=recent,
-            link_downs=tuple(self._link_downs.get(comp, ())),
-            link_parity_hits=self._parity.get(comp, 0),
-            retired_dbe=tuple(self._dbe.get(e.gpu, ())),
-            pcie_last_time=self._pcie_last.get(e.gpu),
-            burst_start=burst,
-            repeats=self._repeat_counts(comp, t),
-        )
+        comp = (gpu, link)
+        downs = self._link_downs.get(comp)
+        dbe = self._dbe.get(gpu)
+        return Context(recent, tuple(downs) if downs else (), self._parity.get(comp, 0),
+                       tuple(dbe) if dbe else (), self._pcie_last.get(gpu), burst,
+                       self._repeat_counts(comp, t))
 
     def _repeat_counts(self, comp: Component, t: float) -> dict[str, int]:
         reps = self._repeats.get(comp)
@@ -243,12 +242,13 @@ class FaultHistory:
         """Drop what no window can reach any more at event time ``t`` (each table would ignore
         it anyway), so memory follows the components, not the length of the history."""
         s = self.s
-        for gk in [k for k, last in self._xid_last.items()
-                   if last < t - s.xid_recurrence_window_seconds]:
+        # (each cut computed once: a fleet replay sweeps a host every few dozen events)
+        old = t - s.xid_recurrence_window_seconds
+        for gk in [k for k, last in self._xid_last.items() if last < old]:
             del self._xid_last[gk]
             self._xid_counted.pop(gk, None)
-        for gk in [k for k, (last, _) in self._burst.items()
-                   if last < t - s.xid_line_burst_seconds]:
+        old = t - s.xid_line_burst_seconds
+        for gk in [k for k, (last, _) in self._burst.items() if last < old]:
             del self._burst[gk]
         keep = t - self._recent_keep
         for recent in (self._recent_gpu, self._recent_code):
@@ -269,12 +269,14 @@ class FaultHistory:
                     del reps[rk]
             if not reps:
                 del self._repeats[comp]
-        _prune(self._link_downs, lambda x: x >= t - s.link_flap_window_seconds)
-        _prune(self._not_held, lambda x: x[0] >= t - s.not_holding_memory_seconds)
+        flap = t - s.link_flap_window_seconds
+        _prune(self._link_downs, lambda x: x >= flap)
+        held = t - s.not_holding_memory_seconds
+        _prune(self._not_held, lambda x: x[0] >= held)
+        old = t - s.cure_window_seconds
         for comp in list(self._remedied):
             table = self._remedied[comp]
-            for fault in [f for f, (_, when) in table.items()
-                          if when < t - s.cure_window_seconds]:
+            for fault in [f for f, (_, when) in table.items() if when < old]:
                 del table[fault]
             if not table:
                 del self._remedied[comp]

@@ -104,16 +104,18 @@ def _lines(path: str, progress: Progress | None) -> Iterator[str]:
 
     fh: IO[str] = sys.stdin if path == "-" else open(path, encoding="utf-8", errors="strict")
     try:
+        if progress is None:
+            yield from fh
+            return
         done = n = 0
         for text in fh:
-            if progress is not None:
-                done += len(text)
-                n += 1
-                if n & 8191 == 0:
-                    progress(done)
-                    done = 0
+            done += len(text)
+            n += 1
+            if n & 8191 == 0:
+                progress(done)
+                done = 0
             yield text
-        if progress is not None and done:
+        if done:
             progress(done)
     finally:
         if fh is not sys.stdin:

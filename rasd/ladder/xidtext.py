@@ -103,12 +103,30 @@ def decode(code: int, message: str | None) -> XidText:
 
 
 def parse_gpc_tpc(message: str | None) -> str | None:
+    if type(message) is str:
+        return _gpc_tpc(message)
     m = _GPC_TPC.search(message or "")
     return f"gpc{m.group(1)}/tpc{m.group(2)}" if m else None
 
 
 def parse_link(message: str | None) -> int | None:
+    if type(message) is str:
+        return _link(message)
     m = _LINK.search(message or "")
+    return int(m.group(1)) if m else None
+
+
+# A fleet's driver lines repeat a few hundred message texts millions of times: each text is
+# searched once (bounded caches; the functions are pure).
+@functools.lru_cache(maxsize=4096)
+def _gpc_tpc(message: str) -> str | None:
+    m = _GPC_TPC.search(message)
+    return f"gpc{m.group(1)}/tpc{m.group(2)}" if m else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _link(message: str) -> int | None:
+    m = _LINK.search(message)
     return int(m.group(1)) if m else None
 
 
