@@ -32,6 +32,17 @@ class Health(enum.Enum):
     LOST = "lost"  # NVML says the GPU is lost / fell off the bus
 
 
+class LostReason(enum.Enum):
+    """Why a GPU reads as lost, in NVML's terms (the error nvmlDeviceGetHandleByIndex or a
+    reading answered). A closed set, so that it can be a metric label."""
+
+    GPU_IS_LOST = "gpu_is_lost"  # NVML_ERROR_GPU_IS_LOST: fallen off the bus or otherwise gone
+    NO_PERMISSION = "no_permission"  # NVML_ERROR_NO_PERMISSION at open (device node not accessible)
+    INSUFFICIENT_POWER = "insufficient_power"  # NVML_ERROR_INSUFFICIENT_POWER: power cables not attached
+    IRQ_ISSUE = "irq_issue"  # NVML_ERROR_IRQ_ISSUE: the kernel detected an interrupt problem
+    OTHER = "other"  # any other error at open
+
+
 class ErrorKind(enum.Enum):
     """NVML failures that are counted per GPU and retried next poll (never fatal)."""
 
@@ -189,6 +200,8 @@ class GpuState:
     power_watts: float | None = None  # latest distinct instant-power reading (sampler)
     power_sample_rate_hz: float | None = None  # achieved distinct-update rate
     power_dedup: str | None = None  # how repeats are recognised: "timestamp" or "value"
+    lost_reason: LostReason | None = None  # set only while health is LOST
+    lost_detail: str | None = None  # NVML's own words for it (the reading or open that failed)
 
 
 # --------------------------------------------------------------------------- faults and rungs

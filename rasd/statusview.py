@@ -34,6 +34,8 @@ def gpu_json(st: GpuState) -> dict[str, Any]:
         "name": ident.name if ident else None,
         "pci_bus_id": ident.pci_bus_id if ident else None,
         "health": st.health.value,
+        "lost_reason": st.lost_reason.value if st.lost_reason else None,
+        "lost_detail": st.lost_detail,
         "power_watts": watts,
         "power_limit_watts": s.power_limit_watts if s else None,
         "temperature_gpu_celsius": s.temperature_gpu_celsius if s else None,

@@ -68,6 +68,7 @@ def collect(snapshot: Snapshot) -> Iterable[Metric]:
     gpus = snapshot.gpus
     info = _g("rasd_gpu_info", "Identity of each GPU (value 1).", ["gpu", "uuid", "name", "serial", "pci_bus_id", "vbios_version"])
     up = _g("rasd_gpu_up", "1 when the GPU answers NVML, 0 when it is lost or fell off the bus.", ["gpu"])
+    lost = _g("rasd_gpu_lost_info", "Why the GPU is lost (value 1; present only while rasd_gpu_up is 0): gpu_is_lost (fallen off the bus or otherwise gone), no_permission, insufficient_power or irq_issue (nvmlDeviceGetHandleByIndex refused it), other.", ["gpu", "reason"])
     stale = _g("rasd_gpu_stale", "1 when the GPU's last poll overran its deadline (a hung NVML call); its other series are the last good values.", ["gpu"])
     last = _g("rasd_gpu_last_update_timestamp_seconds", "Unix time of the GPU's last good health poll.", ["gpu"])
     power = _g("rasd_gpu_power_watts", "Instant power (NVML field 186), latest distinct reading of the power sampler.", ["gpu"])
@@ -97,6 +98,8 @@ def collect(snapshot: Snapshot) -> Iterable[Metric]:
         if ident is not None:
             info.add((g, ident.uuid, ident.name, ident.serial or "", ident.pci_bus_id, ident.vbios_version or ""), 1)
         up.add((g,), 0 if st.health is Health.LOST else 1)
+        if st.health is Health.LOST and st.lost_reason is not None:
+            lost.add((g, st.lost_reason.value), 1)
         stale.add((g,), 1 if st.health is Health.STALE else 0)
         if st.last_update_wall is not None:
             last.add((g,), st.last_update_wall)
@@ -116,7 +119,7 @@ def collect(snapshot: Snapshot) -> Iterable[Metric]:
             continue  # its last readings would be lies; identity and up=0 say what is known
         _sample_metrics(st, g, power, temp, clock, reasons, gauges, flags, ecc_vol, ecc_agg, remapped, retired, counters, nv_up, nv_err)
 
-    yield from (info, up, stale, last, power, rate, dedup, temp, clock, reasons)
+    yield from (info, up, lost, stale, last, power, rate, dedup, temp, clock, reasons)
     yield from gauges.values()
     yield from flags.values()
     yield from (ecc_vol, ecc_agg, remapped, retired)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rasd.model import LostReason
+
 
 class BackendUnavailable(RuntimeError):
     """NVML could not be loaded or reports no GPU; the message is one line for people."""
@@ -14,10 +16,11 @@ class BadScenario(BackendUnavailable):
 class GpuLost(RuntimeError):
     """NVML answered GpuIsLost (or the GPU fell off the bus): the GPU is a fault, not a gap."""
 
-    def __init__(self, gpu: int, detail: str):
+    def __init__(self, gpu: int, detail: str, reason: LostReason = LostReason.GPU_IS_LOST):
         super().__init__(f"GPU {gpu} is lost: {detail}")
         self.gpu = gpu
         self.detail = detail
+        self.reason = reason
 
 
 class ControlError(RuntimeError):

@@ -146,6 +146,9 @@ def status(backend: str | None, scenario: str | None, as_json: bool, config_path
         from rasd.scheduler.ledger import job_label
 
         for g in gpus:
+            if g.get("lost_reason"):  # why a lost GPU is lost, in NVML's words
+                click.echo(f"GPU {g['gpu']} lost: {g['lost_reason']} ({g.get('lost_detail') or '-'})")
+        for g in gpus:
             named = [job_label(j) for j in g.get("jobs", []) if j["kind"] != "none"]
             if named:
                 click.echo(f"GPU {g['gpu']} jobs: {', '.join(named)}")

@@ -11,7 +11,7 @@ import collections
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from rasd.model import FaultEvent, FaultKind, GpuIdentity, GpuSample, GpuState, Health, XidEvent
+from rasd.model import FaultEvent, FaultKind, GpuIdentity, GpuSample, GpuState, Health, LostReason, XidEvent
 from rasd.telemetry.counters import MonotonicCounters
 from rasd.telemetry.detect import NVLINK_COUNTERS, detect, nvlink_counter_name
 
@@ -45,6 +45,7 @@ class PollView:
     overruns: int
     errors: dict[tuple[str, str], int]
     unsupported: frozenset[str]
+    lost_reason: LostReason | None = None  # the kind of ``lost``, when it is set
 
 
 @dataclass
@@ -119,6 +120,8 @@ class Aggregator:
             power_watts=power[0],
             power_sample_rate_hz=power[1],
             power_dedup=power[2],
+            lost_reason=(view.lost_reason or LostReason.GPU_IS_LOST) if view.lost is not None else None,
+            lost_detail=view.lost,
         )
         return state, events
 

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from rasd.backends.errors import GpuLost
 from rasd.backends.nvml import GpuHandle
-from rasd.model import GpuIdentity, GpuSample
+from rasd.model import GpuIdentity, GpuSample, LostReason
 from rasd.telemetry.aggregate import PollView
 from rasd.telemetry.loops import GpuLoop
 
@@ -49,6 +49,7 @@ class GpuPoller:
         self.sample: GpuSample | None = None
         self.seq = 0
         self.lost: str | None = None
+        self.lost_reason: LostReason | None = None
         self.last_update_wall: float | None = None
         self.busy_since: float | None = None
         self.overruns = 0
@@ -74,7 +75,8 @@ class GpuPoller:
             self.last_update_wall = sample.time_wall
         except GpuLost as e:
             if self.lost is None:
-                log.error("event=gpu_lost gpu=%d detail=%r", self.index, e.detail)
+                log.error("event=gpu_lost gpu=%d reason=%s detail=%r", self.index, e.reason.value, e.detail)
+            self.lost_reason = e.reason  # before the detail: a reader that sees the detail sees its reason
             self.lost = e.detail
         except Exception as e:  # noqa: BLE001 - a poller never dies; the fault is counted
             self.internal_errors += 1
@@ -106,6 +108,7 @@ class GpuPoller:
             sample=self.sample,
             seq=self.seq,
             lost=self.lost,
+            lost_reason=self.lost_reason,
             stalled=stalled,
             last_update_wall=self.last_update_wall,
             overruns=self.overruns,

@@ -3,8 +3,8 @@
 Three fake nodes run the whole daemon in-process on a hand-moved clock, each long enough for every
 section to have data: an H100 node with faults of every kind, an SDC check and NVLink counters; a
 GB200 node whose swinging training load gets analysed, smoothed and budgeted; a V100 node for
-retired pages (the pre-Ampere mechanism). The table lists every family once: the name as it is
-queried (counters with ``_total``, info with ``_info``), its type, the label names its samples carry,
+retired pages (the pre-Ampere mechanism) and a GPU that cannot be opened (insufficient power).
+The table lists every family once: the name as it is queried (counters with ``_total``, info with ``_info``), its type, the label names its samples carry,
 and its help text. Parsing uses prometheus_client's own exposition parser.
 
     python -m tests.exporter.metric_table           # print the table
@@ -127,6 +127,13 @@ RETIRED_V100 = """
     gpu = 0
     cause = "double_bit"
     count = 1
+
+    [[event]]
+    kind = "nvml_error"
+    at = 0.0
+    gpu = 1
+    function = "nvmlDeviceGetHandleByIndex"
+    error = "insufficient_power"
     """
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from rasd.backends.errors import EventsFailed, NvmlStartFailed
 from rasd.backends.nvml.control import Control
-from rasd.backends.nvml.core import nvml_errors, text
+from rasd.backends.nvml.core import lost_reason, nvml_errors, text
 from rasd.backends.nvml.fields import FieldIds
 from rasd.backends.nvml.readings import Readings
 from rasd.model import NodeIdentity
@@ -60,7 +60,8 @@ class NvmlAdapter:
             except nvml_errors(lib) as e:
                 g = GpuHandle(self, i, None)
                 g.unopened = f"cannot open the GPU: {text(e)}"
-                log.error("event=gpu_open_failed gpu=%d error=%r", i, text(e))
+                g.unopened_reason = lost_reason(lib, e)
+                log.error("event=gpu_open_failed gpu=%d reason=%s error=%r", i, g.unopened_reason.value, text(e))
             gpus.append(g)
         self._gpus = gpus
         self.smoothing_refused = self._check_numbering()

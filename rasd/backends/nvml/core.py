@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from rasd.backends.errors import GpuLost
 from rasd.backends.nvml.fields import FieldIds
-from rasd.model import ErrorKind
+from rasd.model import ErrorKind, LostReason
 
 if TYPE_CHECKING:
     from rasd.backends.nvml.adapter import NvmlAdapter
@@ -87,6 +87,24 @@ def classify(lib: Any, e: BaseException) -> Outcome:
     return Outcome.OTHER
 
 
+_LOST_REASONS = (
+    ("NVMLError_GpuIsLost", LostReason.GPU_IS_LOST),
+    ("NVMLError_NoPermission", LostReason.NO_PERMISSION),
+    ("NVMLError_InsufficientPower", LostReason.INSUFFICIENT_POWER),
+    ("NVMLError_IrqIssue", LostReason.IRQ_ISSUE),
+)
+
+
+def lost_reason(lib: Any, e: BaseException) -> LostReason:
+    """Why a GPU that nvmlDeviceGetHandleByIndex refused is lost (the errors nvml.h documents
+    for it; anything else is OTHER)."""
+    for name, reason in _LOST_REASONS:
+        cls = getattr(lib, name, None)
+        if isinstance(cls, type) and isinstance(e, cls):
+            return reason
+    return LostReason.OTHER
+
+
 def text(v: Any) -> str:
     return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
 
@@ -135,6 +153,7 @@ class HandleCore:
         self.raw = raw
         # why nvmlDeviceGetHandleByIndex failed for this GPU (raw is None then)
         self.unopened: str | None = None
+        self.unopened_reason = LostReason.OTHER
         self._unsupported: dict[str, int] = {}  # reading -> poll number when found unsupported
         self._errors: dict[tuple[str, str], int] = {}
         self._errors_lock = threading.Lock()
@@ -189,7 +208,7 @@ class HandleCore:
     def _args(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
         """The call's arguments; raises GpuLost for a GPU whose handle could not be opened."""
         if self.raw is None:
-            raise GpuLost(self.index, self.unopened or "not opened")
+            raise GpuLost(self.index, self.unopened or "not opened", self.unopened_reason)
         return args
 
     def _fields(
