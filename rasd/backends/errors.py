@@ -24,7 +24,13 @@ class GpuLost(RuntimeError):
 
 
 class ControlError(RuntimeError):
-    """A setting (power limit, smoothing profile) was refused or did not read back as written."""
+    """A setting (power limit, smoothing profile) was refused or did not read back as written,
+    or a control-side query (the GPU's processes) failed. ``kind``: how NVML failed, where known
+    (an ErrorKind value: unknown, timeout, no_permission, other)."""
+
+    def __init__(self, message: str, kind: str | None = None):
+        super().__init__(message)
+        self.kind = kind
 
 
 class EventsFailed(RuntimeError):

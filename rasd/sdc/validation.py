@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from rasd.backends.errors import ControlError, GpuLost
 from rasd.sdc.engines import Engine, limit_host_blas
 from rasd.sdc.gemm import Workspace
 from rasd.sdc.levels import plan_for
@@ -30,6 +31,16 @@ class Outcome:
     rounds: Mapping[int, tuple[Result, ...]]  # per checked GPU: each round's combined result
 
 
+def failure_kind(e: BaseException) -> str:
+    """How a process list failed: lost (NVML's GPU_IS_LOST, or a GPU that could not be opened),
+    the NVML error kind of a refused query, else the exception's class."""
+    if isinstance(e, GpuLost):
+        return "lost"
+    if isinstance(e, ControlError) and e.kind:
+        return e.kind
+    return type(e).__name__
+
+
 class Validator:
     def __init__(self, settings: SdcSettings, handles: Mapping[int, Any], engines: Mapping[int, Engine],
                  locks: GpuLocks | None = None, clock: Callable[[], float] = time.time):
@@ -43,7 +54,9 @@ class Validator:
             limit_host_blas()
         self.locks = locks or GpuLocks()
         self.clock = clock
-        self.process_list_failures: dict[int, int] = {}  # GPU -> failed process lists in a row
+        # (GPU, failure kind) -> failed process lists in a row: each kind is logged at its first
+        # failure, then only counted until the GPU answers again
+        self.process_list_failures: dict[tuple[int, str], int] = {}
 
     @property
     def gpus(self) -> list[int]:
@@ -57,14 +70,15 @@ class Validator:
         try:
             pids = handle.running_pids()
         except Exception as e:  # noqa: BLE001 - an unreadable list is treated as busy, to be safe
-            n = self.process_list_failures[gpu] = self.process_list_failures.get(gpu, 0) + 1
+            key = (gpu, failure_kind(e))
+            n = self.process_list_failures[key] = self.process_list_failures.get(key, 0) + 1
             if n == 1:  # a lost GPU fails every time: once in the log, then counted
-                log.warning("event=sdc_cannot_list_processes gpu=%s error=%r (logged once; counted until it "
-                            "answers again)", gpu, str(e))
+                log.warning("event=sdc_cannot_list_processes gpu=%s kind=%s error=%r (logged once; counted "
+                            "until it answers again)", gpu, key[1], str(e))
             return [-1]
-        failed = self.process_list_failures.pop(gpu, 0)
-        if failed:
-            log.info("event=sdc_processes_listed_again gpu=%s failures=%d", gpu, failed)
+        for key in [k for k in self.process_list_failures if k[0] == gpu]:
+            failed = self.process_list_failures.pop(key)
+            log.info("event=sdc_processes_listed_again gpu=%s kind=%s failures=%d", gpu, key[1], failed)
         return [p for p in pids if p != os.getpid()]
 
     def run(self, targets: Sequence[int], level: str, force: bool = False, seed: int | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 
 from rasd.backends.errors import ControlError, GpuLost
-from rasd.backends.nvml.core import HandleCore, nvml_errors
+from rasd.backends.nvml.core import HandleCore, classify, nvml_errors
 from rasd.model import PowerLimits
 
 
@@ -145,5 +145,5 @@ class Control(HandleCore):
         except lib.NVMLError_GpuIsLost as e:
             raise GpuLost(self.index, str(e)) from None
         except nvml_errors(lib) as e:
-            raise ControlError(f"GPU {self.index}: cannot list processes: {e}") from None
+            raise ControlError(f"GPU {self.index}: cannot list processes: {e}", classify(lib, e).value) from None
         return [int(p.pid) for p in procs]
