@@ -210,7 +210,7 @@ def healthy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             text = http_get(url + "/metrics")
             return text if POWER_READY in text else None
 
-        yield wait_for(ready, timeout=30)
+        yield wait_for(ready, timeout=120)  # generous: the daemon's pace is the machine's
 
 
 @pytest.fixture(scope="module")

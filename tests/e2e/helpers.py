@@ -20,7 +20,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http_get(url: str, timeout: float = 5.0) -> str:
+def http_get(url: str, timeout: float = 30.0) -> str:
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return r.read().decode()
 
@@ -39,6 +39,24 @@ def wait_for(fn, timeout: float, interval: float = 0.2):  # type: ignore[no-unty
     raise AssertionError(f"condition not met within {timeout}s (last error: {last!r})")
 
 
+def _wait_started(proc: subprocess.Popen, url: str, log: Path, timeout: float) -> None:
+    """Until the daemon serves its first GPU series. Starting is imports and a first poll: slow
+    on a loaded machine, hence the generous deadline; a daemon that exits says so at once."""
+    end = time.monotonic() + timeout
+    last: Exception | None = None
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"rasd run exited {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if "rasd_gpu_up" in http_get(url + "/metrics"):
+                return
+        except OSError as e:  # not listening yet
+            last = e
+        if time.monotonic() >= end:
+            raise AssertionError(f"rasd run did not serve within {timeout}s (last error: {last!r})")
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def rasd_daemon(tmp: Path, *args: str, config: str | None = None, env: dict | None = None) -> Iterator[tuple[subprocess.Popen, str]]:
     """Run `rasd run --backend fake` on a free port with private state; yields (proc, base url)."""
@@ -53,7 +71,7 @@ def rasd_daemon(tmp: Path, *args: str, config: str | None = None, env: dict | No
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=e)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: "rasd_gpu_up" in http_get(url + "/metrics"), timeout=30)
+        _wait_started(proc, url, tmp / "rasd.log", timeout=120)
         yield proc, url
     finally:
         if proc.poll() is None:

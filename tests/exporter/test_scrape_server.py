@@ -22,7 +22,7 @@ from rasd.backends.fake.clock import ManualClock
 from tests.exporter.test_exposition import fixed_snapshot
 
 
-def _get(url: str, headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+def _get(url: str, headers: dict[str, str] | None = None, timeout: float = 60.0) -> tuple[int, dict[str, str], bytes]:
     req = urllib.request.Request(url, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -135,13 +135,13 @@ def test_connections_queue_in_a_real_backlog_while_workers_are_busy(server):
     try:
         for _ in range(150):
             s = socket.socket()
-            s.settimeout(0.5)
+            s.settimeout(0.9)  # below the first SYN retransmit (1 s)
             s.connect(("127.0.0.1", port))  # raises on a dropped SYN
             waiting.append(s)
         for s in waiting[:3]:
             s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
         s = waiting[0]
-        s.settimeout(5.0)
+        s.settimeout(60.0)  # served once a held worker's client times out; generous for a loaded machine
         assert s.recv(12).startswith(b"HTTP/1.0 200")
     finally:
         for s in held + waiting:
@@ -156,9 +156,11 @@ def test_silent_clients_time_out_and_cost_no_thread_each(server):
     try:
         time.sleep(0.3)
         assert threading.active_count() <= before + 4  # the fixed worker pool, not one per client
-        idle[0].settimeout(3.0)
+        idle[0].settimeout(60.0)
         assert idle[0].recv(100) == b""  # the server hung up after client_timeout
-        code, _, _ = _get(base + "/metrics", timeout=10.0)  # and still serves afterwards
+        # and still serves afterwards: behind the other idle clients, each hung up after
+        # client_timeout by one of 4 workers (~7 s here; much longer on a loaded machine)
+        code, _, _ = _get(base + "/metrics", timeout=120.0)
         assert code == 200
     finally:
         for s in idle:
@@ -166,10 +168,11 @@ def test_silent_clients_time_out_and_cost_no_thread_each(server):
 
 
 def test_daemon_serves_health_and_metrics(tmp_path: Path):
-    from tests.e2e.helpers import http_get, rasd_daemon
+    from tests.e2e.helpers import http_get, rasd_daemon, wait_for
 
     with rasd_daemon(tmp_path) as (_proc, url):
-        assert http_get(url + "/healthz").startswith("ok")
+        # fresh once a poll has finished on time: wait for it rather than assume the machine's pace
+        wait_for(lambda: http_get(url + "/healthz").startswith("ok"), timeout=60)
         code, _, _ = _get(url + "/nope")
         assert code == 404
 
