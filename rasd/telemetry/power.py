@@ -7,9 +7,10 @@ achieved distinct-update rate.
 
 Whether the timestamp marks NVML's refresh is not documented: NVIDIA's mock NVML stamps every
 read with the time of the call. So each GPU starts by trusting the timestamp and falls back to
-value changes when a run of reads, faster than NVML's fastest documented refresh, are all stamped
-"new" (a driver that refreshes every 100 ms cannot do that); it returns to timestamps as soon as
-one repeats. The method in use is exported per GPU.
+value changes when a run of reads brings new stamps closer together than NVML's fastest
+documented refresh (a driver that refreshes every 100 ms cannot do that) and no stamp has ever
+repeated; it returns to timestamps for good as soon as one repeats. The method in use is exported
+per GPU.
 
 Reads that can only repeat are skipped. With the timestamp trusted, each update tells when NVML
 refreshed (its stamp) and how often (the spacing of the stamps); a GPU is not read again until
@@ -61,7 +62,8 @@ class _GpuSampler:
         self.owner = owner
         self.handle = handle
         self.method = DedupMethod.TIMESTAMP
-        self.fresh_run = 0  # consecutive reads with a new timestamp
+        self.fresh_run = 0  # consecutive reads with a new stamp closer than a refresh period
+        self.seen_repeat = False  # a stamp repeated once: stamps mark refreshes on this driver
         self.last_ts: int | None = None
         self.last_watts: float | None = None
         self.latest: PowerSample | None = None
@@ -148,17 +150,21 @@ class _GpuSampler:
         return s
 
     def _is_new(self, watts: float, ts: int) -> bool:
-        repeated_ts = ts == self.last_ts
+        prev_ts = self.last_ts
+        repeated_ts = ts == prev_ts
         same_value = watts == self.last_watts
         self.last_ts, self.last_watts = ts, watts
         if repeated_ts:
             self.fresh_run = 0
+            self.seen_repeat = True
             if self.method is DedupMethod.VALUE:  # the stamp does mark refreshes after all
                 self._switch(DedupMethod.TIMESTAMP)
             return False
-        self.fresh_run += 1
+        # a new stamp sooner than NVML's fastest refresh after the last one: stamped per call?
+        sooner = prev_ts is None or 0 <= ts - prev_ts < 0.9e6 / NVML_REFRESH_HZ
+        self.fresh_run = self.fresh_run + 1 if sooner else 0
         if self.method is DedupMethod.TIMESTAMP:
-            if self.fresh_run >= ALL_NEW_READS and self.owner.hz > NVML_REFRESH_HZ:
+            if self.fresh_run >= ALL_NEW_READS and not self.seen_repeat and self.owner.hz > NVML_REFRESH_HZ:
                 self._switch(DedupMethod.VALUE)
             return True
         return not same_value

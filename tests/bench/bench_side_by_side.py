@@ -106,7 +106,9 @@ def measure(cmd: list[str], env: dict[str, str], port: int, gpus: int, warmup: f
         ps = psutil.Process(proc.pid)
         text = scrape(port)
         c0, t0 = sum(ps.cpu_times()[:2]), time.monotonic()
+        # rasd's counters are as of its last snapshot: time the window by the snapshots' stamps
         s0 = metric(text, "rasd_power_samples_total") if is_rasd else 0.0
+        w0 = metric(text, "rasd_snapshot_timestamp_seconds") if is_rasd else 0.0
         end = t0 + seconds
         while True:
             time.sleep(min(SCRAPE_EVERY_SECONDS, max(0.0, end - time.monotonic())))
@@ -117,9 +119,10 @@ def measure(cmd: list[str], env: dict[str, str], port: int, gpus: int, warmup: f
         run = Run(100 * (c1 - c0) / (t1 - t0), ps.memory_info().rss / 2**20, ps.num_threads())
         if is_rasd:
             got = metric(text, "rasd_power_samples_total") - s0
-            run.rate_hz = got / gpus / (t1 - t0)
+            span = metric(text, "rasd_snapshot_timestamp_seconds") - w0
+            run.rate_hz = got / gpus / span
             if fake:
-                run.capture = got / (NVML_REFRESH_HZ * gpus * (t1 - t0))
+                run.capture = got / (NVML_REFRESH_HZ * gpus * span)
         return run
     finally:
         proc.send_signal(signal.SIGTERM)
