@@ -97,9 +97,10 @@ def find_oscillation(
     ranked = peaks[np.argsort(mag[peaks])[::-1]]
     tried: dict[int, tuple[float, float] | None] = {}
 
-    def rhythm(k: int) -> tuple[float, float] | None:
-        """(Hz, W) of the periodic rhythm whose harmonic peak ``k`` is, or None."""
-        k0 = _fundamental(mag, k, threshold, f_min / df)
+    def rhythm(k: int, trace: bool = True) -> tuple[float, float] | None:
+        """(Hz, W) of the periodic rhythm whose harmonic peak ``k`` is (``trace``), or of ``k``
+        itself, or None."""
+        k0 = _fundamental(mag, k, threshold, f_min / df) if trace else k
         if k0 not in tried:
             freq = _interpolate(mag, k0) * df
             amp = _fit_amplitude(t, x, freq) if _periodic(t, x, freq) else 0.0
@@ -112,10 +113,35 @@ def find_oscillation(
         in_band_hz = found[0]
     else:
         inside = ranked[(ranked * df >= low) & (ranked * df <= high)]
-        if found is not None:  # a harmonic of a slow rhythm is that rhythm, not one of its own
-            ratio = inside * df / found[0]
-            inside = inside[np.abs(ratio - np.round(ratio)) * found[0] > 2 * df * ZERO_PAD]
-        hit = next((r for r in map(rhythm, inside[:CANDIDATES]) if r is not None and low <= r[0] <= high), None)
+        # Within four unpadded bins: a strong harmonic's window sidelobes sit two or three bins
+        # either side of it and must not pass for a rhythm of their own.
+        tolerance = 4.0 / (n * step)
+
+        base = mag[int(round(found[0] / df))] if found is not None else 0.0
+
+        def own(freq: float, strength: float) -> bool:
+            """Not a harmonic of the slow rhythm found (that would be the slow rhythm again).
+
+            A peak at its k-th multiple is its harmonic unless it is stronger than any harmonic
+            of a pulse train can be (about 1.7/k of the fundamental for a 20% duty; 2/k is used):
+            training steps commensurate with the checkpoint cycle stay their own rhythm.
+            """
+            if found is None:
+                return True
+            order = max(1, round(freq / found[0]))
+            near = abs(freq / found[0] - order) * found[0] <= tolerance
+            return not near or strength > 2.0 / order * base
+
+        def inside_rhythm(k: int) -> tuple[float, float] | None:
+            # Traced down, a training step's peak may land on one of the slow rhythm's own
+            # harmonics (steps commensurate with the checkpoint cycle): then it stands alone.
+            for r in (rhythm(k), rhythm(k, trace=False)):
+                if r is not None and low <= r[0] <= high and own(r[0], float(mag[int(round(r[0] / df))])):
+                    return r
+            return None
+
+        inside = np.array([k for k in inside if own(k * df, float(mag[k]))], dtype=int)
+        hit = next((r for r in map(inside_rhythm, inside[:CANDIDATES]) if r is not None), None)
         in_band_hz = hit[0] if hit is not None else None
     if found is None:
         return Oscillation(None, 0.0, energy_ratio, in_band_hz)

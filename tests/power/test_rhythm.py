@@ -157,3 +157,13 @@ def test_a_recording_without_idle_has_none(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["power", "analyze", str(path), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["idle"] is None
+
+
+def test_training_steps_inside_the_band_beside_a_slow_checkpoint_cycle() -> None:
+    # Ten minutes of training at 0.7 Hz (42 steps a minute: commensurate with the checkpoint
+    # cycle, so the step rate is one of the cycle's multiples) with a checkpoint every minute.
+    t, w = nvml_trace(Shape(checkpoints), 600.0)  # type: ignore[arg-type]
+    m = analyze_series(t, w, BAND, min_amplitude_watts=2.0)
+    assert m is not None
+    assert m.oscillation_hz == pytest.approx(1 / 60.0, rel=0.05) and m.oscillation_band == "below"
+    assert m.band_oscillation_hz == pytest.approx(0.7, rel=0.02)
