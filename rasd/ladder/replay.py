@@ -137,6 +137,7 @@ except ImportError:  # pragma: no cover - a dependency; the standard library sti
     _loads = json.loads
 
 _KINDS = {k.value: k for k in FaultKind}
+_REQUIRED_BY_VALUE = {k.value: v for k, v in _REQUIRED.items()}  # an enum hashes in Python
 
 
 def parse_object(obj: Any) -> tuple[FaultEvent, str]:
@@ -159,7 +160,7 @@ def parse_object(obj: Any) -> tuple[FaultEvent, str]:
     link = obj.get("link")
     if link is not None and (type(link) is not int or link < 0):
         raise ValueError(f"link: {link!r} is not a link number")
-    for key in _REQUIRED.get(kind, ()):
+    for key in _REQUIRED_BY_VALUE.get(kind._value_, ()):
         if key not in obj:
             raise ValueError(f"missing {key!r} for kind {kind.value}")
     host = obj.get("host", "")
