@@ -200,9 +200,10 @@ def _amplitudes(t: np.ndarray, x: np.ndarray, freq: float, spans: tuple[tuple[in
     c, s = np.cos(ph), np.sin(ph)
     out = []
     for a, b in spans:
-        cols = (c[a:b], s[a:b], np.ones(b - a), rel[a:b] - rel[a])
-        gram = np.array([[u @ v for v in cols] for u in cols])
-        rhs = np.array([u @ x[a:b] for u in cols])
+        cols = np.vstack((c[a:b], s[a:b], np.ones(b - a), rel[a:b] - rel[a]))
+        # einsum's own loops: BLAS's threaded dot products cost far more on a busy node.
+        gram = np.einsum("ij,kj->ik", cols, cols)
+        rhs = np.einsum("ij,j->i", cols, x[a:b])
         try:
             coef = np.linalg.solve(gram, rhs)
         except np.linalg.LinAlgError:
@@ -217,9 +218,8 @@ def _fit_amplitude(t: np.ndarray, x: np.ndarray, freq: float) -> float:
     ph = 2 * math.pi * freq * (t - t[0])
     if x.size > LARGE:
         # The 3x3 normal equations: the same fit without an n-by-3 matrix and its SVD.
-        c, s = np.cos(ph), np.sin(ph)
-        gram = np.array([[c @ c, c @ s, c.sum()], [c @ s, s @ s, s.sum()], [c.sum(), s.sum(), float(x.size)]])
-        coef = np.linalg.solve(gram, np.array([c @ x, s @ x, x.sum()]))
+        cols = np.vstack((np.cos(ph), np.sin(ph), np.ones_like(ph)))
+        coef = np.linalg.solve(np.einsum("ij,kj->ik", cols, cols), np.einsum("ij,j->i", cols, x))
         return float(math.hypot(coef[0], coef[1]))
     basis = np.column_stack((np.cos(ph), np.sin(ph), np.ones_like(ph)))
     coef, *_ = np.linalg.lstsq(basis, x, rcond=None)
