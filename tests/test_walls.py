@@ -33,6 +33,11 @@ PURE_CORES = frozenset(
 IMPURE = ("os", "sys", "time", "threading", "socket", "subprocess", "sqlite3", "logging", "signal",
           "shutil", "asyncio", "multiprocessing", "pathlib", "random", "rasd.store", "rasd.backends",
           "rasd.daemon", "rasd.control", "rasd.cli")
+# The areas and what they stand on never reach up to the floors that wire them together.
+AREAS = ("rasd.model", "rasd.config", "rasd.store", "rasd.backends", "rasd.telemetry", "rasd.ladder",
+         "rasd.sdc", "rasd.power", "rasd.scheduler")
+UPPER = ("rasd.snapshot", "rasd.service", "rasd.stages", "rasd.daemon", "rasd.notify", "rasd.freshness",
+         "rasd.instance", "rasd.statusview", "rasd.cli")
 # What exporters may take from rasd: the package itself (its version), the model, the snapshot.
 EXPORTER_MAY_IMPORT = ("rasd", "rasd.model", "rasd.snapshot")
 
@@ -99,6 +104,9 @@ def check(rel: Path, source: str) -> list[Violation]:
             bad(line, f"rasd.model imports {name}: the model is the ground floor and imports no rasd module")
         if within(module, "exporters") and within(name, "rasd") and name not in EXPORTER_MAY_IMPORT:
             bad(line, f"exporters import {name}: exporters read only rasd.model and rasd.snapshot")
+        if any(within(module, a) for a in AREAS) and any(within(name, u) for u in UPPER):
+            bad(line, f"{module} imports {name}: an area never imports the floors above it "
+                      "(snapshot, services, daemon, CLI)")
         if module in PURE_CORES and any(within(name, i) for i in IMPURE):
             bad(line, f"{module} imports {name}: a pure core does no I/O and reads no clock (pass it in)")
         if within(name, "pynvml") and not within(module, "rasd.backends.nvml"):
@@ -134,6 +142,8 @@ def test_the_source_tree_keeps_every_wall():
     ("exporters/sections/power.py", "from rasd.power import decide\n", "exporters read only"),
     ("rasd/telemetry/xid.py", "import pynvml\n", "only the NVML adapter"),
     ("rasd/ladder/escalate.py", "import time\n", "a pure core does no I/O"),
+    ("rasd/sdc/service.py", "from rasd.snapshot import Snapshot\n", "never imports the floors above"),
+    ("rasd/telemetry/poller.py", "def f():\n    from rasd.daemon import Daemon\n", "never imports the floors above"),
     ("rasd/power/analysis.py", "def f():\n    from rasd.store import Store\n", "a pure core does no I/O"),
     ("rasd/telemetry/xid.py", "try:\n    pass\nexcept lib.NVMLError:\n    pass\n", "pynvml's errors stay inside"),
 ])
