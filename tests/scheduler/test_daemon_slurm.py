@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,11 @@ from rasd.scheduler.policy import reason_for
 from tests.e2e.helpers import http_get, rasd_daemon, wait_for
 from tests.scheduler.slurmcluster import SlurmCluster
 from tests.scheduler.test_slurm import REASON, sinfo
+
+
+# what GPU 3 falling off the bus drains the node for (the reboot command fails here, so the
+# ladder may go on to RMA for the same fault)
+LOST_GPU3 = re.compile(r"rasd: (xid 79|gpu_lost) gpu 3 -> (reboot_node|rma)")
 
 
 def _config(tmp: Path, slurm: SlurmCluster, **extra: str) -> str:
@@ -58,15 +64,17 @@ def _cli(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_daemon_drains_with_the_reason_and_exports_it(slurm: SlurmCluster,
                                                       tmp_path: Path) -> None:
     with rasd_daemon(tmp_path, "--scenario", "xid79", config=_config(tmp_path, slurm)) as (_, url):
-        wait_for(lambda: sinfo(slurm, slurm.node)[0] == "drained", timeout=20)
-        assert sinfo(slurm, slurm.node)[1].startswith("rasd: xid 79 gpu 3 -> ")
+        wait_for(lambda: sinfo(slurm, slurm.node)[0] == "drained", timeout=30)
+        # Xid 79 (event thread) and the lost GPU (health poll) race to the ladder: the first to
+        # reach the gate names the drain
+        assert LOST_GPU3.fullmatch(sinfo(slurm, slurm.node)[1]), sinfo(slurm, slurm.node)
         text = _metrics_with(url, 'rasd_scheduler_node_out{reason="rasd:')
         assert 'rasd_scheduler_info{enforced="true",kind="slurm",node="rasd0"} 1.0' in text
         assert "rasd_scheduler_drains_total 1.0" in text
         r = _cli(tmp_path, "status", "--json")
         assert r.returncode == 0, r.stderr
         st = json.loads(r.stdout)
-        assert st["out_by_rasd"] and st["reason"].startswith("rasd: xid 79 gpu 3")
+        assert st["out_by_rasd"] and LOST_GPU3.fullmatch(st["reason"]), st
         assert st["scope"]["nodes"] == 4
 
 
@@ -93,11 +101,12 @@ def test_cli_resets_a_tripped_breaker_and_the_deferred_decision_acts(slurm: Slur
         assert r.returncode == 0 and "breaker reset" in r.stdout, r.stdout + r.stderr
         wait_for(lambda: sinfo(slurm, slurm.node)[0] == "drained", timeout=30)
         # the first deferred decision to pass the gate drains the node with its reason; the other,
-        # no worse, finds the node out already: neither stays deferred
-        assert sinfo(slurm, slurm.node)[1] in reasons
-        after = wait_for(lambda: (st := _state(tmp_path))["out_by_rasd"] and not st["deferred"] and st,
-                         timeout=30)
-        assert after["reason"] == sinfo(slurm, slurm.node)[1]
+        # no worse, finds the node out already: neither stays deferred. The reboot command here
+        # fails, so the ladder may go on to RMA, which says the worse rung for the same fault.
+        fault, rung = sinfo(slurm, slurm.node)[1].rsplit(" -> ", 1)
+        assert fault in {r.rsplit(" -> ", 1)[0] for r in reasons} and rung in ("reboot_node", "rma")
+        wait_for(lambda: (st := _state(tmp_path))["out_by_rasd"] and not st["deferred"]
+                 and st["reason"] == sinfo(slurm, slurm.node)[1], timeout=30)
 
 
 def _state(tmp: Path) -> dict:
