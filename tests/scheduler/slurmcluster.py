@@ -113,8 +113,19 @@ PartitionName=cpu Nodes=cpux1 MaxTime=INFINITE State=UP
         # out of UNKNOWN (which cannot be resumed) into IDLE, not responding
         for names in ([f"{self.extra[0][:-1]}[1-{len(self.extra)}]"] if self.extra else []) + ["cpux1"]:
             self.run("scontrol", "update", f"nodename={names}", "state=down", "reason=setup")
-            self.run("scontrol", "update", f"nodename={names}", "state=resume")
+            try:
+                self.run("scontrol", "update", f"nodename={names}", "state=resume")
+            except RuntimeError:
+                # its address is this host's slurmd: a ping may answer first and return it to
+                # service by itself (ReturnToService=2), and an idle node cannot be resumed
+                if self._states(names) != {"idle"}:
+                    raise
         return self
+
+    def _states(self, names: str) -> set[str]:
+        p = subprocess.run(["sinfo", "-h", "-n", names, "-o", "%T"], env=self.env, capture_output=True,
+                           text=True, timeout=10, check=False)
+        return set(p.stdout.split()) if p.returncode == 0 else set()
 
     def run(self, *argv: str) -> str:
         p = subprocess.run(list(argv), env=self.env, capture_output=True, text=True,
