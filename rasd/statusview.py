@@ -58,4 +58,8 @@ def snapshot_json(snap: Snapshot | None) -> dict[str, Any]:
     """The daemon's view: its node and every GPU as of its last health poll."""
     if snap is None:
         return {"node": None, "gpus": [], "time": None}
-    return {"node": node_json(snap.node), "gpus": [gpu_json(g) for g in snap.gpus], "time": snap.time_wall}
+    # The jobs on each GPU come from the scheduler stage's attribution (empty when it is off), so
+    # the daemon's view names them as a one-shot poll does.
+    jobs = snap.scheduler.jobs if snap.scheduler is not None else {}
+    gpus = [dict(gpu_json(g), jobs=[j.to_dict() for j in jobs.get(g.index, ())]) for g in snap.gpus]
+    return {"node": node_json(snap.node), "gpus": gpus, "time": snap.time_wall}
