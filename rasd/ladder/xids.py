@@ -57,7 +57,7 @@ _SUPPORT_AFTER_REMEDY = frozenset(
 # Workflows that read the history; every other Xid's finding follows from the code, the message,
 # the link and the architecture alone, so it is computed once and kept (a replay sees the same
 # lines again and again).
-_CONTEXTUAL = frozenset({13, 31, 45, 48, 74, *range(144, 151)})
+_CONTEXTUAL = frozenset({13, 31, 45, 48, 63, 64, 74, *range(144, 151)})
 _CACHE_SIZE = 8192
 _static: dict[tuple[int, str | None, int | None, object], tuple[LadderSettings, Finding]] = {}
 # Xid 13 and 31 read the history only as "repeated on this GPU?" and "seen on other GPUs?"
@@ -119,7 +119,20 @@ def _classify(code: int, message: str | None, event: FaultEvent, ctx: Context,
     if code in _SUPPORT_AFTER_REMEDY and DIAGNOSTICS not in f.investigate:
         f = _with(f, investigate=f.investigate + (DIAGNOSTICS,),
                   reason=f.reason + "; diagnostics, and contact support if it persists")
+    if code in (63, 64):
+        f = _after_48(event, ctx, s, f, what)
     return f
+
+
+def _after_48(event: FaultEvent, ctx: Context, s: LadderSettings, f: Finding, what: str) -> Finding:
+    """WORKFLOW_XID_48 read from the other side: the driver prints the double-bit error first and
+    the row remap (63) or its failure (64) just after, so a 63/64 that follows a 48 on the same GPU
+    turns the pair into "drain, then reset" (the 48's own finding saw no companion yet)."""
+    since = event.time_wall - s.xid_companion_seconds
+    if not any(x.gpu == event.gpu and x.xid == 48 and x.time_wall >= since for x in ctx.recent_xids):
+        return f
+    return _with(f, rung=max(f.rung, Rung.RESET_GPU), degradations=tuple(dict.fromkeys((*f.degradations, DRAIN))),
+                 hardware=True, reason=f"{what} after Xid 48 on this GPU: drain, then reset the GPU")
 
 
 def _by_bucket(code: int, entry: cat.XidEntry, s: LadderSettings, base: Finding,

@@ -86,6 +86,18 @@ def test_xid48_with_remap_drains():
     assert f.rung is Rung.RESET_GPU and "drain" in f.degradations
 
 
+def test_xid63_after_xid48_drains_then_resets():
+    # The driver prints the DBE first and the remap just after: the pair is WORKFLOW_XID_48's
+    # "drain, then reset" even though the 48 saw no companion when it arrived.
+    assert xid(63).rung is Rung.NONE
+    f = xid(63, t=1, ctx=Context(recent_xids=(XidSeen(0.5, 0, 48),)))
+    assert f.rung is Rung.RESET_GPU and "drain" in f.degradations and f.hardware
+    other_gpu = xid(63, t=1, ctx=Context(recent_xids=(XidSeen(0.5, 2, 48),)))
+    assert other_gpu.rung is Rung.NONE
+    f64 = xid(64, t=1, ctx=Context(recent_xids=(XidSeen(0.5, 0, 48),)))
+    assert f64.rung >= Rung.RESET_GPU and "drain" in f64.degradations
+
+
 def test_xid45_follows_companion():
     assert xid(45).rung is Rung.RESTART_PROCESS
     assert xid(45, t=3, ctx=Context(recent_xids=(XidSeen(1, 0, 48),))).rung is Rung.NONE
