@@ -240,7 +240,7 @@ class Readings(HandleCore):
         ``slow=False`` reads only the fast part and repeats the slow part (ECC, retired pages, row
         remapping, PCIe, power-limit range, NVLink ports) from the last poll that read it
         (``GpuSample.slow_time_mono`` says when); the first poll always reads everything."""
-        lib, h, r, fid = self.lib, self.raw, self._read, self.fids
+        fid = self.fids
         self._polls += 1
         t0 = time.monotonic()
         fields = self._fields((fid.power_instant, fid.memory_temp, fid.recovery_action))
@@ -248,25 +248,32 @@ class Readings(HandleCore):
         memtemp = fields.get(fid.memory_temp) if fid.memory_temp is not None else None
         action = fields.get(fid.recovery_action) if fid.recovery_action is not None else None
         slow = slow or self._slow is None
-        values: dict[str, Any] = {}
-        if not slow:
+        values: dict[str, Any]
+        if slow:
+            values = self._read_slow_part(t0)
+        else:
             assert self._slow is not None
-            self._table(values, slow=False)
-            sample = GpuSample(
-                index=self.index,
-                time_wall=now_wall(),
-                time_mono=t0,
-                poll_seconds=0.0,
-                power_instant_watts=inst[0] / 1000.0 if inst else None,
-                temperature_memory_celsius=float(memtemp[0]) if memtemp else None,
-                recovery_action=int(action[0]) if action else None,
-                **values,
-                **self._slow,
-            )
-            return replace(sample, poll_seconds=time.monotonic() - t0)
+            values = dict(self._slow)
+        self._table(values, slow=slow)
+        sample = GpuSample(
+            index=self.index,
+            time_wall=now_wall(),
+            time_mono=t0,
+            poll_seconds=0.0,
+            power_instant_watts=inst[0] / 1000.0 if inst else None,
+            temperature_memory_celsius=float(memtemp[0]) if memtemp else None,
+            recovery_action=int(action[0]) if action else None,
+            **values,
+        )
+        if slow:
+            self._slow = {k: getattr(sample, k) for k in _SLOW_SAMPLE_FIELDS}
+        return replace(sample, poll_seconds=time.monotonic() - t0)
+
+    def _read_slow_part(self, t0: float) -> dict[str, Any]:
+        """The slow readings outside the table: ECC mode and totals, retired pages, NVLink ports."""
+        lib, h, r = self.lib, self.raw, self._read
         ecc_mode = r("ecc_mode", lib.nvmlDeviceGetEccMode, h)
         ecc_on = bool(ecc_mode[0]) if ecc_mode is not None else None
-        self._table(values, slow=True)
         sbe_pages = r(
             "retired_pages", lib.nvmlDeviceGetRetiredPages, h,
             lib.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS,
@@ -280,19 +287,12 @@ class Readings(HandleCore):
             else None
         )
         pages_pending = r("retired_pages_pending", lib.nvmlDeviceGetRetiredPagesPendingStatus, h)
-        for name, field, etype, ctype in ECC_READINGS:
-            values[field] = (
-                None if ecc_on is False
-                else r(name, lib.nvmlDeviceGetTotalEccErrors, h, getattr(lib, etype), getattr(lib, ctype))
-            )
-        sample = GpuSample(
-            index=self.index,
-            time_wall=now_wall(),
-            time_mono=t0,
-            poll_seconds=0.0,
-            power_instant_watts=inst[0] / 1000.0 if inst else None,
-            temperature_memory_celsius=float(memtemp[0]) if memtemp else None,
-            recovery_action=int(action[0]) if action else None,
+        values: dict[str, Any] = {
+            field: None if ecc_on is False
+            else r(name, lib.nvmlDeviceGetTotalEccErrors, h, getattr(lib, etype), getattr(lib, ctype))
+            for name, field, etype, ctype in ECC_READINGS
+        }
+        values.update(
             ecc_enabled=ecc_on,
             retired_pages_single_bit=len(sbe_pages) if sbe_pages is not None else None,
             retired_pages_double_bit=len(dbe_pages) if dbe_pages is not None else None,
@@ -301,10 +301,8 @@ class Readings(HandleCore):
             else None,
             nvlinks=self._nvlinks(),
             slow_time_mono=t0,
-            **values,
         )
-        self._slow = {k: getattr(sample, k) for k in _SLOW_SAMPLE_FIELDS}
-        return replace(sample, poll_seconds=time.monotonic() - t0)
+        return values
 
     def _nvlinks(self) -> tuple[NvLinkSample, ...]:
         lib, h, r = self.lib, self.raw, self._read
