@@ -1,0 +1,178 @@
+"""README's Performance tables, generated from the committed benchmark results.
+
+Each bench merges its figures into ``tests/bench/results/<bench>.json`` (see ``results.py``).
+README marks every generated table with a pair of comments::
+
+    <!-- figures: scrape -->
+    ...generated, do not edit...
+    <!-- /figures -->
+
+and this module rewrites what lies between them: the figures whose ``table`` is the name, one
+row per label, a column per ``column`` (in the order the bench recorded them), the target and
+whether it was met, and under the table the runs it came from (command, commit, date, cores and
+load average: the machine is shared, and its load is part of every figure). The name
+``targets`` is special: every figure that has a target, from every bench. Prose around the
+tables is written by hand and left alone.
+
+    python -m tests.bench.figures            # print the generated blocks
+    python -m tests.bench.figures --write    # rewrite README's blocks from the results
+    python -m tests.bench.figures --results tests/bench/results/local   # from uncommitted runs
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from tests.bench.results import RESULTS, load
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+TARGETS = "targets"
+BLOCK = re.compile(r"(<!-- figures: (?P<name>[a-z0-9_-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
+FIX = "python -m tests.bench.figures --write"
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """A figure with what the tables need to place and attribute it."""
+
+    key: str
+    fig: Mapping[str, Any]
+    run: Mapping[str, Any]
+    rank: tuple[int, int]  # (file, order in file): the row and column order
+
+
+def collect(files: Mapping[str, Mapping[str, Any]]) -> list[Placed]:
+    """Every figure of every results file (``files``: name -> loaded file), in a fixed order."""
+    out = []
+    for i, name in enumerate(sorted(files)):
+        data = files[name]
+        for key, fig in data["figures"].items():
+            run = data["runs"].get(fig["run"])
+            if run is None:
+                raise SystemExit(f"{name}: figure {key} points at run {fig['run']!r}, which the file lacks; "
+                                 "rerun the bench with --json on a fresh file")
+            out.append(Placed(key, fig, run, (i, int(fig["order"]))))
+    return sorted(out, key=lambda p: p.rank)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "/").replace("\n", " ")
+
+
+def _met(figs: Iterable[Mapping[str, Any]]) -> str:
+    verdicts = [f["met"] for f in figs if f.get("target") is not None]
+    if not verdicts or any(v is None for v in verdicts):
+        return ""
+    return "yes" if all(verdicts) else "**no**"
+
+
+def _target(figs: Iterable[Mapping[str, Any]]) -> str:
+    seen: list[str] = []
+    for f in figs:
+        if f.get("target") and f["target"] not in seen:
+            seen.append(f["target"])
+    return "; ".join(seen)
+
+
+def _row_label(fig: Mapping[str, Any]) -> str:
+    """The label with its column where it has one (the targets table has a single measured column)."""
+    return fig["label"] if fig["column"] == "measured" else f"{fig['label']}, {fig['column']}"
+
+
+def _script(run: Mapping[str, Any]) -> str:
+    return str(run["command"]).split(" ")[0]
+
+
+def provenance(runs: Iterable[Mapping[str, Any]]) -> str:
+    lines = []
+    for r in runs:
+        la = "/".join(f"{x:.1f}" for x in r["load_average"])
+        dirty = " with local changes" if r["dirty"] else ""
+        lines.append(f"`{r['command']}`, commit {r['commit']}{dirty}, {r['date'].replace('T', ' ')}; "
+                     f"{r['cores']} cores, load average {la} (1/5/15 min)")
+    return "Measured by " + "; ".join(lines) + "." if len(lines) == 1 else \
+        "Measured by:\n" + "\n".join(f"- {ln}" for ln in lines)
+
+
+def _unique_runs(placed: Iterable[Placed]) -> list[Mapping[str, Any]]:
+    seen: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for p in placed:
+        seen.setdefault((p.run["bench"], p.run["date"]), p.run)
+    return list(seen.values())
+
+
+def table(name: str, placed: list[Placed]) -> str:
+    """The block for ``name``: the table, a blank line, and where its figures came from."""
+    if name == TARGETS:
+        mine = [p for p in placed if p.fig.get("target") is not None]
+        if not mine:
+            raise SystemExit(f"README's '{TARGETS}' table: no figure in the results has a target; run the benches with --json")
+        rows = ["| figure | measured | target | met | benchmark |", "| --- | --- | --- | --- | --- |"]
+        rows += [f"| {_cell(_row_label(p.fig))} | {_cell(p.fig['text'])} | {_cell(p.fig['target'])} | {_met([p.fig])} "
+                 f"| `{_script(p.run)}` |" for p in mine]
+        return "\n".join(rows) + "\n"
+    mine = [p for p in placed if p.fig["table"] == name]
+    if not mine:
+        raise SystemExit(f"README's table '{name}': no figure in the results has table={name!r}; "
+                         "run its bench with --json into tests/bench/results, or remove the block")
+    columns: list[str] = []
+    labels: dict[str, dict[str, Placed]] = {}
+    for p in mine:
+        if p.fig["column"] not in columns:
+            columns.append(p.fig["column"])
+        labels.setdefault(p.fig["label"], {})[p.fig["column"]] = p
+    has_target = any(p.fig.get("target") is not None for p in mine)
+    head = ["figure", *columns] + (["target", "met"] if has_target else [])
+    rows = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for label, cells in labels.items():
+        figs = [c.fig for c in cells.values()]
+        row = [_cell(label)] + [_cell(cells[c].fig["text"]) if c in cells else "" for c in columns]
+        if has_target:
+            row += [_cell(_target(figs)), _met(figs)]
+        rows.append("| " + " | ".join(row) + " |")
+    return "\n".join(rows) + "\n\n" + provenance(_unique_runs(mine)) + "\n"
+
+
+def render(readme: str, files: Mapping[str, Mapping[str, Any]]) -> str:
+    """``readme`` with every figures block regenerated from ``files``."""
+    placed = collect(files)
+    names = [m.group("name") for m in BLOCK.finditer(readme)]
+    unplaced = sorted({p.fig["table"] for p in placed} - set(names))
+    if unplaced:
+        raise SystemExit(f"results have tables README does not place: {', '.join(unplaced)}; add a "
+                         f"'<!-- figures: NAME -->' ... '<!-- /figures -->' block for each to README's Performance section")
+    return BLOCK.sub(lambda m: m.group(1) + table(m.group("name"), placed) + m.group(4), readme)
+
+
+def read_results(folder: Path = RESULTS) -> dict[str, dict[str, Any]]:
+    return {p.name: load(p) for p in sorted(folder.glob("*.json"))}
+
+
+def main(argv: list[str]) -> int:
+    folder = RESULTS
+    if "--results" in argv:
+        i = argv.index("--results")
+        if i + 1 >= len(argv):
+            print("--results needs a folder of results files, e.g. --results tests/bench/results/local", file=sys.stderr)
+            return 2
+        folder = Path(argv[i + 1])
+    files = read_results(folder)
+    if not files:
+        print(f"{folder}: no results files (*.json); run a bench with --json {folder}/<bench>.json", file=sys.stderr)
+        return 2
+    readme = README.read_text()
+    new = render(readme, files)
+    if "--write" in argv:
+        README.write_text(new)
+    else:
+        print("\n".join(m.group(0) for m in BLOCK.finditer(new)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
