@@ -127,7 +127,7 @@ def analyze_series(
     w = np.asarray(w, dtype=float)
     t, w = _dedup(t, w)
     n = t.size
-    if n < MIN_SAMPLES or t[-1] <= t[0]:
+    if not analysable(t):
         return None
     duration = float(t[-1] - t[0])
     rate = achieved_rate(t)
@@ -282,19 +282,35 @@ def node_sum(
     return grid, total
 
 
+def analysable(t: np.ndarray) -> bool:
+    """Whether a (deduplicated) series holds enough updates for analyze_series to say anything."""
+    return t.size >= MIN_SAMPLES and bool(t[-1] > t[0])
+
+
 def analyze_window(
     series: Mapping[int, tuple[np.ndarray, np.ndarray]],
     band: tuple[float, float],
     *,
     min_amplitude_watts: float = 0.0,
+    reuse: Mapping[int, SeriesMetrics] | None = None,
 ) -> WindowAnalysis:
-    """Per-GPU metrics and the node sum's metrics over one window of (seconds, watts) series."""
+    """Per-GPU metrics and the node sum's metrics over one window of (seconds, watts) series.
+
+    ``reuse``: per-GPU metrics from an earlier window, taken as they are for those GPUs instead
+    of analysing them again (the daemon refreshes GPUs in turn; the node sum is always analysed
+    afresh). Which GPUs have metrics, and so which are summed into the node, is decided on this
+    window either way.
+    """
     gpus: dict[int, SeriesMetrics] = {}
     clean: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for gpu in sorted(series):
         t, w = _dedup(*series[gpu])
         clean[gpu] = (t, w)
-        m = analyze_series(t, w, band, min_amplitude_watts=min_amplitude_watts)
+        if not analysable(t):
+            continue
+        m = reuse.get(gpu) if reuse is not None else None
+        if m is None:
+            m = analyze_series(t, w, band, min_amplitude_watts=min_amplitude_watts)
         if m is not None:
             gpus[gpu] = m
     live = reporting({g: clean[g] for g in gpus})
@@ -306,7 +322,7 @@ def analyze_window(
         )
         if node is not None:
             # The grid inherits the GPUs' rate; report the slowest GPU's, which bounds what is seen.
-            rate = min(gpus[g].sample_rate_hz for g in live)
+            rate = min(achieved_rate(clean[g][0]) for g in live)
             node = _with_rate(node, rate)
     return WindowAnalysis(gpus=gpus, node=node, node_series=summed, node_gpus=tuple(live) if node else ())
 

@@ -9,6 +9,7 @@ reason to escalate (see ``_due`` and tests/bench/bench_power.py).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -23,19 +24,21 @@ from rasd.power.analysis import (
     PEAK_PERCENTILE,
     RAMP_PERCENTILE,
     TROUGH_PERCENTILE,
+    SeriesMetrics,
     WindowAnalysis,
     analyze_window,
     node_sum,
 )
 from rasd.power.apply import PowerApplier, PowerHandle
 from rasd.power.budget import BudgetState, rebalance
-from rasd.power.decide import SmoothingDecision, Mode, decide
+from rasd.power.decide import MIN_COVERAGE, Mode, SmoothingDecision, decide
 from rasd.power.settings import PowerSettings
 from rasd.power.state import PowerState
 
 log = logging.getLogger("rasd.power")
 
-USAGE_PERCENTILE = 95.0  # what a GPU "uses" for budget sharing
+USAGE_PERCENTILE = 95.0
+Series = dict[int, tuple[np.ndarray, np.ndarray]]  # per GPU: (seconds, watts), oldest first  # what a GPU "uses" for budget sharing
 
 
 class PowerService:
@@ -58,6 +61,10 @@ class PowerService:
         self._analysis: WindowAnalysis | None = None
         self._analysed_at: float | None = None  # newest reading (s) at the last full analysis
         self._stale = True  # settings changed since (or nothing analysed yet)
+        # Each GPU's own figures, and the newest reading (s) when they were last analysed.
+        self._gpu_metrics: dict[int, SeriesMetrics] = {}
+        self._gpu_at: dict[int, float] = {}
+        self._fresh: frozenset[int] = frozenset()  # GPUs analysed afresh at the last analysis
         self._state = PowerState(
             time_wall=clock(),
             window_seconds=settings.window_seconds,
@@ -86,18 +93,26 @@ class PowerService:
                     times.popleft()
                     watts.popleft()
 
-    def window(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    def _trim(self) -> tuple[float | None, float | None]:
+        """Age every GPU's readings against the newest reading of any GPU (caller holds the lock).
+
+        A GPU that stopped reporting (lost) trims nothing on its own; this makes its readings
+        leave the window in time. Returns (newest, oldest) reading time in seconds, or Nones.
+        """
+        newest = max((times[-1] for times, _ in self._buf.values() if times), default=None)
+        if newest is None:
+            return None, None
+        cutoff = newest - self.settings.window_seconds
+        for times, watts in self._buf.values():
+            while times and times[0] < cutoff:
+                times.popleft()
+                watts.popleft()
+        return newest, min(times[0] for times, _ in self._buf.values() if times)
+
+    def window(self) -> Series:
         out = {}
         with self._lock:
-            # A GPU that stopped reporting (lost) trims nothing on its own: age its readings
-            # against the newest reading of any GPU, so they leave the window in time.
-            newest = max((times[-1] for times, _ in self._buf.values() if times), default=None)
-            if newest is not None:
-                cutoff = newest - self.settings.window_seconds
-                for times, watts in self._buf.values():
-                    while times and times[0] < cutoff:
-                        times.popleft()
-                        watts.popleft()
+            self._trim()
             # Two flat deques per GPU copy into arrays in C (a deque of pairs costs ten times more).
             for g, (times, watts) in self._buf.items():
                 if times:
@@ -109,21 +124,32 @@ class PowerService:
         started = time.perf_counter()
         s = self.settings
         try:
-            series = self.window()
-            if not self._due(series):
+            with self._lock:
+                newest, oldest = self._trim()
+            due, series = (True, None) if self._stale else self._due(newest, oldest)
+            if not due:
                 self._ticks += 1
                 self._state = replace(self._state, time_wall=now_wall, ticks_total=self._ticks,
                                       tick_seconds=time.perf_counter() - started)
                 return self._state
+            if series is None:
+                series = self.window()
             self._analysed_at = max((float(t[-1]) for t, _ in series.values() if t.size), default=None)
+            if self._stale:
+                self._gpu_metrics.clear()
+                self._gpu_at.clear()
             self._stale = False
-            analysis = analyze_window(
-                series, (s.band_low_hz, s.band_high_hz), min_amplitude_watts=s.oscillation_min_watts
-            )
             limits = self.applier.limits()
             readings = {g: w for g, (_, w) in series.items()}
             previous = self._decision
-            self._decision = decide(analysis, limits, s, now_wall, previous, readings)
+            analysis = self._analyze(series)
+            decision = decide(analysis, limits, s, now_wall, previous, readings)
+            if analysis.gpus.keys() - self._fresh and (decision.mode >= Mode.FLOOR or analysis.node is None):
+                # Floors and caps are set from each GPU's own peak and trough, and a node of one
+                # GPU is that GPU: those decisions are taken on every GPU's figures of this window.
+                analysis = self._analyze(series, everything=True)
+                decision = decide(analysis, limits, s, now_wall, previous, readings)
+            self._decision = decision
             _log_change(previous, self._decision)
             if s.node_budget_watts > 0 and limits:
                 usage = {
@@ -159,38 +185,94 @@ class PowerService:
         )
         return self._state
 
-    def _due(self, series: dict[int, tuple[np.ndarray, np.ndarray]]) -> bool:
-        """Whether this tick runs the full analysis and decision.
+    def _analyze(self, series: Series, everything: bool = False) -> WindowAnalysis:
+        """The window's analysis: the node sum afresh, each GPU's own figures in turn.
+
+        A GPU's own spectrum and fits cost as much as the node's; each GPU is analysed again once
+        its figures are ``gpu_refresh_seconds`` old, the oldest first, so the work spreads evenly
+        over the full analyses (``everything``: all of them now). The node's figures, and which GPUs
+        it sums, come from this window every time.
+        """
+        s = self.settings
+        newest = self._analysed_at if self._analysed_at is not None else 0.0
+        refresh = self.gpu_refresh_seconds
+        if everything or refresh <= s.analysis_seconds:
+            due = set(series)
+        else:
+            ages = sorted(series, key=lambda g: (self._gpu_at.get(g, -math.inf), g))
+            # Enough GPUs each time that every one comes round within ``refresh``.
+            turn = math.ceil(len(ages) * s.analysis_seconds / refresh)
+            due = {g for g in ages if g not in self._gpu_metrics or newest - self._gpu_at[g] >= refresh}
+            due.update(ages[:turn])
+        reuse = {g: m for g, m in self._gpu_metrics.items() if g not in due}
+        analysis = analyze_window(
+            series, (s.band_low_hz, s.band_high_hz), min_amplitude_watts=s.oscillation_min_watts, reuse=reuse
+        )
+        for g in due:
+            self._gpu_at[g] = newest
+        self._gpu_metrics = dict(analysis.gpus)
+        self._gpu_at = {g: self._gpu_at[g] for g in self._gpu_metrics}
+        self._fresh = frozenset(due)
+        return analysis
+
+    def _due(self, newest: float | None, oldest: float | None) -> tuple[bool, Series | None]:
+        """Whether this tick runs the full analysis and decision, and the window if it read it.
 
         The spectra and fits cost milliseconds per GPU; they run every ``analysis_seconds``. In
         between, a cheap look at the node sum (raw percentiles and ramps, no spectra) asks whether
         the window now calls for a more severe mode than the current one; if so the full analysis
         runs at once, so a swing, ramp or budget excess is still acted on within one tick. Only
         relaxing (which waits ``hysteresis_seconds`` anyway) can lag by up to ``analysis_seconds``.
+        Where no limit is set that the current mode could escalate for, nothing is read at all.
         """
         s = self.settings
         d = self._decision
         # The cadence runs on the readings' own (NVML) clock: it advances with the data in the
         # daemon and under a simulated clock alike.
-        newest = max((float(t[-1]) for t, _ in series.values() if t.size), default=None)
-        if self._stale or d is None or not d.gpus or self._analysed_at is None or newest is None:
-            return True  # nothing decided yet (or under old settings): decide now
+        if d is None or self._analysed_at is None or newest is None or oldest is None:
+            return True, None  # nothing decided yet: decide now
+        if not d.gpus and self._covered() < MIN_COVERAGE * s.window_seconds <= newest - oldest:
+            # "Not enough readings yet": decide the moment the readings could cover enough of the
+            # window (no node sum spans more than all readings do), else at the cadence.
+            return True, None
         if not 0 <= newest - self._analysed_at < s.analysis_seconds:
-            return True
+            return True, None
+        if not d.gpus:
+            return False, None
+        swing = d.mode < Mode.FLOOR and d.allowed_swing_watts > 0
+        budget = d.mode < Mode.CAP and s.node_budget_watts > 0
+        ramp = d.mode < Mode.RAMP and s.max_ramp_watts_per_second > 0
+        if not (swing or budget or ramp):
+            return False, None  # no limit the current mode could escalate for
+        series = self.window()
         summed = node_sum(series)
         if summed is None:
-            return False
+            return False, None
         t, total = summed
         trough, peak = np.percentile(total, [TROUGH_PERCENTILE, PEAK_PERCENTILE])
-        if d.mode < Mode.FLOOR and d.allowed_swing_watts > 0 and peak - trough > d.allowed_swing_watts:
-            return True
-        if d.mode < Mode.CAP and s.node_budget_watts > 0 and peak > s.node_budget_watts:
-            return True
-        if d.mode < Mode.RAMP and s.max_ramp_watts_per_second > 0 and total.size > 1:
+        if swing and peak - trough > d.allowed_swing_watts:
+            return True, series
+        if budget and peak > s.node_budget_watts:
+            return True, series
+        if ramp and total.size > 1:
             ramps = np.abs(np.diff(total)) / np.diff(t)
             if float(np.percentile(ramps, RAMP_PERCENTILE)) > s.max_ramp_watts_per_second:
-                return True
-        return False
+                return True, series
+        return False, None
+
+    def _covered(self) -> float:
+        """Seconds of readings the last decision was taken on (the node's, or its only GPU's)."""
+        a = self._analysis
+        if a is None:
+            return 0.0
+        if a.node is not None:
+            return a.node.duration_seconds
+        return max((m.duration_seconds for m in a.gpus.values()), default=0.0) if len(a.gpus) == 1 else 0.0
+
+    @property
+    def gpu_refresh_seconds(self) -> float:
+        """Seconds between analyses of one GPU's own window: once per window."""
+        return max(self.settings.window_seconds, self.settings.analysis_seconds)
 
     def reconfigure(self, settings: PowerSettings) -> None:
         """New [power] settings on reload; switching ``apply`` off reverts what rasd changed."""
