@@ -16,6 +16,7 @@ import numpy as np
 
 from rasd.model import PowerSample
 from rasd.power.spectrum import LARGE, band_energy_ratio, find_oscillation, sine_fit
+from rasd.power.stats import detrend, hann, median, percentile, percentiles
 from rasd.power.steady import steady_mask
 
 # Swing is peak-to-peak between these percentiles, so one noisy reading cannot set it.
@@ -151,7 +152,7 @@ def analyze_series(
         fitted = _folded_shape(t, w, freq)
         if fitted is not None:
             shape = fitted
-    peak, trough = (float(v) for v in np.percentile(shape, [PEAK_PERCENTILE, TROUGH_PERCENTILE]))
+    peak, trough = percentiles(shape, (PEAK_PERCENTILE, TROUGH_PERCENTILE))
     if freq is not None and amp > 0 and t.size <= LARGE:
         # A clean sinusoid at a simple fraction of the update rate (2 Hz read at 10 Hz: five
         # phases, over and over) may never be read at its crest; its fitted amplitude, from all
@@ -171,14 +172,12 @@ def analyze_series(
         steady_energy = band_energy_ratio(held, step, band, nyquist)
         at_reading = np.interp(t, grid_t, steady.astype(float)) >= 0.5
         if at_reading.sum() >= MIN_SAMPLES:
-            steady_peak, steady_trough = (
-                float(v) for v in np.percentile(shape[at_reading], [PEAK_PERCENTILE, TROUGH_PERCENTILE])
-            )
+            steady_peak, steady_trough = percentiles(shape[at_reading], (PEAK_PERCENTILE, TROUGH_PERCENTILE))
     slopes = np.diff(w) / np.diff(t)
     ups = slopes[slopes > 0]
     downs = -slopes[slopes < 0]
-    ramp_up = float(np.percentile(ups, RAMP_PERCENTILE)) if ups.size else 0.0
-    ramp_down = float(np.percentile(downs, RAMP_PERCENTILE)) if downs.size else 0.0
+    ramp_up = percentile(ups, RAMP_PERCENTILE) if ups.size else 0.0
+    ramp_down = percentile(downs, RAMP_PERCENTILE) if downs.size else 0.0
     return SeriesMetrics(
         samples=int(n),
         duration_seconds=duration,
@@ -270,8 +269,8 @@ def node_sum(
         return None
     start = max(float(t[0]) for t, _ in usable.values())
     end = min(float(t[-1]) for t, _ in usable.values())
-    steps = [float(np.median(np.diff(t))) for t, _ in usable.values()]
-    step = float(np.median(steps))
+    steps = [median(np.diff(t)) for t, _ in usable.values()]
+    step = median(np.asarray(steps))
     if step <= 0 or end - start < step * (MIN_SAMPLES - 1):
         return None
     count = int(math.floor((end - start) / step)) + 1
@@ -343,7 +342,7 @@ def amplitude_spectrum(t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.nda
     step = float(t[-1] - t[0]) / (n - 1)
     grid = t[0] + step * np.arange(n)
     y = np.interp(grid, t, w)
-    x = y - np.polyval(np.polyfit(grid - grid[0], y, 1), grid - grid[0])
-    win = np.hanning(n)
+    x = detrend(grid - grid[0], y)
+    win = hann(n)
     amp = 2.0 * np.abs(np.fft.rfft(x * win)) / win.sum()
     return np.fft.rfftfreq(n, step), amp

@@ -9,7 +9,6 @@ reason to escalate (see ``_due`` and tests/bench/bench_power.py).
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -34,6 +33,7 @@ from rasd.power.budget import BudgetState, rebalance
 from rasd.power.decide import MIN_COVERAGE, Mode, SmoothingDecision, decide
 from rasd.power.settings import PowerSettings
 from rasd.power.state import PowerState
+from rasd.power.stats import percentile, percentiles
 
 log = logging.getLogger("rasd.power")
 
@@ -65,6 +65,10 @@ class PowerService:
         self._gpu_metrics: dict[int, SeriesMetrics] = {}
         self._gpu_at: dict[int, float] = {}
         self._fresh: frozenset[int] = frozenset()  # GPUs analysed afresh at the last analysis
+        # Seconds between analyses of one GPU's own window: once per window (0: every analysis).
+        self.gpu_refresh_seconds = _gpu_refresh(settings)
+        self._turn_at: float | None = None  # newest reading (s) when GPUs were last taken in turn
+        self._credit = 0.0  # GPUs owed a fresh analysis (fractional), by the time since
         self._state = PowerState(
             time_wall=clock(),
             window_seconds=settings.window_seconds,
@@ -138,11 +142,13 @@ class PowerService:
             if self._stale:
                 self._gpu_metrics.clear()
                 self._gpu_at.clear()
+                self._turn_at = None
             self._stale = False
             limits = self.applier.limits()
             readings = {g: w for g, (_, w) in series.items()}
             previous = self._decision
-            analysis = self._analyze(series)
+            # Under a floor or a cap every GPU's own figures are needed (below): take them at once.
+            analysis = self._analyze(series, everything=previous is not None and previous.mode >= Mode.FLOOR)
             decision = decide(analysis, limits, s, now_wall, previous, readings)
             if analysis.gpus.keys() - self._fresh and (decision.mode >= Mode.FLOOR or analysis.node is None):
                 # Floors and caps are set from each GPU's own peak and trough, and a node of one
@@ -153,7 +159,7 @@ class PowerService:
             _log_change(previous, self._decision)
             if s.node_budget_watts > 0 and limits:
                 usage = {
-                    g: float(np.percentile(w, USAGE_PERCENTILE)) for g, w in readings.items() if w.size
+                    g: percentile(w, USAGE_PERCENTILE) for g, w in readings.items() if w.size
                 }
                 self._budget = rebalance(self._budget, usage, limits, s, now_wall)
             else:
@@ -188,22 +194,27 @@ class PowerService:
     def _analyze(self, series: Series, everything: bool = False) -> WindowAnalysis:
         """The window's analysis: the node sum afresh, each GPU's own figures in turn.
 
-        A GPU's own spectrum and fits cost as much as the node's; each GPU is analysed again once
-        its figures are ``gpu_refresh_seconds`` old, the oldest first, so the work spreads evenly
-        over the full analyses (``everything``: all of them now). The node's figures, and which GPUs
-        it sums, come from this window every time.
+        A GPU's own spectrum and fits cost as much as the node's; each GPU is analysed again about
+        once per ``gpu_refresh_seconds``, the oldest first, so the work spreads evenly over the
+        full analyses (``everything``: all of them now). The node's figures, and which GPUs it
+        sums, come from this window every time.
         """
         s = self.settings
         newest = self._analysed_at if self._analysed_at is not None else 0.0
         refresh = self.gpu_refresh_seconds
-        if everything or refresh <= s.analysis_seconds:
+        new = [g for g in series if g not in self._gpu_metrics]
+        if everything or refresh <= s.analysis_seconds or self._turn_at is None:
             due = set(series)
+            self._credit = 0.0
         else:
-            ages = sorted(series, key=lambda g: (self._gpu_at.get(g, -math.inf), g))
-            # Enough GPUs each time that every one comes round within ``refresh``.
-            turn = math.ceil(len(ages) * s.analysis_seconds / refresh)
-            due = {g for g in ages if g not in self._gpu_metrics or newest - self._gpu_at[g] >= refresh}
-            due.update(ages[:turn])
+            # Work in proportion to time: every GPU comes round once per ``refresh``, the oldest
+            # first; a GPU without figures (new, or back) is analysed at once.
+            self._credit += len(series) * max(0.0, newest - self._turn_at) / refresh
+            turn = int(self._credit)
+            self._credit -= turn
+            oldest = sorted((g for g in series if g in self._gpu_at), key=lambda g: (self._gpu_at[g], g))
+            due = set(new) | set(oldest[:turn])
+        self._turn_at = newest
         reuse = {g: m for g, m in self._gpu_metrics.items() if g not in due}
         analysis = analyze_window(
             series, (s.band_low_hz, s.band_high_hz), min_amplitude_watts=s.oscillation_min_watts, reuse=reuse
@@ -249,14 +260,14 @@ class PowerService:
         if summed is None:
             return False, None
         t, total = summed
-        trough, peak = np.percentile(total, [TROUGH_PERCENTILE, PEAK_PERCENTILE])
+        trough, peak = percentiles(total, (TROUGH_PERCENTILE, PEAK_PERCENTILE))
         if swing and peak - trough > d.allowed_swing_watts:
             return True, series
         if budget and peak > s.node_budget_watts:
             return True, series
         if ramp and total.size > 1:
             ramps = np.abs(np.diff(total)) / np.diff(t)
-            if float(np.percentile(ramps, RAMP_PERCENTILE)) > s.max_ramp_watts_per_second:
+            if percentile(ramps, RAMP_PERCENTILE) > s.max_ramp_watts_per_second:
                 return True, series
         return False, None
 
@@ -269,10 +280,6 @@ class PowerService:
             return a.node.duration_seconds
         return max((m.duration_seconds for m in a.gpus.values()), default=0.0) if len(a.gpus) == 1 else 0.0
 
-    @property
-    def gpu_refresh_seconds(self) -> float:
-        """Seconds between analyses of one GPU's own window: once per window."""
-        return max(self.settings.window_seconds, self.settings.analysis_seconds)
 
     def reconfigure(self, settings: PowerSettings) -> None:
         """New [power] settings on reload; switching ``apply`` off reverts what rasd changed."""
@@ -280,6 +287,7 @@ class PowerService:
             self.applier.close(self.clock())
         self.applier.enabled = settings.apply
         self.settings = settings
+        self.gpu_refresh_seconds = _gpu_refresh(settings)
         self._stale = True  # decide afresh under the new settings at the next tick
 
     def state(self) -> PowerState:
@@ -292,6 +300,10 @@ class PowerService:
     def close(self) -> None:
         """Revert every change rasd made to the GPUs (original limits, smoothing off)."""
         self.applier.close(self.clock())
+
+
+def _gpu_refresh(settings: PowerSettings) -> float:
+    return max(settings.window_seconds, settings.analysis_seconds)
 
 
 def _targets(d: SmoothingDecision) -> tuple[object, ...]:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rasd.power.stats import detrend, hann, median
+
 # A spectral peak must stand this far above the median of the searched bins to count: white-noise
 # periodogram bins are exponentially distributed, so a 20x-median (about 14x-mean) peak happens by
 # chance with probability ~1e-6 per bin.
@@ -54,8 +56,8 @@ def find_oscillation(
     """Oscillation of an even-grid series (``t`` seconds, ``w`` watts, ``step`` seconds apart)."""
     n = w.size
     # A linear detrend keeps a slow ramp (a job starting) from leaking into the low bins.
-    x = w - np.polyval(np.polyfit(t - t[0], w, 1), t - t[0])
-    xw = x * np.hanning(n)
+    x = detrend(t - t[0], w)
+    xw = x * hann(n)
     power = np.abs(np.fft.rfft(xw)) ** 2
     freqs = np.fft.rfftfreq(n, step)
     low, high = band
@@ -85,7 +87,7 @@ def find_oscillation(
         return none
     # Noise floor from the unpadded bins of the same range (independent bins, fair median).
     raw_sel = (freqs >= f_min) & (freqs <= f_max)
-    floor = float(np.median(power[raw_sel])) if raw_sel.any() else 0.0
+    floor = median(power[raw_sel]) if raw_sel.any() else 0.0
     threshold = math.sqrt(DETECTION_RATIO * floor) if floor > 0 else 0.0
     seg = mag[sel]
     is_peak = np.ones(seg.size, dtype=bool)
@@ -194,35 +196,40 @@ def _periodic(t: np.ndarray, x: np.ndarray, freq: float) -> bool:
 
 def _amplitudes(t: np.ndarray, x: np.ndarray, freq: float, spans: tuple[tuple[int, int], ...]) -> list[float]:
     """Amplitude (W) of a sinusoid at ``freq`` fitted with a level and a slope over each span
-    (the 4x4 normal equations: the cosine and sine are computed once for all spans)."""
+    (the 4x4 normal equations: the cosine and sine are computed once for all spans, the systems
+    solved in one call)."""
     rel = t - t[0]
     ph = 2 * math.pi * freq * rel
-    c, s = np.cos(ph), np.sin(ph)
-    out = []
-    for a, b in spans:
-        cols = np.vstack((c[a:b], s[a:b], np.ones(b - a), rel[a:b] - rel[a]))
-        # einsum's own loops: BLAS's threaded dot products cost far more on a busy node.
-        gram = np.einsum("ij,kj->ik", cols, cols)
-        rhs = np.einsum("ij,j->i", cols, x[a:b])
-        try:
-            coef = np.linalg.solve(gram, rhs)
-        except np.linalg.LinAlgError:
-            out.append(0.0)
-            continue
-        out.append(float(math.hypot(coef[0], coef[1])))
-    return out
+    # A level and a slope span the same fits whatever the slope's origin, so one time column
+    # (centred for conditioning) serves every span.
+    cols = np.vstack((np.cos(ph), np.sin(ph), np.ones_like(ph), rel - rel.mean()))
+    # einsum's own loops: BLAS's threaded dot products cost far more on a busy node.
+    grams = np.stack([np.einsum("ij,kj->ik", cols[:, a:b], cols[:, a:b]) for a, b in spans])
+    rhs = np.stack([np.einsum("ij,j->i", cols[:, a:b], x[a:b]) for a, b in spans])
+    try:
+        coef = np.linalg.solve(grams, rhs[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:
+        out = []
+        for g, r in zip(grams, rhs):
+            try:
+                c = np.linalg.solve(g, r)
+            except np.linalg.LinAlgError:
+                out.append(0.0)
+                continue
+            out.append(float(math.hypot(c[0], c[1])))
+        return out
+    return [float(math.hypot(a, b)) for a, b in coef[:, :2]]
 
 
 def _fit_amplitude(t: np.ndarray, x: np.ndarray, freq: float) -> float:
     """Least-squares amplitude (W) of a sinusoid at ``freq`` in the detrended series."""
     ph = 2 * math.pi * freq * (t - t[0])
-    if x.size > LARGE:
-        # The 3x3 normal equations: the same fit without an n-by-3 matrix and its SVD.
-        cols = np.vstack((np.cos(ph), np.sin(ph), np.ones_like(ph)))
+    # The 3x3 normal equations: the same fit without an n-by-3 matrix and its SVD.
+    cols = np.vstack((np.cos(ph), np.sin(ph), np.ones_like(ph)))
+    try:
         coef = np.linalg.solve(np.einsum("ij,kj->ik", cols, cols), np.einsum("ij,j->i", cols, x))
-        return float(math.hypot(coef[0], coef[1]))
-    basis = np.column_stack((np.cos(ph), np.sin(ph), np.ones_like(ph)))
-    coef, *_ = np.linalg.lstsq(basis, x, rcond=None)
+    except np.linalg.LinAlgError:
+        return 0.0
     return float(math.hypot(coef[0], coef[1]))
 
 
@@ -232,9 +239,8 @@ def band_energy_ratio(w: np.ndarray, step: float, band: tuple[float, float], nyq
     low, high = band
     if low >= nyquist:
         return None
-    t = np.arange(w.size) * step
-    x = w - np.polyval(np.polyfit(t, w, 1), t)
-    power = np.abs(np.fft.rfft(x * np.hanning(w.size))) ** 2
+    x = detrend(np.arange(w.size) * step, w)
+    power = np.abs(np.fft.rfft(x * hann(w.size))) ** 2
     freqs = np.fft.rfftfreq(w.size, step)
     total = float(power[1:].sum())
     if total <= 0:
@@ -247,10 +253,14 @@ def sine_fit(t: np.ndarray, w: np.ndarray, freq: float) -> tuple[float, float]:
     slope, fitted to the readings at their own times."""
     rel = t - t[0]
     ph = 2 * math.pi * freq * rel
-    basis = np.column_stack((np.cos(ph), np.sin(ph), np.ones_like(ph), rel))
-    coef, *_ = np.linalg.lstsq(basis, w, rcond=None)
-    resid = w - basis @ coef
-    centred = w - np.polyval(np.polyfit(rel, w, 1), rel)
+    # The 4x4 normal equations (centred time keeps them well conditioned): no n-by-4 SVD.
+    cols = np.vstack((np.cos(ph), np.sin(ph), np.ones_like(ph), rel - rel.mean()))
+    try:
+        coef = np.linalg.solve(np.einsum("ij,kj->ik", cols, cols), np.einsum("ij,j->i", cols, w))
+    except np.linalg.LinAlgError:
+        return 0.0, 0.0
+    resid = w - np.einsum("i,ij->j", coef, cols)
+    centred = detrend(rel, w)
     total = float(centred @ centred)
     r2 = 1.0 - float(resid @ resid) / total if total > 0 else 0.0
     return float(math.hypot(coef[0], coef[1])), r2

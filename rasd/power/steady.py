@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rasd.power.stats import median
+
 STEADY_SHARE = 0.7  # a level under 70 % of the typical one is not steady
 IDLE_SHARE = 0.5  # idle: under halfway from the recording's floor to its typical level
 
@@ -51,7 +53,7 @@ def steady_mask(w: np.ndarray, step: float, band_low_hz: float) -> np.ndarray:
     if w.size < 2 * width:
         return np.ones(w.size, dtype=bool)  # shorter than two slow periods: nothing to tell apart
     level = _moving_average(w, width)
-    typical = float(np.median(level))
+    typical = median(level)
     if typical <= 0:
         return np.ones(w.size, dtype=bool)
     low = level < STEADY_SHARE * typical

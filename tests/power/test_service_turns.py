@@ -1,0 +1,145 @@
+"""The daemon's power loop analyses each GPU's own window in turn (once per window) and the node
+sum every analysis: on the same readings it decides exactly as analysing every GPU every time."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import rasd.power.analysis as analysis
+from rasd.backends import open_backend
+from rasd.backends.fake.clock import ManualClock
+from rasd.model import PowerSample
+from rasd.power.decide import Mode
+from rasd.power.service import PowerService
+from rasd.power.settings import PowerSettings
+from rasd.telemetry.power import PowerSampler
+
+from tests.power.test_service import START, Gpu, stream
+
+WALL = 1_800_000_000.0
+
+
+@pytest.fixture(scope="module")
+def training() -> list[list[PowerSample]]:
+    """100 s of 8 fake H100s running the default training job (steps, checkpoints), read at 10 Hz;
+    one list of samples per simulated second."""
+    clock = ManualClock(100.0)
+    be = open_backend("fake", gpus=8, clock=clock)
+    try:
+        gpus = be.adapter.gpus()
+        seconds: list[list[PowerSample]] = []
+        sampler = PowerSampler(gpus, 10.0, lambda rows: seconds[-1].extend(rows), clock=clock)
+        for _ in range(100):
+            seconds.append([])
+            for _ in range(10):
+                clock.advance(0.1)
+                sampler.round()
+    finally:
+        be.close()
+    return seconds
+
+
+def _pair(settings: PowerSettings, gpus: int) -> tuple[PowerService, PowerService]:
+    turns = PowerService(settings, [Gpu(g) for g in range(gpus)], clock=lambda: WALL)
+    every = PowerService(settings, [Gpu(g) for g in range(gpus)], clock=lambda: WALL)
+    every.gpu_refresh_seconds = 0.0  # every GPU analysed at every full analysis
+    return turns, every
+
+
+def _same_decisions(
+    turns: PowerService, every: PowerService, seconds: list[list[PowerSample]], monkeypatch: pytest.MonkeyPatch
+) -> tuple[set[str], int, int]:
+    """Feed both the same readings, tick both every second; compare what they decide."""
+    calls: list[int] = []
+    real = analysis.analyze_series
+    monkeypatch.setattr(analysis, "analyze_series", lambda *a, **k: calls.append(1) or real(*a, **k))
+    counts = []
+    modes = set()
+    for k, batch in enumerate(seconds):
+        counts.append([])
+        for svc in (turns, every):
+            svc.add_samples(batch)
+            calls.clear()
+            svc.tick(WALL + k)
+            counts[-1].append(len(calls))
+        a, b = turns.state(), every.state()
+        assert a.decision == b.decision, f"second {k}"
+        assert a.node == b.node and set(a.gpus) == set(b.gpus), f"second {k}"
+        assert a.budget == b.budget
+        assert a.decision is not None
+        modes.add(a.decision.mode.label)
+    # Taking GPUs in turn is the point: fewer series analysed, the same decisions.
+    return modes, sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+
+@pytest.mark.parametrize(
+    "settings,expect",
+    [
+        (PowerSettings(), {"none"}),
+        (PowerSettings(max_ramp_watts_per_second=5000.0), {"ramp"}),
+        (PowerSettings(node_budget_watts=5000.0), {"cap"}),
+        (PowerSettings(allowed_swing_percent=20.0, energy_budget_percent=60.0), {"floor"}),
+        (PowerSettings(allowed_swing_percent=20.0), {"cap"}),
+    ],
+    ids=["defaults", "ramp-limit", "node-budget", "swing-floor", "swing-cap"],
+)
+def test_live_training_window_decides_as_analysing_every_gpu(training, monkeypatch, settings, expect) -> None:
+    turns, every = _pair(settings, 8)
+    modes, fewer, all_of_them = _same_decisions(turns, every, training, monkeypatch)
+    assert expect <= modes  # ("none" too while the first half window fills)
+    if expect <= {"none", "ramp"}:
+        assert fewer < all_of_them / 2  # floors and caps take every GPU's own figures
+
+
+def _per_second(samples: list[PowerSample]) -> list[list[PowerSample]]:
+    out: list[list[PowerSample]] = []
+    for s in samples:
+        k = int(s.nvml_timestamp_us / 1e6 - START)
+        while len(out) <= k:
+            out.append([])
+        out[k].append(s)
+    return out
+
+
+def test_swing_onset_and_a_lost_gpu_decide_as_analysing_every_gpu(monkeypatch) -> None:
+    # Calm, then a swing (escalation between analyses); GPU 3 stops reporting 50 s in.
+    samples = [s for s in stream(40.0, 40.0) if s.gpu != 3 or s.nvml_timestamp_us / 1e6 < START + 50.0]
+    settings = PowerSettings(allowed_swing_percent=20.0, energy_budget_percent=30.0, window_seconds=20.0)
+    turns, every = _pair(settings, 4)
+    modes, _, _ = _same_decisions(turns, every, _per_second(samples), monkeypatch)
+    assert modes == {"none", "floor"}
+    assert set(turns.state().gpus) == {0, 1, 2}
+
+
+def test_each_gpu_is_analysed_once_per_window_and_the_node_every_analysis(training) -> None:
+    svc = PowerService(PowerSettings(), [Gpu(g) for g in range(8)], clock=lambda: WALL)
+    seen: dict[int, list[float]] = {g: [] for g in range(8)}
+    node_at = []
+    for k, batch in enumerate(training):
+        svc.add_samples(batch)
+        before = svc.state()
+        st = svc.tick(WALL + k)
+        if st.node is not before.node:
+            node_at.append(k)
+        for g, m in st.gpus.items():
+            if m is not before.gpus.get(g):
+                seen[g].append(k)
+    assert st.decision is not None and st.decision.mode is Mode.NONE and len(st.gpus) == 8
+    late = [k for k in node_at if k >= 40]
+    assert late and all(b - a <= 5 for a, b in zip(late, late[1:]))  # the node every 5 s
+    for g, at in seen.items():
+        gaps = [b - a for a, b in zip(at, at[1:]) if a >= 20]
+        assert gaps and max(gaps) <= 35 and min(gaps) >= 25, (g, at)  # each GPU about every 30 s
+
+
+def test_reload_takes_every_gpu_afresh(training) -> None:
+    svc = PowerService(PowerSettings(), [Gpu(g) for g in range(8)], clock=lambda: WALL)
+    for k, batch in enumerate(training[:40]):
+        svc.add_samples(batch)
+        svc.tick(WALL + k)
+    old = svc.state().gpus
+    svc.reconfigure(dataclasses.replace(PowerSettings(), band_low_hz=0.2))
+    st = svc.tick(WALL + 41)
+    assert all(m is not old[g] and m.band_low_hz == 0.2 for g, m in st.gpus.items())
