@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
+_set = object.__setattr__  # how a frozen dataclass writes its fields
 
 
 # --------------------------------------------------------------------------- telemetry
@@ -292,3 +293,13 @@ class FaultEvent:
     kind: FaultKind
     link: int | None = None
     details: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+
+    def __init__(self, time_wall: float, gpu: int, kind: FaultKind, link: int | None = None,
+                 details: Mapping[str, Any] = _EMPTY) -> None:
+        # written out rather than generated (the generated one looks up object.__setattr__ per
+        # field): a fleet's replay builds millions of events
+        _set(self, "time_wall", time_wall)
+        _set(self, "gpu", gpu)
+        _set(self, "kind", kind)
+        _set(self, "link", link)
+        _set(self, "details", details)

@@ -27,7 +27,7 @@ def classify(event: FaultEvent, ctx: Context, settings: LadderSettings) -> Findi
     """The cure for one event, or None when the event needs no decision (a link coming up,
     an ECC report with zero uncorrected errors, a remedy or an SDC clearance: escalate.py
     handles the last two)."""
-    fn = _BY_VALUE.get(event.kind._value_)  # by value: an Enum member hashes slowly
+    fn = JUDGES.get(event.kind._value_)  # by value: an Enum member hashes slowly
     if fn is None:
         return None
     return fn(event, ctx, settings)
@@ -66,8 +66,13 @@ def _cached(cache: dict[Any, Finding], key: Any, make: Callable[[], Finding]) ->
 
 
 def _ecc(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
-    unc = _int(event.details, "volatile_uncorrected", 0)
-    cor = _int(event.details, "volatile_corrected", 0)
+    d = event.details
+    unc = d.get("volatile_uncorrected", 0)
+    if type(unc) is not int or unc < 0:  # (a well-formed count skips the call: replay speed)
+        unc = _int(d, "volatile_uncorrected", 0)
+    cor = d.get("volatile_corrected", 0)
+    if type(cor) is not int or cor < 0:
+        cor = _int(d, "volatile_corrected", 0)
     if unc > 0:
         return Finding(Rung.RESET_GPU, Scope.GPU, "ecc_uncorrected",
                        f"{unc} volatile uncorrected ECC error(s): reset the GPU",
@@ -111,6 +116,9 @@ def _retired(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | No
     return None
 
 
+_NVLINK_COUNTS = ("replay_errors", "recovery_errors", "crc_flit_errors", "crc_data_errors")
+
+
 def _nvlink(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
     link = event.link if event.link is not None else event.details.get("link")
     if not isinstance(link, int) or isinstance(link, bool) or link < 0:
@@ -119,8 +127,10 @@ def _nvlink(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | Non
     if state not in ("up", "down"):
         raise BadEvent(f"state: {state!r} is not up or down")
     d = event.details
-    errs = {k: _int(d, k, 0) for k in ("replay_errors", "recovery_errors",
-                                       "crc_flit_errors", "crc_data_errors")}
+    errs = {}
+    for k in _NVLINK_COUNTS:
+        v = d.get(k, 0)
+        errs[k] = v if type(v) is int and v >= 0 else _int(d, k, 0)
     rate = d.get("rate_per_second")
     if rate is not None and (not isinstance(rate, (int, float)) or isinstance(rate, bool)):
         raise BadEvent("rate_per_second: must be a number")
@@ -157,9 +167,10 @@ def _nvlink(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | Non
 
 def _pcie(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
     d = event.details
-    count = _int(d, "count")
-    lanes = _int(d, "lanes", 16)
-    gen = _int(d, "gen", 4)
+    count, lanes, gen = d.get("count"), d.get("lanes", 16), d.get("gen", 4)
+    if type(count) is not int or type(lanes) is not int or type(gen) is not int \
+            or count < 0 or lanes < 0 or gen < 0:
+        count, lanes, gen = _int(d, "count"), _int(d, "lanes", 16), _int(d, "gen", 4)
     window = d.get("seconds")
     if window is None:
         window = (event.time_wall - ctx.pcie_last_time) if ctx.pcie_last_time is not None \
@@ -253,4 +264,6 @@ _BY_KIND: dict[FaultKind, Callable[[FaultEvent, Context, LadderSettings], Findin
     FaultKind.REMEDY: _none,
     FaultKind.NVSWITCH: _nvswitch,
 }
-_BY_VALUE = {k.value: fn for k, fn in _BY_KIND.items()}
+# each kind's classification, by the kind's value (the escalator calls them directly)
+JUDGES: dict[str, Callable[[FaultEvent, Context, LadderSettings], Finding | None]] = {
+    k.value: fn for k, fn in _BY_KIND.items()}

@@ -7,6 +7,8 @@ from typing import Any
 
 from rasd.model import Rung, Scope
 
+_set = object.__setattr__  # a frozen dataclass's own __init__ writes its fields this way
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -22,6 +24,25 @@ class Decision:
     source: str  # the FaultKind value of the event ("xid", "remedy", ...)
     buckets: tuple[str, ...] = ()  # catalog buckets the rung came from (Xids)
     escalated: bool = False  # history raised it above what the event alone asks for
+
+    def __init__(self, time_wall: float, gpu: int, link: int | None, rung: Rung, scope: Scope,
+                 reason: str, investigate: tuple[str, ...], degradations: tuple[str, ...],
+                 fault: str, source: str, buckets: tuple[str, ...] = (),
+                 escalated: bool = False) -> None:
+        # written out rather than generated: the generated one looks up object.__setattr__ per
+        # field, and a fleet's replay builds a decision for every other event
+        _set(self, "time_wall", time_wall)
+        _set(self, "gpu", gpu)
+        _set(self, "link", link)
+        _set(self, "rung", rung)
+        _set(self, "scope", scope)
+        _set(self, "reason", reason)
+        _set(self, "investigate", investigate)
+        _set(self, "degradations", degradations)
+        _set(self, "fault", fault)
+        _set(self, "source", source)
+        _set(self, "buckets", buckets)
+        _set(self, "escalated", escalated)
 
     @property
     def component(self) -> tuple[int, int | None]:

@@ -28,7 +28,8 @@ from collections import defaultdict
 from dataclasses import replace
 from typing import Any, Sequence
 
-from rasd.ladder.classify import classify
+from rasd.ladder.classify import JUDGES
+from rasd.ladder.xids import classify_xid, known_xid
 from rasd.ladder.decision import Decision
 from rasd.ladder.findings import EXCLUDE_GPU, TECHNICIAN, BadEvent, Finding
 from rasd.ladder.history import Component, FaultHistory
@@ -39,6 +40,8 @@ from rasd.model import FaultEvent, FaultKind, Rung, Scope
 __all__ = ["Closure", "Component", "Escalator", "Outcome", "Step"]
 
 _REMEDY, _SDC, _XID = FaultKind.REMEDY, FaultKind.SDC, FaultKind.XID
+_LINK = Scope.LINK
+_JUDGE = JUDGES  # by the kind's value: an enum member hashes slowly
 _FLOOR = Rung.RESTART_PROCESS
 SWEEP_SECONDS = 3600.0  # open decisions below this are flags, never superseded
 
@@ -60,27 +63,38 @@ class Escalator:
         self._last_seen: dict[tuple[Component, str], float] = {}
         self._deadlines: list[tuple[float, int, int, str]] = []
         self._next_sweep = float("-inf")
+        self._window = self.s.decision_window_seconds
 
     # ------------------------------------------------------------------ input
 
     def feed(self, event: FaultEvent) -> Step:
         """The step one event causes (often nothing). Raises BadEvent for malformed details."""
         step = Step()
+        t = event.time_wall
         heap = self._deadlines
-        if heap and heap[0][0] < event.time_wall:
-            self._expire(event.time_wall, step)
-        if self._auto_sweep and event.time_wall >= self._next_sweep:
-            self.sweep(event.time_wall)
+        if heap and heap[0][0] < t:
+            self._expire(t, step)
+        if self._auto_sweep and t >= self._next_sweep:
+            self.sweep(t)
         h = self.history
-        h.saw(event)
+        if t > h.last_time:  # (FaultHistory.saw, inline: every event passes here)
+            h.last_time = t
+        h.gpus_seen.add(event.gpu)
         kind = event.kind
-        if kind is _REMEDY:
+        if kind is _XID:
+            # most Xids read no history: their kept finding needs no context gathered
+            finding = known_xid(event, self.s)
+            if finding is None:
+                finding = classify_xid(event, h.context(event), self.s)
+        elif kind is _REMEDY:
             self._remedy(event, step)
             return step
-        if kind is _SDC and event.details.get("verdict") == "cleared":
+        elif kind is _SDC and event.details.get("verdict") == "cleared":
             self._sdc_cleared(event, step)
             return step
-        finding = classify(event, h.context(event), self.s)
+        else:
+            judge = _JUDGE.get(kind._value_)
+            finding = None if judge is None else judge(event, h.context(event), self.s)
         h.remember(event, finding)
         if finding is None:
             return step
@@ -95,12 +109,14 @@ class Escalator:
         return step
 
     def _expire(self, t: float, step: Step) -> None:
-        window = self.s.decision_window_seconds
+        window = self._window
         heap = self._deadlines
+        pop = heapq.heappop
+        last_seen = self._last_seen
         while heap and heap[0][0] < t:
-            _, gpu, link, fault = heapq.heappop(heap)
+            _, gpu, link, fault = pop(heap)
             comp: Component = (gpu, None if link < 0 else link)
-            quiet = self._last_seen.get((comp, fault), t) + window
+            quiet = last_seen.get((comp, fault), t) + window
             if self._transition(step, comp, fault, t, ending=Outcome.EXPIRED,
                                 quiet_since=quiet):
                 continue
@@ -131,7 +147,7 @@ class Escalator:
         set when the decision opens; a later report moves it when it falls due."""
         self._last_seen[(comp, fault)] = t
         if opened:
-            heapq.heappush(self._deadlines, (t + self.s.decision_window_seconds, comp[0],
+            heapq.heappush(self._deadlines, (t + self._window, comp[0],
                                              -1 if comp[1] is None else comp[1], fault))
 
     def feed_all(self, events: Sequence[FaultEvent]) -> list[Decision]:
@@ -158,7 +174,10 @@ class Escalator:
                 raise AssertionError(f"{fault} already open on {comp}")
             on_comp[fault] = opening
             self._gpu_comps[comp[0]].add(comp)
-            self._seen(comp, fault, t, opened=True)
+            # (``_seen(opened=True)``, inline: once per decision of a fleet's replay)
+            self._last_seen[(comp, fault)] = t
+            heapq.heappush(self._deadlines, (t + self._window, comp[0],
+                                             -1 if comp[1] is None else comp[1], fault))
             step.opened.append(opening)
             return True
         if current is None:
@@ -209,17 +228,21 @@ class Escalator:
         made it, so it counts as escalated)."""
         h = self.history
         t = e.time_wall
-        comp: Component = (e.gpu, f.link if f.scope is Scope.LINK else None)
+        gpu = e.gpu
         rung, scope = f.rung, f.scope
+        comp: Component = (gpu, f.link if scope is _LINK else None)
         fault = f.fault
-        reasons = [f.reason]
-        investigate = list(f.investigate)
+        # the finding's own reason and asks; copied into lists only when something adds to them
+        # (most findings reach the ladder unchanged)
+        reasons: list[str] | None = None
+        investigate: Sequence[str] = f.investigate
         escalated = False
 
         held = h.take_remedy(comp, fault)
         if held is not None and t - held[1] <= self.s.cure_window_seconds:
             r_rung = held[0]
             n = h.not_holding(comp, t, r_rung)
+            reasons = [f.reason]
             if f.rma_candidate:
                 rung, escalated = Rung.RMA, True
                 reasons.append(f"came back after {r_rung.label}: recurrence confirms an RMA")
@@ -235,9 +258,11 @@ class Escalator:
                                f"{self._limit(r_rung)} before climbing): repeat it")
 
         if f.xid is not None and e.kind is _XID:
-            n = h.count_xid(e.gpu, f.xid, t)
+            n = h.count_xid(gpu, f.xid, t)
             if n >= self.s.xid_recurrence_count:
                 window = self.s.xid_recurrence_window_seconds / 3600
+                if reasons is None:
+                    reasons = [f.reason]
                 if f.hardware or f.rma_candidate:
                     if rung < Rung.RMA:
                         rung, escalated = Rung.RMA, True
@@ -245,15 +270,15 @@ class Escalator:
                 else:
                     reasons.append(f"Xid {f.xid} {n} times in {window:g} h: have it looked at")
                 if TECHNICIAN not in investigate:
-                    investigate.append(TECHNICIAN)
+                    investigate = [*investigate, TECHNICIAN]
 
+        degradations: Sequence[str] = f.degradations
         if rung is Rung.REBOOT_NODE:
-            scope, comp = Scope.NODE, (e.gpu, None)
+            scope, comp = Scope.NODE, (gpu, None)
         elif rung is Rung.RMA:  # the board goes back, not the node
-            scope, comp = Scope.GPU, (e.gpu, None)
-        degradations = list(f.degradations)
-        if rung is Rung.RMA and EXCLUDE_GPU not in degradations:
-            degradations.append(EXCLUDE_GPU)
+            scope, comp = Scope.GPU, (gpu, None)
+            if EXCLUDE_GPU not in degradations:
+                degradations = [*degradations, EXCLUDE_GPU]
 
         on_comp = self.open.get(comp)
         if on_comp:  # (most findings land on a component with nothing open: skip the weighing)
@@ -270,13 +295,13 @@ class Escalator:
                         self._transition(step, comp, key, t, ending=Outcome.SUPERSEDED,
                                          by=rung, by_fault=fault):
                     # the successor inherits what the superseded decision asked for
-                    _merge(investigate, d.investigate)
-                    _merge(degradations, d.degradations)
+                    investigate = _merged(investigate, d.investigate)
+                    degradations = _merged(degradations, d.degradations)
                     if key == fault and d.rung > rung:
                         rung, scope = d.rung, d.scope
         decision = Decision(  # positional: this runs once per decision of a fleet's replay
-            t, e.gpu, comp[1] if scope is Scope.LINK else None, rung, scope,
-            reasons[0] if len(reasons) == 1 else "; ".join(reasons), tuple(investigate),
+            t, gpu, comp[1] if scope is _LINK else None, rung, scope,
+            f.reason if reasons is None else "; ".join(reasons), tuple(investigate),
             tuple(degradations), fault, e.kind._value_, f.buckets, escalated or forced)
         self._transition(step, comp, fault, t, opening=decision)
 
@@ -363,10 +388,10 @@ class Escalator:
         return self.history.links_seen
 
 
-def _merge(into: list[Any], more: Sequence[Any]) -> None:
-    for x in more:
-        if x not in into:
-            into.append(x)
+def _merged(into: Sequence[Any], more: Sequence[Any]) -> Sequence[Any]:
+    """``into`` with what ``more`` adds to it, in order (``into`` itself when nothing)."""
+    extra = [x for x in dict.fromkeys(more) if x not in into]
+    return [*into, *extra] if extra else into
 
 
 def _comp_order(c: Component) -> tuple[int, int]:

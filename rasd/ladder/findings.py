@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Any, Mapping, NamedTuple
 
 from rasd.model import RecoveryAction, Rung, Scope
 
@@ -43,9 +44,10 @@ RECOVERY_ACTIONS: Mapping[str, tuple[Rung, tuple[str, ...]]] = {
 RECOVERY_ACTION_CODES = {int(a): a.label for a in RecoveryAction}
 
 
-@dataclass(frozen=True, slots=True)
-class XidSeen:
-    """An earlier Xid on this node, as classification needs to know it."""
+class XidSeen(NamedTuple):
+    """An earlier Xid on this node, as classification needs to know it. A named tuple, not a
+    frozen dataclass: one is kept per Xid line of a replay, and a tuple is built in a fraction of
+    the time."""
 
     time_wall: float
     gpu: int
@@ -54,9 +56,12 @@ class XidSeen:
     burst: float | None = None  # when the burst this line belongs to began
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
-    """What the history says, gathered by the escalator for one event (earlier events only)."""
+_NO_REPEATS: Mapping[str, int] = MappingProxyType({})
+
+
+class Context(NamedTuple):
+    """What the history says, gathered by the escalator for one event (earlier events only).
+    A named tuple, as ``XidSeen``: one is gathered for every event that reads the history."""
 
     recent_xids: tuple[XidSeen, ...] = ()  # node-wide, newest last
     link_downs: tuple[float, ...] = ()  # earlier downs of this event's link (Unix s)
@@ -65,8 +70,8 @@ class Context:
     pcie_last_time: float | None = None  # earlier pcie_replay event of this GPU
     burst_start: float | None = None  # Xid: when this line's burst began (earlier lines of it
     # are this same occurrence, never a repeat)
-    repeats: Mapping[str, int] = field(default_factory=dict)  # earlier occurrences per repeat
-    # key on this event's component ("if seen repeatedly" rules; a burst once)
+    repeats: Mapping[str, int] = _NO_REPEATS  # earlier occurrences per repeat key on this
+    # event's component ("if seen repeatedly" rules; a burst once)
 
 
 @dataclass(frozen=True, slots=True)

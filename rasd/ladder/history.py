@@ -34,6 +34,7 @@ class FaultHistory:
     def __init__(self, settings: LadderSettings):
         self.s = settings
         self._long_burst = settings.long_burst_codes()
+        self._line_burst = settings.xid_line_burst_seconds
         self._recent_keep = max(settings.xid_repeat_window_seconds,
                                 settings.xid_companion_seconds)
         # Xids seen lately, for classification's workflows (13/31 repeats, 45/48 companions)
@@ -86,27 +87,31 @@ class FaultHistory:
             )
         t = e.time_wall
         gpu = e.gpu
-        code = xid_code(e)
-        burst = self._burst_start(gpu, code, t)
+        code = details.get("xid")
+        if type(code) is not int:
+            code = xid_code(e)
+        prev = self._burst.get((gpu, code))  # when this line's burst began (t: a new burst)
+        burst = prev[1] if prev is not None and 0 <= t - prev[0] <= self._line_burst else t
         keep = t - self._recent_keep
         mine = self._recent_gpu.get(gpu)
-        while mine and mine[0].time_wall < keep:
+        while mine and mine[0][0] < keep:
             mine.popleft()
         same = self._recent_code.get(code)
-        while same and same[0].time_wall < keep:
+        while same and same[0][0] < keep:
             same.popleft()
         # classification asks about this GPU's Xids and the same code on other GPUs only
         recent = tuple(mine) if mine else ()
         if same:
-            recent += tuple([x for x in same if x.gpu != gpu])
+            recent += tuple([x for x in same if x[1] != gpu])
         if link is None:
             link = parse_link(details.get("message"))
         comp = (gpu, link)
         downs = self._link_downs.get(comp)
         dbe = self._dbe.get(gpu)
+        reps = self._repeats.get(comp)
         return Context(recent, tuple(downs) if downs else (), self._parity.get(comp, 0),
                        tuple(dbe) if dbe else (), self._pcie_last.get(gpu), burst,
-                       self._repeat_counts(comp, t))
+                       self._repeat_counts(comp, t) if reps else _NO_REPEATS)
 
     def _repeat_counts(self, comp: Component, t: float) -> dict[str, int]:
         reps = self._repeats.get(comp)
@@ -141,15 +146,18 @@ class FaultHistory:
     def remember(self, e: FaultEvent, f: Finding | None) -> None:
         """Add a classified event to the tables the next events' contexts read."""
         k = e.kind
-        if k is FaultKind.XID:
-            msg = e.details.get("message")
+        if k is _XID:
+            t = e.time_wall
+            gpu = e.gpu
             code = int(e.details["xid"])
-            start = self._burst_start(e.gpu, code, e.time_wall)
-            self._burst[(e.gpu, code)] = (e.time_wall, start)
-            seen = XidSeen(e.time_wall, e.gpu, code,
-                           parse_gpc_tpc(msg) if code == 13 else None, start)
-            self._recent_gpu[e.gpu].append(seen)
-            self._recent_code[seen.xid].append(seen)
+            key = (gpu, code)
+            prev = self._burst.get(key)
+            start = prev[1] if prev is not None and 0 <= t - prev[0] <= self._line_burst else t
+            self._burst[key] = (t, start)
+            seen = XidSeen(t, gpu, code,
+                           parse_gpc_tpc(e.details.get("message")) if code == 13 else None, start)
+            self._recent_gpu[gpu].append(seen)
+            self._recent_code[code].append(seen)
         elif k is FaultKind.NVLINK and e.details.get("state", "down") == "down" and f is not None:
             downs = self._link_downs[(e.gpu, f.link)]
             downs.append(e.time_wall)
@@ -164,11 +172,13 @@ class FaultHistory:
                 hist.pop(0)
         elif k is FaultKind.PCIE_REPLAY:
             self._pcie_last[e.gpu] = e.time_wall
-        if f is not None and f.link_parity:
+        if f is None or (f.link is None and f.repeat_key is None and not f.link_parity):
+            return  # (most findings: nothing per link, no repeat rule)
+        if f.link_parity:
             self._parity[(e.gpu, f.link)] += 1
-        if f is not None and f.link is not None:
+        if f.link is not None:
             self.links_seen.add((e.gpu, f.link))
-        if f is not None and f.repeat_key is not None:
+        if f.repeat_key is not None:
             times = self._repeats[(e.gpu, f.link)].setdefault(f.repeat_key, deque())
             if not times or e.time_wall - times[-1] > self.s.xid_line_burst_seconds:
                 times.append(e.time_wall)

@@ -13,6 +13,7 @@ gathered from several sources back in time order, and each host gets its own lad
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import math
 import re
@@ -137,41 +138,47 @@ except ImportError:  # pragma: no cover - a dependency; the standard library sti
     _loads = json.loads
 
 _KINDS = {k.value: k for k in FaultKind}
+_MISSING = object()
 _REQUIRED_BY_VALUE = {k.value: v for k, v in _REQUIRED.items()}  # an enum hashes in Python
 
 
 def parse_object(obj: Any) -> tuple[FaultEvent, str]:
     """One decoded JSON object -> (event, host). The object is consumed: it becomes the details."""
-    if not isinstance(obj, dict):
-        raise ValueError("expected a JSON object")
-    for key in ("time", "kind", "gpu"):
-        if key not in obj:
-            raise ValueError(f"missing {key!r}")
-    t = obj["time"]
+    if type(obj) is not dict:
+        if not isinstance(obj, dict):
+            raise ValueError("expected a JSON object")
+    # the top-level keys come out of the object, which becomes the details (cheaper than a copy)
+    pop = obj.pop
+    t = pop("time", _MISSING)
+    kind_value = pop("kind", _MISSING)
+    gpu = pop("gpu", _MISSING)
+    if t is _MISSING or kind_value is _MISSING or gpu is _MISSING:
+        raise ValueError("missing " + repr("time" if t is _MISSING else "kind"
+                                           if kind_value is _MISSING else "gpu"))
     if not (type(t) is float or type(t) is int) or not math.isfinite(t):
         t = parse_time(t)
-    kind = _KINDS.get(obj["kind"]) if isinstance(obj["kind"], str) else None
+    kind = _KINDS.get(kind_value) if type(kind_value) is str else None
     if kind is None:
-        raise ValueError(f"kind: {obj['kind']!r} is not one of "
+        raise ValueError(f"kind: {kind_value!r} is not one of "
                          f"{', '.join(k.value for k in FaultKind)}")
-    gpu = obj["gpu"]
     if type(gpu) is not int or gpu < 0:
         raise ValueError(f"gpu: {gpu!r} is not a GPU index")
-    link = obj.get("link")
-    if link is not None and (type(link) is not int or link < 0):
-        raise ValueError(f"link: {link!r} is not a link number")
-    for key in _REQUIRED_BY_VALUE.get(kind._value_, ()):
-        if key not in obj:
-            raise ValueError(f"missing {key!r} for kind {kind.value}")
-    host = obj.get("host", "")
-    if not isinstance(host, str):
+    link = pop("link", _MISSING)
+    if link is _MISSING:
+        link = None
+        has_link = False
+    else:
+        has_link = True
+        if link is not None and (type(link) is not int or link < 0):
+            raise ValueError(f"link: {link!r} is not a link number")
+    required = _REQUIRED_BY_VALUE.get(kind_value)
+    if required is not None:
+        for key in required:
+            if key not in obj and not (key == "link" and has_link):
+                raise ValueError(f"missing {key!r} for kind {kind_value}")
+    host = pop("host", "")
+    if type(host) is not str:
         raise ValueError(f"host: {host!r} is not a host name")
-    # the object becomes the details: the top-level keys come out of it (cheaper than a copy)
-    del obj["time"], obj["kind"], obj["gpu"]
-    if "link" in obj:
-        del obj["link"]
-    if "host" in obj:
-        del obj["host"]
     if kind is FaultKind.NVLINK:
         obj["link"] = link
     return FaultEvent(float(t), gpu, kind, link, obj), host
@@ -278,28 +285,24 @@ def _kernel_events(lines: Iterable[tuple[int, str]], stats: ReadStats, names: Na
 def read_events(lines: Iterable[str], stats: ReadStats, names: Names, *, year: int = 1970,
                 boot_time: float = 0.0, architecture: str | None = None,
                 keep: Callable[[str], bool] | None = None) -> Iterator[Numbered]:
-    """Detect the file's form from its first non-empty line, then stream its events."""
-    numbered = enumerate(lines, 1)
+    """Detect the file's form from its first non-empty line, then stream its events. Lines
+    may keep their line ends (every reader ignores them)."""
+    rest = iter(lines)
     first: tuple[int, str] | None = None
-    for n, text in numbered:
+    for n, text in enumerate(rest, 1):
         if text.strip():
             first = (n, text)
             break
     if first is None:
         return iter(())
-    rest = _chain(first, numbered)
+    # (numbered by enumerate and chained in C: no generator of our own between file and parser)
+    numbered = enumerate(itertools.chain((first[1],), rest), first[0])
     if first[1].lstrip().startswith("{"):
         stats.form = "events"
-        return _json_events(rest, stats, keep)
+        return _json_events(numbered, stats, keep)
     stats.form = "kernel log"
-    return _kernel_events(rest, stats, names, year=year, boot_time=boot_time,
+    return _kernel_events(numbered, stats, names, year=year, boot_time=boot_time,
                           architecture=architecture, keep=keep)
-
-
-def _chain(first: tuple[int, str], rest: Iterator[tuple[int, str]]) -> Iterator[tuple[int, str]]:
-    yield first
-    for n, text in rest:
-        yield n, text.rstrip("\n")
 
 
 def in_time_order(items: Iterable[Numbered], stats: ReadStats,

@@ -44,20 +44,23 @@ class Outcome:
 
 
 _DAY = 86_400
-_day_cache: list[Any] = [None, ""]  # the last day formatted: (day number, "YYYY-MM-DDT")
+_days: dict[int, str] = {}  # day number -> "YYYY-MM-DDT" (bounded: cleared when full)
+_HM = ["%02d:%02d:" % divmod(m, 60) for m in range(1440)]  # minute of the day -> "HH:MM:"
+_SZ = ["%02dZ" % s for s in range(60)]
 
 
 def fmt_time(t: float) -> str:
-    """UTC, to the second (as ``time.gmtime``: floor). Events arrive in time order, so the date
-    part is formatted once a day and reused."""
+    """UTC, to the second (as ``time.gmtime``: floor). The date part is formatted once a day and
+    kept (a closure's line names two days: the decision's and its end's), the time of day is
+    looked up by minute and second."""
     if 0 <= t < 253_402_300_800:  # 0001..9999: gmtime's own range is wider, its text the same
-        s = int(t)
-        day, sec = divmod(s, _DAY)
-        if day != _day_cache[0]:
-            _day_cache[0] = day
-            _day_cache[1] = "%04d-%02d-%02dT" % time.gmtime(day * _DAY)[:3]
-        h, rest = divmod(sec, 3600)
-        return "%s%02d:%02d:%02dZ" % (_day_cache[1], h, rest // 60, rest % 60)
+        day, sec = divmod(int(t), _DAY)
+        date = _days.get(day)
+        if date is None:
+            if len(_days) >= 4096:
+                _days.clear()
+            date = _days[day] = "%04d-%02d-%02dT" % time.gmtime(day * _DAY)[:3]
+        return date + _HM[sec // 60] + _SZ[sec % 60]
     return "%04d-%02d-%02dT%02d:%02d:%02dZ" % time.gmtime(t)[:6]
 
 
@@ -156,7 +159,9 @@ def steps(paths: list[str], opts: Options, out: Outcome, names: Names,
                             boot_time=opts.boot_time, architecture=opts.architecture, keep=keep)
         if len(paths) > 1:
             items = _tagged(items, i, os.path.basename(path))
-        streams.append(_from_file(i, in_time_order(items, st)))
+            streams.append(_from_file(i, in_time_order(items, st)))
+        else:  # one file: a bad line's error names file 0 as it is
+            streams.append(in_time_order(items, st))
     merged = streams[0] if len(streams) == 1 else heapq.merge(
         *streams, key=lambda x: (x.event.time_wall, x.source))
     return run(merged)

@@ -24,7 +24,7 @@ from rasd.ladder.xidtext import (
 )
 from rasd.model import FaultEvent, Rung, Scope
 
-__all__ = ["classify_xid", "decode", "parse_gpc_tpc", "parse_link", "parse_recovery_text",
+__all__ = ["classify_xid", "known_xid", "decode", "parse_gpc_tpc", "parse_link", "parse_recovery_text",
            "parse_registers", "recovery_finding"]
 
 APP_BUCKETS = frozenset({"CHECK_APP/CUDA", "INVESTIGATE_SW", "XID_137_FLOW"})
@@ -63,6 +63,23 @@ _static: dict[tuple[int, str | None, int | None, object], tuple[LadderSettings, 
 # Xid 13 and 31 read the history only as "repeated on this GPU?" and "seen on other GPUs?"
 _REPEATS = frozenset({13, 31})
 _repeat_static: dict[tuple[int, str | None, bool, bool], tuple[LadderSettings, Finding]] = {}
+
+
+def known_xid(event: FaultEvent, s: LadderSettings) -> Finding | None:
+    """The kept finding of an Xid that reads no history (code, message, link and architecture
+    decide it), or None: then ``classify_xid`` with the history's context judges it. Lets the
+    escalator skip gathering a context that would not be read."""
+    d = event.details
+    code = d.get("xid")
+    if type(code) is not int or code in _REPEATS or code in _CONTEXTUAL:
+        return None
+    message = d.get("message")
+    if message is not None and type(message) is not str:
+        return None  # classify_xid says what is wrong with it
+    hit = _static.get((code, message, event.link, d.get("architecture")))
+    if hit is not None and hit[0] is s:
+        return hit[1]
+    return None
 
 
 def classify_xid(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding:
