@@ -2,7 +2,7 @@
 
 Components are a GPU ``(gpu, None)`` or one NVLink port ``(gpu, link)``. A decision is open until
 it is superseded, remedied or cleared; ``_transition`` is the only place where a decision opens or
-ends, and each of its guards says why the move is allowed. ``feed`` returns the ``Step`` one event
+ends (its opening move is ``_open``), and each of its guards says why the move is allowed. ``feed`` returns the ``Step`` one event
 caused: the decisions opened, those superseded and those closed. Rules, in order:
 
 * a cure that does not hold (the same fault class back on the component within
@@ -41,6 +41,7 @@ __all__ = ["Closure", "Component", "Escalator", "Outcome", "Step"]
 
 _REMEDY, _SDC, _XID = FaultKind.REMEDY, FaultKind.SDC, FaultKind.XID
 _LINK = Scope.LINK
+_RMA = Rung.RMA
 _JUDGE = JUDGES  # by the kind's value: an enum member hashes slowly
 _FLOOR = Rung.RESTART_PROCESS
 SWEEP_SECONDS = 3600.0  # open decisions below this are flags, never superseded
@@ -64,6 +65,7 @@ class Escalator:
         self._deadlines: list[tuple[float, int, int, str]] = []
         self._next_sweep = float("-inf")
         self._window = self.s.decision_window_seconds
+        self._node_window = self.s.node_remedy_window_seconds
 
     # ------------------------------------------------------------------ input
 
@@ -98,7 +100,12 @@ class Escalator:
         h.remember(event, finding)
         if finding is None:
             return step
-        h.fault(event)
+        # (FaultHistory.fault, inline: a fault that asked for something, counted per GPU)
+        times = h.fault_times[event.gpu]
+        times.append(t)
+        cut = t - self._node_window
+        while times[0] < cut:
+            times.popleft()
         self._decide(event, finding, step)
         return step
 
@@ -113,17 +120,20 @@ class Escalator:
         heap = self._deadlines
         pop = heapq.heappop
         last_seen = self._last_seen
+        open_ = self.open
         while heap and heap[0][0] < t:
             _, gpu, link, fault = pop(heap)
             comp: Component = (gpu, None if link < 0 else link)
+            on_comp = open_.get(comp)
+            d = on_comp.get(fault) if on_comp else None
+            if d is None or d.rung >= _RMA:
+                continue  # ended already, or an RMA (waits for the board's replacement)
             quiet = last_seen.get((comp, fault), t) + window
-            if self._transition(step, comp, fault, t, ending=Outcome.EXPIRED,
-                                quiet_since=quiet):
-                continue
-            d = self.open.get(comp, {}).get(fault)
-            if d is not None and d.rung < Rung.RMA and quiet > t:
+            if quiet > t:
                 # reported again since this deadline was set: wait for the new one
                 heapq.heappush(heap, (quiet, gpu, link, fault))
+                continue
+            self._transition(step, comp, fault, t, ending=Outcome.EXPIRED, quiet_since=quiet)
 
     def sweep(self, t: float) -> None:
         """Forget what no window reaches at time ``t`` (no later event than ``t`` may have been
@@ -165,21 +175,11 @@ class Escalator:
         """Open ``opening`` as (comp, fault), or end the open (comp, fault) with ``ending``
         because of a ``by`` rung (the new decision's, or the remedy's). Returns whether it moved;
         a guard that does not hold leaves the ladder as it was."""
+        if opening is not None:
+            self._open(step, comp, fault, t, opening)
+            return True
         on_comp = self.open[comp]
         current = on_comp.get(fault)
-        if opening is not None:
-            # guard: one open decision per component and fault class; the caller ends the
-            # current one (supersede) before it opens a successor
-            if current is not None:
-                raise AssertionError(f"{fault} already open on {comp}")
-            on_comp[fault] = opening
-            self._gpu_comps[comp[0]].add(comp)
-            # (``_seen(opened=True)``, inline: once per decision of a fleet's replay)
-            self._last_seen[(comp, fault)] = t
-            heapq.heappush(self._deadlines, (t + self._window, comp[0],
-                                             -1 if comp[1] is None else comp[1], fault))
-            step.opened.append(opening)
-            return True
         if current is None:
             return False  # guard: only an open decision can end
         if ending is Outcome.SUPERSEDED:
@@ -220,6 +220,24 @@ class Escalator:
             step.closed.append(Closure(current, ending._value_, t))
             return True
         raise ValueError(f"no transition given for {fault} on {comp}")
+
+    def _open(self, step: Step, comp: Component, fault: str, t: float,
+              opening: Decision) -> None:
+        """``_transition(opening=...)`` (positional: once per decision of a fleet's replay)."""
+        on_comp = self.open.get(comp)
+        if on_comp is None:
+            on_comp = self.open[comp] = {}
+        # guard: one open decision per component and fault class; the caller ends the current
+        # one (supersede) before it opens a successor
+        if fault in on_comp:
+            raise AssertionError(f"{fault} already open on {comp}")
+        on_comp[fault] = opening
+        self._gpu_comps[comp[0]].add(comp)
+        # (``_seen(opened=True)``, inline)
+        self._last_seen[(comp, fault)] = t
+        heapq.heappush(self._deadlines, (t + self._window, comp[0],
+                                         -1 if comp[1] is None else comp[1], fault))
+        step.opened.append(opening)
 
     # ------------------------------------------------------------------ decisions
 
@@ -303,7 +321,7 @@ class Escalator:
             t, gpu, comp[1] if scope is _LINK else None, rung, scope,
             f.reason if reasons is None else "; ".join(reasons), tuple(investigate),
             tuple(degradations), fault, e.kind._value_, f.buckets, escalated or forced)
-        self._transition(step, comp, fault, t, opening=decision)
+        self._open(step, comp, fault, t, decision)
 
     def _limit(self, rung: Rung) -> int:
         if rung is Rung.RESTART_PROCESS:

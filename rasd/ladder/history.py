@@ -65,11 +65,11 @@ class FaultHistory:
     def context(self, e: FaultEvent) -> Context:
         """What the history says about this event's component (earlier events only)."""
         kind = e.kind
+        if kind is not _XID and kind._value_ not in _READS_HISTORY:
+            return _EMPTY  # its classification asks nothing of the past
         details = e.details
         link = e.link if e.link is not None else details.get("link")
         if kind is not _XID:
-            if kind._value_ not in _READS_HISTORY:
-                return _EMPTY  # its classification asks nothing of the past
             comp = (e.gpu, link)
             downs = self._link_downs.get(comp)
             parity = self._parity.get(comp, 0)

@@ -76,7 +76,7 @@ def decision_line(d: Decision, host: str = "", name: str | None = None) -> str:
             f"{d.reason}")
 
 
-def closed_line(c: Closure, host: str, name: str | None) -> str:
+def closed_line(c: Closure, host: str, name: str | None = None) -> str:
     where = f"host={host} " if host else ""
     d = c.decision
     return (f"{fmt_time(c.time_wall)} {where}gpu={name or d.gpu} "
@@ -175,18 +175,24 @@ def report(paths: list[str], opts: Options, write: Callable[[str], object],
     out = Outcome()
     names = Names()
     buf: list[str] = []
+    decisions = closed = 0
+    add = buf.append
     try:
         for item, step in steps(paths, opts, out, names, keep, progress):
             host = item.host
             key = f"{item.event.time_wall!r}\t{item.source}\t{item.line}\t" if keyed else ""
-            named = bool(names)  # only kernel logs name GPUs by bus id
-            for d in step.opened:
-                out.decisions += 1
-                buf.append(key + decision_line(d, host, names.name(host, d.gpu) if named else None))
-            for c in step.closed:
-                out.closed += 1
-                buf.append(key + closed_line(c, host, names.name(host, c.decision.gpu)
-                                             if named else None))
+            if names:  # only kernel logs name GPUs by bus id
+                for d in step.opened:
+                    add(key + decision_line(d, host, names.name(host, d.gpu)))
+                for c in step.closed:
+                    add(key + closed_line(c, host, names.name(host, c.decision.gpu)))
+            else:
+                for d in step.opened:
+                    add(key + decision_line(d, host))
+                for c in step.closed:
+                    add(key + closed_line(c, host))
+            decisions += len(step.opened)
+            closed += len(step.closed)
             if len(buf) >= 2048:  # one write per line would cost more than the replay
                 write("\n".join(buf) + "\n")
                 buf.clear()
@@ -195,6 +201,7 @@ def report(paths: list[str], opts: Options, write: Callable[[str], object],
     except UnicodeDecodeError:
         path = out.stats[-1][0] if out.stats else ""
         out.error = f"{path} is not UTF-8 text; give a JSON-lines event log or a kernel log"
+    out.decisions, out.closed = decisions, closed
     if buf:
         write("\n".join(buf) + "\n")
     return out

@@ -63,6 +63,9 @@ _static: dict[tuple[int, str | None, int | None, object], tuple[LadderSettings, 
 # Xid 13 and 31 read the history only as "repeated on this GPU?" and "seen on other GPUs?"
 _REPEATS = frozenset({13, 31})
 _repeat_static: dict[tuple[int, str | None, bool, bool], tuple[LadderSettings, Finding]] = {}
+# Xid 63/64 read the history only to see whether an Xid 48 came just before
+_AFTER_48 = frozenset({63, 64})
+_after_48_static: dict[tuple[int, str | None], tuple[LadderSettings, Finding, str]] = {}
 
 
 def known_xid(event: FaultEvent, s: LadderSettings) -> Finding | None:
@@ -98,6 +101,14 @@ def classify_xid(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding:
             _repeat_static.clear()
         _repeat_static[rkey] = (s, f)
         return f
+    if code in _AFTER_48:  # the history enters only in the last step: keep what comes before
+        akey = (code, message)
+        ahit = _after_48_static.get(akey)
+        if ahit is None or ahit[0] is not s:
+            if len(_after_48_static) >= _CACHE_SIZE:
+                _after_48_static.clear()
+            ahit = _after_48_static[akey] = (s, *_bucketed(code, message, s))
+        return _after_48(event, ctx, s, ahit[1], ahit[2])
     if code in _CONTEXTUAL:
         return _classify(code, message, event, ctx, s)
     key = (code, message, event.link, d.get("architecture"))
@@ -132,13 +143,28 @@ def _classify(code: int, message: str | None, event: FaultEvent, ctx: Context,
         return _with(base, rung=rung, scope=scope, investigate=inv,
                      reason=f"{what}: no bucket in the pinned catalog; {why}",
                      hardware=rung >= Rung.RESET_GPU)
-    f = _by_bucket(code, entry, s, base, what)
-    if code in _SUPPORT_AFTER_REMEDY and DIAGNOSTICS not in f.investigate:
-        f = _with(f, investigate=f.investigate + (DIAGNOSTICS,),
-                  reason=f.reason + "; diagnostics, and contact support if it persists")
-    if code in (63, 64):
+    f = _support(code, _by_bucket(code, entry, s, base, what))
+    if code in _AFTER_48:
         f = _after_48(event, ctx, s, f, what)
     return f
+
+
+def _support(code: int, f: Finding) -> Finding:
+    if code in _SUPPORT_AFTER_REMEDY and DIAGNOSTICS not in f.investigate:
+        return _with(f, investigate=f.investigate + (DIAGNOSTICS,),
+                     reason=f.reason + "; diagnostics, and contact support if it persists")
+    return f
+
+
+def _bucketed(code: int, message: str | None, s: LadderSettings) -> tuple[Finding, str]:
+    """Xid 63/64 by its bucket, before the history is read (``_classify`` without the last
+    step), and the text that names it."""
+    entry = cat.lookup(code)
+    assert entry is not None and code not in _XID_WORKFLOWS and code not in UNBUCKETED
+    base = Finding(Rung.NONE, Scope.GPU, f"xid:{code}", "", xid=code, buckets=entry.buckets)
+    where = decode(code, message).summary()
+    what = f"Xid {code} ({entry.description}{'; ' + where if where else ''})"
+    return _support(code, _by_bucket(code, entry, s, base, what)), what
 
 
 def _after_48(event: FaultEvent, ctx: Context, s: LadderSettings, f: Finding, what: str) -> Finding:

@@ -57,7 +57,8 @@ def test_fleet_report_same_without_shortcuts(fleet_log: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     shortcut = _report(fleet_log)
     for mod, name in ((classify, "_CORRECTED"), (classify, "_WITHIN_LIMITS"),
-                      (classify, "_CRC_MONITOR"), (xids, "_static"), (xids, "_repeat_static")):
+                      (classify, "_CRC_MONITOR"), (xids, "_static"), (xids, "_repeat_static"),
+                      (xids, "_after_48_static")):
         assert isinstance(getattr(mod, name), dict)
         monkeypatch.setattr(mod, name, _NoCache())
     monkeypatch.setattr(replay_jobs, "fmt_time", _plain_time)
