@@ -198,26 +198,42 @@ _HOST_RE = re.compile(r'"host"\s*:\s*"((?:[^"\\]|\\.)*)"')
 def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats,
                  keep: Callable[[str], bool] | None = None) -> Iterator[Numbered]:
     loads = _loads
+    parse = parse_object
     host_re = _HOST_RE.search
-    for n, text in lines:
-        stats.lines = n
-        if not text or text.isspace():
-            continue
-        if keep is not None:  # another worker's host: skip it before parsing it
-            m = host_re(text)
-            host = m.group(1) if m else ""
-            if "\\" in host:
-                host = json.loads(f'"{host}"')
-            if not keep(host):
+    n = stats.lines
+    events = 0  # (counted here, written to the stats when the file ends or fails)
+    try:
+        for n, text in lines:
+            if text.isspace() or not text:
                 continue
-        try:
-            event, host = parse_object(loads(text))
-        except json.JSONDecodeError as e:
-            raise ReplayError(n, f"not JSON ({e.msg} at column {e.colno})") from None
-        except ValueError as e:
-            raise ReplayError(n, str(e)) from None
-        stats.events += 1
-        yield Numbered(n, event, host)
+            if keep is not None:  # another worker's host: skip it before parsing it
+                m = host_re(text)
+                host = m.group(1) if m else ""
+                if "\\" in host:
+                    host = json.loads(f'"{host}"')
+                if not keep(host):
+                    continue
+            try:
+                event, host = parse(loads(text))
+            except json.JSONDecodeError:
+                raise ReplayError(n, _not_json(text)) from None
+            except ValueError as e:
+                raise ReplayError(n, str(e)) from None
+            events += 1
+            yield Numbered(n, event, host)
+    finally:
+        stats.lines = n
+        stats.events += events
+
+
+def _not_json(text: str) -> str:
+    """Why a line is not JSON, its column counted without the line end (the line is read with
+    it, and a parser that reaches the end would count the line end as a line of its own)."""
+    try:
+        _loads(text.rstrip("\n"))
+    except json.JSONDecodeError as e:
+        return f"not JSON ({e.msg} at column {e.colno})"
+    return "not JSON"
 
 
 # --------------------------------------------------------------------------- kernel logs

@@ -59,3 +59,13 @@ def test_replay_bad_line_reports_line_number(tmp_path):
         r = run("replay", str(p))
         assert r.exit_code == 2, (bad, r.output)
         assert "line 5" in r.output and "Traceback" not in r.output
+
+
+def test_replay_not_json_names_the_column_within_the_line(tmp_path):
+    """A line cut short is reported at its own last column (the line end read with it does not
+    count), as a parser given the line alone reports it."""
+    p = tmp_path / "e.jsonl"
+    p.write_text(LOG + "\n" + '{"time": 2, "gpu":' + "\n")
+    r = run("replay", str(p))
+    assert r.exit_code == 2
+    assert "line 5: not JSON (" in r.output and "at column 19)" in r.output, r.output
