@@ -360,20 +360,21 @@ def run(items: Iterable[Numbered], settings: LadderSettings | None = None,
     order: list[Escalator] = []  # sweep round: one host's ladder every SWEEP_EVERY events
     turn = 0
     for n, item in enumerate(items):
-        esc = ladders.get(item.host)
+        event = item[1]  # (Numbered's fields by position: once per event)
+        esc = ladders.get(item[2])
         if esc is None:
-            esc = ladders[item.host] = Escalator(s, sweep=False)
+            esc = ladders[item[2]] = Escalator(s, sweep=False)
             order.append(esc)
-        if n % SWEEP_EVERY == 0:
+        if not n % SWEEP_EVERY:
             # events arrive in time order: this event's time is safe for any host's ladder
-            order[turn % len(order)].sweep(item.event.time_wall)
+            order[turn % len(order)].sweep(event.time_wall)
             turn += 1
         try:
-            step = esc.feed(item.event)
+            step = esc.feed(event)
         except BadEvent as e:
             raise ReplayError(item.line, str(e), item.source) from None
         if store is not None:
-            store.record_step(item.event, [d.to_dict() for d in step.opened],
+            store.record_step(event, [d.to_dict() for d in step.opened],
                               [(c.decision.time_wall, c.decision.gpu, c.decision.link,
                                 c.decision.fault, c.outcome, c.time_wall) for c in step.ended])
         if step.opened or step.superseded or step.closed:

@@ -8,6 +8,8 @@ from typing import Iterator
 
 from rasd.ladder.decision import Decision
 
+_set = object.__setattr__  # how a frozen dataclass writes its fields
+
 
 class Outcome(enum.Enum):
     """How an open decision ended (the store's decision state)."""
@@ -25,6 +27,13 @@ class Closure:
     decision: Decision
     outcome: str
     time_wall: float
+
+    def __init__(self, decision: Decision, outcome: str, time_wall: float) -> None:
+        # written out (the generated one looks up object.__setattr__ per field): a fleet's
+        # replay ends a decision for every third event
+        _set(self, "decision", decision)
+        _set(self, "outcome", outcome)
+        _set(self, "time_wall", time_wall)
 
 
 class Step:
