@@ -16,7 +16,8 @@ non-interrupting noise at ``--noise`` events per GPU per day: application Xids i
 (several lines within milliseconds), correctable ECC counts, remapped rows, PCIe replays and
 NVLink CRC errors below the failure rates, thermal slowdowns.
 
-    python tests/bench/bench_replay.py [--days 365] [--noise 0.5] [--seed 0]
+    python tests/bench/bench_replay.py [--days 365] [--noise 0.5] [--seed 0] [--runs 3]
+                                       [--json tests/bench/results/replay.json]
 
 Figures are process CPU time of the `rasd replay` child (not wall time: the machine is shared),
 the median of the runs given by ``--runs``; RSS is the child's peak (ru_maxrss).
@@ -33,7 +34,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any, Iterator
+
+if __package__ in (None, ""):  # run as a script: the repository root, for tests.bench.results
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.bench import results  # noqa: E402
 
 GPUS = 16_384
 PER_NODE = 8
@@ -230,13 +236,20 @@ def run_replay(path: str, jobs: int) -> tuple[float, float, int, str]:
     return float(fields["cpu"]), wall, int(fields["maxrss"]) * 1024, summary
 
 
+def _span(days: float) -> str:
+    return {365.0: "year", 91.25: "quarter year"}.get(days, f"{days:g} days")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--days", type=float, default=365.0)
     ap.add_argument("--noise", type=float, default=0.5, help="noise events per GPU per day")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", type=int, default=3)
+    results.add_arguments(ap)
     a = ap.parse_args()
+    rec = results.Recorder("replay", a)
+    print(rec.machine())
     with tempfile.TemporaryDirectory() as tmp:
         sizes = (a.days / 4, a.days)
         logs = []
@@ -250,28 +263,57 @@ def main() -> None:
         cores = os.cpu_count() or 1
         configs = [(days, path, n, jobs) for days, path, n in logs
                    for jobs in sorted({1, min(cores, 8)})]
-        results: dict[tuple[float, int], list[tuple[float, float, int, str]]] = {
+        results_: dict[tuple[float, int], list[tuple[float, float, int, str]]] = {
             (c[0], c[3]): [] for c in configs}
         for _ in range(a.runs):  # interleaved: each size and job count in turn
             for days, path, _n, jobs in configs:
-                results[(days, jobs)].append(run_replay(path, jobs))
+                results_[(days, jobs)].append(run_replay(path, jobs))
         load = os.getloadavg()[0]
         print(f"machine: {cores} CPUs, load average {load:.1f} while measuring (other work "
               "shares the CPUs: wall figures are noisy, CPU-time figures less so)")
+        target = results.at_least(100_000, " events/s")
         for days, _path, n, jobs in configs:
-            rs = results[(days, jobs)]
+            rs = results_[(days, jobs)]
             cpu = statistics.median(r[0] for r in rs)
             wall = statistics.median(r[1] for r in rs)
             rss = max(r[2] for r in rs)
+            lo, hi = min(r[0] for r in rs), max(r[0] for r in rs)
             print(f"{days:g} days, --jobs {jobs}: {n:,} events; {rs[-1][3]}")
             print(f"  {n / wall:,.0f} events/s wall (target >= 100,000); {n / cpu:,.0f} events "
-                  f"per CPU-second; median of {len(rs)} runs, CPU "
-                  f"{min(r[0] for r in rs):.1f}-{max(r[0] for r in rs):.1f} s")
+                  f"per CPU-second (target >= 100,000); median of {len(rs)} runs, CPU "
+                  f"{lo:.1f}-{hi:.1f} s")
             print(f"  peak RSS of one process: {rss / 2**20:.0f} MiB")
-        small = max(r[2] for r in results[(sizes[0], 1)])
-        large = max(r[2] for r in results[(sizes[1], 1)])
-        print(f"memory: {large / small:.2f}x the peak RSS for {logs[1][2] / logs[0][2]:.1f}x the "
+            size = f"{days:g}d"
+            column = f"{_span(days)} ({n / 1e6:.2f} M events)"
+            who = "one process" if jobs == 1 else f"`--jobs {jobs}` (hosts spread over {jobs} workers)"
+            notes: dict[str, results.Note] = {"days": days, "events": n, "runs": len(rs),
+                                              "cpu_min_s": round(lo, 2), "cpu_max_s": round(hi, 2)}
+            rate = n / cpu
+            rec.add(f"replay.cpu_rate.{size}.jobs{jobs}",
+                    f"events per CPU-second, {who}", rate, "events/s",
+                    target=target if jobs == 1 else None,
+                    text=f"{rate:,.0f} (CPU {lo:.1f}-{hi:.1f} s over {len(rs)} runs)",
+                    table="replay", column=column, notes=notes)
+            rec.add(f"replay.wall_rate.{size}.jobs{jobs}",
+                    f"events per second of wall time, {who}", n / wall, "events/s",
+                    text=f"{n / wall:,.0f}", table="replay", column=column,
+                    notes={**notes, "load_average": round(load, 2)})
+            rec.add(f"replay.rss.{size}.jobs{jobs}",
+                    f"peak RSS, {'one process' if jobs == 1 else f'each of {jobs} workers'}",
+                    rss / 2**20, "MiB", text=f"{rss / 2**20:.0f} MiB", table="replay",
+                    column=column, notes=notes)
+        small = max(r[2] for r in results_[(sizes[0], 1)])
+        large = max(r[2] for r in results_[(sizes[1], 1)])
+        growth = large / small
+        print(f"memory: {growth:.2f}x the peak RSS for {logs[1][2] / logs[0][2]:.1f}x the "
               "events (target: flat, about 1x)")
+        rec.add("replay.rss_growth", "peak RSS growth from a quarter of the log to all of it, one process",
+                growth, "x", target=results.stated("flat (about 1x)"), met=growth < 1.25,
+                text=f"{growth:.2f}x for {logs[1][2] / logs[0][2]:.1f}x the events",
+                table="replay", column=f"{_span(sizes[1])} ({logs[1][2] / 1e6:.2f} M events)")
+    for fig in rec.figures.values():
+        print(fig.line())
+    rec.save()
 
 
 if __name__ == "__main__":
