@@ -190,6 +190,9 @@ class Daemon:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        from rasd import threadnames
+
+        threadnames.install()  # the threads below carry their names into top -H and /proc
         if self.serve_metrics is not None:
             host, port = config_mod.parse_listen(self.listen)
             # before threads: a taken port fails fast

@@ -1,0 +1,48 @@
+"""The daemon's thread names, given to the kernel too, so ``top -H``, ``ps -L`` and per-thread CPU
+accounting (``/proc/<pid>/task/<tid>/comm``, psutil) show where rasd's CPU goes by name.
+
+Python before 3.14 names its threads only for itself; the kernel sees every thread as the
+process's name ("python3"). :func:`install` gives each thread started afterwards its Python name
+(cut to the kernel's 15 bytes) as the thread begins, through ``threading.setprofile``: the hook
+runs once in the new thread, writes the name and hands the thread back to whatever profile
+function was set before (none in a daemon). The main thread keeps the process's name. Linux
+only; elsewhere, or where ``/proc`` is not writable, names stay as they were.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from types import FrameType
+from typing import Any, Callable
+
+COMM_BYTES = 15  # TASK_COMM_LEN - 1
+
+_installed = False
+
+
+def name_current_thread(name: str | None = None) -> bool:
+    """Give the calling thread's name (or ``name``) to the kernel; False where it cannot be."""
+    text = (name or threading.current_thread().name).encode("utf-8", "replace")[:COMM_BYTES]
+    try:
+        with open("/proc/thread-self/comm", "wb") as f:
+            f.write(text)
+    except OSError:
+        return False
+    return True
+
+
+def install() -> None:
+    """Name every thread started from now on (idempotent; the process keeps it)."""
+    global _installed
+    if _installed or not sys.platform.startswith("linux"):
+        return
+    _installed = True
+    before = threading.getprofile()
+
+    def hook(frame: FrameType, event: str, arg: Any) -> Callable[..., Any] | None:
+        sys.setprofile(before)  # once per thread: from here on the thread runs unhooked
+        name_current_thread()
+        return before(frame, event, arg) if before is not None else None
+
+    threading.setprofile(hook)
