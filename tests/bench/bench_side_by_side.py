@@ -9,11 +9,20 @@ share of NVML's distinct instant-power updates it captured: on the fake, NVML re
 every 100 ms per GPU, so the truth is 10 x GPUs x seconds; NVIDIA's mock stamps every read as new
 (there rasd falls back to value changes, and the figure given is its distinct-update rate).
 
+For rasd also where its CPU goes: each thread's CPU time over the window (psutil), grouped by the
+thread's name as the kernel shows it (rasd names its threads; pool workers' numbers dropped), the
+main thread (the tick) apart, and what threads that ended within the window used as "ended".
+
+Every figure is printed with its target and merged into a results file (``--json PATH``;
+tests/bench/results.py), from which README's tables are generated. The machine's noise is stated
+as the spread of the pair ratios and the load average over the runs.
+
 nvitop-exporter comes from PyPI into its own virtual environment under the cache directory
 (created on first use; ``--nvitop-venv`` to reuse another). NVIDIA's mock NVML is looked for at
 ``<repo>/../shared/nvml-mock``; its setups are skipped, saying so, where it is absent.
 
     python tests/bench/bench_side_by_side.py [--seconds 30] [--pairs 3] [--setups mock8,fake8,fake72]
+                                             [--json tests/bench/results/side_by_side.json]
 """
 
 from __future__ import annotations
@@ -30,13 +39,17 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import psutil
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.bench import results  # noqa: E402
+
 MOCK = REPO.parent / "shared" / "nvml-mock"
 HELPER = Path(__file__).with_name("sidebyside_fake.py")
 NVITOP_EXPORTER = "nvitop-exporter==1.7.2"
@@ -44,13 +57,57 @@ NVML_REFRESH_HZ = 10.0  # the fake's field-186 refresh (rasd.backends powersim)
 SCRAPE_EVERY_SECONDS = 15.0
 
 
+CPU_RATIO_TARGET = 1.0  # rasd's CPU over the peer's
+RSS_RATIO_TARGET = 1.25
+CAPTURE_TARGET = 99.0  # % of NVML's distinct instant-power updates
+MAIN = "main (tick)"
+ENDED = "other (threads that ended, tick rounding)"
+NATIVE = "unnamed (native)"
+
+
 @dataclass
 class Run:
     cpu_percent: float  # of one core
     rss_mb: float
     threads: int
+    load: float  # the machine's 1-minute load average at the end of the window
     capture: float | None = None  # rasd only: captured / NVML's distinct updates (fake)
     rate_hz: float | None = None  # rasd only: distinct updates per GPU per second
+    by_thread: dict[str, float] = field(default_factory=dict)  # rasd only: % of one core per thread group
+
+
+def thread_cpu(ps: psutil.Process) -> dict[int, tuple[str, float]]:
+    """Each thread's name (as the kernel has it) and CPU seconds (user + system)."""
+    out = {}
+    for t in ps.threads():
+        try:
+            name = Path(f"/proc/{ps.pid}/task/{t.id}/comm").read_text().strip()
+        except OSError:
+            continue  # ended between the listing and the read
+        out[t.id] = (name, t.user_time + t.system_time)
+    return out
+
+
+def group(tid: int, pid: int, name: str, process_name: str) -> str:
+    """Pool workers and per-loop threads by their common name (``rasd-http_3`` -> ``rasd-http``)."""
+    if tid == pid:
+        return MAIN
+    if name == process_name:
+        return NATIVE  # threads Python did not start (the NVML library's, BLAS's) keep the process's name
+    return re.sub(r"[_-]?\d+$", "", name)
+
+
+def by_thread(ps: psutil.Process, before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
+              total_cpu: float, seconds: float) -> dict[str, float]:
+    """% of one core per thread group over the window; CPU the process used that no live thread
+    accounts for (threads that ended) as ``ENDED``."""
+    process_name = ps.name()
+    out: dict[str, float] = {}
+    for tid, (name, cpu) in after.items():
+        g = group(tid, ps.pid, name, process_name)
+        out[g] = out.get(g, 0.0) + 100 * (cpu - before.get(tid, (name, 0.0))[1]) / seconds
+    out[ENDED] = max(0.0, 100 * total_cpu / seconds - sum(out.values()))
+    return out
 
 
 def cache_dir() -> Path:
@@ -105,6 +162,7 @@ def measure(cmd: list[str], env: dict[str, str], port: int, gpus: int, warmup: f
         time.sleep(warmup)  # imports, first polls and the analysis window filling are not steady state
         ps = psutil.Process(proc.pid)
         text = scrape(port)
+        th0 = thread_cpu(ps) if is_rasd else {}
         c0, t0 = sum(ps.cpu_times()[:2]), time.monotonic()
         # rasd's counters are as of its last snapshot: time the window by the snapshots' stamps
         s0 = metric(text, "rasd_power_samples_total") if is_rasd else 0.0
@@ -116,8 +174,10 @@ def measure(cmd: list[str], env: dict[str, str], port: int, gpus: int, warmup: f
             if time.monotonic() >= end:
                 break
         c1, t1 = sum(ps.cpu_times()[:2]), time.monotonic()
-        run = Run(100 * (c1 - c0) / (t1 - t0), ps.memory_info().rss / 2**20, ps.num_threads())
+        th1 = thread_cpu(ps) if is_rasd else {}
+        run = Run(100 * (c1 - c0) / (t1 - t0), ps.memory_info().rss / 2**20, ps.num_threads(), os.getloadavg()[0])
         if is_rasd:
+            run.by_thread = by_thread(ps, th0, th1, c1 - c0, t1 - t0)
             got = metric(text, "rasd_power_samples_total") - s0
             span = metric(text, "rasd_snapshot_timestamp_seconds") - w0
             run.rate_hz = got / gpus / span
@@ -149,9 +209,19 @@ def mock_config(tmp: Path, gpus: int) -> Path | None:
 Command = Callable[[int], list[str]]
 
 
-def setups(names: list[str], tmp: Path, venv: Path) -> list[tuple[str, int, bool, dict[str, str], Command, Command]]:
-    """(label, gpus, fake?, env, rasd command, nvitop command) per runnable setup; commands take
-    the port."""
+@dataclass(frozen=True)
+class Setup:
+    name: str  # as in --setups: mock8, fake72
+    label: str
+    gpus: int
+    fake: bool
+    env: dict[str, str]
+    rasd: Command  # the command, given the port
+    nvitop: Command
+
+
+def setups(names: list[str], tmp: Path, venv: Path) -> list[Setup]:
+    """Every runnable setup of ``names``; those that cannot run here are skipped, saying why."""
     base = dict(os.environ, PYTHONPATH=str(REPO))
     out = []
     for name in names:
@@ -168,15 +238,15 @@ def setups(names: list[str], tmp: Path, venv: Path) -> list[tuple[str, int, bool
                 print(f"{name}: skipped, the mock NVML simulates at most 8 GPUs (MaxDevices = 8)")
                 continue
             env = dict(base, LD_LIBRARY_PATH=str(MOCK / "lib"), MOCK_NVML_CONFIG=str(cfg))
-            out.append((
-                f"mock NVML, {gpus} GPUs", gpus, False, env,
+            out.append(Setup(
+                name, f"NVIDIA's mock NVML, {gpus} H100s", gpus, False, env,
                 lambda port: [sys.executable, "-m", "rasd", "run", "--backend", "nvml", "--log-level", "warning",
                               "--listen", f"127.0.0.1:{port}"],
                 lambda port: [str(venv / "bin" / "nvitop-exporter"), "--bind-address", "127.0.0.1", "--port", str(port)],
             ))
         else:
-            out.append((
-                f"rasd's fake, {gpus} GPUs", gpus, True, base,
+            out.append(Setup(
+                name, f"rasd's fake, {gpus} GPUs", gpus, True, base,
                 lambda port, n=gpus: [sys.executable, str(HELPER), "rasd", "--gpus", str(n), "--port", str(port)],
                 lambda port, n=gpus: [str(venv / "bin" / "python"), str(HELPER), "nvitop", "--gpus", str(n),
                                       "--port", str(port)],
@@ -184,8 +254,8 @@ def setups(names: list[str], tmp: Path, venv: Path) -> list[tuple[str, int, bool
     return out
 
 
-def spread(xs: list[float]) -> str:
-    return f"{min(xs):.2f}-{max(xs):.2f}" if xs else "n/a"
+def spread(xs: list[float], digits: int = 2) -> str:
+    return f"{min(xs):.{digits}f}-{max(xs):.{digits}f}" if xs else "n/a"
 
 
 def main() -> None:
@@ -195,56 +265,100 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=3, help="A B pairs per setup")
     ap.add_argument("--setups", default="mock8,fake8,fake72")
     ap.add_argument("--nvitop-venv", type=Path, default=None)
+    results.add_arguments(ap)
     args = ap.parse_args()
+    if args.pairs < 1 or args.seconds <= 0:
+        raise SystemExit("--pairs must be at least 1 and --seconds above 0 (e.g. --pairs 3 --seconds 30)")
+    rec = results.Recorder("side_by_side", args)
     venv = nvitop_venv(args.nvitop_venv)
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}, python {sys.version.split()[0]}")
+    print(rec.machine())
     print(f"runs: {args.pairs} interleaved pairs (rasd, nvitop-exporter) per setup, {args.seconds:.0f} s windows "
-          f"after {args.warmup:.0f} s warm-up, a scrape every {SCRAPE_EVERY_SECONDS:.0f} s")
+          f"after {args.warmup:.0f} s warm-up, a scrape every {SCRAPE_EVERY_SECONDS:.0f} s; "
+          f"peer {NVITOP_EXPORTER} at its defaults")
     with tempfile.TemporaryDirectory(prefix="rasd-sbs-") as t:
         tmp = Path(t)
-        threads_by_gpus: dict[int, int] = {}
-        for label, gpus, fake, env, rasd_cmd, nv_cmd in setups(args.setups.split(","), tmp, venv):
+        threads_by_gpus: dict[int, tuple[str, int]] = {}
+        for st in setups(args.setups.split(","), tmp, venv):
             a: list[Run] = []
             b: list[Run] = []
             for pair in range(args.pairs):
                 state = tmp / f"state-{pair}"
                 shutil.rmtree(state, ignore_errors=True)
-                renv = dict(env, XDG_STATE_HOME=str(state / "state"), XDG_RUNTIME_DIR=str(state / "run"))
+                renv = dict(st.env, XDG_STATE_HOME=str(state / "state"), XDG_RUNTIME_DIR=str(state / "run"))
                 port = free_port()
-                a.append(measure(rasd_cmd(port), renv, port, gpus, args.warmup, args.seconds, True, fake,
+                a.append(measure(st.rasd(port), renv, port, st.gpus, args.warmup, args.seconds, True, st.fake,
                                  tmp / "rasd.log"))
                 port = free_port()
-                b.append(measure(nv_cmd(port), env, port, gpus, args.warmup, args.seconds, False, fake,
+                b.append(measure(st.nvitop(port), st.env, port, st.gpus, args.warmup, args.seconds, False, st.fake,
                                  tmp / "nvitop.log"))
-                print(f"  {label} pair {pair + 1}: rasd {a[-1].cpu_percent:.2f}% {a[-1].rss_mb:.0f} MB "
+                print(f"  {st.label} pair {pair + 1}: rasd {a[-1].cpu_percent:.2f}% {a[-1].rss_mb:.0f} MB "
                       f"{a[-1].threads} threads | nvitop-exporter {b[-1].cpu_percent:.2f}% {b[-1].rss_mb:.0f} MB "
-                      f"{b[-1].threads} threads", flush=True)
-            report(label, gpus, fake, a, b)
-            threads_by_gpus[gpus] = max(threads_by_gpus.get(gpus, 0), max(r.threads for r in a))
+                      f"{b[-1].threads} threads | load average {b[-1].load:.2f}", flush=True)
+            report(rec, st, a, b, args.pairs)
+            if st.fake:  # the mock library starts threads of its own: compare like with like
+                threads_by_gpus[st.gpus] = (st.label, max(r.threads for r in a))
         if len(threads_by_gpus) > 1:
-            print("rasd threads by GPU count (target: no growth per GPU): "
-                  + ", ".join(f"{g} GPUs -> {n}" for g, n in sorted(threads_by_gpus.items())))
+            (lo, (_, n_lo)), (hi, (label, n_hi)) = min(threads_by_gpus.items()), max(threads_by_gpus.items())
+            f = rec.add("side_by_side.threads_growth", f"rasd threads added from {lo} to {hi} fake GPUs", n_hi - n_lo,
+                        "threads", target=results.below(hi - lo, text="fewer than one a GPU"), column=label,
+                        text=f"{n_hi - n_lo} ({n_lo} -> {n_hi})")
+            print(f"rasd threads from {lo} to {hi} fake GPUs: {n_lo} -> {n_hi}  [target: fewer than one added a GPU "
+                  f"({hi - lo}): {'ok' if f.met else 'MISSED'}]")
+    rec.save()
 
 
-def report(label: str, gpus: int, fake: bool, a: list[Run], b: list[Run]) -> None:
+def report(rec: results.Recorder, st: Setup, a: list[Run], b: list[Run], pairs: int) -> None:
+    """Print the setup's figures with their targets and record them (one README column per setup)."""
     med = statistics.median
+    col, key = st.label, f"side_by_side.{st.name}"
+    loads = [r.load for r in a + b]
+    noise = {"pairs": pairs, "load_average_min": round(min(loads), 2), "load_average_max": round(max(loads), 2)}
+    print(f"{st.label} (load average over the runs {spread(loads)}, {rec.run.cores} cores):")
     cpu_r = [x.cpu_percent / y.cpu_percent for x, y in zip(a, b) if y.cpu_percent > 0]
-    rss_r = [x.rss_mb / y.rss_mb for x, y in zip(a, b)]
-    print(f"{label}:")
-    print(f"  CPU, % of one core: rasd {med([x.cpu_percent for x in a]):.2f} vs nvitop-exporter "
-          f"{med([y.cpu_percent for y in b]):.2f}; ratio (median of pairs) {med(cpu_r):.2f}  [target <= 1.00]; "
+    ours, theirs = med([x.cpu_percent for x in a]), med([y.cpu_percent for y in b])
+    ratio = med(cpu_r) if cpu_r else float("nan")
+    f = rec.add(f"{key}.cpu_ratio", "whole daemon's CPU beside nvitop-exporter (% of a core; ratio, median of pairs)",
+                ratio, "x", target=results.at_most(CPU_RATIO_TARGET, "x", "no more than the peer's"), column=col,
+                text=f"{ours:.2f}% vs {theirs:.2f}%: {ratio:.2f}x (pairs {spread(cpu_r)})",
+                notes=noise | {"rasd_percent": round(ours, 3), "peer_percent": round(theirs, 3),
+                               "pair_ratio_min": round(min(cpu_r, default=float("nan")), 3),
+                               "pair_ratio_max": round(max(cpu_r, default=float("nan")), 3)})
+    print(f"  CPU, % of one core: rasd {ours:.2f} vs nvitop-exporter {theirs:.2f}; ratio (median of pairs) "
+          f"{ratio:.2f}  [target <= {CPU_RATIO_TARGET:.2f}: {'ok' if f.met else 'MISSED'}]; "
           f"pair ratios {spread(cpu_r)} (the machine's noise)")
-    print(f"  RSS: rasd {med([x.rss_mb for x in a]):.0f} MB vs {med([y.rss_mb for y in b]):.0f} MB; "
-          f"ratio {med(rss_r):.2f}  [target <= 1.25]; pair ratios {spread(rss_r)}")
-    print(f"  threads: rasd {max(x.threads for x in a)} vs {max(y.threads for y in b)}  [target: not one per GPU per job]")
+    rss_r = [x.rss_mb / y.rss_mb for x, y in zip(a, b)]
+    ours, theirs, ratio = med([x.rss_mb for x in a]), med([y.rss_mb for y in b]), med(rss_r)
+    f = rec.add(f"{key}.rss_ratio", "RSS beside nvitop-exporter", ratio, "x",
+                target=results.at_most(RSS_RATIO_TARGET, "x", f"within {RSS_RATIO_TARGET}x"), column=col,
+                text=f"{ours:.0f} vs {theirs:.0f} MB: {ratio:.2f}x", notes=noise)
+    print(f"  RSS: rasd {ours:.0f} MB vs {theirs:.0f} MB; ratio {ratio:.2f}  [target <= {RSS_RATIO_TARGET:.2f}: "
+          f"{'ok' if f.met else 'MISSED'}]; pair ratios {spread(rss_r)}")
+    ours_t, theirs_t = max(x.threads for x in a), max(y.threads for y in b)
+    rec.add(f"{key}.threads", "threads, rasd vs nvitop-exporter (most seen)", ours_t, "threads", column=col,
+            text=f"{ours_t} vs {theirs_t}")
+    print(f"  threads: rasd {ours_t} vs {theirs_t}  [target: not one per GPU per job; judged across GPU counts]")
     rates = [x.rate_hz for x in a if x.rate_hz is not None]
-    if fake:
-        caps = [x.capture for x in a if x.capture is not None]
-        print(f"  instant-power updates captured: {100 * med(caps):.2f}% of NVML's (runs {spread([100 * c for c in caps])})"
-              f"  [target >= 99%]")
+    if st.fake:
+        caps = [100 * x.capture for x in a if x.capture is not None]
+        f = rec.add(f"{key}.capture", "NVML's distinct instant-power updates captured", med(caps), "%",
+                    target=results.at_least(CAPTURE_TARGET, "%"), column=col,
+                    text=f"{med(caps):.2f}% (runs {spread(caps)})", notes=noise)
+        print(f"  instant-power updates captured: {med(caps):.2f}% of NVML's (runs {spread(caps)})"
+              f"  [target >= {CAPTURE_TARGET:.0f}%: {'ok' if f.met else 'MISSED'}]")
     elif rates:
+        rec.add(f"{key}.capture", "NVML's distinct instant-power updates captured", med(rates), "updates/s",
+                column=col, text=f"{med(rates):.1f} a GPU a second (every read is new on the mock)", notes=noise)
         print(f"  instant-power: every read is stamped new here, so repeats are found by value; "
               f"{med(rates):.1f} distinct updates per GPU per second")
+    groups = sorted({g for x in a for g in x.by_thread}, key=lambda g: -med([x.by_thread.get(g, 0.0) for x in a]))
+    total = med([x.cpu_percent for x in a])
+    print("  rasd's CPU by thread (median of runs, % of one core; share of the daemon's):")
+    for g in groups:
+        v = med([x.by_thread.get(g, 0.0) for x in a])
+        share = 100 * v / total if total > 0 else float("nan")
+        print(f"    {g:26s} {v:6.2f}%  ({share:4.1f}%)")
+        rec.add(f"{key}.thread.{g}", f"`{g}`" if g not in (MAIN, ENDED, NATIVE) else g, v, "%", column=col,
+                table="side_by_side_threads", text=f"{v:.2f}% ({share:.0f}%)", notes={"pairs": pairs})
 
 
 if __name__ == "__main__":
