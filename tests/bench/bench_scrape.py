@@ -9,7 +9,8 @@
    errors, p50/p99/max latency, the daemon's CPU, and its health polls during the storm.
    Targets: 0 errors, p99 under 100 ms, polls at their pace (one per interval, no overrun).
 
-Run: python tests/bench/bench_scrape.py [--scrapers 50 --seconds 20 --requests 100000]
+Run: python tests/bench/bench_scrape.py [--scrapers 50 --seconds 20 --requests 100000] [--json PATH]
+(figures also merged into a results file: tests/bench/results.py)
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from exporters.prometheus import ScrapeCache, make_registry  # noqa: E402
 from rasd import config  # noqa: E402
 from rasd.backends import open_backend  # noqa: E402
 from rasd.daemon import Daemon  # noqa: E402
+from tests.bench import results  # noqa: E402
 
 SCRAPE_TARGET_MS = 10.0
 P99_TARGET_MS = 100.0
@@ -206,14 +208,24 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--requests", type=int, default=100000, help="stop the storm after this many requests")
     ap.add_argument("--scenario", default=None, help="scenario for the storm's daemon (default: 8 healthy GPUs)")
+    results.add_arguments(ap)
     args = ap.parse_args()
+    rec = results.Recorder("scrape", args)
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
-        load = os.getloadavg()[0]
-        print(f"machine: {os.cpu_count()} cores, load average {load:.1f} (other work shares them), "
-              f"python {sys.version.split()[0]}")
+        print(rec.machine())
         for n in (8, 72):
             r = bench_cost(n, args.pairs, tmp)
+            col = f"{n} GPUs"
+            rec.add(f"scrape.cost.{n}", "scrape of a new snapshot (render + gzip), daemon CPU", r["ours_ms"], "ms",
+                    target=results.below(SCRAPE_TARGET_MS, " ms") if n == 72 else None, column=col,
+                    text=f"{r['ours_ms']:.2f} ms", notes={"pairs": args.pairs})
+            rec.add(f"scrape.cached.{n}", "scrape of the same snapshot (cached bytes)", r["cached_ms"], "ms",
+                    column=col, text=f"{r['cached_ms']:.3f} ms")
+            rec.add(f"scrape.generate_latest.{n}", "prometheus_client's `generate_latest` over the same sections",
+                    r["upstream_ms"], "ms", column=col, text=f"{r['upstream_ms']:.1f} ms")
+            rec.add(f"scrape.series.{n}", "series, exposition size (gzip)", r["series"], "series", column=col,
+                    text=f"{r['series']:,}, {r['kib']:.0f} KiB ({r['gzip_kib']:.0f} KiB)")
             mark = "ok" if n != 72 or r["ours_ms"] < SCRAPE_TARGET_MS else "MISSED"
             print(f"scrape cost {n:2d} GPUs ({r['series']} series, {r['kib']:.0f} KiB, gzip {r['gzip_kib']:.0f} KiB): "
                   f"new snapshot {r['ours_ms']:.2f} ms CPU (target < {SCRAPE_TARGET_MS:.0f} ms at 72: {mark}), "
@@ -234,6 +246,18 @@ def main() -> None:
             print(f"  GPU poll duration quiet p50 {r['poll_quiet_p50']:.2f} ms max {r['poll_quiet_max']:.2f} ms; "
                   f"during the storm p50 {r['poll_storm_p50']:.2f} ms max {r['poll_storm_max']:.2f} ms "
                   "(target: about the same)")
+            col = f"{args.scrapers} scrapers, {r['wall']:.0f} s"
+            rec.add("scrape.storm.errors", "scrape storm: errors", r["errors"], "errors", target=results.at_most(0),
+                    table="scrape_storm", text=f"{r['errors']} of {r['requests'] + r['errors']:,} ({col})")
+            rec.add("scrape.storm.p99", "scrape storm: latency p99 (p50)", r["p99"], "ms",
+                    target=results.below(P99_TARGET_MS, " ms"), table="scrape_storm",
+                    text=f"{r['p99']:.1f} ms ({r['p50']:.1f} ms)")
+            polls_ok = r["polls"] >= r["expected_polls"] - 2 and r["overruns"] == 0
+            rec.add("scrape.storm.polls", "scrape storm: health polls, overruns", r["polls"], "polls",
+                    target=results.stated("polls unmoved"), met=polls_ok, table="scrape_storm",
+                    text=f"{r['polls']:.0f} in {r['wall']:.0f} s, {r['overruns']:.0f} overruns; poll p50 "
+                         f"{r['poll_quiet_p50']:.2f} ms quiet, {r['poll_storm_p50']:.2f} ms in the storm")
+    rec.save()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """SDC check figures: detection per fault type, false positives, cost vs a bare matmul, quick run time.
 
-    python tests/bench/bench_sdc.py [--seeds 200] [--healthy 1000]
+    python tests/bench/bench_sdc.py [--seeds 200] [--healthy 1000] [--quick-only] [--json PATH]
 
 Prints figures only (no pass/fail). Detection is split by whether the corrupted element's error
 exceeds the rounding-error bound gamma_k |A||B| (what a tolerance check can promise) or not
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +27,9 @@ from rasd.sdc.peers import cross_device_vote
 from rasd.sdc.results import Result
 from rasd.sdc.settings import SdcSettings
 from rasd.sdc.validation import Validator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.bench import results  # noqa: E402
 
 N = 128
 
@@ -145,7 +150,7 @@ def detection(seeds: int) -> None:
               f"; march C- named the address {100 * located / max(1, hits['march_c_minus']):.0f}% of its detections")
 
 
-def false_positives(checks: int) -> None:
+def false_positives(checks: int, rec: results.Recorder) -> None:
     """``checks`` quick GPU checks (two GPUs per run, so the vote runs too) with each engine kind."""
     s = SdcSettings(quick_memory_bytes=128 << 10)  # memory patterns cannot misfire; the GEMM tolerances can
     handles = {g: _Idle(g) for g in range(2)}
@@ -157,6 +162,8 @@ def false_positives(checks: int) -> None:
         for i in range(checks // 2):
             bad += sum(g.result is not Result.PASS for g in v.run([0, 1], "quick", seed=i).report.gpus)
         print(f"{label:30s} {bad} of {checks} not passed")
+        rec.add(f"sdc.false_positives.{cls.__name__}", f"false positives in quick checks of healthy devices, {label}",
+                bad, "checks", column=f"of {checks}", text=f"{bad} of {checks}")
     print(f"({time.perf_counter() - t0:.1f}s)")
 
 
@@ -168,7 +175,7 @@ class _Idle:
         return []
 
 
-def throughput_ratios(n: int) -> None:
+def throughput_ratios(n: int, rec: results.Recorder) -> None:
     print(f"\n== each check's throughput as a ratio to a bare matmul (NumPy engine, n={n}; best of 7, alternating) ==")
     for dtype in ("float64", "float32", "float16", "bfloat16"):
         ws = Workspace(NumpyEngine(0))
@@ -194,13 +201,17 @@ def throughput_ratios(n: int) -> None:
         cells = [f"bare {2 * n**3 / best_bare / 1e9:6.1f} GFLOP/s"]
         cells += [f"{name} {min(bare[name]) / min(timed[name]):.2f}" for name, _ in checks]
         print(f"{dtype:9s} " + "  ".join(cells))
+        for name, _ in checks:
+            ratio = min(bare[name]) / min(timed[name])
+            rec.add(f"sdc.throughput.{dtype}.{name}", f"{name} throughput / a bare matmul (n={n}, best of 7)", ratio, "x",
+                    column=dtype, table="sdc_throughput", text=f"{ratio:.2f}")
     eng = NumpyEngine(0, memory_bytes=64 << 20)
     for t in TESTS:
         r = memory_check(eng, 16 << 20, t, 0)
         print(f"memory {t:18s} 16 MiB in {r.seconds:.3f}s")
 
 
-def quick_run_time() -> None:
+def quick_run_time(rec: results.Recorder) -> None:
     from rasd.backends import open_backend
 
     be = open_backend("fake", workload="idle")
@@ -217,6 +228,8 @@ def quick_run_time() -> None:
         print(f"\n== quick run over {len(v.gpus)} fake GPUs (default settings: n={s.quick_gemm_size}, "
               f"{s.quick_memory_bytes >> 20} MiB memory) ==")
         print(f"median {statistics.median(times):.2f}s of {[round(x, 2) for x in times]}; result {out.report.result.value}")
+        rec.add("sdc.quick.in_process", f"`quick` over {len(v.gpus)} fake GPUs, in-process (median of 3)",
+                statistics.median(times), "s", text=f"{statistics.median(times):.2f} s wall")
     finally:
         be.close()
 
@@ -224,7 +237,7 @@ def quick_run_time() -> None:
 QUICK_TARGET_SECONDS = 1.5
 
 
-def quick_command(runs: int = 3) -> None:
+def quick_command(rec: results.Recorder, runs: int = 3) -> None:
     """`rasd validate --level quick` over the fake's 8 GPUs as a user runs it (a new process:
     start-up and imports included): wall time and peak RSS, against the target and the bounds."""
     import os
@@ -261,6 +274,12 @@ def quick_command(runs: int = 3) -> None:
     print(f"peak RSS median {statistics.median(peaks) / 2**20:.0f} MB; configured: quick memory region "
           f"{s.quick_memory_bytes >> 20} MiB per GPU, NumPy engine's simulated device memory "
           f"{s.numpy_memory_bytes >> 20} MiB per GPU at most")
+    wall, peak = statistics.median(walls), statistics.median(peaks) / 2**20
+    rec.add("sdc.quick.command", "`rasd validate --level quick`, 8 fake GPUs, as a new process", wall, "s",
+            target=results.at_most(QUICK_TARGET_SECONDS, " s", f"within {QUICK_TARGET_SECONDS} s"),
+            text=f"{wall:.2f} s wall (runs {min(walls):.2f}-{max(walls):.2f}), peak RSS {peak:.0f} MB",
+            notes={"runs": runs, "peak_rss_mb": round(peak, 1), "quick_region_mib": s.quick_memory_bytes >> 20,
+                   "numpy_engine_mib": s.numpy_memory_bytes >> 20})
 
 
 def main() -> None:
@@ -269,16 +288,19 @@ def main() -> None:
     ap.add_argument("--healthy", type=int, default=1000)
     ap.add_argument("--n", type=int, default=1024, help="matrix side for the throughput ratios")
     ap.add_argument("--quick-only", action="store_true", help="only the quick-run figures")
+    results.add_arguments(ap)
     args = ap.parse_args()
+    rec = results.Recorder("sdc", args)
+    print(rec.machine())
     t0 = time.perf_counter()
-    quick_command()
-    quick_run_time()
-    if args.quick_only:
-        return
-    throughput_ratios(args.n)
-    detection(args.seeds)
-    false_positives(args.healthy)
-    print(f"\n(total {time.perf_counter() - t0:.0f}s)")
+    quick_command(rec)
+    quick_run_time(rec)
+    if not args.quick_only:
+        throughput_ratios(args.n, rec)
+        detection(args.seeds)
+        false_positives(args.healthy, rec)
+        print(f"\n(total {time.perf_counter() - t0:.0f}s)")
+    rec.save()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 2. `rasd validate --level standard` on 8 fake GPUs, and a standalone deep check over every default
    GEMM size: peak RSS from the kernel (getrusage of a wrapper's children).
 
-Run: python tests/bench/bench_sdc_memory.py [--seconds 40]
+Run: python tests/bench/bench_sdc_memory.py [--seconds 40] [--json PATH]
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ from pathlib import Path
 
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.bench import results  # noqa: E402
+
+PEAK_TARGET_MB = 1024
 GIB = 1 << 30
 WRAPPER = """
 import json, resource, subprocess, sys
@@ -69,22 +73,34 @@ def command(tmp: Path, *args: str) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=40.0)
+    results.add_arguments(ap)
     args = ap.parse_args()
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (other work shares them)")
+    rec = results.Recorder("sdc_memory", args)
+    print(rec.machine())
+    mb = results.below(PEAK_TARGET_MB, " MB")
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         r = daemon(args.seconds, tmp / "d")
         print(f"daemon on the sdc scenario, {r['wall']:.0f} s: peak RSS {r['peak'] / 2**20:.0f} MB "
               f"(target < 1024 MB), CPU {r['cpu_pct']:.0f}% of one core (target <= 100%)")
+        rec.add("sdc_memory.daemon.peak", f"daemon on the sdc scenario ({r['wall']:.0f} s): peak RSS",
+                r["peak"] / 2**20, "MB", target=mb, text=f"{r['peak'] / 2**20:.0f} MB")
+        rec.add("sdc_memory.daemon.cpu", "daemon on the sdc scenario: CPU, % of one core", r["cpu_pct"], "%",
+                target=results.at_most(100.0, "%"), text=f"{r['cpu_pct']:.0f}%")
         r = command(tmp / "v", "validate", "--backend", "fake", "--level", "standard", "--json")
         print(f"rasd validate --level standard, 8 fake GPUs: peak RSS {r['peak'] / 2**20:.0f} MB "
               f"(target < 1024 MB), {r['cpu']:.1f} s CPU")
+        rec.add("sdc_memory.standard.peak", "`rasd validate --level standard`, 8 fake GPUs: peak RSS",
+                r["peak"] / 2**20, "MB", target=mb, text=f"{r['peak'] / 2**20:.0f} MB ({r['cpu']:.1f} s CPU)")
         cfg = tmp / "deep.toml"
         cfg.write_text("[sdc]\ndeep_seconds = 1.0\ndeep_rounds = 8\ndeep_min_rounds = 8\n")
         r = command(tmp / "a", "accuse", "--backend", "fake", "--scenario", "sdc", "--gpu", "3", "--reason",
                     "bench", "--config", str(cfg), "--json")
         print(f"standalone deep check, 8 rounds over sizes 256..2048: peak RSS {r['peak'] / 2**20:.0f} MB "
               f"(target < 1024 MB), {r['cpu']:.1f} s CPU")
+        rec.add("sdc_memory.deep.peak", "standalone deep check, 8 rounds over sizes 256..2048: peak RSS",
+                r["peak"] / 2**20, "MB", target=mb, text=f"{r['peak'] / 2**20:.0f} MB ({r['cpu']:.1f} s CPU)")
+    rec.save()
 
 
 if __name__ == "__main__":
