@@ -3,7 +3,8 @@ accounting (``/proc/<pid>/task/<tid>/comm``, psutil) show where rasd's CPU goes 
 
 Python before 3.14 names its threads only for itself; the kernel sees every thread as the
 process's name ("python3"). :func:`install` gives each thread started afterwards its Python name
-(cut to the kernel's 15 bytes) as the thread begins, through ``threading.setprofile``: the hook
+(cut to the kernel's 15 bytes) as the thread begins, through ``threading.setprofile``, and names
+those already running: the hook
 runs once in the new thread, writes the name and hands the thread back to whatever profile
 function was set before (none in a daemon). The main thread keeps the process's name. Linux
 only; elsewhere, or where ``/proc`` is not writable, names stay as they were.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import sys
 import threading
 from types import FrameType
-from typing import Any, Callable
+from typing import Any
 
 COMM_BYTES = 15  # TASK_COMM_LEN - 1
 
@@ -32,15 +33,32 @@ def name_current_thread(name: str | None = None) -> bool:
     return True
 
 
+def name_thread(t: threading.Thread) -> bool:
+    """Give a running thread of this process its name in the kernel (Linux lets a thread name its
+    siblings through /proc/self/task); False where it cannot be."""
+    if t.native_id is None:
+        return False
+    try:
+        with open(f"/proc/self/task/{t.native_id}/comm", "wb") as f:
+            f.write(t.name.encode("utf-8", "replace")[:COMM_BYTES])
+    except OSError:
+        return False
+    return True
+
+
 def install() -> None:
-    """Name every thread started from now on (idempotent; the process keeps it)."""
+    """Name the threads already running (the main one aside) and every thread started from now
+    on (idempotent; the process keeps it)."""
     global _installed
     if _installed or not sys.platform.startswith("linux"):
         return
     _installed = True
+    for t in threading.enumerate():
+        if t is not threading.main_thread():
+            name_thread(t)
     before = threading.getprofile()
 
-    def hook(frame: FrameType, event: str, arg: Any) -> Callable[..., Any] | None:
+    def hook(frame: FrameType, event: Any, arg: Any) -> object:
         sys.setprofile(before)  # once per thread: from here on the thread runs unhooked
         name_current_thread()
         return before(frame, event, arg) if before is not None else None

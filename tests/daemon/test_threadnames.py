@@ -37,6 +37,22 @@ def test_threads_started_after_install_have_their_names_in_proc_cut_to_15_bytes(
         stop.set()
 
 
+def test_threads_running_before_install_are_named_too():
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait, name="rasd-early", daemon=True)
+    t.start()
+    try:
+        saved = threadnames._installed
+        threadnames._installed = False
+        before = threading.getprofile()
+        threadnames.install()
+        assert _comm(t) == "rasd-early"
+    finally:
+        stop.set()
+        threading.setprofile(before)
+        threadnames._installed = saved
+
+
 def test_a_profile_function_set_before_still_runs_in_new_threads():
     calls: list[str] = []
     before = threading.getprofile()
