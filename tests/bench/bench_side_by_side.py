@@ -61,8 +61,20 @@ CPU_RATIO_TARGET = 1.0  # rasd's CPU over the peer's
 RSS_RATIO_TARGET = 1.25
 CAPTURE_TARGET = 99.0  # % of NVML's distinct instant-power updates
 MAIN = "main (tick)"
+# what each of the daemon's threads does (names as rasd gives them; pool workers' numbers dropped)
+DOES = {
+    "rasd-power": "instant-power sampler",
+    "rasd-health": "health pollers",
+    "rasd-watchdog": "hung-call watchdog",
+    "rasd-xid": "kernel log reader",
+    "rasd-http": "scrape server and its workers",
+    "rasd-control": "control socket and its workers",
+    "rasd-jobs": "job attribution",
+    "rasd-scheduler": "scheduler drains",
+    "rasd-action": "remedy commands",
+}
 ENDED = "other (threads that ended, tick rounding)"
-NATIVE = "unnamed (native)"
+NATIVE = "unnamed (native: the NVML library's, BLAS's)"
 
 
 @dataclass
@@ -356,8 +368,9 @@ def report(rec: results.Recorder, st: Setup, a: list[Run], b: list[Run], pairs: 
     for g in groups:
         v = med([x.by_thread.get(g, 0.0) for x in a])
         share = 100 * v / total if total > 0 else float("nan")
-        print(f"    {g:26s} {v:6.2f}%  ({share:4.1f}%)")
-        rec.add(f"{key}.thread.{g}", f"`{g}`" if g not in (MAIN, ENDED, NATIVE) else g, v, "%", column=col,
+        print(f"    {g:44s} {v:6.2f}%  ({share:4.1f}%)")
+        label = g if g in (MAIN, ENDED, NATIVE) else f"`{g}` ({DOES[g]})" if g in DOES else f"`{g}`"
+        rec.add(f"{key}.thread.{g}", label, v, "%", column=col,
                 table="side_by_side_threads", text=f"{v:.2f}% ({share:.0f}%)", notes={"pairs": pairs})
 
 

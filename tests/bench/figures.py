@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 TARGETS = "targets"
 BLOCK = re.compile(r"(<!-- figures: (?P<name>[a-z0-9_-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
-FIX = "python -m tests.bench.figures --write"
+FIX = "regenerate them: python -m tests.bench.figures --write"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +64,21 @@ def _cell(text: str) -> str:
     return text.replace("|", "/").replace("\n", " ")
 
 
-def _met(figs: Iterable[Mapping[str, Any]]) -> str:
-    verdicts = [f["met"] for f in figs if f.get("target") is not None]
-    if not verdicts or any(v is None for v in verdicts):
+def _verdict(fig: Mapping[str, Any] | None) -> str:
+    if fig is None or fig.get("target") is None or fig.get("met") is None:
+        return "-"
+    return "yes" if fig["met"] else "**no**"
+
+
+def _met(figs: list[Mapping[str, Any] | None]) -> str:
+    """One verdict where the row's judged figures agree, else one a column (``-``: not judged)."""
+    present = [f for f in figs if f is not None]
+    judged = {_verdict(f) for f in present} - {"-"}
+    if not judged:
         return ""
-    return "yes" if all(verdicts) else "**no**"
+    if len(judged) == 1 and all(_verdict(f) != "-" for f in present):
+        return judged.pop()
+    return " / ".join(_verdict(f) for f in figs)
 
 
 def _target(figs: Iterable[Mapping[str, Any]]) -> str:
@@ -133,7 +143,7 @@ def table(name: str, placed: list[Placed]) -> str:
         figs = [c.fig for c in cells.values()]
         row = [_cell(label)] + [_cell(cells[c].fig["text"]) if c in cells else "" for c in columns]
         if has_target:
-            row += [_cell(_target(figs)), _met(figs)]
+            row += [_cell(_target(figs)), _met([cells[c].fig if c in cells else None for c in columns])]
         rows.append("| " + " | ".join(row) + " |")
     return "\n".join(rows) + "\n\n" + provenance(_unique_runs(mine)) + "\n"
 

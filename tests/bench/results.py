@@ -160,10 +160,17 @@ def _git(*args: str) -> str:
 def this_run(bench: str, argv: list[str] | None = None) -> Run:
     argv = sys.argv if argv is None else argv
     script = Path(argv[0]).name if argv else bench
+    args: list[str] = []
+    rest = iter(argv[1:])
+    for a in rest:  # where the figures were written says nothing about how they were measured
+        if a == "--json":
+            next(rest, None)
+        elif not a.startswith("--json=") and a != "--no-json":
+            args.append(a)
     la = os.getloadavg()
     return Run(
         bench=bench,
-        command=" ".join([script, *argv[1:]]),
+        command=" ".join([script, *args]),
         date=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         commit=_git("rev-parse", "--short=12", "HEAD") or "unknown",
         dirty=bool(_git("status", "--porcelain", "--untracked-files=no")),
