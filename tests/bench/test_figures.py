@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.bench import results
-from tests.bench.figures import render
+from tests.bench.figures import BLOCK, FIX, README as README_PATH, read_results, render
 
 RUN = {
     "bench": "scrape", "command": "bench_scrape.py --pairs 15", "date": "2026-11-29T21:00:00Z",
@@ -29,6 +29,8 @@ FILES = {"scrape.json": {"schema": 1, "runs": {"scrape@2026-11-29T21:00:00Z": RU
     "scrape.cost.8": _fig("scrape of a new snapshot", "1.1 ms", "8 GPUs", 0, "under 10 ms", True),
     "scrape.p99": _fig("p99 of 50 scrapers | storm", "156 ms", "72 GPUs", 2, "under 100 ms", False),
     "scrape.series": _fig("series", "11,600", "72 GPUs", 3),
+    "scrape.rate.8": _fig("updates", "20 a second", "8 GPUs", 4),
+    "scrape.rate.72": _fig("updates", "99.7%", "72 GPUs", 5, "at least 99%", True),
 }}}
 
 README = """# x
@@ -59,6 +61,7 @@ Prose stays.
 | scrape of a new snapshot, 8 GPUs | 1.1 ms | under 10 ms | yes | `bench_scrape.py` |
 | scrape of a new snapshot, 72 GPUs | 7.6 ms | under 10 ms | yes | `bench_scrape.py` |
 | p99 of 50 scrapers / storm, 72 GPUs | 156 ms | under 100 ms | **no** | `bench_scrape.py` |
+| updates, 72 GPUs | 99.7% | at least 99% | yes | `bench_scrape.py` |
 <!-- /figures -->
 
 More prose.
@@ -69,6 +72,7 @@ More prose.
 | scrape of a new snapshot | 1.1 ms | 7.6 ms | under 10 ms | yes |
 | p99 of 50 scrapers / storm |  | 156 ms | under 100 ms | **no** |
 | series |  | 11,600 |  |  |
+| updates | 20 a second | 99.7% | at least 99% | - / yes |
 
 Measured by `bench_scrape.py --pairs 15`, commit 0123456789ab, 2026-11-29 21:00:00Z; 2 cores, load average 3.2/2.5/2.0 (1/5/15 min).
 <!-- /figures -->
@@ -152,3 +156,11 @@ def test_targets_judge_their_bound():
     assert results.above(0.0).met(1.0) is True
     assert results.stated("flat").met(5.0) is None
     assert results.below(100000, " events/s").text == "under 100,000 events/s"
+
+
+def test_readme_performance_tables_are_the_committed_results():
+    """README cannot drift from the figures: its generated tables re-render to themselves."""
+    text = README_PATH.read_text()
+    names = [m.group("name") for m in BLOCK.finditer(text)]
+    assert "targets" in names and "side_by_side" in names, "README's Performance section lost its generated tables"
+    assert render(text, read_results()) == text, f"README's Performance tables differ from tests/bench/results; {FIX}"
