@@ -12,10 +12,12 @@ row per label, a column per ``column`` (in the order the bench recorded them), t
 whether it was met, and under the table the runs it came from (command, commit, date, cores and
 load average: the machine is shared, and its load is part of every figure). The name
 ``targets`` is special: every figure that has a target, from every bench. Prose around the
-tables is written by hand and left alone.
+tables is written by hand and left alone. Without ``--write`` a table README does not place is an
+error, which is how the test finds a README that has fallen behind its results.
 
     python -m tests.bench.figures            # print the generated blocks
-    python -m tests.bench.figures --write    # rewrite README's blocks from the results
+    python -m tests.bench.figures --write    # rewrite README's blocks from the results (a table
+                                             # README lacks gets a block at the section's end)
     python -m tests.bench.figures --results tests/bench/results/local   # from uncommitted runs
 """
 
@@ -33,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 TARGETS = "targets"
 BLOCK = re.compile(r"(<!-- figures: (?P<name>[a-z0-9_-]+) -->\n)(?P<body>.*?)(<!-- /figures -->)", re.S)
+SECTION = "## Performance\n"
 FIX = "regenerate them: python -m tests.bench.figures --write"
 
 
@@ -148,11 +151,27 @@ def table(name: str, placed: list[Placed]) -> str:
     return "\n".join(rows) + "\n\n" + provenance(_unique_runs(mine)) + "\n"
 
 
-def render(readme: str, files: Mapping[str, Mapping[str, Any]]) -> str:
-    """``readme`` with every figures block regenerated from ``files``."""
+def add_blocks(readme: str, names: Iterable[str], placed: list[Placed]) -> str:
+    """Empty blocks for ``names`` at the end of the Performance section, each after a line naming
+    its benchmark (to be moved and introduced by hand where they read best)."""
+    start = readme.index(SECTION)
+    nxt = readme.find("\n## ", start + len(SECTION))
+    end = len(readme) if nxt < 0 else nxt + 1
+    blocks = ""
+    for name in names:
+        script = next(_script(p.run) for p in placed if p.fig["table"] == name)
+        blocks += f"Figures of `{script}`:\n\n<!-- figures: {name} -->\n<!-- /figures -->\n\n"
+    return readme[:end] + blocks + readme[end:]
+
+
+def render(readme: str, files: Mapping[str, Mapping[str, Any]], add_missing: bool = False) -> str:
+    """``readme`` with every figures block regenerated from ``files``; a table the results have
+    and README lacks is refused, or given a block at the section's end with ``add_missing``."""
     placed = collect(files)
     names = [m.group("name") for m in BLOCK.finditer(readme)]
     unplaced = sorted({p.fig["table"] for p in placed} - set(names))
+    if unplaced and add_missing:
+        readme, unplaced = add_blocks(readme, unplaced, placed), []
     if unplaced:
         raise SystemExit(f"results have tables README does not place: {', '.join(unplaced)}; add a "
                          f"'<!-- figures: NAME -->' ... '<!-- /figures -->' block for each to README's Performance section")
@@ -176,7 +195,7 @@ def main(argv: list[str]) -> int:
         print(f"{folder}: no results files (*.json); run a bench with --json {folder}/<bench>.json", file=sys.stderr)
         return 2
     readme = README.read_text()
-    new = render(readme, files)
+    new = render(readme, files, add_missing="--write" in argv)
     if "--write" in argv:
         README.write_text(new)
     else:

@@ -48,6 +48,9 @@ RESULTS = Path(__file__).resolve().with_name("results")  # committed: what READM
 LOCAL = RESULTS / "local"  # git-ignored: where a run goes unless told otherwise
 
 Note = str | float | int | bool | None
+# what a figure depends on: local changes here make a run "with local changes" (README, docs and
+# the results files themselves do not)
+MEASURED = ("rasd", "exporters", "tests/bench/*.py", "pyproject.toml")
 
 
 class Op(enum.Enum):
@@ -138,7 +141,7 @@ class Run:
     command: str
     date: str  # UTC, ISO 8601, seconds
     commit: str
-    dirty: bool
+    dirty: bool  # uncommitted changes to the measured code (MEASURED)
     cores: int
     load_average: tuple[float, float, float]
     python: str
@@ -173,7 +176,7 @@ def this_run(bench: str, argv: list[str] | None = None) -> Run:
         command=" ".join([script, *args]),
         date=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         commit=_git("rev-parse", "--short=12", "HEAD") or "unknown",
-        dirty=bool(_git("status", "--porcelain", "--untracked-files=no")),
+        dirty=bool(_git("status", "--porcelain", "--untracked-files=no", "--", *MEASURED)),
         cores=os.cpu_count() or 0,
         load_average=(round(la[0], 2), round(la[1], 2), round(la[2], 2)),
         python=platform.python_version(),

@@ -93,6 +93,13 @@ def test_render_refuses_results_readme_does_not_place_and_blocks_without_figures
         render(README + "<!-- figures: power -->\n<!-- /figures -->\n", FILES)
 
 
+def test_write_gives_a_table_readme_lacks_a_block_at_the_end_of_the_performance_section():
+    readme = "## Performance\n\n<!-- figures: targets -->\n<!-- /figures -->\n\n## Development\n"
+    out = render(readme, FILES, add_missing=True)
+    assert out.index("Figures of `bench_scrape.py`:\n\n<!-- figures: scrape -->\n| figure | 8 GPUs |") < out.index("## Development")
+    assert render(out, FILES) == out
+
+
 def _args(path: Path) -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     results.add_arguments(ap)
