@@ -331,7 +331,8 @@ def report(rec: results.Recorder, st: Setup, a: list[Run], b: list[Run], pairs: 
     ratio = med(cpu_r) if cpu_r else float("nan")
     f = rec.add(f"{key}.cpu_ratio", "whole daemon's CPU beside nvitop-exporter (% of a core; ratio, median of pairs)",
                 ratio, "x", target=results.at_most(CPU_RATIO_TARGET, "x", "no more than the peer's"), column=col,
-                text=f"{ours:.2f}% vs {theirs:.2f}%: {ratio:.2f}x (pairs {spread(cpu_r)})",
+                text=f"{ours:.2f}% vs {theirs:.2f}%: {ratio:.2f}x ({len(cpu_r)} pairs {spread(cpu_r)}; "
+                     f"load average {spread(loads, 1)})",
                 notes=noise | {"rasd_percent": round(ours, 3), "peer_percent": round(theirs, 3),
                                "pair_ratio_min": round(min(cpu_r, default=float("nan")), 3),
                                "pair_ratio_max": round(max(cpu_r, default=float("nan")), 3)})
