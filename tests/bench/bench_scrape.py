@@ -247,7 +247,7 @@ def main() -> None:
                   f"during the storm p50 {r['poll_storm_p50']:.2f} ms max {r['poll_storm_max']:.2f} ms "
                   "(target: about the same)")
             col = f"{args.scrapers} scrapers, {r['wall']:.0f} s"
-            rec.add("scrape.storm.errors", "scrape storm: errors", r["errors"], "errors", target=results.at_most(0),
+            rec.add("scrape.storm.errors", "scrape storm: errors", r["errors"], "errors", target=results.at_most(0, text="none"),
                     table="scrape_storm", text=f"{r['errors']} of {r['requests'] + r['errors']:,} ({col})")
             rec.add("scrape.storm.p99", "scrape storm: latency p99 (p50)", r["p99"], "ms",
                     target=results.below(P99_TARGET_MS, " ms"), table="scrape_storm",

@@ -270,6 +270,13 @@ def spread(xs: list[float], digits: int = 2) -> str:
     return f"{min(xs):.{digits}f}-{max(xs):.{digits}f}" if xs else "n/a"
 
 
+def pairs_text(ratios: list[float]) -> str:
+    """The pair ratios as the noise: their range, or the one ratio there is."""
+    if len(ratios) == 1:
+        return f"1 pair: {ratios[0]:.2f}, no spread to judge the noise by"
+    return f"{len(ratios)} pairs {spread(ratios)}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=30.0, help="measured window per run")
@@ -331,8 +338,7 @@ def report(rec: results.Recorder, st: Setup, a: list[Run], b: list[Run], pairs: 
     ratio = med(cpu_r) if cpu_r else float("nan")
     f = rec.add(f"{key}.cpu_ratio", "whole daemon's CPU beside nvitop-exporter (% of a core; ratio, median of pairs)",
                 ratio, "x", target=results.at_most(CPU_RATIO_TARGET, "x", "no more than the peer's"), column=col,
-                text=f"{ours:.2f}% vs {theirs:.2f}%: {ratio:.2f}x ({len(cpu_r)} pairs {spread(cpu_r)}; "
-                     f"load average {spread(loads, 1)})",
+                text=f"{ours:.2f}% vs {theirs:.2f}%: {ratio:.2f}x ({pairs_text(cpu_r)}; load average {spread(loads, 1)})",
                 notes=noise | {"rasd_percent": round(ours, 3), "peer_percent": round(theirs, 3),
                                "pair_ratio_min": round(min(cpu_r, default=float("nan")), 3),
                                "pair_ratio_max": round(max(cpu_r, default=float("nan")), 3)})
