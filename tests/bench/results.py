@@ -86,20 +86,26 @@ def _num(x: float) -> str:
     return f"{x:,.0f}" if x == int(x) and abs(x) >= 1000 else f"{x:g}"
 
 
+def _bound(x: float, unit: str) -> str:
+    """``10 ms``, ``99%``, ``1.25x``: a unit that is a word gets a space before it."""
+    sep = " " if unit[:1].isalpha() and unit != "x" else ""
+    return f"{_num(x)}{sep}{unit}"
+
+
 def at_most(bound: float, unit: str = "", text: str | None = None) -> Target:
-    return Target(text or f"at most {_num(bound)}{unit}", Op.AT_MOST, bound)
+    return Target(text or f"at most {_bound(bound, unit)}", Op.AT_MOST, bound)
 
 
 def below(bound: float, unit: str = "", text: str | None = None) -> Target:
-    return Target(text or f"under {_num(bound)}{unit}", Op.BELOW, bound)
+    return Target(text or f"under {_bound(bound, unit)}", Op.BELOW, bound)
 
 
 def at_least(bound: float, unit: str = "", text: str | None = None) -> Target:
-    return Target(text or f"at least {_num(bound)}{unit}", Op.AT_LEAST, bound)
+    return Target(text or f"at least {_bound(bound, unit)}", Op.AT_LEAST, bound)
 
 
 def above(bound: float, unit: str = "", text: str | None = None) -> Target:
-    return Target(text or f"over {_num(bound)}{unit}", Op.ABOVE, bound)
+    return Target(text or f"over {_bound(bound, unit)}", Op.ABOVE, bound)
 
 
 def stated(text: str) -> Target:

@@ -163,6 +163,7 @@ def test_targets_judge_their_bound():
     assert results.above(0.0).met(1.0) is True
     assert results.stated("flat").met(5.0) is None
     assert results.below(100000, " events/s").text == "under 100,000 events/s"
+    assert (results.below(0.4, "ms/s").text, results.at_most(1.25, "x").text) == ("under 0.4 ms/s", "at most 1.25x")
 
 
 def test_readme_performance_tables_are_the_committed_results():
