@@ -12,25 +12,42 @@ only; elsewhere, or where ``/proc`` is not writable, names stay as they were.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import sys
 import threading
 from types import FrameType
-from typing import Any
+from typing import Any, Callable
 
 COMM_BYTES = 15  # TASK_COMM_LEN - 1
 
 _installed = False
 
 
-def name_current_thread(name: str | None = None) -> bool:
-    """Give the calling thread's name (or ``name``) to the kernel; False where it cannot be."""
-    text = (name or threading.current_thread().name).encode("utf-8", "replace")[:COMM_BYTES]
+PR_SET_NAME = 15  # <linux/prctl.h>
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, called holding the GIL (PyDLL): naming is one quick system call, and a new
+    thread that gave the GIL away here would start later than it would without a name."""
     try:
-        with open("/proc/thread-self/comm", "wb") as f:
-            f.write(text)
-    except OSError:
+        fn = ctypes.PyDLL(None).prctl
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def name_current_thread(name: str | None = None) -> bool:
+    """Give the calling thread's name (or ``name``) to the kernel (prctl PR_SET_NAME); False
+    where it cannot be."""
+    fn = _prctl()
+    if fn is None:
         return False
-    return True
+    text = (name or threading.current_thread().name).encode("utf-8", "replace")[:COMM_BYTES]
+    return fn(PR_SET_NAME, text, 0, 0, 0) == 0
 
 
 def name_thread(t: threading.Thread) -> bool:
