@@ -14,7 +14,7 @@ import time
 from collections import deque
 from dataclasses import replace
 from types import MappingProxyType
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from rasd.power.analysis import (
 from rasd.power.apply import PowerApplier, PowerHandle
 from rasd.power.budget import BudgetState, rebalance
 from rasd.power.decide import MIN_COVERAGE, Mode, SmoothingDecision, decide
+from rasd.power.running import RunningNodeSum
 from rasd.power.settings import PowerSettings
 from rasd.power.state import PowerState
 from rasd.power.stats import percentile, percentiles
@@ -38,6 +39,12 @@ from rasd.power.stats import percentile, percentiles
 log = logging.getLogger("rasd.power")
 
 USAGE_PERCENTILE = 95.0
+# Between full analyses the node sum is extended on the last analysis's grid; within these shares
+# of a limit it is summed afresh over the window (the full analysis's grid) before escalating.
+# Levels (peak, trough) barely move with the grid's phase; the steepest ramps of square edges
+# can halve or double with it (an edge falls within one grid step or is split over two).
+LEVEL_MARGIN = 0.25
+RAMP_MARGIN = 0.6
 Series = dict[int, tuple[np.ndarray, np.ndarray]]  # per GPU: (seconds, watts), oldest first  # what a GPU "uses" for budget sharing
 
 
@@ -68,6 +75,7 @@ class PowerService:
         # Seconds between analyses of one GPU's own window: once per window (0: every analysis).
         self.gpu_refresh_seconds = _gpu_refresh(settings)
         self._turn_at: float | None = None  # newest reading (s) when GPUs were last taken in turn
+        self._node: RunningNodeSum | None = None  # for the checks between full analyses
         self._credit = 0.0  # GPUs owed a fresh analysis (fractional), by the time since
         self._state = PowerState(
             time_wall=clock(),
@@ -166,6 +174,7 @@ class PowerService:
                 self._budget = None
             self.applier.apply(self._decision, self._budget, now_wall)
             self._analysis = analysis
+            self._start_node(analysis)
         except Exception as e:  # noqa: BLE001 - a bad window must not stop the daemon's loop
             self._failures += 1
             if self._failures == 1:
@@ -234,7 +243,9 @@ class PowerService:
         the window now calls for a more severe mode than the current one; if so the full analysis
         runs at once, so a swing, ramp or budget excess is still acted on within one tick. Only
         relaxing (which waits ``hysteresis_seconds`` anyway) can lag by up to ``analysis_seconds``.
-        Where no limit is set that the current mode could escalate for, nothing is read at all.
+        Where no limit is set that the current mode could escalate for, nothing is read at all;
+        otherwise the node sum of the last analysis is extended by the readings since (microseconds
+        a GPU), and only near a limit is the window summed afresh to decide as the analysis would.
         """
         s = self.settings
         d = self._decision
@@ -255,21 +266,51 @@ class PowerService:
         ramp = d.mode < Mode.RAMP and s.max_ramp_watts_per_second > 0
         if not (swing or budget or ramp):
             return False, None  # no limit the current mode could escalate for
-        series = self.window()
-        summed = node_sum(series)
+        with self._lock:
+            summed = self._extend_node(newest)
         if summed is None:
             return False, None
+        if summed is True:
+            return True, None  # a GPU of the node stopped reporting: take the node afresh
+        # The extended sum sits on the last analysis's grid, the full analysis's on one laid over
+        # this window: near a limit they may disagree, so there the window's own sum decides.
+        if not self._over(summed, swing, budget, ramp, 1.0 - LEVEL_MARGIN, 1.0 - RAMP_MARGIN):
+            return False, None
+        series = self.window()
+        exact = node_sum(series)
+        if exact is None or not self._over(exact, swing, budget, ramp, 1.0, 1.0):
+            return False, None
+        return True, series
+
+    def _over(self, summed: tuple[np.ndarray, np.ndarray], swing: bool, budget: bool, ramp: bool,
+              share: float, ramp_share: float) -> bool:
+        """Whether the node sum exceeds ``share`` of a swing or budget limit, or ``ramp_share`` of
+        the ramp limit, that the current mode could escalate for."""
+        s = self.settings
+        d = self._decision
+        assert d is not None
         t, total = summed
         trough, peak = percentiles(total, (TROUGH_PERCENTILE, PEAK_PERCENTILE))
-        if swing and peak - trough > d.allowed_swing_watts:
-            return True, series
-        if budget and peak > s.node_budget_watts:
-            return True, series
+        if swing and peak - trough > share * d.allowed_swing_watts:
+            return True
+        if budget and peak > share * s.node_budget_watts:
+            return True
         if ramp and total.size > 1:
             ramps = np.abs(np.diff(total)) / np.diff(t)
-            if percentile(ramps, RAMP_PERCENTILE) > s.max_ramp_watts_per_second:
-                return True, series
-        return False, None
+            if percentile(ramps, RAMP_PERCENTILE) > ramp_share * s.max_ramp_watts_per_second:
+                return True
+        return False
+
+    def _start_node(self, analysis: WindowAnalysis) -> None:
+        """Keep the node sum of the last full analysis, for the checks between analyses."""
+        self._node = RunningNodeSum.of(analysis)
+
+    def _extend_node(self, newest: float) -> tuple[np.ndarray, np.ndarray] | Literal[True] | None:
+        """The node sum over the window, extended by the readings since the last full analysis
+        (caller holds the lock); see RunningNodeSum.extend."""
+        if self._node is None:
+            return None
+        return self._node.extend(self._buf, newest, self.settings.window_seconds)
 
     def _covered(self) -> float:
         """Seconds of readings the last decision was taken on (the node's, or its only GPU's)."""

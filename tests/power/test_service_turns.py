@@ -143,3 +143,80 @@ def test_reload_takes_every_gpu_afresh(training) -> None:
     svc.reconfigure(dataclasses.replace(PowerSettings(), band_low_hz=0.2))
     st = svc.tick(WALL + 41)
     assert all(m is not old[g] and m.band_low_hz == 0.2 for g, m in st.gpus.items())
+
+
+@pytest.mark.parametrize(
+    "settings,mode",
+    [
+        (PowerSettings(allowed_swing_percent=20.0, energy_budget_percent=30.0), "floor"),
+        (PowerSettings(max_ramp_watts_per_second=1500.0), "ramp"),
+        (PowerSettings(node_budget_watts=2000.0), "cap"),
+    ],
+    ids=["swing", "ramp", "budget"],
+)
+def test_checks_between_analyses_escalate_on_the_tick_analysing_every_second_would(settings, mode) -> None:
+    # Calm at 450 W a GPU, then a 0.5 Hz square swing 300-600 W: between full analyses the node
+    # sum is extended by the new readings only; it must escalate on the very tick that analysing
+    # every second does, and decide the same.
+    samples = _per_second(stream(42.0, 28.0))
+
+    def run(analysis_seconds: float) -> list[tuple[str, tuple]]:
+        svc = PowerService(dataclasses.replace(settings, analysis_seconds=analysis_seconds),
+                           [Gpu(g) for g in range(4)], clock=lambda: WALL)
+        out = []
+        for k, batch in enumerate(samples):
+            svc.add_samples(batch)
+            d = svc.tick(WALL + k).decision
+            assert d is not None
+            out.append((d.mode.label, tuple(sorted((g, x.mode, x.floor_watts, x.target_limit_watts,
+                                                    x.ramp_up_watts_per_second) for g, x in d.gpus.items()))))
+        return out
+
+    every, cadence = run(1e-6), run(5.0)
+    assert cadence == every
+    modes = [m for m, _ in every]
+    assert modes[:42] == ["none"] * 42 and mode in modes, modes
+
+
+def test_the_node_sum_between_analyses_matches_summing_the_window(training) -> None:
+    # The extended node sum's swing, peak and ramps, tick by tick, against the node sum of the
+    # whole window summed afresh (its grid may sit a fraction of a step apart).
+    import numpy as np
+
+    from rasd.power.analysis import PEAK_PERCENTILE, TROUGH_PERCENTILE, node_sum
+
+    svc = PowerService(PowerSettings(max_ramp_watts_per_second=1e9), [Gpu(g) for g in range(8)],
+                       clock=lambda: WALL)
+    compared = 0
+    for k, batch in enumerate(training):
+        svc.add_samples(batch)
+        svc.tick(WALL + k)
+        if k < 20 or svc._node is None:
+            continue
+        newest = max(s.nvml_timestamp_us for s in batch) / 1e6
+        ours = svc._extend_node(newest)
+        fresh = node_sum(svc.window())
+        assert ours is not None and ours is not True and fresh is not None
+        a = np.percentile(ours[1], [TROUGH_PERCENTILE, PEAK_PERCENTILE])
+        b = np.percentile(fresh[1], [TROUGH_PERCENTILE, PEAK_PERCENTILE])
+        assert abs((a[1] - a[0]) - (b[1] - b[0])) < 0.03 * (b[1] - b[0])
+        assert abs(a[1] - b[1]) < 0.01 * b[1]
+        assert abs(ours[0][-1] - fresh[0][-1]) <= 2 * svc._node.step
+        assert abs(ours[0][0] - fresh[0][0]) <= 2 * svc._node.step
+        compared += 1
+    assert compared > 40
+
+
+def test_interp_sum_is_the_sum_of_each_rows_interpolation() -> None:
+    import numpy as np
+
+    from rasd.power.running import interp_sum
+
+    rng = np.random.default_rng(3)
+    t = np.sort(rng.uniform(0.0, 2.0, (5, 9)), axis=1)
+    t[1, :3] = t[1, 3]  # a row padded with its oldest reading
+    w = rng.uniform(100.0, 700.0, (5, 9))
+    w[1, :3] = w[1, 3]
+    points = np.concatenate(([-1.0, t[0, 2]], np.linspace(0.0, 2.0, 23), [3.0]))  # outside, on a reading, inside
+    want = sum(np.interp(points, t[i], w[i]) for i in range(5))
+    assert np.allclose(interp_sum(points, t, w), want, rtol=1e-12, atol=1e-9)
