@@ -99,9 +99,10 @@ def _dedup(t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Drop repeated timestamps (a reading seen twice is one update)."""
     if t.size < 2:
         return t, w
-    keep = np.concatenate(([True], np.diff(t) > 0))
-    if keep.all():
+    steps = np.diff(t)
+    if steps.min() > 0:
         return t, w  # no copy: a long recording's arrays are large
+    keep = np.concatenate(([True], steps > 0))
     return t[keep], w[keep]
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from itertools import islice
 from typing import Literal, Mapping
 
 import numpy as np
 
 from rasd.power.analysis import STALE_MIN_SECONDS, STALE_STEPS, WindowAnalysis
+from rasd.power.readings import Readings
 
-Buffers = Mapping[int, tuple[deque[float], deque[float]]]  # per GPU: update times (s), watts
+Buffers = Mapping[int, Readings]  # per GPU: its window of readings
 
 
 @dataclass(slots=True)
@@ -48,9 +48,9 @@ class RunningNodeSum:
         ends = []
         for g in self.gpus:
             buf = buffers.get(g)
-            if buf is None or not buf[0]:
+            if buf is None or not len(buf):
                 return True
-            ends.append(buf[0][-1])
+            ends.append(buf.last)
         # As analysis.reporting: a GPU this far behind the newest reading has stopped.
         if min(ends) < newest - max(STALE_STEPS * step, STALE_MIN_SECONDS):
             return True
@@ -62,14 +62,9 @@ class RunningNodeSum:
             rows_t: list[list[float]] = []
             rows_w: list[list[float]] = []
             for g in self.gpus:
-                times, watts = buffers[g]
-                k = 0
-                for x in reversed(times):  # newest first, back to the last reading before the first point
-                    k += 1
-                    if x < first:
-                        break
-                rows_t.append(list(islice(reversed(times), k)))
-                rows_w.append(list(islice(reversed(watts), k)))
+                rt, rw = buffers[g].tail(first)  # newest first, back to the last before the first point
+                rows_t.append(rt)
+                rows_w.append(rw)
             width = max(len(r) for r in rows_t)
             for rt, rw in zip(rows_t, rows_w):  # pad with each row's oldest reading (still sorted)
                 rt.extend([rt[-1]] * (width - len(rt)))

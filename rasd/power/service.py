@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, Callable, Literal, Sequence
@@ -31,6 +30,7 @@ from rasd.power.analysis import (
 from rasd.power.apply import PowerApplier, PowerHandle
 from rasd.power.budget import BudgetState, rebalance
 from rasd.power.decide import MIN_COVERAGE, Mode, SmoothingDecision, decide
+from rasd.power.readings import Readings
 from rasd.power.running import RunningNodeSum
 from rasd.power.settings import PowerSettings
 from rasd.power.state import PowerState
@@ -60,7 +60,7 @@ class PowerService:
         self.applier = PowerApplier(gpus, enabled=settings.apply)
         self._lock = threading.Lock()
         # Per GPU: update times (s, NVML timestamp) and watts, oldest first.
-        self._buf: dict[int, tuple[deque[float], deque[float]]] = {g.index: (deque(), deque()) for g in gpus}
+        self._buf: dict[int, Readings] = {g.index: Readings() for g in gpus}
         self._decision: SmoothingDecision | None = None
         self._budget: BudgetState | None = None
         self._ticks = 0
@@ -93,17 +93,11 @@ class PowerService:
             for s in samples:
                 buf = self._buf.get(s.gpu)
                 if buf is None:
-                    buf = self._buf[s.gpu] = (deque(), deque())
-                times, watts = buf
+                    buf = self._buf[s.gpu] = Readings()
                 t = s.nvml_timestamp_us / 1e6
-                if times and t <= times[-1]:
-                    continue  # a repeat or an out-of-order reading adds nothing
-                times.append(t)
-                watts.append(s.watts)
-                cutoff = t - window
-                while times and times[0] < cutoff:
-                    times.popleft()
-                    watts.popleft()
+                # A repeat or an out-of-order reading adds nothing.
+                if buf.append(t, s.watts):
+                    buf.trim(t - window)
 
     def _trim(self) -> tuple[float | None, float | None]:
         """Age every GPU's readings against the newest reading of any GPU (caller holds the lock).
@@ -111,24 +105,21 @@ class PowerService:
         A GPU that stopped reporting (lost) trims nothing on its own; this makes its readings
         leave the window in time. Returns (newest, oldest) reading time in seconds, or Nones.
         """
-        newest = max((times[-1] for times, _ in self._buf.values() if times), default=None)
+        newest = max((r.last for r in self._buf.values() if len(r)), default=None)
         if newest is None:
             return None, None
         cutoff = newest - self.settings.window_seconds
-        for times, watts in self._buf.values():
-            while times and times[0] < cutoff:
-                times.popleft()
-                watts.popleft()
-        return newest, min(times[0] for times, _ in self._buf.values() if times)
+        for r in self._buf.values():
+            r.trim(cutoff)
+        return newest, min(r.first for r in self._buf.values() if len(r))
 
     def window(self) -> Series:
         out = {}
         with self._lock:
             self._trim()
-            # Two flat deques per GPU copy into arrays in C (a deque of pairs costs ten times more).
-            for g, (times, watts) in self._buf.items():
-                if times:
-                    out[g] = (np.fromiter(times, float, len(times)), np.fromiter(watts, float, len(watts)))
+            for g, r in self._buf.items():
+                if len(r):
+                    out[g] = r.arrays()
         return out
 
     def tick(self, now_wall: float) -> PowerState:

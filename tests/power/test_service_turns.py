@@ -220,3 +220,23 @@ def test_interp_sum_is_the_sum_of_each_rows_interpolation() -> None:
     points = np.concatenate(([-1.0, t[0, 2]], np.linspace(0.0, 2.0, 23), [3.0]))  # outside, on a reading, inside
     want = sum(np.interp(points, t[i], w[i]) for i in range(5))
     assert np.allclose(interp_sum(points, t, w), want, rtol=1e-12, atol=1e-9)
+
+
+def test_readings_keep_the_window_through_compaction() -> None:
+    import numpy as np
+
+    from rasd.power.readings import COMPACT, Readings
+
+    r = Readings()
+    n = 3 * COMPACT
+    for k in range(n):
+        assert r.append(k * 0.1, float(k))
+        assert not r.append(k * 0.1, -1.0)  # a repeat adds nothing
+        r.trim(k * 0.1 - 30.0)
+    t, w = r.arrays()
+    assert len(r) == t.size == 301 and t[0] == (n - 301) * 0.1 and w[-1] == n - 1
+    assert len(r.t) < 2 * COMPACT + 301  # dropped readings were let go
+    r.append(n * 0.1, 5.0)
+    assert t.size == 301 and np.all(np.diff(t) > 0)  # a copy: later appends do not show in it
+    tt, ww = r.tail((n - 3) * 0.1 + 0.05)
+    assert tt == [n * 0.1, (n - 1) * 0.1, (n - 2) * 0.1, (n - 3) * 0.1] and ww[0] == 5.0

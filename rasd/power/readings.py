@@ -1,0 +1,65 @@
+"""One GPU's window of distinct instant-power updates (seconds, watts), oldest first.
+
+The sampler threads append; the daemon's tick trims and copies. The readings sit in two flat
+``array('d')`` buffers with a moving start, so a copy of the window into NumPy is one memcpy
+(a deque copies element by element, about 70 ns each: 6 ms a full analysis at 72 GPUs and 20
+updates a second), and dropping old readings is a bisection. Not thread-safe: the power service
+holds its lock around every call.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left
+
+import numpy as np
+
+COMPACT = 4096  # dropped readings kept in front before the buffers are compacted
+
+
+class Readings:
+    __slots__ = ("t", "w", "start")
+
+    def __init__(self) -> None:
+        self.t = array("d")  # NVML timestamps, seconds, strictly increasing
+        self.w = array("d")  # watts
+        self.start = 0  # first reading still in the window
+
+    def __len__(self) -> int:
+        return len(self.t) - self.start
+
+    @property
+    def first(self) -> float:
+        return self.t[self.start]
+
+    @property
+    def last(self) -> float:
+        return self.t[-1]
+
+    def append(self, t: float, w: float) -> bool:
+        """Add a reading; False (nothing added) for a repeat or an out-of-order one."""
+        if len(self.t) > self.start and t <= self.t[-1]:
+            return False
+        self.t.append(t)
+        self.w.append(w)
+        return True
+
+    def trim(self, cutoff: float) -> None:
+        """Drop the readings older than ``cutoff`` seconds."""
+        if len(self.t) > self.start and self.t[self.start] < cutoff:
+            self.start = bisect_left(self.t, cutoff, self.start)
+            if self.start >= COMPACT and 2 * self.start >= len(self.t):
+                del self.t[: self.start]
+                del self.w[: self.start]
+                self.start = 0
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the window (seconds, watts) as NumPy arrays."""
+        return (np.frombuffer(self.t, float)[self.start :].copy(),
+                np.frombuffer(self.w, float)[self.start :].copy())
+
+    def tail(self, since: float) -> tuple[list[float], list[float]]:
+        """The readings from the last one before ``since`` (or the oldest) to the newest,
+        newest first."""
+        i = max(self.start, bisect_left(self.t, since, self.start) - 1)
+        return self.t[i:][::-1].tolist(), self.w[i:][::-1].tolist()
