@@ -23,6 +23,7 @@ error, which is how the test finds a README that has fallen behind its results.
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 from dataclasses import dataclass
@@ -183,20 +184,20 @@ def read_results(folder: Path = RESULTS) -> dict[str, dict[str, Any]]:
 
 
 def main(argv: list[str]) -> int:
-    folder = RESULTS
-    if "--results" in argv:
-        i = argv.index("--results")
-        if i + 1 >= len(argv):
-            print("--results needs a folder of results files, e.g. --results tests/bench/results/local", file=sys.stderr)
-            return 2
-        folder = Path(argv[i + 1])
-    files = read_results(folder)
+    ap = argparse.ArgumentParser(prog="python -m tests.bench.figures",
+                                 description="README's Performance tables from the benchmarks' results files")
+    ap.add_argument("--write", action="store_true", help="rewrite README's figures blocks (default: print them)")
+    ap.add_argument("--results", type=Path, default=RESULTS, metavar="DIR",
+                    help=f"folder of results files (default {RESULTS.relative_to(ROOT)})")
+    args = ap.parse_args(argv)
+    files = read_results(args.results)
     if not files:
-        print(f"{folder}: no results files (*.json); run a bench with --json {folder}/<bench>.json", file=sys.stderr)
+        print(f"{args.results}: no results files (*.json); run a bench with --json {args.results}/<bench>.json",
+              file=sys.stderr)
         return 2
     readme = README.read_text()
-    new = render(readme, files, add_missing="--write" in argv)
-    if "--write" in argv:
+    new = render(readme, files, add_missing=args.write)
+    if args.write:
         README.write_text(new)
     else:
         print("\n".join(m.group(0) for m in BLOCK.finditer(new)))

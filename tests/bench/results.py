@@ -246,6 +246,8 @@ def load(path: Path) -> dict[str, Any]:
         return {"schema": SCHEMA, "runs": {}, "figures": {}}
     try:
         data = json.loads(path.read_text())
+    except OSError as e:
+        raise SystemExit(f"{path}: cannot be read ({e.strerror}); pass a results file's path to --json") from None
     except ValueError as e:
         raise SystemExit(f"{path}: not a results file ({e}); move it away or pass another --json PATH") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("figures"), dict) \

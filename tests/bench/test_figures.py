@@ -147,6 +147,8 @@ def test_a_file_that_is_not_results_is_refused_with_the_fix(tmp_path):
     with pytest.raises(SystemExit, match=r"bad.json: not a results file \("):
         results.load(bad)
     assert results.load(tmp_path / "none.json")["figures"] == {}
+    with pytest.raises(SystemExit, match=r"cannot be read \(Is a directory\); pass a results file's path"):
+        results.load(tmp_path)
 
 
 def test_no_json_records_nothing(tmp_path):
