@@ -30,7 +30,10 @@ class GpuLoop(Generic[T]):
     """Calls ``work(item)`` for every item in turn, one round every ``interval`` seconds.
 
     ``after_round`` runs on the loop's thread after each full round (e.g. to hand a round's
-    readings on in one call). ``interval`` and ``deadline`` may be changed while running (reload).
+    readings on in one call). ``ready(item)``, where given, is asked first on the loop's thread
+    and an item it turns down is passed over without the watchdog's bookkeeping (the power
+    sampler skips most GPUs most rounds). ``interval`` and ``deadline`` may be changed while
+    running (reload).
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class GpuLoop(Generic[T]):
         deadline: float,
         after_round: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        ready: Callable[[T], bool] | None = None,
     ):
         self.name = name
         self.items = list(items)
@@ -49,6 +53,7 @@ class GpuLoop(Generic[T]):
         self.deadline = deadline
         self._work = work
         self._after_round = after_round
+        self._ready = ready
         self._clock = clock
         self._lock = threading.Lock()
         self._gen = 0  # the generation of the thread that owns the loop
@@ -92,9 +97,13 @@ class GpuLoop(Generic[T]):
     # -- the loop -----------------------------------------------------------------------------
 
     def _run(self, gen: int, pos: int, next_at: float) -> None:
-        lock, items, clock = self._lock, self.items, self._clock
+        lock, items, clock, ready, hung = self._lock, self.items, self._clock, self._ready, self._hung
         while not self.stop_event.is_set():
             for i in range(pos, len(items)):
+                # an abandoned thread hands its GPU back (leaves _hung) only after its call has
+                # returned, so a GPU read outside the lock as not hung is this thread's to ask
+                if ready is not None and (i in hung or not ready(items[i])):
+                    continue
                 with lock:
                     if gen != self._gen:
                         return

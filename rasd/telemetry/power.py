@@ -210,13 +210,15 @@ class PowerSampler:
         # a deque: an abandoned thread may still append when its hung read returns
         self._pending: collections.deque[PowerSample] = collections.deque()
         self.loop: GpuLoop[_GpuSampler] = GpuLoop(
-            "power", self._gpus, self._read, 1.0 / hz, hang_seconds, after_round=self._flush, clock=clock
+            "power", self._gpus, self._read, 1.0 / hz, hang_seconds, after_round=self._flush, clock=clock,
+            ready=self._due,
         )
         self.stop_event = self.loop.stop_event
 
+    def _due(self, s: _GpuSampler) -> bool:
+        return s.due(self.clock())
+
     def _read(self, s: _GpuSampler) -> None:
-        if not s.due(self.clock()):
-            return
         got = s.read_once()
         if got is not None:
             self._pending.append(got)
@@ -242,7 +244,8 @@ class PowerSampler:
     def round(self) -> None:
         """One read of every GPU on the calling thread (benchmarks and one-shot use)."""
         for s in self._gpus:
-            self._read(s)
+            if self._due(s):
+                self._read(s)
         self._flush()
 
     def rates(self) -> dict[int, float]:

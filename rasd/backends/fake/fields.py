@@ -11,6 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Sequence
 
+from rasd.backends.nvml.core import plain_field_value
 from rasd.backends.nvml.fields import FieldIds
 
 if TYPE_CHECKING:
@@ -44,26 +45,33 @@ def _us(seconds: float) -> int:
 
 
 def field_values(base: Any, node: "FakeNode", gpu: int, field_ids: Sequence[Any]) -> Any:
-    """An array of ``base.c_nvmlFieldValue_t``, one per requested id (``id`` or ``(id, scopeId)``)."""
-    values = (base.c_nvmlFieldValue_t * len(field_ids))()
+    """An array of ``base.c_nvmlFieldValue_t``, one per requested id (``id`` or ``(id, scopeId)``).
+
+    Filled through a plain ctypes twin of the entry type over the same memory: pynvml's
+    structures convert every member through Python, and the power sampler asks for field 186
+    about ten times a second per GPU."""
+    n = len(field_ids)
+    values = (base.c_nvmlFieldValue_t * n)()
+    twin = plain_field_value(base)
+    fill = (twin * n).from_buffer(values) if twin is not None else values
     t = node.elapsed()
     sim = node.sim(gpu)
     now_us = _us(node.wall(t))
-    for i, fid in enumerate(field_ids):
-        entry = values[i]
-        try:
+    names = _names(base)
+    ok, unsupported = base.NVML_SUCCESS, base.NVML_ERROR_NOT_SUPPORTED
+    for entry, fid in zip(fill, field_ids):
+        if type(fid) is tuple:
             entry.fieldId, entry.scopeId = fid
-        except TypeError:
+        else:
             entry.fieldId = fid
-        entry.latencyUsec = 0
         entry.timestamp = now_us
-        name = _names(base).get(int(entry.fieldId))
+        name = names.get(int(entry.fieldId))
         got: Any = _value(node, gpu, sim, t, name, entry.scopeId) if name else _NOT_SUPPORTED
         if got is _NOT_SUPPORTED:
-            entry.nvmlReturn = base.NVML_ERROR_NOT_SUPPORTED
+            entry.nvmlReturn = unsupported
             continue
         kind, value, at = got
-        entry.nvmlReturn = base.NVML_SUCCESS
+        entry.nvmlReturn = ok
         if at is not None and not node.stamp_every_read:
             entry.timestamp = _us(node.wall(at))
         if kind == "ui":

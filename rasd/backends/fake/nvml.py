@@ -130,20 +130,25 @@ class FakeNvml(EventsMixin):
 
     def _wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         node = self._node
+        # what the checks need to know about this function, decided once (every call pays them)
+        needs_init = name != "nvmlInit"
+        blocking = name in _BLOCKING
+        lost_check = name not in _ANSWER_WHEN_LOST
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            if name != "nvmlInit" and self._init_count == 0:
+            if needs_init and self._init_count == 0:
                 self._raise("uninitialized")
             gpu = self._call_gpu(name, args)
-            for ev in self._faults_for(name, gpu):
-                if ev.kind is EventKind.NVML_HANG:
-                    node.sleep(ev.params["seconds"])  # outside every lock: a wedged call
-                else:
-                    self._raise(ev.params["error"])
-            if name in _BLOCKING:
+            if node.effects.call_faults:
+                for ev in self._faults_for(name, gpu):
+                    if ev.kind is EventKind.NVML_HANG:
+                        node.sleep(ev.params["seconds"])  # outside every lock: a wedged call
+                    else:
+                        self._raise(ev.params["error"])
+            if blocking:
                 return fn(*args, **kwargs)
             with node.lock:
-                if gpu is not None and name not in _ANSWER_WHEN_LOST and node.lost(gpu):
+                if gpu is not None and lost_check and node.lost(gpu):
                     self._raise("gpu_is_lost")
                 return fn(*args, **kwargs)
 

@@ -10,6 +10,7 @@ Error rules (README, "Error rules"):
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import logging
 import threading
@@ -121,11 +122,6 @@ _VALUE_MEMBERS = (
 )
 
 
-def field_value(lib: Any, v: Any) -> float:
-    member = _members(lib).get(v.valueType, "ullVal")
-    return float(getattr(v.value, member))
-
-
 _MEMBERS: dict[int, dict[int, str]] = {}
 
 
@@ -158,6 +154,8 @@ class HandleCore:
         self._errors: dict[tuple[str, str], int] = {}
         self._errors_lock = threading.Lock()
         self._polls = 0
+        # prepared field requests by id list (None: the library's own call)
+        self._requests: dict[tuple[int | tuple[int, int], ...], FieldRequest | None] = {}
 
     def error_counts(self) -> dict[tuple[str, str], int]:
         with self._errors_lock:
@@ -211,6 +209,45 @@ class HandleCore:
             raise GpuLost(self.index, self.unopened or "not opened", self.unopened_reason)
         return args
 
+    def _field_entries(self, ids: tuple[int | tuple[int, int], ...]) -> list[tuple[int, int, float, int]] | None:
+        """nvmlDeviceGetFieldValues under the error rules: per entry (field id, its nvmlReturn,
+        value, timestamp us), or None when the call itself failed. Raises GpuLost.
+
+        Where ``lib`` is the C binding the request is prepared once per GPU and id list and the C
+        function is called directly (``FieldRequest``); anything else (the fake NVML) goes through
+        the library's own ``nvmlDeviceGetFieldValues``."""
+        since = self._unsupported.get("field_values")
+        if since is not None:
+            if self._polls - since < REPROBE_POLLS:
+                return None
+            del self._unsupported["field_values"]
+        if self.raw is None:
+            self._args(())  # raises GpuLost with the reason the GPU could not be opened
+        lib = self.lib
+        req = self._requests.get(ids, False)
+        if req is False:
+            req = self._requests[ids] = FieldRequest.prepare(lib, ids)
+        try:
+            if req is not None:
+                return req(self.raw)
+            return entries(lib, lib.nvmlDeviceGetFieldValues(self.raw, list(ids)))
+        except nvml_errors(lib) as e:
+            self._judge("field_values", e)
+        return None
+
+    def _field_failed(self, fid: int, ret: int) -> None:
+        """One entry's own nvmlReturn is not SUCCESS: apply the error rules. Raises GpuLost."""
+        lib = self.lib
+        name = self.fids.name_of(fid) or f"field_{fid}"
+        err = lib.NVMLError(ret)
+        outcome = classify(lib, err)
+        if outcome is Outcome.UNSUPPORTED:
+            self._mark_unsupported(name)
+        elif outcome is Outcome.LOST:
+            raise GpuLost(self.index, f"{name}: {err}")
+        else:
+            self._count(name, outcome.kind, err)
+
     def _fields(
         self, ids: tuple[int | tuple[int, int] | None, ...]
     ) -> dict[int, tuple[float, int]]:
@@ -218,26 +255,119 @@ class HandleCore:
 
         An id may be ``(id, scopeId)``; None ids (fields the binding lacks) are skipped. Each
         entry carries its own nvmlReturn; a NotSupported entry is an absent reading."""
-        lib = self.lib
-        wanted = [i for i in ids if i is not None]
+        wanted = tuple(i for i in ids if i is not None)
         if not wanted:
             return {}
-        values = self._read("field_values", lib.nvmlDeviceGetFieldValues, self.raw, wanted)
+        got = self._field_entries(wanted)
         out: dict[int, tuple[float, int]] = {}
-        if values is None:
+        if got is None:
             return out
-        for v in values:
-            name = self.fids.name_of(int(v.fieldId)) or f"field_{v.fieldId}"
-            ret = v.nvmlReturn
-            if ret == lib.NVML_SUCCESS:
-                out[int(v.fieldId)] = (field_value(lib, v), int(v.timestamp))
-                continue
-            err = lib.NVMLError(ret)
-            outcome = classify(lib, err)
-            if outcome is Outcome.UNSUPPORTED:
-                self._mark_unsupported(name)
-            elif outcome is Outcome.LOST:
-                raise GpuLost(self.index, f"{name}: {err}")
+        for fid, ret, value, ts in got:
+            if ret == 0:
+                out[fid] = (value, ts)
             else:
-                self._count(name, outcome.kind, err)
+                self._field_failed(fid, ret)
         return out
+
+    def _field_one(self, fid: int) -> tuple[float, int] | None:
+        """One field's (value, timestamp us), or None: ``_fields`` for a single id without the
+        dict (the power sampler's read, about ten times a second per GPU). Raises GpuLost."""
+        got = self._field_entries((fid,))
+        if got is None:
+            return None
+        _, ret, value, ts = got[0]
+        if ret != 0:
+            self._field_failed(fid, ret)
+            return None
+        return value, ts
+
+
+_PLAIN: dict[int, Any] = {}
+
+
+def plain_field_value(lib: Any) -> Any:
+    """A plain ctypes twin of the binding's ``c_nvmlFieldValue_t`` (its own ``_fields_``, so the
+    layout nvml.h gives it), without pynvml's Python-level ``__getattribute__``/``__setattr__``
+    on every member access. None where the binding has no such type or the sizes differ."""
+    got = _PLAIN.get(id(lib), False)
+    if got is False:
+        base = getattr(lib, "c_nvmlFieldValue_t", None)
+        got = None
+        if isinstance(base, type) and issubclass(base, ctypes.Structure):
+            attrs: dict[str, Any] = {"_fields_": list(base._fields_)}
+            if hasattr(base, "_pack_"):
+                attrs["_pack_"] = base._pack_
+            twin = type("FieldValue", (ctypes.Structure,), attrs)
+            got = twin if ctypes.sizeof(twin) == ctypes.sizeof(base) else None
+        _PLAIN[id(lib)] = got
+    return got
+
+
+def entries(lib: Any, values: Any) -> list[tuple[int, int, float, int]]:
+    """The binding's ``c_nvmlFieldValue_t`` entries -> (field id, nvmlReturn, value, timestamp us);
+    the value is 0.0 where the entry failed (NVML_SUCCESS is 0 in nvml.h).
+
+    A ctypes array is read through the plain twin of its entry type (the same memory, without
+    the Python-level attribute hooks); anything else entry by entry."""
+    members = _members(lib)
+    twin = plain_field_value(lib)
+    if twin is not None and isinstance(values, ctypes.Array) and values._type_ is lib.c_nvmlFieldValue_t:
+        values = (twin * len(values)).from_buffer(values)
+    out = []
+    for v in values:
+        ret = int(v.nvmlReturn)
+        value = float(getattr(v.value, members.get(v.valueType, "ullVal"))) if ret == 0 else 0.0
+        out.append((int(v.fieldId), ret, value, int(v.timestamp)))
+    return out
+
+
+class FieldRequest:
+    """A prepared nvmlDeviceGetFieldValues request for one GPU and one list of field ids.
+
+    pynvml's wrapper allocates and fills a new array and converts every member through Python on
+    each call, and the power sampler makes that call about ten times a second per GPU. Here the
+    array is built once, the C function comes from pynvml's own function-pointer lookup (its
+    cache, its errors), and a failed call raises pynvml's own ``NVMLError`` subclass, so the one
+    classifier judges it as before. A request in use by another thread is not shared: that
+    caller gets a fresh one."""
+
+    __slots__ = ("lib", "ids", "struct", "arr", "ref", "count", "fn", "lock")
+
+    def __init__(self, lib: Any, ids: tuple[int | tuple[int, int], ...], struct: Any):
+        self.lib = lib
+        self.ids = ids
+        self.struct = struct
+        self.arr = (struct * len(ids))()
+        self.ref = ctypes.byref(self.arr)
+        self.count = ctypes.c_int32(len(ids))
+        self.fn: Any = None
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def prepare(lib: Any, ids: tuple[int | tuple[int, int], ...]) -> "FieldRequest | None":
+        """A request where ``lib`` is pynvml over the C library, else None (use the library's
+        own call: the fake NVML, or a binding without the function-pointer lookup)."""
+        if not isinstance(lib, ModuleType) or not callable(getattr(lib, "_nvmlGetFunctionPointer", None)):
+            return None
+        struct = plain_field_value(lib)
+        return FieldRequest(lib, ids, struct) if struct is not None else None
+
+    def __call__(self, raw: Any) -> list[tuple[int, int, float, int]]:
+        if not self.lock.acquire(False):  # another thread is in this request: use a fresh one
+            return FieldRequest(self.lib, self.ids, self.struct)(raw)
+        try:
+            fn = self.fn
+            if fn is None:  # raises NVMLError (uninitialised, function not found) as pynvml does
+                fn = self.fn = self.lib._nvmlGetFunctionPointer("nvmlDeviceGetFieldValues")
+            ctypes.memset(self.arr, 0, ctypes.sizeof(self.arr))  # a fresh request, as pynvml's
+            for e, fid in zip(self.arr, self.ids):
+                if type(fid) is tuple:
+                    e.fieldId, e.scopeId = fid
+                else:
+                    e.fieldId = fid
+            ret = fn(raw, self.count, self.ref)
+            if ret != 0:
+                raise self.lib.NVMLError(ret)
+            return entries(self.lib, self.arr)  # copied out before another caller can reuse it
+        finally:
+            self.lock.release()

@@ -8,7 +8,7 @@ answer to rasd's base units (W, J, Hz, bytes, ratios, Celsius).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from rasd.backends.errors import GpuLost
@@ -145,6 +145,7 @@ class Readings(HandleCore):
     _identity: GpuIdentity | None = None
     _link_count: int | None = None
     _chosen: dict[str, Callable[..., Any]] | None = None  # reading -> the call that answers it
+    _argv: dict[str, tuple[Any, ...]]  # reading -> its constant arguments, resolved on the library
     _slow: dict[str, Any] | None = None  # the last slow part: GpuSample fields -> values
 
     # -- identity -------------------------------------------------------------------------------
@@ -200,12 +201,12 @@ class Readings(HandleCore):
         """One table reading. With alternatives ("A|B"), the first call that is not unsupported
         on this GPU is kept for good; its first answer (or error) is this poll's."""
         lib, h = self.lib, self.raw
-        args = tuple(getattr(lib, a) for a in rd.args)
         if self._chosen is None:
-            self._chosen = {}
+            self._chosen, self._argv = {}, {}
         fn = self._chosen.get(rd.name)
         if fn is not None:
-            return self._read(rd.name, fn, h, *args)
+            return self._read(rd.name, fn, h, *self._argv[rd.name])
+        args = self._argv[rd.name] = tuple(getattr(lib, a) for a in rd.args)
         names = [n for n in rd.call.split("|") if hasattr(lib, n)]
         if not names:
             return None
@@ -255,11 +256,12 @@ class Readings(HandleCore):
             assert self._slow is not None
             values = dict(self._slow)
         self._table(values, slow=slow)
-        sample = GpuSample(
+        wall = now_wall()
+        sample = GpuSample(  # built once: the poll's time is its calls' (the build is microseconds)
             index=self.index,
-            time_wall=now_wall(),
+            time_wall=wall,
             time_mono=t0,
-            poll_seconds=0.0,
+            poll_seconds=time.monotonic() - t0,
             power_instant_watts=inst[0] / 1000.0 if inst else None,
             temperature_memory_celsius=float(memtemp[0]) if memtemp else None,
             recovery_action=int(action[0]) if action else None,
@@ -267,7 +269,7 @@ class Readings(HandleCore):
         )
         if slow:
             self._slow = {k: getattr(sample, k) for k in _SLOW_SAMPLE_FIELDS}
-        return replace(sample, poll_seconds=time.monotonic() - t0)
+        return sample
 
     def _read_slow_part(self, t0: float) -> dict[str, Any]:
         """The slow readings outside the table: ECC mode and totals, retired pages, NVLink ports."""
@@ -329,5 +331,5 @@ class Readings(HandleCore):
         fid = self.fids.power_instant
         if fid is None:
             return None
-        f = self._fields((fid,)).get(fid)
+        f = self._field_one(fid)
         return (f[0] / 1000.0, f[1]) if f else None
