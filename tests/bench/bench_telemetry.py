@@ -9,13 +9,16 @@ For 8 and 72 fake GPUs, in-process, CPU time of this process:
 - the main loop's tick (aggregation, ladder, power service, snapshot);
 - the scrape the daemon serves: render + gzip of each new snapshot (scrapes of the same snapshot
   are cached bytes; bench_scrape.py has those and a scrape storm), series and bytes.
-The whole daemon, side by side with nvitop-exporter, is bench_side_by_side.py. Run: python tests/bench/bench_telemetry.py [--rounds 50]
+The whole daemon, side by side with nvitop-exporter, is bench_side_by_side.py. Run:
+
+    python tests/bench/bench_telemetry.py [--rounds 50] [--json tests/bench/results/telemetry.json]
+
+The figures also go to the benchmarks' results file (tests/bench/results.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -24,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from tests.bench import results  # noqa: E402
 from exporters.prometheus import ScrapeCache  # noqa: E402
 from rasd import config  # noqa: E402
 from rasd.backends import open_backend  # noqa: E402
@@ -113,24 +117,45 @@ def bench_sampler(gpus: int, seconds: float = 20.0, hz: float = 20.0) -> dict[st
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=50)
+    results.add_arguments(ap)
     args = ap.parse_args()
+    rec = results.Recorder("telemetry", args)
+    print(rec.machine())
+    capture_target = results.at_least(99.0, "%")
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
-        print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}, python {sys.version.split()[0]}")
         for n in (8, 72):
             r = bench_polls(n, args.rounds, tmp)
             sm = bench_sampler(n)
-            print(
-                f"{n:3d} fake GPUs: health poll of all GPUs {r['fast_ms']:.2f} ms CPU (fast part), "
-                f"{r['full_ms']:.2f} ms with the slow part; at the defaults {r['poll_per_s_ms'] / 10:.3f}% of one core  "
-                f"[target: no more than the peer's whole CPU]\n"
-                f"               power sampler at 20 Hz: {sm['cpu_percent']:.2f}% of one core, "
-                f"{sm['reads_per_gpu_s']:.1f} reads per GPU per second for NVML's {NVML_REFRESH_HZ:.0f} updates, "
-                f"{100 * sm['capture']:.2f}% of the updates captured  [target >= 99%]\n"
-                f"               main-loop tick {r['tick_ms']:.2f} ms CPU\n"
-                f"               scrape of a new snapshot (render + gzip) {r['scrape_ms']:.2f} ms CPU  "
-                f"[target < 10 ms at 72 GPUs], {r['series']} series, {r['bytes'] / 1024:.0f} KiB"
-            )
+            col = f"{n} GPUs"
+            poll_share = r["poll_per_s_ms"] / 10  # ms of CPU a second -> % of one core
+            figs = [
+                rec.add(f"telemetry.poll_fast.{n}", "health poll of all GPUs, fast part (every `health_interval_seconds`)",
+                        r["fast_ms"], "ms", text=f"{r['fast_ms']:.2f} ms", table="telemetry", column=col),
+                rec.add(f"telemetry.poll_full.{n}",
+                        "health poll of all GPUs with the slow part (every `slow_interval_seconds`, or after an Xid)",
+                        r["full_ms"], "ms", text=f"{r['full_ms']:.1f} ms", table="telemetry", column=col),
+                rec.add(f"telemetry.poll_share.{n}", "health poll at the defaults, share of one core",
+                        poll_share, "%", text=f"{poll_share:.3f}%", table="telemetry", column=col),
+                rec.add(f"telemetry.sampler.{n}",
+                        "power sampler at 20 Hz: CPU, reads per GPU a second, updates captured",
+                        100 * sm["capture"], "%", target=capture_target,
+                        text=f"{sm['cpu_percent']:.2f}% of a core, {sm['reads_per_gpu_s']:.1f}, "
+                             f"{100 * sm['capture']:.2f}%",
+                        table="telemetry", column=col,
+                        notes={"cpu_percent": round(sm["cpu_percent"], 3),
+                               "reads_per_gpu_s": round(sm["reads_per_gpu_s"], 2)}),
+                rec.add(f"telemetry.tick.{n}", "main-loop tick (without a power window)", r["tick_ms"], "ms",
+                        text=f"{r['tick_ms']:.2f} ms", table="telemetry", column=col),
+                rec.add(f"telemetry.scrape.{n}", "scrape of a new snapshot (render + gzip)", r["scrape_ms"], "ms",
+                        target=results.below(10.0, " ms") if n == 72 else None,
+                        text=f"{r['scrape_ms']:.1f} ms, {r['series']:,} series, {r['bytes'] / 1024:.0f} KiB",
+                        table="telemetry", column=col),
+            ]
+            print(f"{n} fake GPUs (the fake's own simulation included):")
+            for f in figs:
+                print("  " + f.line())
+    rec.save()
 
 
 if __name__ == "__main__":

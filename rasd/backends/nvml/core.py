@@ -224,8 +224,9 @@ class HandleCore:
         if self.raw is None:
             self._args(())  # raises GpuLost with the reason the GPU could not be opened
         lib = self.lib
-        req = self._requests.get(ids, False)
-        if req is False:
+        if ids in self._requests:
+            req = self._requests[ids]
+        else:
             req = self._requests[ids] = FieldRequest.prepare(lib, ids)
         try:
             if req is not None:
