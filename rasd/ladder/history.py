@@ -264,12 +264,13 @@ class FaultHistory:
         for recent in (self._recent_gpu, self._recent_code):
             for k in list(recent):
                 seen = recent[k]
-                while seen and seen[0].time_wall < keep:
+                while seen and seen[0][0] < keep:
                     seen.popleft()
                 if not seen:
                     del recent[k]
         cut = t - s.xid_repeat_window_seconds
-        for comp in list(self._repeats):
+        # (most tables of most hosts are empty: asked first, a sweep costs less than a walk)
+        for comp in list(self._repeats) if self._repeats else ():
             reps = self._repeats[comp]
             for rk in list(reps):
                 times = reps[rk]
@@ -279,12 +280,14 @@ class FaultHistory:
                     del reps[rk]
             if not reps:
                 del self._repeats[comp]
-        flap = t - s.link_flap_window_seconds
-        _prune(self._link_downs, lambda x: x >= flap)
-        held = t - s.not_holding_memory_seconds
-        _prune(self._not_held, lambda x: x[0] >= held)
+        if self._link_downs:
+            flap = t - s.link_flap_window_seconds
+            _prune(self._link_downs, lambda x: x >= flap)
+        if self._not_held:
+            held = t - s.not_holding_memory_seconds
+            _prune(self._not_held, lambda x: x[0] >= held)
         old = t - s.cure_window_seconds
-        for comp in list(self._remedied):
+        for comp in list(self._remedied) if self._remedied else ():
             table = self._remedied[comp]
             for fault in [f for f, (_, when) in table.items() if when < old]:
                 del table[fault]

@@ -7,7 +7,9 @@ short-iso, bare NVRM lines). In an event log a line that does not parse stops th
 line number; in a kernel log lines that are not NVIDIA driver reports are skipped and counted.
 
 Events stream through (memory stays flat in their number): a bounded reorder window puts a log
-gathered from several sources back in time order, and each host gets its own ladder.
+gathered from several sources back in time order, and each host gets its own ladder. The report
+judges a bounded chunk of events at a time, host by host (``run_grouped``): the same steps in the
+same order, with each host's ladder kept in the CPU's caches while its events are judged.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ _REQUIRED = {
 }
 REORDER_WINDOW = 65_536  # at most this many events held back to restore time order
 REORDER_SECONDS = 300.0  # an event is held until the log is this far past it
+CHUNK_EVENTS = 32_768  # events judged host by host at a time (memory vs the CPU's caches)
 SWEEP_EVERY = 32  # events between two host-ladder sweeps of a replay (memory vs time)
 BARE_SPACING_SECONDS = 60.0  # bare driver lines carry no time: one minute apart, a burst together
 EXPECTED = ("JSON-lines events, or kernel log lines with NVIDIA driver reports (NVRM: Xid / "
@@ -379,6 +382,73 @@ def run(items: Iterable[Numbered], settings: LadderSettings | None = None,
                                 c.decision.fault, c.outcome, c.time_wall) for c in step.ended])
         if step.opened or step.superseded or step.closed:
             yield item, step
+
+
+def run_grouped(items: Iterable[Numbered], settings: LadderSettings | None = None,
+                chunk: int = CHUNK_EVENTS) -> Iterator[tuple[Numbered, Step]]:
+    """As ``run`` (without a store), each host's events of a chunk fed together: the same steps
+    in the same order. Hosts are judged apart, so only each host's own order matters; feeding
+    one host's events one after another keeps its ladder in the CPU's caches (a fleet's events
+    interleave thousands of hosts, and the ladder's objects would be fetched from memory for
+    nearly every event). The steps come back in the order of the events that caused them."""
+    s = settings or LadderSettings()
+    ladders: dict[str, Escalator] = {}
+    order: list[Escalator] = []  # sweep round, as ``run``: SWEEP_EVERY events a host's ladder
+    turn = 0
+    it = iter(items)
+    while True:
+        batch: list[Numbered] = []
+        failed: Exception | None = None
+        try:
+            batch.extend(itertools.islice(it, chunk))  # (what was read stays on an error)
+        except Exception as e:  # noqa: BLE001 - raised below, after the events before it
+            failed = e
+        if not batch and failed is None:
+            return
+        groups: dict[str, list[int]] = {}
+        for i, item in enumerate(batch):
+            g = groups.get(item[2])
+            if g is None:
+                groups[item[2]] = [i]
+            else:
+                g.append(i)
+        if order and batch:
+            # every event fed so far is no later than this chunk's first: safe for any host
+            t0 = batch[0][1].time_wall
+            for _ in range(-(-len(batch) // SWEEP_EVERY)):
+                order[turn % len(order)].sweep(t0)
+                turn += 1
+        done: list[Step | None] = [None] * len(batch)  # each event's step, in stream order
+        bad = len(batch)  # the first event (in stream order) the ladder refused
+        bad_error: BadEvent | None = None
+        for host, idx in groups.items():
+            esc = ladders.get(host)
+            if esc is None:
+                esc = ladders[host] = Escalator(s, sweep=False)
+                order.append(esc)
+            feed = esc.feed
+            for i in idx:
+                if i > bad:
+                    break  # after a refused event: the replay stops there
+                try:
+                    step = feed(batch[i][1])
+                except BadEvent as e:
+                    if i < bad:  # (the earliest refusal of the chunk is the one reported)
+                        bad, bad_error = i, e
+                    break
+                if step.opened or step.superseded or step.closed:
+                    done[i] = step
+        for i in range(bad):
+            step_i = done[i]
+            if step_i is not None:
+                yield batch[i], step_i
+        if bad_error is not None:
+            item = batch[bad]
+            raise ReplayError(item.line, str(bad_error), item.source) from None
+        if failed is not None:
+            raise failed
+        if len(batch) < chunk:
+            return  # the events ran out
 
 
 def parse_lines(lines: Iterable[str]) -> list[Numbered]:

@@ -22,7 +22,7 @@ from rasd.ladder.decision import Decision
 from rasd.model import Rung
 from rasd.ladder.escalate import Closure, Step
 from rasd.ladder.replay import (
-    Names, Numbered, ReadStats, ReplayError, in_time_order, read_events, run, shard,
+    Names, Numbered, ReadStats, ReplayError, in_time_order, read_events, run_grouped, shard,
 )
 
 Progress = Callable[[int], None]  # characters read since the last call
@@ -164,7 +164,7 @@ def steps(paths: list[str], opts: Options, out: Outcome, names: Names,
             streams.append(in_time_order(items, st))
     merged = streams[0] if len(streams) == 1 else heapq.merge(
         *streams, key=lambda x: (x.event.time_wall, x.source))
-    return run(merged)
+    return run_grouped(merged)
 
 
 def report(paths: list[str], opts: Options, write: Callable[[str], object],
