@@ -254,6 +254,7 @@ class Daemon:
 
     def _aggregate(self, now: float) -> tuple[tuple[GpuState, ...], list[FaultEvent]]:
         """Pollers' and the sampler's latest readings -> GPU states and fault events."""
+        self.xids.sync()  # the Xids NVML has reported by now, with the readings they came with
         xids = self.xids.drain()
         events: list[FaultEvent] = self.aggregator.add_xids(xids)
         for x in xids:  # an Xid often comes with a counter that moved: read them next poll
