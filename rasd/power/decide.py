@@ -166,7 +166,12 @@ def decide(
     budget = settings.node_budget_watts
     budget_bad = budget > 0 and node.peak_watts > budget * (margin if prev_mode == Mode.CAP else 1.0)
 
-    floors = {g: _floor(gpus[g], share[g], limits[g], readings.get(g)) for g in gpus}
+    # A floor's cost matters only where a swing calls for one, or one is in place (it may be
+    # held); elsewhere the readings need not be walked for it (a tenth of a decision's time).
+    if swing_bad or prev_mode == Mode.FLOOR:
+        floors = {g: _floor(gpus[g], share[g], limits[g], readings.get(g)) for g in gpus}
+    else:
+        floors = {g: (None, 0.0) for g in gpus}
     floor_watts = sum(f[1] for f in floors.values())
     node_energy = sum(gpus[g].mean_watts for g in gpus)
     overhead = floor_watts / node_energy if node_energy > 0 else 0.0
