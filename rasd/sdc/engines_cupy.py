@@ -12,6 +12,7 @@ import numpy as np
 
 from rasd.sdc.engines import EngineUnavailable
 from rasd.sdc.numerics import UNIT_ROUNDOFF
+from rasd.sdc.probe import CUPY_MISSING
 
 try:
     import cupy as cp
@@ -99,9 +100,7 @@ def cupy_engines(bus_ids: Mapping[int, str]) -> dict[int, CupyEngine]:
     """Engines keyed by NVML index; CUDA ordinals are matched by PCI bus id (CUDA's own order
     is fastest-first unless CUDA_DEVICE_ORDER=PCI_BUS_ID)."""
     if cp is None:
-        raise EngineUnavailable(
-            "CuPy is not installed, so SDC checks cannot run on real GPUs; install rasd[gpu] (cupy-cuda12x)"
-        )
+        raise EngineUnavailable(CUPY_MISSING)
     ordinals: dict[str, int] = {}
     for i in range(cp.cuda.runtime.getDeviceCount()):
         ordinals[_norm(cp.cuda.runtime.deviceGetPCIBusId(i))] = i

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 
+class Cancelled(RuntimeError):
+    """A check stopped between steps because the daemon is stopping (no result to report)."""
+
 
 class Result(enum.Enum):
     PASS = "pass"

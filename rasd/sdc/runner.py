@@ -18,7 +18,7 @@ from rasd.sdc.gemm import Workspace, abft, freivalds, golden_gemm
 from rasd.sdc.levels import LevelPlan
 from rasd.sdc.memory import memory_check
 from rasd.sdc.peers import cross_device_vote, throughput_check
-from rasd.sdc.results import CheckResult, GpuReport, Result, RunReport, combine, merge
+from rasd.sdc.results import Cancelled, CheckResult, GpuReport, Result, RunReport, combine, merge
 from rasd.sdc.settings import SdcSettings
 
 log = logging.getLogger(__name__)
@@ -26,10 +26,6 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int, str], None]  # (steps done, steps in all, what runs now)
 PowerLimit = Callable[[float | None], None]  # set every checked GPU's limit (watts); None restores
 CHECK_ORDER = ("golden_gemm", "abft", "freivalds", "memory", "vote", "throughput")
-
-
-class Cancelled(RuntimeError):
-    pass
 
 
 def _guard(gpu: int, name: str, fn: Callable[[], Any]) -> list[CheckResult]:

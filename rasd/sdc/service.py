@@ -2,6 +2,11 @@
 
 Every check runs in a worker thread of this service (the daemon's poll loop and the control
 socket's threads only start or look at jobs); per-GPU locks keep two checks off one GPU.
+
+The checks (engines, GEMM, memory patterns, NumPy or CuPy, and on real GPUs a CUDA context per
+device) are loaded and built at the first check that is to run, never at start: most of a
+node's life its GPUs run jobs and no check runs. Until then the service answers from its
+history, its state and ``rasd.sdc.probe``.
 """
 
 from __future__ import annotations
@@ -11,19 +16,20 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from rasd.model import FaultEvent
-from rasd.sdc.accusation import AccusationWorkflow, Ticket
-from rasd.sdc.engines import EngineUnavailable, engines_for_backend
 from rasd.sdc.history import SdcHistory
 from rasd.sdc.locks import GpuLocks
-from rasd.sdc.results import Result
-from rasd.sdc.runner import Cancelled
+from rasd.sdc.probe import BusyProbe, engines_missing
+from rasd.sdc.results import Cancelled, Result
 from rasd.sdc.settings import LEVELS, SdcSettings
 from rasd.sdc.state import SdcState
 from rasd.sdc.tracker import StateTracker
-from rasd.sdc.validation import Validator
+
+if TYPE_CHECKING:
+    from rasd.sdc.accusation import AccusationWorkflow, Ticket
+    from rasd.sdc.validation import Validator
 
 log = logging.getLogger(__name__)
 
@@ -82,19 +88,19 @@ class SdcService:
         self._last_periodic: dict[int, float] = {}
         self._busy_until: dict[int, float] = {}  # GPU -> when to look again whether it is idle
         self._periodic_running = False
-        handles = {g.index: g for g in backend.adapter.gpus()}
-        self.unavailable: str | None = None
+        self._backend = backend
+        self._handles = {g.index: g for g in backend.adapter.gpus()}
+        self.locks = GpuLocks(lock_dir if lock_dir is not None else default_lock_dir(backend.name))
+        self.probe = BusyProbe(self._handles)
+        # Built at the first check (checks()): None until then, and None for good when unavailable.
         self.validator: Validator | None = None
-        try:
-            engines = engines_for_backend(backend, settings.seed, settings.numpy_memory_bytes)
-            locks = GpuLocks(lock_dir if lock_dir is not None else default_lock_dir(backend.name))
-            self.validator = Validator(settings, handles, engines, locks, clock)
-        except EngineUnavailable as e:
-            self.unavailable = str(e)
+        self.workflow: AccusationWorkflow | None = None
+        self._build_lock = threading.Lock()
+        self._built = False
+        self.unavailable: str | None = engines_missing(backend)
+        if self.unavailable is not None:
             log.warning("sdc checks unavailable reason=%r", self.unavailable)
-        self.tracker = StateTracker(handles)
-        self.workflow = (AccusationWorkflow(settings, self.validator, self.history, self._emit, clock)
-                         if self.validator is not None else None)
+        self.tracker = StateTracker(self._handles)
         self._resume_open_accusations()
 
     # -- ladder and state ---------------------------------------------------------------------
@@ -118,26 +124,72 @@ class SdcService:
             self.workflow.settings = settings
 
     def _resume_open_accusations(self) -> None:
-        """After a restart, open accusations keep their GPU suspect and get their check again."""
+        """After a restart, open accusations keep their GPU suspect and get their check again
+        (which builds the checks: an open accusation needs them)."""
         for a in self.history.accusations():
             if a.verdict is None:
                 self.tracker.accusation(a.gpu, "suspect")
-                if self.validator is not None and a.gpu in self.validator.workspaces:
-                    self._resume(Ticket(a.id, a.gpu, a.reason, a.opened_wall, False))
+                if self.unavailable is None and self._answers(a.gpu):
+                    self._resume(a.id, a.gpu, a.reason, a.opened_wall)
             else:
                 self.tracker.accusation(a.gpu, a.verdict, bool((a.evidence or {}).get("technician")))
 
-    def _resume(self, ticket: Ticket) -> None:
-        self._start("accuse", [ticket.gpu], lambda job: self._investigate(job, ticket))
+    def _answers(self, gpu: int) -> bool:
+        """The GPU is here and answers (a GPU lost before the start gets no engine)."""
+        handle = self._handles.get(gpu)
+        if handle is None:
+            return False
+        try:
+            handle.identity()
+        except Exception:  # noqa: BLE001 - lost or unreadable: nothing to check on
+            return False
+        return True
 
-    def _checks(self) -> Validator:
+    def _resume(self, accusation: int | None, gpu: int, reason: str, opened_wall: float) -> None:
+        def body(job: _Job) -> dict[str, Any]:
+            from rasd.sdc.accusation import Ticket
+
+            try:
+                self.checks()
+            except ValueError:  # the engines could not be built: the GPU stays suspect, as it was
+                return {"verdict": "suspect", "evidence": {"unavailable": self.unavailable}}
+            return self._investigate(job, Ticket(accusation, gpu, reason, opened_wall, False))
+
+        self._start("accuse", [gpu], body)
+
+    def _build(self) -> None:
+        """Load the checks and build one engine per GPU; once (a failure is kept as the reason)."""
+        with self._build_lock:
+            if self._built:
+                return
+            self._built = True
+            if self.unavailable is not None:
+                return
+            from rasd.sdc.accusation import AccusationWorkflow
+            from rasd.sdc.engines import EngineUnavailable, engines_for_backend
+            from rasd.sdc.validation import Validator
+
+            try:
+                engines = engines_for_backend(self._backend, self.settings.seed, self.settings.numpy_memory_bytes)
+            except EngineUnavailable as e:
+                self.unavailable = str(e)
+                log.warning("sdc checks unavailable reason=%r", self.unavailable)
+                return
+            validator = Validator(self.settings, self._handles, engines, self.locks, self.clock, probe=self.probe)
+            self.workflow = AccusationWorkflow(self.settings, validator, self.history, self._emit, self.clock)
+            self.validator = validator
+
+    def checks(self) -> Validator:
+        """The checks, built on first use; ValueError (the reason) where they cannot run here."""
+        if not self._built:
+            self._build()
         if self.validator is None:
             raise ValueError(self.unavailable or "SDC checks are unavailable on this node")
         return self.validator
 
     def _accusations(self) -> AccusationWorkflow:
-        if self.workflow is None:
-            raise ValueError(self.unavailable or "SDC checks are unavailable on this node")
+        self.checks()
+        assert self.workflow is not None  # built with the validator
         return self.workflow
 
     # -- jobs ----------------------------------------------------------------------------------
@@ -176,7 +228,7 @@ class SdcService:
 
         self.tracker.running(gpus, +1)
         try:
-            outcome = self._checks().run(gpus, level, force=force, progress=progress, cancel=self._cancel,
+            outcome = self.checks().run(gpus, level, force=force, progress=progress, cancel=self._cancel,
                                          wait_seconds=wait)
         finally:
             self.tracker.running(gpus, -1)
@@ -208,12 +260,12 @@ class SdcService:
 
     def maybe_run_periodic(self, now_wall: float) -> None:
         """Called each health poll: start quick checks on due GPUs in a worker; never blocks."""
-        if not self.settings.periodic or self.validator is None or self._cancel.is_set():
+        if not self.settings.periodic or self.unavailable is not None or self._cancel.is_set():
             return
         with self._guard:
             if self._periodic_running:
                 return
-            due = [g for g in self.validator.gpus
+            due = [g for g in sorted(self._handles)
                    if now_wall - self._last_periodic.get(g, float("-inf")) >= self.settings.periodic_interval_seconds
                    and now_wall >= self._busy_until.get(g, float("-inf"))]
             if not due:
@@ -225,13 +277,15 @@ class SdcService:
         try:
             # Busy GPUs (running_pids) and suspects are skipped and stay due for the next poll.
             suspects = self.tracker.state().suspects
-            checks = self._checks()
-            idle = [g for g in due if g not in suspects and not checks.busy_pids(g)
-                    and g not in checks.locks.held()]
+            held = self.locks.held()
+            # asked before the checks load: a node whose GPUs all run jobs never loads them
+            idle = [g for g in due if g not in suspects and not self.probe.busy_pids(g) and g not in held]
             with self._guard:
                 for g in due:
                     if g not in idle:
                         self._busy_until[g] = now_wall + BUSY_RECHECK_SECONDS
+            if idle:
+                idle = [g for g in idle if g in self.checks().workspaces]  # a GPU lost before the start has no engine
             if not idle:
                 return {"checked": []}
             report = self._validate(job, idle, "quick", force=False, wait=0.0)
@@ -277,18 +331,17 @@ class SdcService:
             if job.done:
                 job.read = True
             return job.to_dict()
-        if self.validator is None:
-            raise ValueError(self.unavailable or "SDC checks are unavailable on this node")
         level = req.get("level", "quick")
         if level not in LEVELS:
             raise ValueError(f"level must be one of {', '.join(LEVELS)}")
+        checks = self.checks()
         gpus = req.get("gpus", "all")
-        targets = self.validator.gpus if gpus == "all" else gpus
+        targets = checks.gpus if gpus == "all" else gpus
         if not isinstance(targets, list) or not all(isinstance(g, int) for g in targets):
             raise ValueError('"gpus" must be "all" or a list of GPU indexes')
-        unknown = [g for g in targets if g not in self.validator.workspaces]
+        unknown = [g for g in targets if g not in checks.workspaces]
         if unknown:
-            raise ValueError(f"no GPU {unknown[0]} on this node; choose one of {self.validator.gpus} or all")
+            raise ValueError(f"no GPU {unknown[0]} on this node; choose one of {checks.gpus} or all")
         force = bool(req.get("force", False))
         wait = float(req.get("wait_seconds", 600.0))
         job = self._start("validate", targets, lambda j: self._validate(j, targets, level, force, wait))

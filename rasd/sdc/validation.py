@@ -7,13 +7,12 @@ workspace per GPU and never lets two checks run on one GPU at once.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from rasd.backends.errors import ControlError, GpuLost
+from rasd.sdc.probe import BusyProbe
 from rasd.sdc.engines import Engine, limit_host_blas
 from rasd.sdc.gemm import Workspace
 from rasd.sdc.levels import plan_for
@@ -31,19 +30,10 @@ class Outcome:
     rounds: Mapping[int, tuple[Result, ...]]  # per checked GPU: each round's combined result
 
 
-def failure_kind(e: BaseException) -> str:
-    """How a process list failed: lost (NVML's GPU_IS_LOST, or a GPU that could not be opened),
-    the NVML error kind of a refused query, else the exception's class."""
-    if isinstance(e, GpuLost):
-        return "lost"
-    if isinstance(e, ControlError) and e.kind:
-        return e.kind
-    return type(e).__name__
-
-
 class Validator:
     def __init__(self, settings: SdcSettings, handles: Mapping[int, Any], engines: Mapping[int, Engine],
-                 locks: GpuLocks | None = None, clock: Callable[[], float] = time.time):
+                 locks: GpuLocks | None = None, clock: Callable[[], float] = time.time,
+                 probe: BusyProbe | None = None):
         self.settings = settings
         self.handles = dict(handles)
         # The NumPy engine's device memory is host RAM: its caches stay within the configured
@@ -54,9 +44,7 @@ class Validator:
             limit_host_blas()
         self.locks = locks or GpuLocks()
         self.clock = clock
-        # (GPU, failure kind) -> failed process lists in a row: each kind is logged at its first
-        # failure, then only counted until the GPU answers again
-        self.process_list_failures: dict[tuple[int, str], int] = {}
+        self.probe = probe if probe is not None else BusyProbe(handles)
 
     @property
     def gpus(self) -> list[int]:
@@ -64,22 +52,11 @@ class Validator:
 
     def busy_pids(self, gpu: int) -> list[int]:
         """Processes other than rasd using the GPU (NVML running processes)."""
-        handle = self.handles.get(gpu)
-        if handle is None:
-            return []
-        try:
-            pids = handle.running_pids()
-        except Exception as e:  # noqa: BLE001 - an unreadable list is treated as busy, to be safe
-            key = (gpu, failure_kind(e))
-            n = self.process_list_failures[key] = self.process_list_failures.get(key, 0) + 1
-            if n == 1:  # a lost GPU fails every time: once in the log, then counted
-                log.warning("event=sdc_cannot_list_processes gpu=%s kind=%s error=%r (logged once; counted "
-                            "until it answers again)", gpu, key[1], str(e))
-            return [-1]
-        for key in [k for k in self.process_list_failures if k[0] == gpu]:
-            failed = self.process_list_failures.pop(key)
-            log.info("event=sdc_processes_listed_again gpu=%s kind=%s failures=%d", gpu, key[1], failed)
-        return [p for p in pids if p != os.getpid()]
+        return self.probe.busy_pids(gpu)
+
+    @property
+    def process_list_failures(self) -> dict[tuple[int, str], int]:
+        return self.probe.process_list_failures
 
     def run(self, targets: Sequence[int], level: str, force: bool = False, seed: int | None = None,
             progress: Progress | None = None, cancel: threading.Event | None = None,

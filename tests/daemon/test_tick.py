@@ -152,4 +152,5 @@ def test_a_gpu_lost_before_the_start_does_not_stop_the_daemon(daemon):
     snap = d.tick()
     health = {g.index: g.health for g in snap.gpus}
     assert health[3] is Health.LOST and all(h is Health.UP for i, h in health.items() if i != 3)
-    assert d.sdc.validator is not None and 3 not in d.sdc.validator.gpus and 2 in d.sdc.validator.gpus
+    checks = d.sdc.checks()  # built on first use
+    assert 3 not in checks.gpus and 2 in checks.gpus

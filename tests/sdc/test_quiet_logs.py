@@ -31,7 +31,7 @@ def _cannot_list(caplog) -> list[str]:
 def test_a_lost_gpu_is_logged_once_then_counted(make_engine, fast, tmp_path, caplog) -> None:
     h = FailingHandle(0)
     v = Validator(fast, {0: h}, {0: make_engine(0)}, GpuLocks(str(tmp_path)))
-    with caplog.at_level(logging.INFO, logger="rasd.sdc.validation"):
+    with caplog.at_level(logging.INFO, logger="rasd.sdc"):
         for _ in range(30):  # every poll that asks whether the GPU is busy
             assert v.busy_pids(0) == [-1]  # unreadable: treated as busy, never checked
         assert v.process_list_failures[(0, "lost")] == 30
@@ -49,7 +49,7 @@ def test_each_failure_kind_is_logged_once_per_gpu(make_engine, fast, tmp_path, c
     handles = {0: FailingHandle(0), 1: FailingHandle(1)}
     handles[1].error = ControlError("GPU 1: cannot list processes: Insufficient Permissions", "no_permission")
     v = Validator(fast, handles, {g: make_engine(g) for g in handles}, GpuLocks(str(tmp_path)))
-    with caplog.at_level(logging.INFO, logger="rasd.sdc.validation"):
+    with caplog.at_level(logging.INFO, logger="rasd.sdc"):
         for _ in range(20):
             assert v.busy_pids(0) == [-1] and v.busy_pids(1) == [-1]
         handles[0].error = ControlError("GPU 0: cannot list processes: Timeout", "timeout")
@@ -69,7 +69,7 @@ def test_the_nvml_handle_names_the_kind_of_a_refused_process_list(fake) -> None:
         function = "nvmlDeviceGetComputeRunningProcesses"
         error = "no_permission"
         """)
-    from rasd.sdc.validation import failure_kind
+    from rasd.sdc.probe import failure_kind
 
     gpus = be.adapter.gpus()
     with pytest.raises(ControlError) as refused:
