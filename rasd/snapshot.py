@@ -8,15 +8,29 @@ power analysis of one series, the smoothing mode) are named here for them.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from rasd.ladder.state import LadderState
 from rasd.model import GpuState, NodeIdentity
-from rasd.power.analysis import SeriesMetrics
-from rasd.power.decide import Mode
 from rasd.power.state import PowerState
 from rasd.scheduler.state import SchedulerState
 from rasd.sdc.state import SdcState
+
+if TYPE_CHECKING:
+    from rasd.power.analysis import SeriesMetrics
+    from rasd.power.decide import Mode
+
+# Named here for the exporters but defined beside the power analysis, which loads NumPy: they are
+# loaded on first use, so a reader of snapshots (status, history, the CLI) never loads NumPy.
+_LAZY = {"SeriesMetrics": "rasd.power.analysis", "Mode": "rasd.power.decide"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["LadderState", "Mode", "PowerState", "SchedulerState", "SdcState", "SelfStats", "SeriesMetrics",
            "Snapshot", "StageStatus"]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-from rasd.power.analysis import SeriesMetrics
-from rasd.power.budget import BudgetState
-from rasd.power.decide import SmoothingDecision
+if TYPE_CHECKING:  # the analysis modules load NumPy; a reader of the state (status, exporters) needs none
+    from rasd.power.analysis import SeriesMetrics
+    from rasd.power.budget import BudgetState
+    from rasd.power.decide import SmoothingDecision
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,96 @@
+"""What a process does not load: code a daemon never runs costs memory on every node.
+
+Each test runs the real entry point (``python -m rasd ...``) in a child process with a
+``sitecustomize`` module on its path that writes ``sys.modules`` out at exit, so nothing in rasd
+exists for the test's sake.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.e2e.helpers import free_port, http_get, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+_DUMP = """\
+import atexit, json, os, sys
+
+def _dump():
+    with open(os.environ["RASD_TEST_MODULES_OUT"], "w") as f:
+        json.dump(sorted(sys.modules), f)
+
+atexit.register(_dump)
+"""
+
+# The SDC checks proper (engines, GEMM, memory patterns, peers, the accusation workflow) and what
+# they pull in; the service, its state and history are light and always loaded.
+SDC_CHECKS = ("rasd.sdc.accusation", "rasd.sdc.engines", "rasd.sdc.engines_cupy", "rasd.sdc.faults",
+              "rasd.sdc.gemm", "rasd.sdc.memory", "rasd.sdc.numerics", "rasd.sdc.peers", "rasd.sdc.runner",
+              "rasd.sdc.validation", "threadpoolctl", "cupy")
+SCHEDULER_CLIENTS = ("rasd.scheduler.kube", "rasd.scheduler.slurm", "kubernetes", "grpc")
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    site = tmp / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(_DUMP)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["RASD_TEST_MODULES_OUT"] = str(tmp / "modules.json")
+    env.update({"XDG_STATE_HOME": str(tmp / "state"), "XDG_RUNTIME_DIR": str(tmp / "run")})
+    return env
+
+
+def _loaded(tmp: Path) -> set[str]:
+    return set(json.loads((tmp / "modules.json").read_text()))
+
+
+def _present(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in names))
+
+
+def test_help_loads_no_numpy_and_no_area_code(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "rasd", "--help"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "run" in r.stdout and "replay" in r.stdout
+    mods = _loaded(tmp_path)
+    assert "click" in mods  # the dump saw the CLI
+    assert _present(mods, ("numpy", "pynvml", "psutil", "prometheus_client", "rasd.power.analysis",
+                           "rasd.sdc.service", "rasd.daemon")) == []
+
+
+def test_a_daemon_at_defaults_loads_no_sdc_checks_and_no_scheduler_client(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    port = free_port()
+    log = open(tmp_path / "rasd.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "rasd", "run", "--backend", "fake", "--listen",
+                             f"127.0.0.1:{port}"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def polls() -> float:
+            m = re.search(r"^rasd_health_polls_total (\S+)$", http_get(f"http://127.0.0.1:{port}/metrics"), re.M)
+            return float(m.group(1)) if m else 0.0
+
+        # a few main-loop passes: the first periodic SDC check falls due at the first one
+        wait_for(lambda: proc.poll() is None and polls() >= 4, timeout=120)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            log.close()
+    assert proc.returncode == 0, (tmp_path / "rasd.log").read_text()[-2000:]
+    mods = _loaded(tmp_path)
+    assert "rasd.daemon" in mods and "rasd.sdc.service" in mods  # the dump saw a whole daemon
+    assert _present(mods, SDC_CHECKS) == []
+    assert _present(mods, SCHEDULER_CLIENTS) == []
