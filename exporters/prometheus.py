@@ -8,7 +8,8 @@ HTTP 500 (dcgm-exporter's failure mode).
 ``ScrapeCache`` renders the text once per snapshot (the first scrape after a new snapshot pays,
 every other scrape of it gets the same bytes, gzipped once when a client asks) so a storm of
 scrapers costs the daemon one render per health poll at most. ``RasdCollector`` offers the same
-sections to prometheus_client's registry (tests, ``generate_latest``).
+sections to prometheus_client's registry (tests, ``generate_latest``); only ``make_registry``
+imports prometheus_client, so a daemon never loads it.
 """
 
 from __future__ import annotations
@@ -21,14 +22,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
-from exporters.family import TextRenderer
+from exporters.family import Family, GaugeFamily, TextRenderer
 from rasd.snapshot import Snapshot
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from exporters.http import ScrapeServer
 
 log = logging.getLogger("rasd.exporter")
@@ -39,7 +38,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # for three times the CPU, paid by the daemon on every new snapshot.
 GZIP_LEVEL = 1
 
-SectionFn = Callable[[Snapshot], Iterable[Metric]]
+SectionFn = Callable[[Snapshot], Iterable[Family]]
 
 
 def load_sections(names: Iterable[str] = SECTIONS) -> dict[str, SectionFn]:
@@ -53,13 +52,13 @@ class _Sections:
         self.sections = sections if sections is not None else load_sections()
         self._failed_once: set[str] = set()
 
-    def collect(self, snap: Snapshot | None) -> Iterator[Metric]:
-        success = GaugeMetricFamily(
+    def collect(self, snap: Snapshot | None) -> Iterator[Family]:
+        success = GaugeFamily(
             "rasd_exporter_collector_success",
             "1 when the section of the snapshot was exported without error, else 0.",
             labels=["collector"],
         )
-        duration = GaugeMetricFamily(
+        duration = GaugeFamily(
             "rasd_exporter_collector_duration_seconds",
             "Time spent formatting the section during this scrape.",
             labels=["collector"],
@@ -86,25 +85,28 @@ class _Sections:
         yield duration
 
 
-class RasdCollector(Collector):
-    """The sections as a prometheus_client collector (for registries and ``generate_latest``)."""
+class RasdCollector:
+    """The sections as a prometheus_client collector (for registries and ``generate_latest``): a
+    ``Family`` reads as prometheus_client's metric family there."""
 
     def __init__(self, snapshot: Callable[[], Snapshot | None], sections: dict[str, SectionFn] | None = None):
         self._snapshot = snapshot
         self._sections = _Sections(sections)
 
-    def describe(self) -> list[Metric]:
+    def describe(self) -> list[Family]:
         # Families change with the node (GPU count, links): let the registry skip collect() at
         # registration time instead of describing a fixed set.
         return []
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         return self._sections.collect(self._snapshot())
 
 
 def make_registry(snapshot: Callable[[], Snapshot | None], sections: dict[str, SectionFn] | None = None) -> CollectorRegistry:
+    from prometheus_client import CollectorRegistry
+
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(RasdCollector(snapshot, sections))
+    reg.register(RasdCollector(snapshot, sections))  # type: ignore[arg-type]  # a Collector by its methods
     return reg
 
 

@@ -6,10 +6,7 @@ from __future__ import annotations
 import functools
 from typing import Iterable
 
-from prometheus_client.core import Metric
-
 from exporters.family import Family
-
 from rasd.model import NVLINK_COUNTERS, GpuState, Health, nvlink_counter_name
 from rasd.snapshot import Snapshot
 
@@ -64,7 +61,7 @@ def _c(name: str, doc: str, labels: list[str]) -> Family:
     return Family(name, doc, "counter", labels)
 
 
-def collect(snapshot: Snapshot) -> Iterable[Metric]:
+def collect(snapshot: Snapshot) -> Iterable[Family]:
     gpus = snapshot.gpus
     info = _g("rasd_gpu_info", "Identity of each GPU (value 1).", ["gpu", "uuid", "name", "serial", "pci_bus_id", "vbios_version"])
     up = _g("rasd_gpu_up", "1 when the GPU answers NVML, 0 when it is lost or fell off the bus.", ["gpu"])

@@ -9,58 +9,58 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from exporters.family import CounterFamily, Family, GaugeFamily
 
 from rasd.snapshot import Snapshot
 
 
-def collect(snapshot: Snapshot) -> Iterable[Metric]:
+def collect(snapshot: Snapshot) -> Iterable[Family]:
     st = snapshot.ladder
     if st is None:
         return []
-    rung = GaugeMetricFamily(
+    rung = GaugeFamily(
         "rasd_gpu_repair_rung",
         "Repair rung in force for the GPU (0 none, 1 exception, 2 restart_process, 3 reset_gpu, "
         "4 reboot_node, 5 rma); scope is where the cure acts (gpu or node).",
         labels=["gpu", "scope"])
-    rung_info = GaugeMetricFamily(
+    rung_info = GaugeFamily(
         "rasd_gpu_repair_rung_info", "Rung in force for the GPU and why (value 1).",
         labels=["gpu", "rung", "scope", "reason"])
-    link_rung = GaugeMetricFamily(
+    link_rung = GaugeFamily(
         "rasd_gpu_nvlink_repair_rung",
         "Repair rung in force for one NVLink port (same numbers as rasd_gpu_repair_rung).",
         labels=["gpu", "link", "scope"])
-    link_info = GaugeMetricFamily(
+    link_info = GaugeFamily(
         "rasd_gpu_nvlink_repair_rung_info", "Rung in force for one NVLink port and why (value 1).",
         labels=["gpu", "link", "rung", "reason"])
-    link_disabled = GaugeMetricFamily(
+    link_disabled = GaugeFamily(
         "rasd_gpu_nvlink_disabled", "1 when the ladder asks for the link to be disabled.",
         labels=["gpu", "link"])
-    node_rung = GaugeMetricFamily(
+    node_rung = GaugeFamily(
         "rasd_node_repair_rung", "Highest repair rung in force on the node.", labels=[])
-    open_d = GaugeMetricFamily(
+    open_d = GaugeFamily(
         "rasd_gpu_repair_open_decisions", "Open ladder decisions on the GPU and its links.",
         labels=["gpu"])
-    excluded = GaugeMetricFamily(
+    excluded = GaugeFamily(
         "rasd_gpu_excluded", "1 when the GPU should be kept out of scheduling.", labels=["gpu"])
-    suspect = GaugeMetricFamily(
+    suspect = GaugeFamily(
         "rasd_gpu_sdc_suspect", "1 while the GPU is suspected of silent data corruption.",
         labels=["gpu"])
-    tech = GaugeMetricFamily(
+    tech = GaugeFamily(
         "rasd_gpu_technician_flag", "1 for each fault on the GPU (or its links) a technician "
         "should look at.", labels=["gpu", "fault"])
-    node_tech = GaugeMetricFamily(
+    node_tech = GaugeFamily(
         "rasd_node_technician_flag", "1 when the node itself needs a technician.",
         labels=["reason"])
-    rma_len = GaugeMetricFamily(
+    rma_len = GaugeFamily(
         "rasd_ladder_rma_queue_length", "GPUs waiting for an RMA.", labels=[])
-    faults = CounterMetricFamily(
+    faults = CounterFamily(
         "rasd_ladder_faults", "Fault events the ladder weighed, by kind and the rung decided.",
         labels=["gpu", "kind", "rung"])
-    actions = CounterMetricFamily(
+    actions = CounterFamily(
         "rasd_ladder_actions", "Actions run (enforced mode), by kind and result.",
         labels=["gpu", "action", "result"])
-    decisions = CounterMetricFamily(
+    decisions = CounterFamily(
         "rasd_ladder_decisions", "Decisions made since rasd started.", labels=[])
 
     for g, c in sorted(st.gpus.items()):

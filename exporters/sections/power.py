@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from exporters.family import CounterFamily, Family, GaugeFamily
 
 from rasd.snapshot import Mode, SeriesMetrics, Snapshot
 
@@ -35,79 +35,79 @@ _SERIES = (
 )
 
 
-def collect(snapshot: Snapshot) -> Iterable[Metric]:
+def collect(snapshot: Snapshot) -> Iterable[Family]:
     p = snapshot.power
     if p is None:
         return
-    per_gpu = {s: GaugeMetricFamily(f"rasd_power_{s}", doc, labels=["gpu"]) for s, doc, _ in _SERIES}
+    per_gpu = {s: GaugeFamily(f"rasd_power_{s}", doc, labels=["gpu"]) for s, doc, _ in _SERIES}
     for gpu, m in sorted(p.gpus.items()):
         _add(per_gpu, m, [str(gpu)])
     yield from per_gpu.values()
     if p.node is not None:
-        node = {s: GaugeMetricFamily(f"rasd_power_node_{s}", f"Node sum: {doc[0].lower()}{doc[1:]}", labels=[])
+        node = {s: GaugeFamily(f"rasd_power_node_{s}", f"Node sum: {doc[0].lower()}{doc[1:]}", labels=[])
                 for s, doc, _ in _SERIES}
         _add(node, p.node, [])
         yield from node.values()
 
-    allowed = GaugeMetricFamily(
+    allowed = GaugeFamily(
         "rasd_power_node_allowed_ramp_watts_per_second",
         "The node's allowed power ramp ([power] max_ramp_watts_per_second); absent when none is set.",
     )
     if p.max_ramp_watts_per_second > 0:
         allowed.add_metric([], p.max_ramp_watts_per_second)
     yield allowed
-    yield GaugeMetricFamily("rasd_power_window_seconds", "Length of the power analysis window.",
+    yield GaugeFamily("rasd_power_window_seconds", "Length of the power analysis window.",
                             value=p.window_seconds)
-    band = GaugeMetricFamily("rasd_power_band_hz", "Configured band of concern.", labels=["edge"])
+    band = GaugeFamily("rasd_power_band_hz", "Configured band of concern.", labels=["edge"])
     band.add_metric(["low"], p.band_low_hz)
     band.add_metric(["high"], p.band_high_hz)
     yield band
-    yield GaugeMetricFamily("rasd_power_smoothing_applied",
+    yield GaugeFamily("rasd_power_smoothing_applied",
                             "1 when rasd applies its decisions, 0 when they are advisory.",
                             value=1.0 if p.apply_enabled else 0.0)
     yield from _decision(p)
     yield from _budget(p)
     yield from _applied(p)
-    yield GaugeMetricFamily("rasd_power_tick_duration_seconds",
+    yield GaugeFamily("rasd_power_tick_duration_seconds",
                             "Time the last analysis + decision + apply took.", value=p.tick_seconds)
-    yield CounterMetricFamily("rasd_power_tick_failures", "Power analysis ticks that failed.",
+    yield CounterFamily("rasd_power_tick_failures", "Power analysis ticks that failed.",
                               value=p.tick_failures_total)
 
 
-def _add(fams: dict[str, GaugeMetricFamily], m: SeriesMetrics, labels: list[str]) -> None:
+def _add(fams: dict[str, Family], m: SeriesMetrics, labels: list[str]) -> None:
     for suffix, _, get in _SERIES:
         v = get(m)
         if v is not None:
             fams[suffix].add_metric(labels, float(v))
 
 
-def _decision(p) -> Iterable[Metric]:  # type: ignore[no-untyped-def]
+def _decision(p) -> Iterable[Family]:  # type: ignore[no-untyped-def]
     d = p.decision
     if d is None:
         return
-    mode = GaugeMetricFamily("rasd_power_smoothing_mode", "Node smoothing decision: 1 for the current mode.",
+    mode = GaugeFamily("rasd_power_smoothing_mode", "Node smoothing decision: 1 for the current mode.",
                              labels=["mode"])
     for m in Mode:
         mode.add_metric([m.label], 1.0 if d.mode == m else 0.0)
     yield mode
-    gmode = GaugeMetricFamily("rasd_power_gpu_smoothing_mode",
+    gmode = GaugeFamily("rasd_power_gpu_smoothing_mode",
                               "Per-GPU smoothing decision: 1 for the GPU's current mode.", labels=["gpu", "mode"])
-    floor = GaugeMetricFamily("rasd_power_smoothing_floor_watts", "Decided power floor.", labels=["gpu"])
-    floor_r = GaugeMetricFamily("rasd_power_smoothing_floor_ratio", "Decided power floor over the power limit.",
+    floor = GaugeFamily("rasd_power_smoothing_floor_watts", "Decided power floor.", labels=["gpu"])
+    floor_r = GaugeFamily("rasd_power_smoothing_floor_ratio", "Decided power floor over the power limit.",
                                 labels=["gpu"])
-    up = GaugeMetricFamily("rasd_power_smoothing_ramp_up_limit_watts_per_second", "Decided ramp-up limit.",
+    up = GaugeFamily("rasd_power_smoothing_ramp_up_limit_watts_per_second", "Decided ramp-up limit.",
                            labels=["gpu"])
-    down = GaugeMetricFamily("rasd_power_smoothing_ramp_down_limit_watts_per_second",
+    down = GaugeFamily("rasd_power_smoothing_ramp_down_limit_watts_per_second",
                              "Decided ramp-down limit.", labels=["gpu"])
-    hyst = GaugeMetricFamily("rasd_power_smoothing_hysteresis_seconds", "Decided ramp-down hysteresis.",
+    hyst = GaugeFamily("rasd_power_smoothing_hysteresis_seconds", "Decided ramp-down hysteresis.",
                              labels=["gpu"])
-    target = GaugeMetricFamily("rasd_power_target_limit_watts",
+    target = GaugeFamily("rasd_power_target_limit_watts",
                                "Decided power limit (a cap, or a floor's fallback where smoothing is unsupported).",
                                labels=["gpu"])
-    overhead = GaugeMetricFamily("rasd_power_smoothing_energy_overhead_ratio",
+    overhead = GaugeFamily("rasd_power_smoothing_energy_overhead_ratio",
                                  "Estimated extra energy of the decided floor over the window's energy.",
                                  labels=["gpu"])
-    allowed = GaugeMetricFamily("rasd_power_allowed_swing_watts", "The GPU's share of the node's allowed swing.",
+    allowed = GaugeFamily("rasd_power_allowed_swing_watts", "The GPU's share of the node's allowed swing.",
                                 labels=["gpu"])
     for gpu, g in sorted(d.gpus.items()):
         lab = [str(gpu)]
@@ -127,41 +127,41 @@ def _decision(p) -> Iterable[Metric]:  # type: ignore[no-untyped-def]
         if g.target_limit_watts is not None:
             target.add_metric(lab, g.target_limit_watts)
     yield from (gmode, allowed, floor, floor_r, up, down, hyst, target, overhead)
-    yield GaugeMetricFamily("rasd_power_node_allowed_swing_watts", "The node's allowed swing.",
+    yield GaugeFamily("rasd_power_node_allowed_swing_watts", "The node's allowed swing.",
                             value=d.allowed_swing_watts)
-    yield GaugeMetricFamily("rasd_power_node_smoothing_energy_overhead_ratio",
+    yield GaugeFamily("rasd_power_node_smoothing_energy_overhead_ratio",
                             "Estimated extra energy of the decided floors over the node's energy.",
                             value=d.energy_overhead_ratio)
-    yield GaugeMetricFamily("rasd_power_smoothing_mode_since_timestamp_seconds",
+    yield GaugeFamily("rasd_power_smoothing_mode_since_timestamp_seconds",
                             "When the node's current smoothing mode was taken (Unix time).", value=d.since_wall)
 
 
-def _budget(p) -> Iterable[Metric]:  # type: ignore[no-untyped-def]
+def _budget(p) -> Iterable[Family]:  # type: ignore[no-untyped-def]
     b = p.budget
     if b is None:
         return
-    yield GaugeMetricFamily("rasd_power_budget_watts", "Node power budget shared between GPUs.",
+    yield GaugeFamily("rasd_power_budget_watts", "Node power budget shared between GPUs.",
                             value=b.budget_watts)
-    share = GaugeMetricFamily("rasd_power_budget_share_watts", "Each GPU's share of the node budget.",
+    share = GaugeFamily("rasd_power_budget_share_watts", "Each GPU's share of the node budget.",
                               labels=["gpu"])
     for gpu, w in sorted(b.shares.items()):
         share.add_metric([str(gpu)], w)
     yield share
-    yield GaugeMetricFamily("rasd_power_budget_unallocated_watts", "Node budget no GPU asked for.",
+    yield GaugeFamily("rasd_power_budget_unallocated_watts", "Node budget no GPU asked for.",
                             value=b.unallocated_watts)
-    yield GaugeMetricFamily("rasd_power_budget_feasible",
+    yield GaugeFamily("rasd_power_budget_feasible",
                             "0 when the budget is below the sum of the GPUs' minimum limits.",
                             value=1.0 if b.feasible else 0.0)
 
 
-def _applied(p) -> Iterable[Metric]:  # type: ignore[no-untyped-def]
-    limit = GaugeMetricFamily("rasd_power_applied_limit_watts", "Power limit as rasd last read it back (after its own change, if any).",
+def _applied(p) -> Iterable[Family]:  # type: ignore[no-untyped-def]
+    limit = GaugeFamily("rasd_power_applied_limit_watts", "Power limit as rasd last read it back (after its own change, if any).",
                               labels=["gpu"])
-    enabled = GaugeMetricFamily("rasd_power_applied_smoothing",
+    enabled = GaugeFamily("rasd_power_applied_smoothing",
                                 "1 while rasd has a power-smoothing profile enabled on the GPU.", labels=["gpu"])
-    changes = CounterMetricFamily("rasd_power_changes", "Power limit and smoothing changes rasd made.",
+    changes = CounterFamily("rasd_power_changes", "Power limit and smoothing changes rasd made.",
                                   labels=["gpu"])
-    failures = CounterMetricFamily("rasd_power_change_failures",
+    failures = CounterFamily("rasd_power_change_failures",
                                    "Power limit and smoothing changes NVML refused or did not read back.",
                                    labels=["gpu"])
     for gpu, a in sorted(p.applied.items()):

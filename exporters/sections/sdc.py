@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from exporters.family import CounterFamily, Family, GaugeFamily
 
 from rasd.snapshot import Snapshot
 
@@ -15,15 +15,15 @@ RESULTS = ("pass", "fail", "inconclusive")
 _OUTCOME = {"suspect": "opened"}  # an accusation that is opened marks the GPU suspect
 
 
-def collect(snapshot: Snapshot) -> Iterable[Metric]:
+def collect(snapshot: Snapshot) -> Iterable[Family]:
     st = snapshot.sdc
     if st is None:
         return
-    result = GaugeMetricFamily("rasd_sdc_check_result", "Last result of an SDC check (1 for the current result, 0 for the others).",
+    result = GaugeFamily("rasd_sdc_check_result", "Last result of an SDC check (1 for the current result, 0 for the others).",
                                labels=["gpu", "check", "result"])
-    last = GaugeMetricFamily("rasd_sdc_check_last_run_timestamp_seconds", "Unix time an SDC check last finished.",
+    last = GaugeFamily("rasd_sdc_check_last_run_timestamp_seconds", "Unix time an SDC check last finished.",
                              labels=["gpu", "check"])
-    duration = GaugeMetricFamily("rasd_sdc_check_last_duration_seconds", "How long the last run of an SDC check took.",
+    duration = GaugeFamily("rasd_sdc_check_last_duration_seconds", "How long the last run of an SDC check took.",
                                  labels=["gpu", "check"])
     for c in st.checks:
         for r in RESULTS:
@@ -33,28 +33,28 @@ def collect(snapshot: Snapshot) -> Iterable[Metric]:
     yield result
     yield last
     yield duration
-    runs = CounterMetricFamily("rasd_sdc_check_runs", "SDC check runs by result.", labels=["gpu", "check", "result"])
+    runs = CounterFamily("rasd_sdc_check_runs", "SDC check runs by result.", labels=["gpu", "check", "result"])
     for (gpu, check, r), n in sorted(st.runs.items()):
         runs.add_metric([str(gpu), check, r], n)
     yield runs
-    seconds = CounterMetricFamily("rasd_sdc_check_duration_seconds", "Time spent in SDC checks.", labels=["gpu", "check"])
+    seconds = CounterFamily("rasd_sdc_check_duration_seconds", "Time spent in SDC checks.", labels=["gpu", "check"])
     for (gpu, check), s in sorted(st.check_seconds.items()):
         seconds.add_metric([str(gpu), check], s)
     yield seconds
-    acc = CounterMetricFamily("rasd_sdc_accusations", "SDC accusations by outcome (opened, confirmed, cleared, inconclusive).",
+    acc = CounterFamily("rasd_sdc_accusations", "SDC accusations by outcome (opened, confirmed, cleared, inconclusive).",
                               labels=["gpu", "outcome"])
     for (gpu, outcome), n in sorted(st.accusations.items()):
         acc.add_metric([str(gpu), _OUTCOME.get(outcome, outcome)], n)
     yield acc
-    technician = GaugeMetricFamily("rasd_sdc_technician_flag", "1 when repeated unreproduced accusations ask for a person's look.",
+    technician = GaugeFamily("rasd_sdc_technician_flag", "1 when repeated unreproduced accusations ask for a person's look.",
                                    labels=["gpu"])
-    running = GaugeMetricFamily("rasd_sdc_check_running", "1 while an SDC check runs on the GPU.", labels=["gpu"])
+    running = GaugeFamily("rasd_sdc_check_running", "1 while an SDC check runs on the GPU.", labels=["gpu"])
     for g in st.gpus:
         technician.add_metric([str(g)], 1.0 if g in st.technician else 0.0)
         running.add_metric([str(g)], 1.0 if g in st.running else 0.0)
     yield technician
     yield running
-    rate = GaugeMetricFamily("rasd_sdc_gemm_flops_per_second", "GEMM rate the last SDC check measured (FLOP/s).",
+    rate = GaugeFamily("rasd_sdc_gemm_flops_per_second", "GEMM rate the last SDC check measured (FLOP/s).",
                              labels=["gpu"])
     for g, gflops in sorted(st.gflops.items()):
         rate.add_metric([str(g)], gflops * 1e9)

@@ -35,6 +35,9 @@ SDC_CHECKS = ("rasd.sdc.accusation", "rasd.sdc.engines", "rasd.sdc.engines_cupy"
               "rasd.sdc.gemm", "rasd.sdc.memory", "rasd.sdc.numerics", "rasd.sdc.peers", "rasd.sdc.runner",
               "rasd.sdc.validation", "threadpoolctl", "cupy")
 SCHEDULER_CLIENTS = ("rasd.scheduler.kube", "rasd.scheduler.slurm", "kubernetes", "grpc")
+# The exporter renders with its own families: prometheus_client (its whole client loads on any
+# import) is for tests and registries only.
+EXPORTER_EXTRAS = ("prometheus_client",)
 
 
 def _env(tmp: Path) -> dict[str, str]:
@@ -68,7 +71,7 @@ def test_help_loads_no_numpy_and_no_area_code(tmp_path: Path) -> None:
                            "rasd.sdc.service", "rasd.daemon")) == []
 
 
-def test_a_daemon_at_defaults_loads_no_sdc_checks_and_no_scheduler_client(tmp_path: Path) -> None:
+def test_a_daemon_at_defaults_loads_no_sdc_checks_scheduler_client_or_prometheus_client(tmp_path: Path) -> None:
     env = _env(tmp_path)
     port = free_port()
     log = open(tmp_path / "rasd.log", "w")
@@ -94,3 +97,4 @@ def test_a_daemon_at_defaults_loads_no_sdc_checks_and_no_scheduler_client(tmp_pa
     assert "rasd.daemon" in mods and "rasd.sdc.service" in mods  # the dump saw a whole daemon
     assert _present(mods, SDC_CHECKS) == []
     assert _present(mods, SCHEDULER_CLIENTS) == []
+    assert _present(mods, EXPORTER_EXTRAS) == []
