@@ -7,6 +7,12 @@ Built for a storm of scrapers on a node whose daemon must keep polling at its pa
   in the kernel, so a storm costs no new threads and no memory per waiting client;
 - a per-connection timeout, so a slow or silent client holds a worker for seconds, not forever;
 - one response per connection (HTTP/1.0), so idle keep-alive connections hold nothing.
+
+The requests are read here, on ``socketserver``, rather than by ``http.server``: that module
+imports ``http.client``, which loads ``ssl`` (OpenSSL) and the ``email`` parser, 4.2 MB of a
+daemon's memory for a server that answers two GET paths. What is read is the request line and
+the header lines up to a blank line, with the same limits ``http.server`` sets (65,536 bytes a
+line, 100 headers); only ``Accept-Encoding`` is looked at.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ from __future__ import annotations
 import gzip
 import logging
 import socket
+import socketserver
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,6 +35,13 @@ LISTEN_BACKLOG = 1024  # the kernel caps it at net.core.somaxconn (4096 on curre
 WORKERS = 8
 CLIENT_TIMEOUT_SECONDS = 5.0
 HEALTH_PATHS = ("/healthz", "/-/healthy")
+MAX_LINE_BYTES = 65536
+MAX_HEADERS = 100
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            414: "URI Too Long", 431: "Request Header Fields Too Large", 503: "Service Unavailable",
+            505: "HTTP Version Not Supported"}
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 Health = Callable[[], tuple[bool, str]]
 
@@ -42,45 +56,90 @@ def _accepts_gzip(header: str | None) -> bool:
     return False
 
 
-class _Handler(BaseHTTPRequestHandler):
+def _http_date(t: float) -> str:
+    """RFC 9110's IMF-fixdate (English names whatever the locale)."""
+    g = time.gmtime(t)
+    return f"{_DAYS[g.tm_wday]}, {g.tm_mday:02d} {_MONTHS[g.tm_mon - 1]} {g.tm_year} " \
+           f"{g.tm_hour:02d}:{g.tm_min:02d}:{g.tm_sec:02d} GMT"
+
+
+class _BadRequest(Exception):
+    def __init__(self, code: int, why: str):
+        super().__init__(why)
+        self.code = code
+
+
+class _Handler(socketserver.StreamRequestHandler):
     server: "ScrapeServer"
-    server_version = "rasd"
+    command = "GET"  # the request's method, once read; HEAD sends no body
 
     def setup(self) -> None:
         super().setup()
         # reads and writes both: a client that never sends or never reads frees its worker
         self.connection.settimeout(self.server.client_timeout)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
-        pass  # one line per scrape would flood the journal; errors are counted, not logged
+    def _line(self, what: str, code: int) -> str:
+        raw = self.rfile.readline(MAX_LINE_BYTES + 1)
+        if len(raw) > MAX_LINE_BYTES:
+            raise _BadRequest(code, f"{what} longer than {MAX_LINE_BYTES} bytes")
+        return raw.decode("iso-8859-1")
 
-    def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8",
-              extra: dict[str, str] | None = None) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (extra or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+    def _read(self) -> tuple[str, str, dict[str, str]] | None:
+        """(method, target, headers by lower-case name) of the request; None when the client
+        closed without sending one."""
+        line = self._line("request line", 414)
+        if not line:
+            return None
+        parts = line.split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            raise _BadRequest(400, f"bad request line {line.strip()[:80]!r}; expected e.g. GET /metrics HTTP/1.1")
+        if parts[2] not in ("HTTP/1.0", "HTTP/1.1"):
+            raise _BadRequest(505, f"{parts[2][:20]} is not served; use HTTP/1.0 or HTTP/1.1")
+        headers: dict[str, str] = {}
+        for _ in range(MAX_HEADERS + 1):
+            h = self._line("header line", 431)
+            if h in ("\r\n", "\n", ""):
+                return parts[0], parts[1], headers
+            name, sep, value = h.partition(":")
+            if not sep:
+                raise _BadRequest(400, f"bad header line {h.strip()[:80]!r}")
+            headers[name.strip().lower()] = value.strip()
+        raise _BadRequest(431, f"more than {MAX_HEADERS} headers")
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib's name
-        url = urlsplit(self.path)
+    def handle(self) -> None:
+        try:
+            request = self._read()
+        except _BadRequest as e:
+            self._send(e.code, f"{e}\n".encode())
+            return
+        if request is None:
+            return
+        self.command, target, headers = request
+        if self.command not in ("GET", "HEAD"):
+            self._send(405, f"{self.command[:20]} is not served; rasd answers GET and HEAD\n".encode(),
+                       extra={"Allow": "GET, HEAD"})
+            return
+        url = urlsplit(target)
         if url.path == "/metrics":
-            self._metrics(parse_qs(url.query).get("name[]", []))
+            self._metrics(parse_qs(url.query).get("name[]", []), headers.get("accept-encoding"))
         elif url.path in HEALTH_PATHS:
             ok, reason = self.server.health()
             self._send(200 if ok else 503, (reason or ("ok" if ok else "unhealthy")).encode() + b"\n")
         else:
             self._send(404, f"not found: {url.path}; rasd serves /metrics and /healthz\n".encode())
 
-    do_HEAD = do_GET
+    def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8",
+              extra: dict[str, str] | None = None) -> None:
+        head = [f"HTTP/1.0 {code} {_REASONS.get(code, '')}", "Server: rasd", f"Date: {_http_date(time.time())}",
+                f"Content-Type: {ctype}", f"Content-Length: {len(body)}", "Connection: close"]
+        head += [f"{k}: {v}" for k, v in (extra or {}).items()]
+        data = ("\r\n".join(head) + "\r\n\r\n").encode("iso-8859-1")
+        self.wfile.write(data if self.command == "HEAD" else data + body)
 
-    def _metrics(self, names: list[str]) -> None:
+    def _metrics(self, names: list[str], accept_encoding: str | None) -> None:
         cache = self.server.cache
         r = cache.get()
-        gz = _accepts_gzip(self.headers.get("Accept-Encoding"))
+        gz = _accepts_gzip(accept_encoding)
         extra = {"Vary": "Accept-Encoding"}
         if names:
             body = r.select(frozenset(names))
@@ -93,7 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, body, CONTENT_TYPE, extra)
 
 
-class ScrapeServer(HTTPServer):
+class ScrapeServer(socketserver.TCPServer):
     request_queue_size = LISTEN_BACKLOG
     allow_reuse_address = True
 

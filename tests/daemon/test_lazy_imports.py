@@ -36,8 +36,9 @@ SDC_CHECKS = ("rasd.sdc.accusation", "rasd.sdc.engines", "rasd.sdc.engines_cupy"
               "rasd.sdc.validation", "threadpoolctl", "cupy")
 SCHEDULER_CLIENTS = ("rasd.scheduler.kube", "rasd.scheduler.slurm", "kubernetes", "grpc")
 # The exporter renders with its own families: prometheus_client (its whole client loads on any
-# import) is for tests and registries only.
-EXPORTER_EXTRAS = ("prometheus_client",)
+# import) is for tests and registries only; its server reads requests without http.server, whose
+# http.client loads OpenSSL and the email parser.
+EXPORTER_EXTRAS = ("prometheus_client", "http.server", "http.client", "ssl")
 
 
 def _env(tmp: Path) -> dict[str, str]:

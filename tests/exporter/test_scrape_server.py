@@ -192,3 +192,41 @@ def test_a_changed_value_in_a_steady_family_is_rendered_again(fake):
     assert b'rasd_gpu_pcie_replays_total{gpu="1"} 0.0' in body
     holder["snap"] = snap  # and back
     assert b'rasd_gpu_pcie_replays_total{gpu="0"} 0.0' in cache.get().body
+
+
+def _raw(base: str, request: bytes) -> bytes:
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(request)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (b"GARBAGE\r\n\r\n", b"400"),
+    (b"GET /metrics\r\n\r\n", b"400"),
+    (b"GET /metrics HTTP/2.0\r\n\r\n", b"505"),
+    (b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n", b"405"),
+    (b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n", b"400"),
+    (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", b"414"),
+    (b"GET /metrics HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", b"431"),
+])
+def test_a_bad_request_gets_one_line_saying_why_and_the_server_goes_on(server, request_bytes, status):
+    _srv, base, *_ = server
+    reply = _raw(base, request_bytes)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == status, head
+    assert body.count(b"\n") == 1 and len(body) > 10, body
+    code, _, plain = _get(base + "/metrics")
+    assert code == 200 and b"rasd_gpu_up" in plain
+
+
+def test_head_answers_the_headers_of_get_without_a_body(server):
+    _srv, base, *_ = server
+    reply = _raw(base, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 OK") and body == b""
+    length = int([h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")][0].split(b":")[1])
+    assert length == len(_get(base + "/metrics")[2])
