@@ -67,6 +67,22 @@ def backend_options(f: Any) -> Any:
 
 
 class _Main(click.Group):
+    """The ``rasd`` group. Each area's commands load with their module when one of them is asked
+    for (``rasd run`` loads the telemetry commands only: the daemon does not carry the replay,
+    SDC or power commands); ``rasd --help`` loads them all, to show each one's help line."""
+
+    areas: dict[str, str] = {}  # command name -> module whose register() adds it (rasd.cli sets it)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(self.areas))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.areas:
+            import importlib
+
+            importlib.import_module(self.areas[cmd_name]).register(self)
+        return super().get_command(ctx, cmd_name)
+
     def invoke(self, ctx: click.Context) -> Any:
         # Tracebacks only with --log-level debug; everything else is one line and exit 2.
         try:

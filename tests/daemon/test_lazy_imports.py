@@ -39,6 +39,9 @@ SCHEDULER_CLIENTS = ("rasd.scheduler.kube", "rasd.scheduler.slurm", "kubernetes"
 # import) is for tests and registries only; its server reads requests without http.server, whose
 # http.client loads OpenSSL and the email parser.
 EXPORTER_EXTRAS = ("prometheus_client", "http.server", "http.client", "ssl")
+# rasd run loads its own commands only
+OTHER_COMMANDS = ("rasd.cli.ladder", "rasd.cli.sdc", "rasd.cli.power", "rasd.cli.power_report", "rasd.cli.scheduler",
+                  "rasd.ladder.replay")
 
 
 def _env(tmp: Path) -> dict[str, str]:
@@ -99,3 +102,4 @@ def test_a_daemon_at_defaults_loads_no_sdc_checks_scheduler_client_or_prometheus
     assert _present(mods, SDC_CHECKS) == []
     assert _present(mods, SCHEDULER_CLIENTS) == []
     assert _present(mods, EXPORTER_EXTRAS) == []
+    assert _present(mods, OTHER_COMMANDS) == []
