@@ -47,6 +47,14 @@ log = logging.getLogger("rasd.daemon")
 STOP_BUDGET_SECONDS = 4.0  # SIGTERM -> exit within 5 s
 
 
+def one_blas_thread() -> None:
+    """OpenBLAS (NumPy's BLAS) starts a thread per core when NumPy loads, up to 63 more threads
+    on a big node, for a daemon whose power analysis uses FFTs (no BLAS) and whose NumPy SDC
+    engine limits itself to one core. One thread unless the operator chose otherwise; it must be
+    set before NumPy loads (the services below load it)."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 class MetricsServer(Protocol):
     def shutdown(self) -> None: ...
 
@@ -72,6 +80,7 @@ class Daemon:
         serve_metrics: ServeMetrics | None = None,
     ):
         """``serve_metrics`` None: nothing is served (in-process use reads ``snapshot``)."""
+        one_blas_thread()
         self.cfg = cfg
         self.serve_metrics = serve_metrics
         self.backend = backend

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import re
-from importlib import metadata
 from typing import Any, Callable
 
 from rasd.backends.errors import EventsFailed, NvmlStartFailed
@@ -81,6 +80,9 @@ class NvmlAdapter:
         if driver is None:
             return f"driver {version} predates power smoothing (R570)"
         if driver != binding:
+            # here only: importlib.metadata loads the email parser, 1.5 MB a daemon need not carry
+            from importlib import metadata
+
             try:
                 have = metadata.version("nvidia-ml-py")
             except metadata.PackageNotFoundError:
