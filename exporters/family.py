@@ -137,7 +137,9 @@ class TextRenderer:
     def __init__(self) -> None:
         self._by_family: dict[str, dict[tuple[str, ...], str]] = {}  # series prefixes, by sample name
         self._cached = 0
-        self._last: dict[str, tuple[list[tuple[tuple[str, ...], float]], str, str]] = {}  # per family
+        # per family: its rows, help and text as last rendered; the text is the very bytes object
+        # the scrape cache keeps, so an unchanged family costs no copy
+        self._last: dict[str, tuple[list[tuple[tuple[str, ...], float]], str, bytes]] = {}
         self._values: dict[float, str] = {}
 
     def _value(self, v: float) -> str:
@@ -150,8 +152,8 @@ class TextRenderer:
             s = self._values[v] = go_float(v) + "\n"
         return s
 
-    def family(self, m: Family) -> tuple[frozenset[str], str]:
-        """(sample names, text) of one family: HELP, TYPE, then its series."""
+    def family(self, m: Family) -> tuple[frozenset[str], bytes]:
+        """(sample names, UTF-8 text) of one family: HELP, TYPE, then its series."""
         if self._cached >= _MAX_PREFIXES:
             self._by_family.clear()
             self._last.clear()
@@ -176,6 +178,6 @@ class TextRenderer:
                 self._cached += 1
             vs = vget(x)
             append(p + (vs if vs is not None else value(x)))
-        text = "".join(out)
+        text = "".join(out).encode()
         self._last[sname] = (m.rows, m.documentation, text)
         return names, text

@@ -148,7 +148,7 @@ class ScrapeCache:
             cur = self._current
             if cur is not None and cur.snapshot is snap and snap is not None:
                 return cur
-            fams = tuple((names, text.encode()) for names, text in map(self._renderer.family, self._sections.collect(snap)))
+            fams = tuple(map(self._renderer.family, self._sections.collect(snap)))
             cur = Rendered(snap, fams, b"".join(t for _, t in fams))
             self._current = cur
             self.renders += 1

@@ -43,7 +43,7 @@ def test_a_family_renders_and_collects_as_prometheus_clients_does(rows, doc, cou
         ours.add_metric([label], value)
         theirs.add_metric([label], value)
     upstream = generate_latest(_Registry([theirs])).decode()  # type: ignore[arg-type]
-    assert TextRenderer().family(ours)[1] == upstream
+    assert TextRenderer().family(ours)[1].decode() == upstream
     # and prometheus_client reads our family as its own (tests collect through registries)
     reg = CollectorRegistry()
     reg.register(_Registry([ours]))  # type: ignore[arg-type]
