@@ -1,0 +1,222 @@
+"""Where the daemon's memory goes: what each import costs, the daemon's RSS at each stage of its
+life on the fake node, and what ``rasd --help`` loads.
+
+Prints figures (targets beside them where there is one) and asserts nothing. Every figure is
+the median of ``--runs`` fresh processes (8 and 72 GPUs interleaved); RSS is the kernel's
+(``/proc/self/smaps_rollup``), so it counts the shared libraries' pages each process touched as
+well as its heap. Stages of a daemon (one child process each run, built as ``rasd run`` builds
+it): the CLI and the daemon's modules imported; the daemon built (backend, services, store:
+this is where NumPy loads, with the power analysis); ``--seconds`` of running (health polls,
+20 Hz power, analysis); then three scrapes, plain and gzip (the rendered exposition is cached).
+
+The interpreter's own start is measured too: on a machine whose site-packages run start-up hooks
+(``.pth`` files: editable installs, certificate injectors) every Python process pays them, the
+daemon and any peer run from the same interpreter alike; ``-S`` shows the interpreter without them.
+
+    python tests/bench/bench_memory.py [--runs 3] [--seconds 10] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.bench import results  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = dict(os.environ, PYTHONPATH=str(REPO))
+
+_RSS = """
+def rss_kb():
+    for line in open("/proc/self/smaps_rollup"):
+        if line.startswith("Rss:"):
+            return int(line.split()[1])
+"""
+
+# One import in a fresh interpreter: RSS before and after, in kB.
+IMPORT = _RSS + """
+import sys
+before = rss_kb()
+for name in sys.argv[1:]:
+    __import__(name)
+print(before, rss_kb())
+"""
+
+DAEMON = _RSS + """
+import json, os, socket, sys, tempfile, threading, time
+from dataclasses import replace
+gpus, seconds = int(sys.argv[1]), float(sys.argv[2])
+out = {"start": rss_kb()}
+import rasd.cli  # what `rasd run` loads before its command runs
+from exporters.prometheus import serve
+from rasd import config
+from rasd.backends import open_backend
+from rasd.daemon import Daemon
+out["imports"] = rss_kb()
+tmp = tempfile.mkdtemp()
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+cfg = config.Config.default()
+cfg = replace(cfg, daemon=replace(cfg.daemon, listen=f"127.0.0.1:{port}", state_path=tmp + "/state.db",
+                                  control_socket=tmp + "/control.sock"))
+d = Daemon(cfg, open_backend("fake", gpus=gpus), serve_metrics=serve)
+out["built"] = rss_kb()
+
+def scrape(gz):
+    c = socket.create_connection(("127.0.0.1", port))
+    c.sendall(b"GET /metrics HTTP/1.0\\r\\n" + (b"Accept-Encoding: gzip\\r\\n" if gz else b"") + b"\\r\\n")
+    while c.recv(1 << 16):
+        pass
+    c.close()
+
+def later():
+    try:
+        time.sleep(seconds)
+        out["running"] = rss_kb()
+        for _ in range(3):
+            scrape(False)
+            scrape(True)
+            time.sleep(1.1)  # a new snapshot each time: rendered again
+        out["scraped"] = rss_kb()
+        out["threads"] = len(os.listdir("/proc/self/task"))
+        out["modules"] = len(sys.modules)
+        out["numpy"] = "numpy" in sys.modules
+    finally:
+        d.request_stop()
+
+d.start()
+threading.Thread(target=later, daemon=True).start()
+d.run_forever()
+print(json.dumps(out))
+"""
+
+IMPORTS = [
+    ("numpy", ("numpy",)),
+    ("pynvml (nvidia-ml-py)", ("pynvml",)),
+    ("psutil", ("psutil",)),
+    ("click", ("click",)),
+    ("prometheus_client", ("prometheus_client",)),
+    ("http.server (with http.client: OpenSSL, email)", ("http.server",)),
+    ("importlib.metadata (with email)", ("importlib.metadata",)),
+    ("rasd.cli, rasd.daemon and exporters with what they import (psutil, pynvml, click, sqlite3, ...), "
+     "NumPy aside", ("numpy", "rasd.cli", "rasd.daemon", "exporters.prometheus")),
+]
+
+
+def mb(kb: float) -> float:
+    return kb / 1024
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def spread(xs: list[float]) -> str:
+    return f"{min(xs):.1f}-{max(xs):.1f}"
+
+
+def interpreter(flags: list[str]) -> float:
+    r = subprocess.run([sys.executable, *flags, "-c", _RSS + "print(rss_kb())"], env=ENV, capture_output=True,
+                       text=True, check=True)
+    return float(r.stdout)
+
+
+def import_cost(names: tuple[str, ...]) -> float:
+    """kB the imports add in a fresh interpreter."""
+    r = subprocess.run([sys.executable, "-c", IMPORT, *names], env=ENV, capture_output=True, text=True, check=True)
+    before, after = map(float, r.stdout.split())
+    return after - before
+
+
+def daemon_run(gpus: int, seconds: float) -> dict[str, float]:
+    r = subprocess.run([sys.executable, "-c", DAEMON, str(gpus), str(seconds)], env=ENV, capture_output=True,
+                       text=True, timeout=seconds + 180)
+    if r.returncode != 0:
+        raise SystemExit(f"daemon run at {gpus} GPUs failed: {r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def help_run() -> tuple[float, float, bool]:
+    """(wall seconds, peak RSS in kB, NumPy loaded) of ``rasd --help``."""
+    probe = ("import atexit, resource, sys\n"
+             "atexit.register(lambda: sys.stderr.write(f\"\\nPEAK {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss} "
+             "{int('numpy' in sys.modules)}\\n\"))\n"
+             "sys.argv = ['rasd', '--help']\n"
+             "import runpy\n"
+             "runpy.run_module('rasd', run_name='__main__')\n")
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", probe], env=ENV, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    line = [ln for ln in r.stderr.splitlines() if ln.startswith("PEAK ")][-1].split()
+    return wall, float(line[1]), line[2] == "1"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3, help="fresh processes per figure (median)")
+    ap.add_argument("--seconds", type=float, default=10.0, help="daemon running time before the scrapes")
+    results.add_arguments(ap)
+    args = ap.parse_args()
+    rec = results.Recorder("memory", args)
+    print(rec.machine())
+
+    starts = [interpreter([]) for _ in range(args.runs)]
+    bare = [interpreter(["-S"]) for _ in range(args.runs)]
+    rec.add("memory.interpreter", "Python at start (this machine's site-packages start-up hooks included)",
+            mb(med(starts)), "MB", text=f"{mb(med(starts)):.1f} MB (without them, -S: {mb(med(bare)):.1f} MB)",
+            table="memory_imports", notes={"without_site_mb": round(mb(med(bare)), 2)})
+    for i, (label, names) in enumerate(IMPORTS):
+        costs = [import_cost(names) for _ in range(args.runs)]
+        if names[0] == "numpy" and len(names) > 1:
+            np_cost = med([import_cost(("numpy",)) for _ in range(args.runs)])
+            costs = [c - np_cost for c in costs]
+        v = mb(med(costs))
+        rec.add(f"memory.import.{i}", f"import {label}", v, "MB", text=f"+{v:.1f} MB", table="memory_imports")
+    for f in rec.figures.values():
+        print(f.line())
+
+    stages = [("imports", "the CLI and the daemon's modules imported"),
+              ("built", "daemon built (backend, services, store; NumPy with the power analysis)"),
+              ("running", "running, before any scrape"),
+              ("scraped", "after three scrapes, plain and gzip")]
+    runs: dict[int, list[dict[str, float]]] = {8: [], 72: []}
+    for _ in range(args.runs):
+        for gpus in (8, 72):  # interleaved, so the machine's load falls on both alike
+            runs[gpus].append(daemon_run(gpus, args.seconds))
+    for gpus, rs in runs.items():
+        col = f"{gpus} GPUs"
+        for key, label in stages:
+            xs = [mb(r[key]) for r in rs]
+            rec.add(f"memory.daemon.{key}.{gpus}", f"daemon RSS: {label}", med(xs), "MB",
+                    text=f"{med(xs):.1f} MB (runs {spread(xs)})", table="memory", column=col)
+        threads = [r["threads"] for r in rs]
+        rec.add(f"memory.daemon.threads.{gpus}", "threads", med(threads), "", text=f"{med(threads):.0f}",
+                table="memory", column=col)
+        mods = [r["modules"] for r in rs]
+        rec.add(f"memory.daemon.modules.{gpus}", "modules loaded", med(mods), "", text=f"{med(mods):.0f}",
+                table="memory", column=col)
+
+    helps = [help_run() for _ in range(max(args.runs, 5))]
+    wall = med([h[0] for h in helps])
+    peak = mb(med([h[1] for h in helps]))
+    numpy = any(h[2] for h in helps)
+    rec.add("memory.help.wall", "`rasd --help`: wall time, peak RSS", wall, "s",
+            text=f"{wall:.2f} s, {peak:.0f} MB", table="memory_help")
+    rec.add("memory.help.numpy", "`rasd --help` loads NumPy", float(numpy), "", met=not numpy,
+            target=results.stated("no"), text="yes" if numpy else "no", table="memory_help")
+    for f in list(rec.figures.values())[len(IMPORTS) + 1:]:
+        print(f.line())
+    rec.save()
+
+
+if __name__ == "__main__":
+    main()
