@@ -55,8 +55,8 @@ def _env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def _loaded(tmp: Path) -> set[str]:
-    return set(json.loads((tmp / "modules.json").read_text()))
+def _loaded(tmp: Path, name: str = "modules.json") -> set[str]:
+    return set(json.loads((tmp / name).read_text()))
 
 
 def _present(modules: set[str], names: tuple[str, ...]) -> list[str]:
@@ -88,6 +88,14 @@ def test_a_daemon_at_defaults_loads_no_sdc_checks_scheduler_client_or_prometheus
 
         # a few main-loop passes: the first periodic SDC check falls due at the first one
         wait_for(lambda: proc.poll() is None and polls() >= 4, timeout=120)
+        # the commands that read the daemon's state (through its socket, or its store) need only
+        # the data shapes: no NumPy
+        for cmd in ("status", "history", "ladder"):
+            out = dict(env, RASD_TEST_MODULES_OUT=str(tmp_path / f"{cmd}.json"))
+            r = subprocess.run([sys.executable, "-m", "rasd", cmd, "--backend", "fake", "--json"], env=out,
+                               capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, (cmd, r.stderr)
+            assert _present(_loaded(tmp_path, f"{cmd}.json"), ("numpy", "rasd.power.analysis")) == [], cmd
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
