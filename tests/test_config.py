@@ -20,7 +20,7 @@ def test_config_reports_every_problem_at_once(tmp_path):
 
 def test_config_defaults_and_ranges(tmp_path):
     cfg = config.load(None)
-    assert cfg.telemetry.power_sample_hz == 20 and cfg.daemon.listen.endswith(":9863")
+    assert cfg.telemetry.power_sample_hz == 12.5 and cfg.daemon.listen.endswith(":9863")
     with pytest.raises(config.ConfigError, match="between 1 and 100"):
         config.parse("[telemetry]\npower_sample_hz = 500\n")
     assert config.parse("[telemetry]\npower_sample_hz = 100\n").telemetry.power_sample_hz == 100

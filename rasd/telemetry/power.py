@@ -1,7 +1,10 @@
-"""The power sampler: instant power (field 186) at 20 Hz by default, distinct updates only.
+"""The power sampler: instant power (field 186) at 12.5 Hz by default, distinct updates only.
 
 NVML refreshes instant power about every 100 ms on A100/H100 (and averages only the last 25 ms of
-each period), so polling at 20 Hz sees each value about twice. A repeat is recognised by the
+each period). Polling faster than that puts a read into every refresh interval: 12.5 Hz reads at
+most 80 ms after each refresh, which leaves 20 ms for a late wake-up (each round of reads costs a
+thread wake-up with cold caches, several times a read's own cost, so the rate is kept low). A
+repeat is recognised by the
 field's own timestamp and dropped; what remains is the true observation rate, exported as the
 achieved distinct-update rate.
 
@@ -15,7 +18,7 @@ per GPU.
 Reads that can only repeat are skipped. With the timestamp trusted, each update tells when NVML
 refreshed (its stamp) and how often (the spacing of the stamps); a GPU is not read again until
 just before its next refresh is due, so a 10 Hz refresh costs about 10 reads a second instead of
-20, and every update is still caught within one sampling period. NVML's stamp and rasd's clock are
+12.5, and every update is still caught within one sampling period. NVML's stamp and rasd's clock are
 tied together by the smallest delay seen between a refresh and its read, so neither clock's
 offset nor a wall-clock step can make the sampler wait past a refresh.
 
@@ -42,8 +45,8 @@ RATE_WINDOW_SECONDS = 5.0
 # NVML's fastest documented instant-power refresh (A100/H100: every 100 ms). Reading faster than
 # this, a driver that stamps refreshes must show repeats; only then can "all new" be judged.
 NVML_REFRESH_HZ = 10.0
-ALL_NEW_READS = 20  # consecutive new stamps (1 s at 20 Hz) before falling back to value changes
-HANG_SECONDS = 0.25  # a field read takes well under a millisecond; 5 periods at 20 Hz is a hang
+ALL_NEW_READS = 20  # consecutive new stamps (1.6 s at 12.5 Hz) before falling back to value changes
+HANG_SECONDS = 0.25  # a field read takes well under a millisecond; 3 periods at 12.5 Hz is a hang
 REFRESH_GUARD = 0.1  # read again from this share of a refresh period before the refresh is due
 OFFSET_DRIFT_SECONDS = 0.0005  # per update: the clock tie loosens slowly so it can follow drift
 

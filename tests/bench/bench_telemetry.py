@@ -3,7 +3,7 @@
 For 8 and 72 fake GPUs, in-process, CPU time of this process:
 - the health poll of all GPUs, fast part (every second) and with the slow part (every 30 s), and
   what that costs a second at the defaults;
-- the power sampler over 20 s of the fake node's time at 20 Hz on a hand-driven clock: CPU per
+- the power sampler over 20 s of the fake node's time at the default rate on a hand-driven clock: CPU per
   second of sampling, reads per GPU per second (NVML refreshes 10 times a second; a read that can
   only repeat is skipped) and the share of NVML's distinct updates captured;
 - the main loop's tick (aggregation, ladder, power service, snapshot);
@@ -86,7 +86,7 @@ def bench_polls(gpus: int, rounds: int, tmp: Path) -> dict[str, float]:
         d.stop()
 
 
-def bench_sampler(gpus: int, seconds: float = 20.0, hz: float = 20.0) -> dict[str, float]:
+def bench_sampler(gpus: int, seconds: float = 20.0, hz: float = config.TelemetrySettings().power_sample_hz) -> dict[str, float]:
     clock = ManualClock(1000.0)
     be = open_backend("fake", gpus=gpus, clock=clock)
     try:
@@ -138,7 +138,8 @@ def main() -> None:
                 rec.add(f"telemetry.poll_share.{n}", "health poll at the defaults, share of one core",
                         poll_share, "%", text=f"{poll_share:.3f}%", table="telemetry", column=col),
                 rec.add(f"telemetry.sampler.{n}",
-                        "power sampler at 20 Hz: CPU, reads per GPU a second, updates captured",
+                        f"power sampler at {config.TelemetrySettings().power_sample_hz:g} Hz (the default): CPU, "
+                        "reads per GPU a second, updates captured",
                         100 * sm["capture"], "%", target=capture_target,
                         text=f"{sm['cpu_percent']:.2f}% of a core, {sm['reads_per_gpu_s']:.1f}, "
                              f"{100 * sm['capture']:.2f}%",
