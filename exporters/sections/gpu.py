@@ -183,5 +183,12 @@ def _sample_metrics(st: GpuState, g: str, power, temp, clock, reasons, gauges, f
 def _link_rows(g: str, link: int) -> tuple[tuple[str, str], tuple[tuple[str, tuple[str, str, str]], ...]]:
     """A link's up-series labels and its (counter key, error-series labels) pairs, built once:
     a 72-GPU node has 1,300 links and 5,000 error series to export every scrape."""
-    ln = str(link)
-    return (g, ln), tuple((nvlink_counter_name(link, n), (g, ln, n.removesuffix("_errors"))) for n in NVLINK_COUNTERS)
+    ln, keys = _link_keys(link)
+    return (g, ln), tuple((key, (g, ln, typ)) for key, typ in keys)
+
+
+@functools.lru_cache(maxsize=1024)
+def _link_keys(link: int) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """A link's number as a label and its (counter key, error type) pairs: the same strings for
+    every GPU, so a big node's cached rows do not hold a copy of each per GPU."""
+    return str(link), tuple((nvlink_counter_name(link, n), n.removesuffix("_errors")) for n in NVLINK_COUNTERS)
