@@ -38,7 +38,8 @@ __all__ = ["LadderState", "Mode", "PowerState", "SchedulerState", "SdcState", "S
 
 @dataclass(frozen=True, slots=True)
 class SelfStats:
-    """The daemon's own cost, from psutil: CPU seconds (user + system), resident bytes, threads."""
+    """The daemon's own cost, from the kernel: CPU seconds (user + system, ``times(2)``), resident
+    bytes (``/proc/self/statm``), threads (``/proc/self/task``)."""
 
     cpu_seconds: float
     rss_bytes: int

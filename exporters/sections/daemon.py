@@ -1,4 +1,4 @@
-"""rasd's own health: build and node identity, poll progress, main-loop stages, CPU and memory (psutil)."""
+"""rasd's own health: build and node identity, poll progress, main-loop stages, CPU and memory (from the kernel)."""
 
 from __future__ import annotations
 

@@ -39,6 +39,8 @@ SCHEDULER_CLIENTS = ("rasd.scheduler.kube", "rasd.scheduler.slurm", "kubernetes"
 # import) is for tests and registries only; its server reads requests without http.server, whose
 # http.client loads OpenSSL and the email parser.
 EXPORTER_EXTRAS = ("prometheus_client", "http.server", "http.client", "ssl")
+# its own CPU, memory and threads are read from the kernel directly
+SELF_STATS = ("psutil",)
 # rasd run loads its own commands only
 OTHER_COMMANDS = ("rasd.cli.ladder", "rasd.cli.sdc", "rasd.cli.power", "rasd.cli.power_report", "rasd.cli.scheduler",
                   "rasd.ladder.replay")
@@ -111,3 +113,4 @@ def test_a_daemon_at_defaults_loads_no_sdc_checks_scheduler_client_or_prometheus
     assert _present(mods, SCHEDULER_CLIENTS) == []
     assert _present(mods, EXPORTER_EXTRAS) == []
     assert _present(mods, OTHER_COMMANDS) == []
+    assert _present(mods, SELF_STATS) == []

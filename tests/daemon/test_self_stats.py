@@ -1,0 +1,31 @@
+"""The daemon's own cost, read from the kernel, agrees with psutil's reading of the same process."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import psutil
+
+from rasd import config
+from rasd.daemon import Daemon
+
+
+def test_cpu_memory_and_threads_agree_with_psutil(fake, tmp_path: Path) -> None:
+    cfg = config.Config.default()
+    cfg = replace(cfg, daemon=replace(cfg.daemon, state_path=str(tmp_path / "rasd.db"),
+                                      control_socket=str(tmp_path / "c.sock")),
+                  telemetry=replace(cfg.telemetry, kernel_log=""))
+    d = Daemon(cfg, fake(), hostname="node-t")
+    try:
+        proc = psutil.Process(os.getpid())
+        cpu_before = sum(proc.cpu_times()[:2])
+        st = d._self_stats()
+        cpu_after = sum(proc.cpu_times()[:2])
+        rss, threads = proc.memory_info().rss, proc.num_threads()
+    finally:
+        d.stop()
+    assert cpu_before - 0.02 <= st.cpu_seconds <= cpu_after + 0.02  # clock ticks of 10 ms
+    assert abs(st.rss_bytes - rss) <= 0.05 * rss
+    assert st.threads == threads
