@@ -107,7 +107,7 @@ IMPORTS = [
     ("prometheus_client", ("prometheus_client",)),
     ("http.server (with http.client: OpenSSL, email)", ("http.server",)),
     ("importlib.metadata (with email)", ("importlib.metadata",)),
-    ("rasd.cli, rasd.daemon and exporters with what they import (psutil, pynvml, click, sqlite3, ...), "
+    ("rasd.cli, rasd.daemon and exporters with what they import (pynvml, click, sqlite3, ...), "
      "NumPy aside", ("numpy", "rasd.cli", "rasd.daemon", "exporters.prometheus")),
 ]
 
