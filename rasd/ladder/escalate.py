@@ -32,7 +32,7 @@ from rasd.ladder.classify import JUDGES
 from rasd.ladder.xids import classify_xid, known_xid
 from rasd.ladder.decision import Decision
 from rasd.ladder.findings import EXCLUDE_GPU, TECHNICIAN, BadEvent, Finding
-from rasd.ladder.history import Component, FaultHistory
+from rasd.ladder.history import Component, FaultHistory, drop_before
 from rasd.ladder.settings import LadderSettings
 from rasd.ladder.step import Closure, Outcome, Step
 from rasd.model import FaultEvent, FaultKind, Rung, Scope
@@ -103,9 +103,8 @@ class Escalator:
         # (FaultHistory.fault, inline: a fault that asked for something, counted per GPU)
         times = h.fault_times[event.gpu]
         times.append(t)
-        cut = t - self._node_window
-        while times[0] < cut:
-            times.popleft()
+        if times[0] < t - self._node_window:
+            drop_before(times, t - self._node_window)
         self._decide(event, finding, step)
         return step
 

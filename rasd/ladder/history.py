@@ -38,10 +38,12 @@ class FaultHistory:
         self._recent_keep = max(settings.xid_repeat_window_seconds,
                                 settings.xid_companion_seconds)
         # Xids seen lately, for classification's workflows (13/31 repeats, 45/48 companions)
-        self._recent_gpu: dict[int, deque[XidSeen]] = defaultdict(deque)
-        self._recent_code: dict[int, deque[XidSeen]] = defaultdict(deque)
+        # (lists, not deques: a deque's first block is 640 bytes, and a fleet's replay keeps
+        # these per GPU and per code for thousands of hosts, where memory is what costs time)
+        self._recent_gpu: dict[int, list[XidSeen]] = defaultdict(list)
+        self._recent_code: dict[int, list[XidSeen]] = defaultdict(list)
         # recurrence of one Xid on one GPU: occurrence times (bursts once) and the last line's time
-        self._xid_counted: dict[tuple[int, int], deque[float]] = defaultdict(deque)
+        self._xid_counted: dict[tuple[int, int], list[float]] = defaultdict(list)
         self._xid_last: dict[tuple[int, int], float] = {}
         self._link_downs: dict[Component, list[float]] = defaultdict(list)
         self._parity: dict[Component, int] = defaultdict(int)
@@ -55,7 +57,7 @@ class FaultHistory:
         self._remedied: dict[Component, dict[str, tuple[Rung, float]]] = defaultdict(dict)
         self._not_held: dict[Component, list[tuple[float, Rung]]] = defaultdict(list)
         self.node_remedies: deque[float] = deque()
-        self.fault_times: dict[int, deque[float]] = defaultdict(deque)  # recurrence, per GPU
+        self.fault_times: dict[int, list[float]] = defaultdict(list)  # recurrence, per GPU
         self.gpus_seen: set[int] = set()
         self.links_seen: set[Component] = set()
         self.last_time = float("-inf")
@@ -94,11 +96,11 @@ class FaultHistory:
         burst = prev[1] if prev is not None and 0 <= t - prev[0] <= self._line_burst else t
         keep = t - self._recent_keep
         mine = self._recent_gpu.get(gpu)
-        while mine and mine[0][0] < keep:
-            mine.popleft()
+        if mine and mine[0][0] < keep:
+            _drop_seen(mine, keep)
         same = self._recent_code.get(code)
-        while same and same[0][0] < keep:
-            same.popleft()
+        if same and same[0][0] < keep:
+            _drop_seen(same, keep)
         # classification asks about this GPU's Xids and the same code on other GPUs only
         recent = tuple(mine) if mine else ()
         if same:
@@ -190,8 +192,8 @@ class FaultHistory:
         times = self.fault_times[e.gpu]
         times.append(e.time_wall)
         cut = e.time_wall - self.s.node_remedy_window_seconds
-        while times and times[0] < cut:
-            times.popleft()
+        if times[0] < cut:
+            drop_before(times, cut)
 
     def count_xid(self, gpu: int, xid: int, t: float) -> int:
         """Occurrences of one Xid on one GPU within the recurrence window, a burst counting once."""
@@ -204,8 +206,8 @@ class FaultHistory:
         if last is None or t - last > burst:
             counted.append(t)
         cut = t - self.s.xid_recurrence_window_seconds
-        while counted and counted[0] < cut:
-            counted.popleft()
+        if counted and counted[0] < cut:
+            drop_before(counted, cut)
         return len(counted)
 
     # ------------------------------------------------------------------ remedies
@@ -264,8 +266,8 @@ class FaultHistory:
         for recent in (self._recent_gpu, self._recent_code):
             for k in list(recent):
                 seen = recent[k]
-                while seen and seen[0][0] < keep:
-                    seen.popleft()
+                if seen and seen[0][0] < keep:
+                    _drop_seen(seen, keep)
                 if not seen:
                     del recent[k]
         cut = t - s.xid_repeat_window_seconds
@@ -296,13 +298,29 @@ class FaultHistory:
         cut = t - s.node_remedy_window_seconds
         for gpu in list(self.fault_times):
             ft = self.fault_times[gpu]
-            while ft and ft[0] < cut:
-                ft.popleft()
+            if ft and ft[0] < cut:
+                drop_before(ft, cut)
             if not ft:
                 del self.fault_times[gpu]
 
     def node_remedies_since(self, t: float) -> int:
         return sum(1 for x in self.node_remedies if x >= t)
+
+
+def drop_before(times: list[float], cut: float) -> None:
+    """Drop the times before ``cut`` from the front (they are in the order they came)."""
+    i, n = 0, len(times)
+    while i < n and times[i] < cut:
+        i += 1
+    del times[:i]
+
+
+def _drop_seen(seen: list[XidSeen], cut: float) -> None:
+    """As ``drop_before``, for Xids seen (by their time)."""
+    i, n = 0, len(seen)
+    while i < n and seen[i][0] < cut:
+        i += 1
+    del seen[:i]
 
 
 def _prune(table: dict[Component, list[Any]], keep: Callable[[Any], bool]) -> None:
