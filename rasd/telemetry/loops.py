@@ -135,6 +135,12 @@ class GpuLoop(Generic[T]):
                 next_at = now + self.interval
             self.stop_event.wait(max(0.0, next_at - now))
 
+    def overdue_at(self, now: float) -> float:
+        """The earliest time a call of this loop can run past its deadline: the call in flight's
+        start plus the deadline, or, with none in flight, a call starting now."""
+        cur = self._current  # one reference read: the tuple is replaced whole, never changed
+        return (cur[2] if cur is not None else now) + self.deadline
+
     def check(self, now: float | None = None) -> int | None:
         """Watchdog: abandon a call running past the deadline; returns its position, else None."""
         now = self._clock() if now is None else now
@@ -158,7 +164,15 @@ class GpuLoop(Generic[T]):
 
 
 class Watchdog:
-    """One thread that checks every loop a few times per deadline."""
+    """One thread that checks every loop when a call could first be past its deadline.
+
+    It sleeps until the earliest moment any loop's call could be overdue (the call in flight's
+    start plus the deadline, or a deadline from now), so a hung call is given up about one
+    deadline after it started, and an idle watchdog wakes once a deadline (4 times a second for
+    the power sampler's 0.25 s), not several times."""
+
+    MIN_SLEEP = 0.01  # seconds: never spin, whatever the deadlines
+    SLACK = 0.002  # wake just after the deadline, not just before it
 
     def __init__(self, loops: Sequence[GpuLoop], clock: Callable[[], float] = time.monotonic):
         self.loops = list(loops)
@@ -166,11 +180,13 @@ class Watchdog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def period(self) -> float:
-        """Seconds between checks: half the shortest deadline, within 50 ms..0.5 s (8 wake-ups a
-        second at the power sampler's 0.25 s; a hung call is given up within 1.5 deadlines)."""
-        shortest = min((lp.deadline for lp in self.loops), default=1.0)
-        return min(0.5, max(0.05, shortest / 2))
+    def next_check(self, now: float) -> float:
+        """Seconds from ``now`` to the next check."""
+        if not self.loops:
+            return 1.0
+        at = min(lp.overdue_at(now) for lp in self.loops)
+        longest = max(lp.deadline for lp in self.loops)  # bounded even where the clocks disagree
+        return min(longest, max(self.MIN_SLEEP, at - now + self.SLACK))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="rasd-watchdog", daemon=True)
@@ -189,5 +205,7 @@ class Watchdog:
             lp.check(now)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.period()):
+        while True:
             self.check()
+            if self._stop.wait(self.next_check(self._clock())):
+                return

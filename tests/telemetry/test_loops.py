@@ -157,3 +157,23 @@ def test_daemon_hung_poll_marks_only_its_gpu_stale(fake, tmp_path):
         # the abandoned thread ends when its 3 s call returns: let it, so that later tests that
         # count threads do not see it leave in the middle of their count
         _wait_for(lambda: not any(t.name.startswith("rasd-health") for t in threading.enumerate()), 5.0)
+
+
+def test_the_watchdog_sleeps_until_a_call_could_first_be_overdue():
+    now = [100.0]
+    sampler = GpuLoop("power", [0, 1], lambda i: None, interval=0.08, deadline=0.25, clock=lambda: now[0])
+    health = GpuLoop("health", [0], lambda i: None, interval=1.0, deadline=2.0, clock=lambda: now[0])
+    dog = Watchdog([sampler, health], clock=lambda: now[0])
+    # nothing in flight: a call starting now is overdue a deadline from now (not half of one)
+    assert abs(dog.next_check(now[0]) - (0.25 + Watchdog.SLACK)) < 1e-9
+    # a power read in flight for 0.2 s: check just after its deadline
+    sampler._current = (sampler._gen, 1, now[0] - 0.2)
+    assert abs(dog.next_check(now[0]) - (0.05 + Watchdog.SLACK)) < 1e-9
+    # and it is given up then, not before
+    assert sampler.check(now[0]) is None
+    now[0] += 0.05 + Watchdog.SLACK
+    sampler._spawn = lambda pos, next_at: None  # no thread for this check
+    assert sampler.check(now[0]) == 1
+    # never a spin, never unbounded
+    sampler._current = (sampler._gen, 0, now[0] - 10.0)
+    assert dog.next_check(now[0]) == Watchdog.MIN_SLEEP
