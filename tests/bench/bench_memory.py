@@ -9,9 +9,10 @@ it): the CLI and the daemon's modules imported; the daemon built (backend, servi
 this is where NumPy loads, with the power analysis); ``--seconds`` of running (health polls,
 20 Hz power, analysis); then three scrapes, plain and gzip (the rendered exposition is cached).
 
-The interpreter's own start is measured too: on a machine whose site-packages run start-up hooks
-(``.pth`` files: editable installs, certificate injectors) every Python process pays them, the
-daemon and any peer run from the same interpreter alike; ``-S`` shows the interpreter without them.
+The interpreter's own start is measured too, with and without its site-packages' start-up hooks
+(``.pth`` files: editable installs, certificate injectors; ``-S``). The hooks load modules that
+the daemon and its imports would load anyway, so the import costs below are smaller than in a
+bare interpreter while the daemon's totals hardly move.
 
     python tests/bench/bench_memory.py [--runs 3] [--seconds 10] [--json PATH]
 """
