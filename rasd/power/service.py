@@ -38,14 +38,14 @@ from rasd.power.stats import percentile, percentiles
 
 log = logging.getLogger("rasd.power")
 
-USAGE_PERCENTILE = 95.0
+USAGE_PERCENTILE = 95.0  # what a GPU "uses" for budget sharing
 # Between full analyses the node sum is extended on the last analysis's grid; within these shares
 # of a limit it is summed afresh over the window (the full analysis's grid) before escalating.
 # Levels (peak, trough) barely move with the grid's phase; the steepest ramps of square edges
 # can halve or double with it (an edge falls within one grid step or is split over two).
 LEVEL_MARGIN = 0.25
 RAMP_MARGIN = 0.6
-Series = dict[int, tuple[np.ndarray, np.ndarray]]  # per GPU: (seconds, watts), oldest first  # what a GPU "uses" for budget sharing
+Series = dict[int, tuple[np.ndarray, np.ndarray]]  # per GPU: (seconds, watts), oldest first
 
 
 class PowerService:

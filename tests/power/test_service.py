@@ -102,6 +102,10 @@ def test_add_samples_from_threads_while_ticking() -> None:
         ticks += 1
     for th in threads:
         th.join()
+    # Every reading fed from the threads is in the window, none lost to the ticks between.
+    assert {g: t.size for g, (t, _) in svc.window().items()} == {g: len(per_gpu[g]) for g in range(4)}
+    # The ticks between took GPUs in turn; a reload analyses every GPU afresh at the next tick.
+    svc.reconfigure(svc.settings)
     st = svc.tick(START + 100.0)
     assert st.tick_failures_total == 0
     assert {g: m.samples for g, m in st.gpus.items()} == {g: len(per_gpu[g]) for g in range(4)}
