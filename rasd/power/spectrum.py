@@ -176,7 +176,12 @@ def _interpolate(mag: np.ndarray, k: int) -> float:
         return float(k)
     a, b, c = (math.log(max(float(v), 1e-300)) for v in mag[k - 1 : k + 2])
     denom = a - 2 * b + c
-    return k + (0.5 * (a - c) / denom if denom != 0 else 0.0)
+    # Only a crest (a parabola opening downwards) has a vertex within half a bin of k. A peak
+    # taken at the edge of the searched range may sit on a slope, where the vertex of a nearly
+    # straight line lies anywhere (hundreds of bins off, even below zero).
+    if denom >= 0 or b < max(a, c):
+        return float(k)
+    return k + 0.5 * (a - c) / denom
 
 
 def _periodic(t: np.ndarray, x: np.ndarray, freq: float) -> bool:

@@ -167,3 +167,23 @@ def test_training_steps_inside_the_band_beside_a_slow_checkpoint_cycle() -> None
     assert m is not None
     assert m.oscillation_hz == pytest.approx(1 / 60.0, rel=0.05) and m.oscillation_band == "below"
     assert m.band_oscillation_hz == pytest.approx(0.7, rel=0.02)
+
+
+def test_a_peak_on_a_slope_at_the_range_edge_does_not_throw_the_search_off() -> None:
+    """A random walk's strongest "peak" can sit at the edge of the searched range on a slope; the
+    parabola through it is nearly a straight line whose vertex lay hundreds of bins away (once
+    below zero), which indexed past the spectrum. This walk (seed 187) did."""
+    from rasd.power.spectrum import _interpolate, find_oscillation
+
+    rng = np.random.default_rng(187)
+    w = np.cumsum(rng.normal(0, 5, 103)) + 500
+    t = np.arange(103) * 0.1
+    osc = find_oscillation(t, w, 0.1, BAND, 5.0, min_amplitude_watts=0.0)
+    assert osc.hz is None or 0 < osc.hz < 5.0
+    m = analyze_series(t, w, BAND)
+    assert m is not None and m.swing_watts > 0
+    # On a slope the bin is kept; on a crest the vertex stays within half a bin.
+    slope = np.exp(np.array([1.0, 2.0, 3.0001, 4.0]))
+    assert _interpolate(slope, 1) == 1.0 and _interpolate(slope, 2) == 2.0
+    crest = np.exp(np.array([1.0, 3.0, 2.5, 1.0]))
+    assert 1.0 < _interpolate(crest, 1) < 1.5
