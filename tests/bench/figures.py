@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from tests.bench.results import RESULTS, load
+from tests.bench.results import RESULTS, BadResults, load, refuse
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -58,7 +58,7 @@ def collect(files: Mapping[str, Mapping[str, Any]]) -> list[Placed]:
         for key, fig in data["figures"].items():
             run = data["runs"].get(fig["run"])
             if run is None:
-                raise SystemExit(f"{name}: figure {key} points at run {fig['run']!r}, which the file lacks; "
+                raise BadResults(f"{name}: figure {key} points at run {fig['run']!r}, which the file lacks; "
                                  "rerun the bench with --json on a fresh file")
             out.append(Placed(key, fig, run, (i, int(fig["order"]))))
     return sorted(out, key=lambda p: p.rank)
@@ -125,14 +125,14 @@ def table(name: str, placed: list[Placed]) -> str:
     if name == TARGETS:
         mine = [p for p in placed if p.fig.get("target") is not None]
         if not mine:
-            raise SystemExit(f"README's '{TARGETS}' table: no figure in the results has a target; run the benches with --json")
+            raise BadResults(f"README's '{TARGETS}' table: no figure in the results has a target; run the benches with --json")
         rows = ["| figure | measured | target | met | benchmark |", "| --- | --- | --- | --- | --- |"]
         rows += [f"| {_cell(_row_label(p.fig))} | {_cell(p.fig['text'])} | {_cell(p.fig['target'])} | {_met([p.fig])} "
                  f"| `{_script(p.run)}` |" for p in mine]
         return "\n".join(rows) + "\n"
     mine = [p for p in placed if p.fig["table"] == name]
     if not mine:
-        raise SystemExit(f"README's table '{name}': no figure in the results has table={name!r}; "
+        raise BadResults(f"README's table '{name}': no figure in the results has table={name!r}; "
                          "run its bench with --json into tests/bench/results, or remove the block")
     columns: list[str] = []
     labels: dict[str, dict[str, Placed]] = {}
@@ -174,7 +174,7 @@ def render(readme: str, files: Mapping[str, Mapping[str, Any]], add_missing: boo
     if unplaced and add_missing:
         readme, unplaced = add_blocks(readme, unplaced, placed), []
     if unplaced:
-        raise SystemExit(f"results have tables README does not place: {', '.join(unplaced)}; add a "
+        raise BadResults(f"results have tables README does not place: {', '.join(unplaced)}; add a "
                          f"'<!-- figures: NAME -->' ... '<!-- /figures -->' block for each to README's Performance section")
     return BLOCK.sub(lambda m: m.group(1) + table(m.group("name"), placed) + m.group(4), readme)
 
@@ -190,13 +190,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--results", type=Path, default=RESULTS, metavar="DIR",
                     help=f"folder of results files (default {RESULTS.relative_to(ROOT)})")
     args = ap.parse_args(argv)
-    files = read_results(args.results)
-    if not files:
-        print(f"{args.results}: no results files (*.json); run a bench with --json {args.results}/<bench>.json",
-              file=sys.stderr)
-        return 2
-    readme = README.read_text()
-    new = render(readme, files, add_missing=args.write)
+    try:
+        files = read_results(args.results)
+        if not files:
+            raise BadResults(f"{args.results}: no results files (*.json); run a bench with "
+                             f"--json {args.results}/<bench>.json")
+        readme = README.read_text()
+        new = render(readme, files, add_missing=args.write)
+    except BadResults as e:
+        refuse(e)
     if args.write:
         README.write_text(new)
     else:

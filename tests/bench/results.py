@@ -40,7 +40,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NoReturn
 
 SCHEMA = 1
 REPO = Path(__file__).resolve().parents[2]
@@ -197,6 +197,16 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--no-json", action="store_true", help="print the figures only")
 
 
+class BadResults(Exception):
+    """A results file or README block that cannot be used: the message names the problem and the fix."""
+
+
+def refuse(e: BadResults) -> NoReturn:
+    """One line on stderr and exit status 2, as for any bad input to a command."""
+    print(f"error: {e}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 class Recorder:
     """Collects one bench run's figures and merges them into a results file."""
 
@@ -205,6 +215,12 @@ class Recorder:
         self.path: Path | None = None if args is not None and getattr(args, "no_json", False) else (
             getattr(args, "json", None) or LOCAL / f"{bench}.json")
         self.figures: dict[str, Figure] = {}
+        if self.path is not None:
+            # A results file that cannot take the figures is refused before minutes of measuring.
+            try:
+                load(self.path)
+            except BadResults as e:
+                refuse(e)
 
     def machine(self) -> str:
         """The line every bench prints first."""
@@ -230,7 +246,10 @@ class Recorder:
         """Merge this run's figures into the results file; returns its path (None with --no-json)."""
         if self.path is None or not self.figures:
             return None
-        merged = merge(load(self.path), self.run, self.figures)
+        try:
+            merged = merge(load(self.path), self.run, self.figures)
+        except BadResults as e:
+            refuse(e)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(dumps(merged))
@@ -247,12 +266,12 @@ def load(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except OSError as e:
-        raise SystemExit(f"{path}: cannot be read ({e.strerror}); pass a results file's path to --json") from None
+        raise BadResults(f"{path}: cannot be read ({e.strerror}); pass a results file's path") from None
     except ValueError as e:
-        raise SystemExit(f"{path}: not a results file ({e}); move it away or pass another --json PATH") from None
+        raise BadResults(f"{path}: not a results file ({e}); move it away or pass another path") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("figures"), dict) \
             or not isinstance(data.get("runs"), dict):
-        raise SystemExit(f"{path}: not a results file of schema {SCHEMA}; move it away or pass another --json PATH")
+        raise BadResults(f"{path}: not a results file of schema {SCHEMA}; move it away or pass another path")
     return data
 
 

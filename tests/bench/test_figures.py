@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.bench import results
-from tests.bench.figures import BLOCK, FIX, README as README_PATH, read_results, render
+from tests.bench.figures import BLOCK, FIX, README as README_PATH, main, read_results, render
+from tests.bench.results import BadResults
 
 RUN = {
     "bench": "scrape", "command": "bench_scrape.py --pairs 15", "date": "2026-11-29T21:00:00Z",
@@ -87,9 +88,9 @@ def test_render_places_each_figure_by_table_row_and_column_and_is_deterministic(
 
 
 def test_render_refuses_results_readme_does_not_place_and_blocks_without_figures():
-    with pytest.raises(SystemExit, match="tables README does not place: scrape"):
+    with pytest.raises(BadResults, match="tables README does not place: scrape"):
         render("<!-- figures: targets -->\n<!-- /figures -->\n", FILES)
-    with pytest.raises(SystemExit, match="README's table 'power'"):
+    with pytest.raises(BadResults, match="README's table 'power'"):
         render(README + "<!-- figures: power -->\n<!-- /figures -->\n", FILES)
 
 
@@ -141,13 +142,13 @@ def test_a_partial_run_replaces_its_figures_and_keeps_the_others(tmp_path):
 def test_a_file_that_is_not_results_is_refused_with_the_fix(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"figures": []}))
-    with pytest.raises(SystemExit, match=r"bad.json: not a results file of schema 1; move it away"):
+    with pytest.raises(BadResults, match=r"bad.json: not a results file of schema 1; move it away"):
         results.load(bad)
     bad.write_text("{")
-    with pytest.raises(SystemExit, match=r"bad.json: not a results file \("):
+    with pytest.raises(BadResults, match=r"bad.json: not a results file \("):
         results.load(bad)
     assert results.load(tmp_path / "none.json")["figures"] == {}
-    with pytest.raises(SystemExit, match=r"cannot be read \(Is a directory\); pass a results file's path"):
+    with pytest.raises(BadResults, match=r"cannot be read \(Is a directory\); pass a results file's path"):
         results.load(tmp_path)
 
 
@@ -174,3 +175,24 @@ def test_readme_performance_tables_are_the_committed_results():
     names = [m.group("name") for m in BLOCK.finditer(text)]
     assert "targets" in names and "side_by_side" in names, "README's Performance section lost its generated tables"
     assert render(text, read_results()) == text, f"README's Performance tables differ from tests/bench/results; {FIX}"
+
+
+def test_the_generator_refuses_bad_results_with_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(SystemExit) as e:
+        main(["--results", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.json: not a results file (" in err[0]
+    with pytest.raises(SystemExit) as e:
+        main(["--results", str(tmp_path / "empty")])
+    assert e.value.code == 2 and "no results files" in capsys.readouterr().err
+
+
+def test_a_bench_with_a_bad_results_path_stops_before_measuring(tmp_path, capsys):
+    ap = argparse.ArgumentParser()
+    results.add_arguments(ap)
+    (tmp_path / "bad.json").write_text("[]")
+    with pytest.raises(SystemExit) as e:
+        results.Recorder("scrape", ap.parse_args(["--json", str(tmp_path / "bad.json")]), argv=[])
+    assert e.value.code == 2 and "not a results file of schema" in capsys.readouterr().err
