@@ -122,19 +122,21 @@ _VALUE_MEMBERS = (
 )
 
 
-_MEMBERS: dict[int, dict[int, str]] = {}
+# Keyed by the library object itself (held for the process's life), never by id(): an id can
+# be reused by another object once the first is collected.
+_MEMBERS: dict[Any, dict[int, str]] = {}
 
 
 def _members(lib: Any) -> dict[int, str]:
     """nvmlValueType_t value -> union member, per library object (looked up once, not per read)."""
-    got = _MEMBERS.get(id(lib))
+    got = _MEMBERS.get(lib)
     if got is None:
         got = {}
         for const, member in _VALUE_MEMBERS:
             t = getattr(lib, const, None)
             if isinstance(t, int):
                 got.setdefault(t, member)
-        _MEMBERS[id(lib)] = got
+        _MEMBERS[lib] = got
     return got
 
 
@@ -190,13 +192,21 @@ class HandleCore:
         else:
             self._count(reading, outcome.kind, e)
 
+    def _skipped(self, reading: str) -> bool:
+        """A reading found unsupported is skipped until REPROBE_POLLS polls have passed, then
+        asked again (a driver update or a reset can bring it back)."""
+        since = self._unsupported.get(reading)
+        if since is None:
+            return False
+        if self._polls - since < REPROBE_POLLS:
+            return True
+        del self._unsupported[reading]
+        return False
+
     def _read(self, reading: str, fn: Callable[..., T], *args: Any) -> T | None:
         """One NVML reading under the error rules. Raises GpuLost; otherwise never raises."""
-        since = self._unsupported.get(reading)
-        if since is not None:
-            if self._polls - since < REPROBE_POLLS:
-                return None
-            del self._unsupported[reading]
+        if self._skipped(reading):
+            return None
         try:
             return fn(*self._args(args))
         except nvml_errors(self.lib) as e:
@@ -216,11 +226,8 @@ class HandleCore:
         Where ``lib`` is the C binding the request is prepared once per GPU and id list and the C
         function is called directly (``FieldRequest``); anything else (the fake NVML) goes through
         the library's own ``nvmlDeviceGetFieldValues``."""
-        since = self._unsupported.get("field_values")
-        if since is not None:
-            if self._polls - since < REPROBE_POLLS:
-                return None
-            del self._unsupported["field_values"]
+        if self._skipped("field_values"):
+            return None
         if self.raw is None:
             self._args(())  # raises GpuLost with the reason the GPU could not be opened
         lib = self.lib
@@ -238,16 +245,7 @@ class HandleCore:
 
     def _field_failed(self, fid: int, ret: int) -> None:
         """One entry's own nvmlReturn is not SUCCESS: apply the error rules. Raises GpuLost."""
-        lib = self.lib
-        name = self.fids.name_of(fid) or f"field_{fid}"
-        err = lib.NVMLError(ret)
-        outcome = classify(lib, err)
-        if outcome is Outcome.UNSUPPORTED:
-            self._mark_unsupported(name)
-        elif outcome is Outcome.LOST:
-            raise GpuLost(self.index, f"{name}: {err}")
-        else:
-            self._count(name, outcome.kind, err)
+        self._judge(self.fids.name_of(fid) or f"field_{fid}", self.lib.NVMLError(ret))
 
     def _fields(
         self, ids: tuple[int | tuple[int, int] | None, ...]
@@ -283,14 +281,14 @@ class HandleCore:
         return value, ts
 
 
-_PLAIN: dict[int, Any] = {}
+_PLAIN: dict[Any, Any] = {}  # by library object, as _MEMBERS
 
 
 def plain_field_value(lib: Any) -> Any:
     """A plain ctypes twin of the binding's ``c_nvmlFieldValue_t`` (its own ``_fields_``, so the
     layout nvml.h gives it), without pynvml's Python-level ``__getattribute__``/``__setattr__``
     on every member access. None where the binding has no such type or the sizes differ."""
-    got = _PLAIN.get(id(lib), False)
+    got = _PLAIN.get(lib, False)
     if got is False:
         base = getattr(lib, "c_nvmlFieldValue_t", None)
         got = None
@@ -300,7 +298,7 @@ def plain_field_value(lib: Any) -> Any:
                 attrs["_pack_"] = base._pack_
             twin = type("FieldValue", (ctypes.Structure,), attrs)
             got = twin if ctypes.sizeof(twin) == ctypes.sizeof(base) else None
-        _PLAIN[id(lib)] = got
+        _PLAIN[lib] = got
     return got
 
 
