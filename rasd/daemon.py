@@ -50,7 +50,8 @@ def one_blas_thread() -> None:
     """OpenBLAS (NumPy's BLAS) starts a thread per core when NumPy loads, up to 63 more threads
     on a big node, for a daemon whose power analysis uses FFTs (no BLAS) and whose NumPy SDC
     engine limits itself to one core. One thread unless the operator chose otherwise; it must be
-    set before NumPy loads (the services below load it)."""
+    set before NumPy loads (the services below load it). The actuator's commands inherit
+    the variable; a command that wants more BLAS threads sets its own."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 

@@ -147,9 +147,10 @@ _REQUIRED_BY_VALUE = {k.value: v for k, v in _REQUIRED.items()}  # an enum hashe
 
 def parse_object(obj: Any) -> tuple[FaultEvent, str]:
     """One decoded JSON object -> (event, host). The object is consumed: it becomes the details."""
-    if type(obj) is not dict:
-        if not isinstance(obj, dict):
-            raise ValueError("expected a JSON object")
+    # The exact-type test is the cheap one, true for every line json and orjson decode; a dict
+    # subclass (another decoder's) is checked only when it fails.
+    if type(obj) is not dict and not isinstance(obj, dict):
+        raise ValueError("expected a JSON object")
     # the top-level keys come out of the object, which becomes the details (cheaper than a copy)
     pop = obj.pop
     t = pop("time", _MISSING)
