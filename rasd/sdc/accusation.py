@@ -20,21 +20,14 @@ from rasd.sdc.history import SdcHistory
 from rasd.sdc.results import Result
 from rasd.sdc.runner import Cancelled
 from rasd.sdc.settings import SdcSettings
+from rasd.sdc.tickets import Ticket, open_ticket
 from rasd.sdc.validation import Outcome, Validator
-from rasd.sdc.verdicts import Verdict, decide, should_escalate, should_rerun
+from rasd.sdc.verdicts import Verdict, decide, should_rerun
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[Sequence[FaultEvent]], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    accusation: int | None  # store id (None without a store)
-    gpu: int
-    reason: str
-    opened_wall: float
-    escalated: bool  # deeper check and technician flag
+__all__ = ["AccusationWorkflow", "Finding", "Ticket"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,19 +59,7 @@ class AccusationWorkflow:
         """Record the accusation and mark the GPU suspect (the ladder hears it now)."""
         if gpu not in self.validator.workspaces:
             raise ValueError(f"no GPU {gpu} on this node; choose one of {self.validator.gpus}")
-        reason = reason.strip()
-        if not reason:
-            raise ValueError("an accusation needs a reason (what the job saw, e.g. 'loss spike at step 1200')")
-        now = self.clock()
-        past = self.history.past(gpu, now - self.settings.accusation_window_seconds)
-        escalated = should_escalate(past, now, self.settings)
-        accusation = self.history.open_accusation(gpu, reason, now)
-        ticket = Ticket(accusation, gpu, reason, now, escalated)
-        self.emit([FaultEvent(now, gpu, FaultKind.SDC, details={
-            "verdict": Verdict.SUSPECT.value,
-            "evidence": {"accusation": accusation, "reason": reason, "escalated": escalated}})])
-        log.info("sdc accusation opened gpu=%s id=%s escalated=%s", gpu, accusation, escalated)
-        return ticket
+        return open_ticket(self.settings, self.history, self.emit, self.clock, gpu, reason)
 
     def investigate(self, ticket: Ticket, cancel: threading.Event | None = None, force: bool = False,
                     idle_wait_seconds: float = 0.0, progress: Any = None) -> Finding:

@@ -16,33 +16,46 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from rasd.model import FaultEvent
 from rasd.sdc.history import SdcHistory
+from rasd.sdc.jobs import JOBS_KEPT, MAX_OPEN_JOBS, Job
 from rasd.sdc.locks import GpuLocks
 from rasd.sdc.probe import BusyProbe, engines_missing
 from rasd.sdc.results import Cancelled, Result
 from rasd.sdc.settings import LEVELS, SdcSettings
 from rasd.sdc.state import SdcState
+from rasd.sdc.tickets import Ticket, open_ticket
 from rasd.sdc.tracker import StateTracker
 
 if TYPE_CHECKING:
-    from rasd.sdc.accusation import AccusationWorkflow, Ticket
+    from rasd.sdc.accusation import AccusationWorkflow
+    from rasd.sdc.engines import Engine
     from rasd.sdc.validation import Validator
+
+# (backend, seed, NumPy memory budget in bytes) -> one engine per GPU; rasd.sdc.engines's
+# engines_for_backend unless given
+EngineFactory = Callable[[Any, int, int], Mapping[int, "Engine"]]
 
 log = logging.getLogger(__name__)
 
 ACCUSATION_IDLE_WAIT_SECONDS = 3600.0  # an accused GPU is usually still running the job: wait for it
-# A finished job is kept until its client has read the result, then among the last few for late
-# readers; a result nobody fetched is dropped after an hour. Only unfinished or unread jobs count
-# against the cap, so many concurrent clients each get their own job's result.
-_JOBS_KEPT = 16
-_UNREAD_KEEP_SECONDS = 3600.0
-MAX_OPEN_JOBS = 256
 # A due GPU found running a job is asked again this much later, not every poll: each look costs a
 # worker thread and an NVML process query per GPU, and jobs run for hours.
 BUSY_RECHECK_SECONDS = 60.0
+
+
+class ChecksUnavailable(ValueError):
+    """The checks cannot run on this node; the message is the reason, one line for people."""
+
+
+def _reason(e: Exception) -> str:
+    # rasd's own refusals are written for people; anything else (CuPy's CUDARuntimeError from
+    # getDeviceCount, a driver refusal) is named by its class so the reason says where it came from
+    if type(e).__name__ in ("EngineUnavailable", "ChecksUnavailable"):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
 
 
 def default_lock_dir(backend_name: str) -> str:
@@ -51,30 +64,10 @@ def default_lock_dir(backend_name: str) -> str:
     return os.path.dirname(default_control_socket(backend_name))
 
 
-class _Job:
-    def __init__(self, job_id: int, kind: str, gpus: Sequence[int]):
-        self.id, self.kind, self.gpus = job_id, kind, list(gpus)
-        self.progress: tuple[int, int, str] = (0, 0, "queued")
-        self.done = False
-        self.done_at: float | None = None  # monotonic
-        self.read = False  # a client fetched the finished result
-        self.result: dict[str, Any] | None = None
-        self.error: str | None = None
-
-    def evictable(self, now: float) -> bool:
-        return self.done and (self.read or (self.done_at is not None and now - self.done_at > _UNREAD_KEEP_SECONDS))
-
-    def to_dict(self) -> dict[str, Any]:
-        done, total, label = self.progress
-        return {"job": self.id, "kind": self.kind, "gpus": self.gpus, "done": self.done,
-                "progress": {"done": done, "total": total, "step": label},
-                "report": self.result, "error": self.error}
-
-
 class SdcService:
     def __init__(self, settings: SdcSettings, backend: Any, store: Any, emit: Callable[[Sequence[FaultEvent]], None],
                  clock: Callable[[], float] = time.time, lock_dir: str | None = None,
-                 close_timeout: float = 10.0):
+                 close_timeout: float = 10.0, engine_factory: EngineFactory | None = None):
         self.settings = settings
         self.close_timeout = close_timeout
         self.clock = clock
@@ -82,7 +75,7 @@ class SdcService:
         self.history = SdcHistory(store)
         self._cancel = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._jobs: dict[int, _Job] = {}
+        self._jobs: dict[int, Job] = {}
         self._ids = itertools.count(1)
         self._guard = threading.Lock()
         self._last_periodic: dict[int, float] = {}
@@ -95,8 +88,11 @@ class SdcService:
         # Built at the first check (checks()): None until then, and None for good when unavailable.
         self.validator: Validator | None = None
         self.workflow: AccusationWorkflow | None = None
+        self._engine_factory = engine_factory
         self._build_lock = threading.Lock()
+        # set only when the build has finished: the checks are built, or the reason is kept
         self._built = False
+        self.unavailable_polls = 0  # periodic polls that found the checks unavailable (logged once)
         self.unavailable: str | None = engines_missing(backend)
         if self.unavailable is not None:
             log.warning("sdc checks unavailable reason=%r", self.unavailable)
@@ -146,46 +142,64 @@ class SdcService:
         return True
 
     def _resume(self, accusation: int | None, gpu: int, reason: str, opened_wall: float) -> None:
-        def body(job: _Job) -> dict[str, Any]:
-            from rasd.sdc.accusation import Ticket
+        ticket = Ticket(accusation, gpu, reason, opened_wall, False)
+        self._start("accuse", [gpu], lambda job: self._investigate_once_built(job, ticket))
 
-            try:
-                self.checks()
-            except ValueError:  # the engines could not be built: the GPU stays suspect, as it was
-                return {"verdict": "suspect", "evidence": {"unavailable": self.unavailable}}
-            return self._investigate(job, Ticket(accusation, gpu, reason, opened_wall, False))
-
-        self._start("accuse", [gpu], body)
+    def _investigate_once_built(self, job: Job, ticket: Ticket) -> dict[str, Any]:
+        """Build the checks in the job's thread (never in a request), then investigate."""
+        try:
+            self.checks()
+        except ChecksUnavailable:
+            # the GPU stays suspect and the accusation open: it resumes at the next start
+            return {"verdict": "suspect", "evidence": {"accusation": ticket.accusation,
+                                                       "unavailable": self.unavailable}}
+        return self._investigate(job, ticket)
 
     def _build(self) -> None:
-        """Load the checks and build one engine per GPU; once (a failure is kept as the reason)."""
+        """Load the checks and build one engine per GPU, once. Any failure is kept as the reason
+        (``type: message``) and logged here, once; every later caller is told that reason."""
         with self._build_lock:
             if self._built:
                 return
-            self._built = True
-            if self.unavailable is not None:
-                return
-            from rasd.sdc.accusation import AccusationWorkflow
-            from rasd.sdc.engines import EngineUnavailable, engines_for_backend
-            from rasd.sdc.validation import Validator
-
             try:
-                engines = engines_for_backend(self._backend, self.settings.seed, self.settings.numpy_memory_bytes)
-            except EngineUnavailable as e:
-                self.unavailable = str(e)
-                log.warning("sdc checks unavailable reason=%r", self.unavailable)
-                return
-            validator = Validator(self.settings, self._handles, engines, self.locks, self.clock, probe=self.probe)
-            self.workflow = AccusationWorkflow(self.settings, validator, self.history, self._emit, self.clock)
-            self.validator = validator
+                if self.unavailable is None:
+                    self._build_checks()
+            except Exception as e:  # noqa: BLE001 - whatever stops the build makes the checks unavailable
+                self.unavailable = _reason(e)
+                log.warning("event=sdc_checks_unavailable reason=%r (logged once; later checks are refused "
+                            "with this reason)", self.unavailable)
+            finally:
+                # only now: a caller that finds it set finds the checks built or the reason kept
+                self._built = True
+
+    def _build_checks(self) -> None:
+        from rasd.sdc.accusation import AccusationWorkflow
+        from rasd.sdc.engines import engines_for_backend
+        from rasd.sdc.validation import Validator
+
+        factory = self._engine_factory or engines_for_backend
+        engines = factory(self._backend, self.settings.seed, self.settings.numpy_memory_bytes)
+        validator = Validator(self.settings, self._handles, engines, self.locks, self.clock, probe=self.probe)
+        self.workflow = AccusationWorkflow(self.settings, validator, self.history, self._emit, self.clock)
+        self.validator = validator  # last: a validator that is set comes with its workflow
 
     def checks(self) -> Validator:
-        """The checks, built on first use; ValueError (the reason) where they cannot run here."""
-        if not self._built:
+        """The checks, built on first use (a caller during the build waits for it);
+        ChecksUnavailable (the reason) where they cannot run here."""
+        validator = self.validator
+        if validator is None:
             self._build()
-        if self.validator is None:
-            raise ValueError(self.unavailable or "SDC checks are unavailable on this node")
-        return self.validator
+            validator = self.validator
+        if validator is None:
+            raise ChecksUnavailable(self.unavailable or "SDC checks are unavailable on this node")
+        return validator
+
+    def _known_gpus(self) -> list[int]:
+        """The GPUs a check may name, without building the checks: those with an engine once
+        built, until then those that answer (a GPU lost before the start gets no engine)."""
+        if self.validator is not None:
+            return self.validator.gpus
+        return [g for g in sorted(self._handles) if self._answers(g)]
 
     def _accusations(self) -> AccusationWorkflow:
         self.checks()
@@ -194,14 +208,16 @@ class SdcService:
 
     # -- jobs ----------------------------------------------------------------------------------
 
-    def _start(self, kind: str, gpus: Sequence[int], body: Callable[[_Job], dict[str, Any]]) -> _Job:
-        job = _Job(next(self._ids), kind, gpus)
+    def _start(self, kind: str, gpus: Sequence[int], body: Callable[[Job], dict[str, Any]]) -> Job:
+        job = Job(next(self._ids), kind, gpus)
 
         def run() -> None:
             try:
                 job.result = body(job)
             except Cancelled:
                 job.error = "cancelled: the daemon is stopping (an open accusation resumes at the next start)"
+            except ChecksUnavailable as e:  # logged once by the build; no traceback per job
+                job.error = f"SDC checks are unavailable on this node: {e}"
             except Exception as e:  # noqa: BLE001 - a job's failure is reported, the service goes on
                 log.exception("sdc job failed job=%s kind=%s", job.id, kind)
                 job.error = f"{type(e).__name__}: {e}"
@@ -212,7 +228,7 @@ class SdcService:
         t = threading.Thread(target=run, name=f"rasd-sdc-{kind}-{job.id}", daemon=True)
         with self._guard:
             now = time.monotonic()
-            for old in sorted(self._jobs)[:-_JOBS_KEPT]:
+            for old in sorted(self._jobs)[:-JOBS_KEPT]:
                 if self._jobs[old].evictable(now):
                     del self._jobs[old]
             if sum(1 for j in self._jobs.values() if not j.evictable(now)) >= MAX_OPEN_JOBS:
@@ -222,13 +238,17 @@ class SdcService:
         t.start()
         return job
 
-    def _validate(self, job: _Job, gpus: Sequence[int], level: str, force: bool, wait: float) -> dict[str, Any]:
+    def _validate(self, job: Job, gpus: Sequence[int] | None, level: str, force: bool, wait: float) -> dict[str, Any]:
+        """Run a check on ``gpus`` (None: every GPU with an engine), building the checks first."""
         def progress(done: int, total: int, label: str) -> None:
             job.progress = (done, total, label)
 
+        checks = self.checks()
+        if gpus is None:
+            gpus = job.gpus = checks.gpus
         self.tracker.running(gpus, +1)
         try:
-            outcome = self.checks().run(gpus, level, force=force, progress=progress, cancel=self._cancel,
+            outcome = checks.run(gpus, level, force=force, progress=progress, cancel=self._cancel,
                                          wait_seconds=wait)
         finally:
             self.tracker.running(gpus, -1)
@@ -237,7 +257,7 @@ class SdcService:
         self.history.record(outcome.report, now)
         return outcome.report.to_dict()
 
-    def _investigate(self, job: _Job, ticket: Ticket) -> dict[str, Any]:
+    def _investigate(self, job: Job, ticket: Ticket) -> dict[str, Any]:
         def progress(done: int, total: int, label: str) -> None:
             job.progress = (done, total, label)
 
@@ -260,7 +280,10 @@ class SdcService:
 
     def maybe_run_periodic(self, now_wall: float) -> None:
         """Called each health poll: start quick checks on due GPUs in a worker; never blocks."""
-        if not self.settings.periodic or self.unavailable is not None or self._cancel.is_set():
+        if not self.settings.periodic or self._cancel.is_set():
+            return
+        if self.unavailable is not None:  # a known state, logged once when it was found: counted only
+            self.unavailable_polls += 1
             return
         with self._guard:
             if self._periodic_running:
@@ -273,7 +296,7 @@ class SdcService:
             self._periodic_running = True
         self._start("periodic", due, lambda job: self._periodic(job, due, now_wall))
 
-    def _periodic(self, job: _Job, due: Sequence[int], now_wall: float) -> dict[str, Any]:
+    def _periodic(self, job: Job, due: Sequence[int], now_wall: float) -> dict[str, Any]:
         try:
             # Busy GPUs (running_pids) and suspects are skipped and stay due for the next poll.
             suspects = self.tracker.state().suspects
@@ -285,7 +308,11 @@ class SdcService:
                     if g not in idle:
                         self._busy_until[g] = now_wall + BUSY_RECHECK_SECONDS
             if idle:
-                idle = [g for g in idle if g in self.checks().workspaces]  # a GPU lost before the start has no engine
+                try:
+                    workspaces = self.checks().workspaces
+                except ChecksUnavailable as e:  # logged once by the build; later polls only count
+                    return {"checked": [], "unavailable": str(e)}
+                idle = [g for g in idle if g in workspaces]  # a GPU lost before the start has no engine
             if not idle:
                 return {"checked": []}
             report = self._validate(job, idle, "quick", force=False, wait=0.0)
@@ -306,8 +333,14 @@ class SdcService:
     # -- control ops ---------------------------------------------------------------------------
 
     def accuse(self, gpu: int, reason: str) -> dict[str, Any]:
-        ticket = self._accusations().open(gpu, reason)
-        job = self._start("accuse", [gpu], lambda j: self._investigate(j, ticket))
+        """Open the accusation and answer at once; the checks are built and run in the job."""
+        if self.unavailable is not None:
+            raise ChecksUnavailable(self.unavailable)
+        known = self._known_gpus()
+        if gpu not in known:
+            raise ValueError(f"no GPU {gpu} on this node; choose one of {known}")
+        ticket = open_ticket(self.settings, self.history, self._emit, self.clock, gpu, reason)
+        job = self._start("accuse", [gpu], lambda j: self._investigate_once_built(j, ticket))
         return {"accusation": ticket.accusation, "gpu": gpu, "verdict": "suspect", "escalated": ticket.escalated,
                 "job": job.id}
 
@@ -334,17 +367,22 @@ class SdcService:
         level = req.get("level", "quick")
         if level not in LEVELS:
             raise ValueError(f"level must be one of {', '.join(LEVELS)}")
-        checks = self.checks()
+        # Checked without building the checks: on real GPUs the build (CuPy, a CUDA context per
+        # device) can outlast the client's request timeout, so it runs in the job.
+        if self.unavailable is not None:
+            raise ChecksUnavailable(self.unavailable)
         gpus = req.get("gpus", "all")
-        targets = checks.gpus if gpus == "all" else gpus
-        if not isinstance(targets, list) or not all(isinstance(g, int) for g in targets):
+        known = self._known_gpus()
+        targets = known if gpus == "all" else gpus
+        if not isinstance(targets, list) or not all(isinstance(g, int) and not isinstance(g, bool) for g in targets):
             raise ValueError('"gpus" must be "all" or a list of GPU indexes')
-        unknown = [g for g in targets if g not in checks.workspaces]
+        unknown = [g for g in targets if g not in known]
         if unknown:
-            raise ValueError(f"no GPU {unknown[0]} on this node; choose one of {checks.gpus} or all")
+            raise ValueError(f"no GPU {unknown[0]} on this node; choose one of {known} or all")
         force = bool(req.get("force", False))
         wait = float(req.get("wait_seconds", 600.0))
-        job = self._start("validate", targets, lambda j: self._validate(j, targets, level, force, wait))
+        chosen = None if gpus == "all" else targets
+        job = self._start("validate", targets, lambda j: self._validate(j, chosen, level, force, wait))
         return job.to_dict()
 
     def _op_status(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -354,6 +392,7 @@ class SdcService:
         return {
             "available": self.unavailable is None,
             "why": self.unavailable,
+            "unavailable_polls": self.unavailable_polls,
             "suspects": sorted(st.suspects),
             "technician": sorted(st.technician),
             "running": sorted(st.running),
