@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any, Mapping
 
 from rasd.model import FaultEvent, FaultKind, GpuIdentity, GpuSample, GpuState, Health, LostReason, XidEvent
 from rasd.telemetry.counters import MonotonicCounters
@@ -48,6 +49,9 @@ class PollView:
     lost_reason: LostReason | None = None  # the kind of ``lost``, when it is set
 
 
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})
+
+
 @dataclass
 class _Gpu:
     counters: MonotonicCounters = field(default_factory=MonotonicCounters)
@@ -57,6 +61,14 @@ class _Gpu:
     xid_counts: collections.Counter[int] = field(default_factory=collections.Counter)
     recent: collections.deque[XidEvent] = field(default_factory=lambda: collections.deque(maxlen=16))
     totals: dict[str, float] = field(default_factory=dict)
+    # Read-only copies handed to every GpuState, rebuilt only when what they copy changed: a
+    # tick at 72 GPUs would otherwise copy every GPU's counters, errors and Xids each second.
+    counters_view: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
+    counters_dirty: bool = True
+    errors_seen: dict[tuple[str, str], int] | None = None
+    errors_view: Mapping[tuple[str, str], int] = field(default_factory=lambda: _EMPTY)
+    xids_view: Mapping[int, int] = field(default_factory=lambda: _EMPTY)
+    recent_view: tuple[XidEvent, ...] = ()
 
 
 class Aggregator:
@@ -76,6 +88,8 @@ class Aggregator:
             g = self._gpu(x.gpu)
             g.xid_counts[x.xid] += 1
             g.recent.append(x)
+            g.xids_view = MappingProxyType(dict(g.xid_counts))
+            g.recent_view = tuple(g.recent)
             details = {"xid": x.xid, "message": x.message} if x.message else {"xid": x.xid}
             events.append(FaultEvent(x.time_wall, x.gpu, FaultKind.XID, None, MappingProxyType(details)))
         return events
@@ -104,19 +118,25 @@ class Aggregator:
         if view.sample is not None and view.seq != g.seq and view.lost is None:
             g.seq = view.seq
             events.extend(self._absorb(g, view.sample))
+        if g.counters_dirty:
+            g.counters_view = MappingProxyType(dict(g.totals))
+            g.counters_dirty = False
+        if view.errors != g.errors_seen:
+            g.errors_seen = dict(view.errors)
+            g.errors_view = MappingProxyType(dict(view.errors))
         state = GpuState(
             index=view.index,
             identity=view.identity,
             health=health,
             sample=view.sample,
             last_update_wall=view.last_update_wall,
-            counters=MappingProxyType(dict(g.totals)),
+            counters=g.counters_view,
             counter_resets=g.counters.resets,
-            errors=MappingProxyType(dict(view.errors)),
+            errors=g.errors_view,
             unsupported=view.unsupported,
             poll_overruns=view.overruns,
-            xid_counts=MappingProxyType(dict(g.xid_counts)),
-            recent_xids=tuple(g.recent),
+            xid_counts=g.xids_view,
+            recent_xids=g.recent_view,
             power_watts=power[0],
             power_sample_rate_hz=power[1],
             power_dedup=power[2],
@@ -126,6 +146,7 @@ class Aggregator:
         return state, events
 
     def _absorb(self, g: _Gpu, s: GpuSample) -> list[FaultEvent]:
+        g.counters_dirty = True
         deltas: dict[str, float] = {}
         prev = g.prev
         if prev is not None and s.slow_time_mono is not None and s.slow_time_mono == prev.slow_time_mono:

@@ -79,3 +79,24 @@ def test_power_readings_pass_through():
     assert (st.power_watts, st.power_sample_rate_hz, st.power_dedup) == (512.5, 9.8, "timestamp")
     st, _ = Aggregator().update(view(replace(_sample(), power_instant_watts=None), 1), 100.0)
     assert st.power_watts is None and st.power_sample_rate_hz is None
+
+
+def test_each_state_shows_the_counters_errors_and_xids_of_its_own_moment():
+    """The read-only maps a state carries are shared between states while nothing changed, and a
+    change shows in the next state without touching the ones handed out before."""
+    agg = Aggregator()
+    s1 = _sample(energy_joules=10.0)
+    st1, _ = agg.update(view(s1, 1), 100.0)
+    st_same, _ = agg.update(view(s1, 1), 101.0)  # nothing new: the same maps
+    assert st_same.counters is st1.counters and st_same.errors is st1.errors
+    s2 = replace(_sample(energy_joules=25.0, time_wall=102.0), slow_time_mono=s1.slow_time_mono)
+    errors = {("power", "unknown"): 2}
+    st2, _ = agg.update(replace(view(s2, 2), errors=errors), 102.0)
+    errors[("power", "unknown")] = 9  # the poller's copy moves on; the state keeps what it saw
+    agg.add_xids([XidEvent(102.5, 0, 79, "fell off the bus")])
+    st3, _ = agg.update(replace(view(s2, 2), errors=dict(errors)), 103.0)
+    assert st1.counters["energy_joules"] == 10.0 and dict(st1.errors) == {} and dict(st1.xid_counts) == {}
+    assert st2.counters["energy_joules"] == 25.0 and dict(st2.errors) == {("power", "unknown"): 2}
+    assert dict(st2.xid_counts) == {} and st2.recent_xids == ()
+    assert dict(st3.errors) == {("power", "unknown"): 9} and dict(st3.xid_counts) == {79: 1}
+    assert [x.xid for x in st3.recent_xids] == [79] and st3.counters is st2.counters
