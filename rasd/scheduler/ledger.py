@@ -50,6 +50,15 @@ class Ledger:
         self._db.execute("PRAGMA synchronous=FULL")
         with self._lock:
             self._db.executescript(_SCHEMA)
+        self._writes = 0  # this connection's writes; PRAGMA data_version counts the others'
+
+    def version(self) -> tuple[int, int]:
+        """Changes whenever the ledger may have: a write through this object, or a commit by
+        any other connection (SQLite's ``PRAGMA data_version``). Lets a reader skip the
+        queries while nothing was written."""
+        with self._lock:
+            row = self._db.execute("PRAGMA data_version").fetchone()
+            return self._writes, int(row[0])
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
@@ -58,6 +67,7 @@ class Ledger:
 
     def put(self, key: str, body: dict[str, Any] | None) -> None:
         with self._lock:
+            self._writes += 1
             if body is None:
                 self._db.execute("DELETE FROM scheduler_kv WHERE key=?", (key,))
             else:
@@ -70,6 +80,7 @@ class Ledger:
               now: float) -> Deferred:
         key = decision_key(decision)
         with self._lock:
+            self._writes += 1
             row = self._db.execute("SELECT first_wall, tries FROM scheduler_deferred WHERE key=?",
                                    (key,)).fetchone()
             first, tries = (now, 0) if row is None else (float(row[0]), int(row[1]))
@@ -81,6 +92,7 @@ class Ledger:
 
     def undefer(self, key: str) -> None:
         with self._lock:
+            self._writes += 1
             self._db.execute("DELETE FROM scheduler_deferred WHERE key=?", (key,))
 
     def deferred(self) -> list[Deferred]:

@@ -58,6 +58,8 @@ class SchedulerService:
         self._last_retry = 0.0
         self._last_sync = float("-inf")
         self._scope: tuple[int, int] | None = None  # (nodes, out for rasd) at the last look
+        self._ledger_version: tuple[int, int] | None = None  # as of _ledger_read
+        self._ledger_read: tuple[dict[str, Any], dict[str, Any], tuple[Any, ...]] = ({}, {}, ())
         self._advised: set[str] = set()
         if synchronous:
             self._reconcile()
@@ -317,8 +319,14 @@ class SchedulerService:
 
     def state(self) -> SchedulerState:
         with self._lock:
-            mine, br = self._node, self.breaker
-            deferred = self.ledger.deferred()
+            # three queries and their JSON every tick, for a ledger that changes only when the
+            # node is taken out, a decision deferred or the breaker moved: read when it changed
+            version = self.ledger.version()
+            if version != self._ledger_version:
+                self._ledger_read = (self._node, self.breaker, tuple(
+                    (e.why, e.first_wall, e.tries, e.decision) for e in self.ledger.deferred()))
+                self._ledger_version = version
+            mine, br, deferred = self._ledger_read
         limit = None
         if self._scope is not None:
             limit = parse_budget(self.s.max_nodes_out).limit(self._scope[0])
@@ -327,7 +335,7 @@ class SchedulerService:
             out_by_rasd=bool(mine.get("out")), reason=str(mine.get("reason", "")),
             out_since_wall=mine.get("since"), breaker_tripped=bool(br.get("tripped")),
             breaker_since_wall=br.get("since"), breaker_why=str(br.get("why", "")),
-            deferred=tuple((e.why, e.first_wall, e.tries, e.decision) for e in deferred),
+            deferred=deferred,
             scope_nodes=self._scope[0] if self._scope else None,
             scope_out=self._scope[1] if self._scope else None, budget_limit=limit,
             counts=dict(self.counts),
