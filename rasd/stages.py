@@ -24,6 +24,7 @@ class StageGuards:
     def __init__(self, names: tuple[str, ...] = STAGES):
         self._ok = dict.fromkeys(names, True)
         self._failures = dict.fromkeys(names, 0)
+        self._status: tuple[StageStatus, ...] | None = None  # until a stage fails or recovers
 
     def run(self, stage: str, fn: Callable[[], T], fallback: T) -> T:
         """``fn()``, or ``fallback`` when it raises (counted; logged at the first of a run)."""
@@ -35,11 +36,16 @@ class StageGuards:
                 log.exception("event=stage_failed stage=%s error=%r (logged once, then counted "
                               "until it recovers)", stage, str(e))
             self._ok[stage] = False
+            self._status = None
             return fallback
         if not self._ok[stage]:
             log.info("event=stage_recovered stage=%s failures_total=%d", stage, self._failures[stage])
-        self._ok[stage] = True
+            self._ok[stage] = True
+            self._status = None
         return result
 
     def status(self) -> tuple[StageStatus, ...]:
-        return tuple(StageStatus(name, ok, self._failures[name]) for name, ok in self._ok.items())
+        """Every stage's status; the same tuple from tick to tick while none failed or recovered."""
+        if self._status is None:
+            self._status = tuple(StageStatus(name, ok, self._failures[name]) for name, ok in self._ok.items())
+        return self._status
