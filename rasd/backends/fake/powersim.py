@@ -94,35 +94,48 @@ class GpuPowerSim:
         wsum = self._window_sum
         resets = self._resets
         demand = self.demand
-        for k in range(self.step + 1, last + 1):
-            tk = k * STEP_SECONDS
-            demand = wl.demand_watts(gpu, tk, k)
-            raw += (demand - raw) * _RESPONSE
+        # target_temperature inlined (same arithmetic): a read steps about 20 times
+        pr = self.profile
+        t_idle, w_idle = pr.temp_idle_celsius, pr.idle_watts
+        t_span = pr.temp_busy_celsius - pr.temp_idle_celsius
+        span = max(1.0, pr.power_limit_default_watts - pr.idle_watts)
+        offset = self._offset
+        ramps = up != math.inf or down != math.inf  # else a step moves straight to its target
+        next_reset = resets[0] if resets else math.inf
+        # module constants as locals: each is looked up about 20 times a read
+        step_s, response, thermal, refresh_steps = STEP_SECONDS, _RESPONSE, _THERMAL, REFRESH_STEPS
+        first = self.step + 1
+        k = first
+        for demand in wl.demands(gpu, first, last, step_s):
+            tk = k * step_s
+            raw += (demand - raw) * response
             target = raw if raw < limit else limit
             if target < floor:
                 target = floor
             if target > out:
                 hold = 0.0
-                out = out + up if target - out > up else target
+                out = out + up if ramps and target - out > up else target
             elif target < out:
-                hold += STEP_SECONDS
+                hold += step_s
                 if hold >= hyst_s:
-                    out = out - down if out - target > down else target
+                    out = out - down if ramps and out - target > down else target
             if out > limit:
                 out = limit
-            temp += (self.target_temperature(out) - temp) * _THERMAL
-            if resets and resets[0] <= tk:
+            temp += (t_idle + (out - w_idle) / span * t_span - temp) * thermal
+            if tk >= next_reset:
                 resets.popleft()
+                next_reset = resets[0] if resets else math.inf
                 energy = 0.0
-            energy += out * STEP_SECONDS * 1000.0
+            energy += out * step_s * 1000.0
             recent.append(out)
             wsum += out - window[0]
             window.append(out)
-            if (k - self._offset) % REFRESH_STEPS == 0:
+            if (k - offset) % refresh_steps == 0:
                 self.instant_mw = int(sum(recent) / INSTANT_WINDOW_STEPS * 1000.0)
                 self.instant_at = tk
                 self.average_mw = int(wsum / AVERAGE_WINDOW_STEPS * 1000.0)
                 self.average_at = tk
+            k += 1
         self.step = last
         self.raw_watts, self.watts, self.temperature = raw, out, temp
         self.energy_mj, self._hold_s, self._window_sum, self.demand = energy, hold, wsum, demand
