@@ -7,7 +7,7 @@ link) read it from the ``Context``; messages are parsed for GPC/TPC, link and re
 from __future__ import annotations
 
 import re
-from typing import Callable, Mapping
+from typing import Callable, Mapping, TypeVar
 
 from rasd.ladder import catalog as cat
 from rasd.ladder import nvlink5
@@ -59,6 +59,8 @@ _SUPPORT_AFTER_REMEDY = frozenset(
 # lines again and again).
 _CONTEXTUAL = frozenset({13, 31, 45, 48, 63, 64, 74, *range(144, 151)})
 _CACHE_SIZE = 8192
+K = TypeVar("K")
+V = TypeVar("V")
 _static: dict[tuple[int, str | None, int | None, object], tuple[LadderSettings, Finding]] = {}
 # Xid 13 and 31 read the history only as "repeated on this GPU?" and "seen on other GPUs?"
 _REPEATS = frozenset({13, 31})
@@ -96,18 +98,12 @@ def classify_xid(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding:
         rhit = _repeat_static.get(rkey)
         if rhit is not None and rhit[0] is s:
             return rhit[1]
-        f = _classify(code, message, event, ctx, s)
-        if len(_repeat_static) >= _CACHE_SIZE:
-            _repeat_static.clear()
-        _repeat_static[rkey] = (s, f)
-        return f
+        return _keep(_repeat_static, rkey, (s, _classify(code, message, event, ctx, s)))[1]
     if code in _AFTER_48:  # the history enters only in the last step: keep what comes before
         akey = (code, message)
         ahit = _after_48_static.get(akey)
         if ahit is None or ahit[0] is not s:
-            if len(_after_48_static) >= _CACHE_SIZE:
-                _after_48_static.clear()
-            ahit = _after_48_static[akey] = (s, *_bucketed(code, message, s))
+            ahit = _keep(_after_48_static, akey, (s, *_bucketed(code, message, s)))
         return _after_48(event, ctx, s, ahit[1], ahit[2])
     if code in _CONTEXTUAL:
         return _classify(code, message, event, ctx, s)
@@ -115,11 +111,15 @@ def classify_xid(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding:
     hit = _static.get(key)
     if hit is not None and hit[0] is s:
         return hit[1]
-    f = _classify(code, message, event, ctx, s)
-    if len(_static) >= _CACHE_SIZE:
-        _static.clear()
-    _static[key] = (s, f)
-    return f
+    return _keep(_static, key, (s, _classify(code, message, event, ctx, s)))[1]
+
+
+def _keep(cache: dict[K, V], key: K, value: V) -> V:
+    """Store a classification in one of the bounded caches above (emptied when full) and return it."""
+    if len(cache) >= _CACHE_SIZE:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 def _classify(code: int, message: str | None, event: FaultEvent, ctx: Context,

@@ -165,7 +165,7 @@ class PowerService:
                 self._budget = None
             self.applier.apply(self._decision, self._budget, now_wall)
             self._analysis = analysis
-            self._start_node(analysis)
+            self._node = RunningNodeSum.of(analysis)  # for the checks until the next analysis
         except Exception as e:  # noqa: BLE001 - a bad window must not stop the daemon's loop
             self._failures += 1
             if self._failures == 1:
@@ -292,10 +292,6 @@ class PowerService:
                 return True
         return False
 
-    def _start_node(self, analysis: WindowAnalysis) -> None:
-        """Keep the node sum of the last full analysis, for the checks between analyses."""
-        self._node = RunningNodeSum.of(analysis)
-
     def _extend_node(self, newest: float) -> tuple[np.ndarray, np.ndarray] | Literal[True] | None:
         """The node sum over the window, extended by the readings since the last full analysis
         (caller holds the lock); see RunningNodeSum.extend."""
@@ -311,7 +307,6 @@ class PowerService:
         if a.node is not None:
             return a.node.duration_seconds
         return max((m.duration_seconds for m in a.gpus.values()), default=0.0) if len(a.gpus) == 1 else 0.0
-
 
     def reconfigure(self, settings: PowerSettings) -> None:
         """New [power] settings on reload; switching ``apply`` off reverts what rasd changed."""

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 from rasd.config import ConfigError, parse
 from rasd.control import ControlServer, ControlSocketError, request
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -23,13 +24,8 @@ def server(tmp_path: Path):
     srv.close()
 
 
-def _wait(cond, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
+def _wait(cond: Callable[[], object], timeout: float = 5.0) -> bool:
+    return eventually(cond, timeout)
 
 
 def test_idle_connections_cost_no_threads_and_expire(server: ControlServer) -> None:

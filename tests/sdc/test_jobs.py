@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 from rasd.sdc.service import SdcService
 from rasd.store import Store
+from tests.waiting import eventually
 
 
-def _wait(cond, timeout=60.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
+def _wait(cond: Callable[[], object], timeout: float = 60.0) -> bool:
+    return eventually(cond, timeout)
 
 
 def test_thirty_concurrent_validations_each_keep_their_result(fake, fast, tmp_path: Path) -> None:

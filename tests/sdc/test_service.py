@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import pytest
 
 from rasd.model import FaultKind
 from rasd.sdc.service import SdcService
 from rasd.store import Store
+from tests.waiting import eventually
 
 SDC_GPU1 = """
 [workload]
@@ -19,13 +21,9 @@ dtypes = ["float32"]
 """
 
 
-def _wait(cond, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
+
+def _wait(cond: Callable[[], object], timeout: float = 30.0) -> bool:
+    return eventually(cond, timeout)
 
 
 @pytest.fixture
