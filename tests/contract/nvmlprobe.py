@@ -22,6 +22,7 @@ from rasd.ladder.classify import Context, classify
 from rasd.ladder.settings import LadderSettings
 from rasd.telemetry.aggregate import Aggregator
 from rasd.telemetry.poller import GpuPoller
+from tests.contract.fieldcheck import both_ways
 
 
 def _jsonable(v: Any) -> Any:
@@ -91,6 +92,7 @@ def probe(polls: int, xid_wait_ms: int) -> dict[str, Any]:
                 "errors": [[r, k, n] for (r, k), n in sorted(g.error_counts().items())],
                 "smoothing_supported": g.smoothing_supported(),
                 "instant_power": power,
+                "fields_vs_calls": both_ways(g) if g.raw is not None and p.view().lost is None else None,
             }
         )
     settings = LadderSettings()

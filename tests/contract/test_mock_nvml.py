@@ -137,3 +137,20 @@ def test_uncorrectable_ecc_with_its_xid(runs: dict[str, Any]) -> None:
 def test_the_mock_is_found_beside_the_project() -> None:
     assert (mock_dir() / "lib" / "libnvidia-ml.so.1").is_file()
     assert Path(config("h100")).is_file()
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_fields_read_in_one_batch_answer_what_their_calls_answer(runs: dict[str, Any], profile: str) -> None:
+    """Each reading the poll takes from nvmlDeviceGetFieldValues, against its one-by-one call on
+    NVIDIA's own library: where the mock answers the field it must agree with the call."""
+    from tests.contract.fieldcheck import disagreements
+
+    for g in runs[profile]["gpus"]:
+        rows = g["fields_vs_calls"]
+        assert disagreements(rows) == []
+        by_field = {r["key"] for r in rows if r["field"] is not None}
+        # the mock answers fields 83, 94, 185-190, 3-6 and 142-145 on every profile
+        assert {"power_usage", "energy", "power_limit_enforced", "remapped_rows", "pcie_replays",
+                "ecc_volatile_uncorrected"} <= by_field
+        if LINKS[profile] and profile in ("h100", "a100"):  # DL replay/recovery by link in scopeId
+            assert {f"({link}, 'replay_errors')" for link in range(LINKS[profile])} <= by_field

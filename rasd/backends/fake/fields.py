@@ -31,21 +31,72 @@ _SMOOTHING = (
 )
 
 _NOT_SUPPORTED = object()
+_INVALID = object()  # an entry whose scopeId names no such link
+_NVLINK = {"nvlink_replay": "replay", "nvlink_recovery": "recovery", "nvlink_crc_flit": "crc_flit",
+           "nvlink_crc_data": "crc_data"}
+
+
+# The one-by-one call each field stands in for: a call fault scripted on that call (an error, a
+# hang) reaches the field's entries too, as one driver fault reaches both ways of reading it.
+STANDS_FOR = {
+    "power_average": "nvmlDeviceGetPowerUsage",
+    "power_current_limit": "nvmlDeviceGetEnforcedPowerLimit",
+    "power_default_limit": "nvmlDeviceGetPowerManagementDefaultLimit",
+    "power_min_limit": "nvmlDeviceGetPowerManagementLimitConstraints",
+    "power_max_limit": "nvmlDeviceGetPowerManagementLimitConstraints",
+    "total_energy": "nvmlDeviceGetTotalEnergyConsumption",
+    "pcie_replay_counter": "nvmlDeviceGetPcieReplayCounter",
+    "ecc_sbe_volatile": "nvmlDeviceGetTotalEccErrors",
+    "ecc_dbe_volatile": "nvmlDeviceGetTotalEccErrors",
+    "ecc_sbe_aggregate": "nvmlDeviceGetTotalEccErrors",
+    "ecc_dbe_aggregate": "nvmlDeviceGetTotalEccErrors",
+    "remapped_correctable": "nvmlDeviceGetRemappedRows",
+    "remapped_uncorrectable": "nvmlDeviceGetRemappedRows",
+    "remapped_pending": "nvmlDeviceGetRemappedRows",
+    "remapped_failure": "nvmlDeviceGetRemappedRows",
+    "nvlink_replay": "nvmlDeviceGetNvLinkErrorCounter",
+    "nvlink_recovery": "nvmlDeviceGetNvLinkErrorCounter",
+    "nvlink_crc_flit": "nvmlDeviceGetNvLinkErrorCounter",
+    "nvlink_crc_data": "nvmlDeviceGetNvLinkErrorCounter",
+}
 
 
 @lru_cache(maxsize=8)
-def _names(base: Any) -> dict[int, str]:
-    """Field id -> rasd's name, in the numbering of the binding the fake stands in for."""
+def _names(base: Any) -> dict[int, tuple[str, int | None]]:
+    """Field id -> (rasd's name, its link for ids that name one), in the numbering of the
+    binding the fake stands in for."""
     ids = FieldIds.of(base)
-    return {fid: name for name in ids.__dataclass_fields__ if (fid := getattr(ids, name)) is not None}
+    out: dict[int, tuple[str, int | None]] = {}
+    for name in ids.__dataclass_fields__:
+        fid = getattr(ids, name)
+        if isinstance(fid, tuple):
+            out.update((f, (name, link)) for link, f in enumerate(fid))
+        elif fid is not None:
+            out[fid] = (name, None)
+    return out
+
+
+def stands_for(base: Any, field_ids: Sequence[Any]) -> dict[str, list[int]]:
+    """The calls the requested fields stand in for -> the entries (positions) that read them."""
+    names = _names(base)
+    out: dict[str, list[int]] = {}
+    for pos, fid in enumerate(field_ids):
+        got = names.get(fid[0] if type(fid) is tuple else fid)
+        call = STANDS_FOR.get(got[0]) if got else None
+        if call is not None:
+            out.setdefault(call, []).append(pos)
+    return out
 
 
 def _us(seconds: float) -> int:
     return int(round(seconds * 1_000_000))
 
 
-def field_values(base: Any, node: "FakeNode", gpu: int, field_ids: Sequence[Any]) -> Any:
-    """An array of ``base.c_nvmlFieldValue_t``, one per requested id (``id`` or ``(id, scopeId)``).
+def field_values(
+    base: Any, node: "FakeNode", gpu: int, field_ids: Sequence[Any], failed: dict[int, int] | None = None,
+) -> Any:
+    """An array of ``base.c_nvmlFieldValue_t``, one per requested id (``id`` or ``(id, scopeId)``);
+    ``failed``: entry position -> the nvmlReturn a scripted fault gives it.
 
     Filled through a plain ctypes twin of the entry type over the same memory: pynvml's
     structures convert every member through Python, and the power sampler asks for field 186
@@ -59,16 +110,23 @@ def field_values(base: Any, node: "FakeNode", gpu: int, field_ids: Sequence[Any]
     now_us = _us(node.wall(t))
     names = _names(base)
     ok, unsupported = base.NVML_SUCCESS, base.NVML_ERROR_NOT_SUPPORTED
-    for entry, fid in zip(fill, field_ids):
+    invalid = base.NVML_ERROR_INVALID_ARGUMENT
+    for pos, (entry, fid) in enumerate(zip(fill, field_ids)):
         if type(fid) is tuple:
             entry.fieldId, entry.scopeId = fid
         else:
             entry.fieldId = fid
         entry.timestamp = now_us
-        name = names.get(int(entry.fieldId))
-        got: Any = _value(node, gpu, sim, t, name, entry.scopeId) if name else _NOT_SUPPORTED
-        if got is _NOT_SUPPORTED:
-            entry.nvmlReturn = unsupported
+        if failed and pos in failed:
+            entry.nvmlReturn = failed[pos]
+            continue
+        named = names.get(int(entry.fieldId))
+        got: Any = _NOT_SUPPORTED
+        if named is not None:
+            name, link = named
+            got = _value(node, gpu, sim, t, name, entry.scopeId if link is None else link)
+        if got is _NOT_SUPPORTED or got is _INVALID:
+            entry.nvmlReturn = unsupported if got is _NOT_SUPPORTED else invalid
             continue
         kind, value, at = got
         entry.nvmlReturn = ok
@@ -90,6 +148,16 @@ def _value(node: "FakeNode", gpu: int, sim: Any, t: float, name: str, scope: int
     """(value kind, value, refresh time in seconds since start or None for "now")."""
     p = node.profile
     fx = node.effects
+    if name in _NVLINK:
+        if not 0 <= scope < p.nvlink_count:
+            return _INVALID
+        if not p.nvlink_error_counters:
+            return _NOT_SUPPORTED
+        return ("ull", fx.counter(gpu, f"nvlink:{scope}:{_NVLINK[name]}", t), None)
+    if name == "total_energy":
+        return ("ull", int(sim.energy_mj), None)
+    if name == "pcie_replay_counter":
+        return ("ui", fx.counter(gpu, "pcie_replay", t), None)
     if name == "power_instant":
         return ("ui", sim.instant_mw, sim.instant_at) if p.instant_power else _NOT_SUPPORTED
     if name == "power_average":

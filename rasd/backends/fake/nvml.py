@@ -16,7 +16,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 from rasd.backends.fake.events import EventsMixin
-from rasd.backends.fake.fields import field_values
+from rasd.backends.fake.fields import field_values, stands_for
 from rasd.backends.fake.powersim import SMOOTHING_MAX_FLOOR_PERCENT, SMOOTHING_PROFILES
 from rasd.backends.fake.scenario import Event, EventKind
 
@@ -106,7 +106,8 @@ class FakeNvml(EventsMixin):
             return self._gpu_of(args[0])
         return None
 
-    def _faults_for(self, name: str, gpu: int | None) -> list[Event]:
+    def _faults_for(self, name: str, gpu: int | None, exact: bool = False) -> list[Event]:
+        """The scripted call faults hitting this call now (``exact``: not the "*" ones)."""
         if not self._node.effects.call_faults:
             return []
         t = self._node.elapsed()
@@ -114,7 +115,7 @@ class FakeNvml(EventsMixin):
         with self._faults_lock:
             for ev in self._node.effects.call_faults:
                 fn = ev.params["function"]
-                if fn != name and (fn != "*" or name in _LIFECYCLE):
+                if fn != name and (exact or fn != "*" or name in _LIFECYCLE):
                     continue
                 if ev.gpus is not None and (gpu is None or gpu not in ev.gpus):
                     continue
@@ -134,6 +135,7 @@ class FakeNvml(EventsMixin):
         needs_init = name != "nvmlInit"
         blocking = name in _BLOCKING
         lost_check = name not in _ANSWER_WHEN_LOST
+        fields = name == "nvmlDeviceGetFieldValues"
 
         def call(*args: Any, **kwargs: Any) -> Any:
             if needs_init and self._init_count == 0:
@@ -145,6 +147,8 @@ class FakeNvml(EventsMixin):
                         node.sleep(ev.params["seconds"])  # outside every lock: a wedged call
                     else:
                         self._raise(ev.params["error"])
+                if fields:
+                    kwargs["failed"] = self._stand_in_faults(gpu, args[1])
             if blocking:
                 return fn(*args, **kwargs)
             with node.lock:
@@ -155,6 +159,19 @@ class FakeNvml(EventsMixin):
         call.__name__ = name
         call.__doc__ = fn.__doc__
         return call
+
+    def _stand_in_faults(self, gpu: int | None, field_ids: Any) -> dict[int, int]:
+        """Faults scripted on the calls that requested fields stand in for: a hang hangs this
+        call, an error becomes those entries' nvmlReturn (the call itself succeeds)."""
+        failed: dict[int, int] = {}
+        for call, positions in stands_for(self._base, list(field_ids)).items():
+            for ev in self._faults_for(call, gpu, exact=True):
+                if ev.kind is EventKind.NVML_HANG:
+                    self._node.sleep(ev.params["seconds"])
+                else:
+                    code = getattr(self._base, _error_class(ev.params["error"]))().value
+                    failed.update(dict.fromkeys(positions, code))
+        return failed
 
     def _sim(self, handle: Any) -> Any:
         return self._node.sim(self._gpu_of(handle))
@@ -217,8 +234,8 @@ class FakeNvml(EventsMixin):
 
     # ------------------------------------------------------------------ power
 
-    def nvmlDeviceGetFieldValues(self, handle: Any, fieldIds: Any) -> Any:
-        return field_values(self._base, self._node, self._gpu_of(handle), list(fieldIds))
+    def nvmlDeviceGetFieldValues(self, handle: Any, fieldIds: Any, failed: dict[int, int] | None = None) -> Any:
+        return field_values(self._base, self._node, self._gpu_of(handle), list(fieldIds), failed)
 
     def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
         """mW, a 1 s average (as on Ampere and newer)."""

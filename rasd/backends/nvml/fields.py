@@ -24,6 +24,10 @@ _NAMES = {
     "remapped_pending": "NVML_FI_DEV_REMAPPED_PENDING",
     "remapped_failure": "NVML_FI_DEV_REMAPPED_FAILURE",
     "power_average": "NVML_FI_DEV_POWER_AVERAGE",
+    "total_energy": "NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+    "pcie_replay_counter": "NVML_FI_DEV_PCIE_REPLAY_COUNTER",
+    "nvlink_replay": "NVML_FI_DEV_NVLINK_ERROR_DL_REPLAY",
+    "nvlink_recovery": "NVML_FI_DEV_NVLINK_ERROR_DL_RECOVERY",
     "power_instant": "NVML_FI_DEV_POWER_INSTANT",
     "power_min_limit": "NVML_FI_DEV_POWER_MIN_LIMIT",
     "power_max_limit": "NVML_FI_DEV_POWER_MAX_LIMIT",
@@ -58,6 +62,10 @@ class FieldIds:
     remapped_pending: int | None
     remapped_failure: int | None
     power_average: int | None
+    total_energy: int | None
+    pcie_replay_counter: int | None
+    nvlink_replay: int | None  # the link in scopeId
+    nvlink_recovery: int | None  # the link in scopeId
     power_instant: int | None
     power_min_limit: int | None
     power_max_limit: int | None
@@ -74,6 +82,9 @@ class FieldIds:
     smoothing_profile_ramp_down: int | None
     smoothing_profile_hysteresis: int | None
     smoothing_active_profile: int | None
+    # one id per link (links 0-11 in nvml.h; no scopeId): data-link CRC errors, flit and data
+    nvlink_crc_flit: tuple[int, ...] = ()
+    nvlink_crc_data: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, lib: Any) -> "FieldIds":
@@ -82,11 +93,23 @@ class FieldIds:
         for name, const in _NAMES.items():
             v = getattr(lib, const, None)
             got[name] = int(v) if isinstance(v, int) else None
-        return cls(**got)
+        return cls(
+            **got,
+            nvlink_crc_flit=_per_link(lib, "NVML_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_L"),
+            nvlink_crc_data=_per_link(lib, "NVML_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_L"),
+        )
 
     def name_of(self, fid: int) -> str | None:
         """rasd's name for a field id, for messages people read (``recovery_action``)."""
         return _names_by_id(self).get(fid)
+
+
+def _per_link(lib: Any, prefix: str) -> tuple[int, ...]:
+    """``prefix0``, ``prefix1``, ... as long as the binding has them (links in order)."""
+    out: list[int] = []
+    while isinstance(v := getattr(lib, f"{prefix}{len(out)}", None), int):
+        out.append(int(v))
+    return tuple(out)
 
 
 @functools.lru_cache(maxsize=8)
@@ -96,6 +119,9 @@ def _names_by_id(ids: FieldIds) -> dict[int, str]:
     out: dict[int, str] = {}
     for f in fields(ids):
         v = getattr(ids, f.name)
-        if v is not None:
+        if isinstance(v, tuple):
+            for link, fid in enumerate(v):
+                out.setdefault(fid, f"{f.name}_link{link}")
+        elif v is not None:
             out.setdefault(v, str(f.name))
     return out

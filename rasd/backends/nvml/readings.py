@@ -7,12 +7,14 @@ answer to rasd's base units (W, J, Hz, bytes, ratios, Celsius).
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from rasd.backends.errors import GpuLost
-from rasd.backends.nvml.core import HandleCore, Outcome, classify, nvml_errors, text
+from rasd.backends.nvml.batch import Batched, BatchReads, as_int, first, ints
+from rasd.backends.nvml.core import Outcome, classify, nvml_errors, text
 from rasd.model import GpuIdentity, GpuSample, NvLinkSample
 
 _HZ_PER_MHZ = 1e6  # NVML clocks are in MHz
@@ -42,6 +44,10 @@ class Reading:
     call: str  # the pynvml function; "A|B": A where the binding and the driver have it, else B
     args: tuple[str, ...]  # pynvml constants passed after the handle
     outputs: tuple[tuple[str, Callable[[Any], Any]], ...]  # (GpuSample field, conversion)
+    # field ids (FieldIds names) that answer the same as ``call``, and how their values make
+    # the call's answer (rasd.backends.nvml.batch); () when NVML has no such field
+    fields: tuple[str, ...] = ()
+    shape: Callable[[tuple[float, ...]], Any] = as_int
 
 
 def _one(field: str, conv: Callable[[Any], Any] = _same) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
@@ -53,6 +59,7 @@ READINGS: tuple[Reading, ...] = (
     Reading(
         "power_limit_constraints", "nvmlDeviceGetPowerManagementLimitConstraints", (),
         (("power_limit_min_watts", lambda v: _mw(v[0])), ("power_limit_max_watts", lambda v: _mw(v[1]))),
+        ("power_min_limit", "power_max_limit"), lambda v: [int(x) for x in v],
     ),
     Reading(
         "utilization", "nvmlDeviceGetUtilizationRates", (),
@@ -73,14 +80,20 @@ READINGS: tuple[Reading, ...] = (
             ("remap_pending", lambda r: bool(r[2])),
             ("remap_failure", lambda r: bool(r[3])),
         ),
+        ("remapped_correctable", "remapped_uncorrectable", "remapped_pending", "remapped_failure"), ints,
     ),
-    Reading("power_usage", "nvmlDeviceGetPowerUsage", (), _one("power_average_watts", _mw)),
-    Reading("power_limit_enforced", "nvmlDeviceGetEnforcedPowerLimit", (), _one("power_limit_watts", _mw)),
+    # field 185 is NOT_SUPPORTED on GA100 and older, where the call answers instant power: the
+    # call then answers, as before
+    Reading("power_usage", "nvmlDeviceGetPowerUsage", (), _one("power_average_watts", _mw), ("power_average",)),
+    Reading(
+        "power_limit_enforced", "nvmlDeviceGetEnforcedPowerLimit", (), _one("power_limit_watts", _mw),
+        ("power_current_limit",),
+    ),
     Reading(
         "power_limit_default", "nvmlDeviceGetPowerManagementDefaultLimit", (),
-        _one("power_limit_default_watts", _mw),
+        _one("power_limit_default_watts", _mw), ("power_default_limit",),
     ),
-    Reading("energy", "nvmlDeviceGetTotalEnergyConsumption", (), _one("energy_joules", _mj)),
+    Reading("energy", "nvmlDeviceGetTotalEnergyConsumption", (), _one("energy_joules", _mj), ("total_energy",)),
     Reading(
         # nvmlDeviceGetTemperature is deprecated (CUDA 13) and answers DEPRECATED from CUDA 14
         "temperature_gpu", "nvmlDeviceGetTemperatureV|nvmlDeviceGetTemperature", ("NVML_TEMPERATURE_GPU",),
@@ -96,7 +109,9 @@ READINGS: tuple[Reading, ...] = (
     Reading("pcie_gen_max", "nvmlDeviceGetMaxPcieLinkGeneration", (), _one("pcie_link_gen_max")),
     Reading("pcie_width", "nvmlDeviceGetCurrPcieLinkWidth", (), _one("pcie_link_width")),
     Reading("pcie_width_max", "nvmlDeviceGetMaxPcieLinkWidth", (), _one("pcie_link_width_max")),
-    Reading("pcie_replays", "nvmlDeviceGetPcieReplayCounter", (), _one("pcie_replays")),
+    Reading(
+        "pcie_replays", "nvmlDeviceGetPcieReplayCounter", (), _one("pcie_replays"), ("pcie_replay_counter",),
+    ),
 )
 
 # Readings that change rarely or only count faults: a poll takes them only when asked for its
@@ -109,37 +124,51 @@ SLOW_READINGS = frozenset({
     "pcie_gen", "pcie_gen_max", "pcie_width", "pcie_width_max", "pcie_replays",
 })
 
-# (reading name, GpuSample field, error type, counter type): read only where ECC is not off
-ECC_READINGS: tuple[tuple[str, str, str, str], ...] = (
-    ("ecc_volatile_corrected", "ecc_volatile_corrected", "NVML_MEMORY_ERROR_TYPE_CORRECTED", "NVML_VOLATILE_ECC"),
-    ("ecc_volatile_uncorrected", "ecc_volatile_uncorrected", "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", "NVML_VOLATILE_ECC"),
-    ("ecc_aggregate_corrected", "ecc_aggregate_corrected", "NVML_MEMORY_ERROR_TYPE_CORRECTED", "NVML_AGGREGATE_ECC"),
-    ("ecc_aggregate_uncorrected", "ecc_aggregate_uncorrected", "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", "NVML_AGGREGATE_ECC"),
+# (reading name, GpuSample field, error type, counter type, field id): read only where ECC is
+# not off. nvml.h: corrected = single-bit, uncorrected = double-bit, so fields 3-6 (SBE/DBE,
+# volatile/aggregate totals) answer what nvmlDeviceGetTotalEccErrors does
+ECC_READINGS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("ecc_volatile_corrected", "ecc_volatile_corrected", "NVML_MEMORY_ERROR_TYPE_CORRECTED", "NVML_VOLATILE_ECC",
+     "ecc_sbe_volatile"),
+    ("ecc_volatile_uncorrected", "ecc_volatile_uncorrected", "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", "NVML_VOLATILE_ECC",
+     "ecc_dbe_volatile"),
+    ("ecc_aggregate_corrected", "ecc_aggregate_corrected", "NVML_MEMORY_ERROR_TYPE_CORRECTED", "NVML_AGGREGATE_ECC",
+     "ecc_sbe_aggregate"),
+    ("ecc_aggregate_uncorrected", "ecc_aggregate_uncorrected", "NVML_MEMORY_ERROR_TYPE_UNCORRECTED",
+     "NVML_AGGREGATE_ECC", "ecc_dbe_aggregate"),
 )
 
-# (reading name, GpuSample field, pynvml counter constant) per NVLink port
-NVLINK_COUNTERS: tuple[tuple[str, str, str], ...] = (
-    ("nvlink_crc_flit", "crc_flit_errors", "NVML_NVLINK_ERROR_DL_CRC_FLIT"),
-    ("nvlink_crc_data", "crc_data_errors", "NVML_NVLINK_ERROR_DL_CRC_DATA"),
-    ("nvlink_replay", "replay_errors", "NVML_NVLINK_ERROR_DL_REPLAY"),
-    ("nvlink_recovery", "recovery_errors", "NVML_NVLINK_ERROR_DL_RECOVERY"),
+# (reading name, GpuSample field, pynvml counter constant, field) per NVLink port. The field is
+# a FieldIds name: an int field takes the link in scopeId (161 DL_REPLAY, 162 DL_RECOVERY), a
+# tuple has one id per link (32-37/96-101 CRC flit, 39-44/102-107 CRC data: links 0-11 only; the
+# other links' CRC counters are read by their call)
+NVLINK_COUNTERS: tuple[tuple[str, str, str, str], ...] = (
+    ("nvlink_crc_flit", "crc_flit_errors", "NVML_NVLINK_ERROR_DL_CRC_FLIT", "nvlink_crc_flit"),
+    ("nvlink_crc_data", "crc_data_errors", "NVML_NVLINK_ERROR_DL_CRC_DATA", "nvlink_crc_data"),
+    ("nvlink_replay", "replay_errors", "NVML_NVLINK_ERROR_DL_REPLAY", "nvlink_replay"),
+    ("nvlink_recovery", "recovery_errors", "NVML_NVLINK_ERROR_DL_RECOVERY", "nvlink_recovery"),
 )
 
 
 # GpuSample fields the slow part fills (repeated from the last slow poll in between)
 _SLOW_SAMPLE_FIELDS = (
     *(f for rd in READINGS if rd.name in SLOW_READINGS for f, _ in rd.outputs),
-    "ecc_enabled", *(f for _, f, _, _ in ECC_READINGS),
+    "ecc_enabled", *(f for _, f, _, _, _ in ECC_READINGS),
     "retired_pages_single_bit", "retired_pages_double_bit", "retired_pages_pending",
     "nvlinks", "slow_time_mono",
 )
+
+
+def _by_call(key: Any, reading: str, call: Callable[[], Any]) -> Batched:
+    """A reading NVML has no field for here: always its own call."""
+    return Batched(key, reading, (), as_int, call)
 
 
 def _opt_text(v: Any) -> str | None:
     return text(v) if v is not None else None
 
 
-class Readings(HandleCore):
+class Readings(BatchReads):
     """Identity, the health poll and the instant-power read of one GPU."""
 
     _identity: GpuIdentity | None = None
@@ -147,6 +176,7 @@ class Readings(HandleCore):
     _chosen: dict[str, Callable[..., Any]] | None = None  # reading -> the call that answers it
     _argv: dict[str, tuple[Any, ...]]  # reading -> its constant arguments, resolved on the library
     _slow: dict[str, Any] | None = None  # the last slow part: GpuSample fields -> values
+    _plans: dict[tuple[bool, bool], tuple[Batched, ...]] | None = None  # (slow, ECC read) -> batch
 
     # -- identity -------------------------------------------------------------------------------
 
@@ -227,55 +257,105 @@ class Readings(HandleCore):
 
     # -- the health poll ------------------------------------------------------------------------
 
-    def _table(self, values: dict[str, Any], slow: bool) -> None:
+    def _plan(self, slow: bool, ecc: bool) -> tuple[Batched, ...]:
+        """This GPU's field-read readings for a fast or a slow poll (with or without the ECC
+        totals), built once: instant power, memory temperature and recovery action (fields
+        only), then each reading that has a field standing for its call."""
+        plans = self._plans
+        if plans is None:
+            plans = self._plans = {}
+        key = (slow, ecc)
+        got = plans.get(key)
+        if got is not None:
+            return got
+        fid, lib, h = self.fids, self.lib, self.raw
+        out: list[Batched] = [
+            Batched(name, name, (i,), first)
+            for name in ("power_instant", "memory_temp", "recovery_action")
+            if (i := getattr(fid, name)) is not None
+        ]
+        for rd in READINGS:
+            ids = tuple(getattr(fid, f) for f in rd.fields)
+            if rd.fields and (slow or rd.name not in SLOW_READINGS) and None not in ids:
+                out.append(Batched(rd.name, rd.name, ids, rd.shape, functools.partial(self._read_reading, rd)))
+        if slow and ecc:
+            for name, field, etype, ctype, f in ECC_READINGS:
+                call = functools.partial(
+                    self._read, name, lib.nvmlDeviceGetTotalEccErrors, h, getattr(lib, etype), getattr(lib, ctype)
+                )
+                i = getattr(fid, f)
+                out.append(Batched(field, name, (i,), as_int, call) if i is not None else _by_call(field, name, call))
+        if slow:
+            for link in range(self._links()):
+                for name, field, const, f in NVLINK_COUNTERS:
+                    call = functools.partial(
+                        self._read, name, lib.nvmlDeviceGetNvLinkErrorCounter, h, link, getattr(lib, const)
+                    )
+                    ids = getattr(fid, f)
+                    one: int | tuple[int, int] | None = (
+                        (ids[link] if link < len(ids) else None) if isinstance(ids, tuple)
+                        else (ids, link) if ids is not None else None
+                    )
+                    out.append(
+                        Batched((link, field), name, (one,), as_int, call) if one is not None
+                        else _by_call((link, field), name, call)
+                    )
+        got = plans[key] = tuple(out)
+        return got
+
+    def _table(self, values: dict[str, Any], got: dict[Any, Any], slow: bool) -> None:
         for rd in READINGS:
             if not slow and rd.name in SLOW_READINGS:
                 continue
-            got = self._read_reading(rd)
+            v = got[rd.name] if rd.name in got else self._read_reading(rd)
             for field, conv in rd.outputs:
-                values[field] = conv(got) if got is not None else None
+                values[field] = conv(v) if v is not None else None
 
     def poll(self, now_wall: Callable[[], float] = time.time, slow: bool = True) -> GpuSample:
         """Every health reading of this GPU once (README's reading list). Raises GpuLost.
 
-        ``slow=False`` reads only the fast part and repeats the slow part (ECC, retired pages, row
-        remapping, PCIe, power-limit range, NVLink ports) from the last poll that read it
-        (``GpuSample.slow_time_mono`` says when); the first poll always reads everything."""
-        fid = self.fids
+        The readings NVML also offers as field ids come from one nvmlDeviceGetFieldValues call
+        (rasd.backends.nvml.batch), the rest from their own calls. ``slow=False`` reads only the
+        fast part and repeats the slow part (ECC, retired pages, row remapping, PCIe, power-limit
+        range, NVLink ports) from the last poll that read it (``GpuSample.slow_time_mono`` says
+        when); the first poll always reads everything."""
         self._polls += 1
         t0 = time.monotonic()
-        fields = self._fields((fid.power_instant, fid.memory_temp, fid.recovery_action))
-        inst = fields.get(fid.power_instant) if fid.power_instant is not None else None
-        memtemp = fields.get(fid.memory_temp) if fid.memory_temp is not None else None
-        action = fields.get(fid.recovery_action) if fid.recovery_action is not None else None
         slow = slow or self._slow is None
         values: dict[str, Any]
         if slow:
-            values = self._read_slow_part(t0)
+            ecc_on = self._ecc_mode()
+            got = self._batch(self._plan(True, ecc_on is not False))
+            values = self._read_slow_part(t0, ecc_on, got)
         else:
+            got = self._batch(self._plan(False, False))
             assert self._slow is not None
             values = dict(self._slow)
-        self._table(values, slow=slow)
+        self._table(values, got, slow=slow)
+        inst, memtemp, action = got.get("power_instant"), got.get("memory_temp"), got.get("recovery_action")
         wall = now_wall()
         sample = GpuSample(  # built once: the poll's time is its calls' (the build is microseconds)
             index=self.index,
             time_wall=wall,
             time_mono=t0,
             poll_seconds=time.monotonic() - t0,
-            power_instant_watts=inst[0] / 1000.0 if inst else None,
-            temperature_memory_celsius=float(memtemp[0]) if memtemp else None,
-            recovery_action=int(action[0]) if action else None,
+            power_instant_watts=inst / 1000.0 if inst is not None else None,
+            temperature_memory_celsius=float(memtemp) if memtemp is not None else None,
+            recovery_action=int(action) if action is not None else None,
             **values,
         )
         if slow:
             self._slow = {k: getattr(sample, k) for k in _SLOW_SAMPLE_FIELDS}
         return sample
 
-    def _read_slow_part(self, t0: float) -> dict[str, Any]:
-        """The slow readings outside the table: ECC mode and totals, retired pages, NVLink ports."""
+    def _ecc_mode(self) -> bool | None:
+        """nvmlDeviceGetEccMode: current mode on (True), off (False), unknown (None)."""
+        mode = self._read("ecc_mode", self.lib.nvmlDeviceGetEccMode, self.raw)
+        return bool(mode[0]) if mode is not None else None
+
+    def _read_slow_part(self, t0: float, ecc_on: bool | None, got: dict[Any, Any]) -> dict[str, Any]:
+        """The slow readings outside the table: ECC totals (from the batch), retired pages, NVLink."""
         lib, h, r = self.lib, self.raw, self._read
-        ecc_mode = r("ecc_mode", lib.nvmlDeviceGetEccMode, h)
-        ecc_on = bool(ecc_mode[0]) if ecc_mode is not None else None
         sbe_pages = r(
             "retired_pages", lib.nvmlDeviceGetRetiredPages, h,
             lib.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS,
@@ -290,9 +370,7 @@ class Readings(HandleCore):
         )
         pages_pending = r("retired_pages_pending", lib.nvmlDeviceGetRetiredPagesPendingStatus, h)
         values: dict[str, Any] = {
-            field: None if ecc_on is False
-            else r(name, lib.nvmlDeviceGetTotalEccErrors, h, getattr(lib, etype), getattr(lib, ctype))
-            for name, field, etype, ctype in ECC_READINGS
+            field: None if ecc_on is False else got.get(field) for _, field, _, _, _ in ECC_READINGS
         }
         values.update(
             ecc_enabled=ecc_on,
@@ -301,25 +379,22 @@ class Readings(HandleCore):
             retired_pages_pending=bool(pages_pending == lib.NVML_FEATURE_ENABLED)
             if pages_pending is not None
             else None,
-            nvlinks=self._nvlinks(),
+            nvlinks=self._nvlinks(got),
             slow_time_mono=t0,
         )
         return values
 
-    def _nvlinks(self) -> tuple[NvLinkSample, ...]:
+    def _nvlinks(self, got: dict[Any, Any]) -> tuple[NvLinkSample, ...]:
+        """Each port's state (nvmlDeviceGetNvLinkState) and error counters (from the batch)."""
         lib, h, r = self.lib, self.raw, self._read
         out = []
         for link in range(self._links()):
             state = r("nvlink_state", lib.nvmlDeviceGetNvLinkState, h, link)
-            counts = {
-                field: r(name, lib.nvmlDeviceGetNvLinkErrorCounter, h, link, getattr(lib, const))
-                for name, field, const in NVLINK_COUNTERS
-            }
             out.append(
                 NvLinkSample(
                     link=link,
                     up=(state == lib.NVML_FEATURE_ENABLED) if state is not None else None,
-                    **counts,
+                    **{field: got.get((link, field)) for _, field, _, _ in NVLINK_COUNTERS},
                 )
             )
         return tuple(out)

@@ -1,0 +1,117 @@
+"""Readings taken together in one ``nvmlDeviceGetFieldValues`` call per GPU and poll.
+
+Where NVML offers a field id with the same meaning and unit as a one-by-one call (nvml.h: field
+185 and ``nvmlDeviceGetPowerUsage``, 190 and ``nvmlDeviceGetEnforcedPowerLimit``, 3-6 and
+``nvmlDeviceGetTotalEccErrors``, 161/162 with the link in ``scopeId`` and
+``nvmlDeviceGetNvLinkErrorCounter``, ...), the poll asks for all of them in one call instead of
+one call each: every call is a trip into the driver, and on a real GPU node the ioctl costs more
+than the Python around it.
+
+The field stands in for its call only where it answers. Each entry carries its own nvmlReturn:
+- NOT_SUPPORTED (or INVALID_ARGUMENT: a driver older than the field id) -> that reading goes back
+  to its own call on this GPU for good, and the call's answer (value or error) is this poll's;
+- GPU_IS_LOST -> the poll stops with GpuLost, as the call would;
+- any other error -> counted under the reading's name, None this poll, asked again next poll;
+- the call itself failing (judged as ``field_values``) -> every reading of the batch is read by its
+  own call this poll.
+So a reading's meaning, unit and error handling are the call's whatever the driver offers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Sequence
+
+from rasd.backends.nvml.core import HandleCore, Outcome, classify
+
+FieldId = int | tuple[int, int]  # an id, or (id, scopeId)
+
+
+@dataclass(frozen=True, slots=True)
+class Batched:
+    """One reading from field entries: ``shape`` turns the entries' values (in ``ids`` order) into
+    what ``call`` would have returned, so the reading's own conversion applies unchanged.
+    ``call`` reads it one by one under the error rules (None: a field-only reading, whose entry
+    errors are judged under ``reading`` like any read)."""
+
+    key: Hashable  # where the answer goes in the poll's results
+    reading: str  # the reading's name in logs, error counts and the unsupported list
+    ids: tuple[FieldId, ...]
+    shape: Callable[[tuple[float, ...]], Any]
+    call: Callable[[], Any] | None = None
+
+
+def first(v: tuple[float, ...]) -> float:
+    return v[0]
+
+
+def as_int(v: tuple[float, ...]) -> int:
+    return int(v[0])
+
+
+def ints(v: tuple[float, ...]) -> tuple[int, ...]:
+    return tuple(int(x) for x in v)
+
+
+class BatchReads(HandleCore):
+    """``_batch``: a list of ``Batched`` readings, one field-values call for those that go by field."""
+
+    _by_call: set[Hashable] | None = None  # keys whose field answered "not supported" on this GPU
+
+    def _batch(self, wanted: Sequence[Batched]) -> dict[Hashable, Any]:
+        """{key: value or None} for every reading in ``wanted``. Raises GpuLost."""
+        by_call = self._by_call
+        if by_call is None:
+            by_call = self._by_call = set()
+        out: dict[Hashable, Any] = {}
+        ask: list[Batched] = []
+        calls: list[Batched] = []
+        for b in wanted:
+            if b.call is not None and (not b.ids or b.key in by_call):
+                calls.append(b)
+            elif self._skipped(b.reading):
+                out[b.key] = None
+            else:
+                ask.append(b)
+        if ask:
+            got = self._field_entries(tuple(i for b in ask for i in b.ids))
+            if got is None:  # the whole call failed (judged as field_values): one by one this poll
+                for b in ask:
+                    if b.call is not None:
+                        calls.append(b)
+                    else:
+                        out[b.key] = None
+            else:
+                self._place(ask, got, out, calls, by_call)
+        for b in calls:
+            assert b.call is not None
+            out[b.key] = b.call()
+        return out
+
+    def _place(
+        self, ask: list[Batched], got: list[tuple[int, int, float, int]], out: dict[Hashable, Any],
+        calls: list[Batched], by_call: set[Hashable],
+    ) -> None:
+        """Each reading's entries -> its value, or the error rules above."""
+        lib, i = self.lib, 0
+        for b in ask:
+            n = len(b.ids)
+            mine = got[i:i + n]
+            i += n
+            bad = 0
+            for e in mine:
+                if e[1] != 0:
+                    bad = e[1]
+                    break
+            if not bad:
+                out[b.key] = b.shape(tuple(e[2] for e in mine)) if n > 1 else b.shape((mine[0][2],))
+                continue
+            out[b.key] = None
+            err = lib.NVMLError(bad)
+            if b.call is not None and (
+                bad == getattr(lib, "NVML_ERROR_INVALID_ARGUMENT", 2) or classify(lib, err) is Outcome.UNSUPPORTED
+            ):
+                by_call.add(b.key)  # for good: the call answers (or marks the reading unsupported)
+                calls.append(b)
+            else:
+                self._judge(b.reading, err)

@@ -1,0 +1,144 @@
+"""The health poll's batched field read: one nvmlDeviceGetFieldValues call per GPU and poll that
+answers what the one-by-one calls answer, under the same error rules.
+
+The fake and real NVML (``-m nvml``, skipped without a GPU) run here; NVIDIA's mock runs the same
+comparison through the real pynvml in test_mock_nvml.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rasd.backends import open_backend
+from rasd.backends.errors import BackendUnavailable, GpuLost
+from tests.contract.fieldcheck import both_ways, disagreements
+
+
+FAKE_PROFILES = ("h100-sxm-80gb", "a100-sxm4-80gb", "v100-sxm2-32gb", "gb200", "b200")
+
+
+@pytest.fixture(params=[*FAKE_PROFILES, pytest.param("nvml", marks=pytest.mark.nvml)])
+def backend(request, fake):
+    if request.param in FAKE_PROFILES:
+        yield fake(f'[node]\nprofile = "{request.param}"\ngpus = 2\n')
+    else:
+        try:
+            be = open_backend("nvml")
+        except BackendUnavailable as e:
+            pytest.skip(f"no real NVML here: {e}")
+        yield be
+        be.close()
+
+
+def test_fields_answer_what_their_calls_answer(backend):
+    for g in backend.adapter.gpus():
+        rows = both_ways(g)
+        assert rows, "readings with a field standing in for their call"
+        assert disagreements(rows) == []
+
+
+def _count_calls(lib):
+    """Wrap the library's device calls to count them (the adapter looks them up at first use)."""
+    counts: dict[str, int] = {}
+    for name in dir(lib):
+        if name.startswith("nvmlDevice") and callable(fn := getattr(lib, name)):
+            def counted(*a, _fn=fn, _name=name, **k):
+                counts[_name] = counts.get(_name, 0) + 1
+                return _fn(*a, **k)
+            setattr(lib, name, counted)
+    return counts
+
+
+def test_one_field_values_call_per_gpu_and_poll(fake):
+    be = fake()
+    counts = _count_calls(be.adapter.lib)
+    g = be.adapter.gpus()[0]
+    links = g.identity().nvlink_count  # the link count is a field read of its own, once
+    counts.clear()
+    g.poll()  # the first poll reads the slow part too
+    assert counts["nvmlDeviceGetFieldValues"] == 1
+    assert "nvmlDeviceGetPowerUsage" not in counts and "nvmlDeviceGetTotalEccErrors" not in counts
+    # NVLink: the state by call; DL replay and recovery by field (the link in scopeId); CRC flit
+    # and data by their per-link field ids on links 0-11, by call on the rest
+    assert counts["nvmlDeviceGetNvLinkState"] == links
+    assert counts.get("nvmlDeviceGetNvLinkErrorCounter", 0) == 2 * max(0, links - 12)
+    counts.clear()
+    g.poll(slow=False)
+    assert counts["nvmlDeviceGetFieldValues"] == 1
+    assert sum(counts.values()) == 7  # + utilisation, memory, temperature, 2 clocks, clock-event reasons
+
+
+def test_an_unsupported_field_falls_back_to_its_call_for_good(fake):
+    """A driver without a field answers NOT_SUPPORTED in that entry: the call answers instead,
+    on this and every later poll, and nothing is marked unsupported or counted."""
+    be = fake()
+    g = be.adapter.gpus()[0]
+    lib = be.adapter.lib
+    real = lib.nvmlDeviceGetFieldValues
+    fid = g.fids.power_average
+
+    def without_185(handle, ids, **kw):
+        out = real(handle, ids, **kw)
+        for e in out:
+            if e.fieldId == fid:
+                e.nvmlReturn = lib.NVML_ERROR_NOT_SUPPORTED
+        return out
+
+    lib.nvmlDeviceGetFieldValues = without_185
+    calls = _count_calls(lib)
+    for _ in range(3):
+        assert g.poll(slow=False).power_average_watts == lib.nvmlDeviceGetPowerUsage(g.raw) / 1000.0
+    assert calls["nvmlDeviceGetPowerUsage"] == 6  # the poll's and the check's, every time
+    assert "power_usage" not in g.unsupported() and not g.error_counts()
+
+
+def test_an_entry_error_is_counted_under_its_reading_and_retried(fake):
+    be = fake(
+        """
+        [[event]]
+        kind = "nvml_error"
+        at = 0
+        gpu = 1
+        function = "nvmlDeviceGetTotalEccErrors"
+        error = "unknown"
+        calls = 1
+        """
+    )
+    g = be.adapter.gpus()[1]
+    s = g.poll()
+    assert s.ecc_volatile_corrected is None and s.ecc_aggregate_uncorrected is None
+    assert g.error_counts()[("ecc_volatile_corrected", "unknown")] == 1
+    assert g.poll().ecc_volatile_corrected == 0  # asked again, and it answered
+
+
+def test_the_whole_call_failing_reads_each_reading_by_its_call(fake):
+    be = fake(
+        """
+        [[event]]
+        kind = "nvml_error"
+        at = 0
+        gpu = 0
+        function = "nvmlDeviceGetFieldValues"
+        error = "unknown"
+        """
+    )
+    g = be.adapter.gpus()[0]
+    s = g.poll()
+    assert s.power_instant_watts is None  # a field only
+    assert s.power_average_watts is not None and s.energy_joules is not None and s.ecc_volatile_corrected == 0
+    assert set(g.error_counts()) == {("field_values", "unknown")}  # the call's failure, nothing else
+
+
+def test_a_lost_gpu_in_an_entry_stops_the_poll(fake):
+    be = fake(
+        """
+        [[event]]
+        kind = "nvml_error"
+        at = 0
+        gpu = 0
+        function = "nvmlDeviceGetEnforcedPowerLimit"
+        error = "gpu_is_lost"
+        """
+    )
+    with pytest.raises(GpuLost):
+        be.adapter.gpus()[0].poll()
