@@ -24,6 +24,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -86,6 +87,33 @@ def bench_polls(gpus: int, rounds: int, tmp: Path) -> dict[str, float]:
         d.stop()
 
 
+def count_calls(gpus: int) -> tuple[float, float]:
+    """NVML calls per GPU per health poll on the fake, (fast part, with the slow part): every
+    device call counted once, a field-values call as one whatever its number of fields."""
+    be = open_backend("fake", gpus=gpus)
+    try:
+        lib, n = be.adapter.lib, [0]
+        for name in dir(lib):
+            if name.startswith("nvmlDevice") and callable(fn := getattr(lib, name)):
+                def counted(*a: object, _fn: Callable[..., object] = fn, **k: object) -> object:
+                    n[0] += 1
+                    return _fn(*a, **k)
+                setattr(lib, name, counted)
+        handles = be.adapter.gpus()
+        for g in handles:
+            g.identity()
+        n[0] = 0
+        for g in handles:
+            g.poll(slow=True)
+        full = n[0] / gpus
+        n[0] = 0
+        for g in handles:
+            g.poll(slow=False)
+        return n[0] / gpus, full
+    finally:
+        be.close()
+
+
 def bench_sampler(gpus: int, seconds: float = 20.0, hz: float = config.TelemetrySettings().power_sample_hz) -> dict[str, float]:
     clock = ManualClock(1000.0)
     be = open_backend("fake", gpus=gpus, clock=clock)
@@ -126,6 +154,7 @@ def main() -> None:
         tmp = Path(t)
         for n in (8, 72):
             r = bench_polls(n, args.rounds, tmp)
+            calls_fast, calls_full = count_calls(n)
             sm = bench_sampler(n)
             col = f"{n} GPUs"
             poll_share = r["poll_per_s_ms"] / 10  # ms of CPU a second -> % of one core
@@ -135,6 +164,9 @@ def main() -> None:
                 rec.add(f"telemetry.poll_full.{n}",
                         "health poll of all GPUs with the slow part (every `slow_interval_seconds`, or after an Xid)",
                         r["full_ms"], "ms", text=f"{r['full_ms']:.1f} ms", table="telemetry", column=col),
+                rec.add(f"telemetry.poll_calls.{n}", "NVML calls per GPU a health poll: fast part, with the slow part",
+                        calls_fast, "calls", text=f"{calls_fast:.0f}, {calls_full:.0f}", table="telemetry", column=col,
+                        notes={"with_slow_part": calls_full}),
                 rec.add(f"telemetry.poll_share.{n}", "health poll at the defaults, share of one core",
                         poll_share, "%", text=f"{poll_share:.3f}%", table="telemetry", column=col),
                 rec.add(f"telemetry.sampler.{n}",

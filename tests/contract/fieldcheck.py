@@ -23,7 +23,7 @@ def both_ways(handle: Any) -> list[dict[str, Any]]:
     """One row per field-read reading: its entries' nvmlReturn codes and the values both ways."""
     handle.poll()  # identity, link count and the readings' choice of call, as the daemon has them
     rows = []
-    for b in handle._plan(True, True):
+    for b in handle._plan(True, True).readings:
         if b.call is None or not b.ids:
             continue
         before = _plain(b.call())

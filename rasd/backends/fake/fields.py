@@ -32,6 +32,12 @@ _SMOOTHING = (
 
 _NOT_SUPPORTED = object()
 _INVALID = object()  # an entry whose scopeId names no such link
+_ECC = {
+    "ecc_sbe_volatile": ("ecc_corrected", True),
+    "ecc_dbe_volatile": ("ecc_uncorrected", True),
+    "ecc_sbe_aggregate": ("ecc_corrected", False),
+    "ecc_dbe_aggregate": ("ecc_uncorrected", False),
+}
 _NVLINK = {"nvlink_replay": "replay", "nvlink_recovery": "recovery", "nvlink_crc_flit": "crc_flit",
            "nvlink_crc_data": "crc_data"}
 
@@ -112,19 +118,21 @@ def field_values(
     ok, unsupported = base.NVML_SUCCESS, base.NVML_ERROR_NOT_SUPPORTED
     invalid = base.NVML_ERROR_INVALID_ARGUMENT
     for pos, (entry, fid) in enumerate(zip(fill, field_ids)):
+        scope = 0
         if type(fid) is tuple:
             entry.fieldId, entry.scopeId = fid
+            fid, scope = entry.fieldId, entry.scopeId
         else:
             entry.fieldId = fid
         entry.timestamp = now_us
         if failed and pos in failed:
             entry.nvmlReturn = failed[pos]
             continue
-        named = names.get(int(entry.fieldId))
+        named = names.get(fid)
         got: Any = _NOT_SUPPORTED
         if named is not None:
             name, link = named
-            got = _value(node, gpu, sim, t, name, entry.scopeId if link is None else link)
+            got = _value(node, gpu, sim, t, name, scope if link is None else link)
         if got is _NOT_SUPPORTED or got is _INVALID:
             entry.nvmlReturn = unsupported if got is _NOT_SUPPORTED else invalid
             continue
@@ -148,16 +156,7 @@ def _value(node: "FakeNode", gpu: int, sim: Any, t: float, name: str, scope: int
     """(value kind, value, refresh time in seconds since start or None for "now")."""
     p = node.profile
     fx = node.effects
-    if name in _NVLINK:
-        if not 0 <= scope < p.nvlink_count:
-            return _INVALID
-        if not p.nvlink_error_counters:
-            return _NOT_SUPPORTED
-        return ("ull", fx.counter(gpu, f"nvlink:{scope}:{_NVLINK[name]}", t), None)
-    if name == "total_energy":
-        return ("ull", int(sim.energy_mj), None)
-    if name == "pcie_replay_counter":
-        return ("ui", fx.counter(gpu, "pcie_replay", t), None)
+    # the health poll's every-second fields first, then the rest
     if name == "power_instant":
         return ("ui", sim.instant_mw, sim.instant_at) if p.instant_power else _NOT_SUPPORTED
     if name == "power_average":
@@ -166,24 +165,29 @@ def _value(node: "FakeNode", gpu: int, sim: Any, t: float, name: str, scope: int
         if not p.memory_temperature:
             return _NOT_SUPPORTED
         return ("ui", node.temperature(gpu) + p.memory_temp_offset_celsius, None)
-    if name == "nvlink_link_count":
-        return ("ui", p.nvlink_count, None)
-    limits = {
-        "power_min_limit": p.power_limit_min_watts,
-        "power_max_limit": p.power_limit_max_watts,
-        "power_default_limit": p.power_limit_default_watts,
-        "power_current_limit": sim.limit_watts,
-    }
-    if name in limits:
-        return ("ui", limits[name] * 1000, None)
     if name == "recovery_action":
         return ("ui", fx.recovery_action(gpu, t), None) if p.recovery_action else _NOT_SUPPORTED
-    ecc = {
-        "ecc_sbe_volatile": ("ecc_corrected", True),
-        "ecc_dbe_volatile": ("ecc_uncorrected", True),
-        "ecc_sbe_aggregate": ("ecc_corrected", False),
-        "ecc_dbe_aggregate": ("ecc_uncorrected", False),
-    }
+    if name == "power_current_limit":
+        return ("ui", sim.limit_watts * 1000, None)
+    if name == "total_energy":
+        return ("ull", int(sim.energy_mj), None)
+    if name in _NVLINK:
+        if not 0 <= scope < p.nvlink_count:
+            return _INVALID
+        if not p.nvlink_error_counters:
+            return _NOT_SUPPORTED
+        return ("ull", fx.counter(gpu, f"nvlink:{scope}:{_NVLINK[name]}", t), None)
+    if name == "pcie_replay_counter":
+        return ("ui", fx.counter(gpu, "pcie_replay", t), None)
+    if name == "nvlink_link_count":
+        return ("ui", p.nvlink_count, None)
+    if name == "power_min_limit":
+        return ("ui", p.power_limit_min_watts * 1000, None)
+    if name == "power_max_limit":
+        return ("ui", p.power_limit_max_watts * 1000, None)
+    if name == "power_default_limit":
+        return ("ui", p.power_limit_default_watts * 1000, None)
+    ecc = _ECC
     if name in ecc:
         key, volatile = ecc[name]
         return ("ull", fx.counter(gpu, key, t, volatile), None)

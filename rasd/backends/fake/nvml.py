@@ -136,11 +136,16 @@ class FakeNvml(EventsMixin):
         blocking = name in _BLOCKING
         lost_check = name not in _ANSWER_WHEN_LOST
         fields = name == "nvmlDeviceGetFieldValues"
+        by_handle = name.startswith("nvmlDevice") and name != "nvmlDeviceGetHandleByIndex"
+        handle_type = self._base.c_nvmlDevice_t
 
         def call(*args: Any, **kwargs: Any) -> Any:
             if needs_init and self._init_count == 0:
                 self._raise("uninitialized")
-            gpu = self._call_gpu(name, args)
+            if by_handle and args and type(args[0]) is handle_type:  # the usual call: one lookup
+                gpu: int | None = self._gpu_of(args[0])
+            else:
+                gpu = self._call_gpu(name, args)
             if node.effects.call_faults:
                 for ev in self._faults_for(name, gpu):
                     if ev.kind is EventKind.NVML_HANG:

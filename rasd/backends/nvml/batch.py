@@ -41,6 +41,20 @@ class Batched:
     call: Callable[[], Any] | None = None
 
 
+class Plan:
+    """A poll's batched readings, with what every poll would otherwise work out again: the
+    readings that go by field, their ids in one tuple, those that always go by call."""
+
+    __slots__ = ("readings", "fielded", "called", "ids", "names")
+
+    def __init__(self, readings: Sequence[Batched]):
+        self.readings = tuple(readings)
+        self.fielded = tuple(b for b in self.readings if b.ids)
+        self.called = tuple(b for b in self.readings if not b.ids)
+        self.ids = tuple(i for b in self.fielded for i in b.ids)
+        self.names = frozenset(b.reading for b in self.readings)
+
+
 def first(v: tuple[float, ...]) -> float:
     return v[0]
 
@@ -58,23 +72,28 @@ class BatchReads(HandleCore):
 
     _by_call: set[Hashable] | None = None  # keys whose field answered "not supported" on this GPU
 
-    def _batch(self, wanted: Sequence[Batched]) -> dict[Hashable, Any]:
-        """{key: value or None} for every reading in ``wanted``. Raises GpuLost."""
+    def _batch(self, plan: Plan) -> dict[Hashable, Any]:
+        """{key: value or None} for every reading of ``plan``. Raises GpuLost."""
         by_call = self._by_call
         if by_call is None:
             by_call = self._by_call = set()
         out: dict[Hashable, Any] = {}
-        ask: list[Batched] = []
-        calls: list[Batched] = []
-        for b in wanted:
-            if b.call is not None and (not b.ids or b.key in by_call):
-                calls.append(b)
-            elif self._skipped(b.reading):
-                out[b.key] = None
-            else:
-                ask.append(b)
+        ask: Sequence[Batched]
+        calls: list[Batched]
+        if not by_call and plan.names.isdisjoint(self._unsupported):  # the usual poll
+            ask, calls, ids = plan.fielded, list(plan.called), plan.ids
+        else:
+            ask, calls = [], []
+            for b in plan.readings:
+                if b.call is not None and (not b.ids or b.key in by_call):
+                    calls.append(b)
+                elif self._skipped(b.reading):
+                    out[b.key] = None
+                else:
+                    ask.append(b)
+            ids = tuple(i for b in ask for i in b.ids)
         if ask:
-            got = self._field_entries(tuple(i for b in ask for i in b.ids))
+            got = self._field_entries(ids)
             if got is None:  # the whole call failed (judged as field_values): one by one this poll
                 for b in ask:
                     if b.call is not None:
@@ -89,23 +108,27 @@ class BatchReads(HandleCore):
         return out
 
     def _place(
-        self, ask: list[Batched], got: list[tuple[int, int, float, int]], out: dict[Hashable, Any],
+        self, ask: Sequence[Batched], got: list[tuple[int, int, float, int]], out: dict[Hashable, Any],
         calls: list[Batched], by_call: set[Hashable],
     ) -> None:
         """Each reading's entries -> its value, or the error rules above."""
         lib, i = self.lib, 0
         for b in ask:
             n = len(b.ids)
-            mine = got[i:i + n]
-            i += n
-            bad = 0
-            for e in mine:
-                if e[1] != 0:
-                    bad = e[1]
-                    break
-            if not bad:
-                out[b.key] = b.shape(tuple(e[2] for e in mine)) if n > 1 else b.shape((mine[0][2],))
-                continue
+            if n == 1:  # most readings are one entry
+                e = got[i]
+                i += 1
+                bad = e[1]
+                if not bad:
+                    out[b.key] = b.shape((e[2],))
+                    continue
+            else:
+                mine = got[i:i + n]
+                i += n
+                bad = next((e[1] for e in mine if e[1] != 0), 0)
+                if not bad:
+                    out[b.key] = b.shape(tuple(e[2] for e in mine))
+                    continue
             out[b.key] = None
             err = lib.NVMLError(bad)
             if b.call is not None and (

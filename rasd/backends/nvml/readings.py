@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from rasd.backends.errors import GpuLost
-from rasd.backends.nvml.batch import Batched, BatchReads, as_int, first, ints
+from rasd.backends.nvml.batch import Batched, BatchReads, Plan, as_int, first, ints
 from rasd.backends.nvml.core import Outcome, classify, nvml_errors, text
 from rasd.model import GpuIdentity, GpuSample, NvLinkSample
 
@@ -150,6 +150,9 @@ NVLINK_COUNTERS: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
+_SLOW_TABLE = READINGS
+_FAST_TABLE = tuple(rd for rd in READINGS if rd.name not in SLOW_READINGS)
+
 # GpuSample fields the slow part fills (repeated from the last slow poll in between)
 _SLOW_SAMPLE_FIELDS = (
     *(f for rd in READINGS if rd.name in SLOW_READINGS for f, _ in rd.outputs),
@@ -176,7 +179,7 @@ class Readings(BatchReads):
     _chosen: dict[str, Callable[..., Any]] | None = None  # reading -> the call that answers it
     _argv: dict[str, tuple[Any, ...]]  # reading -> its constant arguments, resolved on the library
     _slow: dict[str, Any] | None = None  # the last slow part: GpuSample fields -> values
-    _plans: dict[tuple[bool, bool], tuple[Batched, ...]] | None = None  # (slow, ECC read) -> batch
+    _plans: dict[tuple[bool, bool], Plan] | None = None  # (slow, ECC read) -> the batch
 
     # -- identity -------------------------------------------------------------------------------
 
@@ -235,7 +238,13 @@ class Readings(BatchReads):
             self._chosen, self._argv = {}, {}
         fn = self._chosen.get(rd.name)
         if fn is not None:
-            return self._read(rd.name, fn, h, *self._argv[rd.name])
+            if h is None or rd.name in self._unsupported:  # the rules' slower path
+                return self._read(rd.name, fn, h, *self._argv[rd.name])
+            try:  # _read without its checks: a poll makes this call for most of its readings
+                return fn(h, *self._argv[rd.name])
+            except nvml_errors(lib) as e:
+                self._judge(rd.name, e)
+            return None
         args = self._argv[rd.name] = tuple(getattr(lib, a) for a in rd.args)
         names = [n for n in rd.call.split("|") if hasattr(lib, n)]
         if not names:
@@ -257,7 +266,7 @@ class Readings(BatchReads):
 
     # -- the health poll ------------------------------------------------------------------------
 
-    def _plan(self, slow: bool, ecc: bool) -> tuple[Batched, ...]:
+    def _plan(self, slow: bool, ecc: bool) -> Plan:
         """This GPU's field-read readings for a fast or a slow poll (with or without the ECC
         totals), built once: instant power, memory temperature and recovery action (fields
         only), then each reading that has a field standing for its call."""
@@ -300,16 +309,18 @@ class Readings(BatchReads):
                         Batched((link, field), name, (one,), as_int, call) if one is not None
                         else _by_call((link, field), name, call)
                     )
-        got = plans[key] = tuple(out)
+        got = plans[key] = Plan(out)
         return got
 
     def _table(self, values: dict[str, Any], got: dict[Any, Any], slow: bool) -> None:
-        for rd in READINGS:
-            if not slow and rd.name in SLOW_READINGS:
-                continue
+        for rd in _SLOW_TABLE if slow else _FAST_TABLE:
             v = got[rd.name] if rd.name in got else self._read_reading(rd)
-            for field, conv in rd.outputs:
-                values[field] = conv(v) if v is not None else None
+            if v is None:
+                for field, _ in rd.outputs:
+                    values[field] = None
+            else:
+                for field, conv in rd.outputs:
+                    values[field] = conv(v)
 
     def poll(self, now_wall: Callable[[], float] = time.time, slow: bool = True) -> GpuSample:
         """Every health reading of this GPU once (README's reading list). Raises GpuLost.
@@ -397,7 +408,10 @@ class Readings(BatchReads):
                     **{field: got.get((link, field)) for _, field, _, _ in NVLINK_COUNTERS},
                 )
             )
-        return tuple(out)
+        links = tuple(out)
+        before = self._slow["nvlinks"] if self._slow is not None else None
+        # nothing changed on any port: the same tuple again, which tells the detectors so
+        return before if before == links else links
 
     # -- power ----------------------------------------------------------------------------------
 
