@@ -117,8 +117,9 @@ READINGS: tuple[Reading, ...] = (
 # Readings that change rarely or only count faults: a poll takes them only when asked for its
 # slow part (rasd.telemetry.poller, every ``slow_interval_seconds``, 30 s by default as in DCGM),
 # reusing the previous values in between. The fast part (power, temperatures, clocks, clock-event
-# reasons, utilisation, memory, recovery action) is read every poll. With ECC counters, retired
-# pages and the NVLink ports, these are about 90 of a GPU's ~110 calls a poll.
+# reasons, utilisation, memory, recovery action) is read every poll: 7 calls a GPU (one of them
+# the field read); the slow part adds the NVLink port states (a call each), retired pages, PCIe
+# link and the counters no field stands for (44 calls in all on an 18-link H100).
 SLOW_READINGS = frozenset({
     "power_limit_constraints", "remapped_rows", "power_limit_default",
     "pcie_gen", "pcie_gen_max", "pcie_width", "pcie_width_max", "pcie_replays",
