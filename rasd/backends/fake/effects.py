@@ -41,6 +41,8 @@ class Effects:
             sorted((e for e in events if e.applies_to(g)), key=lambda e: (e.at, e.index))
             for g in range(gpu_count)
         ]
+        # per GPU: no scripted event at all, so it never falls off the bus and its counters stay 0
+        self.quiet: tuple[bool, ...] = tuple(not evs for evs in self._by_gpu)
         self.call_faults: tuple[Event, ...] = tuple(
             e for e in events if e.kind in (EventKind.NVML_ERROR, EventKind.NVML_HANG)
         )
