@@ -142,3 +142,27 @@ def test_a_lost_gpu_in_an_entry_stops_the_poll(fake):
     )
     with pytest.raises(GpuLost):
         be.adapter.gpus()[0].poll()
+
+
+def test_an_unsupported_field_is_skipped_then_asked_again_after_the_reprobe_interval(fake):
+    """A field-only reading the GPU lacks (recovery action before R570 drivers) is asked once,
+    left out of the batch for REPROBE_POLLS polls, then asked again."""
+    from rasd.backends.nvml.core import REPROBE_POLLS
+
+    be = fake('[node]\nprofile = "v100-sxm2-32gb"\ngpus = 1\n')
+    g = be.adapter.gpus()[0]
+    lib = be.adapter.lib
+    real = lib.nvmlDeviceGetFieldValues
+    fid = g.fids.recovery_action
+    asked: list[bool] = []
+
+    def recording(handle, ids, **kw):
+        asked.append(fid in list(ids))
+        return real(handle, ids, **kw)
+
+    g.identity()
+    lib.nvmlDeviceGetFieldValues = recording
+    for _ in range(REPROBE_POLLS + 2):
+        assert g.poll(slow=False).recovery_action is None
+    assert "recovery_action" in g.unsupported()
+    assert asked[0] and not any(asked[1:REPROBE_POLLS]) and asked[REPROBE_POLLS] and not asked[REPROBE_POLLS + 1]

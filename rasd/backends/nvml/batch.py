@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Sequence
 
-from rasd.backends.nvml.core import HandleCore, Outcome, classify
+from rasd.backends.nvml.core import REPROBE_POLLS, HandleCore, Outcome, classify
 
 FieldId = int | tuple[int, int]  # an id, or (id, scopeId)
 
@@ -45,7 +45,7 @@ class Plan:
     """A poll's batched readings, with what every poll would otherwise work out again: the
     readings that go by field, their ids in one tuple, those that always go by call."""
 
-    __slots__ = ("readings", "fielded", "called", "ids", "names")
+    __slots__ = ("readings", "fielded", "called", "ids", "names", "sorted")
 
     def __init__(self, readings: Sequence[Batched]):
         self.readings = tuple(readings)
@@ -53,6 +53,10 @@ class Plan:
         self.called = tuple(b for b in self.readings if not b.ids)
         self.ids = tuple(i for b in self.fielded for i in b.ids)
         self.names = frozenset(b.reading for b in self.readings)
+        # the last sorting of the readings where some are skipped or go by call: (unsupported
+        # changes, readings by call, valid before poll, asked, by call, skipped, ids)
+        self.sorted: tuple[int, int, int, tuple[Batched, ...], tuple[Batched, ...], tuple[Batched, ...],
+                           tuple[FieldId, ...]] | None = None
 
 
 def first(v: tuple[float, ...]) -> float:
@@ -83,15 +87,10 @@ class BatchReads(HandleCore):
         if not by_call and plan.names.isdisjoint(self._unsupported):  # the usual poll
             ask, calls, ids = plan.fielded, list(plan.called), plan.ids
         else:
-            ask, calls = [], []
-            for b in plan.readings:
-                if b.call is not None and (not b.ids or b.key in by_call):
-                    calls.append(b)
-                elif self._skipped(b.reading):
-                    out[b.key] = None
-                else:
-                    ask.append(b)
-            ids = tuple(i for b in ask for i in b.ids)
+            ask, called, skipped, ids = self._sort(plan, by_call)
+            calls = list(called)
+            for b in skipped:
+                out[b.key] = None
         if ask:
             got = self._field_entries(ids)
             if got is None:  # the whole call failed (judged as field_values): one by one this poll
@@ -106,6 +105,39 @@ class BatchReads(HandleCore):
             assert b.call is not None
             out[b.key] = b.call()
         return out
+
+    def _sort(
+        self, plan: Plan, by_call: set[Hashable],
+    ) -> tuple[tuple[Batched, ...], tuple[Batched, ...], tuple[Batched, ...], tuple[FieldId, ...]]:
+        """Which readings go by field, by call, or are skipped as unsupported: worked out again
+        only when a reading was marked or re-probed, one went to its call, or a skipped one is
+        due to be asked again (a driver that lacks recovery action, field 230, skips it on
+        every poll)."""
+        got = plan.sorted
+        if (
+            got is not None and got[0] == self._unsupported_changes and got[1] == len(by_call)
+            and self._polls < got[2]
+        ):
+            return got[3], got[4], got[5], got[6]
+        changes = self._unsupported_changes
+        ask: list[Batched] = []
+        calls: list[Batched] = []
+        skipped: list[Batched] = []
+        for b in plan.readings:
+            if b.call is not None and (not b.ids or b.key in by_call):
+                calls.append(b)
+            elif self._skipped(b.reading):
+                skipped.append(b)
+            else:
+                ask.append(b)
+        due = min((self._unsupported.get(b.reading, self._polls) + REPROBE_POLLS for b in skipped),
+                  default=1 << 62)
+        ids = tuple(i for b in ask for i in b.ids)
+        # stamped with the count from before: a re-probe inside _skipped (or another thread's
+        # mark) meanwhile makes the next poll sort again, which is cheap and always right
+        done = (changes, len(by_call), due, tuple(ask), tuple(calls), tuple(skipped), ids)
+        plan.sorted = done
+        return done[3], done[4], done[5], ids
 
     def _place(
         self, ask: Sequence[Batched], got: list[tuple[int, int, float, int]], out: dict[Hashable, Any],

@@ -153,6 +153,7 @@ class HandleCore:
         self.unopened: str | None = None
         self.unopened_reason = LostReason.OTHER
         self._unsupported: dict[str, int] = {}  # reading -> poll number when found unsupported
+        self._unsupported_changes = 0  # readings marked or re-probed, ever: tells a cache it is stale
         self._errors: dict[tuple[str, str], int] = {}
         self._errors_lock = threading.Lock()
         self._polls = 0
@@ -180,6 +181,7 @@ class HandleCore:
     def _mark_unsupported(self, reading: str) -> None:
         if reading not in self._unsupported:
             log.info("event=reading_unsupported gpu=%d reading=%s", self.index, reading)
+            self._unsupported_changes += 1
         self._unsupported.setdefault(reading, self._polls)
 
     def _judge(self, reading: str, e: BaseException) -> None:
@@ -201,6 +203,7 @@ class HandleCore:
         if self._polls - since < REPROBE_POLLS:
             return True
         del self._unsupported[reading]
+        self._unsupported_changes += 1
         return False
 
     def _read(self, reading: str, fn: Callable[..., T], *args: Any) -> T | None:
