@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import selectors
 import socket
 import socketserver
 import threading
@@ -168,6 +169,7 @@ class ScrapeServer(socketserver.TCPServer):
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         super().__init__(address, _Handler)
+        self._wake_r, self._wake_w = socket.socketpair()
 
     def health(self) -> tuple[bool, str]:
         if self._health is not None:
@@ -199,13 +201,31 @@ class ScrapeServer(socketserver.TCPServer):
         log.debug("event=scrape_client_error client=%s", client_address, exc_info=True)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.serve_forever, name="rasd-http", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="rasd-http", daemon=True)
         self._thread.start()
+
+    def _serve(self) -> None:
+        """Accept until shut down. Unlike ``serve_forever``, which wakes twice a second to look
+        for a shutdown, an idle server sleeps in the selector until a client connects or
+        ``shutdown`` writes to the wake pair: on a node the daemon's idle threads cost nothing."""
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.socket, selectors.EVENT_READ, "listen")
+            sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+            while not self._closing.is_set():
+                for key, _ in sel.select():
+                    if key.data == "listen" and not self._closing.is_set():
+                        self.handle_request()  # the socket is readable: it accepts at once
 
     def shutdown(self) -> None:
         self._closing.set()
-        if self._thread is not None:  # serve_forever never ran: nothing to wait for
-            super().shutdown()
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        if self._thread is not None:  # the accept loop ends at once: it was woken above
+            self._thread.join(2.0)
         self.server_close()
+        self._wake_r.close()
+        self._wake_w.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 

@@ -54,7 +54,7 @@ class TelemetrySettings:
     slow_interval_seconds: float = 30.0  # counters and NVLink: read this often, Xids read them sooner
     poll_deadline_seconds: float = 2.0  # a GPU whose poll runs longer is marked stale
     power_sample_hz: float = 12.5  # 1..100; above NVML's 10 Hz refresh, so no update is missed
-    xid_wait_ms: int = 500
+    xid_wait_ms: int = 2000  # the main loop asks every pass; this is for a late pass
     recent_xids: int = 16
     kernel_log: str = "/dev/kmsg"  # where driver Xid messages are read from ("" = off)
 

@@ -214,9 +214,11 @@ class ControlServer:
         reading: dict[int, _Conn] = {}
         try:
             while not self._closing.is_set():
-                now = time.monotonic()
-                timeout = min((c.deadline for c in reading.values()), default=now + 1.0) - now
-                for key, _ in sel.select(max(0.0, timeout)):
+                # idle, block until a client or the wake pipe: a daemon's idle thread never polls
+                timeout = None
+                if reading:
+                    timeout = max(0.0, min(c.deadline for c in reading.values()) - time.monotonic())
+                for key, _ in sel.select(timeout):
                     if key.data == "wake":
                         continue
                     if key.data is None:
