@@ -25,27 +25,42 @@ log = logging.getLogger("rasd.loops")
 
 T = TypeVar("T")
 
+SLEEP_UNDER = 0.5  # seconds: a shorter wait is a plain sleep (see pause)
+
+
+def pause(stop: threading.Event, seconds: float) -> bool:
+    """Wait ``seconds``, or until ``stop`` is set where the wait is long; True once stopped.
+
+    A wait shorter than ``SLEEP_UNDER`` is a plain ``time.sleep`` and a stop is seen when it
+    ends: an ``Event.wait`` allocates and takes a lock per wait, and its wake-up costs about
+    twice a sleep's in CPU time (measured on a virtual machine, where every wake-up is dear),
+    while the power loop waits 12.5 times a second."""
+    if seconds < SLEEP_UNDER:
+        time.sleep(seconds)
+        return stop.is_set()
+    return stop.wait(seconds)
+
 
 class GpuLoop(Generic[T]):
     """Calls ``work(item)`` for every item in turn, one round every ``interval`` seconds.
 
     ``after_round`` runs on the loop's thread after each full round (e.g. to hand a round's
-    readings on in one call). ``ready(item)``, where given, is asked first on the loop's thread
-    and an item it turns down is passed over without the watchdog's bookkeeping (the power
-    sampler skips most GPUs most rounds). ``interval`` and ``deadline`` may be changed while
-    running (reload).
+    readings on in one call). ``ready(item, now)``, where given, is asked first on the loop's
+    thread with the round's start on the loop's clock, and an item it turns down is passed over
+    without the watchdog's bookkeeping (the power sampler skips some GPUs some rounds).
+    ``interval`` and ``deadline`` may be changed while running (reload).
     """
 
     def __init__(
         self,
         name: str,
         items: Sequence[T],
-        work: Callable[[T], None],
+        work: Callable[[T], object],
         interval: float,
         deadline: float,
         after_round: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
-        ready: Callable[[T], bool] | None = None,
+        ready: Callable[[T, float], bool] | None = None,
     ):
         self.name = name
         self.items = list(items)
@@ -99,10 +114,11 @@ class GpuLoop(Generic[T]):
     def _run(self, gen: int, pos: int, next_at: float) -> None:
         lock, items, clock, ready, hung = self._lock, self.items, self._clock, self._ready, self._hung
         while not self.stop_event.is_set():
+            now = clock()
             for i in range(pos, len(items)):
                 # an abandoned thread hands its GPU back (leaves _hung) only after its call has
                 # returned, so a GPU read outside the lock as not hung is this thread's to ask
-                if ready is not None and (i in hung or not ready(items[i])):
+                if ready is not None and (i in hung or not ready(items[i], now)):
                     continue
                 with lock:
                     if gen != self._gen:
@@ -133,7 +149,7 @@ class GpuLoop(Generic[T]):
             now = clock()
             if next_at < now:  # overran: skip the missed rounds instead of bursting
                 next_at = now + self.interval
-            self.stop_event.wait(max(0.0, next_at - now))
+            pause(self.stop_event, max(0.0, next_at - now))
 
     def overdue_at(self, now: float) -> float:
         """The earliest time a call of this loop can run past its deadline: the call in flight's
@@ -207,5 +223,5 @@ class Watchdog:
     def _run(self) -> None:
         while True:
             self.check()
-            if self._stop.wait(self.next_check(self._clock())):
+            if self._stop.wait(self.next_check(self._clock())):  # a stop ends it at once
                 return

@@ -118,7 +118,8 @@ class _GpuSampler:
         self.skip_rounds = max(0, int(quiet * self.owner.hz))
 
     def read_once(self) -> PowerSample | None:
-        """One read of field 186; returns the sample when it is a distinct update."""
+        """One read of field 186; a distinct update is queued for the round's hand-over to the
+        sink, and returned."""
         o = self.owner
         self.reads += 1
         try:
@@ -148,8 +149,9 @@ class _GpuSampler:
         cutoff = now - RATE_WINDOW_SECONDS
         while self.distinct and self.distinct[0] < cutoff:
             self.distinct.popleft()
-        s = PowerSample(gpu=self.handle.index, time_wall=o.wall(), nvml_timestamp_us=ts, watts=watts)
+        s = PowerSample(self.handle.index, o.wall(), ts, watts)
         self.latest = s
+        o._pending.append(s)
         return s
 
     def _is_new(self, watts: float, ts: int) -> bool:
@@ -212,19 +214,13 @@ class PowerSampler:
         self._gpus = [_GpuSampler(self, g) for g in gpus]
         # a deque: an abandoned thread may still append when its hung read returns
         self._pending: collections.deque[PowerSample] = collections.deque()
+        # the loop calls the GPU's own methods: no layer of the sampler's between (12.5 rounds a
+        # second, each a wake-up with cold caches, where every call costs)
         self.loop: GpuLoop[_GpuSampler] = GpuLoop(
-            "power", self._gpus, self._read, 1.0 / hz, hang_seconds, after_round=self._flush, clock=clock,
-            ready=self._due,
+            "power", self._gpus, _GpuSampler.read_once, 1.0 / hz, hang_seconds, after_round=self._flush,
+            clock=clock, ready=_GpuSampler.due,
         )
         self.stop_event = self.loop.stop_event
-
-    def _due(self, s: _GpuSampler) -> bool:
-        return s.due(self.clock())
-
-    def _read(self, s: _GpuSampler) -> None:
-        got = s.read_once()
-        if got is not None:
-            self._pending.append(got)
 
     def _flush(self) -> None:
         p = self._pending
@@ -246,9 +242,10 @@ class PowerSampler:
 
     def round(self) -> None:
         """One read of every GPU on the calling thread (benchmarks and one-shot use)."""
+        now = self.clock()
         for s in self._gpus:
-            if self._due(s):
-                self._read(s)
+            if s.due(now):
+                s.read_once()
         self._flush()
 
     def rates(self) -> dict[int, float]:
