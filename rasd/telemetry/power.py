@@ -28,6 +28,7 @@ watchdog after ``HANG_SECONDS`` and the other GPUs carry on from a fresh thread.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import enum
 import logging
@@ -184,11 +185,13 @@ class _GpuSampler:
     def rate(self, now: float) -> float | None:
         """Distinct updates per second over the last few seconds: (n - 1) / span of the updates."""
         d = tuple(self.distinct)  # one C-level copy: the sampler thread may append meanwhile
-        cutoff = now - RATE_WINDOW_SECONDS
-        recent = [t for t in d if t >= cutoff]
-        if len(recent) < 2 or recent[-1] <= recent[0]:
+        # each append trims the window, so only a GPU whose updates slowed or stopped holds
+        # older times: the first recent one is found by bisection (asked for every GPU every tick)
+        start = bisect.bisect_left(d, now - RATE_WINDOW_SECONDS)
+        n = len(d) - start
+        if n < 2 or d[-1] <= d[start]:
             return None
-        return (len(recent) - 1) / (recent[-1] - recent[0])
+        return (n - 1) / (d[-1] - d[start])
 
 
 class PowerSampler:

@@ -244,3 +244,21 @@ def test_call_time_stamps_on_the_fake_still_give_each_update_once(clock):
     finally:
         for a in adapters:
             a.close()
+
+
+def test_rate_counts_only_the_updates_of_the_last_window(clock):
+    """Updates once a second until t = 10: the rate over the last 5 s while they last, then
+    over what is left of the window, then none once the window holds fewer than two."""
+    s, _ = _sampler([ScriptedGpu(0, [(100.0 + i, 1_000_000 * (i + 1)) for i in range(11)])], clock=clock)
+    t0 = clock()
+    for _ in range(11):
+        s.round()
+        clock.advance(1.0)
+    g = s._gpus[0]
+    assert len(g.distinct) == 6  # trimmed to the window as they came
+    assert g.rate(t0 + 10.0) == pytest.approx(1.0)
+    assert g.rate(t0 + 13.5) == pytest.approx(1.0)  # 9 and 10 are left: one interval of 1 s
+    assert g.rate(t0 + 14.5) is None  # only 10 is left
+    assert s.rates() == {0: pytest.approx(1.0)}  # now is t0 + 11: the window holds 6..10
+    clock.advance(4.0)
+    assert s.rates() == {}
