@@ -3,10 +3,12 @@
 prometheus_client's ``GaugeMetricFamily.add_metric`` builds a label dict and a ``Sample`` per
 series, and ``generate_latest`` validates and escapes every label of every series on every scrape:
 about 4 microseconds a series, 45 ms for a 72-GPU node's 10,000 series. Here a family keeps its
-rows as (label values, value) tuples, and the renderer formats each distinct series prefix
-(``name{labels} ``) once and reuses it while the series exists, so a scrape costs a dictionary
-lookup and a number format per series. The text is byte-for-byte what ``generate_latest`` writes
-(a test compares them over a whole daemon's exposition).
+rows as (label values, value) tuples, and the renderer copies the text of a family whose rows did
+not change from the last body and formats the others from a template per family, keeping the
+series prefixes (``name{labels} ``) of the families that change every render, so a scrape costs a
+row comparison for most series and a dictionary lookup and a cached number for the rest (what
+it keeps, and why: ``TextRenderer``). The text is byte-for-byte what ``generate_latest`` writes
+(tests compare them over a whole daemon's exposition and over renders of changing families).
 
 The daemon imports nothing of prometheus_client: the package loads its whole client (metrics,
 registry, exposition with its HTTP and WSGI servers, urllib) on any import, about 1.3 MB of a
@@ -24,6 +26,7 @@ from typing import Any, Iterable, NamedTuple, Sequence
 # them forever. Clearing costs one re-format of each live series, on the next scrape only.
 _MAX_PREFIXES = 200_000
 _MAX_VALUES = 50_000
+_MAX_SAFE = 50_000
 _INF = math.inf
 
 
@@ -129,55 +132,134 @@ def _prefix(name: str, labels: Iterable[tuple[str, str]]) -> str:
     return f"{name}{{{inner}}} " if inner else f"{name} "
 
 
+_Rows = list[tuple[tuple[str, ...], float]]
+
+
+class _Lines:
+    """One family's series prefixes (``name{labels} ``, UTF-8), formatted from a template with its
+    label names in the exposition's (sorted) order; values with nothing to escape are formatted
+    as they are."""
+
+    __slots__ = ("sname", "labelnames", "template", "order", "safe")
+
+    def __init__(self, sname: str, labelnames: tuple[str, ...], safe: set[str]):
+        self.sname, self.labelnames, self.safe = sname, labelnames, safe
+        order = sorted(range(len(labelnames)), key=labelnames.__getitem__)
+        inner = ",".join(f'{labelnames[i]}="%s"' for i in order)
+        self.template = f"{sname}{{{inner}}} " if labelnames else f"{sname} "
+        # None: the rows' values are already in the template's order
+        self.order = None if order == list(range(len(order))) else order
+
+    def prefix(self, vals: tuple[str, ...]) -> bytes:
+        if not self.labelnames:
+            return self.template.encode()
+        if not self.safe.issuperset(vals):
+            if any("\\" in v or "\n" in v or '"' in v for v in vals):
+                return _prefix(self.sname, zip(self.labelnames, vals)).encode()
+            if len(self.safe) >= _MAX_SAFE:
+                self.safe.clear()
+            self.safe.update(vals)
+        if self.order is not None:
+            vals = tuple(vals[i] for i in self.order)
+        return (self.template % vals).encode()
+
+
 class TextRenderer:
-    """Prometheus text format (0.0.4) for families, with the per-series prefixes cached.
+    """Prometheus text format (0.0.4) for families, rendered into one body per call.
+
+    What it keeps between renders, and why:
+    - each family's rows and help as last rendered, and where its text lies in the last body: a
+      family whose rows did not change (identity, limits, NVLink error counters between slow
+      reads: most of a big node's series) is copied from the last body, not formatted again. The
+      body is the only copy of the text (no per-family pieces beside it).
+    - the series prefixes of the families that changed in the last render too (power,
+      temperatures, clocks: they change every snapshot), so formatting them is a lookup a series.
+      A family that changes now and then is formatted from its template without keeping its
+      prefixes: on a 72-GPU node the NVLink error series alone would hold a megabyte of them.
+    - each distinct number's spelling, bounded.
+    A render's pieces are cached bytes objects or slices of the last body; joining them makes
+    the text without a new object per line.
 
     Not thread-safe: one renderer per cache, used under the cache's lock."""
 
     def __init__(self) -> None:
-        self._by_family: dict[str, dict[tuple[str, ...], str]] = {}  # series prefixes, by sample name
+        self._prefixes: dict[str, dict[tuple[str, ...], bytes]] = {}  # by sample name: the families changing every render
         self._cached = 0
-        # per family: its rows, help and text as last rendered; the text is the very bytes object
-        # the scrape cache keeps, so an unchanged family costs no copy
-        self._last: dict[str, tuple[list[tuple[tuple[str, ...], float]], str, bytes]] = {}
-        self._values: dict[float, str] = {}
+        self._last: dict[str, tuple[_Rows, str, int, int]] = {}  # rows, help, start, end in _body
+        self._body = b""
+        self._values: dict[float, bytes] = {}
+        self._safe: set[str] = set()  # label values seen with nothing to escape
 
-    def _value(self, v: float) -> str:
+    def _value(self, v: float) -> bytes:
         """The number as Prometheus (Go) writes it, with the line's newline."""
         s = self._values.get(v)
         if s is None:
             if len(self._values) >= _MAX_VALUES:
                 self._values.clear()
             # NaN never equals itself: formatting it each time is correct, only slower
-            s = self._values[v] = go_float(v) + "\n"
+            s = self._values[v] = (go_float(v) + "\n").encode()
         return s
 
-    def family(self, m: Family) -> tuple[frozenset[str], bytes]:
-        """(sample names, UTF-8 text) of one family: HELP, TYPE, then its series."""
+    def render(self, families: Iterable[Family]) -> tuple[bytes, tuple[tuple[str, int, int], ...]]:
+        """The exposition of ``families``, and each family's (sample name, start, end) in it."""
         if self._cached >= _MAX_PREFIXES:
-            self._by_family.clear()
-            self._last.clear()
+            self._prefixes.clear()
             self._cached = 0
-        sname, labelnames = m.sample_name, m.labelnames
-        names = frozenset((sname,))
-        # Most families hold the same rows as in the last render (identity, limits, NVLink
-        # error counters between slow reads): comparing the row lists is a C loop over tuples
-        # that mostly share identity, several times cheaper than formatting them again.
-        prev = self._last.get(sname)
-        if prev is not None and prev[0] == m.rows and prev[1] == m.documentation:
-            return names, prev[2]
-        out = [f"# HELP {sname} {_escape_help(m.documentation)}\n# TYPE {sname} {m.type}\n"]
-        fam = self._by_family.get(sname)
+        prev, last, prefixes = memoryview(self._body), self._last, self._prefixes
+        parts: list[bytes | memoryview] = []
+        index: list[tuple[str, int, int]] = []
+        now: dict[str, tuple[_Rows, str, int, int]] = {}
+        changed: dict[str, dict[tuple[str, ...], bytes]] = {}
+        pos = 0
+        for m in families:
+            sname, rows, doc = m.sample_name, m.rows, m.documentation
+            old = last.get(sname)
+            # comparing the row lists is a C loop over tuples that mostly share identity,
+            # several times cheaper than formatting them again
+            if old is not None and old[0] == rows and old[1] == doc:
+                text: bytes | memoryview = prev[old[2]:old[3]]
+            else:
+                fam = prefixes.get(sname)
+                # first render, or it did not change last time: format it, keep no prefixes
+                text = self._text(m, sname, fam)
+                changed[sname] = fam if fam is not None else {}
+            parts.append(text)
+            n = len(text)
+            index.append((sname, pos, pos + n))
+            now[sname] = (rows, doc, pos, pos + n)
+            pos += n
+        body = b"".join(parts)
+        del parts, prev
+        self._cached -= sum(len(v) for k, v in prefixes.items() if k not in changed)
+        self._prefixes, self._last, self._body = changed, now, body
+        return body, tuple(index)
+
+    def _text(self, m: Family, sname: str, fam: dict[tuple[str, ...], bytes] | None) -> bytes:
+        """The family's HELP, TYPE and series; with ``fam``, the series prefixes are looked up
+        there and kept."""
+        out = [f"# HELP {sname} {_escape_help(m.documentation)}\n# TYPE {sname} {m.type}\n".encode()]
+        append, vget, value = out.append, self._values.get, self._value
+        lines = _Lines(sname, m.labelnames, self._safe)
         if fam is None:
-            fam = self._by_family[sname] = {}
-        append, fget, vget, value = out.append, fam.get, self._values.get, self._value
-        for vals, x in m.rows:  # the hot loop: about 10,000 rows at 72 GPUs
-            p = fget(vals)
-            if p is None:
-                p = fam[vals] = _prefix(sname, zip(labelnames, vals))
-                self._cached += 1
-            vs = vget(x)
-            append(p + (vs if vs is not None else value(x)))
-        text = "".join(out).encode()
-        self._last[sname] = (m.rows, m.documentation, text)
-        return names, text
+            prefix = lines.prefix
+            for vals, x in m.rows:
+                append(prefix(vals))
+                vs = vget(x)
+                append(vs if vs is not None else value(x))
+        else:
+            fget = fam.get
+            for vals, x in m.rows:  # the hot loop: the families that change every snapshot
+                p = fget(vals)
+                if p is None:
+                    p = fam[vals] = lines.prefix(vals)
+                    self._cached += 1
+                append(p)
+                vs = vget(x)
+                append(vs if vs is not None else value(x))
+        # pieces are cached objects: the join is the only new object, not one a line
+        return b"".join(out)
+
+    def family(self, m: Family) -> tuple[frozenset[str], bytes]:
+        """(sample names, UTF-8 text) of one family alone: HELP, TYPE, then its series."""
+        body, _ = self.render([m])
+        return frozenset((m.sample_name,)), body

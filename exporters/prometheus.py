@@ -112,23 +112,28 @@ def make_registry(snapshot: Callable[[], Snapshot | None], sections: dict[str, S
 
 @dataclass(slots=True)
 class Rendered:
-    """One snapshot's exposition: each family's text with its sample names, and the whole body."""
+    """One snapshot's exposition: the body, and where each family's text lies in it (by sample
+    name), for Prometheus's ``name[]`` selection; the body is the only copy of the text."""
 
     snapshot: Snapshot | None
-    families: tuple[tuple[frozenset[str], bytes], ...]
+    families: tuple[tuple[str, int, int], ...]
     body: bytes
     _gzipped: bytes | None = field(default=None)
 
     def select(self, names: frozenset[str]) -> bytes:
         """Only the families with a sample named in ``names`` (Prometheus's ``name[]``)."""
-        parts = [text for fam_names, text in self.families if fam_names & names]
+        body = self.body
+        parts = [body[start:end] for name, start, end in self.families if name in names]
         if not parts:  # an empty body reads as "target has no metrics": say why instead
             return ("# no series named " + " ".join(sorted(names)) + "\n").encode()
         return b"".join(parts)
 
 
 class ScrapeCache:
-    """The latest snapshot's exposition, rendered at most once per snapshot. Thread-safe."""
+    """The latest snapshot's exposition, rendered at most once per snapshot. Thread-safe.
+
+    It holds one snapshot's body and, once a client asked, its gzip; a new snapshot's render
+    replaces both (a scraper still sending the old body keeps it until it is done)."""
 
     def __init__(self, snapshot: Callable[[], Snapshot | None], sections: dict[str, SectionFn] | None = None):
         self._snapshot = snapshot
@@ -148,8 +153,8 @@ class ScrapeCache:
             cur = self._current
             if cur is not None and cur.snapshot is snap and snap is not None:
                 return cur
-            fams = tuple(map(self._renderer.family, self._sections.collect(snap)))
-            cur = Rendered(snap, fams, b"".join(t for _, t in fams))
+            body, index = self._renderer.render(self._sections.collect(snap))
+            cur = Rendered(snap, index, body)
             self._current = cur
             self.renders += 1
             return cur

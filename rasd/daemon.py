@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any, Callable, Protocol, Sequence
 
 from rasd import config as config_mod
+from rasd import heap
 from rasd.backends import Backend
 from rasd.config import Config
 from rasd.freshness import Freshness
@@ -82,6 +83,7 @@ class Daemon:
     ):
         """``serve_metrics`` None: nothing is served (in-process use reads ``snapshot``)."""
         one_blas_thread()
+        heap.lean_malloc()  # before the threads below: they take arenas as they start
         self.cfg = cfg
         self.serve_metrics = serve_metrics
         self.backend = backend

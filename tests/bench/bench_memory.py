@@ -9,12 +9,17 @@ it): the CLI and the daemon's modules imported; the daemon built (backend, servi
 this is where NumPy loads, with the power analysis); ``--seconds`` of running (health polls,
 20 Hz power, analysis); then three scrapes, plain and gzip (the rendered exposition is cached).
 
-The interpreter's own start is measured too, with and without its site-packages' start-up hooks
-(``.pth`` files: editable installs, certificate injectors; ``-S``). The hooks load modules that
-the daemon and its imports would load anyway, so the import costs below are smaller than in a
-bare interpreter while the daemon's totals hardly move.
+Everything runs as an operator's install runs: under the Python of a virtual environment that
+rasd is installed in by ``pip install`` of this checkout (tests/bench/rasd_venv.py: created under
+the cache directory, reinstalled when the package's sources change; ``--rasd-venv PATH`` reuses
+one as it is), without ``PYTHONPATH``, from a directory outside the checkout. ``--interpreter
+checkout`` measures the checkout under the interpreter running the benchmark instead, as tests
+and development run it. The interpreters' start is measured for both: a development machine's
+Python may run start-up hooks from its site-packages (``.pth`` files: editable installs,
+certificate injectors, ``-S`` goes without them) that a virtual environment does not.
 
-    python tests/bench/bench_memory.py [--runs 3] [--seconds 10] [--json PATH]
+    python tests/bench/bench_memory.py [--runs 3] [--seconds 10] [--interpreter venv|checkout]
+                                       [--rasd-venv PATH] [--json PATH]
 """
 
 from __future__ import annotations
@@ -25,15 +30,30 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.bench import results  # noqa: E402
+from tests.bench.rasd_venv import rasd_venv  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-ENV = dict(os.environ, PYTHONPATH=str(REPO))
+
+
+@dataclass(frozen=True)
+class Python:
+    """The interpreter the figures are measured under, where rasd comes from, and from where."""
+
+    exe: str
+    env: dict[str, str]
+    cwd: str
+    label: str
+
+    def run(self, args: list[str], **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+        return subprocess.run([self.exe, *args], env=self.env, cwd=self.cwd, capture_output=True, text=True, **kw)
 
 _RSS = """
 def rss_kb():
@@ -73,7 +93,9 @@ d = Daemon(cfg, open_backend("fake", gpus=gpus), serve_metrics=serve)
 out["built"] = rss_kb()
 
 def scrape(gz):
-    c = socket.create_connection(("127.0.0.1", port))
+    # not create_connection: its name lookup loads the IDNA codec (unicodedata) into the daemon's process
+    c = socket.socket()
+    c.connect(("127.0.0.1", port))
     c.sendall(b"GET /metrics HTTP/1.0\\r\\n" + (b"Accept-Encoding: gzip\\r\\n" if gz else b"") + b"\\r\\n")
     while c.recv(1 << 16):
         pass
@@ -125,28 +147,26 @@ def spread(xs: list[float]) -> str:
     return f"{min(xs):.1f}-{max(xs):.1f}"
 
 
-def interpreter(flags: list[str]) -> float:
-    r = subprocess.run([sys.executable, *flags, "-c", _RSS + "print(rss_kb())"], env=ENV, capture_output=True,
-                       text=True, check=True)
+def interpreter(py: Python, flags: list[str]) -> float:
+    r = py.run([*flags, "-c", _RSS + "print(rss_kb())"], check=True)
     return float(r.stdout)
 
 
-def import_cost(names: tuple[str, ...]) -> float:
+def import_cost(py: Python, names: tuple[str, ...]) -> float:
     """kB the imports add in a fresh interpreter."""
-    r = subprocess.run([sys.executable, "-c", IMPORT, *names], env=ENV, capture_output=True, text=True, check=True)
+    r = py.run(["-c", IMPORT, *names], check=True)
     before, after = map(float, r.stdout.split())
     return after - before
 
 
-def daemon_run(gpus: int, seconds: float) -> dict[str, float]:
-    r = subprocess.run([sys.executable, "-c", DAEMON, str(gpus), str(seconds)], env=ENV, capture_output=True,
-                       text=True, timeout=seconds + 180)
+def daemon_run(py: Python, gpus: int, seconds: float) -> dict[str, float]:
+    r = py.run(["-c", DAEMON, str(gpus), str(seconds)], timeout=seconds + 180)
     if r.returncode != 0:
         raise SystemExit(f"daemon run at {gpus} GPUs failed: {r.stderr[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def help_run() -> tuple[float, float, bool]:
+def help_run(py: Python) -> tuple[float, float, bool]:
     """(wall seconds, peak RSS in kB, NumPy loaded) of ``rasd --help``."""
     probe = ("import atexit, resource, sys\n"
              "atexit.register(lambda: sys.stderr.write(f\"\\nPEAK {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss} "
@@ -155,7 +175,7 @@ def help_run() -> tuple[float, float, bool]:
              "import runpy\n"
              "runpy.run_module('rasd', run_name='__main__')\n")
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", probe], env=ENV, capture_output=True, text=True)
+    r = py.run(["-c", probe])
     wall = time.perf_counter() - t0
     line = [ln for ln in r.stderr.splitlines() if ln.startswith("PEAK ")][-1].split()
     return wall, float(line[1]), line[2] == "1"
@@ -165,20 +185,36 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3, help="fresh processes per figure (median)")
     ap.add_argument("--seconds", type=float, default=10.0, help="daemon running time before the scrapes")
+    ap.add_argument("--interpreter", choices=["venv", "checkout"], default="venv",
+                    help="venv: rasd installed in its own virtual environment, as an operator installs it "
+                         "(default); checkout: this checkout under the interpreter running the benchmark")
+    ap.add_argument("--rasd-venv", type=Path, default=None, help="reuse this environment with rasd installed, as it is")
     results.add_arguments(ap)
     args = ap.parse_args()
     rec = results.Recorder("memory", args)
+    outside = tempfile.mkdtemp(prefix="rasd-mem-")  # no checkout on the path through the working directory
+    here = Python(sys.executable, dict(os.environ, PYTHONPATH=str(REPO)), outside,
+                  f"the checkout under {sys.executable}")
+    if args.interpreter == "venv":
+        rv = rasd_venv(args.rasd_venv, reuse=args.rasd_venv is not None)
+        py = Python(str(rv.python), rv.env(), outside, rv.describe())
+    else:
+        py = here
     print(rec.machine())
+    print(f"measured: {py.label}")
 
-    starts = [interpreter([]) for _ in range(args.runs)]
-    bare = [interpreter(["-S"]) for _ in range(args.runs)]
-    rec.add("memory.interpreter", "Python at start (this machine's site-packages start-up hooks included)",
-            mb(med(starts)), "MB", text=f"{mb(med(starts)):.1f} MB (without them, -S: {mb(med(bare)):.1f} MB)",
-            table="memory_imports", notes={"without_site_mb": round(mb(med(bare)), 2)})
+    starts = [interpreter(py, []) for _ in range(args.runs)]
+    host = [interpreter(here, []) for _ in range(args.runs)]
+    bare = [interpreter(here, ["-S"]) for _ in range(args.runs)]
+    where = "rasd's virtual environment" if py is not here else "this machine's Python, start-up hooks included"
+    rec.add("memory.interpreter", f"Python at start ({where})", mb(med(starts)), "MB",
+            text=f"{mb(med(starts)):.1f} MB (this machine's Python: {mb(med(host)):.1f} MB with its site-packages' "
+                 f"start-up hooks, {mb(med(bare)):.1f} MB without them, -S)",
+            table="memory_imports", notes={"host_mb": round(mb(med(host)), 2), "without_site_mb": round(mb(med(bare)), 2)})
     for i, (label, names) in enumerate(IMPORTS):
-        costs = [import_cost(names) for _ in range(args.runs)]
+        costs = [import_cost(py, names) for _ in range(args.runs)]
         if names[0] == "numpy" and len(names) > 1:
-            np_cost = med([import_cost(("numpy",)) for _ in range(args.runs)])
+            np_cost = med([import_cost(py, ("numpy",)) for _ in range(args.runs)])
             costs = [c - np_cost for c in costs]
         v = mb(med(costs))
         rec.add(f"memory.import.{i}", f"import {label}", v, "MB", text=f"+{v:.1f} MB", table="memory_imports")
@@ -192,7 +228,7 @@ def main() -> None:
     runs: dict[int, list[dict[str, float]]] = {8: [], 72: []}
     for _ in range(args.runs):
         for gpus in (8, 72):  # interleaved, so the machine's load falls on both alike
-            runs[gpus].append(daemon_run(gpus, args.seconds))
+            runs[gpus].append(daemon_run(py, gpus, args.seconds))
     for gpus, rs in runs.items():
         col = f"{gpus} GPUs"
         for key, label in stages:
@@ -206,7 +242,7 @@ def main() -> None:
         rec.add(f"memory.daemon.modules.{gpus}", "modules loaded", med(mods), "", text=f"{med(mods):.0f}",
                 table="memory", column=col)
 
-    helps = [help_run() for _ in range(max(args.runs, 5))]
+    helps = [help_run(py) for _ in range(max(args.runs, 5))]
     wall = med([h[0] for h in helps])
     peak = mb(med([h[1] for h in helps]))
     numpy = any(h[2] for h in helps)

@@ -17,11 +17,19 @@ Every figure is printed with its target and merged into a results file (``--json
 tests/bench/results.py), from which README's tables are generated. The machine's noise is stated
 as the spread of the pair ratios and the load average over the runs.
 
-nvitop-exporter comes from PyPI into its own virtual environment under the cache directory
-(created on first use; ``--nvitop-venv`` to reuse another). NVIDIA's mock NVML is looked for at
-``<repo>/../shared/nvml-mock``; its setups are skipped, saying so, where it is absent.
+Each runs from its own virtual environment under the cache directory, as an operator installs
+it: nvitop-exporter from PyPI (created on first use; ``--nvitop-venv`` to reuse another), rasd
+by ``pip install`` of this checkout (not editable; reinstalled when the package's sources change,
+committed or not; ``--rasd-venv PATH`` to reuse one as it is; tests/bench/rasd_venv.py). Neither
+runs under the interpreter the benchmark runs under, whose site-packages may hold start-up hooks
+(``.pth`` files) a virtual environment does not load, and rasd never imports from the checkout
+(no ``PYTHONPATH``): ``rasd run`` from the environment on the mock, the helper
+``sidebyside_fake.py`` under the environment's Python on the fake. The peer on the fake imports
+the fake node's code from the checkout (it is the node, not the exporter). NVIDIA's mock NVML is
+looked for at ``<repo>/../shared/nvml-mock``; its setups are skipped, saying so, where it is absent.
 
     python tests/bench/bench_side_by_side.py [--seconds 30] [--pairs 3] [--setups mock8,fake8,fake72]
+                                             [--rasd-venv PATH] [--nvitop-venv PATH]
                                              [--json tests/bench/results/side_by_side.json]
 """
 
@@ -49,6 +57,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from tests.bench import results  # noqa: E402
+from tests.bench.rasd_venv import RasdVenv, cache_dir, rasd_venv  # noqa: E402
 
 MOCK = REPO.parent / "shared" / "nvml-mock"
 HELPER = Path(__file__).with_name("sidebyside_fake.py")
@@ -122,10 +131,6 @@ def by_thread(ps: psutil.Process, before: dict[int, tuple[str, float]], after: d
     return out
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rasd-bench"
-
-
 def nvitop_venv(path: Path | None) -> Path:
     venv = path or cache_dir() / "nvitop-venv"
     py = venv / "bin" / "python"
@@ -167,8 +172,9 @@ def wait_up(port: int, proc: subprocess.Popen, seconds: float = 60.0) -> None:
 
 def measure(cmd: list[str], env: dict[str, str], port: int, gpus: int, warmup: float, seconds: float,
             is_rasd: bool, fake: bool, log: Path) -> Run:
+    # not the checkout: a module run from the working directory would shadow the installed one
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out, cwd=str(REPO))
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out, cwd=str(log.parent))
     try:
         wait_up(port, proc)
         time.sleep(warmup)  # imports, first polls and the analysis window filling are not steady state
@@ -227,14 +233,15 @@ class Setup:
     label: str
     gpus: int
     fake: bool
-    env: dict[str, str]
+    env: dict[str, str]  # rasd's: no PYTHONPATH, rasd comes from its environment
+    peer_env: dict[str, str]
     rasd: Command  # the command, given the port
     nvitop: Command
 
 
-def setups(names: list[str], tmp: Path, venv: Path) -> list[Setup]:
+def setups(names: list[str], tmp: Path, venv: Path, rv: RasdVenv) -> list[Setup]:
     """Every runnable setup of ``names``; those that cannot run here are skipped, saying why."""
-    base = dict(os.environ, PYTHONPATH=str(REPO))
+    base = rv.env()
     out = []
     for name in names:
         m = re.fullmatch(r"(mock|fake)(\d+)", name)
@@ -251,15 +258,15 @@ def setups(names: list[str], tmp: Path, venv: Path) -> list[Setup]:
                 continue
             env = dict(base, LD_LIBRARY_PATH=str(MOCK / "lib"), MOCK_NVML_CONFIG=str(cfg))
             out.append(Setup(
-                name, f"NVIDIA's mock NVML, {gpus} H100s", gpus, False, env,
-                lambda port: [sys.executable, "-m", "rasd", "run", "--backend", "nvml", "--log-level", "warning",
+                name, f"NVIDIA's mock NVML, {gpus} H100s", gpus, False, env, env,
+                lambda port: [str(rv.rasd), "run", "--backend", "nvml", "--log-level", "warning",
                               "--listen", f"127.0.0.1:{port}"],
                 lambda port: [str(venv / "bin" / "nvitop-exporter"), "--bind-address", "127.0.0.1", "--port", str(port)],
             ))
         else:
             out.append(Setup(
-                name, f"rasd's fake, {gpus} GPUs", gpus, True, base,
-                lambda port, n=gpus: [sys.executable, str(HELPER), "rasd", "--gpus", str(n), "--port", str(port)],
+                name, f"rasd's fake, {gpus} GPUs", gpus, True, base, dict(base, PYTHONPATH=str(REPO)),
+                lambda port, n=gpus: [str(rv.python), str(HELPER), "rasd", "--gpus", str(n), "--port", str(port)],
                 lambda port, n=gpus: [str(venv / "bin" / "python"), str(HELPER), "nvitop", "--gpus", str(n),
                                       "--port", str(port)],
             ))
@@ -283,21 +290,26 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=8.0, help="seconds after /metrics answers")
     ap.add_argument("--pairs", type=int, default=3, help="A B pairs per setup")
     ap.add_argument("--setups", default="mock8,fake8,fake72")
-    ap.add_argument("--nvitop-venv", type=Path, default=None)
+    ap.add_argument("--nvitop-venv", type=Path, default=None, help="reuse this environment with nvitop-exporter")
+    ap.add_argument("--rasd-venv", type=Path, default=None,
+                    help="reuse this environment with rasd installed, as it is (default: one under the "
+                         "cache directory, installed from this checkout and reinstalled when it changes)")
     results.add_arguments(ap)
     args = ap.parse_args()
     if args.pairs < 1 or args.seconds <= 0:
         raise SystemExit("--pairs must be at least 1 and --seconds above 0 (e.g. --pairs 3 --seconds 30)")
     rec = results.Recorder("side_by_side", args)
     venv = nvitop_venv(args.nvitop_venv)
+    rv = rasd_venv(args.rasd_venv, reuse=args.rasd_venv is not None)
     print(rec.machine())
     print(f"runs: {args.pairs} interleaved pairs (rasd, nvitop-exporter) per setup, {args.seconds:.0f} s windows "
           f"after {args.warmup:.0f} s warm-up, a scrape every {SCRAPE_EVERY_SECONDS:.0f} s; "
           f"peer {NVITOP_EXPORTER} at its defaults")
+    print(f"each from its own virtual environment: {rv.describe()}; nvitop-exporter from {venv}")
     with tempfile.TemporaryDirectory(prefix="rasd-sbs-") as t:
         tmp = Path(t)
         threads_by_gpus: dict[int, tuple[str, int]] = {}
-        for st in setups(args.setups.split(","), tmp, venv):
+        for st in setups(args.setups.split(","), tmp, venv, rv):
             a: list[Run] = []
             b: list[Run] = []
             for pair in range(args.pairs):
@@ -308,7 +320,7 @@ def main() -> None:
                 a.append(measure(st.rasd(port), renv, port, st.gpus, args.warmup, args.seconds, True, st.fake,
                                  tmp / "rasd.log"))
                 port = free_port()
-                b.append(measure(st.nvitop(port), st.env, port, st.gpus, args.warmup, args.seconds, False, st.fake,
+                b.append(measure(st.nvitop(port), st.peer_env, port, st.gpus, args.warmup, args.seconds, False, st.fake,
                                  tmp / "nvitop.log"))
                 print(f"  {st.label} pair {pair + 1}: rasd {a[-1].cpu_percent:.2f}% {a[-1].rss_mb:.0f} MB "
                       f"{a[-1].threads} threads | nvitop-exporter {b[-1].cpu_percent:.2f}% {b[-1].rss_mb:.0f} MB "

@@ -1,21 +1,23 @@
 """Run rasd or nvitop-exporter on rasd's fake node of N GPUs (a helper of bench_side_by_side.py).
 
-    python sidebyside_fake.py rasd   --gpus 72 --port 19001
-    <nvitop venv>/bin/python sidebyside_fake.py nvitop --gpus 72 --port 19002
+    <rasd venv>/bin/python sidebyside_fake.py rasd --gpus 72 --port 19001
+    PYTHONPATH=<checkout> <nvitop venv>/bin/python sidebyside_fake.py nvitop --gpus 72 --port 19002
 
 rasd: the daemon exactly as ``rasd run --backend fake`` builds it, except that the node has N GPUs
 (scenario files stop at 64). nvitop-exporter: its own process, with every NVML function rasd's fake
 offers put into the real ``pynvml`` module in place of the C library's (functions the fake lacks
 answer "uninitialised", which nvitop shows as N/A, as on a driver without them).
+
+rasd is imported from wherever the interpreter finds it: the benchmark runs this under the
+Python of a virtual environment rasd is installed in, without ``PYTHONPATH``, so the daemon is the
+installed package, as on a node; the peer's process finds the fake node's code through
+``PYTHONPATH``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def run_rasd(gpus: int, port: int) -> None:

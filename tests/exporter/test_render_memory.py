@@ -1,0 +1,111 @@
+"""The renderer across renders: every render reads as prometheus_client writes it, whichever of
+its paths a family takes (copied from the last body, formatted with kept prefixes, formatted from
+its template), and what it keeps between renders is the body and the prefixes of the families
+that keep changing, nothing more."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import generate_latest
+
+from exporters.family import CounterFamily, Family, GaugeFamily, TextRenderer
+from exporters.prometheus import Rendered
+
+LABEL = st.text(alphabet=st.sampled_from('ab0"\\\n-'), max_size=4)  # quotes, backslashes, newlines too
+
+
+class _Registry:
+    def __init__(self, families: list[Family]) -> None:
+        self.families = families
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        return iter(self.families)
+
+
+def _families(step: dict[str, list[tuple[tuple[str, str], float]]]) -> list[Family]:
+    """Three families; label names out of order in one, as sections declare them."""
+    out: list[Family] = []
+    for name, rows in sorted(step.items()):
+        fam = (CounterFamily if name == "rasd_c" else GaugeFamily)(name, f"help of {name}", labels=["zone", "gpu"])
+        seen = set()
+        for labels, v in rows:
+            if labels not in seen:  # one series per label set, as a registry requires
+                seen.add(labels)
+                fam.add_metric(list(labels), v)
+        out.append(fam)
+    out.append(GaugeFamily("rasd_plain", "no labels", value=1.0))
+    return out
+
+
+STEP = st.dictionaries(st.sampled_from(["rasd_a", "rasd_b", "rasd_c"]),
+                       st.lists(st.tuples(st.tuples(LABEL, LABEL), st.sampled_from([0.0, 1.5, 1e7, float("inf")])),
+                                max_size=5),
+                       min_size=1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(STEP, min_size=1, max_size=6), st.data())
+def test_every_render_reads_as_generate_latest(steps, data) -> None:  # type: ignore[no-untyped-def]
+    r = TextRenderer()
+    for step in steps:
+        # a step repeated as it was: the families are copied from the last body
+        for _ in range(data.draw(st.integers(1, 2))):
+            fams = _families(step)
+            body, index = r.render(fams)
+            assert body.decode() == generate_latest(_Registry(fams)).decode()  # type: ignore[arg-type]
+            # each family's text lies where the index says, one after another
+            assert [n for n, _, _ in index] == [f.sample_name for f in fams]
+            assert b"".join(body[s:e] for _, s, e in index) == body
+            rendered = Rendered(None, index, body)
+            for f in fams:
+                alone = generate_latest(_Registry([f])).decode()  # type: ignore[arg-type]
+                assert rendered.select(frozenset([f.sample_name])).decode() == alone
+
+
+def _node(power: float, links: float) -> list[Family]:
+    p = GaugeFamily("rasd_power", "power", labels=["gpu"])
+    e = CounterFamily("rasd_link_errors", "link errors", labels=["gpu", "link"])
+    for g in range(4):
+        p.add_metric([str(g)], power + g)
+        for ln in range(6):
+            e.add_metric([str(g), str(ln)], links)
+    return [p, e]
+
+
+def test_only_families_that_keep_changing_keep_their_prefixes() -> None:
+    r = TextRenderer()
+    first, _ = r.render(_node(100.0, 0.0))
+    assert r._prefixes == {"rasd_power": {}, "rasd_link_errors_total": {}}  # first render: formatted, nothing kept
+    r.render(_node(101.0, 0.0))  # power changed again, the links did not
+    assert set(r._prefixes) == {"rasd_power"} and len(r._prefixes["rasd_power"]) == 4
+    r.render(_node(102.0, 3.0))  # a link counter moved once: formatted, its prefixes not kept
+    assert len(r._prefixes["rasd_power"]) == 4 and r._prefixes["rasd_link_errors_total"] == {}
+    body, _ = r.render(_node(103.0, 4.0))  # and again: now kept
+    assert len(r._prefixes["rasd_link_errors_total"]) == 24
+    assert body.decode() == generate_latest(_Registry(_node(103.0, 4.0))).decode()  # type: ignore[arg-type]
+    r.render(_node(103.0, 4.0))  # nothing changed: nothing formatted, nothing kept
+    assert r._prefixes == {}
+    # the body is the one copy of the text it keeps
+    body, _ = r.render(_node(104.0, 4.0))
+    assert r._body is body
+
+
+def _lean(env: dict[str, str]) -> str:
+    code = "from rasd.heap import lean_malloc; print(sorted(lean_malloc()))"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_malloc_settings_leave_what_the_operator_chose() -> None:
+    import os
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    if not os.confstr("CS_GNU_LIBC_VERSION"):
+        assert _lean(base) == "[]"  # not glibc: nothing to set
+        return
+    assert _lean(base) == "['arena_max', 'mmap_threshold']"
+    assert _lean(dict(base, MALLOC_ARENA_MAX="4")) == "['mmap_threshold']"
+    assert _lean(dict(base, GLIBC_TUNABLES="glibc.malloc.mmap_threshold=65536")) == "['arena_max']"
