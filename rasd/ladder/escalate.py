@@ -32,7 +32,7 @@ from rasd.ladder.classify import JUDGES
 from rasd.ladder.xids import classify_xid, known_xid
 from rasd.ladder.decision import Decision
 from rasd.ladder.findings import EXCLUDE_GPU, TECHNICIAN, BadEvent, Finding
-from rasd.ladder.history import Component, FaultHistory, drop_before
+from rasd.ladder.history import _EMPTY, _READS_HISTORY, Component, FaultHistory, drop_before
 from rasd.ladder.settings import LadderSettings
 from rasd.ladder.step import Closure, Outcome, Step
 from rasd.model import FaultEvent, FaultKind, Rung, Scope
@@ -42,8 +42,12 @@ __all__ = ["Closure", "Component", "Escalator", "Outcome", "Step"]
 _REMEDY, _SDC, _XID = FaultKind.REMEDY, FaultKind.SDC, FaultKind.XID
 _LINK = Scope.LINK
 _RMA = Rung.RMA
+_EXPIRED = Outcome.EXPIRED._value_
 _JUDGE = JUDGES  # by the kind's value: an enum member hashes slowly
 _FLOOR = Rung.RESTART_PROCESS
+# the kinds other than Xids that leave something in the history whatever their finding
+_REMEMBERED = frozenset(k.value for k in (FaultKind.NVLINK, FaultKind.RETIRED_PAGES,
+                                          FaultKind.PCIE_REPLAY))
 SWEEP_SECONDS = 3600.0  # open decisions below this are flags, never superseded
 
 
@@ -63,7 +67,7 @@ class Escalator:
         # entry whose fault was reported again since is stale and skipped)
         self._last_seen: dict[tuple[Component, str], float] = {}
         self._deadlines: list[tuple[float, int, int, str]] = []
-        self._next_sweep = float("-inf")
+        self.next_sweep = float("-inf")
         self._window = self.s.decision_window_seconds
         self._node_window = self.s.node_remedy_window_seconds
 
@@ -76,18 +80,20 @@ class Escalator:
         heap = self._deadlines
         if heap and heap[0][0] < t:
             self._expire(t, step)
-        if self._auto_sweep and t >= self._next_sweep:
+        if self._auto_sweep and t >= self.next_sweep:
             self.sweep(t)
         h = self.history
         if t > h.last_time:  # (FaultHistory.saw, inline: every event passes here)
             h.last_time = t
-        h.gpus_seen.add(event.gpu)
+        gpu = event.gpu
+        h.gpus_seen.add(gpu)
         kind = event.kind
         if kind is _XID:
             # most Xids read no history: their kept finding needs no context gathered
             finding = known_xid(event, self.s)
             if finding is None:
                 finding = classify_xid(event, h.context(event), self.s)
+            h.remember(event, finding)
         elif kind is _REMEDY:
             self._remedy(event, step)
             return step
@@ -95,13 +101,24 @@ class Escalator:
             self._sdc_cleared(event, step)
             return step
         else:
-            judge = _JUDGE.get(kind._value_)
-            finding = None if judge is None else judge(event, h.context(event), self.s)
-        h.remember(event, finding)
+            value = kind._value_
+            judge = _JUDGE.get(value)
+            if judge is None:
+                finding = None
+            elif value in _READS_HISTORY:
+                finding = judge(event, h.context(event), self.s)
+            else:  # (its classification asks nothing of the past: no context gathered)
+                finding = judge(event, _EMPTY, self.s)
+            # (FaultHistory.remember, called only where it records something: most routine
+            # reports, such as corrected ECC counts or thermal slowdowns, add nothing to it)
+            if value in _REMEMBERED or (finding is not None and (
+                    finding.link is not None or finding.repeat_key is not None
+                    or finding.link_parity)):
+                h.remember(event, finding)
         if finding is None:
             return step
         # (FaultHistory.fault, inline: a fault that asked for something, counted per GPU)
-        times = h.fault_times[event.gpu]
+        times = h.fault_times[gpu]
         times.append(t)
         if times[0] < t - self._node_window:
             drop_before(times, t - self._node_window)
@@ -120,6 +137,7 @@ class Escalator:
         pop = heapq.heappop
         last_seen = self._last_seen
         open_ = self.open
+        closed = step.closed
         while heap and heap[0][0] < t:
             _, gpu, link, fault = pop(heap)
             comp: Component = (gpu, None if link < 0 else link)
@@ -132,12 +150,16 @@ class Escalator:
                 # reported again since this deadline was set: wait for the new one
                 heapq.heappush(heap, (quiet, gpu, link, fault))
                 continue
-            self._transition(step, comp, fault, t, ending=Outcome.EXPIRED, quiet_since=quiet)
+            # (``_transition(ending=EXPIRED)``, inline: its guards are the two tests above, and
+            # a fleet's replay expires a decision for every third event)
+            del on_comp[fault]
+            last_seen.pop((comp, fault), None)
+            closed.append(Closure(d, _EXPIRED, t))
 
     def sweep(self, t: float) -> None:
         """Forget what no window reaches at time ``t`` (no later event than ``t`` may have been
         fed; none earlier may follow): memory stays flat in the number of events."""
-        self._next_sweep = t + SWEEP_SECONDS
+        self.next_sweep = t + SWEEP_SECONDS
         self.history.sweep(t)
         open_ = self.open
         for comp in [c for c, ds in open_.items() if not ds]:
@@ -255,7 +277,9 @@ class Escalator:
         investigate: Sequence[str] = f.investigate
         escalated = False
 
-        held = h.take_remedy(comp, fault)
+        # (FaultHistory.take_remedy, inline: most components have no remedy on record)
+        remedied = h._remedied.get(comp)
+        held = remedied.pop(fault, None) if remedied else None
         if held is not None and t - held[1] <= self.s.cure_window_seconds:
             r_rung = held[0]
             n = h.not_holding(comp, t, r_rung)

@@ -394,8 +394,6 @@ def run_grouped(items: Iterable[Numbered], settings: LadderSettings | None = Non
     nearly every event). The steps come back in the order of the events that caused them."""
     s = settings or LadderSettings()
     ladders: dict[str, Escalator] = {}
-    order: list[Escalator] = []  # sweep round, as ``run``: SWEEP_EVERY events a host's ladder
-    turn = 0
     it = iter(items)
     while True:
         batch: list[Numbered] = []
@@ -413,12 +411,8 @@ def run_grouped(items: Iterable[Numbered], settings: LadderSettings | None = Non
                 groups[item[2]] = [i]
             else:
                 g.append(i)
-        if order and batch:
-            # every event fed so far is no later than this chunk's first: safe for any host
-            t0 = batch[0][1].time_wall
-            for _ in range(-(-len(batch) // SWEEP_EVERY)):
-                order[turn % len(order)].sweep(t0)
-                turn += 1
+        # every event fed so far is no later than this chunk's first: safe for any host's sweep
+        t0 = batch[0][1].time_wall if batch else 0.0
         done: list[Step | None] = [None] * len(batch)  # each event's step, in stream order
         bad = len(batch)  # the first event (in stream order) the ladder refused
         bad_error: BadEvent | None = None
@@ -426,7 +420,11 @@ def run_grouped(items: Iterable[Numbered], settings: LadderSettings | None = Non
             esc = ladders.get(host)
             if esc is None:
                 esc = ladders[host] = Escalator(s, sweep=False)
-                order.append(esc)
+            elif t0 >= esc.next_sweep:
+                # a host's ladder is swept (memory stays flat) just before its events of the
+                # chunk are judged: what the sweep reads, the judging reads next, so the host's
+                # ladder is fetched from memory once for both
+                esc.sweep(t0)
             feed = esc.feed
             for i in idx:
                 if i > bad:
