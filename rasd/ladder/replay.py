@@ -44,7 +44,7 @@ _REQUIRED = {
 }
 REORDER_WINDOW = 65_536  # at most this many events held back to restore time order
 REORDER_SECONDS = 300.0  # an event is held until the log is this far past it
-CHUNK_EVENTS = 65_536  # events judged host by host at a time (memory vs the CPU's caches)
+CHUNK_EVENTS = 131_072  # events judged host by host at a time (memory vs the CPU's caches)
 SWEEP_EVERY = 32  # events between two host-ladder sweeps of a replay (memory vs time)
 BARE_SPACING_SECONDS = 60.0  # bare driver lines carry no time: one minute apart, a burst together
 EXPECTED = ("JSON-lines events, or kernel log lines with NVIDIA driver reports (NVRM: Xid / "
