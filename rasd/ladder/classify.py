@@ -78,7 +78,8 @@ def _ecc(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
                        f"{unc} volatile uncorrected ECC error(s): reset the GPU",
                        degradations=(DRAIN,), hardware=True)
     if cor > 0:
-        return _cached(_CORRECTED, cor, lambda: Finding(
+        # (the cache asked first: no closure built for a count seen before)
+        return _CORRECTED.get(cor) or _cached(_CORRECTED, cor, lambda: Finding(
             Rung.NONE, Scope.GPU, "ecc_corrected", f"{cor} corrected ECC error(s): monitor"))
     return None
 
@@ -116,21 +117,28 @@ def _retired(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | No
     return None
 
 
-_NVLINK_COUNTS = ("replay_errors", "recovery_errors", "crc_flit_errors", "crc_data_errors")
-
-
 def _nvlink(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
-    link = event.link if event.link is not None else event.details.get("link")
-    if not isinstance(link, int) or isinstance(link, bool) or link < 0:
-        raise BadEvent("link: an NVLink event needs the link number")
-    state = event.details.get("state", "down")
-    if state not in ("up", "down"):
-        raise BadEvent(f"state: {state!r} is not up or down")
     d = event.details
-    errs = {}
-    for k in _NVLINK_COUNTS:
-        v = d.get(k, 0)
-        errs[k] = v if type(v) is int and v >= 0 else _int(d, k, 0)
+    link = event.link if event.link is not None else d.get("link")
+    if type(link) is not int and (not isinstance(link, int) or isinstance(link, bool)) \
+            or link < 0:
+        raise BadEvent("link: an NVLink event needs the link number")
+    state = d.get("state", "down")
+    if state != "up" and state != "down":
+        raise BadEvent(f"state: {state!r} is not up or down")
+    # (each count checked in turn, as ``_int`` would, with the call only for an odd value)
+    replay = d.get("replay_errors", 0)
+    if type(replay) is not int or replay < 0:
+        replay = _int(d, "replay_errors", 0)
+    recovery = d.get("recovery_errors", 0)
+    if type(recovery) is not int or recovery < 0:
+        recovery = _int(d, "recovery_errors", 0)
+    flit = d.get("crc_flit_errors", 0)
+    if type(flit) is not int or flit < 0:
+        flit = _int(d, "crc_flit_errors", 0)
+    data = d.get("crc_data_errors", 0)
+    if type(data) is not int or data < 0:
+        data = _int(d, "crc_data_errors", 0)
     rate = d.get("rate_per_second")
     if rate is not None and (not isinstance(rate, (int, float)) or isinstance(rate, bool)):
         raise BadEvent("rate_per_second: must be a number")
@@ -145,13 +153,13 @@ def _nvlink(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | Non
         return Finding(Rung.RESET_GPU, Scope.LINK, "nvlink_down",
                        f"link {link} is down: stop peer-to-peer over it, reset the GPU when "
                        "convenient", link=link, degradations=(STOP_P2P,), hardware=True)
-    if errs["replay_errors"] or errs["recovery_errors"]:
+    if replay or recovery:
         return Finding(Rung.RESET_GPU, Scope.LINK, "nvlink_errors",
-                       f"link {link}: {errs['replay_errors']} replay and "
-                       f"{errs['recovery_errors']} recovery errors (DCGM fails on any): stop "
+                       f"link {link}: {replay} replay and "
+                       f"{recovery} recovery errors (DCGM fails on any): stop "
                        "peer-to-peer over it, reset the GPU when convenient",
                        link=link, degradations=(STOP_P2P,), hardware=True)
-    crc = errs["crc_flit_errors"] + errs["crc_data_errors"]
+    crc = flit + data
     if crc:
         if rate is not None and rate >= s.nvlink_crc_fail_per_second:
             return Finding(Rung.RESET_GPU, Scope.LINK, "nvlink_crc",
@@ -159,7 +167,7 @@ def _nvlink(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | Non
                            f"{s.nvlink_crc_fail_per_second:g}/s): stop peer-to-peer over it, "
                            "reset the GPU when convenient",
                            link=link, degradations=(STOP_P2P,), hardware=True)
-        return _cached(_CRC_MONITOR, (link, crc), lambda: Finding(
+        return _CRC_MONITOR.get((link, crc)) or _cached(_CRC_MONITOR, (link, crc), lambda: Finding(
             Rung.NONE, Scope.LINK, "nvlink_crc",
             f"link {link}: {crc} CRC errors below the failure rate: monitor", link=link))
     return None

@@ -29,7 +29,9 @@ from dataclasses import replace
 from typing import Any, Sequence
 
 from rasd.ladder.classify import JUDGES
-from rasd.ladder.xids import classify_xid, known_xid
+from rasd.ladder.xids import (
+    classify_xid, known_after_48, known_repeat, known_xid, parse_gpc_tpc,
+)
 from rasd.ladder.decision import Decision
 from rasd.ladder.findings import EXCLUDE_GPU, TECHNICIAN, BadEvent, Finding
 from rasd.ladder.history import _EMPTY, _READS_HISTORY, Component, FaultHistory, drop_before
@@ -42,6 +44,8 @@ __all__ = ["Closure", "Component", "Escalator", "Outcome", "Step"]
 _REMEDY, _SDC, _XID = FaultKind.REMEDY, FaultKind.SDC, FaultKind.XID
 _LINK = Scope.LINK
 _RMA = Rung.RMA
+_REBOOT = Rung.REBOOT_NODE
+_NODE, _GPU = Scope.NODE, Scope.GPU
 _EXPIRED = Outcome.EXPIRED._value_
 _JUDGE = JUDGES  # by the kind's value: an enum member hashes slowly
 _FLOOR = Rung.RESTART_PROCESS
@@ -89,10 +93,21 @@ class Escalator:
         h.gpus_seen.add(gpu)
         kind = event.kind
         if kind is _XID:
-            # most Xids read no history: their kept finding needs no context gathered
+            # most Xids read no history: their kept finding needs no context gathered; 13/31
+            # and 63/64 read it only as yes/no questions, asked of the history directly
             finding = known_xid(event, self.s)
             if finding is None:
-                finding = classify_xid(event, h.context(event), self.s)
+                d = event.details
+                code = d.get("xid")
+                message = d.get("message")
+                if type(code) is int and (message is None or type(message) is str):
+                    if code == 13 or code == 31:
+                        finding = known_repeat(code, message, *h.repeat_flags(
+                            gpu, code, t, parse_gpc_tpc(message) if code == 13 else None), self.s)
+                    elif (code == 63 or code == 64) and not h.xid48_before(gpu, t):
+                        finding = known_after_48(code, message, self.s)
+                if finding is None:
+                    finding = classify_xid(event, h.context(event), self.s)
             h.remember(event, finding)
         elif kind is _REMEDY:
             self._remedy(event, step)
@@ -314,10 +329,10 @@ class Escalator:
                     investigate = [*investigate, TECHNICIAN]
 
         degradations: Sequence[str] = f.degradations
-        if rung is Rung.REBOOT_NODE:
-            scope, comp = Scope.NODE, (gpu, None)
-        elif rung is Rung.RMA:  # the board goes back, not the node
-            scope, comp = Scope.GPU, (gpu, None)
+        if rung is _REBOOT:
+            scope, comp = _NODE, (gpu, None)
+        elif rung is _RMA:  # the board goes back, not the node
+            scope, comp = _GPU, (gpu, None)
             if EXCLUDE_GPU not in degradations:
                 degradations = [*degradations, EXCLUDE_GPU]
 
@@ -325,9 +340,11 @@ class Escalator:
         if on_comp:  # (most findings land on a component with nothing open: skip the weighing)
             existing = on_comp.get(fault)
             if existing is not None:
-                self._seen(comp, fault, t)  # it came back: the decision stays open
-                if existing.rung >= rung and set(investigate) <= set(existing.investigate) \
-                        and set(degradations) <= set(existing.degradations):
+                self._last_seen[(comp, fault)] = t  # it came back: the decision stays open
+                # (most findings ask for no investigation or degradation: no sets built)
+                if existing.rung >= rung and (
+                        not investigate or set(investigate) <= set(existing.investigate)) and (
+                        not degradations or set(degradations) <= set(existing.degradations)):
                     return  # the open decision already covers it: nothing moves
             for key, d in list(on_comp.items()):
                 # (the transition's own guard, asked here first: most open decisions on a

@@ -115,6 +115,51 @@ class FaultHistory:
                        tuple(dbe) if dbe else (), self._pcie_last.get(gpu), burst,
                        self._repeat_counts(comp, t) if reps else _NO_REPEATS)
 
+    def repeat_flags(self, gpu: int, code: int, t: float, key: str | None) -> tuple[bool, bool]:
+        """Xid 13/31's two questions (``xids._repeat_flags`` over this line's ``context``),
+        asked of the tables directly (a fleet's replay asks them for every fifth event, and
+        gathering a whole context costs more): an earlier occurrence of ``code`` on this GPU
+        within the repeat window, outside this line's burst (for Xid 13 on the same GPC/TPC
+        ``key`` when both name one); the same code on another GPU within the window."""
+        prev = self._burst.get((gpu, code))
+        burst = prev[1] if prev is not None and 0 <= t - prev[0] <= self._line_burst else t
+        keep = t - self._recent_keep
+        since = t - self.s.xid_repeat_window_seconds
+        same_gpu = other_gpus = False
+        mine = self._recent_gpu.get(gpu)  # (every entry is this GPU's)
+        if mine:
+            if mine[0][0] < keep:
+                _drop_seen(mine, keep)
+            for x in mine:
+                if x[2] == code and x[0] >= since and x[4] != burst and (
+                        code != 13 or key is None or x[3] is None or x[3] == key):
+                    same_gpu = True
+                    break
+        same = self._recent_code.get(code)  # (every entry is this code's)
+        if same:
+            if same[0][0] < keep:
+                _drop_seen(same, keep)
+            for x in same:
+                if x[1] != gpu and x[0] >= since:
+                    other_gpus = True
+                    break
+        return same_gpu, other_gpus
+
+    def xid48_before(self, gpu: int, t: float) -> bool:
+        """An Xid 48 on this GPU within the companion window before ``t`` (what Xid 63/64 ask
+        of their context), asked of the table directly."""
+        mine = self._recent_gpu.get(gpu)
+        if not mine:
+            return False
+        keep = t - self._recent_keep
+        if mine[0][0] < keep:
+            _drop_seen(mine, keep)
+        since = t - self.s.xid_companion_seconds
+        for x in mine:
+            if x[2] == 48 and x[0] >= since:
+                return True
+        return False
+
     def _repeat_counts(self, comp: Component, t: float) -> dict[str, int]:
         reps = self._repeats.get(comp)
         if not reps:

@@ -24,7 +24,7 @@ from rasd.ladder.xidtext import (
 )
 from rasd.model import FaultEvent, Rung, Scope
 
-__all__ = ["classify_xid", "known_xid", "decode", "parse_gpc_tpc", "parse_link", "parse_recovery_text",
+__all__ = ["classify_xid", "known_xid", "known_repeat", "known_after_48", "decode", "parse_gpc_tpc", "parse_link", "parse_recovery_text",
            "parse_registers", "recovery_finding"]
 
 APP_BUCKETS = frozenset({"CHECK_APP/CUDA", "INVESTIGATE_SW", "XID_137_FLOW"})
@@ -82,6 +82,26 @@ def known_xid(event: FaultEvent, s: LadderSettings) -> Finding | None:
     if message is not None and type(message) is not str:
         return None  # classify_xid says what is wrong with it
     hit = _static.get((code, message, event.link, d.get("architecture")))
+    if hit is not None and hit[0] is s:
+        return hit[1]
+    return None
+
+
+def known_repeat(code: int, message: str | None, same_gpu: bool, other_gpus: bool,
+                 s: LadderSettings) -> Finding | None:
+    """Xid 13 or 31's kept finding for its two answers from the history (``_repeat_flags``:
+    repeated on this GPU, seen on other GPUs), or None: then ``classify_xid`` judges it. Lets the
+    escalator ask the history those two questions without gathering a whole context."""
+    hit = _repeat_static.get((code, message, same_gpu, other_gpus))
+    if hit is not None and hit[0] is s:
+        return hit[1]
+    return None
+
+
+def known_after_48(code: int, message: str | None, s: LadderSettings) -> Finding | None:
+    """Xid 63 or 64's kept finding when no Xid 48 came just before it on the GPU, or None: then
+    ``classify_xid`` judges it. (The escalator asks the history about the Xid 48 itself.)"""
+    hit = _after_48_static.get((code, message))
     if hit is not None and hit[0] is s:
         return hit[1]
     return None
