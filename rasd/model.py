@@ -19,7 +19,6 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
-_set = object.__setattr__  # how a frozen dataclass writes its fields
 
 
 # --------------------------------------------------------------------------- telemetry
@@ -296,10 +295,17 @@ class FaultEvent:
 
     def __init__(self, time_wall: float, gpu: int, kind: FaultKind, link: int | None = None,
                  details: Mapping[str, Any] = _EMPTY) -> None:
-        # written out rather than generated (the generated one looks up object.__setattr__ per
-        # field): a fleet's replay builds millions of events
-        _set(self, "time_wall", time_wall)
-        _set(self, "gpu", gpu)
-        _set(self, "kind", kind)
-        _set(self, "link", link)
-        _set(self, "details", details)
+        # written out rather than generated, each field through its slot's own setter (bound
+        # below the class; the generated one looks up object.__setattr__ per field): a fleet's
+        # replay builds millions of events
+        _set_time_wall(self, time_wall)
+        _set_gpu(self, gpu)
+        _set_kind(self, kind)
+        _set_link(self, link)
+        _set_details(self, details)
+
+
+# the slots' setters the written-out ``FaultEvent.__init__`` writes its fields with (what
+# object.__setattr__ would find for each, found once)
+(_set_time_wall, _set_gpu, _set_kind, _set_link, _set_details) = (
+    FaultEvent.__dict__[name].__set__ for name in ("time_wall", "gpu", "kind", "link", "details"))

@@ -7,7 +7,6 @@ from typing import Any
 
 from rasd.model import Rung, Scope
 
-_set = object.__setattr__  # a frozen dataclass's own __init__ writes its fields this way
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,20 +28,21 @@ class Decision:
                  reason: str, investigate: tuple[str, ...], degradations: tuple[str, ...],
                  fault: str, source: str, buckets: tuple[str, ...] = (),
                  escalated: bool = False) -> None:
-        # written out rather than generated: the generated one looks up object.__setattr__ per
-        # field, and a fleet's replay builds a decision for every other event
-        _set(self, "time_wall", time_wall)
-        _set(self, "gpu", gpu)
-        _set(self, "link", link)
-        _set(self, "rung", rung)
-        _set(self, "scope", scope)
-        _set(self, "reason", reason)
-        _set(self, "investigate", investigate)
-        _set(self, "degradations", degradations)
-        _set(self, "fault", fault)
-        _set(self, "source", source)
-        _set(self, "buckets", buckets)
-        _set(self, "escalated", escalated)
+        # written out rather than generated, each field through its slot's own setter (bound
+        # below the class): the generated one looks up object.__setattr__ per field, and a
+        # fleet's replay builds a decision for every other event
+        _set_time_wall(self, time_wall)
+        _set_gpu(self, gpu)
+        _set_link(self, link)
+        _set_rung(self, rung)
+        _set_scope(self, scope)
+        _set_reason(self, reason)
+        _set_investigate(self, investigate)
+        _set_degradations(self, degradations)
+        _set_fault(self, fault)
+        _set_source(self, source)
+        _set_buckets(self, buckets)
+        _set_escalated(self, escalated)
 
     @property
     def component(self) -> tuple[int, int | None]:
@@ -74,3 +74,12 @@ class Decision:
             source=d["source"], buckets=tuple(d.get("buckets", ())),
             escalated=bool(d.get("escalated", False)),
         )
+
+
+# the slots' setters the written-out ``Decision.__init__`` writes its fields with (what
+# object.__setattr__ would find for each, found once)
+(_set_time_wall, _set_gpu, _set_link, _set_rung, _set_scope, _set_reason, _set_investigate,
+ _set_degradations, _set_fault, _set_source, _set_buckets, _set_escalated) = (
+    Decision.__dict__[name].__set__ for name in (
+        "time_wall", "gpu", "link", "rung", "scope", "reason", "investigate", "degradations",
+        "fault", "source", "buckets", "escalated"))

@@ -66,7 +66,6 @@ class Escalator:
         self._auto_sweep = sweep
         self.history = FaultHistory(self.s)
         self.open: dict[Component, dict[str, Decision]] = defaultdict(dict)
-        self._gpu_comps: dict[int, set[Component]] = defaultdict(set)  # index for remedies
         # when each (component, fault) was last reported, and a heap of expiry deadlines (an
         # entry whose fault was reported again since is stale and skipped)
         self._last_seen: dict[tuple[Component, str], float] = {}
@@ -157,10 +156,13 @@ class Escalator:
             _, gpu, link, fault = pop(heap)
             comp: Component = (gpu, None if link < 0 else link)
             on_comp = open_.get(comp)
-            d = on_comp.get(fault) if on_comp else None
+            if not on_comp:
+                continue  # ended already
+            d = on_comp.get(fault)
             if d is None or d.rung >= _RMA:
                 continue  # ended already, or an RMA (waits for the board's replacement)
-            quiet = last_seen.get((comp, fault), t) + window
+            key = (comp, fault)
+            quiet = last_seen.get(key, t) + window
             if quiet > t:
                 # reported again since this deadline was set: wait for the new one
                 heapq.heappush(heap, (quiet, gpu, link, fault))
@@ -168,7 +170,7 @@ class Escalator:
             # (``_transition(ending=EXPIRED)``, inline: its guards are the two tests above, and
             # a fleet's replay expires a decision for every third event)
             del on_comp[fault]
-            last_seen.pop((comp, fault), None)
+            last_seen.pop(key, None)
             closed.append(Closure(d, _EXPIRED, t))
 
     def sweep(self, t: float) -> None:
@@ -179,13 +181,6 @@ class Escalator:
         open_ = self.open
         for comp in [c for c, ds in open_.items() if not ds]:
             del open_[comp]
-        # every component left in ``open`` has an open decision
-        for gpu, comps in list(self._gpu_comps.items()):
-            gone = [c for c in comps if c not in open_]
-            if len(gone) == len(comps):
-                del self._gpu_comps[gpu]
-            elif gone:
-                comps.difference_update(gone)
 
     def _seen(self, comp: Component, fault: str, t: float, opened: bool = False) -> None:
         """The fault was reported on the component: its open decision stays (and expires
@@ -268,7 +263,6 @@ class Escalator:
         if fault in on_comp:
             raise AssertionError(f"{fault} already open on {comp}")
         on_comp[fault] = opening
-        self._gpu_comps[comp[0]].add(comp)
         # (``_seen(opened=True)``, inline)
         self._last_seen[(comp, fault)] = t
         heapq.heappush(self._deadlines, (t + self._window, comp[0],
@@ -382,7 +376,9 @@ class Escalator:
             return sorted(comps, key=_comp_order)
         if e.link is not None:
             return [(e.gpu, e.link)]
-        comps = {c for c in self._gpu_comps.get(e.gpu, ()) if self.open.get(c)}
+        # (the GPU's components are found in ``open`` itself: remedies are rare, and an index
+        # kept for them would cost every decision that opens)
+        comps = {c for c, ds in self.open.items() if ds and c[0] == e.gpu}
         return sorted(comps | {(e.gpu, None)}, key=_comp_order)
 
     def _remedy(self, e: FaultEvent, step: Step) -> None:

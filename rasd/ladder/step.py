@@ -8,7 +8,6 @@ from typing import Iterator
 
 from rasd.ladder.decision import Decision
 
-_set = object.__setattr__  # how a frozen dataclass writes its fields
 
 
 class Outcome(enum.Enum):
@@ -29,11 +28,18 @@ class Closure:
     time_wall: float
 
     def __init__(self, decision: Decision, outcome: str, time_wall: float) -> None:
-        # written out (the generated one looks up object.__setattr__ per field): a fleet's
-        # replay ends a decision for every third event
-        _set(self, "decision", decision)
-        _set(self, "outcome", outcome)
-        _set(self, "time_wall", time_wall)
+        # written out, each field through its slot's own setter (bound below the class; the
+        # generated one looks up object.__setattr__ per field): a fleet's replay ends a
+        # decision for every third event
+        _set_decision(self, decision)
+        _set_outcome(self, outcome)
+        _set_time_wall(self, time_wall)
+
+
+# the slots' setters the written-out ``Closure.__init__`` writes its fields with (what
+# object.__setattr__ would find for each, found once)
+(_set_decision, _set_outcome, _set_time_wall) = (
+    Closure.__dict__[name].__set__ for name in ("decision", "outcome", "time_wall"))
 
 
 class Step:
