@@ -20,7 +20,7 @@ import json
 import math
 import re
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
@@ -141,6 +141,7 @@ except ImportError:  # pragma: no cover - a dependency; the standard library sti
     _loads = json.loads
 
 _KINDS = {k.value: k for k in FaultKind}
+_NVLINK = FaultKind.NVLINK
 _MISSING = object()
 _REQUIRED_BY_VALUE = {k.value: v for k, v in _REQUIRED.items()}  # an enum hashes in Python
 
@@ -159,8 +160,8 @@ def parse_object(obj: Any) -> tuple[FaultEvent, str]:
     if t is _MISSING or kind_value is _MISSING or gpu is _MISSING:
         raise ValueError("missing " + repr("time" if t is _MISSING else "kind"
                                            if kind_value is _MISSING else "gpu"))
-    if not (type(t) is float or type(t) is int) or not math.isfinite(t):
-        t = parse_time(t)
+    if type(t) is not float or t - t != 0.0:  # (not a finite float: NaN and inf give NaN)
+        t = parse_time(t)  # a float from here on
     kind = _KINDS.get(kind_value) if type(kind_value) is str else None
     if kind is None:
         raise ValueError(f"kind: {kind_value!r} is not one of "
@@ -183,9 +184,9 @@ def parse_object(obj: Any) -> tuple[FaultEvent, str]:
     host = pop("host", "")
     if type(host) is not str:
         raise ValueError(f"host: {host!r} is not a host name")
-    if kind is FaultKind.NVLINK:
+    if kind is _NVLINK:
         obj["link"] = link
-    return FaultEvent(float(t), gpu, kind, link, obj), host
+    return FaultEvent(t, gpu, kind, link, obj), host
 
 
 def parse_line(text: str) -> FaultEvent:
@@ -204,6 +205,7 @@ def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats,
     loads = _loads
     parse = parse_object
     host_re = _HOST_RE.search
+    new = tuple.__new__  # (Numbered's own __new__ is a Python function: a call more an event)
     n = stats.lines
     events = 0  # (counted here, written to the stats when the file ends or fails)
     try:
@@ -224,7 +226,7 @@ def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats,
             except ValueError as e:
                 raise ReplayError(n, str(e)) from None
             events += 1
-            yield Numbered(n, event, host)
+            yield new(Numbered, (n, event, host, 0))
     finally:
         stats.lines = n
         stats.events += events
@@ -329,30 +331,55 @@ def in_time_order(items: Iterable[Numbered], stats: ReadStats,
                   window: int = REORDER_WINDOW,
                   seconds: float = REORDER_SECONDS) -> Iterator[Numbered]:
     """Put an interleaved log back in time order (stable): an event waits until the log has
-    moved ``seconds`` past it, or until ``window`` events wait (memory stays bounded)."""
-    heap: list[tuple[float, int, Numbered]] = []
-    push, pop = heapq.heappush, heapq.heappop
+    moved ``seconds`` past it, or until ``window`` events wait (memory stays bounded).
+
+    The waiting events are kept in two parts, each in (time, arrival) order: those that came in
+    time order, in a queue (most of a log, at the cost of an append), and those that came after
+    a later one, in a heap. The next event out is the earlier of the two heads."""
+    ordered: deque[tuple[float, int, Numbered]] = deque()
+    late: list[tuple[float, int, Numbered]] = []
+    push, pop, popleft = heapq.heappush, heapq.heappop, ordered.popleft
+    tail = float("-inf")  # the newest event in the queue
     last = float("-inf")  # the newest event emitted
     newest = float("-inf")  # the newest event read
     for seq, item in enumerate(items):
-        t = item.event.time_wall
-        push(heap, (t, seq, item))
+        t = item[1].time_wall
+        if t >= tail:
+            ordered.append((t, seq, item))
+            tail = t
+        else:
+            push(late, (t, seq, item))
         if t > newest:
             newest = t
-        while heap and (heap[0][0] <= newest - seconds or len(heap) > window):
-            t0, _, out = pop(heap)
-            if t0 < last:
+        due = newest - seconds
+        while True:
+            if late and (not ordered or late[0] < ordered[0]):
+                head = late[0]
+                if not (head[0] <= due or len(ordered) + len(late) > window):
+                    break
+                pop(late)
+            elif ordered:
+                head = ordered[0]
+                if not (head[0] <= due or len(ordered) + len(late) > window):
+                    break
+                popleft()
+            else:
+                break
+            if head[0] < last:
                 stats.out_of_order += 1
             else:
-                last = t0
-            yield out
-    while heap:
-        t0, _, out = pop(heap)
-        if t0 < last:
+                last = head[0]
+            yield head[2]
+    while ordered or late:
+        if late and (not ordered or late[0] < ordered[0]):
+            head = pop(late)
+        else:
+            head = popleft()
+        if head[0] < last:
             stats.out_of_order += 1
         else:
-            last = t0
-        yield out
+            last = head[0]
+        yield head[2]
 
 
 def run(items: Iterable[Numbered], settings: LadderSettings | None = None,
