@@ -26,7 +26,7 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from rasd.ladder.classify import JUDGES
 from rasd.ladder.xids import (
@@ -119,7 +119,7 @@ class Escalator:
             judge = _JUDGE.get(value)
             if judge is None:
                 finding = None
-            elif value in _READS_HISTORY:
+            elif value in _READS_HISTORY and _reads_context(value, event.details):
                 finding = judge(event, h.context(event), self.s)
             else:  # (its classification asks nothing of the past: no context gathered)
                 finding = judge(event, _EMPTY, self.s)
@@ -440,6 +440,18 @@ class Escalator:
     @property
     def links_seen(self) -> set[Component]:
         return self.history.links_seen
+
+
+def _reads_context(kind: str, details: Mapping[str, Any]) -> bool:
+    """Whether the classification of an event of a kind that may read the history reads it this
+    time: a PCIe replay report that gives its own window (``seconds``) does not, nor does a
+    report of an NVLink that is up (only a down reads the link's earlier downs). Most of a
+    fleet's routine reports are those two."""
+    if kind == "pcie_replay":
+        return details.get("seconds") is None
+    if kind == "nvlink":
+        return "up" != details.get("state", "down")
+    return True
 
 
 def _merged(into: Sequence[Any], more: Sequence[Any]) -> Sequence[Any]:

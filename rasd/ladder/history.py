@@ -25,6 +25,7 @@ _READS_HISTORY = frozenset(k.value for k in (FaultKind.XID, FaultKind.NVLINK,
                                              FaultKind.NVSWITCH))
 _EMPTY = Context()  # what a history without tables says (shared: contexts are never changed)
 _NO_REPEATS: dict[str, int] = {}
+_new = tuple.__new__
 
 
 class FaultHistory:
@@ -201,8 +202,9 @@ class FaultHistory:
             prev = self._burst.get(key)
             start = prev[1] if prev is not None and 0 <= t - prev[0] <= self._line_burst else t
             self._burst[key] = (t, start)
-            seen = XidSeen(t, gpu, code,
-                           parse_gpc_tpc(e.details.get("message")) if code == 13 else None, start)
+            # (built as the plain tuple it is: XidSeen's own __new__ is a Python function)
+            seen = _new(XidSeen, (t, gpu, code, parse_gpc_tpc(e.details.get("message"))
+                                  if code == 13 else None, start))
             self._recent_gpu[gpu].append(seen)
             self._recent_code[code].append(seen)
         elif k is FaultKind.NVLINK and e.details.get("state", "down") == "down" and f is not None:
