@@ -450,7 +450,8 @@ def _reads_context(kind: str, details: Mapping[str, Any]) -> bool:
     if kind == "pcie_replay":
         return details.get("seconds") is None
     if kind == "nvlink":
-        return "up" != details.get("state", "down")
+        state: object = details.get("state", "down")
+        return state != "up"
     return True
 
 
