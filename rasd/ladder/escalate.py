@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 
 from rasd.ladder.classify import JUDGES
 from rasd.ladder.xids import (
-    classify_xid, known_after_48, known_repeat, known_xid, parse_gpc_tpc,
+    _CONTEXTUAL, classify_xid, known_after_48, known_repeat, known_static, parse_gpc_tpc,
 )
 from rasd.ladder.decision import Decision
 from rasd.ladder.findings import EXCLUDE_GPU, TECHNICIAN, BadEvent, Finding
@@ -44,6 +44,7 @@ __all__ = ["Closure", "Component", "Escalator", "Outcome", "Step"]
 _REMEDY, _SDC, _XID = FaultKind.REMEDY, FaultKind.SDC, FaultKind.XID
 _LINK = Scope.LINK
 _RMA = Rung.RMA
+_push = heapq.heappush
 _REBOOT = Rung.REBOOT_NODE
 _NODE, _GPU = Scope.NODE, Scope.GPU
 _EXPIRED = Outcome.EXPIRED._value_
@@ -94,19 +95,22 @@ class Escalator:
         if kind is _XID:
             # most Xids read no history: their kept finding needs no context gathered; 13/31
             # and 63/64 read it only as yes/no questions, asked of the history directly
-            finding = known_xid(event, self.s)
-            if finding is None:
-                d = event.details
-                code = d.get("xid")
-                message = d.get("message")
-                if type(code) is int and (message is None or type(message) is str):
-                    if code == 13 or code == 31:
-                        finding = known_repeat(code, message, *h.repeat_flags(
-                            gpu, code, t, parse_gpc_tpc(message) if code == 13 else None), self.s)
-                    elif (code == 63 or code == 64) and not h.xid48_before(gpu, t):
+            d = event.details
+            code = d.get("xid")
+            message = d.get("message")
+            finding = None
+            if type(code) is int and (message is None or type(message) is str):
+                if code == 13 or code == 31:
+                    finding = known_repeat(code, message, *h.repeat_flags(
+                        gpu, code, t, parse_gpc_tpc(message) if code == 13 else None), self.s)
+                elif code == 63 or code == 64:
+                    if not h.xid48_before(gpu, t):
                         finding = known_after_48(code, message, self.s)
-                if finding is None:
-                    finding = classify_xid(event, h.context(event), self.s)
+                elif code not in _CONTEXTUAL:
+                    finding = known_static(code, message, event.link, d.get("architecture"),
+                                           self.s)
+            if finding is None:
+                finding = classify_xid(event, h.context(event), self.s)
             h.remember(event, finding)
         elif kind is _REMEDY:
             self._remedy(event, step)
@@ -340,7 +344,9 @@ class Escalator:
                         not investigate or set(investigate) <= set(existing.investigate)) and (
                         not degradations or set(degradations) <= set(existing.degradations)):
                     return  # the open decision already covers it: nothing moves
-            for key, d in list(on_comp.items()):
+            # (a decision at a rung below restart_process, with none of its fault open, ends
+            # nothing: no rung below it is actionable)
+            for key, d in list(on_comp.items()) if existing is not None or rung > _FLOOR else ():
                 # (the transition's own guard, asked here first: most open decisions on a
                 # component are unrelated flags, and the call costs more than the question)
                 if (_FLOOR <= d.rung < rung or key == fault) and \
@@ -355,7 +361,15 @@ class Escalator:
             t, gpu, comp[1] if scope is _LINK else None, rung, scope,
             f.reason if reasons is None else "; ".join(reasons), tuple(investigate),
             tuple(degradations), fault, e.kind._value_, f.buckets, escalated or forced)
-        self._open(step, comp, fault, t, decision)
+        # (``_open``, inline: the tail of every decision a fleet's replay takes)
+        if on_comp is None:
+            on_comp = self.open[comp] = {}
+        elif fault in on_comp:  # guard: one open decision per component and fault class
+            raise AssertionError(f"{fault} already open on {comp}")
+        on_comp[fault] = decision
+        self._last_seen[(comp, fault)] = t
+        _push(self._deadlines, (t + self._window, gpu, -1 if comp[1] is None else comp[1], fault))
+        step.opened.append(decision)
 
     def _limit(self, rung: Rung) -> int:
         if rung is Rung.RESTART_PROCESS:

@@ -24,7 +24,7 @@ from rasd.ladder.xidtext import (
 )
 from rasd.model import FaultEvent, Rung, Scope
 
-__all__ = ["classify_xid", "known_xid", "known_repeat", "known_after_48", "decode", "parse_gpc_tpc", "parse_link", "parse_recovery_text",
+__all__ = ["classify_xid", "known_xid", "known_static", "known_repeat", "known_after_48", "decode", "parse_gpc_tpc", "parse_link", "parse_recovery_text",
            "parse_registers", "recovery_finding"]
 
 APP_BUCKETS = frozenset({"CHECK_APP/CUDA", "INVESTIGATE_SW", "XID_137_FLOW"})
@@ -82,6 +82,16 @@ def known_xid(event: FaultEvent, s: LadderSettings) -> Finding | None:
     if message is not None and type(message) is not str:
         return None  # classify_xid says what is wrong with it
     hit = _static.get((code, message, event.link, d.get("architecture")))
+    if hit is not None and hit[0] is s:
+        return hit[1]
+    return None
+
+
+def known_static(code: int, message: str | None, link: int | None, architecture: object,
+                 s: LadderSettings) -> Finding | None:
+    """``known_xid`` for a code outside the workflows that read history (``_CONTEXTUAL``), its
+    message text or None, asked with the parts the escalator has already read."""
+    hit = _static.get((code, message, link, architecture))
     if hit is not None and hit[0] is s:
         return hit[1]
     return None
