@@ -352,6 +352,13 @@ def in_time_order(items: Iterable[Numbered], stats: ReadStats,
         if t > newest:
             newest = t
         due = newest - seconds
+        if not late:  # (nearly always: every waiting event came in order, the queue's head is
+            # the earliest, and it is the last emitted or later)
+            while ordered and (ordered[0][0] <= due or len(ordered) > window):
+                head = popleft()
+                last = head[0]
+                yield head[2]
+            continue
         while True:
             if late and (not ordered or late[0] < ordered[0]):
                 head = late[0]
