@@ -90,15 +90,15 @@ class Names:
     numbered), and the names to print for them."""
 
     def __init__(self) -> None:
-        self._ids: dict[tuple[str, str], int] = {}
+        self.ids: dict[tuple[str, str], int] = {}  # (host, name) -> GPU number
         self._names: dict[tuple[str, int], str] = {}
 
     def number(self, host: str, name: str) -> int:
         key = (host, name)
-        n = self._ids.get(key)
+        n = self.ids.get(key)
         if n is None:
-            n = sum(1 for h, _ in self._ids if h == host)
-            self._ids[key] = n
+            n = sum(1 for h, _ in self.ids if h == host)
+            self.ids[key] = n
             self._names[(host, n)] = name
         return n
 
@@ -106,7 +106,7 @@ class Names:
         return self._names.get((host, gpu))
 
     def __bool__(self) -> bool:
-        return bool(self._ids)
+        return bool(self.ids)
 
 
 # --------------------------------------------------------------------------- JSON lines

@@ -177,20 +177,22 @@ def report(paths: list[str], opts: Options, write: Callable[[str], object],
     buf: list[str] = []
     decisions = closed = 0
     add = buf.append
+    named = names.ids  # (the names so far: a dict's truth is asked without a call)
     try:
         for item, step in steps(paths, opts, out, names, keep, progress):
             host = item.host
-            key = f"{item.event.time_wall!r}\t{item.source}\t{item.line}\t" if keyed else ""
-            if names:  # only kernel logs name GPUs by bus id
+            if keyed or named:
+                key = f"{item.event.time_wall!r}\t{item.source}\t{item.line}\t" if keyed else ""
+                # only kernel logs name GPUs by bus id (None: by number)
                 for d in step.opened:
                     add(key + decision_line(d, host, names.name(host, d.gpu)))
                 for c in step.closed:
                     add(key + closed_line(c, host, names.name(host, c.decision.gpu)))
             else:
                 for d in step.opened:
-                    add(key + decision_line(d, host))
+                    add(decision_line(d, host))
                 for c in step.closed:
-                    add(key + closed_line(c, host))
+                    add(closed_line(c, host))
             decisions += len(step.opened)
             closed += len(step.closed)
             if len(buf) >= 2048:  # one write per line would cost more than the replay
