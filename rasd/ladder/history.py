@@ -19,6 +19,7 @@ from rasd.model import FaultEvent, FaultKind, Rung
 
 Component = tuple[int, "int | None"]  # (gpu, None) for a GPU, (gpu, link) for one NVLink port
 _XID = FaultKind.XID
+_NVLINK, _RETIRED, _PCIE = FaultKind.NVLINK, FaultKind.RETIRED_PAGES, FaultKind.PCIE_REPLAY
 # the kinds whose classification reads the context (the others are judged on their own)
 _READS_HISTORY = frozenset(k.value for k in (FaultKind.XID, FaultKind.NVLINK,
                                              FaultKind.PCIE_REPLAY, FaultKind.RETIRED_PAGES,
@@ -207,19 +208,19 @@ class FaultHistory:
                                   if code == 13 else None, start))
             self._recent_gpu[gpu].append(seen)
             self._recent_code[code].append(seen)
-        elif k is FaultKind.NVLINK and e.details.get("state", "down") == "down" and f is not None:
+        elif k is _NVLINK and e.details.get("state", "down") == "down" and f is not None:
             downs = self._link_downs[(e.gpu, f.link)]
             downs.append(e.time_wall)
             cut = e.time_wall - self.s.link_flap_window_seconds
             downs[:] = [t for t in downs if t >= cut]
-        elif k is FaultKind.RETIRED_PAGES:
+        elif k is _RETIRED:
             hist = self._dbe[e.gpu]
             hist.append((e.time_wall, int(e.details.get("double_bit", 0))))
             cut = e.time_wall - 2 * self.s.retired_dbe_recent_seconds
             # keep one reading older than the week: it is the baseline for "new this week"
             while len(hist) > 1 and hist[1][0] < cut:
                 hist.pop(0)
-        elif k is FaultKind.PCIE_REPLAY:
+        elif k is _PCIE:
             self._pcie_last[e.gpu] = e.time_wall
         if f is None or (f.link is None and f.repeat_key is None and not f.link_parity):
             return  # (most findings: nothing per link, no repeat rule)
