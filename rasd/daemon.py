@@ -1,7 +1,7 @@
 """Wiring: threads, the main loop, signals, systemd notify, the control socket.
 
-The health-poll loops and the power sampler (one loop each over all GPUs, with a hang watchdog)
-publish readings; every health interval the main loop runs its stages, each in its own guard
+The health-poll loops and the power sampler (one loop each over all GPUs; each loop, and the main
+loop, gives up the others' hung calls) publish readings; every health interval the main loop runs its stages, each in its own guard
 (rasd.stages): aggregate (readings -> GpuState and fault events), ladder, sdc, power, scheduler,
 snapshot, notify. It then swaps in a new immutable Snapshot that the exporter, handed in by the
 CLI, formats on scrape. Every area service follows rasd.service.Service.
@@ -110,6 +110,7 @@ class Daemon:
         self.health = health_loops(self.pollers, t.health_interval_seconds, t.poll_deadline_seconds)
         self.sampler = PowerSampler(self.gpus, t.power_sample_hz, self._on_power, wall=wall)
         self.watchdog = Watchdog([*self.health, self.sampler.loop])
+        self.watchdog.attach()  # the loops check each other; the main loop checks every pass
         self.xids = XidWatcher(backend.adapter, backend.kernel_log(t.kernel_log), t.xid_wait_ms, wall=wall)
         self.state_path = cfg.daemon.state_path or default_state_path(backend.name)
         self.socket_path = cfg.daemon.control_socket or default_control_socket(backend.name)
@@ -217,7 +218,6 @@ class Daemon:
         for loop in self.health:
             loop.start()
         self.sampler.start()
-        self.watchdog.start()
         if self.backend.fake_node is None:  # the fake node's log keeps no backlog
             self.ladder.catch_up_from(self.cfg.telemetry.kernel_log, self._pci_to_gpu(), self.wall())
         self.xids.start()
@@ -231,6 +231,7 @@ class Daemon:
 
         Each stage runs in its own guard (rasd.stages): a stage that fails keeps its previous
         part of the snapshot, and the others go on."""
+        self.watchdog.check()  # a call hung on the loops' threads is given up by now
         now = self.wall()
         prev = self._snapshot
         g = self.guards
@@ -379,7 +380,6 @@ class Daemon:
         for loop in self.health:
             loop.stop()
         self.sampler.stop()
-        self.watchdog.stop()
         self.xids.stop()
         # reverse tick order: power gives the GPUs their limits back first; the ladder
         # records what its actions did before the store closes
@@ -394,7 +394,6 @@ class Daemon:
             self.http.shutdown()
         for loop in self.health:  # hung threads are daemons: do not wait past the budget
             loop.join(max(0.0, min(0.2, deadline - time.monotonic())))
-        self.watchdog.join(max(0.0, min(0.2, deadline - time.monotonic())))
         self.sampler.join(max(0.0, min(0.5, deadline - time.monotonic())))
         self.xids.join(max(0.0, min(0.6, deadline - time.monotonic())))
         try:

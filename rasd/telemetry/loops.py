@@ -1,17 +1,23 @@
-"""Round-robin loops over GPUs on one thread each, and the watchdog that keeps them isolated.
+"""Round-robin loops over GPUs on one thread each, watching each other for hung calls.
 
 A wedged driver call cannot be cancelled from Python, and one thread per GPU per job costs a
 wake-up per GPU per period (at 72 GPUs and 20 Hz that alone is several percent of a core). So each
-job (health poll, power sampling) runs as one loop that visits every GPU in turn, and a watchdog
-thread watches the call in flight: a call that runs past the loop's deadline is abandoned. Its GPU
-is set aside as hung, and a fresh thread takes the loop over from the next GPU, so the other GPUs
-lose at most one deadline's worth of readings. The abandoned thread finishes its call whenever the
-driver lets it, hands the GPU back and exits. Threads therefore stay at one per loop, plus one per
-call that is hung at that moment (a hung GPU is skipped, so it holds at most one per loop).
+job (health poll, power sampling) runs as one loop that visits every GPU in turn. A call that runs
+past its loop's deadline is abandoned: its GPU is set aside as hung, and a fresh thread takes the
+loop over from the next GPU. The abandoned thread finishes its call whenever the driver lets it,
+hands the GPU back and exits. Threads therefore stay at one per loop, plus one per call that is
+hung at that moment (a hung GPU is skipped, so it holds at most one per loop).
 
-Ownership is guarded by one lock: only the loop's current thread starts work, and an abandoned
-thread only finishes the call it was in, on a GPU the current thread skips, so no two threads ever
-work on the same GPU at once.
+Who gives a call up (``Watchdog``): the other loops, at the start of each of their rounds, and
+the daemon's main loop once a pass. A thread of its own would have to wake once a deadline (four
+times a second for the power loop's 0.25 s) to see what the loops' own wake-ups already see: a
+hung poll is given up by the power loop's next round after its deadline (within 80 ms of it), and
+a hung power read by the next health round or main-loop pass (within a health interval of it),
+so the other GPUs lose at most that much of their readings.
+
+Ownership is guarded by one lock per loop: only the loop's current thread starts work, and an
+abandoned thread only finishes the call it was in, on a GPU the current thread skips, so no two
+threads ever work on the same GPU at once.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ class GpuLoop(Generic[T]):
     ``after_round`` runs on the loop's thread after each full round (e.g. to hand a round's
     readings on in one call). ``ready(item, now)``, where given, is asked first on the loop's
     thread with the round's start on the loop's clock, and an item it turns down is passed over
-    without the watchdog's bookkeeping (the power sampler skips some GPUs some rounds).
+    without the hang bookkeeping (the power sampler skips some GPUs some rounds).
     ``interval`` and ``deadline`` may be changed while running (reload).
     """
 
@@ -78,6 +84,9 @@ class GpuLoop(Generic[T]):
         self.stop_event = threading.Event()
         self.abandoned = 0  # threads given up on, since start
         self.failures = 0
+        # run on the loop's thread at the start of each round, with the round's start on the
+        # loop's clock (Watchdog.attach: each loop checks the others for hung calls)
+        self.before_round: Callable[[float], object] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -115,6 +124,14 @@ class GpuLoop(Generic[T]):
         lock, items, clock, ready, hung = self._lock, self.items, self._clock, self._ready, self._hung
         while not self.stop_event.is_set():
             now = clock()
+            before = self.before_round
+            if before is not None:
+                try:
+                    before(now)
+                except Exception as e:  # noqa: BLE001
+                    self.failures += 1
+                    if self.failures == 1:
+                        log.exception("event=loop_round_failed loop=%s error=%r", self.name, str(e))
             for i in range(pos, len(items)):
                 # an abandoned thread hands its GPU back (leaves _hung) only after its call has
                 # returned, so a GPU read outside the lock as not hung is this thread's to ask
@@ -151,12 +168,6 @@ class GpuLoop(Generic[T]):
                 next_at = now + self.interval
             pause(self.stop_event, max(0.0, next_at - now))
 
-    def overdue_at(self, now: float) -> float:
-        """The earliest time a call of this loop can run past its deadline: the call in flight's
-        start plus the deadline, or, with none in flight, a call starting now."""
-        cur = self._current  # one reference read: the tuple is replaced whole, never changed
-        return (cur[2] if cur is not None else now) + self.deadline
-
     def check(self, now: float | None = None) -> int | None:
         """Watchdog: abandon a call running past the deadline; returns its position, else None."""
         now = self._clock() if now is None else now
@@ -180,48 +191,28 @@ class GpuLoop(Generic[T]):
 
 
 class Watchdog:
-    """One thread that checks every loop when a call could first be past its deadline.
+    """Gives up calls that run past their loop's deadline, on the threads that are awake anyway.
 
-    It sleeps until the earliest moment any loop's call could be overdue (the call in flight's
-    start plus the deadline, or a deadline from now), so a hung call is given up about one
-    deadline after it started, and an idle watchdog wakes once a deadline (4 times a second for
-    the power sampler's 0.25 s), not several times."""
-
-    MIN_SLEEP = 0.01  # seconds: never spin, whatever the deadlines
-    SLACK = 0.002  # wake just after the deadline, not just before it
+    It has no thread of its own: ``attach`` has every loop call ``check`` at the start of each of
+    its rounds, and the daemon's main loop calls it once a pass, so a call hung on one loop's
+    thread is given up by another loop's next round (module docstring). A single loop cannot see
+    its own hung call: whoever runs one alone calls ``check`` on its own schedule."""
 
     def __init__(self, loops: Sequence[GpuLoop], clock: Callable[[], float] = time.monotonic):
         self.loops = list(loops)
         self._clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def next_check(self, now: float) -> float:
-        """Seconds from ``now`` to the next check."""
-        if not self.loops:
-            return 1.0
-        at = min(lp.overdue_at(now) for lp in self.loops)
-        longest = max(lp.deadline for lp in self.loops)  # bounded even where the clocks disagree
-        return min(longest, max(self.MIN_SLEEP, at - now + self.SLACK))
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="rasd-watchdog", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def check(self) -> None:
-        now = self._clock()
+    def attach(self) -> None:
+        """Have every loop check all the loops at the start of each of its rounds."""
         for lp in self.loops:
-            lp.check(now)
+            lp.before_round = self.check
 
-    def _run(self) -> None:
-        while True:
-            self.check()
-            if self._stop.wait(self.next_check(self._clock())):  # a stop ends it at once
-                return
+    def check(self, now: float | None = None) -> list[tuple[str, int]]:
+        """Give up every call past its deadline now; returns (loop, position) of each."""
+        now = self._clock() if now is None else now
+        out = []
+        for lp in self.loops:
+            pos = lp.check(now)
+            if pos is not None:
+                out.append((lp.name, pos))
+        return out

@@ -22,8 +22,9 @@ just before its next refresh is due, so a 10 Hz refresh costs about 10 reads a s
 tied together by the smallest delay seen between a refresh and its read, so neither clock's
 offset nor a wall-clock step can make the sampler wait past a refresh.
 
-One loop reads every GPU in turn (rasd.telemetry.loops): a read that hangs is abandoned by the
-watchdog after ``HANG_SECONDS`` and the other GPUs carry on from a fresh thread.
+One loop reads every GPU in turn (rasd.telemetry.loops): a read that hangs past ``HANG_SECONDS``
+is abandoned at the next health round or main-loop pass, and the other GPUs carry on from a fresh
+thread.
 """
 
 from __future__ import annotations

@@ -36,15 +36,16 @@ def test_a_hung_item_is_abandoned_and_the_rest_keep_going():
             inside[i] -= 1
 
     loop = GpuLoop("t", list(range(5)), work, interval=0.02, deadline=0.1)
-    dog = Watchdog([loop])
+    other = GpuLoop("other", [], lambda i: None, interval=0.05, deadline=1.0)  # as a health loop
+    Watchdog([loop, other]).attach()
     base = threading.active_count()
     loop.start()
-    dog.start()
+    other.start()
     try:
         assert _wait_for(lambda: loop.hung() == frozenset({1}))
         assert _wait_for(lambda: min(visits[i] for i in (0, 2, 3, 4)) >= 10)
         assert visits[1] == 0
-        assert threading.active_count() - base == 3  # loop, watchdog, the abandoned call
+        assert threading.active_count() - base == 3  # the two loops and the abandoned call
         release.set()
         assert _wait_for(lambda: visits[1] >= 3)
         assert loop.hung() == frozenset()
@@ -53,10 +54,10 @@ def test_a_hung_item_is_abandoned_and_the_rest_keep_going():
         assert loop.abandoned == 1
     finally:
         release.set()
-        loop.stop()
-        dog.stop()
-        loop.join(2)
-        dog.join(2)
+        for lp in (loop, other):
+            lp.stop()
+        for lp in (loop, other):
+            lp.join(2)
 
 
 def test_a_call_within_the_deadline_is_left_alone():
@@ -159,21 +160,33 @@ def test_daemon_hung_poll_marks_only_its_gpu_stale(fake, tmp_path):
         _wait_for(lambda: not any(t.name.startswith("rasd-health") for t in threading.enumerate()), 5.0)
 
 
-def test_the_watchdog_sleeps_until_a_call_could_first_be_overdue():
+def test_each_loop_gives_up_the_others_hung_calls_at_its_rounds_and_no_sooner():
     now = [100.0]
     sampler = GpuLoop("power", [0, 1], lambda i: None, interval=0.08, deadline=0.25, clock=lambda: now[0])
     health = GpuLoop("health", [0], lambda i: None, interval=1.0, deadline=2.0, clock=lambda: now[0])
     dog = Watchdog([sampler, health], clock=lambda: now[0])
-    # nothing in flight: a call starting now is overdue a deadline from now (not half of one)
-    assert abs(dog.next_check(now[0]) - (0.25 + Watchdog.SLACK)) < 1e-9
-    # a power read in flight for 0.2 s: check just after its deadline
+    dog.attach()
+    assert sampler.before_round == dog.check and health.before_round == dog.check
+    spawned = []
+    sampler._spawn = lambda pos, next_at: spawned.append(pos)  # no thread for this check
+    # a power read in flight for 0.2 s: inside its deadline, a health round leaves it alone
     sampler._current = (sampler._gen, 1, now[0] - 0.2)
-    assert abs(dog.next_check(now[0]) - (0.05 + Watchdog.SLACK)) < 1e-9
-    # and it is given up then, not before
-    assert sampler.check(now[0]) is None
-    now[0] += 0.05 + Watchdog.SLACK
-    sampler._spawn = lambda pos, next_at: None  # no thread for this check
-    assert sampler.check(now[0]) == 1
-    # never a spin, never unbounded
-    sampler._current = (sampler._gen, 0, now[0] - 10.0)
-    assert dog.next_check(now[0]) == Watchdog.MIN_SLEEP
+    assert health.before_round(now[0]) == []
+    # past its deadline, the next health round (or main-loop pass) gives it up, once
+    now[0] += 0.06
+    assert health.before_round(now[0]) == [("power", 1)]
+    assert spawned == [2] and sampler.abandoned == 1 and sampler.hung() == frozenset({1})
+    assert dog.check() == []
+    # nothing in flight: nothing to give up
+    assert sampler.check(now[0] + 100) is None
+
+
+def test_the_daemon_runs_no_watchdog_thread(fake, tmp_path):
+    d = _daemon(fake, tmp_path, 4)
+    d.start()
+    try:
+        names = {t.name for t in threading.enumerate()}
+        assert "rasd-watchdog" not in names and {"rasd-power", "rasd-health0"} <= names
+        assert all(lp.before_round == d.watchdog.check for lp in (*d.health, d.sampler.loop))
+    finally:
+        d.stop()

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from rasd.backends.errors import GpuLost
-from rasd.telemetry.loops import Watchdog
+from rasd.telemetry.loops import GpuLoop, Watchdog
 from rasd.telemetry.power import ALL_NEW_READS, DedupMethod, PowerSampler
 from tests.e2e.helpers import wait_for
 
@@ -176,15 +176,16 @@ def test_a_hung_read_stalls_neither_the_other_gpus_nor_the_sampler(fake):
             return {g: n for g, n in seen.items() if g != 2}
 
     s = PowerSampler(be.adapter.gpus(), 20.0, sink, hang_seconds=0.2)
-    dog = Watchdog([s.loop])
+    health = GpuLoop("health", [], lambda i: None, interval=0.1, deadline=2.0)  # as the daemon's
+    Watchdog([s.loop, health]).attach()
     threads_before = threading.active_count()
     s.start()
-    dog.start()
+    health.start()
     try:
         # the other seven keep being read while GPU 2's call hangs
         wait_for(lambda: s.hung() == frozenset({2}) and len(others()) == 7
                  and min(others().values()) >= 5, timeout=30)
-        # one loop thread and the watchdog, plus the abandoned thread stuck in GPU 2's call
+        # the power loop's thread and the health loop's, plus the abandoned thread stuck in GPU 2's call
         assert threading.active_count() - threads_before == 3
         assert 2 not in seen
         release.set()  # the hung call returns: GPU 2 rejoins, the abandoned thread leaves
@@ -194,9 +195,9 @@ def test_a_hung_read_stalls_neither_the_other_gpus_nor_the_sampler(fake):
     finally:
         release.set()
         s.stop()
-        dog.stop()
+        health.stop()
         s.join(2)
-        dog.join(2)
+        health.join(2)
 
 
 @pytest.mark.parametrize("hz", [0, 101])
