@@ -211,6 +211,24 @@ def measure(cmd: list[str], env: dict[str, str], port: int, gpus: int, warmup: f
             proc.wait()
 
 
+def measure_model(cmd: list[str], env: dict[str, str], warmup: float, seconds: float, log: Path) -> float:
+    """CPU (% of one core) of the fake's power model alone over the same window as the daemons'."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out, cwd=str(log.parent))
+    try:
+        time.sleep(2.0 + warmup)  # its imports, then the same warm-up as the daemons
+        if proc.poll() is not None:
+            raise RuntimeError(f"the fake's model alone exited with {proc.returncode}; see {log}")
+        ps = psutil.Process(proc.pid)
+        c0, t0 = sum(ps.cpu_times()[:2]), time.monotonic()
+        time.sleep(seconds)
+        c1, t1 = sum(ps.cpu_times()[:2]), time.monotonic()
+        return 100 * (c1 - c0) / (t1 - t0)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def mock_config(tmp: Path, gpus: int) -> Path | None:
     """The stock H100 profile with power that varies per read (as a loaded GPU's does); None when
     the mock cannot show ``gpus`` devices (it stops at 8)."""
@@ -237,6 +255,7 @@ class Setup:
     peer_env: dict[str, str]
     rasd: Command  # the command, given the port
     nvitop: Command
+    model: list[str] | None = None  # the fake's power model alone (sidebyside_fake.py model)
 
 
 def setups(names: list[str], tmp: Path, venv: Path, rv: RasdVenv) -> list[Setup]:
@@ -269,6 +288,7 @@ def setups(names: list[str], tmp: Path, venv: Path, rv: RasdVenv) -> list[Setup]
                 lambda port, n=gpus: [str(rv.python), str(HELPER), "rasd", "--gpus", str(n), "--port", str(port)],
                 lambda port, n=gpus: [str(venv / "bin" / "python"), str(HELPER), "nvitop", "--gpus", str(n),
                                       "--port", str(port)],
+                [str(rv.python), str(HELPER), "model", "--gpus", str(gpus), "--hz", str(NVML_REFRESH_HZ)],
             ))
     return out
 
@@ -312,6 +332,7 @@ def main() -> None:
         for st in setups(args.setups.split(","), tmp, venv, rv):
             a: list[Run] = []
             b: list[Run] = []
+            m: list[float] = []  # the fake's power model alone, in turn with the two
             for pair in range(args.pairs):
                 state = tmp / f"state-{pair}"
                 shutil.rmtree(state, ignore_errors=True)
@@ -322,10 +343,13 @@ def main() -> None:
                 port = free_port()
                 b.append(measure(st.nvitop(port), st.peer_env, port, st.gpus, args.warmup, args.seconds, False, st.fake,
                                  tmp / "nvitop.log"))
+                if st.model is not None:
+                    m.append(measure_model(st.model, st.env, args.warmup, args.seconds, tmp / "model.log"))
                 print(f"  {st.label} pair {pair + 1}: rasd {a[-1].cpu_percent:.2f}% {a[-1].rss_mb:.0f} MB "
                       f"{a[-1].threads} threads | nvitop-exporter {b[-1].cpu_percent:.2f}% {b[-1].rss_mb:.0f} MB "
-                      f"{b[-1].threads} threads | load average {b[-1].load:.2f}", flush=True)
-            report(rec, st, a, b, args.pairs)
+                      f"{b[-1].threads} threads | load average {b[-1].load:.2f}"
+                      + (f" | the fake's model alone {m[-1]:.2f}%" if m else ""), flush=True)
+            report(rec, st, a, b, args.pairs, m)
             if st.fake:  # the mock library starts threads of its own: compare like with like
                 threads_by_gpus[st.gpus] = (st.label, max(r.threads for r in a))
         if len(threads_by_gpus) > 1:
@@ -338,7 +362,7 @@ def main() -> None:
     rec.save()
 
 
-def report(rec: results.Recorder, st: Setup, a: list[Run], b: list[Run], pairs: int) -> None:
+def report(rec: results.Recorder, st: Setup, a: list[Run], b: list[Run], pairs: int, model: list[float]) -> None:
     """Print the setup's figures with their targets and record them (one README column per setup)."""
     med = statistics.median
     col, key = st.label, f"side_by_side.{st.name}"
@@ -357,6 +381,14 @@ def report(rec: results.Recorder, st: Setup, a: list[Run], b: list[Run], pairs: 
     print(f"  CPU, % of one core: rasd {ours:.2f} vs nvitop-exporter {theirs:.2f}; ratio (median of pairs) "
           f"{ratio:.2f}  [target <= {CPU_RATIO_TARGET:.2f}: {'ok' if f.met else 'MISSED'}]; "
           f"pair ratios {spread(cpu_r)} (the machine's noise)")
+    if model:
+        mm = med(model)
+        rec.add(f"{key}.fake_model", "of which the fake node's power model (a process that only steps it for every "
+                "instant-power update: each GPU 10 times a second)", mm, "%", column=col,
+                text=f"{mm:.2f}% ({100 * mm / ours:.0f}% of rasd's)" if ours > 0 else f"{mm:.2f}%",
+                notes=noise | {"runs_min": round(min(model), 3), "runs_max": round(max(model), 3)})
+        print(f"  of which the fake's power model, stepped for every update by a process doing only that: "
+              f"{mm:.2f}% (runs {spread(model)}); rasd beyond it {ours - mm:.2f}%")
     rss_r = [x.rss_mb / y.rss_mb for x, y in zip(a, b)]
     ours, theirs, ratio = med([x.rss_mb for x in a]), med([y.rss_mb for y in b]), med(rss_r)
     f = rec.add(f"{key}.rss_ratio", "RSS beside nvitop-exporter", ratio, "x",

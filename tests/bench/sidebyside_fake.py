@@ -2,6 +2,7 @@
 
     <rasd venv>/bin/python sidebyside_fake.py rasd --gpus 72 --port 19001
     PYTHONPATH=<checkout> <nvitop venv>/bin/python sidebyside_fake.py nvitop --gpus 72 --port 19002
+    <rasd venv>/bin/python sidebyside_fake.py model --gpus 72 --hz 10
 
 rasd: the daemon exactly as ``rasd run --backend fake`` builds it, except that the node has N GPUs
 (scenario files stop at 64). nvitop-exporter: its own process, with every NVML function rasd's fake
@@ -50,10 +51,35 @@ def run_nvitop(gpus: int, port: int) -> None:
     sys.exit(main())
 
 
+def run_model(gpus: int, hz: float) -> None:
+    """The fake node's power model alone, every GPU stepped ``hz`` times a second, nothing else:
+    what the simulator itself costs a process that reads every instant-power update of the fake
+    node (it steps each GPU's model to the time of each read). rasd's sampler reads each GPU
+    about once per 100 ms refresh, so part of its CPU on the fake is this; on a real node, NVML's
+    reading is the driver's work, not the daemon's."""
+    import time
+
+    from rasd.backends.fake import FakeNode
+
+    node = FakeNode(gpu_count=gpus)
+    period, next_at = 1.0 / hz, time.monotonic()
+    while True:
+        for g in range(gpus):
+            node.sim(g)
+        next_at += period
+        time.sleep(max(0.0, next_at - time.monotonic()))
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("which", choices=["rasd", "nvitop"])
+    ap.add_argument("which", choices=["rasd", "nvitop", "model"])
     ap.add_argument("--gpus", type=int, default=8)
-    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--port", type=int, default=0, help="rasd and nvitop: where /metrics listens")
+    ap.add_argument("--hz", type=float, default=10.0, help="model: steps of every GPU a second")
     a = ap.parse_args()
-    (run_rasd if a.which == "rasd" else run_nvitop)(a.gpus, a.port)
+    if a.which == "model":
+        run_model(a.gpus, a.hz)
+    elif not a.port:
+        ap.error("--port is required for rasd and nvitop")
+    else:
+        (run_rasd if a.which == "rasd" else run_nvitop)(a.gpus, a.port)
