@@ -156,6 +156,9 @@ class _Handler(socketserver.StreamRequestHandler):
 class ScrapeServer(socketserver.TCPServer):
     request_queue_size = LISTEN_BACKLOG
     allow_reuse_address = True
+    # handle_request looks once and returns: a connection gone between the accept loop's select
+    # and its accept must not leave the loop blocked where shutdown's wake-up cannot reach it
+    timeout = 0.0
 
     def __init__(self, address: tuple[str, int], cache: ScrapeCache, health: Health | None = None,
                  workers: int = WORKERS, client_timeout: float = CLIENT_TIMEOUT_SECONDS):

@@ -230,3 +230,13 @@ def test_head_answers_the_headers_of_get_without_a_body(server):
     assert head.startswith(b"HTTP/1.0 200 OK") and body == b""
     length = int([h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")][0].split(b":")[1])
     assert length == len(_get(base + "/metrics")[2])
+
+
+def test_the_accept_step_returns_at_once_when_no_client_is_waiting(server):
+    """The accept loop selects, then accepts: a client gone in between must not leave it blocked
+    in an accept that shutdown's wake-up cannot reach."""
+    srv = server[0]
+    t = threading.Thread(target=srv.handle_request, daemon=True)
+    t.start()
+    t.join(2.0)
+    assert not t.is_alive()
