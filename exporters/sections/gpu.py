@@ -170,21 +170,23 @@ def _sample_metrics(st: GpuState, g: str, power, temp, clock, reasons, gauges, f
             counters[name].add((g,), c[key])
     up_rows, err_rows = nv_up.rows.append, nv_err.rows.append  # the bulk of a big node's series
     for ln in s.nvlinks:
-        up_labels, keys = _link_rows(g, ln.link)
+        labels = _link_rows(g, ln.link)
         if ln.up is not None:
-            up_rows((up_labels, 1 if ln.up else 0))
-        for key, labels in keys:
+            up_rows((labels[0], 1 if ln.up else 0))
+        for (key, _), err_labels in zip(_link_keys(ln.link)[1], labels[1:]):
             v = c.get(key)
             if v is not None:
-                err_rows((labels, v))
+                err_rows((err_labels, v))
 
 
 @functools.lru_cache(maxsize=8192)
-def _link_rows(g: str, link: int) -> tuple[tuple[str, str], tuple[tuple[str, tuple[str, str, str]], ...]]:
-    """A link's up-series labels and its (counter key, error-series labels) pairs, built once:
-    a 72-GPU node has 1,300 links and 5,000 error series to export every scrape."""
+def _link_rows(g: str, link: int) -> tuple[tuple[str, ...], ...]:
+    """A link's up-series labels, then its error series' labels in ``_link_keys`` order, built
+    once: a 72-GPU node has 1,300 links and 5,000 error series to export every scrape. One flat
+    tuple a link (the counter keys are the same for every GPU's link): 0.3 MB less at 72 GPUs
+    than pairs of key and labels."""
     ln, keys = _link_keys(link)
-    return (g, ln), tuple((key, (g, ln, typ)) for key, typ in keys)
+    return ((g, ln), *((g, ln, typ) for _, typ in keys))
 
 
 @functools.lru_cache(maxsize=1024)
