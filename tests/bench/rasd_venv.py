@@ -8,8 +8,8 @@ injectors, setuptools' distutils shim) that a fresh virtual environment does not
 imported from a checkout on ``PYTHONPATH`` is not what a node runs. The peer is measured from its
 own virtual environment; so is rasd.
 
-The environment lives under the benchmarks' cache directory (``$XDG_CACHE_HOME/rasd-bench/rasd-venv``)
-and is reinstalled when the installed sources change: the package's files (``rasd/``,
+The environment lives under the benchmarks' cache directory (``$XDG_CACHE_HOME/rasd-bench/``, one
+a checkout) and is reinstalled when the installed sources change: the package's files (``rasd/``,
 ``exporters/``, ``pyproject.toml``, README) are hashed, committed or not, and the hash is kept in the
 environment beside the commit it was taken at. They are copied to a temporary directory first, so
 the build leaves nothing (``build/``, ``*.egg-info``) in the checkout. ``reuse`` takes an existing
@@ -103,7 +103,8 @@ def _digest(files: list[Path]) -> str:
 def rasd_venv(path: Path | None = None, reuse: bool = False, quiet: bool = False) -> RasdVenv:
     """The environment at ``path`` (default under the cache directory), created and (re)installed
     from the checkout when its sources changed; with ``reuse``, taken as it is."""
-    venv = path or cache_dir() / "rasd-venv"
+    # one a checkout: two worktrees benchmarked in turn (or at once) do not reinstall each other's
+    venv = path or cache_dir() / f"rasd-venv-{REPO.name}-{hashlib.sha256(str(REPO).encode()).hexdigest()[:8]}"
     if reuse:
         if not (venv / "bin" / "rasd").exists():
             raise SystemExit(f"--rasd-venv {venv}: no rasd installed there; run once without it, or "
