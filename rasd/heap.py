@@ -14,7 +14,7 @@ only where the operator has not chosen it (``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_T
   128 KiB, glibc's default, instead of a threshold that grew with it).
 
 Measured with tests/bench/bench_memory.py on the fake node (RSS after three scrapes): the two
-settings together save about 0.5 MB at 8 GPUs and 1 MB at 72. ``malloc_trim(3)`` after start-up or
+settings together save about 0.5 MB at 8 GPUs and 1 to 2.7 MB at 72. ``malloc_trim(3)`` after start-up or
 after each render was measured too and left out: it handed back 0.3 MB or less. On a C library
 other than glibc (musl) nothing here does anything.
 """
