@@ -157,17 +157,20 @@ def parse_object(obj: Any) -> tuple[FaultEvent, str]:
     t = pop("time", _MISSING)
     kind_value = pop("kind", _MISSING)
     gpu = pop("gpu", _MISSING)
-    if t is _MISSING or kind_value is _MISSING or gpu is _MISSING:
-        raise ValueError("missing " + repr("time" if t is _MISSING else "kind"
-                                           if kind_value is _MISSING else "gpu"))
-    if type(t) is not float or t - t != 0.0:  # (not a finite float: NaN and inf give NaN)
-        t = parse_time(t)  # a float from here on
+    # (a well-formed line passes one test: a finite float time, a known kind, a GPU index; any
+    # other is looked at field by field below, for its error or its conversion)
     kind = _KINDS.get(kind_value) if type(kind_value) is str else None
-    if kind is None:
-        raise ValueError(f"kind: {kind_value!r} is not one of "
-                         f"{', '.join(k.value for k in FaultKind)}")
-    if type(gpu) is not int or gpu < 0:
-        raise ValueError(f"gpu: {gpu!r} is not a GPU index")
+    if type(t) is not float or t - t != 0.0 or kind is None or type(gpu) is not int or gpu < 0:
+        if t is _MISSING or kind_value is _MISSING or gpu is _MISSING:
+            raise ValueError("missing " + repr("time" if t is _MISSING else "kind"
+                                               if kind_value is _MISSING else "gpu"))
+        if type(t) is not float or t - t != 0.0:  # (not a finite float: NaN and inf give NaN)
+            t = parse_time(t)  # a float from here on
+        if kind is None:
+            raise ValueError(f"kind: {kind_value!r} is not one of "
+                             f"{', '.join(k.value for k in FaultKind)}")
+        if type(gpu) is not int or gpu < 0:
+            raise ValueError(f"gpu: {gpu!r} is not a GPU index")
     link = pop("link", _MISSING)
     if link is _MISSING:
         link = None
