@@ -49,19 +49,33 @@ _HM = ["%02d:%02d:" % divmod(m, 60) for m in range(1440)]  # minute of the day -
 _SZ = ["%02dZ" % s for s in range(60)]
 
 
+_minutes: dict[int, str] = {}  # minute number -> "YYYY-MM-DDTHH:MM:" (bounded as _days)
+
+
 def fmt_time(t: float) -> str:
-    """UTC, to the second (as ``time.gmtime``: floor). The date part is formatted once a day and
-    kept (a closure's line names two days: the decision's and its end's), the time of day is
-    looked up by minute and second."""
+    """UTC, to the second (as ``time.gmtime``: floor). The text up to the minute is formatted
+    once a minute and kept (a report names each minute of its events' times again and again: a
+    closure's line names two, the decision's and its end's), the seconds are looked up."""
     if 0 <= t < 253_402_300_800:  # 0001..9999: gmtime's own range is wider, its text the same
-        day, sec = divmod(int(t), _DAY)
-        date = _days.get(day)
-        if date is None:
-            if len(_days) >= 4096:
-                _days.clear()
-            date = _days[day] = "%04d-%02d-%02dT" % time.gmtime(day * _DAY)[:3]
-        return date + _HM[sec // 60] + _SZ[sec % 60]
+        s = int(t)
+        minute = _minutes.get(s // 60)
+        if minute is None:
+            minute = _minute(s // 60)
+        return minute + _SZ[s % 60]
     return "%04d-%02d-%02dT%02d:%02d:%02dZ" % time.gmtime(t)[:6]
+
+
+def _minute(m: int) -> str:
+    day, in_day = divmod(m, 1440)
+    date = _days.get(day)
+    if date is None:
+        if len(_days) >= 4096:
+            _days.clear()
+        date = _days[day] = "%04d-%02d-%02dT" % time.gmtime(day * _DAY)[:3]
+    if len(_minutes) >= 32_768:  # (three weeks of minutes: a decision's window and more)
+        _minutes.clear()
+    text = _minutes[m] = date + _HM[in_day]
+    return text
 
 
 _LABEL = {r: r.label for r in Rung}  # an enum property costs more than a dict look-up
