@@ -20,7 +20,7 @@ import json
 import math
 import re
 import zlib
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
@@ -441,13 +441,9 @@ def run_grouped(items: Iterable[Numbered], settings: LadderSettings | None = Non
             failed = e
         if not batch and failed is None:
             return
-        groups: dict[str, list[int]] = {}
+        groups: defaultdict[str, list[int]] = defaultdict(list)  # host -> its events' places
         for i, item in enumerate(batch):
-            g = groups.get(item[2])
-            if g is None:
-                groups[item[2]] = [i]
-            else:
-                g.append(i)
+            groups[item[2]].append(i)
         # every event fed so far is no later than this chunk's first: safe for any host's sweep
         t0 = batch[0][1].time_wall if batch else 0.0
         done: list[Step | None] = [None] * len(batch)  # each event's step, in stream order
