@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 
 from rasd.ladder.classify import JUDGES
 from rasd.ladder.xids import (
-    _CONTEXTUAL, classify_xid, known_after_48, known_repeat, known_static, parse_gpc_tpc,
+    CONTEXTUAL, classify_xid, known_after_48, known_repeat, known_static, parse_gpc_tpc,
 )
 from rasd.ladder.decision import Decision
 from rasd.ladder.findings import EXCLUDE_GPU, TECHNICIAN, BadEvent, Finding
@@ -106,7 +106,7 @@ class Escalator:
                 elif code == 63 or code == 64:
                     if not h.xid48_before(gpu, t):
                         finding = known_after_48(code, message, self.s)
-                elif code not in _CONTEXTUAL:
+                elif code not in CONTEXTUAL:
                     finding = known_static(code, message, event.link, d.get("architecture"),
                                            self.s)
             if finding is None:

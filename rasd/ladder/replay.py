@@ -345,23 +345,31 @@ def in_time_order(items: Iterable[Numbered], stats: ReadStats,
     tail = float("-inf")  # the newest event in the queue
     last = float("-inf")  # the newest event emitted
     newest = float("-inf")  # the newest event read
+    append = ordered.append
     for seq, item in enumerate(items):
         t = item[1].time_wall
+        if t >= tail and not late:
+            # (nearly always: this event and every waiting one came in time order, so this one
+            # is the newest read, and the queue's head is the earliest waiting, no earlier than
+            # the last emitted)
+            append((t, seq, item))
+            tail = newest = t
+            due = t - seconds
+            while ordered[0][0] <= due or len(ordered) > window:
+                head = popleft()
+                last = head[0]
+                yield head[2]
+                if not ordered:
+                    break
+            continue
         if t >= tail:
-            ordered.append((t, seq, item))
+            append((t, seq, item))
             tail = t
         else:
             push(late, (t, seq, item))
         if t > newest:
             newest = t
         due = newest - seconds
-        if not late:  # (nearly always: every waiting event came in order, the queue's head is
-            # the earliest, and it is the last emitted or later)
-            while ordered and (ordered[0][0] <= due or len(ordered) > window):
-                head = popleft()
-                last = head[0]
-                yield head[2]
-            continue
         while True:
             if late and (not ordered or late[0] < ordered[0]):
                 head = late[0]

@@ -24,7 +24,7 @@ from rasd.ladder.xidtext import (
 )
 from rasd.model import FaultEvent, Rung, Scope
 
-__all__ = ["classify_xid", "known_xid", "known_static", "known_repeat", "known_after_48", "decode", "parse_gpc_tpc", "parse_link", "parse_recovery_text",
+__all__ = ["classify_xid", "known_static", "known_repeat", "known_after_48", "decode", "parse_gpc_tpc", "parse_link", "parse_recovery_text",
            "parse_registers", "recovery_finding"]
 
 APP_BUCKETS = frozenset({"CHECK_APP/CUDA", "INVESTIGATE_SW", "XID_137_FLOW"})
@@ -57,7 +57,7 @@ _SUPPORT_AFTER_REMEDY = frozenset(
 # Workflows that read the history; every other Xid's finding follows from the code, the message,
 # the link and the architecture alone, so it is computed once and kept (a replay sees the same
 # lines again and again).
-_CONTEXTUAL = frozenset({13, 31, 45, 48, 63, 64, 74, *range(144, 151)})
+CONTEXTUAL = frozenset({13, 31, 45, 48, 63, 64, 74, *range(144, 151)})
 _CACHE_SIZE = 8192
 K = TypeVar("K")
 V = TypeVar("V")
@@ -70,27 +70,12 @@ _AFTER_48 = frozenset({63, 64})
 _after_48_static: dict[tuple[int, str | None], tuple[LadderSettings, Finding, str]] = {}
 
 
-def known_xid(event: FaultEvent, s: LadderSettings) -> Finding | None:
-    """The kept finding of an Xid that reads no history (code, message, link and architecture
-    decide it), or None: then ``classify_xid`` with the history's context judges it. Lets the
-    escalator skip gathering a context that would not be read."""
-    d = event.details
-    code = d.get("xid")
-    if type(code) is not int or code in _REPEATS or code in _CONTEXTUAL:
-        return None
-    message = d.get("message")
-    if message is not None and type(message) is not str:
-        return None  # classify_xid says what is wrong with it
-    hit = _static.get((code, message, event.link, d.get("architecture")))
-    if hit is not None and hit[0] is s:
-        return hit[1]
-    return None
-
-
 def known_static(code: int, message: str | None, link: int | None, architecture: object,
                  s: LadderSettings) -> Finding | None:
-    """``known_xid`` for a code outside the workflows that read history (``_CONTEXTUAL``), its
-    message text or None, asked with the parts the escalator has already read."""
+    """The kept finding of an Xid outside the workflows that read history (``CONTEXTUAL``:
+    its code, message text or None, link and architecture decide it), or None: then
+    ``classify_xid`` with the history's context judges it. Lets the escalator skip gathering a
+    context that would not be read."""
     hit = _static.get((code, message, link, architecture))
     if hit is not None and hit[0] is s:
         return hit[1]
@@ -135,7 +120,7 @@ def classify_xid(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding:
         if ahit is None or ahit[0] is not s:
             ahit = _keep(_after_48_static, akey, (s, *_bucketed(code, message, s)))
         return _after_48(event, ctx, s, ahit[1], ahit[2])
-    if code in _CONTEXTUAL:
+    if code in CONTEXTUAL:
         return _classify(code, message, event, ctx, s)
     key = (code, message, event.link, d.get("architecture"))
     hit = _static.get(key)
