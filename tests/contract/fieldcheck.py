@@ -26,9 +26,9 @@ def both_ways(handle: Any) -> list[dict[str, Any]]:
     for b in handle._plan(True, True).readings:
         if b.call is None or not b.ids:
             continue
-        before = _plain(b.call())
+        before = _plain(b.call(handle))
         got = handle._field_entries(tuple(b.ids))
-        after = _plain(b.call())
+        after = _plain(b.call(handle))
         returns = None if got is None else [e[1] for e in got]
         field = _plain(b.shape(tuple(e[2] for e in got))) if got and not any(returns or ()) else None
         rows.append({"key": str(b.key), "reading": b.reading, "returns": returns, "field": field,

@@ -166,3 +166,36 @@ def test_an_unsupported_field_is_skipped_then_asked_again_after_the_reprobe_inte
         assert g.poll(slow=False).recovery_action is None
     assert "recovery_action" in g.unsupported()
     assert asked[0] and not any(asked[1:REPROBE_POLLS]) and asked[REPROBE_POLLS] and not asked[REPROBE_POLLS + 1]
+
+
+def test_the_nvlink_readings_are_one_set_for_the_node_and_a_fallback_stays_on_its_gpu(fake):
+    """The slow poll's per-link readings are built once for every GPU with the same field ids
+    (not once a GPU: 72 of them on an 18-link GPU); which of them goes by call is each GPU's own."""
+    be = fake(gpus=2)
+    g0, g1 = be.adapter.gpus()
+    lib = be.adapter.lib
+    p0, p1 = g0._plan(True, True), g1._plan(True, True)
+    links0 = [b for b in p0.readings if isinstance(b.key, tuple)]
+    links1 = [b for b in p1.readings if isinstance(b.key, tuple)]
+    assert len(links0) == 4 * g0._links() > 0
+    assert all(a is b for a, b in zip(links0, links1, strict=True))
+    target = next(b for b in links0 if b.ids)
+    real = lib.nvmlDeviceGetFieldValues
+
+    def unsupported_on_gpu0(handle, ids, **kw):
+        out = real(handle, ids, **kw)
+        if handle is g0.raw:
+            for e in out:
+                if (e.fieldId, e.scopeId) == target.ids[0] or e.fieldId == target.ids[0]:
+                    e.nvmlReturn = lib.NVML_ERROR_NOT_SUPPORTED
+        return out
+
+    lib.nvmlDeviceGetFieldValues = unsupported_on_gpu0
+    calls = _count_calls(lib)
+    s0, s1 = g0.poll(slow=True), g1.poll(slow=True)
+    assert target.key in g0._by_call and target.key not in g1._by_call
+    # links without a per-link field id go by call on both GPUs; GPU 0's one counter joins them
+    always = sum(1 for b in links0 if not b.ids)
+    assert calls.get("nvmlDeviceGetNvLinkErrorCounter", 0) == 2 * always + 1
+    link, field = target.key
+    assert getattr(s0.nvlinks[link], field) == getattr(s1.nvlinks[link], field) is not None

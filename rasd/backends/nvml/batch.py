@@ -31,14 +31,16 @@ FieldId = int | tuple[int, int]  # an id, or (id, scopeId)
 class Batched:
     """One reading from field entries: ``shape`` turns the entries' values (in ``ids`` order) into
     what ``call`` would have returned, so the reading's own conversion applies unchanged.
-    ``call`` reads it one by one under the error rules (None: a field-only reading, whose entry
-    errors are judged under ``reading`` like any read)."""
+    ``call(gpu)`` reads it one by one on that GPU under the error rules (None: a field-only
+    reading, whose entry errors are judged under ``reading`` like any read). The call takes the
+    GPU rather than holding it, so one reading serves every GPU whose binding gives it the same
+    ids: a node's NVLink counters are 72 readings, not 72 a GPU."""
 
     key: Hashable  # where the answer goes in the poll's results
     reading: str  # the reading's name in logs, error counts and the unsupported list
     ids: tuple[FieldId, ...]
     shape: Callable[[tuple[float, ...]], Any]
-    call: Callable[[], Any] | None = None
+    call: Callable[["BatchReads"], Any] | None = None
 
 
 class Plan:
@@ -103,7 +105,7 @@ class BatchReads(HandleCore):
                 self._place(ask, got, out, calls, by_call)
         for b in calls:
             assert b.call is not None
-            out[b.key] = b.call()
+            out[b.key] = b.call(self)
         return out
 
     def _sort(

@@ -163,9 +163,36 @@ _SLOW_SAMPLE_FIELDS = (
 )
 
 
-def _by_call(key: Any, reading: str, call: Callable[[], Any]) -> Batched:
+FieldIdOrNone = int | tuple[int, int] | None
+
+
+def _by_call(key: Any, reading: str, call: Callable[[Any], Any]) -> Batched:
     """A reading NVML has no field for here: always its own call."""
     return Batched(key, reading, (), as_int, call)
+
+
+@functools.lru_cache(maxsize=None)
+def _reading_call(rd: "Reading") -> Callable[[Any], Any]:
+    return lambda gpu: gpu._read_reading(rd)
+
+
+@functools.lru_cache(maxsize=None)
+def _ecc(name: str, field: str, etype: str, ctype: str, fid: FieldIdOrNone) -> Batched:
+    """One ECC total, shared by every GPU whose binding gives it the field id ``fid``."""
+    def call(gpu: Any) -> Any:
+        lib = gpu.lib
+        return gpu._read(name, lib.nvmlDeviceGetTotalEccErrors, gpu.raw, getattr(lib, etype), getattr(lib, ctype))
+    return Batched(field, name, (fid,), as_int, call) if fid is not None else _by_call(field, name, call)
+
+
+@functools.lru_cache(maxsize=None)
+def _nvlink(link: int, name: str, field: str, const: str, fid: FieldIdOrNone) -> Batched:
+    """One NVLink error counter of one link, shared by every GPU whose binding gives it the field
+    id ``fid`` (72 of them on an 18-link GPU: built once a node, not once a GPU)."""
+    def call(gpu: Any) -> Any:
+        lib = gpu.lib
+        return gpu._read(name, lib.nvmlDeviceGetNvLinkErrorCounter, gpu.raw, link, getattr(lib, const))
+    return Batched((link, field), name, (fid,), as_int, call) if fid is not None else _by_call((link, field), name, call)
 
 
 def _opt_text(v: Any) -> str | None:
@@ -278,7 +305,7 @@ class Readings(BatchReads):
         got = plans.get(key)
         if got is not None:
             return got
-        fid, lib, h = self.fids, self.lib, self.raw
+        fid = self.fids
         out: list[Batched] = [
             Batched(name, name, (i,), first)
             for name in ("power_instant", "memory_temp", "recovery_action")
@@ -287,29 +314,19 @@ class Readings(BatchReads):
         for rd in READINGS:
             ids = tuple(getattr(fid, f) for f in rd.fields)
             if rd.fields and (slow or rd.name not in SLOW_READINGS) and None not in ids:
-                out.append(Batched(rd.name, rd.name, ids, rd.shape, functools.partial(self._read_reading, rd)))
+                out.append(Batched(rd.name, rd.name, ids, rd.shape, _reading_call(rd)))
         if slow and ecc:
             for name, field, etype, ctype, f in ECC_READINGS:
-                call = functools.partial(
-                    self._read, name, lib.nvmlDeviceGetTotalEccErrors, h, getattr(lib, etype), getattr(lib, ctype)
-                )
-                i = getattr(fid, f)
-                out.append(Batched(field, name, (i,), as_int, call) if i is not None else _by_call(field, name, call))
+                out.append(_ecc(name, field, etype, ctype, getattr(fid, f)))
         if slow:
             for link in range(self._links()):
                 for name, field, const, f in NVLINK_COUNTERS:
-                    call = functools.partial(
-                        self._read, name, lib.nvmlDeviceGetNvLinkErrorCounter, h, link, getattr(lib, const)
-                    )
                     ids = getattr(fid, f)
-                    one: int | tuple[int, int] | None = (
+                    one: FieldIdOrNone = (
                         (ids[link] if link < len(ids) else None) if isinstance(ids, tuple)
                         else (ids, link) if ids is not None else None
                     )
-                    out.append(
-                        Batched((link, field), name, (one,), as_int, call) if one is not None
-                        else _by_call((link, field), name, call)
-                    )
+                    out.append(_nvlink(link, name, field, const, one))
         got = plans[key] = Plan(out)
         return got
 
