@@ -322,3 +322,21 @@ def test_real_xid_wait_times_out_quietly():
         XidWatcher(be.adapter, None, 10)
     finally:
         be.close()
+
+
+def test_an_unsupported_reading_is_logged_once_across_its_re_probes(fake, caplog):
+    """Field-only readings (recovery action before R570) are asked again every REPROBE_POLLS polls
+    like every unsupported reading; the log says so once a GPU, not every five minutes."""
+    from rasd.backends.nvml.core import REPROBE_POLLS
+
+    be = fake('[node]\nprofile = "v100-sxm2-32gb"\ngpus = 1\n')
+    g = be.adapter.gpus()[0]
+    with caplog.at_level(logging.INFO, logger="rasd.nvml"):
+        for _ in range(2 * REPROBE_POLLS + 3):
+            g.poll(slow=False)
+    unsupported = g.unsupported()
+    assert unsupported, "the V100 profile has readings it does not support"
+    for reading in unsupported:
+        logged = [r for r in caplog.records
+                  if "reading_unsupported" in r.getMessage() and f"reading={reading}" in r.getMessage()]
+        assert len(logged) == 1, (reading, len(logged))

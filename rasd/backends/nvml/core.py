@@ -153,6 +153,7 @@ class HandleCore:
         self.unopened: str | None = None
         self.unopened_reason = LostReason.OTHER
         self._unsupported: dict[str, int] = {}  # reading -> poll number when found unsupported
+        self._told_unsupported: set[str] = set()  # logged once a GPU, not at every re-probe
         self._unsupported_changes = 0  # readings marked or re-probed, ever: tells a cache it is stale
         self._errors: dict[tuple[str, str], int] = {}
         self._errors_lock = threading.Lock()
@@ -180,7 +181,9 @@ class HandleCore:
 
     def _mark_unsupported(self, reading: str) -> None:
         if reading not in self._unsupported:
-            log.info("event=reading_unsupported gpu=%d reading=%s", self.index, reading)
+            if reading not in self._told_unsupported:
+                self._told_unsupported.add(reading)
+                log.info("event=reading_unsupported gpu=%d reading=%s", self.index, reading)
             self._unsupported_changes += 1
         self._unsupported.setdefault(reading, self._polls)
 
