@@ -144,6 +144,10 @@ _KINDS = {k.value: k for k in FaultKind}
 _NVLINK = FaultKind.NVLINK
 _MISSING = object()
 _REQUIRED_BY_VALUE = {k.value: v for k, v in _REQUIRED.items()}  # an enum hashes in Python
+# kind -> its one required field ("" for none), for the kinds with at most one other than the
+# link: a line of one of them with no link key has little more to check than its top-level fields
+_ONE_FIELD = {k.value: _REQUIRED.get(k, ("",))[0] for k in FaultKind
+              if len(_REQUIRED.get(k, ())) <= 1 and _REQUIRED.get(k, ("",))[0] != "link"}
 
 
 def parse_object(obj: Any) -> tuple[FaultEvent, str]:
@@ -209,6 +213,9 @@ def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats,
     parse = parse_object
     host_re = _HOST_RE.search
     new = tuple.__new__  # (Numbered's own __new__ is a Python function: a call more an event)
+    new_event = FaultEvent
+    kinds = _KINDS
+    one_field = _ONE_FIELD
     n = stats.lines
     events = 0  # (counted here, written to the stats when the file ends or fails)
     try:
@@ -223,9 +230,32 @@ def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats,
                 if not keep(host):
                     continue
             try:
-                event, host = parse(loads(text))
+                obj = loads(text)
             except json.JSONDecodeError:
                 raise ReplayError(n, _not_json(text)) from None
+            # (parse_object, inline for a well-formed line of a kind with at most one required
+            # field and no link: most lines of a fleet's log; any other line, and any that fails
+            # a check here, goes through parse_object itself, read again for its error)
+            if type(obj) is dict and "link" not in obj:
+                pop = obj.pop
+                t = pop("time", None)
+                kind_value = pop("kind", None)
+                gpu = pop("gpu", None)
+                host = pop("host", "")
+                if type(kind_value) is str:
+                    kind = kinds.get(kind_value)
+                    required = one_field.get(kind_value)
+                else:
+                    kind = required = None
+                if (type(t) is float and t - t == 0.0 and type(gpu) is int and gpu >= 0
+                        and type(host) is str and required is not None and kind is not None
+                        and (not required or required in obj)):
+                    events += 1
+                    yield new(Numbered, (n, new_event(t, gpu, kind, None, obj), host, 0))
+                    continue
+                obj = loads(text)  # (the checks took its fields: parse_object reads them all)
+            try:
+                event, host = parse(obj)
             except ValueError as e:
                 raise ReplayError(n, str(e)) from None
             events += 1

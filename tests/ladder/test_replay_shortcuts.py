@@ -82,3 +82,47 @@ def test_day_cached_clock_matches_gmtime() -> None:
     times += sorted(rnd.uniform(1.7e9, 1.8e9) for _ in range(5_000))  # in order, as a replay
     for t in times:
         assert fmt_time(t) == _plain_time(t), t
+
+
+_LINES = [
+    # well formed: the inline path
+    '{"time":1704067216.3,"host":"n1","gpu":1,"kind":"ecc","volatile_corrected":48}',
+    '{"time":1704067216.3,"gpu":0,"kind":"thermal"}',
+    '{"kind":"xid","gpu":2,"time":1704067216.5,"xid":13,"message":"Graphics Exception","host":"n2"}',
+    '{"time":1704067216.3,"host":"n1","gpu":1,"kind":"pcie_replay","count":3,"seconds":60}',
+    # parse_object's own: a link, two required fields, an integer or text time
+    '{"time":1704067216.3,"host":"n1","gpu":1,"kind":"nvlink","link":4,"state":"down"}',
+    '{"time":1704067216.3,"gpu":1,"kind":"remedy","action":"reset_gpu","result":"ok"}',
+    '{"time":1704067216,"gpu":1,"kind":"ecc"}',
+    '{"time":"2024-01-01T00:00:16Z","gpu":1,"kind":"ecc"}',
+    # bad: each refused with parse_object's words
+    '{"time":1704067216.3,"gpu":-1,"kind":"ecc"}',
+    '{"time":1704067216.3,"gpu":true,"kind":"ecc"}',
+    '{"time":1704067216.3,"gpu":1,"kind":"nosuch"}',
+    '{"time":1704067216.3,"gpu":1,"kind":["ecc"]}',
+    '{"time":1704067216.3,"gpu":1,"kind":"pcie_replay"}',
+    '{"time":1704067216.3,"gpu":1,"kind":"xid","host":5,"xid":13}',
+    '{"time":"yesterday","gpu":1,"kind":"ecc"}',
+    '{"gpu":1,"kind":"ecc"}',
+    '{"time":1704067216.3,"kind":"ecc"}',
+    '{"time": 1704067216.3, "gpu": 1, "kind": "ecc", "volatile_corrected": 1.5}',
+]
+
+
+@pytest.mark.parametrize("line", _LINES)
+def test_inline_line_parse_same_as_parse_object(line: str) -> None:
+    """The reader's inline parse of a well-formed line gives parse_object's event and host; any
+    other line gets parse_object's event or its error, word for word."""
+    import json
+
+    from rasd.ladder.replay import Names, ReadStats, ReplayError, parse_object, read_events
+
+    try:
+        want: Any = parse_object(json.loads(line))
+    except ValueError as e:
+        want = f"line 1: {e}"
+    try:
+        got: Any = [(x.event, x.host) for x in read_events([line + "\n"], ReadStats(), Names())]
+    except ReplayError as e:
+        got = str(e)
+    assert got == (want if isinstance(want, str) else [want])
