@@ -189,12 +189,13 @@ def report(paths: list[str], opts: Options, write: Callable[[str], object],
     out = Outcome()
     names = Names()
     buf: list[str] = []
-    decisions = closed = 0
+    decisions = 0
     add = buf.append
     named = names.ids  # (the names so far: a dict's truth is asked without a call)
+    lines = 0  # report lines written before those in ``buf``
     try:
         for item, step in steps(paths, opts, out, names, keep, progress):
-            host = item.host
+            host = item[2]  # (by position: a named field is looked up on the class)
             if keyed or named:
                 key = f"{item.event.time_wall!r}\t{item.source}\t{item.line}\t" if keyed else ""
                 # only kernel logs name GPUs by bus id (None: by number)
@@ -207,9 +208,9 @@ def report(paths: list[str], opts: Options, write: Callable[[str], object],
                     add(decision_line(d, host))
                 for c in step.closed:
                     add(closed_line(c, host))
-            decisions += len(step.opened)
-            closed += len(step.closed)
+            decisions += len(step.opened)  # (the rest of the lines are closures)
             if len(buf) >= 2048:  # one write per line would cost more than the replay
+                lines += len(buf)
                 write("\n".join(buf) + "\n")
                 buf.clear()
     except ReplayError as e:
@@ -217,7 +218,7 @@ def report(paths: list[str], opts: Options, write: Callable[[str], object],
     except UnicodeDecodeError:
         path = out.stats[-1][0] if out.stats else ""
         out.error = f"{path} is not UTF-8 text; give a JSON-lines event log or a kernel log"
-    out.decisions, out.closed = decisions, closed
+    out.decisions, out.closed = decisions, lines + len(buf) - decisions
     if buf:
         write("\n".join(buf) + "\n")
     return out
