@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, cast
 
 from rasd.model import Rung, Scope
 
@@ -83,3 +83,38 @@ class Decision:
     Decision.__dict__[name].__set__ for name in (
         "time_wall", "gpu", "link", "rung", "scope", "reason", "investigate", "degradations",
         "fault", "source", "buckets", "escalated"))
+
+
+class _DecisionDraft:
+    """A Decision written field by field as a plain slotted object, then made a Decision.
+
+    A frozen dataclass writes each field through the slot's descriptor, a C call with its
+    arguments packed each time; a plain slotted class writes one in a single specialised
+    instruction. This class has Decision's slots in the same order (the same memory layout), so
+    the finished object can take Decision as its class, which Python allows between classes of
+    one layout: what comes out is an ordinary, frozen Decision. About half the cost of
+    ``Decision(...)``, which a fleet's replay calls for every other event."""
+
+    __slots__ = Decision.__slots__  # type: ignore[attr-defined]
+
+    def __init__(self, time_wall: float, gpu: int, link: int | None, rung: Rung, scope: Scope,
+                 reason: str, investigate: tuple[str, ...], degradations: tuple[str, ...],
+                 fault: str, source: str, buckets: tuple[str, ...] = (),
+                 escalated: bool = False) -> None:
+        self.time_wall = time_wall
+        self.gpu = gpu
+        self.link = link
+        self.rung = rung
+        self.scope = scope
+        self.reason = reason
+        self.investigate = investigate
+        self.degradations = degradations
+        self.fault = fault
+        self.source = source
+        self.buckets = buckets
+        self.escalated = escalated
+        self.__class__ = Decision  # type: ignore[assignment]
+
+
+# ``Decision(...)``'s arguments, positional, the cheaper way (see _DecisionDraft)
+new_decision = cast(Callable[..., Decision], _DecisionDraft)

@@ -32,11 +32,11 @@ from rasd.ladder.classify import JUDGES
 from rasd.ladder.xids import (
     CONTEXTUAL, classify_xid, known_after_48, known_repeat, known_static, parse_gpc_tpc,
 )
-from rasd.ladder.decision import Decision
+from rasd.ladder.decision import Decision, new_decision
 from rasd.ladder.findings import EXCLUDE_GPU, TECHNICIAN, BadEvent, Finding
 from rasd.ladder.history import _EMPTY, _READS_HISTORY, Component, FaultHistory, drop_before
 from rasd.ladder.settings import LadderSettings
-from rasd.ladder.step import Closure, Outcome, Step
+from rasd.ladder.step import Closure, Outcome, Step, new_closure
 from rasd.model import FaultEvent, FaultKind, Rung, Scope
 
 __all__ = ["Closure", "Component", "Escalator", "Outcome", "Step"]
@@ -175,7 +175,7 @@ class Escalator:
             # a fleet's replay expires a decision for every third event)
             del on_comp[fault]
             last_seen.pop(key, None)
-            closed.append(Closure(d, _EXPIRED, t))
+            closed.append(new_closure(d, _EXPIRED, t))
 
     def sweep(self, t: float) -> None:
         """Forget what no window reaches at time ``t`` (no later event than ``t`` may have been
@@ -225,7 +225,7 @@ class Escalator:
             if not ((_FLOOR <= current.rung < by) or fault == by_fault):
                 return False
             del on_comp[fault]
-            step.superseded.append(Closure(current, ending._value_, t))
+            step.superseded.append(new_closure(current, ending._value_, t))
             return True
         if ending is Outcome.REMEDIED:
             # guard: a remedy covers the decisions at or below its rung; an RMA is never undone
@@ -234,7 +234,7 @@ class Escalator:
                     and (fault != "sdc" or by is Rung.RMA)):
                 return False
             del on_comp[fault]
-            step.closed.append(Closure(current, ending._value_, t))
+            step.closed.append(new_closure(current, ending._value_, t))
             self.history.remedied(comp, fault, by, t)
             return True
         if ending is Outcome.CLEARED:
@@ -242,7 +242,7 @@ class Escalator:
             if current.rung >= Rung.RMA:
                 return False
             del on_comp[fault]
-            step.closed.append(Closure(current, ending._value_, t))
+            step.closed.append(new_closure(current, ending._value_, t))
             return True
         if ending is Outcome.EXPIRED:
             # guard: only a fault that stayed away for the whole window expires (a stale
@@ -252,7 +252,7 @@ class Escalator:
                 return False
             del on_comp[fault]
             self._last_seen.pop((comp, fault), None)
-            step.closed.append(Closure(current, ending._value_, t))
+            step.closed.append(new_closure(current, ending._value_, t))
             return True
         raise ValueError(f"no transition given for {fault} on {comp}")
 
@@ -357,7 +357,7 @@ class Escalator:
                     degradations = _merged(degradations, d.degradations)
                     if key == fault and d.rung > rung:
                         rung, scope = d.rung, d.scope
-        decision = Decision(  # positional: this runs once per decision of a fleet's replay
+        decision = new_decision(  # positional: once per decision of a fleet's replay
             t, gpu, comp[1] if scope is _LINK else None, rung, scope,
             f.reason if reasons is None else "; ".join(reasons), tuple(investigate),
             tuple(degradations), fault, e.kind._value_, f.buckets, escalated or forced)

@@ -23,7 +23,7 @@ import zlib
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence, cast
 
 from rasd.ladder.decision import Decision
 from rasd.ladder.escalate import Escalator, Step
@@ -193,7 +193,7 @@ def parse_object(obj: Any) -> tuple[FaultEvent, str]:
         raise ValueError(f"host: {host!r} is not a host name")
     if kind is _NVLINK:
         obj["link"] = link
-    return FaultEvent(t, gpu, kind, link, obj), host
+    return _new_event(t, gpu, kind, link, obj), host
 
 
 def parse_line(text: str) -> FaultEvent:
@@ -202,6 +202,27 @@ def parse_line(text: str) -> FaultEvent:
     except json.JSONDecodeError as e:
         raise ValueError(f"not JSON ({e.msg} at column {e.colno})") from None
     return parse_object(obj)[0]
+
+
+class _EventDraft:
+    """A FaultEvent written as a plain slotted object, then made a FaultEvent (as decision.py's
+    ``_DecisionDraft``: the same slots in the same order, so the class can be swapped): the
+    reader builds one for every line."""
+
+    __slots__ = FaultEvent.__slots__  # type: ignore[attr-defined]
+
+    def __init__(self, time_wall: float, gpu: int, kind: FaultKind, link: int | None,
+                 details: dict[str, Any]) -> None:
+        self.time_wall = time_wall
+        self.gpu = gpu
+        self.kind = kind
+        self.link = link
+        self.details = details
+        self.__class__ = FaultEvent  # type: ignore[assignment]
+
+
+_new_event = cast(Callable[[float, int, FaultKind, "int | None", "dict[str, Any]"], FaultEvent],
+                  _EventDraft)
 
 
 _HOST_RE = re.compile(r'"host"\s*:\s*"((?:[^"\\]|\\.)*)"')
@@ -213,7 +234,7 @@ def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats,
     parse = parse_object
     host_re = _HOST_RE.search
     new = tuple.__new__  # (Numbered's own __new__ is a Python function: a call more an event)
-    new_event = FaultEvent
+    new_event = _new_event
     kinds = _KINDS
     one_field = _ONE_FIELD
     n = stats.lines

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator, cast
 
 from rasd.ladder.decision import Decision
 
@@ -40,6 +40,22 @@ class Closure:
 # object.__setattr__ would find for each, found once)
 (_set_decision, _set_outcome, _set_time_wall) = (
     Closure.__dict__[name].__set__ for name in ("decision", "outcome", "time_wall"))
+
+
+class _ClosureDraft:
+    """A Closure written as a plain slotted object, then made a Closure (as decision.py's
+    ``_DecisionDraft``: the same slots in the same order, so the class can be swapped)."""
+
+    __slots__ = Closure.__slots__  # type: ignore[attr-defined]
+
+    def __init__(self, decision: Decision, outcome: str, time_wall: float) -> None:
+        self.decision = decision
+        self.outcome = outcome
+        self.time_wall = time_wall
+        self.__class__ = Closure  # type: ignore[assignment]
+
+
+new_closure = cast(Callable[[Decision, str, float], Closure], _ClosureDraft)
 
 
 class Step:
