@@ -27,6 +27,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.bench.results import git
+
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = ("rasd", "exporters", "pyproject.toml", "README.md")
 STAMP = "rasd-bench-source"
@@ -71,18 +73,10 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rasd-bench"
 
 
-def _git(*args: str) -> str:
-    try:
-        r = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return r.stdout.strip() if r.returncode == 0 else ""
-
-
 def _files() -> list[Path]:
     """The package's files, relative to the checkout: git's tracked and untracked-not-ignored
     ones, or every file under the sources outside a git checkout."""
-    listed = _git("ls-files", "-co", "--exclude-standard", "--", *SOURCES)
+    listed = git("ls-files", "-co", "--exclude-standard", "--", *SOURCES)
     if listed:
         names = [Path(n) for n in listed.splitlines()]
     else:
@@ -114,8 +108,8 @@ def rasd_venv(path: Path | None = None, reuse: bool = False, quiet: bool = False
         return rv
     files = _files()
     digest = _digest(files)
-    commit = _git("rev-parse", "--short=12", "HEAD") or "no commit"
-    dirty = bool(_git("status", "--porcelain", "--", *SOURCES))
+    commit = git("rev-parse", "--short=12", "HEAD") or "no commit"
+    dirty = bool(git("status", "--porcelain", "--", *SOURCES))
     source = f"{commit} with local changes" if dirty else commit
     stamp = venv / STAMP
     kept = stamp.read_text().splitlines() if stamp.exists() else []

@@ -158,7 +158,8 @@ class Run:
         return f"{self.bench}@{self.date}"
 
 
-def _git(*args: str) -> str:
+def git(*args: str) -> str:
+    """``git -C <checkout> ARGS``'s output, or "" where git or the checkout is not there."""
     try:
         r = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
@@ -181,8 +182,8 @@ def this_run(bench: str, argv: list[str] | None = None) -> Run:
         bench=bench,
         command=" ".join([script, *args]),
         date=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
-        commit=_git("rev-parse", "--short=12", "HEAD") or "unknown",
-        dirty=bool(_git("status", "--porcelain", "--untracked-files=no", "--", *MEASURED)),
+        commit=git("rev-parse", "--short=12", "HEAD") or "unknown",
+        dirty=bool(git("status", "--porcelain", "--untracked-files=no", "--", *MEASURED)),
         cores=os.cpu_count() or 0,
         load_average=(round(la[0], 2), round(la[1], 2), round(la[2], 2)),
         python=platform.python_version(),
