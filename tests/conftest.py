@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Callable
@@ -12,6 +13,14 @@ from hypothesis import settings
 
 from rasd.backends import Backend, open_backend
 from rasd.backends.fake.clock import ManualClock
+
+# The daemon's default state and control socket (rasd.paths) point into a directory of this run's
+# own, set before any test or subprocess starts: a test that runs `rasd status` or a daemon at the
+# defaults never finds a daemon running on the machine (a node's, a benchmark's) or its history.
+_DEFAULTS = Path(tempfile.mkdtemp(prefix="rasd-tests-"))
+for _var, _sub in (("XDG_STATE_HOME", "state"), ("XDG_RUNTIME_DIR", "run"),
+                   ("STATE_DIRECTORY", "var-lib-rasd"), ("RUNTIME_DIRECTORY", "run-rasd")):
+    os.environ[_var] = str(_DEFAULTS / _sub)
 
 # CI runs the same examples every time (a failure there must reproduce); developers explore.
 settings.register_profile("ci", derandomize=True, deadline=None)

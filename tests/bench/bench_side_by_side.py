@@ -336,7 +336,10 @@ def main() -> None:
             for pair in range(args.pairs):
                 state = tmp / f"state-{pair}"
                 shutil.rmtree(state, ignore_errors=True)
-                renv = dict(st.env, XDG_STATE_HOME=str(state / "state"), XDG_RUNTIME_DIR=str(state / "run"))
+                # the daemon's state and socket in the run's own directory (the fake's and NVML's
+                # defaults alike): never a node's /run/rasd or /var/lib/rasd
+                renv = dict(st.env, XDG_STATE_HOME=str(state / "state"), XDG_RUNTIME_DIR=str(state / "run"),
+                            STATE_DIRECTORY=str(state / "var-lib-rasd"), RUNTIME_DIRECTORY=str(state / "run-rasd"))
                 port = free_port()
                 a.append(measure(st.rasd(port), renv, port, st.gpus, args.warmup, args.seconds, True, st.fake,
                                  tmp / "rasd.log"))
