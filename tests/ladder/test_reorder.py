@@ -20,24 +20,24 @@ def _by_one_heap(items: list[Numbered], stats: ReadStats, window: int,
     once the log is ``seconds`` past it or more than ``window`` events wait."""
     heap: list[tuple[float, int, Numbered]] = []
     last = newest = float("-inf")
-    for seq, item in enumerate(items):
-        t = item.event.time_wall
-        heapq.heappush(heap, (t, seq, item))
-        newest = max(newest, t)
-        while heap and (heap[0][0] <= newest - seconds or len(heap) > window):
-            t0, _, out = heapq.heappop(heap)
-            if t0 < last:
-                stats.out_of_order += 1
-            else:
-                last = t0
-            yield out
-    while heap:
+
+    def pop() -> Numbered:
+        nonlocal last
         t0, _, out = heapq.heappop(heap)
         if t0 < last:
             stats.out_of_order += 1
         else:
             last = t0
-        yield out
+        return out
+
+    for seq, item in enumerate(items):
+        t = item.event.time_wall
+        heapq.heappush(heap, (t, seq, item))
+        newest = max(newest, t)
+        while heap and (heap[0][0] <= newest - seconds or len(heap) > window):
+            yield pop()
+    while heap:
+        yield pop()
 
 
 def _log(rnd: random.Random, n: int, lateness: tuple[float, ...]) -> list[Numbered]:
