@@ -1,10 +1,11 @@
 """Wiring: threads, the main loop, signals, systemd notify, the control socket.
 
 The health-poll loops and the power sampler (one loop each over all GPUs; each loop, and the main
-loop, gives up the others' hung calls) publish readings; every health interval the main loop runs its stages, each in its own guard
-(rasd.stages): aggregate (readings -> GpuState and fault events), ladder, sdc, power, scheduler,
-snapshot, notify. It then swaps in a new immutable Snapshot that the exporter, handed in by the
-CLI, formats on scrape. Every area service follows rasd.service.Service.
+loop, gives up the others' hung calls) publish readings; every health interval the main loop
+runs its stages, each in its own guard (rasd.stages): aggregate (readings -> GpuState and fault
+events), ladder, sdc, power, scheduler, snapshot, notify. It then swaps in a new immutable
+Snapshot that the exporter, handed in by the CLI, formats on scrape. Every area service follows
+rasd.service.Service.
 """
 
 from __future__ import annotations

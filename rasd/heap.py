@@ -22,6 +22,7 @@ other than glibc (musl) nothing here does anything.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 
@@ -32,23 +33,18 @@ M_ARENA_MAX = -8
 MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's starting value, kept instead of grown
 ARENA_MAX = 1
 
-_libc: ctypes.CDLL | None = None
-_probed = False
 
-
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
-    global _libc, _probed
-    if not _probed:
-        _probed = True
-        try:
-            if not os.confstr("CS_GNU_LIBC_VERSION"):
-                return None
-            libc = ctypes.CDLL(None)  # the C library the interpreter is linked with
-            libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-            _libc = libc
-        except (ValueError, OSError, AttributeError):  # not glibc: no confstr name, no symbols
-            _libc = None
-    return _libc
+    """The C library the interpreter is linked with, where it is glibc (looked up once)."""
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return None
+        libc = ctypes.CDLL(None)
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        return libc
+    except (ValueError, OSError, AttributeError):  # not glibc: no confstr name, no symbols
+        return None
 
 
 def _chosen(env_name: str, tunable: str) -> bool:

@@ -87,7 +87,7 @@ class Escalator:
         if self._auto_sweep and t >= self.next_sweep:
             self.sweep(t)
         h = self.history
-        if t > h.last_time:  # (FaultHistory.saw, inline: every event passes here)
+        if t > h.last_time:  # the history's newest time and GPUs, kept here: every event passes
             h.last_time = t
         gpu = event.gpu
         h.gpus_seen.add(gpu)

@@ -178,19 +178,7 @@ class FaultHistory:
                 repeats[key] = n
         return repeats
 
-    def _burst_start(self, gpu: int, code: int, t: float) -> float:
-        """When the burst a line at ``t`` belongs to began (``t`` itself for a new burst)."""
-        prev = self._burst.get((gpu, code))
-        if prev is not None and 0 <= t - prev[0] <= self.s.xid_line_burst_seconds:
-            return prev[1]
-        return t
-
     # ------------------------------------------------------------------ after classification
-
-    def saw(self, e: FaultEvent) -> None:
-        if e.time_wall > self.last_time:
-            self.last_time = e.time_wall
-        self.gpus_seen.add(e.gpu)
 
     def remember(self, e: FaultEvent, f: Finding | None) -> None:
         """Add a classified event to the tables the next events' contexts read."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from rasd.telemetry.xid import XidWatcher
+from tests.waiting import eventually
 
 XID48 = """
 [[event]]
@@ -56,11 +57,8 @@ def test_timed_polls_deliver_without_a_sync(fake, clock):
     w.start()
     try:
         clock.advance(1.0)
-        got = []
-        deadline = time.monotonic() + 3
-        while not got and time.monotonic() < deadline:
-            got = w.drain()
-            time.sleep(0.01)
+        got: list = []
+        eventually(lambda: got.extend(w.drain()) or got, 3.0, interval=0.01)
     finally:
         w.stop()
         w.join(2)

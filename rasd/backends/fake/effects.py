@@ -90,8 +90,6 @@ class Effects:
 
     def lost(self, gpu: int, t: float) -> bool:
         """Fell off the bus and no reset since (a reset here models the GPU coming back)."""
-        if not self._by_gpu[gpu]:  # asked before every call the GPU answers
-            return False
         falls = [e.at for e in self._of(gpu, EventKind.FALL_OFF_BUS) if e.at <= t]
         if not falls:
             return False
@@ -119,7 +117,7 @@ class Effects:
     def counter(self, gpu: int, key: str, t: float, volatile: bool = True) -> int:
         """``key``: ecc_corrected, ecc_uncorrected, pcie_replay, nvlink:<link>:<counter>,
         remap_correctable, remap_uncorrectable."""
-        if not self._by_gpu[gpu]:  # no scripted event: every counter is still zero
+        if self.quiet[gpu]:  # no scripted event: every counter is still zero
             return 0
         total = self._total(gpu, key, t)
         if not volatile:

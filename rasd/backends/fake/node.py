@@ -191,7 +191,8 @@ class FakeNode:
             return s
 
     def lost(self, gpu: int) -> bool:
-        return self.effects.lost(gpu, self.elapsed())
+        # asked before every call the GPU answers: one without scripted events is never lost
+        return not self.effects.quiet[gpu] and self.effects.lost(gpu, self.elapsed())
 
     def temperature(self, gpu: int) -> float:
         """GPU die temperature in C: power-driven, plus any scripted thermal event."""

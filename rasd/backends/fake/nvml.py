@@ -138,7 +138,6 @@ class FakeNvml(EventsMixin):
         fields = name == "nvmlDeviceGetFieldValues"
         by_handle = name.startswith("nvmlDevice") and name != "nvmlDeviceGetHandleByIndex"
         handle_type = self._base.c_nvmlDevice_t
-        quiet = node.effects.quiet
 
         def call(*args: Any, **kwargs: Any) -> Any:
             if needs_init and self._init_count == 0:
@@ -158,7 +157,7 @@ class FakeNvml(EventsMixin):
             if blocking:
                 return fn(*args, **kwargs)
             with node.lock:
-                if gpu is not None and lost_check and not quiet[gpu] and node.lost(gpu):
+                if gpu is not None and lost_check and node.lost(gpu):
                     self._raise("gpu_is_lost")
                 return fn(*args, **kwargs)
 

@@ -210,11 +210,16 @@ class HandleCore:
         return False
 
     def _read(self, reading: str, fn: Callable[..., T], *args: Any) -> T | None:
-        """One NVML reading under the error rules. Raises GpuLost; otherwise never raises."""
-        if self._skipped(reading):
+        """One NVML reading under the error rules. Raises GpuLost; otherwise never raises.
+
+        The checks cost nothing on a GPU with no unsupported reading and an open handle: a poll
+        makes most of its calls through here."""
+        if self._unsupported and self._skipped(reading):
             return None
+        if self.raw is None:
+            self._args(())  # raises GpuLost with the reason the GPU could not be opened
         try:
-            return fn(*self._args(args))
+            return fn(*args)
         except nvml_errors(self.lib) as e:
             self._judge(reading, e)
         return None

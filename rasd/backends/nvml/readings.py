@@ -266,13 +266,7 @@ class Readings(BatchReads):
             self._chosen, self._argv = {}, {}
         fn = self._chosen.get(rd.name)
         if fn is not None:
-            if h is None or rd.name in self._unsupported:  # the rules' slower path
-                return self._read(rd.name, fn, h, *self._argv[rd.name])
-            try:  # _read without its checks: a poll makes this call for most of its readings
-                return fn(h, *self._argv[rd.name])
-            except nvml_errors(lib) as e:
-                self._judge(rd.name, e)
-            return None
+            return self._read(rd.name, fn, h, *self._argv[rd.name])
         args = self._argv[rd.name] = tuple(getattr(lib, a) for a in rd.args)
         names = [n for n in rd.call.split("|") if hasattr(lib, n)]
         if not names:
