@@ -54,6 +54,7 @@ class TelemetrySettings:
     slow_interval_seconds: float = 30.0  # counters and NVLink: read this often, Xids read them sooner
     poll_deadline_seconds: float = 2.0  # a GPU whose poll runs longer is marked stale
     power_sample_hz: float = 12.5  # 1..100; above NVML's 10 Hz refresh, so no update is missed
+    native_power_reads: bool = True  # read instant power on a native thread where rasd was built with it
     xid_wait_ms: int = 2000  # the main loop asks every pass; this is for a late pass
     recent_xids: int = 16
     kernel_log: str = "/dev/kmsg"  # where driver Xid messages are read from ("" = off)

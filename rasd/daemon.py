@@ -109,7 +109,8 @@ class Daemon:
         ]
         self.aggregator = Aggregator(recent_xids=t.recent_xids)
         self.health = health_loops(self.pollers, t.health_interval_seconds, t.poll_deadline_seconds)
-        self.sampler = PowerSampler(self.gpus, t.power_sample_hz, self._on_power, wall=wall)
+        native = backend.adapter.native_power(self.gpus) if t.native_power_reads else None
+        self.sampler = PowerSampler(self.gpus, t.power_sample_hz, self._on_power, wall=wall, native=native)
         self.watchdog = Watchdog([*self.health, self.sampler.loop])
         self.watchdog.attach()  # the loops check each other; the main loop checks every pass
         self.xids = XidWatcher(backend.adapter, backend.kernel_log(t.kernel_log), t.xid_wait_ms, wall=wall)
@@ -223,8 +224,9 @@ class Daemon:
             self.ladder.catch_up_from(self.cfg.telemetry.kernel_log, self._pci_to_gpu(), self.wall())
         self.xids.start()
         log.info(
-            "event=started backend=%s gpus=%d listen=%s state=%s control=%s",
+            "event=started backend=%s gpus=%d listen=%s state=%s control=%s power_reads=%s",
             self.backend.name, len(self.gpus), self.listen, self.state_path, self.socket_path,
+            "native" if self.sampler.native else "python",
         )
 
     def tick(self) -> Snapshot:
@@ -233,6 +235,7 @@ class Daemon:
         Each stage runs in its own guard (rasd.stages): a stage that fails keeps its previous
         part of the snapshot, and the others go on."""
         self.watchdog.check()  # a call hung on the loops' threads is given up by now
+        self.sampler.drain()  # the native loop's reads since the last pass (sink: self._on_power)
         now = self.wall()
         prev = self._snapshot
         g = self.guards
@@ -345,8 +348,11 @@ class Daemon:
                 b.reconfigure(new)
             except Exception:  # noqa: BLE001 - one service's reload must not stop the others'
                 log.exception("event=reload_failed service=%s", b.name)
-        if new.daemon.listen != self.cfg.daemon.listen or new.telemetry.power_sample_hz != self.cfg.telemetry.power_sample_hz:
-            log.warning("event=reload_partial detail=%r", "listen address and power sample rate change on restart")
+        old_t = self.cfg.telemetry
+        if (new.daemon.listen != self.cfg.daemon.listen or t.power_sample_hz != old_t.power_sample_hz
+                or t.native_power_reads != old_t.native_power_reads):
+            log.warning("event=reload_partial detail=%r",
+                        "listen address, power sample rate and native power reads change on restart")
         logging.getLogger().setLevel(new.daemon.log_level.upper())
         self.cfg = new
         log.info("event=reloaded path=%s", self.config_path)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Generic, Sequence, TypeVar
+from typing import Any, Callable, Generic, Sequence, TypeVar
 
 log = logging.getLogger("rasd.loops")
 
@@ -198,14 +198,16 @@ class Watchdog:
     thread is given up by another loop's next round (module docstring). A single loop cannot see
     its own hung call: whoever runs one alone calls ``check`` on its own schedule."""
 
-    def __init__(self, loops: Sequence[GpuLoop], clock: Callable[[], float] = time.monotonic):
+    def __init__(self, loops: Sequence[GpuLoop | Any], clock: Callable[[], float] = time.monotonic):
         self.loops = list(loops)
         self._clock = clock
 
     def attach(self) -> None:
-        """Have every loop check all the loops at the start of each of its rounds."""
+        """Have every loop check all the loops at the start of each of its rounds (a loop that
+        runs no Python between its reads, the native power loop, is only checked)."""
         for lp in self.loops:
-            lp.before_round = self.check
+            if isinstance(lp, GpuLoop):
+                lp.before_round = self.check
 
     def check(self, now: float | None = None) -> list[tuple[str, int]]:
         """Give up every call past its deadline now; returns (loop, position) of each."""

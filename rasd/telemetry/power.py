@@ -24,7 +24,12 @@ offset nor a wall-clock step can make the sampler wait past a refresh.
 
 One loop reads every GPU in turn (rasd.telemetry.loops): a read that hangs past ``HANG_SECONDS``
 is abandoned at the next health round or main-loop pass, and the other GPUs carry on from a fresh
-thread.
+thread. On the C NVML library, where rasd was built with its native reader, that loop is a native
+thread (rasd.backends.nvml.powerloop) that reads every GPU each round and queues each result, and
+the main loop judges them here once a pass (``drain``), in order, exactly as it judges its own
+reads: each read then costs the library call alone instead of a wake-up of the interpreter and
+the binding's wrappers. Reads that can only repeat are not skipped there (a native read costs
+less than deciding to skip it).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from typing import Callable, Sequence
 
 from rasd.backends.errors import GpuLost
 from rasd.backends.nvml import GpuHandle
+from rasd.backends.nvml.powerloop import NativeLoop, NativeReads
 from rasd.model import PowerSample
 from rasd.telemetry.loops import GpuLoop
 
@@ -122,7 +128,6 @@ class _GpuSampler:
     def read_once(self) -> PowerSample | None:
         """One read of field 186; a distinct update is queued for the round's hand-over to the
         sink, and returned."""
-        o = self.owner
         self.reads += 1
         try:
             got = self.handle.instant_power()
@@ -131,17 +136,39 @@ class _GpuSampler:
             self.lost = True
             return None
         except Exception as e:  # noqa: BLE001 - never let the sampler die
-            self.failures += 1
-            if self.failures == 1:
-                log.warning("event=power_read_failed gpu=%d error=%r", self.handle.index, str(e))
+            self._failed(e)
             return None
         if got is None:
             return None
-        watts, ts = got
+        o = self.owner
+        return self._took(got[0], got[1], o.clock(), o.wall())
+
+    def take(self, ret: int, of_call: int, mono_ns: int, wall_ns: int, ts: int, value: float) -> None:
+        """One read made by the native loop (``rasd.backends.nvml.powerloop``), judged as
+        ``read_once`` judges its own: the value is in mW, the times are when the read returned."""
+        self.reads += 1
+        if ret != 0:
+            try:
+                self.handle.instant_power_failed(ret, bool(of_call))
+            except GpuLost:
+                self.lost = True
+            except Exception as e:  # noqa: BLE001 - never let the sampler die
+                self._failed(e)
+            return
+        self.lost = False
+        self._took(value / 1000.0, ts, mono_ns / 1e9, wall_ns / 1e9)
+
+    def _failed(self, e: Exception) -> None:
+        self.failures += 1
+        if self.failures == 1:
+            log.warning("event=power_read_failed gpu=%d error=%r", self.handle.index, str(e))
+
+    def _took(self, watts: float, ts: int, now: float, wall: float) -> PowerSample | None:
+        """A read's (watts, NVML stamp), returned at ``now`` on the sampler's clock and ``wall``
+        on the wall clock: queued if distinct."""
         prev_ts = self.last_ts
         if not self._is_new(watts, ts):
             return None
-        now = o.clock()
         if self.method is DedupMethod.TIMESTAMP:
             self._predict(now, ts, prev_ts)
         else:
@@ -151,9 +178,9 @@ class _GpuSampler:
         cutoff = now - RATE_WINDOW_SECONDS
         while self.distinct and self.distinct[0] < cutoff:
             self.distinct.popleft()
-        s = PowerSample(self.handle.index, o.wall(), ts, watts)
+        s = PowerSample(self.handle.index, wall, ts, watts)
         self.latest = s
-        o._pending.append(s)
+        self.owner._pending.append(s)
         return s
 
     def _is_new(self, watts: float, ts: int) -> bool:
@@ -207,6 +234,7 @@ class PowerSampler:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         hang_seconds: float = HANG_SECONDS,
+        native: NativeReads | None = None,
     ):
         if not 0 < hz <= 100:
             raise ValueError("power sample rate must be in (0, 100] Hz")
@@ -220,11 +248,30 @@ class PowerSampler:
         self._pending: collections.deque[PowerSample] = collections.deque()
         # the loop calls the GPU's own methods: no layer of the sampler's between (12.5 rounds a
         # second, each a wake-up with cold caches, where every call costs)
-        self.loop: GpuLoop[_GpuSampler] = GpuLoop(
-            "power", self._gpus, _GpuSampler.read_once, 1.0 / hz, hang_seconds, after_round=self._flush,
-            clock=clock, ready=_GpuSampler.due,
-        )
+        self.loop: GpuLoop[_GpuSampler] | NativeLoop[_GpuSampler]
+        if native is not None:
+            # the reads on a native thread; their results are judged here, a batch at a time
+            # (drain), on the monotonic clock the native thread stamps them with
+            self.loop = NativeLoop("power", self._gpus, native, 1.0 / hz, hang_seconds)
+            self.clock = time.monotonic
+        else:
+            self.loop = GpuLoop(
+                "power", self._gpus, _GpuSampler.read_once, 1.0 / hz, hang_seconds,
+                after_round=self._flush, clock=clock, ready=_GpuSampler.due,
+            )
+        self.native = native is not None
         self.stop_event = self.loop.stop_event
+
+    def drain(self) -> None:
+        """Judge the native loop's reads since the last drain and hand their distinct updates to
+        the sink (the daemon's main loop calls this every pass; the Python loop hands its own over
+        every round, so there is nothing to do)."""
+        loop = self.loop
+        if isinstance(loop, NativeLoop):
+            gpus = self._gpus
+            for pos, ret, of_call, mono_ns, wall_ns, ts, value in loop.drain():
+                gpus[pos].take(ret, of_call, mono_ns, wall_ns, ts, value)
+            self._flush()
 
     def _flush(self) -> None:
         p = self._pending

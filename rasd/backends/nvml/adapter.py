@@ -10,7 +10,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import re
-from typing import Any, Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from rasd.backends.errors import EventsFailed, NvmlStartFailed
 from rasd.backends.nvml.control import Control
@@ -18,6 +19,9 @@ from rasd.backends.nvml.core import lost_reason, nvml_errors, text
 from rasd.backends.nvml.fields import FieldIds
 from rasd.backends.nvml.readings import Readings
 from rasd.model import NodeIdentity
+
+if TYPE_CHECKING:
+    from rasd.backends.nvml.powerloop import NativeReads
 
 log = logging.getLogger("rasd.nvml")
 
@@ -117,6 +121,35 @@ class NvmlAdapter:
             if g.raw is not None and _address(g.raw) == address:
                 return g
         return None
+
+    def native_power(self, gpus: Sequence[GpuHandle]) -> "NativeReads | None":
+        """What the native power loop (``powerloop``) needs to read the instant power of ``gpus``,
+        or None where it cannot: the extension was not built, the library is not pynvml over the
+        C library (the fake NVML), the binding lacks the field or its layout differs, or a GPU
+        was not opened (the Python sampler reports that GPU as lost)."""
+        from rasd.backends.nvml.powerloop import NativeReads, library_path, load
+
+        lib, fid = self.lib, self.fids.power_instant
+        path = library_path()
+        if path is None or fid is None or not isinstance(lib, ModuleType):
+            return None
+        struct = getattr(lib, "c_nvmlFieldValue_t", None)
+        if not callable(getattr(lib, "_nvmlGetFunctionPointer", None)) or struct is None:
+            return None
+        devices = [_address(g.raw) if g.raw is not None else None for g in gpus]
+        if not devices or any(d is None for d in devices):
+            return None
+        native = load(str(path), struct)
+        if native is None:
+            return None
+        try:
+            fn = ctypes.cast(lib._nvmlGetFunctionPointer("nvmlDeviceGetFieldValues"), ctypes.c_void_p).value
+        except nvml_errors(lib) as e:
+            log.warning("event=native_sampler_unavailable error=%r", text(e))
+            return None
+        if not fn:
+            return None
+        return NativeReads(native, fn, tuple(d for d in devices if d is not None), fid)
 
     def node_identity(self, hostname: str, backend: str) -> NodeIdentity:
         lib = self.lib

@@ -434,3 +434,12 @@ class Readings(BatchReads):
             return None
         f = self._field_one(fid)
         return (f[0] / 1000.0, f[1]) if f else None
+
+    def instant_power_failed(self, ret: int, of_call: bool) -> None:
+        """A native read of the instant-power field answered ``ret`` (the whole call's where
+        ``of_call``, else the entry's): the error rules, as ``instant_power`` applies them.
+        Raises GpuLost."""
+        if of_call:
+            self._judge("field_values", self.lib.NVMLError(ret))
+        elif self.fids.power_instant is not None:
+            self._field_failed(self.fids.power_instant, ret)

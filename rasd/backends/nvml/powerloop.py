@@ -1,0 +1,252 @@
+"""The power sampler's reads on a native thread (``_powerloop.c``), for the C NVML library.
+
+The extension is built when rasd is installed where a C compiler is present (``pyproject.toml``:
+an optional extension, so an install without one still succeeds); without it, or where its
+layouts do not match the binding's, the sampler reads from Python as before. It is loaded with
+``ctypes`` (it has no Python API of its own), and is handed nvmlDeviceGetFieldValues through
+pynvml's own function-pointer lookup, so it always calls the library pynvml loaded.
+
+``NativeLoop`` gives the sampler and the watchdog the same face as ``rasd.telemetry.loops``'s
+loops: ``check`` gives a hung read up (its GPU is set aside, another thread reads the others),
+``hung`` names the GPUs set aside, and a GPU comes back once its read has returned. Results are
+taken in batches with ``drain``: each is one read, in order, with the times it returned on the
+monotonic and the wall clock.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.machinery
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Generic, Sequence, TypeVar
+
+log = logging.getLogger("rasd.power.native")
+
+T = TypeVar("T")
+# one read: (position, nvmlReturn, 1 if that is the whole call's, monotonic ns, wall ns, stamp us, value)
+Result = tuple[int, int, int, int, int, int, float]
+
+QUEUE_SECONDS = 8.0  # results kept for the daemon to take: its main loop takes them every second
+
+
+class Record(ctypes.Structure):
+    """One read's result (``pl_record``)."""
+
+    _fields_ = [
+        ("gpu", ctypes.c_int32),
+        ("ret", ctypes.c_int32),  # nvmlReturn: the call's where it failed, else the entry's
+        ("of_call", ctypes.c_int32),
+        ("pad", ctypes.c_int32),
+        ("mono_ns", ctypes.c_int64),
+        ("wall_ns", ctypes.c_int64),
+        ("stamp_us", ctypes.c_int64),
+        ("value", ctypes.c_double),
+    ]
+
+
+def library_path() -> Path | None:
+    """The built extension beside this module, if the install built it."""
+    here = Path(__file__).parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        p = here / f"_powerloop{suffix}"
+        if p.is_file():
+            return p
+    return None
+
+
+def _layout(field_struct: Any) -> list[int]:
+    """What ``pl_layout`` must report for ``field_struct`` (the binding's nvmlFieldValue_t)."""
+    f = field_struct
+    return [
+        ctypes.sizeof(f), f.fieldId.offset, f.scopeId.offset, f.timestamp.offset,
+        f.latencyUsec.offset, f.valueType.offset, f.nvmlReturn.offset, f.value.offset,
+        ctypes.sizeof(Record), Record.gpu.offset, Record.ret.offset, Record.of_call.offset,
+        Record.mono_ns.offset, Record.wall_ns.offset, Record.stamp_us.offset, Record.value.offset,
+    ]
+
+
+@functools.cache
+def load(path: str, field_struct: Any) -> ctypes.CDLL | None:
+    """The library at ``path`` with its functions typed, or None (logged once) where it cannot be
+    loaded or was built with other layouts than ``field_struct``'s and ``Record``'s."""
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError as e:
+        log.warning("event=native_sampler_unavailable path=%s error=%r", path, str(e))
+        return None
+    c, i32, i64, p = ctypes, ctypes.c_int32, ctypes.c_int64, ctypes.c_void_p
+    lib.pl_layout.argtypes, lib.pl_layout.restype = [c.POINTER(i64), c.c_int], c.c_int
+    got = (i64 * 32)()
+    n = lib.pl_layout(got, 32)
+    want = _layout(field_struct)
+    if list(got[:n]) != want:
+        log.warning("event=native_sampler_unavailable path=%s error=%r", path,
+                    f"built with layouts {list(got[:n])}, the binding has {want}")
+        return None
+    lib.pl_start.argtypes = [p, c.POINTER(p), c.POINTER(i32), c.c_int, c.c_uint, i64, c.c_int]
+    lib.pl_start.restype = p
+    lib.pl_drain.argtypes, lib.pl_drain.restype = [p, c.POINTER(Record), c.c_int], c.c_int
+    lib.pl_busy.argtypes, lib.pl_busy.restype = [p, c.POINTER(i64)], c.c_int
+    lib.pl_set_enabled.argtypes, lib.pl_set_enabled.restype = [p, c.c_int, c.c_int], None
+    lib.pl_set_period.argtypes, lib.pl_set_period.restype = [p, i64], None
+    lib.pl_counts.argtypes = [p, c.POINTER(c.c_longlong), c.POINTER(c.c_longlong)]
+    lib.pl_counts.restype = None
+    for name in ("pl_stop", "pl_release"):
+        getattr(lib, name).argtypes, getattr(lib, name).restype = [p], None
+    lib.pl_done.argtypes, lib.pl_done.restype = [p], c.c_int
+    return lib
+
+
+@dataclass(frozen=True)
+class NativeReads:
+    """What the native loop needs to read one field of every GPU: the library, the C
+    nvmlDeviceGetFieldValues (an address), each GPU's device handle (an address) and the field."""
+
+    lib: ctypes.CDLL
+    fn: int
+    devices: tuple[int, ...]
+    field_id: int
+
+
+class NativeLoop(Generic[T]):
+    """Reads ``reads.field_id`` of every item's GPU (``items[i]`` is ``reads.devices[i]``) each
+    ``interval`` seconds on a native thread; a read past ``deadline`` is given up by ``check``."""
+
+    def __init__(self, name: str, items: Sequence[T], reads: NativeReads, interval: float, deadline: float):
+        if len(items) != len(reads.devices):
+            raise ValueError("one device per item")
+        self.name = name
+        self.items = list(items)
+        self.reads = reads
+        self.deadline = deadline
+        self._interval = interval
+        # the watchdog's check runs on any loop's thread and drain on the main loop's
+        self._lock = threading.Lock()
+        self._runner: int | None = None
+        self._abandoned: list[tuple[int, int]] = []  # (runner, position of its hung read)
+        self._hung: set[int] = set()
+        self._taken: list[Result] = []  # from abandoned runners
+        n = len(items)
+        self._devices = (ctypes.c_void_p * n)(*reads.devices)
+        self._out = (Record * max(64, n * 4))()
+        self._since = ctypes.c_int64()
+        self.abandoned = 0
+        self.stop_event = threading.Event()
+        # the watchdog sets this on the loops it attaches; no Python runs on the native thread
+        self.before_round: Callable[[float], object] | None = None
+
+    @property
+    def interval(self) -> float:
+        return self._interval
+
+    @interval.setter
+    def interval(self, seconds: float) -> None:
+        self._interval = seconds
+        with self._lock:
+            if self._runner is not None:
+                self.reads.lib.pl_set_period(self._runner, int(seconds * 1e9))
+
+    def _start_runner(self) -> None:
+        n = len(self.items)
+        enabled = (ctypes.c_int32 * n)(*(0 if i in self._hung else 1 for i in range(n)))
+        capacity = max(256, int(n * QUEUE_SECONDS / self._interval))
+        r = self.reads.lib.pl_start(
+            self.reads.fn, self._devices, enabled, n, self.reads.field_id, int(self._interval * 1e9),
+            capacity,
+        )
+        if not r:
+            raise OSError("the native power sampler could not start its thread")
+        self._runner = r
+
+    def start(self) -> None:
+        with self._lock:
+            self._start_runner()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        with self._lock:
+            if self._runner is not None:
+                self.reads.lib.pl_stop(self._runner)
+
+    def join(self, timeout: float) -> None:
+        """Wait for the thread to end (a read hung on an abandoned one is not waited for), take
+        what it left, and let go of every runner."""
+        lib, end = self.reads.lib, time.monotonic() + timeout
+        r = self._runner
+        if r is None:
+            return
+        while not lib.pl_done(r) and time.monotonic() < end:
+            time.sleep(0.01)
+        with self._lock:
+            self._taken.extend(self._take(r))
+            self._runner = None
+            lib.pl_release(r)
+            for old, _ in self._abandoned:
+                lib.pl_release(old)  # its thread frees it when its read returns
+            self._abandoned.clear()
+
+    def hung(self) -> frozenset[T]:
+        with self._lock:
+            return frozenset(self.items[i] for i in self._hung)
+
+    def _take(self, r: int) -> list[Result]:
+        out: list[Result] = []
+        lib, buf, size = self.reads.lib, self._out, len(self._out)
+        while True:
+            k = lib.pl_drain(r, buf, size)
+            out.extend((e.gpu, e.ret, e.of_call, e.mono_ns, e.wall_ns, e.stamp_us, e.value) for e in buf[:k])
+            if k < size:
+                return out
+
+    def drain(self) -> list[Result]:
+        """Every result since the last drain, oldest first: (position, nvmlReturn, 1 if that is
+        the whole call's, monotonic ns, wall ns, NVML timestamp us, value)."""
+        with self._lock:
+            self._reclaim()
+            out, self._taken = self._taken, []
+            if self._runner is not None:
+                out.extend(self._take(self._runner))
+            return out
+
+    def _reclaim(self) -> None:
+        """A GPU whose hung read has returned is read again (caller holds the lock)."""
+        lib = self.reads.lib
+        for entry in list(self._abandoned):
+            old, pos = entry
+            if lib.pl_done(old):
+                self._abandoned.remove(entry)
+                lib.pl_release(old)
+                self._hung.discard(pos)
+                if self._runner is not None:
+                    lib.pl_set_enabled(self._runner, pos, 1)
+
+    def check(self, now: float | None = None) -> int | None:
+        """Watchdog: give up a read running past the deadline; returns its position, else None.
+
+        ``now`` is ignored: the native thread stamps its reads on the monotonic clock, which is
+        read here too."""
+        with self._lock:
+            r = self._runner
+            if r is None or self.stop_event.is_set():
+                return None
+            lib = self.reads.lib
+            self._reclaim()
+            pos = lib.pl_busy(r, ctypes.byref(self._since))
+            if pos < 0 or time.monotonic() - self._since.value / 1e9 <= self.deadline:
+                return None
+            lib.pl_stop(r)
+            self._taken.extend(self._take(r))  # what it read before the hang is kept
+            self._abandoned.append((r, pos))
+            self._hung.add(pos)
+            self.abandoned += 1
+            self._start_runner()
+        log.warning(
+            "event=call_hung loop=%s item=%d deadline_seconds=%.2f action=continued_on_new_thread",
+            self.name, pos, self.deadline,
+        )
+        return pos

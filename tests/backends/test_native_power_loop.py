@@ -1,0 +1,168 @@
+"""The native power loop (rasd/backends/nvml/_powerloop.c) against a C field reader compiled here
+with NVIDIA's nvml.h (``native_reader.c``): results in order with their times, a hung read given
+up while the other GPUs go on, the GPU read again once its call returns, and a library built
+with another layout refused."""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rasd.backends.nvml.powerloop import NativeLoop, NativeReads, load
+from tests.waiting import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE = ROOT / "rasd" / "backends" / "nvml" / "_powerloop.c"
+READER = Path(__file__).with_name("native_reader.c")
+FIELD = 186
+
+
+def _nvml_h() -> Path | None:
+    for p in sys.path:
+        for h in glob.glob(os.path.join(p or ".", "nvidia", "*", "include", "nvml.h")):
+            return Path(h)
+    return None
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ctypes.CDLL]:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed (tests/run.sh installs it)")
+    header = _nvml_h()
+    if header is None:
+        pytest.skip("nvml.h not found: pip install nvidia-nvml-dev (tests/run.sh does)")
+    out = tmp_path_factory.mktemp("native")
+    loop_lib, reader_lib = out / "_powerloop.so", out / "reader.so"
+    for args in (
+        ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o", str(loop_lib), str(SOURCE), "-lpthread"],
+        ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", f"-I{header.parent}", "-o", str(reader_lib), str(READER)],
+    ):
+        r = subprocess.run([gcc, *args], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    reader = ctypes.CDLL(str(reader_lib))
+    reader.read_count.restype = ctypes.c_longlong
+    return loop_lib, reader
+
+
+def _field_struct() -> type:
+    pynvml = pytest.importorskip("pynvml")
+    return pynvml.c_nvmlFieldValue_t
+
+
+def _loop(built: tuple[Path, ctypes.CDLL], n: int, interval: float = 0.01) -> NativeLoop[str]:
+    path, reader = built
+    lib = load(str(path), _field_struct())
+    assert lib is not None
+    fn = ctypes.cast(reader.read_fields, ctypes.c_void_p).value
+    assert fn is not None
+    reads = NativeReads(lib, fn, tuple(range(1, n + 1)), FIELD)
+    return NativeLoop("power", [f"gpu{i}" for i in range(n)], reads, interval, deadline=0.2)
+
+
+def _power_threads() -> int:
+    n = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            n += Path(f"/proc/self/task/{tid}/comm").read_text().strip() == "rasd-power"
+        except FileNotFoundError:
+            pass
+    return n
+
+
+def test_every_gpu_is_read_each_round_in_order_with_the_times_it_returned(built):
+    path, reader = built
+    reader.set_hang(-1), reader.set_lost(-1)
+    loop = _loop(built, 3)
+    t0_mono, t0_wall = time.monotonic(), time.time()
+    loop.start()
+    try:
+        time.sleep(0.25)
+        got = loop.drain()
+    finally:
+        loop.stop()
+        loop.join(1.0)
+    t1_mono, t1_wall = time.monotonic(), time.time()
+    assert len(got) >= 3 * 10
+    by_gpu: dict[int, list[tuple]] = {}
+    for rec in got:
+        by_gpu.setdefault(rec[0], []).append(rec)
+    assert sorted(by_gpu) == [0, 1, 2]
+    for pos, recs in by_gpu.items():
+        stamps = [r[5] for r in recs]
+        assert stamps == list(range(stamps[0], stamps[0] + len(stamps)))  # none lost, in order
+        for _, ret, of_call, mono_ns, wall_ns, stamp, value in recs:
+            assert (ret, of_call) == (0, 0)
+            assert value == (pos + 1) * 100000 + stamp  # the entry's unsigned int, as a number
+            assert t0_mono <= mono_ns / 1e9 <= t1_mono and t0_wall - 0.01 <= wall_ns / 1e9 <= t1_wall + 0.01
+        monos = [r[3] for r in recs]
+        assert monos == sorted(monos)
+    # a round every interval: about 25 in 0.25 s (a late wake-up skips, never bursts)
+    assert 10 <= len(by_gpu[0]) <= 30
+
+
+def test_a_hung_read_is_given_up_and_the_other_gpus_go_on_then_it_comes_back(built):
+    path, reader = built
+    reader.set_lost(-1)
+    reader.set_hang(2)  # the second GPU's next read blocks
+    loop = _loop(built, 3)
+    before = _power_threads()
+    loop.start()
+    try:
+        assert eventually(lambda: loop.check() is not None, 3.0)
+        assert loop.hung() == frozenset({"gpu1"}) and loop.abandoned == 1
+        assert _power_threads() == before + 2  # the abandoned thread, still in its read, and the new one
+        loop.drain()
+        counts = [reader.read_count(d) for d in (1, 2, 3)]
+        time.sleep(0.2)
+        got = loop.drain()
+        assert {r[0] for r in got} == {0, 2}  # the others are read; the hung GPU is not asked again
+        assert reader.read_count(1) > counts[0] + 5 and reader.read_count(3) > counts[2] + 5
+        assert reader.read_count(2) == counts[1]
+        reader.set_hang(-1)  # the driver lets the call return
+        assert eventually(lambda: (loop.check(), loop.hung())[1] == frozenset(), 3.0)
+        assert eventually(lambda: _power_threads() == before + 1, 3.0)  # the abandoned one exited
+        loop.drain()
+        time.sleep(0.1)
+        assert {r[0] for r in loop.drain()} == {0, 1, 2}
+    finally:
+        reader.set_hang(-1)
+        loop.stop()
+        loop.join(1.0)
+    assert eventually(lambda: _power_threads() == before, 2.0)
+
+
+def test_an_entry_error_is_handed_over_with_its_code(built):
+    path, reader = built
+    reader.set_hang(-1)
+    reader.set_lost(1)
+    loop = _loop(built, 2)
+    loop.start()
+    try:
+        time.sleep(0.1)
+        got = loop.drain()
+    finally:
+        reader.set_lost(-1)
+        loop.stop()
+        loop.join(1.0)
+    lost = [r for r in got if r[0] == 0]
+    assert lost and all(r[1] == 15 and r[2] == 0 and r[6] == 0.0 for r in lost)  # NVML_ERROR_GPU_IS_LOST
+    assert all(r[1] == 0 for r in got if r[0] == 1)
+
+
+def test_a_library_built_with_another_layout_is_refused(built):
+    path, _ = built
+
+    class Wider(ctypes.Structure):
+        _fields_ = [(name, typ) for name, typ in _field_struct()._fields_] + [("extra", ctypes.c_int64)]
+
+    assert load(str(path), Wider) is None
+    assert load(str(path), _field_struct()) is not None
