@@ -58,14 +58,14 @@ def _field_struct() -> type:
     return pynvml.c_nvmlFieldValue_t
 
 
-def _loop(built: tuple[Path, ctypes.CDLL], n: int, interval: float = 0.01) -> NativeLoop[str]:
+def _loop(built: tuple[Path, ctypes.CDLL], n: int, interval: float = 0.01, queue_seconds: float = 8.0) -> NativeLoop[str]:
     path, reader = built
     lib = load(str(path), _field_struct())
     assert lib is not None
     fn = ctypes.cast(reader.read_fields, ctypes.c_void_p).value
     assert fn is not None
     reads = NativeReads(lib, fn, tuple(range(1, n + 1)), FIELD)
-    return NativeLoop("power", [f"gpu{i}" for i in range(n)], reads, interval, deadline=0.2)
+    return NativeLoop("power", [f"gpu{i}" for i in range(n)], reads, interval, deadline=0.2, queue_seconds=queue_seconds)
 
 
 def _power_threads() -> int:
@@ -166,3 +166,21 @@ def test_a_library_built_with_another_layout_is_refused(built):
 
     assert load(str(path), Wider) is None
     assert load(str(path), _field_struct()) is not None
+
+
+def test_reads_nobody_takes_are_dropped_and_counted_not_queued_without_bound(built):
+    path, reader = built
+    reader.set_hang(-1), reader.set_lost(-1)
+    loop = _loop(built, 2, interval=0.001, queue_seconds=0.5)
+    base = reader.read_count(1) + reader.read_count(2)
+    loop.start()
+    try:
+        # the queue holds queue_seconds of reads at the loop's rate: 1,000 here
+        capacity = 1000
+        assert eventually(lambda: reader.read_count(1) + reader.read_count(2) - base > capacity + 200, 10.0)
+        got = loop.drain()
+    finally:
+        loop.stop()
+        loop.join(1.0)
+    # what was queued, plus what came in while it was taken; the rest was dropped and counted
+    assert capacity <= len(got) < capacity + 200 and loop.dropped >= 100

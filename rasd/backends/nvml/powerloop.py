@@ -117,13 +117,17 @@ class NativeLoop(Generic[T]):
     """Reads ``reads.field_id`` of every item's GPU (``items[i]`` is ``reads.devices[i]``) each
     ``interval`` seconds on a native thread; a read past ``deadline`` is given up by ``check``."""
 
-    def __init__(self, name: str, items: Sequence[T], reads: NativeReads, interval: float, deadline: float):
+    def __init__(
+        self, name: str, items: Sequence[T], reads: NativeReads, interval: float, deadline: float,
+        queue_seconds: float = QUEUE_SECONDS,
+    ):
         if len(items) != len(reads.devices):
             raise ValueError("one device per item")
         self.name = name
         self.items = list(items)
         self.reads = reads
         self.deadline = deadline
+        self.queue_seconds = queue_seconds
         self._interval = interval
         # the watchdog's check runs on any loop's thread and drain on the main loop's
         self._lock = threading.Lock()
@@ -135,6 +139,9 @@ class NativeLoop(Generic[T]):
         self._devices = (ctypes.c_void_p * n)(*reads.devices)
         self._out = (Record * max(64, n * 4))()
         self._since = ctypes.c_int64()
+        self._reads, self._dropped = ctypes.c_longlong(), ctypes.c_longlong()
+        self.dropped = 0  # results lost to a full queue (the main loop did not take them in time)
+        self._runner_dropped = 0  # of those, the current runner's
         self.abandoned = 0
         self.stop_event = threading.Event()
         # the watchdog sets this on the loops it attaches; no Python runs on the native thread
@@ -154,14 +161,14 @@ class NativeLoop(Generic[T]):
     def _start_runner(self) -> None:
         n = len(self.items)
         enabled = (ctypes.c_int32 * n)(*(0 if i in self._hung else 1 for i in range(n)))
-        capacity = max(256, int(n * QUEUE_SECONDS / self._interval))
+        capacity = max(256, round(n * self.queue_seconds / self._interval))
         r = self.reads.lib.pl_start(
             self.reads.fn, self._devices, enabled, n, self.reads.field_id, int(self._interval * 1e9),
             capacity,
         )
         if not r:
             raise OSError("the native power sampler could not start its thread")
-        self._runner = r
+        self._runner, self._runner_dropped = r, 0
 
     def start(self) -> None:
         with self._lock:
@@ -209,8 +216,17 @@ class NativeLoop(Generic[T]):
         with self._lock:
             self._reclaim()
             out, self._taken = self._taken, []
-            if self._runner is not None:
-                out.extend(self._take(self._runner))
+            r = self._runner
+            if r is not None:
+                out.extend(self._take(r))
+                self.reads.lib.pl_counts(r, ctypes.byref(self._reads), ctypes.byref(self._dropped))
+                new = self._dropped.value - self._runner_dropped
+                if new > 0:
+                    if self.dropped == 0:
+                        log.warning("event=power_reads_dropped loop=%s reason=%r", self.name,
+                                    "the main loop did not take the native reads in time")
+                    self.dropped += new
+                    self._runner_dropped = self._dropped.value
             return out
 
     def _reclaim(self) -> None:
