@@ -19,6 +19,7 @@
  * and the daemon lets go of it last (pl_release).
  */
 #define _GNU_SOURCE /* pthread_setname_np */
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -155,7 +156,7 @@ static void *run(void *arg) {
         if (next < now) /* overran: skip the missed rounds instead of bursting */
             next = now + period;
         struct timespec until = {.tv_sec = next / 1000000000LL, .tv_nsec = next % 1000000000LL};
-        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) != 0) {
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR) {
         } /* interrupted by a signal: sleep on to the same time */
     }
 out:
