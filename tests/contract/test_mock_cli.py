@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from rasd.backends.nvml.powerloop import library_path
 from tests.contract.mocknvml import ROOT, config, env_for, mock_dir
 from tests.e2e.helpers import free_port, http_get, wait_for
 
@@ -82,6 +83,12 @@ def test_run_on_the_mock_h100_serves_a_healthy_node(tmp_path: Path) -> None:
     assert set(_value(text, "rasd_gpu_memory_total_bytes")) == {80 * GIB}
     assert _value(text, "rasd_node_repair_rung") == [0.0]
     assert set(_value(text, "rasd_gpu_repair_rung")) <= {0.0}
+    # every read is stamped new on the mock: 12.5 distinct updates a GPU a second, on whichever
+    # reader runs (the native one wherever the install built it)
+    rates = _value(text, "rasd_gpu_power_sample_rate_hz")
+    assert len(rates) == 8 and all(11.5 <= r <= 13.5 for r in rates), rates
+    reader = "native" if library_path() is not None else "python"
+    assert f"power_reads={reader}" in (tmp_path / "rasd.log").read_text()
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed (tests/run.sh installs Debian's prometheus package)")
