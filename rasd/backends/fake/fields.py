@@ -112,7 +112,7 @@ def field_values(
     twin = plain_field_value(base)
     fill = (twin * n).from_buffer(values) if twin is not None else values
     t = node.elapsed()
-    sim = node.sim(gpu)
+    sim = None  # stepped to now on the first entry that needs more than instant power
     now_us = _us(node.wall(t))
     names = _names(base)
     ok, unsupported = base.NVML_SUCCESS, base.NVML_ERROR_NOT_SUPPORTED
@@ -132,7 +132,12 @@ def field_values(
         got: Any = _NOT_SUPPORTED
         if named is not None:
             name, link = named
-            got = _value(node, gpu, sim, t, name, scope if link is None else link)
+            if name == "power_instant":  # the sampler's read, many times a second: kept cheap
+                got = ("ui", *node.instant_power(gpu)) if node.profile.instant_power else _NOT_SUPPORTED
+            else:
+                if sim is None:
+                    sim = node.sim(gpu)
+                got = _value(node, gpu, sim, t, name, scope if link is None else link)
         if got is _NOT_SUPPORTED or got is _INVALID:
             entry.nvmlReturn = unsupported if got is _NOT_SUPPORTED else invalid
             continue
@@ -157,8 +162,6 @@ def _value(node: "FakeNode", gpu: int, sim: Any, t: float, name: str, scope: int
     p = node.profile
     fx = node.effects
     # the health poll's every-second fields first, then the rest
-    if name == "power_instant":
-        return ("ui", sim.instant_mw, sim.instant_at) if p.instant_power else _NOT_SUPPORTED
     if name == "power_average":
         return ("ui", sim.average_mw, sim.average_at)
     if name == "memory_temp":

@@ -190,6 +190,12 @@ class FakeNode:
             s.advance_to(self.elapsed())
             return s
 
+    def instant_power(self, gpu: int) -> tuple[int, float]:
+        """(field 186 in mW, seconds since start of its last refresh) right now; steps only what
+        that reading needs (``GpuPowerSim.instant``)."""
+        with self.lock:
+            return self._sims[gpu].instant(self.elapsed())
+
     def lost(self, gpu: int) -> bool:
         # asked before every call the GPU answers: one without scripted events is never lost
         return not self.effects.quiet[gpu] and self.effects.lost(gpu, self.elapsed())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from rasd.backends.fake.profiles import GpuProfile
 from rasd.backends.fake.workload import Workload
@@ -38,7 +39,22 @@ class Smoothing:
     ramp_down_hysteresis_ms: float = 0.0
 
 
+# Steps whose raw draw is known but not yet folded into temperature, energy and the 1 s window:
+# at most this many, then they are folded (bounds memory for a reader of instant power alone).
+_PENDING_MAX = AVERAGE_WINDOW_STEPS
+
+
 class GpuPowerSim:
+    """One GPU's power model.
+
+    A step has two parts. The board's raw response to demand (``raw``) depends on the workload
+    alone, never on the limit or smoothing, so it is computed first, for every step up to a read
+    (``_extend``). Delivered power and what integrates it (temperature, energy, the 1 s window)
+    are folded in later (``_fold``), when a reading needs them or the settings change. The
+    instant-power reading needs neither: without smoothing, delivered power is the raw draw
+    clipped at the limit, so ``instant`` takes the refresh's five steps straight from the raw
+    ones. Every value equals stepping the whole chain one step at a time."""
+
     def __init__(
         self,
         gpu: int,
@@ -54,20 +70,23 @@ class GpuPowerSim:
         self.smoothing = Smoothing()
         self._offset = refresh_offset_steps % REFRESH_STEPS
         self._resets = deque(sorted(reset_times))
-        self.step = 0  # state is for time step * STEP_SECONDS
+        self.step = 0  # state (delivered power and what integrates it) is for time step * STEP_SECONDS
         d0 = workload.demand_watts(gpu, 0.0, 0)
-        self.raw_watts = min(d0, self.limit_watts)
+        self.raw_watts = min(d0, self.limit_watts)  # raw draw at step _raw_step
         self.watts = self.raw_watts
-        self.demand = d0
+        self.demand = d0  # demand at step _raw_step
+        self._raw_step = 0
+        self._raws: list[float] = []  # raw draw of steps step + 1 .. _raw_step, not folded yet
         settled = workload.mean_watts(gpu, self.limit_watts)
         self.temperature = self.target_temperature(settled)
         self.energy_mj = 0.0
         self._hold_s = 0.0
-        self._recent: deque[float] = deque([self.watts] * INSTANT_WINDOW_STEPS, INSTANT_WINDOW_STEPS)
-        self._window: deque[float] = deque([self.watts] * AVERAGE_WINDOW_STEPS, AVERAGE_WINDOW_STEPS)
+        # delivered watts of the last AVERAGE_WINDOW_STEPS steps up to ``step``, oldest first
+        self._window: list[float] = [self.watts] * AVERAGE_WINDOW_STEPS
         self._window_sum = self.watts * AVERAGE_WINDOW_STEPS
         # the last refresh before t = 0 sits on this GPU's 100 ms grid, like every later one
-        first = -((-self._offset) % REFRESH_STEPS) * STEP_SECONDS
+        self._refresh_step = -((-self._offset) % REFRESH_STEPS)  # step of the last refresh known
+        first = self._refresh_step * STEP_SECONDS
         self.instant_mw = int(self.watts * 1000)
         self.instant_at = first  # seconds since start of the last field-186 refresh
         self.average_mw = int(self.watts * 1000)
@@ -78,37 +97,126 @@ class GpuPowerSim:
         span = max(1.0, p.power_limit_default_watts - p.idle_watts)
         return p.temp_idle_celsius + (watts - p.idle_watts) / span * (p.temp_busy_celsius - p.temp_idle_celsius)
 
+    @staticmethod
+    def _last_step(t: float) -> int:
+        return int(t / STEP_SECONDS + 1e-6)  # a clock's float error must not drop a step
+
     def advance_to(self, t: float) -> None:
-        """Step the model up to the last grid point at or before ``t`` seconds."""
-        last = int(t / STEP_SECONDS + 1e-6)  # a clock's float error must not drop a step
-        if last <= self.step:
-            return
-        gpu, wl, sm = self.gpu, self.workload, self.smoothing
+        """Step the whole model up to the last grid point at or before ``t`` seconds."""
+        last = self._last_step(t)
+        if last > self._raw_step:
+            self._extend(last)
+        if self._raws:
+            self._fold()
+
+    def instant(self, t: float) -> tuple[int, float]:
+        """(instant power in mW, its refresh time in seconds since start) as NVML's field 186
+        reads at ``t``: the mean of the last INSTANT_WINDOW_STEPS steps before the last refresh."""
+        last = self._last_step(t)
+        if last <= self._raw_step:
+            return self.instant_mw, self.instant_at
+        if self.smoothing.enabled:  # delivered power depends on its own past: step it all
+            self.advance_to(t)
+            return self.instant_mw, self.instant_at
+        self._extend(last)
+        r = last - (last - self._offset) % REFRESH_STEPS
+        if r > self._refresh_step:
+            step, raws, window, limit = self.step, self._raws, self._window, self.limit_watts
+            total = []
+            for k in range(r - INSTANT_WINDOW_STEPS + 1, r + 1):
+                if k > step:
+                    raw = raws[k - step - 1]
+                    total.append(raw if raw < limit else limit)
+                else:
+                    total.append(window[k - step - 1])
+            self.instant_mw = int(sum(total) / INSTANT_WINDOW_STEPS * 1000.0)
+            self.instant_at = r * STEP_SECONDS
+            self._refresh_step = r
+        if len(self._raws) > _PENDING_MAX:
+            self._fold()
+        return self.instant_mw, self.instant_at
+
+    def _extend(self, last: int) -> None:
+        """Raw draw for steps _raw_step + 1 .. last (the board's 10 ms response to demand)."""
+        demands = self.workload.demands(self.gpu, self._raw_step + 1, last, STEP_SECONDS)
+        raw, response = self.raw_watts, _RESPONSE
+        append = self._raws.append
+        for demand in demands:
+            raw += (demand - raw) * response
+            append(raw)
+        self.raw_watts, self.demand, self._raw_step = raw, demands[-1], last
+
+    def _fold(self) -> None:
+        """Delivered power, temperature, energy and the refreshed readings for the pending steps."""
+        raws, first, last = self._raws, self.step + 1, self._raw_step
         limit = self.limit_watts
+        out, temp, energy, hold, wsum = self.watts, self.temperature, self.energy_mj, self._hold_s, self._window_sum
+        resets = self._resets
+        pr = self.profile
+        # target_temperature inlined (same arithmetic)
+        t_idle, w_idle = pr.temp_idle_celsius, pr.idle_watts
+        t_span = pr.temp_busy_celsius - pr.temp_idle_celsius
+        span = max(1.0, pr.power_limit_default_watts - pr.idle_watts)
+        step_s, thermal = STEP_SECONDS, _THERMAL
+        r = last - (last - self._offset) % REFRESH_STEPS  # the last refresh up to ``last``
+        seq = self._window  # grows by the new steps; ``olds`` trails it by the window's length
+        olds = iter(seq)
+        grow = seq.append
+        refresh_sum = None
+        if self.smoothing.enabled or (resets and resets[0] <= last * step_s):
+            out, temp, energy, hold, wsum, refresh_sum = self._fold_stepwise(first, r, olds, grow)
+        else:
+            # No smoothing, no reset: the target is the raw draw clipped at the limit, the floor
+            # is 0 (raw draw is positive), no ramp holds it back, so delivered power is the target.
+            cut = r - first + 1 if r >= first else 0
+            for part in (raws[:cut], raws[cut:]) if cut else (raws,):
+                for raw, old in zip(part, olds):
+                    target = raw if raw < limit else limit
+                    if target > out:
+                        hold = 0.0
+                    elif target < out:
+                        hold += step_s
+                    out = target
+                    temp += (t_idle + (out - w_idle) / span * t_span - temp) * thermal
+                    energy += out * step_s * 1000.0
+                    wsum += out - old
+                    grow(out)
+                if refresh_sum is None and cut:
+                    refresh_sum = wsum
+        if refresh_sum is not None:
+            end = len(seq) - (last - r)
+            self.instant_mw = int(sum(seq[end - INSTANT_WINDOW_STEPS:end]) / INSTANT_WINDOW_STEPS * 1000.0)
+            self.instant_at = r * step_s
+            self.average_mw = int(refresh_sum / AVERAGE_WINDOW_STEPS * 1000.0)
+            self.average_at = r * step_s
+            self._refresh_step = r
+        self._window = seq[-AVERAGE_WINDOW_STEPS:]
+        raws.clear()
+        self.step = last
+        self.watts, self.temperature, self.energy_mj, self._hold_s, self._window_sum = out, temp, energy, hold, wsum
+
+    def _fold_stepwise(self, first: int, r: int, olds: Any, grow: Any) -> tuple[float, float, float, float, float, float | None]:
+        """``_fold``'s steps with every rule: the smoothing floor, ramp limits and hysteresis,
+        resets of the energy counter. Returns (watts, temperature, energy, hold, window sum,
+        window sum at the refresh step ``r`` or None when ``r`` is before ``first``)."""
+        sm, limit = self.smoothing, self.limit_watts
         floor = sm.floor_percent / 100.0 * limit if sm.enabled else 0.0
         up = sm.ramp_up_watts_per_second * STEP_SECONDS if sm.enabled and sm.ramp_up_watts_per_second > 0 else math.inf
         down = sm.ramp_down_watts_per_second * STEP_SECONDS if sm.enabled and sm.ramp_down_watts_per_second > 0 else math.inf
         hyst_s = sm.ramp_down_hysteresis_ms / 1000.0 if sm.enabled else 0.0
-        raw, out, temp, energy, hold = self.raw_watts, self.watts, self.temperature, self.energy_mj, self._hold_s
-        recent, window = self._recent, self._window
-        wsum = self._window_sum
+        ramps = up != math.inf or down != math.inf  # else a step moves straight to its target
+        out, temp, energy, hold, wsum = self.watts, self.temperature, self.energy_mj, self._hold_s, self._window_sum
         resets = self._resets
-        demand = self.demand
-        # target_temperature inlined (same arithmetic): a read steps about 20 times
+        next_reset = resets[0] if resets else math.inf
         pr = self.profile
         t_idle, w_idle = pr.temp_idle_celsius, pr.idle_watts
         t_span = pr.temp_busy_celsius - pr.temp_idle_celsius
         span = max(1.0, pr.power_limit_default_watts - pr.idle_watts)
-        offset = self._offset
-        ramps = up != math.inf or down != math.inf  # else a step moves straight to its target
-        next_reset = resets[0] if resets else math.inf
-        # module constants as locals: each is looked up about 20 times a read
-        step_s, response, thermal, refresh_steps = STEP_SECONDS, _RESPONSE, _THERMAL, REFRESH_STEPS
-        first = self.step + 1
+        step_s, thermal = STEP_SECONDS, _THERMAL
+        refresh_sum = None
         k = first
-        for demand in wl.demands(gpu, first, last, step_s):
+        for raw, old in zip(self._raws, olds):
             tk = k * step_s
-            raw += (demand - raw) * response
             target = raw if raw < limit else limit
             if target < floor:
                 target = floor
@@ -127,18 +235,12 @@ class GpuPowerSim:
                 next_reset = resets[0] if resets else math.inf
                 energy = 0.0
             energy += out * step_s * 1000.0
-            recent.append(out)
-            wsum += out - window[0]
-            window.append(out)
-            if (k - offset) % refresh_steps == 0:
-                self.instant_mw = int(sum(recent) / INSTANT_WINDOW_STEPS * 1000.0)
-                self.instant_at = tk
-                self.average_mw = int(wsum / AVERAGE_WINDOW_STEPS * 1000.0)
-                self.average_at = tk
+            wsum += out - old
+            grow(out)
+            if k == r:
+                refresh_sum = wsum
             k += 1
-        self.step = last
-        self.raw_watts, self.watts, self.temperature = raw, out, temp
-        self.energy_mj, self._hold_s, self._window_sum, self.demand = energy, hold, wsum, demand
+        return out, temp, energy, hold, wsum, refresh_sum
 
     @property
     def power_capped(self) -> bool:

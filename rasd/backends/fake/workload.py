@@ -8,6 +8,7 @@ idle during periodic checkpoints. Demand is what the job would draw unconstraine
 
 from __future__ import annotations
 
+import math
 import random
 from array import array
 
@@ -34,6 +35,7 @@ class Workload:
         self._noise = tuple(
             array("d", (1.0 + rng.uniform(-0.015, 0.015) for _ in range(_NOISE_LEN))) for _ in range(gpu_count)
         )
+        self._last_run: dict[int, tuple[int, int, float]] = {}  # gpu -> (first step, last step, base)
 
     def running(self, gpu: int) -> bool:
         """Whether the job has a process on this GPU."""
@@ -69,28 +71,58 @@ class Workload:
 
     def demands(self, gpu: int, first: int, last: int, step_seconds: float) -> list[float]:
         """``demand_watts`` at steps ``first``..``last`` (inclusive) of ``step_seconds`` each, in
-        one call: the same arithmetic with the per-step attribute look-ups and calls hoisted (the
+        one call. The phase is decided per run of steps that provably share it (``_run``), not per
+        step; each step's value is still ``base * ripple`` as ``demand_watts`` computes it (the
         power model asks for about 20 steps on every read of a GPU)."""
         noise, n = self._noise[gpu], _NOISE_LEN
-        if gpu in self._idle:
-            idle = self.idle_watts
-            return [idle * noise[k % n] for k in range(first, last + 1)]
-        spec = self.spec
-        every, ckpt = spec.checkpoint_every_seconds, spec.checkpoint_seconds
-        ckpt_from = every - ckpt
-        off, period, cf = self.offsets[gpu], self.step_seconds, spec.compute_fraction
-        compute, comm, checkpoint = self.compute_watts, self.comm_watts, self.checkpoint_watts
-        out = []
-        for k in range(first, last + 1):
-            t = k * step_seconds
-            if every > 0 and (t % every) >= ckpt_from:
-                base = checkpoint
-            elif ((t - off) % period) / period < cf:
-                base = compute
+        out: list[float] = []
+        k = first
+        while k <= last:
+            if gpu in self._idle:
+                base, end = self.idle_watts, last
             else:
-                base = comm
-            out.append(base * noise[k % n])
+                base, end = self._run(gpu, k, step_seconds)
+                end = min(end, last)
+            i = k % n
+            end = min(end, k + n - 1 - i)  # one slice of the ripple: stop where it wraps around
+            out += [base * x for x in noise[i:i + end - k + 1]]
+            k = end + 1
         return out
+
+    def _run(self, gpu: int, k: int, step_seconds: float) -> tuple[float, int]:
+        """(base demand at step ``k``, the last step ``e >= k`` up to which every step has that base).
+
+        The base at ``k`` is computed as ``demands`` always has; the run's end is bounded from
+        the exact position within the checkpoint and step periods (``%`` of floats is exact): the
+        phase cannot change before the time left to its next edge has passed. The end stops two
+        steps short of that edge, so the float rounding of ``k * step_seconds`` (far below a step)
+        cannot put a step of the next phase inside the run; steps near an edge are runs of one.
+        The last run is remembered: consecutive reads of a GPU mostly fall in it."""
+        cached = self._last_run.get(gpu)
+        if cached is not None and cached[0] <= k <= cached[1]:
+            return cached[2], cached[1]
+        spec = self.spec
+        every = spec.checkpoint_every_seconds
+        t = k * step_seconds
+        in_checkpoint = False
+        left = math.inf  # seconds until the phase may change
+        if every > 0:
+            ckpt_from = every - spec.checkpoint_seconds
+            q = t % every
+            in_checkpoint = q >= ckpt_from
+            left = every - q if in_checkpoint else ckpt_from - q
+        if in_checkpoint:
+            base = self.checkpoint_watts
+        else:
+            period, cf = self.step_seconds, spec.compute_fraction
+            q = (t - self.offsets[gpu]) % period
+            if q / period < cf:
+                base, left = self.compute_watts, min(left, cf * period - q)
+            else:
+                base, left = self.comm_watts, min(left, period - q)
+        end = max(k, k + int(left / step_seconds) - 2)
+        self._last_run[gpu] = (k, end, base)
+        return base, end
 
     def mean_watts(self, gpu: int, limit_watts: float) -> float:
         """Long-run average draw under ``limit_watts`` (used to start temperatures settled)."""
