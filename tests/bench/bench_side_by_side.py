@@ -386,11 +386,11 @@ def report(rec: results.Recorder, st: Setup, a: list[Run], b: list[Run], pairs: 
           f"pair ratios {spread(cpu_r)} (the machine's noise)")
     if model:
         mm = med(model)
-        rec.add(f"{key}.fake_model", "of which the fake node's power model (a process that only steps it for every "
-                "instant-power update: each GPU 10 times a second)", mm, "%", column=col,
+        rec.add(f"{key}.fake_model", "of which the fake node itself (a process that only reads it as rasd does: "
+                "each GPU's instant power 10 times a second, its other power readings once a second)", mm, "%", column=col,
                 text=f"{mm:.2f}% ({100 * mm / ours:.0f}% of rasd's)" if ours > 0 else f"{mm:.2f}%",
                 notes=noise | {"runs_min": round(min(model), 3), "runs_max": round(max(model), 3)})
-        print(f"  of which the fake's power model, stepped for every update by a process doing only that: "
+        print(f"  of which the fake node itself, read for every update by a process doing only that: "
               f"{mm:.2f}% (runs {spread(model)}); rasd beyond it {ours - mm:.2f}%")
     rss_r = [x.rss_mb / y.rss_mb for x, y in zip(a, b)]
     ours, theirs, ratio = med([x.rss_mb for x in a]), med([y.rss_mb for y in b]), med(rss_r)

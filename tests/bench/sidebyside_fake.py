@@ -52,20 +52,32 @@ def run_nvitop(gpus: int, port: int) -> None:
 
 
 def run_model(gpus: int, hz: float) -> None:
-    """The fake node's power model alone, every GPU stepped ``hz`` times a second, nothing else:
-    what the simulator itself costs a process that reads every instant-power update of the fake
-    node (it steps each GPU's model to the time of each read). rasd's sampler reads each GPU
-    about once per 100 ms refresh, so part of its CPU on the fake is this; on a real node, NVML's
-    reading is the driver's work, not the daemon's."""
+    """The fake node alone, read as rasd reads it, nothing else: every GPU's instant power
+    (field 186, through the fake NVML as the sampler calls it) ``hz`` times a second, and once a
+    second what needs the model stepped in full (average power, energy, temperature: the health
+    poll's power readings). What the simulated hardware itself costs a process that reads every
+    instant-power update of the fake node; on a real node, NVML's readings are the driver's work,
+    not the daemon's."""
     import time
 
-    from rasd.backends.fake import FakeNode
+    import pynvml
 
-    node = FakeNode(gpu_count=gpus)
-    period, next_at = 1.0 / hz, time.monotonic()
+    from rasd.backends.fake import FakeNode, FakeNvml
+
+    lib = FakeNvml(FakeNode(gpu_count=gpus), pynvml)
+    lib.nvmlInit()
+    handles = [lib.nvmlDeviceGetHandleByIndex(g) for g in range(gpus)]
+    full = [pynvml.NVML_FI_DEV_POWER_AVERAGE, pynvml.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION]
+    every = max(1, round(hz))
+    period, next_at, rounds = 1.0 / hz, time.monotonic(), 0
     while True:
-        for g in range(gpus):
-            node.sim(g)
+        for h in handles:
+            lib.nvmlDeviceGetFieldValues(h, [186])
+        rounds += 1
+        if rounds % every == 0:
+            for h in handles:
+                lib.nvmlDeviceGetFieldValues(h, full)
+                lib.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)
         next_at += period
         time.sleep(max(0.0, next_at - time.monotonic()))
 
@@ -75,7 +87,7 @@ if __name__ == "__main__":
     ap.add_argument("which", choices=["rasd", "nvitop", "model"])
     ap.add_argument("--gpus", type=int, default=8)
     ap.add_argument("--port", type=int, default=0, help="rasd and nvitop: where /metrics listens")
-    ap.add_argument("--hz", type=float, default=10.0, help="model: steps of every GPU a second")
+    ap.add_argument("--hz", type=float, default=10.0, help="model: instant-power reads of every GPU a second")
     a = ap.parse_args()
     if a.which == "model":
         run_model(a.gpus, a.hz)

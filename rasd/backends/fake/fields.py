@@ -8,6 +8,8 @@ instant-power field (186) keeps its timestamp for 100 ms, so a reader can drop r
 
 from __future__ import annotations
 
+import ctypes
+import struct
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -98,62 +100,119 @@ def _us(seconds: float) -> int:
     return int(round(seconds * 1_000_000))
 
 
+_U32, _U64 = 0xFFFF_FFFF, 0xFFFF_FFFF_FFFF_FFFF  # what ctypes keeps of an int put in c_uint / c_ulonglong
+# nvml.h's nvmlFieldValue_t: fieldId, scopeId (unsigned int), timestamp, latencyUsec (long long),
+# valueType, nvmlReturn (enums), then the 8-byte value union at offset 32
+_LAYOUT = {"fieldId": 0, "scopeId": 4, "timestamp": 8, "latencyUsec": 16, "valueType": 24, "nvmlReturn": 28, "value": 32}
+_HEAD = "=IIqqII"
+_PACK = {  # one entry at a time, by the value's kind ("" for an entry without a value)
+    "ui": struct.Struct(_HEAD + "I4x"), "ull": struct.Struct(_HEAD + "Q"), "d": struct.Struct(_HEAD + "d"),
+    "": struct.Struct(_HEAD + "8x"),
+}
+
+
+@lru_cache(maxsize=8)
+def _packs(base: Any) -> bool:
+    """Whether the binding's ``c_nvmlFieldValue_t`` has nvml.h's layout, so entries can be
+    packed straight into the array's memory (one ``struct.pack_into`` an entry, where setting
+    its members one by one through ctypes costs several times that)."""
+    t = base.c_nvmlFieldValue_t
+    try:
+        return ctypes.sizeof(t) == 40 and all(getattr(t, f).offset == o for f, o in _LAYOUT.items())
+    except (AttributeError, TypeError):
+        return False
+
+
+@lru_cache(maxsize=8)
+def _codes(base: Any) -> tuple[int, int, int, dict[str, int], int | None]:
+    """(SUCCESS, NOT_SUPPORTED, INVALID_ARGUMENT, value kind -> valueType, the instant-power
+    field's id) in the binding's numbers."""
+    types = {"ui": base.NVML_VALUE_TYPE_UNSIGNED_INT, "ull": base.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG,
+             "d": base.NVML_VALUE_TYPE_DOUBLE}
+    instant = next((fid for fid, (name, _) in _names(base).items() if name == "power_instant"), None)
+    return base.NVML_SUCCESS, base.NVML_ERROR_NOT_SUPPORTED, base.NVML_ERROR_INVALID_ARGUMENT, types, instant
+
+
+@lru_cache(maxsize=64)
+def _array(base: Any, n: int) -> Any:
+    return base.c_nvmlFieldValue_t * n
+
+
 def field_values(
     base: Any, node: "FakeNode", gpu: int, field_ids: Sequence[Any], failed: dict[int, int] | None = None,
 ) -> Any:
     """An array of ``base.c_nvmlFieldValue_t``, one per requested id (``id`` or ``(id, scopeId)``);
     ``failed``: entry position -> the nvmlReturn a scripted fault gives it.
 
-    Filled through a plain ctypes twin of the entry type over the same memory: pynvml's
-    structures convert every member through Python, and the power sampler asks for field 186
-    about ten times a second per GPU."""
-    n = len(field_ids)
-    values = (base.c_nvmlFieldValue_t * n)()
-    twin = plain_field_value(base)
-    fill = (twin * n).from_buffer(values) if twin is not None else values
+    The power sampler asks for field 186 about ten times a second per GPU, so the instant-power
+    entry is answered from ``FakeNode.instant_power`` (which steps only what it needs) and the
+    model is stepped in full only for entries that need more."""
+    ok, unsupported, invalid, types, instant_id = _codes(base)
+    instant_ok = node.profile.instant_power
+    stamp_now = node.stamp_every_read
+    wall0 = node.wall(0.0)
+    if (len(field_ids) == 1 and not failed and field_ids[0] == instant_id and instant_ok and not stamp_now
+            and _packs(base)):
+        # the power sampler's call, ten times a second a GPU: straight to the packed entry
+        mw, at = node.instant_power(gpu)
+        values = _array(base, 1)()
+        _PACK["ui"].pack_into(values, 0, instant_id, 0, _us(wall0 + at), 0, types["ui"], ok, mw & _U32)
+        return values
     t = node.elapsed()
     sim = None  # stepped to now on the first entry that needs more than instant power
-    now_us = _us(node.wall(t))
+    now_us = _us(wall0 + t)
     names = _names(base)
-    ok, unsupported = base.NVML_SUCCESS, base.NVML_ERROR_NOT_SUPPORTED
-    invalid = base.NVML_ERROR_INVALID_ARGUMENT
-    for pos, (entry, fid) in enumerate(zip(fill, field_ids)):
+    # per entry: (field id, scope id, timestamp us, nvmlReturn, value kind or "", value)
+    rows: list[tuple[int, int, int, int, str, Any]] = []
+    for pos, fid in enumerate(field_ids):
         scope = 0
         if type(fid) is tuple:
-            entry.fieldId, entry.scopeId = fid
-            fid, scope = entry.fieldId, entry.scopeId
-        else:
-            entry.fieldId = fid
-        entry.timestamp = now_us
+            fid, scope = fid
+            scope &= _U32
+        fid &= _U32
         if failed and pos in failed:
-            entry.nvmlReturn = failed[pos]
+            rows.append((fid, scope, now_us, failed[pos], "", 0))
             continue
         named = names.get(fid)
         got: Any = _NOT_SUPPORTED
         if named is not None:
             name, link = named
-            if name == "power_instant":  # the sampler's read, many times a second: kept cheap
-                got = ("ui", *node.instant_power(gpu)) if node.profile.instant_power else _NOT_SUPPORTED
+            if name == "power_instant":  # the sampler's read, many times a second: kept short
+                if instant_ok:
+                    mw, at = node.instant_power(gpu)
+                    rows.append((fid, scope, now_us if stamp_now else _us(wall0 + at), ok, "ui", mw & _U32))
+                    continue
             else:
                 if sim is None:
                     sim = node.sim(gpu)
                 got = _value(node, gpu, sim, t, name, scope if link is None else link)
         if got is _NOT_SUPPORTED or got is _INVALID:
-            entry.nvmlReturn = unsupported if got is _NOT_SUPPORTED else invalid
+            rows.append((fid, scope, now_us, unsupported if got is _NOT_SUPPORTED else invalid, "", 0))
             continue
         kind, value, at = got
-        entry.nvmlReturn = ok
-        if at is not None and not node.stamp_every_read:
-            entry.timestamp = _us(node.wall(at))
-        if kind == "ui":
-            entry.valueType = base.NVML_VALUE_TYPE_UNSIGNED_INT
-            entry.value.uiVal = int(value)
-        elif kind == "ull":
-            entry.valueType = base.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
-            entry.value.ullVal = int(value)
-        else:
-            entry.valueType = base.NVML_VALUE_TYPE_DOUBLE
-            entry.value.dVal = float(value)
+        stamp = now_us if at is None or stamp_now else _us(wall0 + at)
+        kind = kind if kind in ("ui", "ull") else "d"
+        value = int(value) & _U32 if kind == "ui" else int(value) & _U64 if kind == "ull" else float(value)
+        rows.append((fid, scope, stamp, ok, kind, value))
+    values = _array(base, len(rows))()
+    if _packs(base):
+        size = 40
+        for pos, (fid, scope, stamp, ret, kind, value) in enumerate(rows):
+            pack = _PACK[kind]
+            if kind:
+                pack.pack_into(values, pos * size, fid, scope, stamp, 0, types[kind], ret, value)
+            else:
+                pack.pack_into(values, pos * size, fid, scope, stamp, 0, 0, ret)
+        return values
+    # a binding whose entry type differs from nvml.h's layout: member by member (plain twin of
+    # the type over the same memory where there is one: pynvml's own converts every member)
+    twin = plain_field_value(base)
+    fill = (twin * len(rows)).from_buffer(values) if twin is not None else values
+    for entry, (fid, scope, stamp, ret, kind, value) in zip(fill, rows):
+        entry.fieldId, entry.scopeId, entry.timestamp, entry.nvmlReturn = fid, scope, stamp, ret
+        if kind:
+            entry.valueType = types[kind]
+            setattr(entry.value, {"ui": "uiVal", "ull": "ullVal", "d": "dVal"}[kind], value)
     return values
 
 

@@ -159,6 +159,8 @@ class FakeNvml(EventsMixin):
             with node.lock:
                 if gpu is not None and lost_check and node.lost(gpu):
                     self._raise("gpu_is_lost")
+                if fields and gpu is not None and len(args) == 2:  # the GPU is known: one lookup
+                    return field_values(self._base, node, gpu, list(args[1]), kwargs.get("failed"))
                 return fn(*args, **kwargs)
 
         call.__name__ = name

@@ -121,15 +121,13 @@ class GpuPowerSim:
         self._extend(last)
         r = last - (last - self._offset) % REFRESH_STEPS
         if r > self._refresh_step:
-            step, raws, window, limit = self.step, self._raws, self._window, self.limit_watts
-            total = []
-            for k in range(r - INSTANT_WINDOW_STEPS + 1, r + 1):
-                if k > step:
-                    raw = raws[k - step - 1]
-                    total.append(raw if raw < limit else limit)
-                else:
-                    total.append(window[k - step - 1])
-            self.instant_mw = int(sum(total) / INSTANT_WINDOW_STEPS * 1000.0)
+            step, limit = self.step, self.limit_watts
+            at = r - step - INSTANT_WINDOW_STEPS  # the first of the refresh's steps, in _raws
+            if at >= 0:
+                recent = [x if x < limit else limit for x in self._raws[at:at + INSTANT_WINDOW_STEPS]]
+            else:  # some of them are folded already: those are in the window
+                recent = self._window[at:] + [x if x < limit else limit for x in self._raws[:r - step]]
+            self.instant_mw = int(sum(recent) / INSTANT_WINDOW_STEPS * 1000.0)
             self.instant_at = r * STEP_SECONDS
             self._refresh_step = r
         if len(self._raws) > _PENDING_MAX:
@@ -138,13 +136,14 @@ class GpuPowerSim:
 
     def _extend(self, last: int) -> None:
         """Raw draw for steps _raw_step + 1 .. last (the board's 10 ms response to demand)."""
-        demands = self.workload.demands(self.gpu, self._raw_step + 1, last, STEP_SECONDS)
         raw, response = self.raw_watts, _RESPONSE
         append = self._raws.append
-        for demand in demands:
-            raw += (demand - raw) * response
-            append(raw)
-        self.raw_watts, self.demand, self._raw_step = raw, demands[-1], last
+        base = ripple = 0.0
+        for base, ripples in self.workload.runs(self.gpu, self._raw_step + 1, last, STEP_SECONDS):
+            for ripple in ripples:
+                raw += (base * ripple - raw) * response  # the demand is base * ripple
+                append(raw)
+        self.raw_watts, self.demand, self._raw_step = raw, base * ripple, last
 
     def _fold(self) -> None:
         """Delivered power, temperature, energy and the refreshed readings for the pending steps."""
@@ -161,26 +160,25 @@ class GpuPowerSim:
         r = last - (last - self._offset) % REFRESH_STEPS  # the last refresh up to ``last``
         seq = self._window  # grows by the new steps; ``olds`` trails it by the window's length
         olds = iter(seq)
-        grow = seq.append
         refresh_sum = None
         if self.smoothing.enabled or (resets and resets[0] <= last * step_s):
-            out, temp, energy, hold, wsum, refresh_sum = self._fold_stepwise(first, r, olds, grow)
+            out, temp, energy, hold, wsum, refresh_sum = self._fold_stepwise(first, r, olds, seq.append)
         else:
             # No smoothing, no reset: the target is the raw draw clipped at the limit, the floor
             # is 0 (raw draw is positive), no ramp holds it back, so delivered power is the target.
+            outs = [x if x < limit else limit for x in raws]
+            seq += outs
             cut = r - first + 1 if r >= first else 0
-            for part in (raws[:cut], raws[cut:]) if cut else (raws,):
-                for raw, old in zip(part, olds):
-                    target = raw if raw < limit else limit
-                    if target > out:
+            for part in (outs[:cut], outs[cut:]) if cut else (outs,):
+                for now, old in zip(part, olds):
+                    if now > out:
                         hold = 0.0
-                    elif target < out:
+                    elif now < out:
                         hold += step_s
-                    out = target
+                    out = now
                     temp += (t_idle + (out - w_idle) / span * t_span - temp) * thermal
                     energy += out * step_s * 1000.0
                     wsum += out - old
-                    grow(out)
                 if refresh_sum is None and cut:
                     refresh_sum = wsum
         if refresh_sum is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 from array import array
+from typing import Sequence
 
 from rasd.backends.fake.profiles import GpuProfile
 from rasd.backends.fake.scenario import WorkloadSpec
@@ -35,7 +36,9 @@ class Workload:
         self._noise = tuple(
             array("d", (1.0 + rng.uniform(-0.015, 0.015) for _ in range(_NOISE_LEN))) for _ in range(gpu_count)
         )
-        self._last_run: dict[int, tuple[int, int, float]] = {}  # gpu -> (first step, last step, base)
+        # gpu -> (first step, last step, base) of the run ``_run`` found last (all steps of the
+        # power model's one step length); an idle GPU's one run is every step
+        self._last_run: dict[int, tuple[int, int, float]] = {g: (0, 2**62, self.idle_watts) for g in self._idle}
 
     def running(self, gpu: int) -> bool:
         """Whether the job has a process on this GPU."""
@@ -69,23 +72,25 @@ class Workload:
             base = self.idle_watts
         return base * self._noise[gpu][step % _NOISE_LEN]
 
-    def demands(self, gpu: int, first: int, last: int, step_seconds: float) -> list[float]:
-        """``demand_watts`` at steps ``first``..``last`` (inclusive) of ``step_seconds`` each, in
-        one call. The phase is decided per run of steps that provably share it (``_run``), not per
-        step; each step's value is still ``base * ripple`` as ``demand_watts`` computes it (the
-        power model asks for about 20 steps on every read of a GPU)."""
+    def runs(self, gpu: int, first: int, last: int, step_seconds: float) -> list[tuple[float, Sequence[float]]]:
+        """Steps ``first``..``last`` as consecutive runs (base demand, the runs' ripple factors):
+        step k's demand is ``base * ripple[i]``, exactly what ``demand_watts`` computes for it.
+        The phase is decided per run of steps that provably share it (``_run``), not per step
+        (the power model asks for about 20 steps on every read of a GPU)."""
         noise, n = self._noise[gpu], _NOISE_LEN
-        out: list[float] = []
+        i = first % n
+        cached = self._last_run.get(gpu)
+        if cached is not None and cached[0] <= first and last <= cached[1] and i + last - first < n:
+            return [(cached[2], noise[i:i + last - first + 1])]  # the usual read: inside the last run
+        out = []
         k = first
         while k <= last:
-            if gpu in self._idle:
-                base, end = self.idle_watts, last
-            else:
-                base, end = self._run(gpu, k, step_seconds)
-                end = min(end, last)
+            base, end = self._run(gpu, k, step_seconds)
+            end = end if end < last else last
             i = k % n
-            end = min(end, k + n - 1 - i)  # one slice of the ripple: stop where it wraps around
-            out += [base * x for x in noise[i:i + end - k + 1]]
+            if end > k + n - 1 - i:  # one slice of the ripple: stop where it wraps around
+                end = k + n - 1 - i
+            out.append((base, noise[i:i + end - k + 1]))
             k = end + 1
         return out
 
