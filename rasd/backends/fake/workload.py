@@ -82,7 +82,7 @@ class Workload:
         cached = self._last_run.get(gpu)
         if cached is not None and cached[0] <= first and last <= cached[1] and i + last - first < n:
             return [(cached[2], noise[i:i + last - first + 1])]  # the usual read: inside the last run
-        out = []
+        out: list[tuple[float, Sequence[float]]] = []
         k = first
         while k <= last:
             base, end = self._run(gpu, k, step_seconds)
