@@ -35,7 +35,7 @@ def test_instant_is_the_last_25ms_mean_and_average_is_a_1s_mean(make, mclock):
     h = lib.nvmlDeviceGetHandleByIndex(0)
     mclock.advance(10.0)
     sim = node.sim(0)
-    window = list(sim._window)
+    window = sim.window()
     refreshed_steps_ago = sim.step - round(sim.average_at / 0.005)
     assert 0 <= refreshed_steps_ago < 20
     # rebuild the values from the 5 ms trace the model kept

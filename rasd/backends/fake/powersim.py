@@ -10,10 +10,11 @@ on top, as measured on A100/H100 (Yang et al., SC'24): the instant-power field r
 from __future__ import annotations
 
 import math
+from array import array
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
+from rasd.backends.fake import stepper
 from rasd.backends.fake.profiles import GpuProfile
 from rasd.backends.fake.workload import Workload
 
@@ -76,14 +77,20 @@ class GpuPowerSim:
         self.watts = self.raw_watts
         self.demand = d0  # demand at step _raw_step
         self._raw_step = 0
-        self._raws: list[float] = []  # raw draw of steps step + 1 .. _raw_step, not folded yet
+        self._raws = array("d")  # raw draw of steps step + 1 .. _raw_step, not folded yet
         settled = workload.mean_watts(gpu, self.limit_watts)
         self.temperature = self.target_temperature(settled)
         self.energy_mj = 0.0
         self._hold_s = 0.0
-        # delivered watts of the last AVERAGE_WINDOW_STEPS steps up to ``step``, oldest first
-        self._window: list[float] = [self.watts] * AVERAGE_WINDOW_STEPS
+        # delivered watts of the last AVERAGE_WINDOW_STEPS steps up to ``step``: a ring whose
+        # oldest entry (step - AVERAGE_WINDOW_STEPS + 1) is at _wpos
+        self._window = array("d", [self.watts]) * AVERAGE_WINDOW_STEPS
+        self._wpos = 0
         self._window_sum = self.watts * AVERAGE_WINDOW_STEPS
+        self._state = array("d", bytes(6 * 8))  # the fold's state, in and out (stepper.Stepper.fold)
+        pr = profile  # target_temperature's terms, as the fold takes them
+        self._consts = array("d", [pr.temp_idle_celsius, pr.idle_watts, max(1.0, pr.power_limit_default_watts - pr.idle_watts),
+                                   pr.temp_busy_celsius - pr.temp_idle_celsius, STEP_SECONDS, _THERMAL])
         # the last refresh before t = 0 sits on this GPU's 100 ms grid, like every later one
         self._refresh_step = -((-self._offset) % REFRESH_STEPS)  # step of the last refresh known
         first = self._refresh_step * STEP_SECONDS
@@ -96,6 +103,16 @@ class GpuPowerSim:
         p = self.profile
         span = max(1.0, p.power_limit_default_watts - p.idle_watts)
         return p.temp_idle_celsius + (watts - p.idle_watts) / span * (p.temp_busy_celsius - p.temp_idle_celsius)
+
+    def window(self) -> list[float]:
+        """Delivered watts of the last AVERAGE_WINDOW_STEPS steps up to ``step``, oldest first."""
+        return self._newest(AVERAGE_WINDOW_STEPS)
+
+    def _newest(self, n: int) -> list[float]:
+        """The last ``n`` (at most AVERAGE_WINDOW_STEPS) delivered watts up to ``step``, oldest first."""
+        w, p = self._window, self._wpos
+        start = p - n
+        return w[start:p].tolist() if start >= 0 else w[start:].tolist() + w[:p].tolist()
 
     @staticmethod
     def _last_step(t: float) -> int:
@@ -126,7 +143,7 @@ class GpuPowerSim:
             if at >= 0:
                 recent = [x if x < limit else limit for x in self._raws[at:at + INSTANT_WINDOW_STEPS]]
             else:  # some of them are folded already: those are in the window
-                recent = self._window[at:] + [x if x < limit else limit for x in self._raws[:r - step]]
+                recent = self._newest(-at) + [x if x < limit else limit for x in self._raws[:r - step]]
             self.instant_mw = int(sum(recent) / INSTANT_WINDOW_STEPS * 1000.0)
             self.instant_at = r * STEP_SECONDS
             self._refresh_step = r
@@ -137,66 +154,45 @@ class GpuPowerSim:
     def _extend(self, last: int) -> None:
         """Raw draw for steps _raw_step + 1 .. last (the board's 10 ms response to demand)."""
         raw, response = self.raw_watts, _RESPONSE
-        append = self._raws.append
+        raws: list[float] = []
+        append = raws.append
         base = ripple = 0.0
         for base, ripples in self.workload.runs(self.gpu, self._raw_step + 1, last, STEP_SECONDS):
             for ripple in ripples:
                 raw += (base * ripple - raw) * response  # the demand is base * ripple
                 append(raw)
+        self._raws.extend(raws)
         self.raw_watts, self.demand, self._raw_step = raw, base * ripple, last
 
     def _fold(self) -> None:
         """Delivered power, temperature, energy and the refreshed readings for the pending steps."""
-        raws, first, last = self._raws, self.step + 1, self._raw_step
-        limit = self.limit_watts
-        out, temp, energy, hold, wsum = self.watts, self.temperature, self.energy_mj, self._hold_s, self._window_sum
-        resets = self._resets
-        pr = self.profile
-        # target_temperature inlined (same arithmetic)
-        t_idle, w_idle = pr.temp_idle_celsius, pr.idle_watts
-        t_span = pr.temp_busy_celsius - pr.temp_idle_celsius
-        span = max(1.0, pr.power_limit_default_watts - pr.idle_watts)
-        step_s, thermal = STEP_SECONDS, _THERMAL
+        first, last = self.step + 1, self._raw_step
         r = last - (last - self._offset) % REFRESH_STEPS  # the last refresh up to ``last``
-        seq = self._window  # grows by the new steps; ``olds`` trails it by the window's length
-        olds = iter(seq)
-        refresh_sum = None
-        if self.smoothing.enabled or (resets and resets[0] <= last * step_s):
-            out, temp, energy, hold, wsum, refresh_sum = self._fold_stepwise(first, r, olds, seq.append)
+        cut = r - first + 1 if r >= first else 0  # its place among the pending steps (1-based)
+        resets = self._resets
+        if self.smoothing.enabled or (resets and resets[0] <= last * STEP_SECONDS):
+            self._fold_stepwise(first, r)
         else:
             # No smoothing, no reset: the target is the raw draw clipped at the limit, the floor
             # is 0 (raw draw is positive), no ramp holds it back, so delivered power is the target.
-            outs = [x if x < limit else limit for x in raws]
-            seq += outs
-            cut = r - first + 1 if r >= first else 0
-            for part in (outs[:cut], outs[cut:]) if cut else (outs,):
-                for now, old in zip(part, olds):
-                    if now > out:
-                        hold = 0.0
-                    elif now < out:
-                        hold += step_s
-                    out = now
-                    temp += (t_idle + (out - w_idle) / span * t_span - temp) * thermal
-                    energy += out * step_s * 1000.0
-                    wsum += out - old
-                if refresh_sum is None and cut:
-                    refresh_sum = wsum
-        if refresh_sum is not None:
-            end = len(seq) - (last - r)
-            self.instant_mw = int(sum(seq[end - INSTANT_WINDOW_STEPS:end]) / INSTANT_WINDOW_STEPS * 1000.0)
-            self.instant_at = r * step_s
-            self.average_mw = int(refresh_sum / AVERAGE_WINDOW_STEPS * 1000.0)
-            self.average_at = r * step_s
+            st = self._state
+            st[0], st[1], st[2], st[3], st[4] = self.watts, self.temperature, self.energy_mj, self._hold_s, self._window_sum
+            self._wpos = stepper.active.fold(self._raws, self.limit_watts, self._window, self._wpos, st, cut,
+                                             self._consts)
+            self.watts, self.temperature, self.energy_mj, self._hold_s, self._window_sum = st[0], st[1], st[2], st[3], st[4]
+        if cut:
+            newest = self._newest(last - r + INSTANT_WINDOW_STEPS)
+            self.instant_mw = int(sum(newest[:INSTANT_WINDOW_STEPS]) / INSTANT_WINDOW_STEPS * 1000.0)
+            self.instant_at = r * STEP_SECONDS
+            self.average_mw = int(self._state[5] / AVERAGE_WINDOW_STEPS * 1000.0)
+            self.average_at = r * STEP_SECONDS
             self._refresh_step = r
-        self._window = seq[-AVERAGE_WINDOW_STEPS:]
-        raws.clear()
+        del self._raws[:]
         self.step = last
-        self.watts, self.temperature, self.energy_mj, self._hold_s, self._window_sum = out, temp, energy, hold, wsum
 
-    def _fold_stepwise(self, first: int, r: int, olds: Any, grow: Any) -> tuple[float, float, float, float, float, float | None]:
+    def _fold_stepwise(self, first: int, r: int) -> None:
         """``_fold``'s steps with every rule: the smoothing floor, ramp limits and hysteresis,
-        resets of the energy counter. Returns (watts, temperature, energy, hold, window sum,
-        window sum at the refresh step ``r`` or None when ``r`` is before ``first``)."""
+        resets of the energy counter. Leaves the window sum after step ``r`` in ``_state[5]``."""
         sm, limit = self.smoothing, self.limit_watts
         floor = sm.floor_percent / 100.0 * limit if sm.enabled else 0.0
         up = sm.ramp_up_watts_per_second * STEP_SECONDS if sm.enabled and sm.ramp_up_watts_per_second > 0 else math.inf
@@ -206,14 +202,10 @@ class GpuPowerSim:
         out, temp, energy, hold, wsum = self.watts, self.temperature, self.energy_mj, self._hold_s, self._window_sum
         resets = self._resets
         next_reset = resets[0] if resets else math.inf
-        pr = self.profile
-        t_idle, w_idle = pr.temp_idle_celsius, pr.idle_watts
-        t_span = pr.temp_busy_celsius - pr.temp_idle_celsius
-        span = max(1.0, pr.power_limit_default_watts - pr.idle_watts)
-        step_s, thermal = STEP_SECONDS, _THERMAL
-        refresh_sum = None
+        t_idle, w_idle, span, t_span, step_s, thermal = self._consts
+        window, wpos, wlen = self._window, self._wpos, len(self._window)
         k = first
-        for raw, old in zip(self._raws, olds):
+        for raw in self._raws:
             tk = k * step_s
             target = raw if raw < limit else limit
             if target < floor:
@@ -233,12 +225,14 @@ class GpuPowerSim:
                 next_reset = resets[0] if resets else math.inf
                 energy = 0.0
             energy += out * step_s * 1000.0
-            wsum += out - old
-            grow(out)
+            wsum += out - window[wpos]
+            window[wpos] = out
+            wpos = wpos + 1 if wpos + 1 < wlen else 0
             if k == r:
-                refresh_sum = wsum
+                self._state[5] = wsum
             k += 1
-        return out, temp, energy, hold, wsum, refresh_sum
+        self._wpos = wpos
+        self.watts, self.temperature, self.energy_mj, self._hold_s, self._window_sum = out, temp, energy, hold, wsum
 
     @property
     def power_capped(self) -> bool:
