@@ -8,11 +8,16 @@ import random
 from rasd.backends.fake.powersim import STEP_SECONDS
 from rasd.backends.fake.profiles import get_profile
 from rasd.backends.fake.scenario import WorkloadSpec
-from rasd.backends.fake.workload import Workload
+from rasd.backends.fake.workload import RIPPLE_STEPS, Workload
 
 
 def _steps(wl: Workload, gpu: int, first: int, last: int) -> list[float]:
-    return [base * x for base, ripple in wl.runs(gpu, first, last, STEP_SECONDS) for x in ripple]
+    ripple, out, k = wl.ripple(gpu), [], first
+    for base, count in wl.runs(gpu, first, last, STEP_SECONDS):
+        out += [base * ripple[j % RIPPLE_STEPS] for j in range(k, k + count)]
+        k += count
+    assert k == last + 1
+    return out
 
 
 def test_runs_give_every_steps_own_demand() -> None:

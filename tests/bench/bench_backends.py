@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -120,6 +121,9 @@ from rasd.backends.fake import FakeNode, FakeNvml
 from rasd.backends.fake.clock import ManualClock
 from rasd.backends.nvml import pynvml_module
 gpus, rounds = int(sys.argv[1]), int(sys.argv[2])
+if len(sys.argv) > 3:  # the model's loops: "python", or a library built from _powerstep.c
+    from rasd.backends.fake import stepper
+    stepper.use(stepper.PythonStepper() if sys.argv[3] == "python" else stepper.load(sys.argv[3]))
 base = pynvml_module()
 clock = ManualClock(0.0)
 lib = FakeNvml(FakeNode(gpu_count=gpus, clock=clock), base)
@@ -142,12 +146,25 @@ print((time.process_time() - t0) / (rounds * gpus) * 1e6)
 """
 
 
-def _read_cost(tree: Path, gpus: int, rounds: int) -> float:
-    """us of process CPU per instant-power read, the fake of ``tree`` read as the daemon reads it."""
+def _read_cost(tree: Path, gpus: int, rounds: int, loops: str | None = None) -> float:
+    """us of process CPU per instant-power read, the fake of ``tree`` read as the daemon reads it
+    (``loops``: the model's loops, "python" or a built library's path; None: as installed)."""
     env = dict(os.environ, PYTHONPATH=str(tree))
-    out = subprocess.run([sys.executable, "-c", _READER, str(gpus), str(rounds)], env=env, cwd=tree,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", _READER, str(gpus), str(rounds), *([loops] if loops else [])],
+                         env=env, cwd=tree, capture_output=True, text=True, check=True)
     return float(out.stdout.split()[-1])
+
+
+def _build_loops(into: Path) -> Path | None:
+    """_powerstep.c built as pyproject.toml builds it, or None without a C compiler."""
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        return None
+    lib = into / "_powerstep.so"
+    src = REPO / "rasd" / "backends" / "fake" / "_powerstep.c"
+    r = subprocess.run([gcc, "-O2", "-std=gnu11", "-ffp-contract=off", "-shared", "-fPIC", "-o", str(lib), str(src)],
+                       capture_output=True, text=True)
+    return lib if r.returncode == 0 else None
 
 
 def _tree_of(ref: str, into: Path) -> Path:
@@ -159,37 +176,40 @@ def _tree_of(ref: str, into: Path) -> Path:
     return into
 
 
+_READ_LABEL = ("fake node read as the daemon reads it, {gpus} GPUs, {loops}: CPU per instant-power read "
+               "(field 186 every 100 ms; average power, energy, temperature once a second)")
+
+
 def bench_read_cost(rec: results.Recorder, against: str | None, pairs: int) -> None:
-    """The fake's cost per instant-power read: what the simulated hardware adds to every reader."""
-    for gpus, rounds in ((8, 1500), (72, 200)):
-        if against is None:
-            cost = statistics.median(_read_cost(REPO, gpus, rounds) for _ in range(3))
-            print(f"fake node read as the daemon reads it, {gpus} GPUs: {cost:.2f} us per instant-power read")
-            rec.add(f"backends.read_cost.{gpus}", f"fake node read as the daemon reads it, {gpus} GPUs: CPU per "
-                    "instant-power read (field 186 every 100 ms; average power, energy, temperature once a second)",
-                    cost, "us", text=f"{cost:.2f} us")
-            continue
-        with tempfile.TemporaryDirectory() as tmp:
-            old_tree = _tree_of(against, Path(tmp))
-            new, old = [], []
-            for _ in range(pairs):  # in turn, so both see the same load on a shared machine
-                new.append(_read_cost(REPO, gpus, rounds))
-                old.append(_read_cost(old_tree, gpus, rounds))
-        ratios = [o / n for n, o in zip(new, old)]
-        ratio = statistics.median(ratios)
-        target = results.at_least(3.0, "x", text="at least 3x cheaper")
-        print(f"fake node read as the daemon reads it, {gpus} GPUs: {statistics.median(new):.2f} us per instant-power "
-              f"read vs {statistics.median(old):.2f} us at {against}: {ratio:.2f}x cheaper (median of {pairs} pairs, "
-              f"pair ratios {min(ratios):.2f}-{max(ratios):.2f}) [{target.text}: {'ok' if target.met(ratio) else 'MISSED'}]")
-        rec.add(f"backends.read_cost.{gpus}", f"fake node read as the daemon reads it, {gpus} GPUs: CPU per "
-                "instant-power read (field 186 every 100 ms; average power, energy, temperature once a second)",
-                statistics.median(new), "us",
-                text=f"{statistics.median(new):.2f} us vs {statistics.median(old):.2f} us before ({against[:12]}): "
-                     f"{ratio:.2f}x cheaper ({pairs} pairs {min(ratios):.2f}-{max(ratios):.2f})",
-                notes={"against": against, "before_us": round(statistics.median(old), 3), "ratio": round(ratio, 3)})
-        rec.add(f"backends.read_cost_ratio.{gpus}", f"fake node's cost per instant-power read, {gpus} GPUs, against "
-                "the model stepped at every read", ratio, "x", target=target,
-                text=f"{ratio:.2f}x cheaper (median of {pairs} pairs, {min(ratios):.2f}-{max(ratios):.2f})")
+    """The fake's cost per instant-power read: what the simulated hardware adds to every reader,
+    with the model's loops in C (as an install with a C compiler builds it) and in Python."""
+    with tempfile.TemporaryDirectory() as tmp:
+        built = _build_loops(Path(tmp))
+        variants = [("C loops", str(built))] if built else []
+        variants.append(("Python loops", "python"))
+        old_tree = _tree_of(against, Path(tmp)) if against else None
+        for gpus, rounds in ((8, 1500), (72, 200)):
+            for name, loops in variants:
+                key = f"backends.read_cost.{gpus}.{'c' if loops != 'python' else 'python'}"
+                label = _READ_LABEL.format(gpus=gpus, loops=name)
+                if old_tree is None:
+                    cost = statistics.median(_read_cost(REPO, gpus, rounds, loops) for _ in range(3))
+                    print(f"{label}: {cost:.2f} us")
+                    rec.add(key, label, cost, "us", text=f"{cost:.2f} us")
+                    continue
+                new, old = [], []
+                for _ in range(pairs):  # in turn, so both see the same load on a shared machine
+                    new.append(_read_cost(REPO, gpus, rounds, loops))
+                    old.append(_read_cost(old_tree, gpus, rounds))
+                ratios = [o / n for n, o in zip(new, old)]
+                ratio, mn, mo = statistics.median(ratios), statistics.median(new), statistics.median(old)
+                target = results.at_least(3.0, "x", text="at least 3x cheaper")
+                spread = f"{pairs} pairs {min(ratios):.2f}-{max(ratios):.2f}"
+                print(f"{label}: {mn:.2f} us vs {mo:.2f} us at {against}: {ratio:.2f}x cheaper (median of {spread}) "
+                      f"[{target.text}: {'ok' if target.met(ratio) else 'MISSED'}]")
+                rec.add(key, label, mn, "us", target=target, met=target.met(ratio),
+                        text=f"{mn:.2f} us vs {mo:.2f} us before ({against[:12]}): {ratio:.2f}x cheaper ({spread})",
+                        notes={"against": against, "before_us": round(mo, 3), "ratio": round(ratio, 3)})
 
 
 def bench_parse(rec: results.Recorder) -> None:

@@ -1,8 +1,8 @@
 /*
- * The fake node's power model, the part every step pays: delivered power and what integrates it
- * (rasd.backends.fake.powersim, GpuPowerSim._fold without smoothing or a reset in the steps).
+ * The fake node's power model, the part every step pays (rasd.backends.fake.stepper): the board's
+ * response to demand, and delivered power and what integrates it without smoothing or a reset.
  *
- * Why native: a simulated GPU takes 200 steps a second; in Python each costs about 140 ns of the
+ * Why native: a simulated GPU takes 200 steps a second; in Python each costs about 200 ns of the
  * reading process's CPU, here a few. The arithmetic is the Python loop's, operation for operation
  * in the same order on IEEE doubles, so every value is the same to the bit: build without
  * floating-point contraction (-ffp-contract=off: a fused multiply-add rounds once where Python
@@ -43,14 +43,21 @@ int ps_fold(const double *raws, int n, double limit, double *window, int wlen, i
     return wpos;
 }
 
-/* The board's response to demand for ``n`` steps: raw += (base * ripple - raw) * response, the
- * demand of step j being base * ripple[j]. raw (in and out) is raws' first element's predecessor. */
-void ps_raw(double *raw, double base, const double *ripple, int n, double response, double *raws)
+/* The board's response to demand, for the runs of steps ``bases``/``counts``: step j of a run
+ * demands base * ripple[i], i counting on from ``start`` around the ``ripple_len`` factors, and
+ * raw += (demand - raw) * response. Writes each step's raw draw to ``out``; returns the last. */
+double ps_raw(double raw, const double *ripple, int ripple_len, int start, const double *bases,
+              const int *counts, int nruns, double response, double *out)
 {
-    double r = *raw;
-    for (int j = 0; j < n; j++) {
-        r += (base * ripple[j] - r) * response;
-        raws[j] = r;
+    int i = start;
+    for (int q = 0; q < nruns; q++) {
+        const double base = bases[q];
+        for (int c = counts[q]; c > 0; c--) {
+            raw += (base * ripple[i] - raw) * response;
+            *out++ = raw;
+            if (++i == ripple_len)
+                i = 0;
+        }
     }
-    *raw = r;
+    return raw;
 }

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from rasd.backends.fake import stepper
 from rasd.backends.fake.profiles import GpuProfile
-from rasd.backends.fake.workload import Workload
+from rasd.backends.fake.workload import RIPPLE_STEPS, Workload
 
 STEP_SECONDS = 0.005
 REFRESH_STEPS = 20  # 100 ms
@@ -43,18 +43,22 @@ class Smoothing:
 # Steps whose raw draw is known but not yet folded into temperature, energy and the 1 s window:
 # at most this many, then they are folded (bounds memory for a reader of instant power alone).
 _PENDING_MAX = AVERAGE_WINDOW_STEPS
+# Raw draw depends on the workload alone, so it is computed this many steps ahead of a read that
+# needs more of it: one call of the stepper a second, not one every read.
+_AHEAD = AVERAGE_WINDOW_STEPS
 
 
 class GpuPowerSim:
     """One GPU's power model.
 
     A step has two parts. The board's raw response to demand (``raw``) depends on the workload
-    alone, never on the limit or smoothing, so it is computed first, for every step up to a read
-    (``_extend``). Delivered power and what integrates it (temperature, energy, the 1 s window)
-    are folded in later (``_fold``), when a reading needs them or the settings change. The
-    instant-power reading needs neither: without smoothing, delivered power is the raw draw
-    clipped at the limit, so ``instant`` takes the refresh's five steps straight from the raw
-    ones. Every value equals stepping the whole chain one step at a time."""
+    alone, never on the limit or smoothing, so it is computed first, up to a second ahead of the
+    reads (``_extend``). Delivered power and what integrates it (temperature, energy, the 1 s
+    window) are folded in later (``_fold``), up to the time of a reading that needs them or of a
+    change of the settings. The instant-power reading needs neither: without smoothing, delivered
+    power is the raw draw clipped at the limit, so ``instant`` takes the refresh's five steps
+    straight from the raw ones. The loops over steps are ``stepper.active``'s (C where built).
+    Every value equals stepping the whole chain one step at a time."""
 
     def __init__(
         self,
@@ -75,7 +79,6 @@ class GpuPowerSim:
         d0 = workload.demand_watts(gpu, 0.0, 0)
         self.raw_watts = min(d0, self.limit_watts)  # raw draw at step _raw_step
         self.watts = self.raw_watts
-        self.demand = d0  # demand at step _raw_step
         self._raw_step = 0
         self._raws = array("d")  # raw draw of steps step + 1 .. _raw_step, not folded yet
         settled = workload.mean_watts(gpu, self.limit_watts)
@@ -118,26 +121,30 @@ class GpuPowerSim:
     def _last_step(t: float) -> int:
         return int(t / STEP_SECONDS + 1e-6)  # a clock's float error must not drop a step
 
+    @property
+    def demand(self) -> float:
+        """The workload's demand at ``step``, in W."""
+        return self.workload.demand_watts(self.gpu, self.step * STEP_SECONDS, self.step)
+
     def advance_to(self, t: float) -> None:
         """Step the whole model up to the last grid point at or before ``t`` seconds."""
         last = self._last_step(t)
         if last > self._raw_step:
-            self._extend(last)
-        if self._raws:
-            self._fold()
+            self._extend(last + _AHEAD)
+        if last > self.step:
+            self._fold(last)
 
     def instant(self, t: float) -> tuple[int, float]:
         """(instant power in mW, its refresh time in seconds since start) as NVML's field 186
         reads at ``t``: the mean of the last INSTANT_WINDOW_STEPS steps before the last refresh."""
         last = self._last_step(t)
-        if last <= self._raw_step:
-            return self.instant_mw, self.instant_at
-        if self.smoothing.enabled:  # delivered power depends on its own past: step it all
-            self.advance_to(t)
-            return self.instant_mw, self.instant_at
-        self._extend(last)
+        if last > self._raw_step:
+            self._extend(last + _AHEAD)
         r = last - (last - self._offset) % REFRESH_STEPS
         if r > self._refresh_step:
+            if self.smoothing.enabled:  # delivered power depends on its own past: step it all
+                self.advance_to(t)
+                return self.instant_mw, self.instant_at
             step, limit = self.step, self.limit_watts
             at = r - step - INSTANT_WINDOW_STEPS  # the first of the refresh's steps, in _raws
             if at >= 0:
@@ -147,38 +154,34 @@ class GpuPowerSim:
             self.instant_mw = int(sum(recent) / INSTANT_WINDOW_STEPS * 1000.0)
             self.instant_at = r * STEP_SECONDS
             self._refresh_step = r
-        if len(self._raws) > _PENDING_MAX:
-            self._fold()
+        if last - self.step > _PENDING_MAX:
+            self._fold(last)
         return self.instant_mw, self.instant_at
 
     def _extend(self, last: int) -> None:
         """Raw draw for steps _raw_step + 1 .. last (the board's 10 ms response to demand)."""
-        raw, response = self.raw_watts, _RESPONSE
-        raws: list[float] = []
-        append = raws.append
-        base = ripple = 0.0
-        for base, ripples in self.workload.runs(self.gpu, self._raw_step + 1, last, STEP_SECONDS):
-            for ripple in ripples:
-                raw += (base * ripple - raw) * response  # the demand is base * ripple
-                append(raw)
-        self._raws.extend(raws)
-        self.raw_watts, self.demand, self._raw_step = raw, base * ripple, last
+        first, wl = self._raw_step + 1, self.workload
+        runs = wl.runs(self.gpu, first, last, STEP_SECONDS)
+        self.raw_watts = stepper.active.raw(self.raw_watts, runs, wl.ripple(self.gpu), first % RIPPLE_STEPS,
+                                            _RESPONSE, self._raws)
+        self._raw_step = last
 
-    def _fold(self) -> None:
-        """Delivered power, temperature, energy and the refreshed readings for the pending steps."""
-        first, last = self.step + 1, self._raw_step
+    def _fold(self, last: int) -> None:
+        """Delivered power, temperature, energy and the refreshed readings up to step ``last``
+        (at most ``_raw_step``)."""
+        first = self.step + 1
         r = last - (last - self._offset) % REFRESH_STEPS  # the last refresh up to ``last``
         cut = r - first + 1 if r >= first else 0  # its place among the pending steps (1-based)
         resets = self._resets
         if self.smoothing.enabled or (resets and resets[0] <= last * STEP_SECONDS):
-            self._fold_stepwise(first, r)
+            self._fold_stepwise(first, last, r)
         else:
             # No smoothing, no reset: the target is the raw draw clipped at the limit, the floor
             # is 0 (raw draw is positive), no ramp holds it back, so delivered power is the target.
             st = self._state
             st[0], st[1], st[2], st[3], st[4] = self.watts, self.temperature, self.energy_mj, self._hold_s, self._window_sum
-            self._wpos = stepper.active.fold(self._raws, self.limit_watts, self._window, self._wpos, st, cut,
-                                             self._consts)
+            self._wpos = stepper.active.fold(self._raws, last - self.step, self.limit_watts, self._window, self._wpos,
+                                             st, cut, self._consts)
             self.watts, self.temperature, self.energy_mj, self._hold_s, self._window_sum = st[0], st[1], st[2], st[3], st[4]
         if cut:
             newest = self._newest(last - r + INSTANT_WINDOW_STEPS)
@@ -187,10 +190,10 @@ class GpuPowerSim:
             self.average_mw = int(self._state[5] / AVERAGE_WINDOW_STEPS * 1000.0)
             self.average_at = r * STEP_SECONDS
             self._refresh_step = r
-        del self._raws[:]
+        del self._raws[:last - self.step]
         self.step = last
 
-    def _fold_stepwise(self, first: int, r: int) -> None:
+    def _fold_stepwise(self, first: int, last: int, r: int) -> None:
         """``_fold``'s steps with every rule: the smoothing floor, ramp limits and hysteresis,
         resets of the energy counter. Leaves the window sum after step ``r`` in ``_state[5]``."""
         sm, limit = self.smoothing, self.limit_watts
@@ -205,7 +208,7 @@ class GpuPowerSim:
         t_idle, w_idle, span, t_span, step_s, thermal = self._consts
         window, wpos, wlen = self._window, self._wpos, len(self._window)
         k = first
-        for raw in self._raws:
+        for raw in self._raws[:last - self.step]:
             tk = k * step_s
             target = raw if raw < limit else limit
             if target < floor:

@@ -25,27 +25,55 @@ log = logging.getLogger("rasd.fake")
 
 
 class Stepper(Protocol):
-    def fold(self, raws: array, limit: float, window: array, wpos: int, state: array, cut: int,
+    def raw(self, raw: float, runs: list[tuple[float, int]], ripple: array, start: int, response: float,
+            out: array) -> float:
+        """The board's response to demand: for each step of ``runs`` (base demand, steps) the
+        demand is base times the next ripple factor (from ``ripple[start]`` on, around the end)
+        and ``raw += (demand - raw) * response``; appends each step's raw draw to ``out`` and
+        returns the last."""
+        ...
+
+    def fold(self, raws: array, n: int, limit: float, window: array, wpos: int, state: array, cut: int,
              consts: array) -> int:
-        """Fold the raw draws ``raws`` (watts, one a step) at ``limit`` watts.
+        """Fold the first ``n`` raw draws of ``raws`` (watts, one a step) at ``limit`` watts.
 
         ``state`` (in and out): watts, temperature, energy mJ, hold seconds, window sum; on return
         ``state[5]`` is the window sum after step ``cut`` (1-based; 0: none). ``window``: the last
-        len(window) delivered watts, a ring whose oldest entry is at ``wpos``; returns its new
-        oldest position. ``consts``: idle temperature, idle watts, watts span, temperature span,
+        len(window) delivered watts, a ring whose oldest entry is at ``wpos``; returns where the
+        oldest entry is after the fold. ``consts``: idle temperature, idle watts, watts span, temperature span,
         step seconds, thermal response per step."""
         ...
 
 
 class PythonStepper:
-    def fold(self, raws: array, limit: float, window: array, wpos: int, state: array, cut: int,
+    def raw(self, raw: float, runs: list[tuple[float, int]], ripple: array, start: int, response: float,
+            out: array) -> float:
+        got: list[float] = []
+        append = got.append
+        i, n = start, len(ripple)
+        for base, count in runs:
+            while count:
+                take = count if count < n - i else n - i
+                for x in ripple[i:i + take]:
+                    raw += (base * x - raw) * response  # the step's demand is base * x
+                    append(raw)
+                count -= take
+                i = i + take if i + take < n else 0
+        out.extend(got)
+        return raw
+
+    def fold(self, raws: array, n: int, limit: float, window: array, wpos: int, state: array, cut: int,
              consts: array) -> int:
         out, temp, energy, hold, wsum = state[0], state[1], state[2], state[3], state[4]
         t_idle, w_idle, span, t_span, step_s, thermal = consts
         wlen = len(window)
-        for part in (raws[:cut], raws[cut:]) if cut else (raws,):
-            for raw in part:
-                now = raw if raw < limit else limit
+        # the window oldest first, growing by the new steps; ``olds`` trails it by its length
+        seq = window[wpos:].tolist() + window[:wpos].tolist()
+        olds = iter(seq)
+        outs = [x if x < limit else limit for x in raws[:n]]
+        seq += outs
+        for part in (outs[:cut], outs[cut:]) if cut else (outs,):
+            for now, old in zip(part, olds):
                 if now > out:
                     hold = 0.0
                 elif now < out:
@@ -53,47 +81,69 @@ class PythonStepper:
                 out = now
                 temp += (t_idle + (out - w_idle) / span * t_span - temp) * thermal
                 energy += out * step_s * 1000.0
-                wsum += out - window[wpos]
-                window[wpos] = out
-                wpos += 1
-                if wpos == wlen:
-                    wpos = 0
+                wsum += out - old
             if cut:
                 state[5] = wsum
                 cut = 0
+        window[:] = array("d", seq[-wlen:])
         state[0], state[1], state[2], state[3], state[4] = out, temp, energy, hold, wsum
-        return wpos
+        return 0
 
 
 class NativeStepper:
     def __init__(self, lib: ctypes.CDLL):
-        f = lib.ps_fold
         p, i, d = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
+        f = lib.ps_fold
         f.argtypes, f.restype = [p, i, d, p, i, i, p, i, p], i
         self._fold = f
+        r = lib.ps_raw
+        r.argtypes, r.restype = [d, p, i, i, p, p, i, d, p], d
+        self._raw = r
 
-    def fold(self, raws: array, limit: float, window: array, wpos: int, state: array, cut: int,
+    def raw(self, raw: float, runs: list[tuple[float, int]], ripple: array, start: int, response: float,
+            out: array) -> float:
+        bases = array("d", [b for b, _ in runs])
+        counts = array("i", [c for _, c in runs])
+        at = len(out)
+        out.frombytes(bytes(8 * sum(counts)))
+        return self._raw(raw, ripple.buffer_info()[0], len(ripple), start, bases.buffer_info()[0],
+                         counts.buffer_info()[0], len(runs), response, out.buffer_info()[0] + 8 * at)
+
+    def fold(self, raws: array, n: int, limit: float, window: array, wpos: int, state: array, cut: int,
              consts: array) -> int:
-        if not raws:
+        if not n:
             return wpos
-        return self._fold(raws.buffer_info()[0], len(raws), limit, window.buffer_info()[0], len(window), wpos,
+        return self._fold(raws.buffer_info()[0], n, limit, window.buffer_info()[0], len(window), wpos,
                           state.buffer_info()[0], cut, consts.buffer_info()[0])
 
 
 def _agrees(native: Stepper) -> str | None:
-    """None if ``native`` folds a test sequence exactly as the Python loop does, else what differs.
-    The sequence crosses the limit both ways, repeats values and wraps the window."""
+    """None if ``native`` computes test sequences exactly as the Python loops do, else what differs.
+    One is made for a fused multiply-add to round differently (it rounds a product and a sum once,
+    Python twice); the other crosses the limit both ways, repeats values and wraps around."""
     rng = random.Random(7)
-    consts = array("d", [34.0, 70.0, 630.0, 41.0, 0.005, 2.4996875260e-4])
-    raws = array("d", (rng.choice([700.0, 699.99, rng.uniform(60.0, 760.0)]) for _ in range(450)))
-    window0 = [rng.uniform(60.0, 700.0) for _ in range(200)]
-    got = []
-    for stepper in (PythonStepper(), native):
-        window = array("d", window0)
-        state = array("d", [650.0, 61.5, 12345.678, 0.015, 98765.4321, 0.0])
-        wpos = stepper.fold(raws, 700.0, window, 37, state, 213, consts)
-        got.append((wpos, list(state), list(window)))
-    return None if got[0] == got[1] else f"C gives {got[1][:2]} where Python gives {got[0][:2]}"
+    cases = [  # (consts, state, raws, limit, window, cut)
+        ([-0.01, 0.0, 1.0, 0.1, 0.1, 1.0], [0.0, 0.0, -10.0, 0.0, 0.0, 0.0], [0.1, 0.3, 0.7], 1.0, [0.0] * 4, 1),
+        ([34.0, 70.0, 630.0, 41.0, 0.005, 2.4996875260e-4], [650.0, 61.5, 12345.678, 0.015, 98765.4321, 0.0],
+         [rng.choice([700.0, 699.99, rng.uniform(60.0, 760.0)]) for _ in range(450)], 700.0,
+         [rng.uniform(60.0, 700.0) for _ in range(200)], 213),
+    ]
+    ripple = array("d", [1.0 + rng.uniform(-0.015, 0.015) for _ in range(97)] + [0.1, 0.3])
+    runs = [(0.1, 3), (650.0, 150), (0.1, 1), (300.0, 60)]
+    got: list[list[Any]] = [[], []]
+    for result, stepper in zip(got, (PythonStepper(), native)):
+        for consts, state0, raws, limit, window0, cut in cases:
+            window, state = array("d", window0), array("d", state0)
+            wpos = stepper.fold(array("d", raws), len(raws), limit, window, 3, state, cut, array("d", consts))
+            result.append((list(state), window[wpos:].tolist() + window[:wpos].tolist()))
+        for start, raw in ((97, 0.01), (5, 300.0)):
+            out = array("d", [1.5])
+            last = stepper.raw(raw, runs, ripple, start, 0.3934693402873666, out)
+            result.append((last, list(out)))
+    if got[0] == got[1]:
+        return None
+    differs = next(i for i, (a, b) in enumerate(zip(*got)) if a != b)
+    return f"test {differs}: C gives {str(got[1][differs])[:60]} where Python gives {str(got[0][differs])[:60]}"
 
 
 def load(path: str | Path) -> Stepper | None:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 import random
 from array import array
-from typing import Sequence
 
 from rasd.backends.fake.profiles import GpuProfile
 from rasd.backends.fake.scenario import WorkloadSpec
 
 _NOISE_LEN = 4099  # prime, so the noise pattern does not line up with step periods
+RIPPLE_STEPS = _NOISE_LEN
 
 
 class Workload:
@@ -72,25 +72,27 @@ class Workload:
             base = self.idle_watts
         return base * self._noise[gpu][step % _NOISE_LEN]
 
-    def runs(self, gpu: int, first: int, last: int, step_seconds: float) -> list[tuple[float, Sequence[float]]]:
-        """Steps ``first``..``last`` as consecutive runs (base demand, the runs' ripple factors):
-        step k's demand is ``base * ripple[i]``, exactly what ``demand_watts`` computes for it.
-        The phase is decided per run of steps that provably share it (``_run``), not per step
-        (the power model asks for about 20 steps on every read of a GPU)."""
-        noise, n = self._noise[gpu], _NOISE_LEN
-        i = first % n
+    def ripple(self, gpu: int) -> array:
+        """The GPU's ripple factors: step k's demand is a base demand times ``ripple[k % RIPPLE_STEPS]``."""
+        return self._noise[gpu]
+
+    def runs(self, gpu: int, first: int, last: int, step_seconds: float) -> list[tuple[float, int]]:
+        """Steps ``first``..``last`` as consecutive runs (base demand, number of steps); each step's
+        demand is ``base * ripple(gpu)[k % RIPPLE_STEPS]``, exactly what ``demand_watts`` computes
+        for step k. The phase is decided per run of steps that provably share it (``_run``), not
+        per step: the power model asks for hundreds of steps of every GPU a second."""
         cached = self._last_run.get(gpu)
-        if cached is not None and cached[0] <= first and last <= cached[1] and i + last - first < n:
-            return [(cached[2], noise[i:i + last - first + 1])]  # the usual read: inside the last run
-        out: list[tuple[float, Sequence[float]]] = []
+        if cached is not None and cached[0] <= first and last <= cached[1]:
+            return [(cached[2], last - first + 1)]  # the usual case: inside the last run
+        out: list[tuple[float, int]] = []
         k = first
         while k <= last:
             base, end = self._run(gpu, k, step_seconds)
             end = end if end < last else last
-            i = k % n
-            if end > k + n - 1 - i:  # one slice of the ripple: stop where it wraps around
-                end = k + n - 1 - i
-            out.append((base, noise[i:i + end - k + 1]))
+            if out and out[-1][0] == base:  # steps near a phase edge come one at a time
+                out[-1] = (base, out[-1][1] + end - k + 1)
+            else:
+                out.append((base, end - k + 1))
             k = end + 1
         return out
 
