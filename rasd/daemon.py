@@ -1,7 +1,8 @@
 """Wiring: threads, the main loop, signals, systemd notify, the control socket.
 
-The health-poll loops and the power sampler (one loop each over all GPUs; each loop, and the main
-loop, gives up the others' hung calls) publish readings; every health interval the main loop
+The health-poll loops and the power sampler (one loop each over all GPUs, the power reads on a
+native thread where rasd was built with it; each Python loop, and the main loop, gives up the
+others' hung calls) publish readings; every health interval the main loop
 runs its stages, each in its own guard (rasd.stages): aggregate (readings -> GpuState and fault
 events), ladder, sdc, power, scheduler, snapshot, notify. It then swaps in a new immutable
 Snapshot that the exporter, handed in by the CLI, formats on scrape. Every area service follows
@@ -98,6 +99,7 @@ class Daemon:
         self._reload = threading.Event()
         self._polls = 0
         self._power_distinct = 0
+        self._loop_failures = 0
         self.notifier = Notifier()
         self.node = backend.adapter.node_identity(self.hostname, backend.name)
         t = cfg.telemetry
@@ -110,7 +112,8 @@ class Daemon:
         self.aggregator = Aggregator(recent_xids=t.recent_xids)
         self.health = health_loops(self.pollers, t.health_interval_seconds, t.poll_deadline_seconds)
         native = backend.adapter.native_power(self.gpus) if t.native_power_reads else None
-        self.sampler = PowerSampler(self.gpus, t.power_sample_hz, self._on_power, wall=wall, native=native)
+        self.sampler = PowerSampler(self.gpus, t.power_sample_hz, self._on_power, wall=wall, native=native,
+                                    pass_seconds=t.health_interval_seconds)
         self.watchdog = Watchdog([*self.health, self.sampler.loop])
         self.watchdog.attach()  # the loops check each other; the main loop checks every pass
         self.xids = XidWatcher(backend.adapter, backend.kernel_log(t.kernel_log), t.xid_wait_ms, wall=wall)
@@ -220,6 +223,9 @@ class Daemon:
         for loop in self.health:
             loop.start()
         self.sampler.start()
+        if self.sampler.loop not in self.watchdog.loops:  # the native reader did not start
+            self.watchdog = Watchdog([*self.health, self.sampler.loop])
+            self.watchdog.attach()
         if self.backend.fake_node is None:  # the fake node's log keeps no backlog
             self.ladder.catch_up_from(self.cfg.telemetry.kernel_log, self._pci_to_gpu(), self.wall())
         self.xids.start()
@@ -229,13 +235,23 @@ class Daemon:
             "native" if self.sampler.native else "python",
         )
 
+    def _take_loops(self) -> None:
+        """Give up calls hung on the loops' threads, and judge the native reader's power reads
+        since the last pass; a failure is logged once, then counted, and the tick goes on."""
+        for what, fn in (("watchdog", self.watchdog.check), ("power_reads", self.sampler.drain)):
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - the tick's stages still run
+                self._loop_failures += 1
+                if self._loop_failures == 1:
+                    log.exception("event=loops_failed part=%s error=%r (logged once, then counted)", what, str(e))
+
     def tick(self) -> Snapshot:
         """One pass of the main loop: read pollers, detect, decide, publish. Never blocks on NVML.
 
         Each stage runs in its own guard (rasd.stages): a stage that fails keeps its previous
         part of the snapshot, and the others go on."""
-        self.watchdog.check()  # a call hung on the loops' threads is given up by now
-        self.sampler.drain()  # the native loop's reads since the last pass (sink: self._on_power)
+        self._take_loops()
         now = self.wall()
         prev = self._snapshot
         g = self.guards
@@ -343,6 +359,7 @@ class Daemon:
         for loop in self.health:
             loop.interval = t.health_interval_seconds
             loop.deadline = t.poll_deadline_seconds
+        self.sampler.pass_seconds(t.health_interval_seconds)
         for b in self.services:
             try:
                 b.reconfigure(new)
@@ -387,6 +404,10 @@ class Daemon:
         for loop in self.health:
             loop.stop()
         self.sampler.stop()
+        try:
+            self.sampler.drain()  # the native reader's last reads, before power closes
+        except Exception:  # noqa: BLE001 - keep shutting down
+            log.exception("event=power_reads_failed at=stop")
         self.xids.stop()
         # reverse tick order: power gives the GPUs their limits back first; the ladder
         # records what its actions did before the store closes

@@ -13,7 +13,10 @@ the daemon's main loop once a pass. A thread of its own would have to wake once 
 times a second for the power loop's 0.25 s) to see what the loops' own wake-ups already see: a
 hung poll is given up by the power loop's next round after its deadline (within 80 ms of it), and
 a hung power read by the next health round or main-loop pass (within a health interval of it),
-so the other GPUs lose at most that much of their readings.
+so the other GPUs lose at most that much of their readings. Where the power reads run on a
+native thread (rasd.backends.nvml.powerloop), that loop runs no Python between reads: it is only
+checked, and a hung poll is given up by the main loop's next pass (or another health loop's
+round) instead.
 
 Ownership is guarded by one lock per loop: only the loop's current thread starts work, and an
 abandoned thread only finishes the call it was in, on a GPU the current thread skips, so no two

@@ -3,9 +3,9 @@
 A wedged driver call cannot be cancelled from Python. Each GPU's ``GpuPoller`` publishes its
 latest outcome by plain reference assignment; the daemon reads ``view()`` at its own pace and marks
 a GPU stale when its poll runs past the deadline. The polls themselves run on a few round-robin
-loops (``health_loops``); a poll that hangs is abandoned at the power loop's next round
-(rasd.telemetry.loops), so the other GPUs keep being polled, and the hung GPU rejoins by itself
-if the call ever returns.
+loops (``health_loops``); a poll that hangs is abandoned at the power loop's next round, or the
+main loop's next pass where the power reads run natively (rasd.telemetry.loops), so the other
+GPUs keep being polled, and the hung GPU rejoins by itself if the call ever returns.
 """
 
 from __future__ import annotations

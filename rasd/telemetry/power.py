@@ -43,7 +43,7 @@ from typing import Callable, Sequence
 
 from rasd.backends.errors import GpuLost
 from rasd.backends.nvml import GpuHandle
-from rasd.backends.nvml.powerloop import NativeLoop, NativeReads
+from rasd.backends.nvml.powerloop import QUEUE_SECONDS, NativeLoop, NativeReads
 from rasd.model import PowerSample
 from rasd.telemetry.loops import GpuLoop
 
@@ -150,6 +150,7 @@ class _GpuSampler:
         if ret != 0:
             try:
                 self.handle.instant_power_failed(ret, bool(of_call))
+                self.lost = False
             except GpuLost:
                 self.lost = True
             except Exception as e:  # noqa: BLE001 - never let the sampler die
@@ -222,6 +223,12 @@ class _GpuSampler:
         return (n - 1) / (d[-1] - d[start])
 
 
+def native_queue_seconds(pass_seconds: float) -> float:
+    """How many seconds of reads the native reader holds for a main loop that takes them every
+    ``pass_seconds``: three passes, and never under QUEUE_SECONDS."""
+    return max(QUEUE_SECONDS, 3 * pass_seconds)
+
+
 class PowerSampler:
     """Reads every GPU's instant power ``hz`` times a second on one loop; hands the distinct
     updates of each round to ``sink`` in one call."""
@@ -235,12 +242,14 @@ class PowerSampler:
         wall: Callable[[], float] = time.time,
         hang_seconds: float = HANG_SECONDS,
         native: NativeReads | None = None,
+        pass_seconds: float = 1.0,
     ):
         if not 0 < hz <= 100:
             raise ValueError("power sample rate must be in (0, 100] Hz")
         self.hz = hz
         self.sink = sink
         self.clock = clock
+        self._clock = clock
         self.wall = wall
         self.started = clock()
         self._gpus = [_GpuSampler(self, g) for g in gpus]
@@ -248,19 +257,35 @@ class PowerSampler:
         self._pending: collections.deque[PowerSample] = collections.deque()
         # the loop calls the GPU's own methods: no layer of the sampler's between (12.5 rounds a
         # second, each a wake-up with cold caches, where every call costs)
+        self._hang_seconds = hang_seconds
         self.loop: GpuLoop[_GpuSampler] | NativeLoop[_GpuSampler]
         if native is not None:
             # the reads on a native thread; their results are judged here, a batch at a time
-            # (drain), on the monotonic clock the native thread stamps them with
-            self.loop = NativeLoop("power", self._gpus, native, 1.0 / hz, hang_seconds)
+            # (drain, every pass of the daemon's main loop), on the monotonic clock the native
+            # thread stamps them with
+            self.loop = NativeLoop("power", self._gpus, native, 1.0 / hz, hang_seconds,
+                                   queue_seconds=native_queue_seconds(pass_seconds))
             self.clock = time.monotonic
         else:
-            self.loop = GpuLoop(
-                "power", self._gpus, _GpuSampler.read_once, 1.0 / hz, hang_seconds,
-                after_round=self._flush, clock=clock, ready=_GpuSampler.due,
-            )
+            self.loop = self._python_loop()
         self.native = native is not None
         self.stop_event = self.loop.stop_event
+
+    def _python_loop(self) -> GpuLoop[_GpuSampler]:
+        return GpuLoop(
+            "power", self._gpus, _GpuSampler.read_once, 1.0 / self.hz, self._hang_seconds,
+            after_round=self._flush, clock=self.clock, ready=_GpuSampler.due,
+        )
+
+    def pass_seconds(self, seconds: float) -> None:
+        """The daemon's main loop now passes (and drains) every ``seconds``: the native reader
+        keeps enough reads for that."""
+        loop = self.loop
+        if isinstance(loop, NativeLoop) and loop.queue_seconds != native_queue_seconds(seconds):
+            try:
+                loop.resize(native_queue_seconds(seconds))
+            except OSError as e:
+                log.error("event=power_queue_resize_failed error=%r", str(e))
 
     def drain(self) -> None:
         """Judge the native loop's reads since the last drain and hand their distinct updates to
@@ -283,7 +308,15 @@ class PowerSampler:
 
     def start(self) -> None:
         self.started = self.clock()
-        self.loop.start()
+        try:
+            self.loop.start()
+        except OSError as e:  # the native reader's thread cannot start: read from Python
+            log.error("event=native_sampler_unavailable error=%r action=python_reads", str(e))
+            self.clock = self._clock
+            self.loop = self._python_loop()
+            self.native = False
+            self.stop_event = self.loop.stop_event
+            self.loop.start()
 
     def stop(self) -> None:
         self.loop.stop()

@@ -184,3 +184,96 @@ def test_reads_nobody_takes_are_dropped_and_counted_not_queued_without_bound(bui
         loop.join(1.0)
     # what was queued, plus what came in while it was taken; the rest was dropped and counted
     assert capacity <= len(got) < capacity + 200 and loop.dropped >= 100
+
+
+def test_a_new_queue_size_takes_over_without_losing_a_read(built):
+    path, reader = built
+    reader.set_hang(-1), reader.set_lost(-1)
+    loop = _loop(built, 2, interval=0.002)
+    loop.start()
+    got = []
+    try:
+        time.sleep(0.1)
+        got += loop.drain()
+        loop.resize(20.0)
+        assert loop.queue_seconds == 20.0
+        time.sleep(0.1)
+        assert eventually(lambda: (got.extend(loop.drain()), not loop._abandoned)[1], 2.0)
+        time.sleep(0.05)
+    finally:
+        loop.stop()
+        loop.join(1.0)
+    got += loop.drain()
+    for pos in (0, 1):
+        stamps = sorted(r[5] for r in got if r[0] == pos)
+        # every read either runner made was taken, the old runner's last one included
+        assert stamps == list(range(stamps[0], stamps[0] + len(stamps))) and len(stamps) > 40
+
+
+def test_where_no_new_thread_can_start_the_hung_reader_is_kept_and_nothing_freed(built):
+    path, reader = built
+    reader.set_lost(-1)
+    loop = _loop(built, 2)
+    loop.start()
+    try:
+        reader.set_hang(1)
+        time.sleep(0.05)
+        # a reader whose thread cannot start (pl_start refuses a null function)
+        loop.reads = NativeReads(loop.reads.lib, 0, loop.reads.devices, FIELD)
+        time.sleep(0.3)
+        assert loop.check() is None and loop.hung() == frozenset() and loop.abandoned == 0
+        reader.set_hang(-1)
+        time.sleep(0.05)
+        assert loop.drain()  # the same reader goes on once the call returns
+    finally:
+        reader.set_hang(-1)
+        loop.stop()
+        loop.join(1.0)
+
+
+def test_the_native_reads_are_judged_by_the_handles_error_rules():
+    from rasd.backends import open_backend
+    from rasd.telemetry.power import PowerSampler
+
+    be = open_backend("fake", gpus=2)
+    try:
+        samples: list = []
+        s = PowerSampler(be.adapter.gpus(), 12.5, samples.extend)
+        g = s._gpus[0]
+        t = time.monotonic_ns()
+        g.take(0, 0, t, time.time_ns(), 1_000, 250_000.0)  # 250 W
+        assert not g.lost and g.latest is not None and g.latest.watts == 250.0
+        g.take(15, 0, t + 80_000_000, time.time_ns(), 0, 0.0)  # the entry: GPU_IS_LOST
+        assert g.lost
+        g.take(999, 0, t + 160_000_000, time.time_ns(), 0, 0.0)  # unknown: counted, not lost
+        assert not g.lost and g.failures == 0
+        assert sum(n for (reading, _), n in g.handle._errors.items() if reading == "power_instant") == 1
+        g.take(15, 1, t + 240_000_000, time.time_ns(), 0, 0.0)  # the whole call: GPU_IS_LOST
+        assert g.lost
+        g.take(0, 0, t + 320_000_000, time.time_ns(), 1_100, 260_000.0)  # it answers again
+        assert not g.lost and g.latest.watts == 260.0 and g.reads == 5
+        s._flush()
+        assert [x.watts for x in samples] == [250.0, 260.0]
+    finally:
+        be.close()
+
+
+def test_a_native_reader_that_cannot_start_leaves_the_sampler_reading_from_python(built):
+    from rasd.backends import open_backend
+    from rasd.telemetry.power import PowerSampler
+
+    path, _ = built
+    lib = load(str(path), _field_struct())
+    be = open_backend("fake", gpus=2)
+    samples: list = []
+    s = PowerSampler(be.adapter.gpus(), 12.5, samples.extend,
+                     native=NativeReads(lib, 0, (1, 2), FIELD))  # pl_start refuses a null function
+    try:
+        assert s.native
+        s.start()
+        assert not s.native and not isinstance(s.loop, NativeLoop)
+        assert eventually(lambda: {x.gpu for x in samples} == {0, 1}, 3.0)
+    finally:
+        s.stop()
+        s.join(1.0)
+        be.close()

@@ -1,7 +1,7 @@
 """Instant power read both ways, in a process of its own (the NVML library is fixed at load):
 the native loop and the Python loop, one after the other, each for ``--seconds``. Prints JSON.
 
-    python -m tests.contract.powerprobe [--seconds S]
+    python -m tests.contract.powerprobe [--seconds S] [--library PATH]
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 from rasd.backends import open_backend
 from rasd.telemetry.power import PowerSampler
@@ -17,12 +18,13 @@ from rasd.telemetry.power import PowerSampler
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=1.0)
+    ap.add_argument("--library", type=Path, default=None, help="the built native reader")
     args = ap.parse_args()
     backend = open_backend("nvml")
     gpus = backend.adapter.gpus()
     out: dict[str, object] = {}
     for mode in ("native", "python"):
-        native = backend.adapter.native_power(gpus) if mode == "native" else None
+        native = backend.adapter.native_power(gpus, args.library) if mode == "native" else None
         samples: list = []
         s = PowerSampler(gpus, 12.5, samples.extend, native=native)
         s.start()

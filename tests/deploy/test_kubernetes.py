@@ -144,6 +144,8 @@ def test_dockerfile_runs_the_nvml_daemon_with_the_mounted_config(container: dict
     text = (K8S / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["rasd"]' in text and "EXPOSE 9863" in text
     assert "/etc/rasd/rasd.toml" in text and "pip install" in text
+    # the wheel is built with a compiler, so the image carries the native power reader
+    assert "AS build" in text and "gcc" in text and "pip wheel" in text
 
 
 def test_node_name_from_the_downward_api_and_credentials_for_the_scheduler(pod: dict, container: dict) -> None:

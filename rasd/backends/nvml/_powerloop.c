@@ -137,7 +137,7 @@ static void *run(void *arg) {
             int ret = r->fn(r->devices[i], 1, &fv);
             atomic_store(&r->busy_since_ns, 0);
             atomic_store(&r->busy_gpu, -1);
-            if (atomic_load(&r->stop)) /* given up while in the call: its GPU is not ours now */
+            if (atomic_load(&r->stop)) /* stopped, or given up while in the call */
                 goto out;
             atomic_fetch_add(&r->reads, 1);
             rec.gpu = i;
@@ -199,7 +199,6 @@ pl_runner *pl_start(get_field_values fn, void *const *devices, const int32_t *en
     pthread_t t;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 256 * 1024); /* it holds a few locals */
     int err = pthread_create(&t, &attr, run, r);
     pthread_attr_destroy(&attr);
     if (err != 0) {
@@ -256,7 +255,8 @@ void pl_counts(pl_runner *r, long long *reads, long long *dropped) {
     pthread_mutex_unlock(&r->lock);
 }
 
-/* Ask the thread to stop: it makes no further read, and queues nothing from a read in flight. */
+/* Ask the thread to stop: it makes no further read, and a read in flight is queued only if it
+ * returned before the thread saw the stop (take the queue once more after pl_done). */
 void pl_stop(pl_runner *r) { atomic_store(&r->stop, 1); }
 
 int pl_done(pl_runner *r) { return atomic_load(&r->done); }

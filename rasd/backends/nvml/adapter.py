@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import re
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -122,15 +123,16 @@ class NvmlAdapter:
                 return g
         return None
 
-    def native_power(self, gpus: Sequence[GpuHandle]) -> "NativeReads | None":
+    def native_power(self, gpus: Sequence[GpuHandle], path: Path | None = None) -> "NativeReads | None":
         """What the native power loop (``powerloop``) needs to read the instant power of ``gpus``,
         or None where it cannot: the extension was not built, the library is not pynvml over the
         C library (the fake NVML), the binding lacks the field or its layout differs, or a GPU
-        was not opened (the Python sampler reports that GPU as lost)."""
+        was not opened (the Python sampler reports that GPU as lost). ``path``: the built reader,
+        by default the one the install put beside its module."""
         from rasd.backends.nvml.powerloop import NativeReads, library_path, load
 
         lib, fid = self.lib, self.fids.power_instant
-        path = library_path()
+        path = path or library_path()
         if path is None or fid is None or not isinstance(lib, ModuleType):
             return None
         struct = getattr(lib, "c_nvmlFieldValue_t", None)

@@ -31,7 +31,7 @@ T = TypeVar("T")
 # one read: (position, nvmlReturn, 1 if that is the whole call's, monotonic ns, wall ns, stamp us, value)
 Result = tuple[int, int, int, int, int, int, float]
 
-QUEUE_SECONDS = 8.0  # results kept for the daemon to take: its main loop takes them every second
+QUEUE_SECONDS = 8.0  # reads kept for the daemon to take, at least: its main loop takes them every pass
 
 
 class Record(ctypes.Structure):
@@ -75,19 +75,21 @@ def load(path: str, field_struct: Any) -> ctypes.CDLL | None:
     """The library at ``path`` with its functions typed, or None (logged once) where it cannot be
     loaded or was built with other layouts than ``field_struct``'s and ``Record``'s."""
     try:
-        lib = ctypes.CDLL(path)
-    except OSError as e:
+        return _typed(ctypes.CDLL(path), field_struct)
+    except Exception as e:  # noqa: BLE001 - a stale or foreign build: read from Python instead
         log.warning("event=native_sampler_unavailable path=%s error=%r", path, str(e))
         return None
+
+
+def _typed(lib: ctypes.CDLL, field_struct: Any) -> ctypes.CDLL:
+    """``lib`` with its functions typed; raises where it lacks one or its layouts differ."""
     c, i32, i64, p = ctypes, ctypes.c_int32, ctypes.c_int64, ctypes.c_void_p
     lib.pl_layout.argtypes, lib.pl_layout.restype = [c.POINTER(i64), c.c_int], c.c_int
     got = (i64 * 32)()
     n = lib.pl_layout(got, 32)
     want = _layout(field_struct)
     if list(got[:n]) != want:
-        log.warning("event=native_sampler_unavailable path=%s error=%r", path,
-                    f"built with layouts {list(got[:n])}, the binding has {want}")
-        return None
+        raise ValueError(f"built with layouts {list(got[:n])}, the binding has {want}")
     lib.pl_start.argtypes = [p, c.POINTER(p), c.POINTER(i32), c.c_int, c.c_uint, i64, c.c_int]
     lib.pl_start.restype = p
     lib.pl_drain.argtypes, lib.pl_drain.restype = [p, c.POINTER(Record), c.c_int], c.c_int
@@ -132,7 +134,8 @@ class NativeLoop(Generic[T]):
         # the watchdog's check runs on any loop's thread and drain on the main loop's
         self._lock = threading.Lock()
         self._runner: int | None = None
-        self._abandoned: list[tuple[int, int]] = []  # (runner, position of its hung read)
+        # (runner, position of its hung read, or -1 for one replaced by resize)
+        self._abandoned: list[tuple[int, int]] = []
         self._hung: set[int] = set()
         self._taken: list[Result] = []  # from abandoned runners
         n = len(items)
@@ -142,6 +145,7 @@ class NativeLoop(Generic[T]):
         self._reads, self._dropped = ctypes.c_longlong(), ctypes.c_longlong()
         self.dropped = 0  # results lost to a full queue (the main loop did not take them in time)
         self._runner_dropped = 0  # of those, the current runner's
+        self._start_failed = False  # a thread could not be started (logged once)
         self.abandoned = 0
         self.stop_event = threading.Event()
         # the watchdog sets this on the loops it attaches; no Python runs on the native thread
@@ -158,21 +162,24 @@ class NativeLoop(Generic[T]):
             if self._runner is not None:
                 self.reads.lib.pl_set_period(self._runner, int(seconds * 1e9))
 
-    def _start_runner(self) -> None:
+    def _new_runner(self, skip: set[int]) -> int:
+        """A runner reading every GPU but those in ``skip``; raises OSError where its thread
+        cannot start."""
         n = len(self.items)
-        enabled = (ctypes.c_int32 * n)(*(0 if i in self._hung else 1 for i in range(n)))
+        enabled = (ctypes.c_int32 * n)(*(0 if i in skip else 1 for i in range(n)))
         capacity = max(256, round(n * self.queue_seconds / self._interval))
         r = self.reads.lib.pl_start(
             self.reads.fn, self._devices, enabled, n, self.reads.field_id, int(self._interval * 1e9),
             capacity,
         )
         if not r:
-            raise OSError("the native power sampler could not start its thread")
-        self._runner, self._runner_dropped = r, 0
+            raise OSError("the native power reader could not start a thread")
+        return int(r)
 
     def start(self) -> None:
+        """Start the thread; raises OSError where it cannot (the caller reads from Python)."""
         with self._lock:
-            self._start_runner()
+            self._runner, self._runner_dropped = self._new_runner(self._hung), 0
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -194,8 +201,25 @@ class NativeLoop(Generic[T]):
             self._runner = None
             lib.pl_release(r)
             for old, _ in self._abandoned:
-                lib.pl_release(old)  # its thread frees it when its read returns
+                if lib.pl_done(old):
+                    self._taken.extend(self._take(old))
+                lib.pl_release(old)  # a hung one's thread frees it when its read returns
             self._abandoned.clear()
+
+    def resize(self, queue_seconds: float) -> None:
+        """Hold ``queue_seconds`` of reads from now on (the main loop's pass got longer or
+        shorter): a runner with the new queue takes over; the old one's reads are kept."""
+        with self._lock:
+            self.queue_seconds = queue_seconds
+            r = self._runner
+            if r is None or self.stop_event.is_set():
+                return
+            new = self._new_runner(self._hung)
+            lib = self.reads.lib
+            lib.pl_stop(r)
+            self._taken.extend(self._take(r))
+            self._abandoned.append((r, -1))  # released once its thread has ended, as a hung one
+            self._runner, self._runner_dropped = new, 0
 
     def hung(self) -> frozenset[T]:
         with self._lock:
@@ -236,10 +260,12 @@ class NativeLoop(Generic[T]):
             old, pos = entry
             if lib.pl_done(old):
                 self._abandoned.remove(entry)
+                self._taken.extend(self._take(old))  # a read that was under way when it was given up
                 lib.pl_release(old)
-                self._hung.discard(pos)
-                if self._runner is not None:
-                    lib.pl_set_enabled(self._runner, pos, 1)
+                if pos >= 0:
+                    self._hung.discard(pos)
+                    if self._runner is not None:
+                        lib.pl_set_enabled(self._runner, pos, 1)
 
     def check(self, now: float | None = None) -> int | None:
         """Watchdog: give up a read running past the deadline; returns its position, else None.
@@ -255,12 +281,20 @@ class NativeLoop(Generic[T]):
             pos = lib.pl_busy(r, ctypes.byref(self._since))
             if pos < 0 or time.monotonic() - self._since.value / 1e9 <= self.deadline:
                 return None
+            try:  # the others' reader first: where none can start, the hung one is kept
+                new = self._new_runner(self._hung | {pos})
+            except OSError as e:
+                if not self._start_failed:
+                    log.error("event=call_hung loop=%s item=%d action=kept_waiting error=%r",
+                              self.name, pos, str(e))
+                self._start_failed = True
+                return None
             lib.pl_stop(r)
             self._taken.extend(self._take(r))  # what it read before the hang is kept
             self._abandoned.append((r, pos))
             self._hung.add(pos)
             self.abandoned += 1
-            self._start_runner()
+            self._runner, self._runner_dropped = new, 0
         log.warning(
             "event=call_hung loop=%s item=%d deadline_seconds=%.2f action=continued_on_new_thread",
             self.name, pos, self.deadline,
