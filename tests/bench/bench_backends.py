@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from rasd.backends.fake.clock import ManualClock
-from rasd.backends.fake import FakeNode, FakeNvml
+from rasd.backends.fake import FakeNode, FakeNvml, stepper
 from rasd.backends.nvml import NvmlAdapter, pynvml_module
 from rasd.backends.fake.scenario import load_scenario, packaged_scenarios
 
@@ -37,19 +37,30 @@ def _node(clock: ManualClock, **kw) -> tuple[FakeNode, FakeNvml]:
 
 
 def bench_simulation(rec: results.Recorder) -> None:
-    clock = ManualClock(0.0)
-    node, _ = _node(clock)
-    simulated = 120.0
-    clock.advance(simulated)
-    t0 = time.perf_counter()
-    for g in range(node.gpu_count):
-        node.sim(g)
-    took = time.perf_counter() - t0
-    steps = simulated / 0.005 * node.gpu_count
-    print(f"power model: {simulated:.0f} s x {node.gpu_count} GPUs in {took:.2f} s "
-          f"({took / steps * 1e6:.2f} us per GPU-step, {simulated / took:.0f}x real time for the node)")
-    rec.add("backends.sim_step", "fake power model, per GPU per 5 ms step", took / steps * 1e6, "us",
-            text=f"{took / steps * 1e6:.2f} us")
+    """120 s of the node's power model in one go, with the model's loops in C (built here as an
+    install with a C compiler builds them) and in Python."""
+    with tempfile.TemporaryDirectory() as tmp:
+        built = _build_loops(Path(tmp))
+        native = stepper.load(built) if built else None
+        for name, loops in ([("C loops", native)] if native else []) + [("Python loops", stepper.PythonStepper())]:
+            old = stepper.use(loops)
+            try:
+                clock = ManualClock(0.0)
+                node, _ = _node(clock)
+                simulated = 120.0
+                clock.advance(simulated)
+                t0 = time.perf_counter()
+                for g in range(node.gpu_count):
+                    node.sim(g)
+                took = time.perf_counter() - t0
+            finally:
+                stepper.use(old)
+            steps = simulated / 0.005 * node.gpu_count
+            print(f"power model, {name}: {simulated:.0f} s x {node.gpu_count} GPUs in {took:.3f} s "
+                  f"({took / steps * 1e6:.3f} us per GPU-step, {simulated / took:.0f}x real time for the node)")
+            key = "backends.sim_step" + (".c" if loops is native else "")
+            rec.add(key, f"fake power model, per GPU per 5 ms step, {name}", took / steps * 1e6, "us",
+                    text=f"{took / steps * 1e6:.3f} us")
 
 
 def bench_calls(rec: results.Recorder) -> None:
