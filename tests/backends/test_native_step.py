@@ -74,3 +74,18 @@ def test_the_built_extension_is_the_one_in_use() -> None:
     if not built:
         pytest.skip("rasd was not built here with a C compiler (pip install runs it where one is present)")
     assert isinstance(stepper.active, stepper.NativeStepper)
+
+
+def test_a_stale_build_is_refused(tmp_path: Path) -> None:
+    """A library from another version of the source (its functions may take other arguments)."""
+    src = tmp_path / "_powerstep.c"
+    src.write_text(SOURCE.read_text().replace("return 1;", "return 0;", 1))
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed (tests/run.sh installs it)")
+    lib = tmp_path / "stale.so"
+    subprocess.run([gcc, "-shared", "-fPIC", "-ffp-contract=off", "-o", str(lib), str(src)], check=True)
+    assert stepper.load(lib) is None
+    (tmp_path / "none.c").write_text("int nothing(void) { return 0; }\n")
+    subprocess.run([gcc, "-shared", "-fPIC", "-o", str(tmp_path / "none.so"), str(tmp_path / "none.c")], check=True)
+    assert stepper.load(tmp_path / "none.so") is None

@@ -12,6 +12,12 @@
  * Plain C, no Python API: loaded with ctypes.
  */
 
+/* What these functions take and do; stepper.py refuses a library built from another version. */
+int ps_version(void)
+{
+    return 1;
+}
+
 /* consts: t_idle, w_idle, span, t_span, step seconds, thermal response
  * state (in and out): watts, temperature, energy mJ, hold seconds, window sum, and on return the
  * window sum after step ``cut`` (the refresh), where 1 <= cut <= n

@@ -90,8 +90,14 @@ class PythonStepper:
         return 0
 
 
+VERSION = 1  # _powerstep.c's ps_version(): what its functions take and do
+
+
 class NativeStepper:
     def __init__(self, lib: ctypes.CDLL):
+        lib.ps_version.argtypes, lib.ps_version.restype = [], ctypes.c_int
+        if lib.ps_version() != VERSION:  # a stale build: its functions may take other arguments
+            raise ValueError(f"built from version {lib.ps_version()} of _powerstep.c, this rasd needs {VERSION}")
         p, i, d = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
         f = lib.ps_fold
         f.argtypes, f.restype = [p, i, d, p, i, i, p, i, p], i
@@ -151,7 +157,7 @@ def load(path: str | Path) -> Stepper | None:
     not fold exactly as the Python loop does (a build that fused multiply-adds, say)."""
     try:
         native = NativeStepper(ctypes.CDLL(str(path)))
-    except (OSError, AttributeError) as e:
+    except (OSError, AttributeError, ValueError) as e:
         log.warning("event=fake_native_step_unavailable path=%s error=%r", path, str(e))
         return None
     differs = _agrees(native)
