@@ -60,8 +60,11 @@ class ReplayError(ValueError):
 
 class Numbered(NamedTuple):
     """An event with where it came from. A named tuple, not a frozen dataclass: one is built per
-    event of a replay, and a tuple is built in a third of the time."""
+    event of a replay, and a tuple is built in a third of the time. The event's time comes first
+    and its line second, so that the tuple itself is the reorder window's key (time, then the
+    file's order), with no second tuple built around it."""
 
+    time: float  # the event's time_wall
     line: int
     event: FaultEvent
     host: str = ""
@@ -272,7 +275,7 @@ def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats,
                         and type(host) is str and required is not None and kind is not None
                         and (not required or required in obj)):
                     events += 1
-                    yield new(Numbered, (n, new_event(t, gpu, kind, None, obj), host, 0))
+                    yield new(Numbered, (t, n, new_event(t, gpu, kind, None, obj), host, 0))
                     continue
                 obj = loads(text)  # (the checks took its fields: parse_object reads them all)
             try:
@@ -280,7 +283,7 @@ def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats,
             except ValueError as e:
                 raise ReplayError(n, str(e)) from None
             events += 1
-            yield new(Numbered, (n, event, host, 0))
+            yield new(Numbered, (event.time_wall, n, event, host, 0))
     finally:
         stats.lines = n
         stats.events += events
@@ -352,7 +355,7 @@ def _kernel_events(lines: Iterable[tuple[int, str]], stats: ReadStats, names: Na
                 details["architecture"] = architecture
             event = FaultEvent(t, names.number(rec.host, bus), FaultKind.XID, None, details)
         stats.events += 1
-        yield Numbered(n, event, rec.host)
+        yield Numbered(t, n, event, rec.host)
 
 
 # --------------------------------------------------------------------------- the replay
@@ -384,40 +387,43 @@ def read_events(lines: Iterable[str], stats: ReadStats, names: Names, *, year: i
 def in_time_order(items: Iterable[Numbered], stats: ReadStats,
                   window: int = REORDER_WINDOW,
                   seconds: float = REORDER_SECONDS) -> Iterator[Numbered]:
-    """Put an interleaved log back in time order (stable): an event waits until the log has
-    moved ``seconds`` past it, or until ``window`` events wait (memory stays bounded).
+    """Put one file's log back in time order (stable): an event waits until the log has moved
+    ``seconds`` past it, or until ``window`` events wait (memory stays bounded). The events
+    must come in the order of their lines (as a file is read): a tie in time goes by line.
 
-    The waiting events are kept in two parts, each in (time, arrival) order: those that came in
+    The waiting events are kept in two parts, each in (time, line) order: those that came in
     time order, in a queue (most of a log, at the cost of an append), and those that came after
-    a later one, in a heap. The next event out is the earlier of the two heads."""
-    ordered: deque[tuple[float, int, Numbered]] = deque()
-    late: list[tuple[float, int, Numbered]] = []
+    a later one, in a heap. The next event out is the earlier of the two heads. (The items are
+    compared as the tuples they are, time then line: a file's lines differ, so the comparison
+    never reaches the events.)"""
+    ordered: deque[Numbered] = deque()
+    late: list[Numbered] = []
     push, pop, popleft = heapq.heappush, heapq.heappop, ordered.popleft
     tail = float("-inf")  # the newest event in the queue
     last = float("-inf")  # the newest event emitted
     newest = float("-inf")  # the newest event read
     append = ordered.append
-    for seq, item in enumerate(items):
-        t = item[1].time_wall
+    for item in items:
+        t = item[0]
         if t >= tail and not late:
             # (nearly always: this event and every waiting one came in time order, so this one
             # is the newest read, and the queue's head is the earliest waiting, no earlier than
             # the last emitted)
-            append((t, seq, item))
+            append(item)
             tail = newest = t
             due = t - seconds
             while ordered[0][0] <= due or len(ordered) > window:
                 head = popleft()
                 last = head[0]
-                yield head[2]
+                yield head
                 if not ordered:
                     break
             continue
         if t >= tail:
-            append((t, seq, item))
+            append(item)
             tail = t
         else:
-            push(late, (t, seq, item))
+            push(late, item)
         if t > newest:
             newest = t
         due = newest - seconds
@@ -438,7 +444,7 @@ def in_time_order(items: Iterable[Numbered], stats: ReadStats,
                 stats.out_of_order += 1
             else:
                 last = head[0]
-            yield head[2]
+            yield head
     while ordered or late:
         if late and (not ordered or late[0] < ordered[0]):
             head = pop(late)
@@ -448,7 +454,7 @@ def in_time_order(items: Iterable[Numbered], stats: ReadStats,
             stats.out_of_order += 1
         else:
             last = head[0]
-        yield head[2]
+        yield head
 
 
 def run(items: Iterable[Numbered], settings: LadderSettings | None = None,
@@ -460,10 +466,10 @@ def run(items: Iterable[Numbered], settings: LadderSettings | None = None,
     order: list[Escalator] = []  # sweep round: one host's ladder every SWEEP_EVERY events
     turn = 0
     for n, item in enumerate(items):
-        event = item[1]  # (Numbered's fields by position: once per event)
-        esc = ladders.get(item[2])
+        event = item[2]  # (Numbered's fields by position: once per event)
+        esc = ladders.get(item[3])
         if esc is None:
-            esc = ladders[item[2]] = Escalator(s, sweep=False)
+            esc = ladders[item[3]] = Escalator(s, sweep=False)
             order.append(esc)
         if not n % SWEEP_EVERY:
             # events arrive in time order: this event's time is safe for any host's ladder
@@ -502,9 +508,9 @@ def run_grouped(items: Iterable[Numbered], settings: LadderSettings | None = Non
             return
         groups: defaultdict[str, list[int]] = defaultdict(list)  # host -> its events' places
         for i, item in enumerate(batch):
-            groups[item[2]].append(i)
+            groups[item[3]].append(i)
         # every event fed so far is no later than this chunk's first: safe for any host's sweep
-        t0 = batch[0][1].time_wall if batch else 0.0
+        t0 = batch[0][0] if batch else 0.0
         done: list[Step | None] = [None] * len(batch)  # each event's step, in stream order
         bad = len(batch)  # the first event (in stream order) the ladder refused
         bad_error: BadEvent | None = None
@@ -522,7 +528,7 @@ def run_grouped(items: Iterable[Numbered], settings: LadderSettings | None = Non
                 if i > bad:
                     break  # after a refused event: the replay stops there
                 try:
-                    step = feed(batch[i][1])
+                    step = feed(batch[i][2])
                 except BadEvent as e:
                     if i < bad:  # (the earliest refusal of the chunk is the one reported)
                         bad, bad_error = i, e
@@ -546,7 +552,7 @@ def parse_lines(lines: Iterable[str]) -> list[Numbered]:
     """A whole JSON-lines log, in time order (tests and small logs)."""
     stats = ReadStats()
     return sorted(_json_events(((n, t) for n, t in enumerate(lines, 1)), stats),
-                  key=lambda x: x.event.time_wall)
+                  key=lambda x: x.time)
 
 
 def replay(events: Sequence[Numbered], settings: LadderSettings | None = None,

@@ -44,7 +44,8 @@ def _log(rnd: random.Random, n: int, lateness: tuple[float, ...]) -> list[Number
     t, items = 0.0, []
     for line in range(1, n + 1):
         t += rnd.choice((0.0, 0.0, 1.0, 5.0, 50.0, 400.0))  # ties included
-        items.append(Numbered(line, FaultEvent(t - rnd.choice(lateness), 0, FaultKind.THERMAL)))
+        late = t - rnd.choice(lateness)
+        items.append(Numbered(late, line, FaultEvent(late, 0, FaultKind.THERMAL)))
     return items
 
 
