@@ -155,7 +155,6 @@ class Escalator:
         pop = heapq.heappop
         last_seen = self._last_seen
         open_ = self.open
-        closed = step.closed
         while heap and heap[0][0] < t:
             _, gpu, link, fault = pop(heap)
             comp: Component = (gpu, None if link < 0 else link)
@@ -175,7 +174,10 @@ class Escalator:
             # a fleet's replay expires a decision for every third event)
             del on_comp[fault]
             last_seen.pop(key, None)
-            closed.append(new_closure(d, _EXPIRED, t))
+            if step.closed:  # (Step.close, inline)
+                step.closed.append(new_closure(d, _EXPIRED, t))
+            else:
+                step.closed = [new_closure(d, _EXPIRED, t)]
 
     def sweep(self, t: float) -> None:
         """Forget what no window reaches at time ``t`` (no later event than ``t`` may have been
@@ -225,7 +227,7 @@ class Escalator:
             if not ((_FLOOR <= current.rung < by) or fault == by_fault):
                 return False
             del on_comp[fault]
-            step.superseded.append(new_closure(current, ending._value_, t))
+            step.supersede(new_closure(current, ending._value_, t))
             return True
         if ending is Outcome.REMEDIED:
             # guard: a remedy covers the decisions at or below its rung; an RMA is never undone
@@ -234,7 +236,7 @@ class Escalator:
                     and (fault != "sdc" or by is Rung.RMA)):
                 return False
             del on_comp[fault]
-            step.closed.append(new_closure(current, ending._value_, t))
+            step.close(new_closure(current, ending._value_, t))
             self.history.remedied(comp, fault, by, t)
             return True
         if ending is Outcome.CLEARED:
@@ -242,7 +244,7 @@ class Escalator:
             if current.rung >= Rung.RMA:
                 return False
             del on_comp[fault]
-            step.closed.append(new_closure(current, ending._value_, t))
+            step.close(new_closure(current, ending._value_, t))
             return True
         if ending is Outcome.EXPIRED:
             # guard: only a fault that stayed away for the whole window expires (a stale
@@ -252,7 +254,7 @@ class Escalator:
                 return False
             del on_comp[fault]
             self._last_seen.pop((comp, fault), None)
-            step.closed.append(new_closure(current, ending._value_, t))
+            step.close(new_closure(current, ending._value_, t))
             return True
         raise ValueError(f"no transition given for {fault} on {comp}")
 
@@ -271,7 +273,7 @@ class Escalator:
         self._last_seen[(comp, fault)] = t
         heapq.heappush(self._deadlines, (t + self._window, comp[0],
                                          -1 if comp[1] is None else comp[1], fault))
-        step.opened.append(opening)
+        step.open(opening)
 
     # ------------------------------------------------------------------ decisions
 
@@ -369,7 +371,10 @@ class Escalator:
         on_comp[fault] = decision
         self._last_seen[(comp, fault)] = t
         _push(self._deadlines, (t + self._window, gpu, -1 if comp[1] is None else comp[1], fault))
-        step.opened.append(decision)
+        if step.opened:  # (Step.open, inline)
+            step.opened.append(decision)
+        else:
+            step.opened = [decision]
 
     def _limit(self, rung: Rung) -> int:
         if rung is Rung.RESTART_PROCESS:
@@ -436,9 +441,9 @@ class Escalator:
         if not self._transition(step, (e.gpu, None), "sdc", e.time_wall, ending=Outcome.CLEARED):
             return
         # the all-clear is itself a decision (rung none) so the GPU's return is on record
-        step.opened.append(Decision(e.time_wall, e.gpu, None, Rung.NONE, Scope.GPU,
-                                    "SDC deep check cleared the GPU: back in service", (), (),
-                                    "sdc", FaultKind.SDC.value))
+        step.open(Decision(e.time_wall, e.gpu, None, Rung.NONE, Scope.GPU,
+                           "SDC deep check cleared the GPU: back in service", (), (),
+                           "sdc", FaultKind.SDC.value))
 
     # ------------------------------------------------------------------ reading
 

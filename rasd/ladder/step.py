@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Callable, Iterator, cast
+from typing import Any, Callable, Iterator, cast
 
 from rasd.ladder.decision import Decision
 
@@ -58,6 +58,14 @@ class _ClosureDraft:
 new_closure = cast(Callable[[Decision, str, float], Closure], _ClosureDraft)
 
 
+# A step's three sequences start as this one empty tuple and become lists at their first entry
+# (through ``open``, ``supersede`` and ``close``: the ladder, escalate.py, is their only writer).
+# Most steps add to one of them at most, and a replay keeps a chunk's steps until it has judged
+# the chunk: three new lists a step cost time and memory. Typed as the lists they become, which
+# is all a reader sees.
+_NONE: list[Any] = cast("list[Any]", ())
+
+
 class Step:
     """What one event did to the ladder. Reads as the sequence of decisions it opened (what a
     caller acts on); ``superseded`` and ``closed`` are the decisions that ended."""
@@ -65,14 +73,32 @@ class Step:
     __slots__ = ("opened", "superseded", "closed")
 
     def __init__(self) -> None:
-        self.opened: list[Decision] = []
-        self.superseded: list[Closure] = []
-        self.closed: list[Closure] = []
+        self.opened: list[Decision] = _NONE
+        self.superseded: list[Closure] = _NONE
+        self.closed: list[Closure] = _NONE
+
+    def open(self, d: Decision) -> None:
+        if self.opened:
+            self.opened.append(d)
+        else:
+            self.opened = [d]
+
+    def supersede(self, c: Closure) -> None:
+        if self.superseded:
+            self.superseded.append(c)
+        else:
+            self.superseded = [c]
+
+    def close(self, c: Closure) -> None:
+        if self.closed:
+            self.closed.append(c)
+        else:
+            self.closed = [c]
 
     @property
     def ended(self) -> list[Closure]:
         """Every decision this step ended, in the order it ended them."""
-        return sorted(self.superseded + self.closed, key=lambda c: c.time_wall)
+        return sorted([*self.superseded, *self.closed], key=lambda c: c.time_wall)
 
     def __iter__(self) -> Iterator[Decision]:
         return iter(self.opened)
@@ -88,8 +114,8 @@ class Step:
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Step):
-            return (self.opened, self.superseded, self.closed) == \
-                (other.opened, other.superseded, other.closed)
+            return (list(self.opened), list(self.superseded), list(self.closed)) == \
+                (list(other.opened), list(other.superseded), list(other.closed))
         if isinstance(other, (list, tuple)):
             return list(self.opened) == list(other)
         return NotImplemented
