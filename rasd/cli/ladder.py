@@ -162,7 +162,7 @@ def _replay_json(paths: list[str], opts: Options) -> None:
     closed: list[dict] = []
     try:
         for item, step in steps(paths, opts, out, names):
-            host = item.host
+            host = item[3]  # (time, line, event, host, source)
             decisions.extend(decision_json(d, host, names) for d in step.opened)
             closed.extend({"decision": decision_json(c.decision, host, names),
                            "outcome": c.outcome, "time": c.time_wall} for c in step.closed)

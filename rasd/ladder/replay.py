@@ -23,7 +23,7 @@ import zlib
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence, cast
+from typing import Any, Callable, Iterable, Iterator, Sequence, cast
 
 from rasd.ladder.decision import Decision
 from rasd.ladder.escalate import Escalator, Step
@@ -58,17 +58,13 @@ class ReplayError(ValueError):
         super().__init__(f"line {line}: {why}" if line else why)
 
 
-class Numbered(NamedTuple):
-    """An event with where it came from. A named tuple, not a frozen dataclass: one is built per
-    event of a replay, and a tuple is built in a third of the time. The event's time comes first
-    and its line second, so that the tuple itself is the reorder window's key (time, then the
-    file's order), with no second tuple built around it."""
-
-    time: float  # the event's time_wall
-    line: int
-    event: FaultEvent
-    host: str = ""
-    source: int = 0  # which of the files replayed together it came from
+# An event with where it came from: (time, line, event, host, source), where time is the event's
+# time_wall, host "" when the log names none, and source which of the files replayed together it
+# came from. A plain tuple, read by position: one is built per event of a replay, and a plain
+# tuple is built by one instruction (a named tuple's constructor is a call, and the tuple is
+# built twice). The time comes first and the line second, so that the tuple itself is the
+# reorder window's key (time, then the file's order), with no second tuple built around it.
+Numbered = tuple[float, int, FaultEvent, str, int]
 
 
 @dataclass(slots=True)
@@ -236,7 +232,6 @@ def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats,
     loads = _loads
     parse = parse_object
     host_re = _HOST_RE.search
-    new = tuple.__new__  # (Numbered's own __new__ is a Python function: a call more an event)
     new_event = _new_event
     kinds = _KINDS
     one_field = _ONE_FIELD
@@ -244,8 +239,6 @@ def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats,
     events = 0  # (counted here, written to the stats when the file ends or fails)
     try:
         for n, text in lines:
-            if text.isspace() or not text:
-                continue
             if keep is not None:  # another worker's host: skip it before parsing it
                 m = host_re(text)
                 host = m.group(1) if m else ""
@@ -256,6 +249,8 @@ def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats,
             try:
                 obj = loads(text)
             except json.JSONDecodeError:
+                if not text or text.isspace():
+                    continue  # a blank line (asked here, of the few lines that are not JSON)
                 raise ReplayError(n, _not_json(text)) from None
             # (parse_object, inline for a well-formed line of a kind with at most one required
             # field and no link: most lines of a fleet's log; any other line, and any that fails
@@ -275,7 +270,7 @@ def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats,
                         and type(host) is str and required is not None and kind is not None
                         and (not required or required in obj)):
                     events += 1
-                    yield new(Numbered, (t, n, new_event(t, gpu, kind, None, obj), host, 0))
+                    yield t, n, new_event(t, gpu, kind, None, obj), host, 0
                     continue
                 obj = loads(text)  # (the checks took its fields: parse_object reads them all)
             try:
@@ -283,7 +278,7 @@ def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats,
             except ValueError as e:
                 raise ReplayError(n, str(e)) from None
             events += 1
-            yield new(Numbered, (event.time_wall, n, event, host, 0))
+            yield event.time_wall, n, event, host, 0
     finally:
         stats.lines = n
         stats.events += events
@@ -355,7 +350,7 @@ def _kernel_events(lines: Iterable[tuple[int, str]], stats: ReadStats, names: Na
                 details["architecture"] = architecture
             event = FaultEvent(t, names.number(rec.host, bus), FaultKind.XID, None, details)
         stats.events += 1
-        yield Numbered(t, n, event, rec.host)
+        yield t, n, event, rec.host, 0
 
 
 # --------------------------------------------------------------------------- the replay
@@ -478,7 +473,7 @@ def run(items: Iterable[Numbered], settings: LadderSettings | None = None,
         try:
             step = esc.feed(event)
         except BadEvent as e:
-            raise ReplayError(item.line, str(e), item.source) from None
+            raise ReplayError(item[1], str(e), item[4]) from None
         if store is not None:
             store.record_step(event, [d.to_dict() for d in step.opened],
                               [(c.decision.time_wall, c.decision.gpu, c.decision.link,
@@ -541,7 +536,7 @@ def run_grouped(items: Iterable[Numbered], settings: LadderSettings | None = Non
                 yield batch[i], step_i
         if bad_error is not None:
             item = batch[bad]
-            raise ReplayError(item.line, str(bad_error), item.source) from None
+            raise ReplayError(item[1], str(bad_error), item[4]) from None
         if failed is not None:
             raise failed
         if len(batch) < chunk:
@@ -552,7 +547,7 @@ def parse_lines(lines: Iterable[str]) -> list[Numbered]:
     """A whole JSON-lines log, in time order (tests and small logs)."""
     stats = ReadStats()
     return sorted(_json_events(((n, t) for n, t in enumerate(lines, 1)), stats),
-                  key=lambda x: x.time)
+                  key=lambda x: x[0])
 
 
 def replay(events: Sequence[Numbered], settings: LadderSettings | None = None,

@@ -145,7 +145,7 @@ def _blocks(path: str, progress: Progress | None) -> Iterator[list[str]]:
 def _tagged(items: Iterator[Numbered], source: int, host: str | None) -> Iterator[Numbered]:
     """Mark each event with its file; ``host`` names the host of a log that names none."""
     for x in items:
-        yield Numbered(x.time, x.line, x.event, x.host or host or "", source)
+        yield x[0], x[1], x[2], x[3] or host or "", source
 
 
 def _from_file(source: int, items: Iterator[Numbered]) -> Iterator[Numbered]:
@@ -180,7 +180,7 @@ def steps(paths: list[str], opts: Options, out: Outcome, names: Names,
         else:  # one file: a bad line's error names file 0 as it is
             streams.append(in_time_order(items, st))
     merged = streams[0] if len(streams) == 1 else heapq.merge(
-        *streams, key=lambda x: (x.time, x.source))
+        *streams, key=lambda x: (x[0], x[4]))  # (time, file)
     return run_grouped(merged)
 
 
@@ -200,7 +200,7 @@ def report(paths: list[str], opts: Options, write: Callable[[str], object],
         for item, step in steps(paths, opts, out, names, keep, progress):
             host = item[3]  # (by position: a named field is looked up on the class)
             if keyed or named:
-                key = f"{item.time!r}\t{item.source}\t{item.line}\t" if keyed else ""
+                key = f"{item[0]!r}\t{item[4]}\t{item[1]}\t" if keyed else ""
                 # only kernel logs name GPUs by bus id (None: by number)
                 for d in step.opened:
                     add(key + decision_line(d, host, names.name(host, d.gpu)))

@@ -31,7 +31,7 @@ def _by_one_heap(items: list[Numbered], stats: ReadStats, window: int,
         return out
 
     for seq, item in enumerate(items):
-        t = item.event.time_wall
+        t = item[0]
         heapq.heappush(heap, (t, seq, item))
         newest = max(newest, t)
         while heap and (heap[0][0] <= newest - seconds or len(heap) > window):
@@ -45,7 +45,7 @@ def _log(rnd: random.Random, n: int, lateness: tuple[float, ...]) -> list[Number
     for line in range(1, n + 1):
         t += rnd.choice((0.0, 0.0, 1.0, 5.0, 50.0, 400.0))  # ties included
         late = t - rnd.choice(lateness)
-        items.append(Numbered(late, line, FaultEvent(late, 0, FaultKind.THERMAL)))
+        items.append((late, line, FaultEvent(late, 0, FaultKind.THERMAL), "", 0))
     return items
 
 
@@ -59,7 +59,7 @@ def test_the_order_of_one_heap(lateness: tuple[float, ...], window: int, seconds
     for _ in range(200):
         items = _log(rnd, rnd.randint(0, 80), lateness)
         want_stats, got_stats = ReadStats(), ReadStats()
-        want = [x.line for x in _by_one_heap(items, want_stats, window, seconds)]
-        got = [x.line for x in in_time_order(items, got_stats, window, seconds)]
+        want = [x[1] for x in _by_one_heap(items, want_stats, window, seconds)]
+        got = [x[1] for x in in_time_order(items, got_stats, window, seconds)]
         assert got == want
         assert got_stats.out_of_order == want_stats.out_of_order

@@ -24,7 +24,7 @@ def _events(lines: list[str]) -> Iterator[Numbered]:
 
 
 def _steps(steps: Iterator[Any]) -> list[tuple[int, list[Any], list[Any], list[Any]]]:
-    return [(item.line, step.opened, step.superseded, step.closed) for item, step in steps]
+    return [(item[1], step.opened, step.superseded, step.closed) for item, step in steps]
 
 
 def _until_error(steps: Iterator[Any]) -> tuple[list[Any], str | None]:

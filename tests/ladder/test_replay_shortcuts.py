@@ -122,7 +122,7 @@ def test_inline_line_parse_same_as_parse_object(line: str) -> None:
     except ValueError as e:
         want = f"line 1: {e}"
     try:
-        got: Any = [(x.event, x.host) for x in read_events([line + "\n"], ReadStats(), Names())]
+        got: Any = [(x[2], x[3]) for x in read_events([line + "\n"], ReadStats(), Names())]
     except ReplayError as e:
         got = str(e)
     assert got == (want if isinstance(want, str) else [want])
