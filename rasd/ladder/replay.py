@@ -519,9 +519,9 @@ def run_grouped(items: Iterable[Numbered], settings: LadderSettings | None = Non
                 # ladder is fetched from memory once for both
                 esc.sweep(t0)
             feed = esc.feed
+            # (after a refused event the replay stops: another host's later events may still be
+            # fed here, and their steps are never yielded; not asked of every event)
             for i in idx:
-                if i > bad:
-                    break  # after a refused event: the replay stops there
                 try:
                     step = feed(batch[i][2])
                 except BadEvent as e:
