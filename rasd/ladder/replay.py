@@ -143,9 +143,10 @@ _KINDS = {k.value: k for k in FaultKind}
 _NVLINK = FaultKind.NVLINK
 _MISSING = object()
 _REQUIRED_BY_VALUE = {k.value: v for k, v in _REQUIRED.items()}  # an enum hashes in Python
-# kind -> its one required field ("" for none), for the kinds with at most one other than the
-# link: a line of one of them with no link key has little more to check than its top-level fields
-_ONE_FIELD = {k.value: _REQUIRED.get(k, ("",))[0] for k in FaultKind
+# kind's value -> (kind, its one required field or ""), for the kinds with at most one other
+# than the link: a line of one of them with no link key has little more to check than its
+# top-level fields (the kind and its field in one look-up)
+_ONE_FIELD = {k.value: (k, _REQUIRED.get(k, ("",))[0]) for k in FaultKind
               if len(_REQUIRED.get(k, ())) <= 1 and _REQUIRED.get(k, ("",))[0] != "link"}
 
 
@@ -233,7 +234,6 @@ def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats,
     parse = parse_object
     host_re = _HOST_RE.search
     new_event = _new_event
-    kinds = _KINDS
     one_field = _ONE_FIELD
     n = stats.lines
     events = 0  # (counted here, written to the stats when the file ends or fails)
@@ -261,16 +261,12 @@ def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats,
                 kind_value = pop("kind", None)
                 gpu = pop("gpu", None)
                 host = pop("host", "")
-                if type(kind_value) is str:
-                    kind = kinds.get(kind_value)
-                    required = one_field.get(kind_value)
-                else:
-                    kind = required = None
-                if (type(t) is float and t - t == 0.0 and type(gpu) is int and gpu >= 0
-                        and type(host) is str and required is not None and kind is not None
-                        and (not required or required in obj)):
+                # (a kind that is not a string may not be hashable: not looked up)
+                spec = one_field.get(kind_value) if type(kind_value) is str else None
+                if (spec is not None and type(t) is float and t - t == 0.0 and type(gpu) is int
+                        and gpu >= 0 and type(host) is str and (not spec[1] or spec[1] in obj)):
                     events += 1
-                    yield t, n, new_event(t, gpu, kind, None, obj), host, 0
+                    yield t, n, new_event(t, gpu, spec[0], None, obj), host, 0
                     continue
                 obj = loads(text)  # (the checks took its fields: parse_object reads them all)
             try:
