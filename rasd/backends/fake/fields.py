@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 import struct
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from rasd.backends.nvml.core import plain_field_value
 from rasd.backends.nvml.fields import FieldIds
@@ -138,26 +138,38 @@ def _array(base: Any, n: int) -> Any:
     return base.c_nvmlFieldValue_t * n
 
 
+def instant_reader(base: Any, node: "FakeNode") -> tuple[int, Callable[[int], Any]] | None:
+    """(the instant-power field's id, a function of the GPU that answers a request of that field
+    alone as ``field_values`` does), with everything that never changes looked up once: the
+    power sampler makes this call ten times a second a GPU. None where the short way does not
+    apply (no such field or reading, stamps of the call's time, another entry layout)."""
+    ok, _, _, types, instant_id = _codes(base)
+    if instant_id is None or not node.profile.instant_power or node.stamp_every_read or not _packs(base):
+        return None
+    one, pack, ui, wall0, instant = _array(base, 1), _PACK["ui"].pack_into, types["ui"], node.wall(0.0), node.instant_power
+
+    def read(gpu: int) -> Any:
+        mw, at = instant(gpu)
+        values = one()
+        pack(values, 0, instant_id, 0, int(round((wall0 + at) * 1_000_000)), 0, ui, ok, mw & _U32)
+        return values
+
+    return instant_id, read
+
+
 def field_values(
     base: Any, node: "FakeNode", gpu: int, field_ids: Sequence[Any], failed: dict[int, int] | None = None,
 ) -> Any:
     """An array of ``base.c_nvmlFieldValue_t``, one per requested id (``id`` or ``(id, scopeId)``);
     ``failed``: entry position -> the nvmlReturn a scripted fault gives it.
 
-    The power sampler asks for field 186 about ten times a second per GPU, so the instant-power
-    entry is answered from ``FakeNode.instant_power`` (which steps only what it needs) and the
-    model is stepped in full only for entries that need more."""
+    The instant-power entry is answered from ``FakeNode.instant_power`` (which steps only what it
+    needs), and the model is stepped in full only for entries that need more; a request of that
+    field alone, the power sampler's, goes the short way (``instant_reader``)."""
     ok, unsupported, invalid, types, instant_id = _codes(base)
     instant_ok = node.profile.instant_power
     stamp_now = node.stamp_every_read
     wall0 = node.wall(0.0)
-    if (len(field_ids) == 1 and not failed and field_ids[0] == instant_id and instant_ok and not stamp_now
-            and _packs(base)):
-        # the power sampler's call, ten times a second a GPU: straight to the packed entry
-        mw, at = node.instant_power(gpu)
-        values = _array(base, 1)()
-        _PACK["ui"].pack_into(values, 0, instant_id, 0, _us(wall0 + at), 0, types["ui"], ok, mw & _U32)
-        return values
     t = node.elapsed()
     sim = None  # stepped to now on the first entry that needs more than instant power
     now_us = _us(wall0 + t)

@@ -16,7 +16,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 from rasd.backends.fake.events import EventsMixin
-from rasd.backends.fake.fields import field_values, stands_for
+from rasd.backends.fake.fields import field_values, instant_reader, stands_for
 from rasd.backends.fake.powersim import SMOOTHING_MAX_FLOOR_PERCENT, SMOOTHING_PROFILES
 from rasd.backends.fake.scenario import Event, EventKind
 
@@ -72,6 +72,7 @@ class FakeNvml(EventsMixin):
         # the adapter hands back the very handle objects it was given: find those without ctypes
         self._by_id = {id(h): g for g, h in enumerate(self._handles)}
         self._sets = {}  # event-set address -> (its memory, EventSet)
+        self._instant = instant_reader(base, node)  # (field id, reader) for the sampler's request
         for name in dir(self):
             if name.startswith("nvml") and callable(getattr(self, name)):
                 setattr(self, name, self._wrap(name, getattr(self, name)))
@@ -136,14 +137,19 @@ class FakeNvml(EventsMixin):
         blocking = name in _BLOCKING
         lost_check = name not in _ANSWER_WHEN_LOST
         fields = name == "nvmlDeviceGetFieldValues"
+        instant_id, instant = self._instant if fields and self._instant else (None, None)
         by_handle = name.startswith("nvmlDevice") and name != "nvmlDeviceGetHandleByIndex"
         handle_type = self._base.c_nvmlDevice_t
+        by_id, handles = self._by_id, self._handles
+        quiet = node.effects.quiet  # GPUs without scripted events: never lost
 
         def call(*args: Any, **kwargs: Any) -> Any:
             if needs_init and self._init_count == 0:
                 self._raise("uninitialized")
             if by_handle and args and type(args[0]) is handle_type:  # the usual call: one lookup
-                gpu: int | None = self._gpu_of(args[0])
+                gpu: int | None = by_id.get(id(args[0]))
+                if gpu is None or handles[gpu] is not args[0]:
+                    gpu = self._gpu_of(args[0])
             else:
                 gpu = self._call_gpu(name, args)
             if node.effects.call_faults:
@@ -157,10 +163,13 @@ class FakeNvml(EventsMixin):
             if blocking:
                 return fn(*args, **kwargs)
             with node.lock:
-                if gpu is not None and lost_check and node.lost(gpu):
+                if gpu is not None and lost_check and not quiet[gpu] and node.lost(gpu):
                     self._raise("gpu_is_lost")
                 if fields and gpu is not None and len(args) == 2:  # the GPU is known: one lookup
-                    return field_values(self._base, node, gpu, list(args[1]), kwargs.get("failed"))
+                    ids = args[1]
+                    if instant is not None and not kwargs and len(ids) == 1 and ids[0] == instant_id:
+                        return instant(gpu)  # the power sampler's request
+                    return field_values(self._base, node, gpu, list(ids), kwargs.get("failed"))
                 return fn(*args, **kwargs)
 
         call.__name__ = name
