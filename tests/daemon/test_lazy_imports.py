@@ -114,3 +114,43 @@ def test_a_daemon_at_defaults_loads_no_sdc_checks_scheduler_client_or_prometheus
     assert _present(mods, EXPORTER_EXTRAS) == []
     assert _present(mods, OTHER_COMMANDS) == []
     assert _present(mods, SELF_STATS) == []
+
+
+# a daemon without a configuration file reads no TOML; the fake node's scenarios are TOML, so
+# this is seen on NVIDIA's mock NVML, where the fake's code has no business either
+CONFIG_FILE_ONLY = ("tomllib", "tomli")
+FAKE_NODE = ("rasd.backends.fake",)
+
+
+def test_a_daemon_on_the_mock_nvml_without_a_config_file_loads_no_toml_parser(tmp_path: Path) -> None:
+    from tests.contract.mocknvml import config, env_for, mock_dir
+
+    env = _env(tmp_path)
+    mock = env_for(mock_dir() / "lib", config("h100"))
+    env.update(LD_LIBRARY_PATH=mock["LD_LIBRARY_PATH"], MOCK_NVML_CONFIG=mock["MOCK_NVML_CONFIG"])
+    # the NVML backend's state and socket default to the system's: keep them to this test
+    env.update({"STATE_DIRECTORY": str(tmp_path / "state"), "RUNTIME_DIRECTORY": str(tmp_path / "run")})
+    port = free_port()
+    log = open(tmp_path / "rasd.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "rasd", "run", "--backend", "nvml", "--listen",
+                             f"127.0.0.1:{port}"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def polls() -> float:
+            m = re.search(r"^rasd_health_polls_total (\S+)$", http_get(f"http://127.0.0.1:{port}/metrics"), re.M)
+            return float(m.group(1)) if m else 0.0
+
+        wait_for(lambda: proc.poll() is None and polls() >= 3, timeout=120)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            log.close()
+    assert proc.returncode == 0, (tmp_path / "rasd.log").read_text()[-2000:]
+    mods = _loaded(tmp_path)
+    assert "rasd.daemon" in mods and "pynvml" in mods  # the dump saw a whole daemon on NVML
+    assert _present(mods, CONFIG_FILE_ONLY) == []
+    assert _present(mods, FAKE_NODE) == []
+    assert _present(mods, SDC_CHECKS + SCHEDULER_CLIENTS + EXPORTER_EXTRAS + OTHER_COMMANDS + SELF_STATS) == []
