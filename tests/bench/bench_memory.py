@@ -1,8 +1,9 @@
 """Where the daemon's memory goes: what each import costs, the daemon's RSS at each stage of its
-life on the fake node, and what ``rasd --help`` loads.
+life on the fake node and on NVIDIA's mock NVML, and what ``rasd --help`` loads.
 
 Prints figures (targets beside them where there is one) and asserts nothing. Every figure is
-the median of ``--runs`` fresh processes (8 and 72 GPUs interleaved); RSS is the kernel's
+the median of ``--runs`` fresh processes (the fake's 8 and 72 GPUs and the mock's 8 interleaved;
+the mock's column is left out where ``<repo>/../shared/nvml-mock`` is absent); RSS is the kernel's
 (``/proc/self/smaps_rollup``), so it counts the shared libraries' pages each process touched as
 well as its heap. Stages of a daemon (one child process each run, built as ``rasd run`` builds
 it): the CLI and the daemon's modules imported; the daemon built (backend, services, store:
@@ -41,6 +42,7 @@ from tests.bench import results  # noqa: E402
 from tests.bench.rasd_venv import rasd_venv  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
+MOCK = REPO.parent / "shared" / "nvml-mock"
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ print(before, rss_kb())
 DAEMON = _RSS + """
 import json, os, socket, sys, tempfile, threading, time
 from dataclasses import replace
-gpus, seconds = int(sys.argv[1]), float(sys.argv[2])
+gpus, seconds, backend = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
 out = {"start": rss_kb()}
 import rasd.cli  # what `rasd run` loads before its command runs
 from exporters.prometheus import serve
@@ -89,7 +91,8 @@ with socket.socket() as s:
 cfg = config.Config.default()
 cfg = replace(cfg, daemon=replace(cfg.daemon, listen=f"127.0.0.1:{port}", state_path=tmp + "/state.db",
                                   control_socket=tmp + "/control.sock"))
-d = Daemon(cfg, open_backend("fake", gpus=gpus), serve_metrics=serve)
+d = Daemon(cfg, open_backend("fake", gpus=gpus) if backend == "fake" else open_backend(backend),
+           serve_metrics=serve)
 out["built"] = rss_kb()
 
 def scrape(gz):
@@ -110,6 +113,17 @@ def later():
             scrape(True)
             time.sleep(1.1)  # a new snapshot each time: rendered again
         out["scraped"] = rss_kb()
+        # of it, the pages of mapped files (shared libraries, NumPy's among them) and of NumPy's own
+        libs = numpy_libs = 0
+        path = ""
+        for line in open("/proc/self/smaps"):
+            f = line.split()
+            if "-" in f[0] and len(f) >= 5 and ":" in f[3]:
+                path = f[5] if len(f) > 5 else ""
+            elif f[0] == "Rss:" and path.startswith("/"):
+                libs += int(f[1])
+                numpy_libs += int(f[1]) if "/numpy" in path else 0
+        out["libraries"], out["numpy_libraries"] = libs, numpy_libs
         out["threads"] = len(os.listdir("/proc/self/task"))
         out["modules"] = len(sys.modules)
         out["numpy"] = "numpy" in sys.modules
@@ -159,10 +173,32 @@ def import_cost(py: Python, names: tuple[str, ...]) -> float:
     return after - before
 
 
-def daemon_run(py: Python, gpus: int, seconds: float) -> dict[str, float]:
-    r = py.run(["-c", DAEMON, str(gpus), str(seconds)], timeout=seconds + 180)
+@dataclass(frozen=True)
+class Setup:
+    """A node the daemon runs on: rasd's fake with ``gpus`` GPUs, or NVIDIA's mock NVML (its H100
+    profile: 8 GPUs) through the real pynvml, as ``rasd run --backend nvml`` opens it."""
+
+    label: str
+    gpus: int
+    backend: str  # "fake" or "nvml"
+
+    def env(self) -> dict[str, str]:
+        if self.backend == "fake":
+            return {}
+        return {"LD_LIBRARY_PATH": str(MOCK / "lib"),
+                "MOCK_NVML_CONFIG": str(MOCK / "configs" / "mock-nvml-config-h100.yaml")}
+
+
+SETUPS = (Setup("8 GPUs", 8, "fake"), Setup("72 GPUs", 72, "fake"),
+          Setup("8 GPUs, NVIDIA's mock NVML", 8, "nvml"))
+
+
+def daemon_run(py: Python, setup: Setup, seconds: float) -> dict[str, float]:
+    r = subprocess.run([py.exe, "-c", DAEMON, str(setup.gpus), str(seconds), setup.backend],
+                       env=dict(py.env, **setup.env()), cwd=py.cwd, capture_output=True, text=True,
+                       timeout=seconds + 180)
     if r.returncode != 0:
-        raise SystemExit(f"daemon run at {gpus} GPUs failed: {r.stderr[-2000:]}")
+        raise SystemExit(f"daemon run on {setup.label} failed: {r.stderr[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -224,13 +260,19 @@ def main() -> None:
     stages = [("imports", "the CLI and the daemon's modules imported"),
               ("built", "daemon built (backend, services, store; NumPy with the power analysis)"),
               ("running", "running, before any scrape"),
-              ("scraped", "after three scrapes, plain and gzip")]
-    runs: dict[int, list[dict[str, float]]] = {8: [], 72: []}
+              ("scraped", "after three scrapes, plain and gzip"),
+              ("libraries", "of which mapped files' pages (shared libraries: the interpreter, NVML, SQLite, ...)"),
+              ("numpy_libraries", "of which NumPy's libraries' pages (its extensions, OpenBLAS)")]
+    setups = [st for st in SETUPS if st.backend == "fake" or (MOCK / "lib" / "libnvidia-ml.so.1").is_file()]
+    if len(setups) < len(SETUPS):
+        print(f"NVIDIA's mock NVML is not at {MOCK}: its column is left out")
+    runs: dict[Setup, list[dict[str, float]]] = {st: [] for st in setups}
     for _ in range(args.runs):
-        for gpus in (8, 72):  # interleaved, so the machine's load falls on both alike
-            runs[gpus].append(daemon_run(py, gpus, args.seconds))
-    for gpus, rs in runs.items():
-        col = f"{gpus} GPUs"
+        for st in setups:  # interleaved, so the machine's load falls on all alike
+            runs[st].append(daemon_run(py, st, args.seconds))
+    for st, rs in runs.items():
+        col = st.label
+        gpus = st.gpus if st.backend == "fake" else f"mock{st.gpus}"
         for key, label in stages:
             xs = [mb(r[key]) for r in rs]
             rec.add(f"memory.daemon.{key}.{gpus}", f"daemon RSS: {label}", med(xs), "MB",
