@@ -97,7 +97,9 @@ _line = decision_line
               help="GPU architecture, for register decodes that apply to one architecture only.")
 @click.option("--jobs", type=click.IntRange(1, 256), default=None,
               help="Worker processes, hosts spread over them (default: the CPUs, up to 8, for "
-              "files over 32 MiB; else 1). The report is the same for any number.")
+              "files over 32 MiB; else 1). The report is the same for any number where the log "
+              "is in time order to within the reorder window (300 s, 65,536 events); beyond it "
+              "each worker restores the order of its own hosts' events only, so it can differ.")
 def replay_cmd(files: tuple[str, ...], as_json: bool, year: int | None, boot_time: str | None,
                arch: str | None, jobs: int | None) -> None:
     """Feed event logs or kernel logs (dmesg, journalctl, syslog) through classification and
