@@ -41,6 +41,10 @@ SCHEDULER_CLIENTS = ("rasd.scheduler.kube", "rasd.scheduler.slurm", "kubernetes"
 EXPORTER_EXTRAS = ("prometheus_client", "http.server", "http.client", "ssl")
 # its own CPU, memory and threads are read from the kernel directly
 SELF_STATS = ("psutil",)
+# np.median and np.percentile load NumPy's masked arrays (about 1 MB): the live analysis takes its
+# order statistics from one partition (rasd.power.stats); nor does it draw random numbers or fit
+# polynomials with NumPy's packages for them
+NUMPY_EXTRAS = ("numpy.ma", "numpy.random", "numpy.polynomial")
 # rasd run loads its own commands only
 OTHER_COMMANDS = ("rasd.cli.ladder", "rasd.cli.sdc", "rasd.cli.power", "rasd.cli.power_report", "rasd.cli.scheduler",
                   "rasd.ladder.replay")
@@ -88,8 +92,11 @@ def test_a_daemon_at_defaults_loads_no_sdc_checks_scheduler_client_or_prometheus
             m = re.search(r"^rasd_health_polls_total (\S+)$", http_get(f"http://127.0.0.1:{port}/metrics"), re.M)
             return float(m.group(1)) if m else 0.0
 
+        def analysed() -> bool:  # the power analysis has taken a spectrum: its band energy is exported
+            return "rasd_power_band_energy_ratio{" in http_get(f"http://127.0.0.1:{port}/metrics")
+
         # a few main-loop passes: the first periodic SDC check falls due at the first one
-        wait_for(lambda: proc.poll() is None and polls() >= 4, timeout=120)
+        wait_for(lambda: proc.poll() is None and polls() >= 4 and analysed(), timeout=120)
         # the commands that read the daemon's state (through its socket, or its store) need only
         # the data shapes: no NumPy
         for cmd in ("status", "history", "ladder"):
@@ -114,6 +121,8 @@ def test_a_daemon_at_defaults_loads_no_sdc_checks_scheduler_client_or_prometheus
     assert _present(mods, EXPORTER_EXTRAS) == []
     assert _present(mods, OTHER_COMMANDS) == []
     assert _present(mods, SELF_STATS) == []
+    assert "numpy.fft" in mods  # the analysis ran
+    assert _present(mods, NUMPY_EXTRAS) == []
 
 
 # a daemon without a configuration file reads no TOML; the fake node's scenarios are TOML, so
