@@ -6,17 +6,15 @@ with another layout refused."""
 from __future__ import annotations
 
 import ctypes
-import glob
 import os
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from rasd.backends.nvml.powerloop import NativeLoop, NativeReads, load
+from tests.contract.mocknvml import gcc_and_nvml_header
 from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,21 +23,9 @@ READER = Path(__file__).with_name("native_reader.c")
 FIELD = 186
 
 
-def _nvml_h() -> Path | None:
-    for p in sys.path:
-        for h in glob.glob(os.path.join(p or ".", "nvidia", "*", "include", "nvml.h")):
-            return Path(h)
-    return None
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ctypes.CDLL]:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed (tests/run.sh installs it)")
-    header = _nvml_h()
-    if header is None:
-        pytest.skip("nvml.h not found: pip install nvidia-nvml-dev (tests/run.sh does)")
+    gcc, header = gcc_and_nvml_header()
     out = tmp_path_factory.mktemp("native")
     loop_lib, reader_lib = out / "_powerloop.so", out / "reader.so"
     for args in (

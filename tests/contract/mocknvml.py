@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,25 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 MOCK = (ROOT / ".." / "shared" / "nvml-mock").resolve()
 PROFILES = ("h100", "a100", "b200", "gb200", "gb300", "l40s", "t4")
+
+
+def nvml_header() -> Path | None:
+    """NVIDIA's nvml.h from PyPI's nvidia-nvml-dev (a test extra), where it is installed."""
+    for p in sys.path:
+        for h in glob.glob(os.path.join(p or ".", "nvidia", "*", "include", "nvml.h")):
+            return Path(h)
+    return None
+
+
+def gcc_and_nvml_header() -> tuple[str, Path]:
+    """gcc and nvml.h, for C built against NVIDIA's header; skips the calling test without them."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed (tests/run.sh installs it)")
+    header = nvml_header()
+    if header is None:
+        pytest.skip("nvml.h not found: pip install nvidia-nvml-dev (tests/run.sh does)")
+    return gcc, header
 
 
 def mock_dir() -> Path:

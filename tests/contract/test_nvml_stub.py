@@ -7,10 +7,8 @@ received. Each case runs in its own process (pynvml loads the library once per p
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,26 +16,14 @@ from typing import Any
 
 import pytest
 
-from tests.contract.mocknvml import ROOT
+from tests.contract.mocknvml import ROOT, gcc_and_nvml_header
 
 STUB = Path(__file__).with_name("nvmlstub.c")
 
 
-def _nvml_h() -> Path | None:
-    for p in sys.path:
-        for h in glob.glob(os.path.join(p or ".", "nvidia", "*", "include", "nvml.h")):
-            return Path(h)
-    return None
-
-
 @pytest.fixture(scope="module")
 def stub_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is not installed (tests/run.sh installs it)")
-    header = _nvml_h()
-    if header is None:
-        pytest.skip("nvml.h not found: pip install nvidia-nvml-dev (tests/run.sh does)")
+    gcc, header = gcc_and_nvml_header()
     out = tmp_path_factory.mktemp("nvmlstub")
     r = subprocess.run(
         [gcc, "-std=c11", "-D_DEFAULT_SOURCE", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",

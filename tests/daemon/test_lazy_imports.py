@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO, Callable
 
 from tests.e2e.helpers import free_port, http_get, wait_for
 
@@ -61,6 +62,31 @@ def _env(tmp: Path) -> dict[str, str]:
     return env
 
 
+def _start(env: dict[str, str], backend: str, tmp_path: Path) -> tuple[subprocess.Popen, IO[str], int, Callable[[], float]]:
+    """`rasd run` on ``backend``, logging to tmp_path/rasd.log; and how many polls it has made."""
+    port = free_port()
+    log = open(tmp_path / "rasd.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "rasd", "run", "--backend", backend, "--listen",
+                             f"127.0.0.1:{port}"], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def polls() -> float:
+        m = re.search(r"^rasd_health_polls_total (\S+)$", http_get(f"http://127.0.0.1:{port}/metrics"), re.M)
+        return float(m.group(1)) if m else 0.0
+
+    return proc, log, port, polls
+
+
+def _stop(proc: subprocess.Popen, log: IO[str]) -> None:
+    """SIGTERM the daemon and wait for it (killed past 30 s), then close its log."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+
+
 def _loaded(tmp: Path, name: str = "modules.json") -> set[str]:
     return set(json.loads((tmp / name).read_text()))
 
@@ -83,14 +109,8 @@ def test_help_loads_no_numpy_and_no_area_code(tmp_path: Path) -> None:
 
 def test_a_daemon_at_defaults_loads_no_sdc_checks_scheduler_client_or_prometheus_client(tmp_path: Path) -> None:
     env = _env(tmp_path)
-    port = free_port()
-    log = open(tmp_path / "rasd.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "rasd", "run", "--backend", "fake", "--listen",
-                             f"127.0.0.1:{port}"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc, log, port, polls = _start(env, "fake", tmp_path)
     try:
-        def polls() -> float:
-            m = re.search(r"^rasd_health_polls_total (\S+)$", http_get(f"http://127.0.0.1:{port}/metrics"), re.M)
-            return float(m.group(1)) if m else 0.0
 
         def analysed() -> bool:  # the power analysis has taken a spectrum: its band energy is exported
             return "rasd_power_band_energy_ratio{" in http_get(f"http://127.0.0.1:{port}/metrics")
@@ -106,13 +126,7 @@ def test_a_daemon_at_defaults_loads_no_sdc_checks_scheduler_client_or_prometheus
             assert r.returncode == 0, (cmd, r.stderr)
             assert _present(_loaded(tmp_path, f"{cmd}.json"), ("numpy", "rasd.power.analysis")) == [], cmd
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            log.close()
+        _stop(proc, log)
     assert proc.returncode == 0, (tmp_path / "rasd.log").read_text()[-2000:]
     mods = _loaded(tmp_path)
     assert "rasd.daemon" in mods and "rasd.sdc.service" in mods  # the dump saw a whole daemon
@@ -139,24 +153,12 @@ def test_a_daemon_on_the_mock_nvml_without_a_config_file_loads_no_toml_parser(tm
     env.update(LD_LIBRARY_PATH=mock["LD_LIBRARY_PATH"], MOCK_NVML_CONFIG=mock["MOCK_NVML_CONFIG"])
     # the NVML backend's state and socket default to the system's: keep them to this test
     env.update({"STATE_DIRECTORY": str(tmp_path / "state"), "RUNTIME_DIRECTORY": str(tmp_path / "run")})
-    port = free_port()
-    log = open(tmp_path / "rasd.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "rasd", "run", "--backend", "nvml", "--listen",
-                             f"127.0.0.1:{port}"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc, log, port, polls = _start(env, "nvml", tmp_path)
     try:
-        def polls() -> float:
-            m = re.search(r"^rasd_health_polls_total (\S+)$", http_get(f"http://127.0.0.1:{port}/metrics"), re.M)
-            return float(m.group(1)) if m else 0.0
 
         wait_for(lambda: proc.poll() is None and polls() >= 3, timeout=120)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            log.close()
+        _stop(proc, log)
     assert proc.returncode == 0, (tmp_path / "rasd.log").read_text()[-2000:]
     mods = _loaded(tmp_path)
     assert "rasd.daemon" in mods and "pynvml" in mods  # the dump saw a whole daemon on NVML
