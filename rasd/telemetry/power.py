@@ -38,6 +38,7 @@ import bisect
 import collections
 import enum
 import logging
+import threading
 import time
 from typing import Callable, Sequence
 
@@ -248,33 +249,44 @@ class PowerSampler:
             raise ValueError("power sample rate must be in (0, 100] Hz")
         self.hz = hz
         self.sink = sink
-        self.clock = clock
-        self._clock = clock
+        self._given_clock = clock
         self.wall = wall
         self.started = clock()
         self._gpus = [_GpuSampler(self, g) for g in gpus]
         # a deque: an abandoned thread may still append when its hung read returns
         self._pending: collections.deque[PowerSample] = collections.deque()
-        # the loop calls the GPU's own methods: no layer of the sampler's between (12.5 rounds a
-        # second, each a wake-up with cold caches, where every call costs)
         self._hang_seconds = hang_seconds
         self.loop: GpuLoop[_GpuSampler] | NativeLoop[_GpuSampler]
+        self.clock: Callable[[], float]
         if native is not None:
             # the reads on a native thread; their results are judged here, a batch at a time
-            # (drain, every pass of the daemon's main loop), on the monotonic clock the native
-            # thread stamps them with
-            self.loop = NativeLoop("power", self._gpus, native, 1.0 / hz, hang_seconds,
-                                   queue_seconds=native_queue_seconds(pass_seconds))
-            self.clock = time.monotonic
+            # (drain, every pass of the daemon's main loop)
+            self._use(NativeLoop("power", self._gpus, native, 1.0 / hz, hang_seconds,
+                                 queue_seconds=native_queue_seconds(pass_seconds)))
         else:
-            self.loop = self._python_loop()
-        self.native = native is not None
-        self.stop_event = self.loop.stop_event
+            self._use(self._python_loop())
+
+    def _use(self, loop: GpuLoop[_GpuSampler] | NativeLoop[_GpuSampler]) -> None:
+        """Read with ``loop``. The native thread stamps its reads on the monotonic clock, so the
+        sampler keeps time by that clock with it, and by the one it was given otherwise."""
+        self.loop = loop
+        self.clock = time.monotonic if isinstance(loop, NativeLoop) else self._given_clock
+
+    @property
+    def native(self) -> bool:
+        """Whether the reads run on the native thread."""
+        return isinstance(self.loop, NativeLoop)
+
+    @property
+    def stop_event(self) -> threading.Event:
+        return self.loop.stop_event
 
     def _python_loop(self) -> GpuLoop[_GpuSampler]:
+        # the loop calls the GPU's own methods: no layer of the sampler's between (12.5 rounds a
+        # second, each a wake-up with cold caches, where every call costs)
         return GpuLoop(
             "power", self._gpus, _GpuSampler.read_once, 1.0 / self.hz, self._hang_seconds,
-            after_round=self._flush, clock=self.clock, ready=_GpuSampler.due,
+            after_round=self._flush, clock=self._given_clock, ready=_GpuSampler.due,
         )
 
     def pass_seconds(self, seconds: float) -> None:
@@ -312,10 +324,7 @@ class PowerSampler:
             self.loop.start()
         except OSError as e:  # the native reader's thread cannot start: read from Python
             log.error("event=native_sampler_unavailable error=%r action=python_reads", str(e))
-            self.clock = self._clock
-            self.loop = self._python_loop()
-            self.native = False
-            self.stop_event = self.loop.stop_event
+            self._use(self._python_loop())
             self.loop.start()
 
     def stop(self) -> None:

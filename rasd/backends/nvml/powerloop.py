@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from typing import Any, Generic, Sequence, TypeVar
 
 log = logging.getLogger("rasd.power.native")
 
@@ -148,8 +148,6 @@ class NativeLoop(Generic[T]):
         self._start_failed = False  # a thread could not be started (logged once)
         self.abandoned = 0
         self.stop_event = threading.Event()
-        # the watchdog sets this on the loops it attaches; no Python runs on the native thread
-        self.before_round: Callable[[float], object] | None = None
 
     @property
     def interval(self) -> float:
@@ -214,12 +212,18 @@ class NativeLoop(Generic[T]):
             r = self._runner
             if r is None or self.stop_event.is_set():
                 return
-            new = self._new_runner(self._hung)
-            lib = self.reads.lib
-            lib.pl_stop(r)
-            self._taken.extend(self._take(r))
-            self._abandoned.append((r, -1))  # released once its thread has ended, as a hung one
-            self._runner, self._runner_dropped = new, 0
+            self._hand_over(self._new_runner(self._hung), -1)
+
+    def _hand_over(self, new: int, pos: int) -> None:
+        """Runner ``new`` takes over (caller holds the lock): the current one is stopped, what it
+        read is kept, and it is released once its thread has ended (``pos``: the GPU of its hung
+        read, read again then; -1 where it was replaced for another reason)."""
+        r = self._runner
+        assert r is not None
+        self.reads.lib.pl_stop(r)
+        self._taken.extend(self._take(r))
+        self._abandoned.append((r, pos))
+        self._runner, self._runner_dropped = new, 0
 
     def hung(self) -> frozenset[T]:
         with self._lock:
@@ -289,12 +293,9 @@ class NativeLoop(Generic[T]):
                               self.name, pos, str(e))
                 self._start_failed = True
                 return None
-            lib.pl_stop(r)
-            self._taken.extend(self._take(r))  # what it read before the hang is kept
-            self._abandoned.append((r, pos))
+            self._hand_over(new, pos)
             self._hung.add(pos)
             self.abandoned += 1
-            self._runner, self._runner_dropped = new, 0
         log.warning(
             "event=call_hung loop=%s item=%d deadline_seconds=%.2f action=continued_on_new_thread",
             self.name, pos, self.deadline,
