@@ -92,6 +92,7 @@ class Run:
     rss_mb: float
     threads: int
     load: float  # the machine's 1-minute load average at the end of the window
+    wakeups: float = 0.0  # a second: all threads' voluntary context switches over the window
     capture: float | None = None  # rasd only: captured / NVML's distinct updates (fake)
     rate_hz: float | None = None  # rasd only: distinct updates per GPU per second
     by_thread: dict[str, float] = field(default_factory=dict)  # rasd only: % of one core per thread group
@@ -107,6 +108,42 @@ def thread_cpu(ps: psutil.Process) -> dict[int, tuple[str, float]]:
             continue  # ended between the listing and the read
         out[t.id] = (name, t.user_time + t.system_time)
     return out
+
+
+def wakeups(pid: int) -> int:
+    """Voluntary context switches of all the process's threads so far (proc(5): each is a wait
+    that ended, the wake-up a sleeping thread costs the CPU)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue  # ended between the listing and the read
+    return total
+
+
+WAKE_PROBE = """
+import threading, time
+def loop(n, period):
+    for _ in range(n):
+        time.sleep(period)
+t = threading.Thread(target=loop, args=(%d, %r))
+c0 = time.process_time()
+t.start()
+t.join()
+print((time.process_time() - c0) / %d)
+"""
+
+
+def wake_cost(python: Path, hz: float = 12.5, seconds: float = 8.0) -> float:
+    """CPU seconds one wake-up of a sleeping Python thread costs on this machine: a process whose
+    only work is a thread that sleeps ``hz`` times a second, as rasd's power loop does."""
+    n = max(1, round(hz * seconds))
+    out = subprocess.run([str(python), "-c", WAKE_PROBE % (n, 1.0 / hz, n)], capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip())
 
 
 def group(tid: int, pid: int, name: str, process_name: str) -> str:
@@ -181,7 +218,7 @@ def measure(cmd: list[str], env: dict[str, str], port: int, gpus: int, warmup: f
         ps = psutil.Process(proc.pid)
         text = scrape(port)
         th0 = thread_cpu(ps) if is_rasd else {}
-        c0, t0 = sum(ps.cpu_times()[:2]), time.monotonic()
+        c0, t0, v0 = sum(ps.cpu_times()[:2]), time.monotonic(), wakeups(proc.pid)
         # rasd's counters are as of its last snapshot: time the window by the snapshots' stamps
         s0 = metric(text, "rasd_power_samples_total") if is_rasd else 0.0
         w0 = metric(text, "rasd_snapshot_timestamp_seconds") if is_rasd else 0.0
@@ -191,9 +228,10 @@ def measure(cmd: list[str], env: dict[str, str], port: int, gpus: int, warmup: f
             text = scrape(port)
             if time.monotonic() >= end:
                 break
-        c1, t1 = sum(ps.cpu_times()[:2]), time.monotonic()
+        c1, t1, v1 = sum(ps.cpu_times()[:2]), time.monotonic(), wakeups(proc.pid)
         th1 = thread_cpu(ps) if is_rasd else {}
-        run = Run(100 * (c1 - c0) / (t1 - t0), ps.memory_info().rss / 2**20, ps.num_threads(), os.getloadavg()[0])
+        run = Run(100 * (c1 - c0) / (t1 - t0), ps.memory_info().rss / 2**20, ps.num_threads(), os.getloadavg()[0],
+                  wakeups=(v1 - v0) / (t1 - t0))
         if is_rasd:
             run.by_thread = by_thread(ps, th0, th1, c1 - c0, t1 - t0)
             got = metric(text, "rasd_power_samples_total") - s0
@@ -333,6 +371,7 @@ def main() -> None:
             a: list[Run] = []
             b: list[Run] = []
             m: list[float] = []  # the fake's power model alone, in turn with the two
+            w: list[float] = []  # CPU seconds of a thread's wake-up here, in turn with the two
             for pair in range(args.pairs):
                 state = tmp / f"state-{pair}"
                 shutil.rmtree(state, ignore_errors=True)
@@ -348,11 +387,12 @@ def main() -> None:
                                  tmp / "nvitop.log"))
                 if st.model is not None:
                     m.append(measure_model(st.model, st.env, args.warmup, args.seconds, tmp / "model.log"))
+                w.append(wake_cost(rv.python))
                 print(f"  {st.label} pair {pair + 1}: rasd {a[-1].cpu_percent:.2f}% {a[-1].rss_mb:.0f} MB "
                       f"{a[-1].threads} threads | nvitop-exporter {b[-1].cpu_percent:.2f}% {b[-1].rss_mb:.0f} MB "
                       f"{b[-1].threads} threads | load average {b[-1].load:.2f}"
                       + (f" | the fake's model alone {m[-1]:.2f}%" if m else ""), flush=True)
-            report(rec, st, a, b, args.pairs, m)
+            report(rec, st, a, b, args.pairs, m, w)
             if st.fake:  # the mock library starts threads of its own: compare like with like
                 threads_by_gpus[st.gpus] = (st.label, max(r.threads for r in a))
         if len(threads_by_gpus) > 1:
@@ -365,7 +405,8 @@ def main() -> None:
     rec.save()
 
 
-def report(rec: results.Recorder, st: Setup, a: list[Run], b: list[Run], pairs: int, model: list[float]) -> None:
+def report(rec: results.Recorder, st: Setup, a: list[Run], b: list[Run], pairs: int, model: list[float],
+           wake: list[float]) -> None:
     """Print the setup's figures with their targets and record them (one README column per setup)."""
     med = statistics.median
     col, key = st.label, f"side_by_side.{st.name}"
@@ -403,6 +444,16 @@ def report(rec: results.Recorder, st: Setup, a: list[Run], b: list[Run], pairs: 
     rec.add(f"{key}.threads", "threads, rasd vs nvitop-exporter (most seen)", ours_t, "threads", column=col,
             text=f"{ours_t} vs {theirs_t}")
     print(f"  threads: rasd {ours_t} vs {theirs_t}  [target: not one per GPU per job; judged across GPU counts]")
+    ours_w, theirs_w, cost = med([x.wakeups for x in a]), med([y.wakeups for y in b]), med(wake)
+    rec.add(f"{key}.wakeups", "thread wake-ups a second (all threads' voluntary context switches), rasd vs "
+            "nvitop-exporter", ours_w, "/s", column=col, text=f"{ours_w:.1f} vs {theirs_w:.1f}", notes=noise)
+    rec.add(f"{key}.wake_cost", "CPU of one thread wake-up on this machine (a process whose one thread only "
+            "sleeps, 12.5 times a second), and what rasd's wake-ups cost at that price", cost * 1e6, "us",
+            column=col, text=f"{cost * 1e6:.0f} us: {ours_w * cost * 100:.2f}% of a core",
+            notes=noise | {"runs_min_us": round(min(wake) * 1e6, 1), "runs_max_us": round(max(wake) * 1e6, 1)})
+    print(f"  wake-ups a second: rasd {ours_w:.1f} vs nvitop-exporter {theirs_w:.1f}; a wake-up costs "
+          f"{cost * 1e6:.0f} us of CPU here (runs {spread([x * 1e6 for x in wake], 0)}), so rasd's alone "
+          f"{ours_w * cost * 100:.2f}% of a core")
     rates = [x.rate_hz for x in a if x.rate_hz is not None]
     if st.fake:
         caps = [100 * x.capture for x in a if x.capture is not None]
