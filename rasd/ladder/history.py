@@ -33,8 +33,10 @@ class FaultHistory:
     """Feed it every classified event (``remember``) and every remedy (``remedy_applied``);
     ask it for the ``context`` of the next event and for the recurrence counts escalation needs."""
 
-    def __init__(self, settings: LadderSettings):
+    def __init__(self, settings: LadderSettings, *, components: bool = True):
+        """``components``: keep ``gpus_seen`` and ``links_seen`` (see ``Escalator``)."""
         self.s = settings
+        self._components = components
         self._long_burst = settings.long_burst_codes()
         self._line_burst = settings.xid_line_burst_seconds
         self._recent_keep = max(settings.xid_repeat_window_seconds,
@@ -214,7 +216,7 @@ class FaultHistory:
             return  # (most findings: nothing per link, no repeat rule)
         if f.link_parity:
             self._parity[(e.gpu, f.link)] += 1
-        if f.link is not None:
+        if f.link is not None and self._components:
             self.links_seen.add((e.gpu, f.link))
         if f.repeat_key is not None:
             times = self._repeats[(e.gpu, f.link)].setdefault(f.repeat_key, deque())

@@ -14,12 +14,15 @@ same order, with each host's ladder kept in the CPU's caches while its events ar
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import json
 import math
 import re
+import sys
 import zlib
+from array import array
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,9 +45,13 @@ _REQUIRED = {
     FaultKind.REMEDY: ("action", "result"),
     FaultKind.NVSWITCH: ("sxid",),
 }
+_places = functools.partial(array, "I")  # a new array of places (unsigned, 32 bits or more)
 REORDER_WINDOW = 65_536  # at most this many events held back to restore time order
 REORDER_SECONDS = 300.0  # an event is held until the log is this far past it
-CHUNK_EVENTS = 131_072  # events judged host by host at a time (memory vs the CPU's caches)
+# events judged host by host at a time (memory vs the CPU's caches: a host's ladder is fetched
+# from memory once a chunk); with each waiting event kept small (one string a host, compact
+# details, places as machine integers) this many take less memory than 131,072 took before
+CHUNK_EVENTS = 196_608
 SWEEP_EVERY = 32  # events between two host-ladder sweeps of a replay (memory vs time)
 BARE_SPACING_SECONDS = 60.0  # bare driver lines carry no time: one minute apart, a burst together
 EXPECTED = ("JSON-lines events, or kernel log lines with NVIDIA driver reports (NVRM: Xid / "
@@ -151,7 +158,8 @@ _ONE_FIELD = {k.value: (k, _REQUIRED.get(k, ("",))[0]) for k in FaultKind
 
 
 def parse_object(obj: Any) -> tuple[FaultEvent, str]:
-    """One decoded JSON object -> (event, host). The object is consumed: it becomes the details."""
+    """One decoded JSON object -> (event, host). The object is consumed: what is left of it
+    becomes the details."""
     # The exact-type test is the cheap one, true for every line json and orjson decode; a dict
     # subclass (another decoder's) is checked only when it fails.
     if type(obj) is not dict and not isinstance(obj, dict):
@@ -193,7 +201,8 @@ def parse_object(obj: Any) -> tuple[FaultEvent, str]:
         raise ValueError(f"host: {host!r} is not a host name")
     if kind is _NVLINK:
         obj["link"] = link
-    return _new_event(t, gpu, kind, link, obj), host
+    # (a copy of what is left, as the reader's own path makes: see ``_json_events``)
+    return _new_event(t, gpu, kind, link, dict(obj.items())), host
 
 
 def parse_line(text: str) -> FaultEvent:
@@ -235,6 +244,10 @@ def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats,
     host_re = _HOST_RE.search
     new_event = _new_event
     one_field = _ONE_FIELD
+    # a host's name is kept as one string for all its events (the decoder makes one a line):
+    # a chunk of events waiting to be judged holds one copy, not one an event, and the look-ups
+    # by host (the chunk's groups, the ladders) find it by identity
+    intern = sys.intern
     n = stats.lines
     events = 0  # (counted here, written to the stats when the file ends or fails)
     try:
@@ -266,7 +279,11 @@ def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats,
                 if (spec is not None and type(t) is float and t - t == 0.0 and type(gpu) is int
                         and gpu >= 0 and type(host) is str and (not spec[1] or spec[1] in obj)):
                     events += 1
-                    yield t, n, new_event(t, gpu, spec[0], None, obj), host, 0
+                    # (the details are a copy of what is left: the decoded object keeps the
+                    # table of all its keys after four are taken out, 352 bytes against 184
+                    # for the copy, and a chunk keeps 196,608 events waiting to be judged)
+                    yield t, n, new_event(t, gpu, spec[0], None, dict(obj.items())), \
+                        intern(host), 0
                     continue
                 obj = loads(text)  # (the checks took its fields: parse_object reads them all)
             try:
@@ -274,7 +291,7 @@ def _json_events(lines: Iterable[tuple[int, str]], stats: ReadStats,
             except ValueError as e:
                 raise ReplayError(n, str(e)) from None
             events += 1
-            yield event.time_wall, n, event, host, 0
+            yield event.time_wall, n, event, intern(host), 0
     finally:
         stats.lines = n
         stats.events += events
@@ -460,7 +477,7 @@ def run(items: Iterable[Numbered], settings: LadderSettings | None = None,
         event = item[2]  # (Numbered's fields by position: once per event)
         esc = ladders.get(item[3])
         if esc is None:
-            esc = ladders[item[3]] = Escalator(s, sweep=False)
+            esc = ladders[item[3]] = Escalator(s, sweep=False, components=False)
             order.append(esc)
         if not n % SWEEP_EVERY:
             # events arrive in time order: this event's time is safe for any host's ladder
@@ -497,7 +514,9 @@ def run_grouped(items: Iterable[Numbered], settings: LadderSettings | None = Non
             failed = e
         if not batch and failed is None:
             return
-        groups: defaultdict[str, list[int]] = defaultdict(list)  # host -> its events' places
+        # host -> its events' places in the chunk, as an array of machine integers (a list
+        # would keep an int object for each place: 36 bytes an event of the chunk against 4)
+        groups: defaultdict[str, array[int]] = defaultdict(_places)
         for i, item in enumerate(batch):
             groups[item[3]].append(i)
         # every event fed so far is no later than this chunk's first: safe for any host's sweep
@@ -508,7 +527,7 @@ def run_grouped(items: Iterable[Numbered], settings: LadderSettings | None = Non
         for host, idx in groups.items():
             esc = ladders.get(host)
             if esc is None:
-                esc = ladders[host] = Escalator(s, sweep=False)
+                esc = ladders[host] = Escalator(s, sweep=False, components=False)
             elif t0 >= esc.next_sweep:
                 # a host's ladder is swept (memory stays flat) just before its events of the
                 # chunk are judged: what the sweep reads, the judging reads next, so the host's

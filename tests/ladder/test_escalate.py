@@ -200,3 +200,15 @@ def test_forgetting_what_no_window_reaches_changes_no_decision(events):
         escalate.SWEEP_SECONDS = before
     kept = Escalator(sweep=False)
     assert with_sweeps == kept.feed_all(events)
+
+
+@settings(max_examples=80, deadline=None)
+@given(fault_events())
+def test_a_ladder_that_keeps_no_components_decides_the_same(events):
+    """A replay's ladders keep no list of the GPUs and links seen (its report reads none):
+    the same steps, and nothing kept in those sets."""
+    kept, bare = Escalator(sweep=False), Escalator(sweep=False, components=False)
+    for e in events:
+        assert kept.feed(e) == bare.feed(e)
+    assert bare.gpus_seen == set() and bare.links_seen == set()
+    assert kept.gpus_seen == {e.gpu for e in events}

@@ -126,3 +126,23 @@ def test_inline_line_parse_same_as_parse_object(line: str) -> None:
     except ReplayError as e:
         got = str(e)
     assert got == (want if isinstance(want, str) else [want])
+
+
+def test_events_waiting_in_a_chunk_keep_little() -> None:
+    """The reader keeps one string for a host's name, and details that hold only the kind's
+    own fields in a table of their size (a chunk holds 196,608 events waiting to be judged)."""
+    import sys
+
+    from rasd.ladder.replay import Names, ReadStats, read_events
+
+    lines = ['{"time":1704067216.3,"host":"node0001","gpu":1,"kind":"ecc",'
+             '"volatile_corrected":3,"volatile_uncorrected":0}',
+             '{"time":1704067217.3,"host":"node0001","gpu":2,"kind":"nvlink","link":4,'
+             '"state":"up","crc_flit_errors":9,"rate_per_second":0.5}']
+    got = list(read_events([x + "\n" for x in lines], ReadStats(), Names()))
+    assert got[0][3] == "node0001" and got[0][3] is got[1][3]
+    assert got[0][2].details == {"volatile_corrected": 3, "volatile_uncorrected": 0}
+    assert got[1][2].details == {"state": "up", "crc_flit_errors": 9, "rate_per_second": 0.5,
+                                 "link": 4}
+    small = sys.getsizeof({"a": 1, "b": 2})  # a table sized for its keys
+    assert all(sys.getsizeof(x[2].details) <= small for x in got)
