@@ -25,7 +25,6 @@ from typing import Any, Iterable, NamedTuple, Sequence
 # Caches are bounded: label values that churn (a new Xid code, a new error kind) must not grow
 # them forever. Clearing costs one re-format of each live series, on the next scrape only.
 _MAX_PREFIXES = 200_000
-_MAX_VALUES = 50_000
 _MAX_SAFE = 50_000
 _INF = math.inf
 
@@ -176,7 +175,10 @@ class TextRenderer:
       temperatures, clocks: they change every snapshot), so formatting them is a lookup a series.
       A family that changes now and then is formatted from its template without keeping its
       prefixes: on a 72-GPU node the NVLink error series alone would hold a megabyte of them.
-    - each distinct number's spelling, bounded.
+    - the spellings of the numbers the last render formatted, for the next one (0 and 1, levels,
+      clocks repeat; watts and energy counters are new nearly every time). Only the last
+      render's: a cache of every number seen grew by a few hundred entries a render at 72 GPUs,
+      several megabytes before any bound, and after a clear left the heap at its high-water mark.
     A render's pieces are cached bytes objects or slices of the last body; joining them makes
     the text without a new object per line.
 
@@ -187,17 +189,18 @@ class TextRenderer:
         self._cached = 0
         self._last: dict[str, tuple[_Rows, str, int, int]] = {}  # rows, help, start, end in _body
         self._body = b""
-        self._values: dict[float, bytes] = {}
+        self._values: dict[float, bytes] = {}  # number -> its spelling and newline, as the last render used them
+        self._used: dict[float, bytes] = {}  # the same, filled by the render under way
         self._safe: set[str] = set()  # label values seen with nothing to escape
 
     def _value(self, v: float) -> bytes:
-        """The number as Prometheus (Go) writes it, with the line's newline."""
+        """The number as Prometheus (Go) writes it, with the line's newline, kept for this
+        render and the next (taken from the last render's where it was there)."""
         s = self._values.get(v)
         if s is None:
-            if len(self._values) >= _MAX_VALUES:
-                self._values.clear()
             # NaN never equals itself: formatting it each time is correct, only slower
-            s = self._values[v] = (go_float(v) + "\n").encode()
+            s = (go_float(v) + "\n").encode()
+        self._used[v] = s
         return s
 
     def render(self, families: Iterable[Family]) -> tuple[bytes, tuple[tuple[str, int, int], ...]]:
@@ -210,6 +213,7 @@ class TextRenderer:
         index: list[tuple[str, int, int]] = []
         now: dict[str, tuple[_Rows, str, int, int]] = {}
         changed: dict[str, dict[tuple[str, ...], bytes]] = {}
+        self._used = {}
         pos = 0
         for m in families:
             sname, rows, doc = m.sample_name, m.rows, m.documentation
@@ -232,13 +236,14 @@ class TextRenderer:
         del parts, prev
         self._cached -= sum(len(v) for k, v in prefixes.items() if k not in changed)
         self._prefixes, self._last, self._body = changed, now, body
+        self._values, self._used = self._used, {}
         return body, tuple(index)
 
     def _text(self, m: Family, sname: str, fam: dict[tuple[str, ...], bytes] | None) -> bytes:
         """The family's HELP, TYPE and series; with ``fam``, the series prefixes are looked up
         there and kept."""
         out = [f"# HELP {sname} {_escape_help(m.documentation)}\n# TYPE {sname} {m.type}\n".encode()]
-        append, vget, value = out.append, self._values.get, self._value
+        append, vget, value = out.append, self._used.get, self._value
         lines = _Lines(sname, m.labelnames, self._safe)
         if fam is None:
             prefix = lines.prefix

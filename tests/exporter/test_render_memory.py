@@ -94,6 +94,20 @@ def test_only_families_that_keep_changing_keep_their_prefixes() -> None:
     assert r._body is body
 
 
+def test_number_spellings_kept_are_the_last_renders_only() -> None:
+    """Watts and energy counters are new numbers nearly every snapshot: the spellings kept are
+    those the last render used (a level that repeats is carried over), not every number seen."""
+    r = TextRenderer()
+    for k in range(200):
+        body, _ = r.render(_node(100.0 + k * 0.001, float(k // 50)))
+        assert len(r._values) <= 4 + 1  # four GPUs' watts, the links' one count
+    assert body.decode() == generate_latest(_Registry(_node(100.0 + 199 * 0.001, 3.0))).decode()  # type: ignore[arg-type]
+    for links in (5.0, 6.0, 5.0):  # a count that comes back after a render without it: spelled again
+        body, _ = r.render(_node(60.0 + links, links))
+        assert r._values[links] == f"{links}\n".encode() and 60.0 + links + 3 in r._values
+        assert body.decode() == generate_latest(_Registry(_node(60.0 + links, links))).decode()  # type: ignore[arg-type]
+
+
 def _lean(env: dict[str, str]) -> str:
     code = "from rasd.heap import lean_malloc; print(sorted(lean_malloc()))"
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
