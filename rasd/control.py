@@ -24,7 +24,6 @@ import stat
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Callable
 
 log = logging.getLogger("rasd.control")
@@ -156,13 +155,13 @@ class ControlServer:
             except KeyError:
                 raise ControlSocketError(f"daemon.control_group {group!r} is not a group on this node; "
                                          "create it (groupadd) or leave it empty for root only") from None
-        p = Path(path)
+        parent = os.path.dirname(path) or "."  # os.path, not pathlib: see rasd.paths
         try:
-            p.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(parent, exist_ok=True)
         except OSError as e:
-            raise ControlSocketError(f"cannot create {p.parent} for the control socket ({e.strerror}); "
+            raise ControlSocketError(f"cannot create {parent} for the control socket ({e.strerror}); "
                                      "set daemon.control_socket to a writable place") from None
-        if p.exists() or p.is_symlink():
+        if os.path.lexists(path):  # a socket, or a link to one
             try:  # a live daemon keeps its socket: refuse to steal it
                 request(path, {"op": "ping"}, timeout=1.0)
                 raise ControlSocketError(f"another rasd daemon already listens on {path}; stop it first, "
@@ -171,7 +170,7 @@ class ControlServer:
                 raise ControlSocketError(f"another daemon's socket {path} exists and is not ours to use; "
                                          "stop that daemon or choose another daemon.control_socket") from None
             except ControlUnavailable:
-                p.unlink()
+                os.unlink(path)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o117)
         try:

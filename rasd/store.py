@@ -15,7 +15,6 @@ import os
 import sqlite3
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from rasd.model import FaultEvent, FaultKind
@@ -128,7 +127,7 @@ class Store:
                 raise StoreError(f"the state path {self.path} is a directory; set daemon.state_path to a "
                                  f"file inside it, such as {os.path.join(self.path, 'rasd.db')}")
             try:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)  # not pathlib: see rasd.paths
             except OSError as e:
                 raise StoreError(f"cannot create the directory of {self.path} ({e.strerror}); "
                                  "set daemon.state_path to a writable place") from None

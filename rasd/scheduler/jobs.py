@@ -11,8 +11,8 @@ comes from the kubelet's pod-resources API, which says which pod holds each GPU 
 
 from __future__ import annotations
 
+import os
 import re
-from pathlib import Path
 from typing import Callable, Iterable
 
 from rasd.scheduler.state import JobRef
@@ -22,9 +22,10 @@ _POD_CGROUP = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9
 _CONTAINER = re.compile(r"(?:cri-containerd-|docker-|crio-|/)([0-9a-f]{64})(?:\.scope)?$")
 
 
-def _environ(proc: Path) -> dict[str, str]:
+def _environ(proc: str) -> dict[str, str]:
     try:
-        raw = (proc / "environ").read_bytes()
+        with open(os.path.join(proc, "environ"), "rb") as f:
+            raw = f.read()
     except OSError:  # gone, or not ours to read (rasd runs as root on real nodes)
         return {}
     out = {}
@@ -35,9 +36,10 @@ def _environ(proc: Path) -> dict[str, str]:
     return out
 
 
-def _cgroups(proc: Path) -> list[str]:
+def _cgroups(proc: str) -> list[str]:
     try:
-        text = (proc / "cgroup").read_text()
+        with open(os.path.join(proc, "cgroup")) as f:
+            text = f.read()
     except OSError:
         return []
     return [line.split(":", 2)[2] for line in text.splitlines() if line.count(":") >= 2]
@@ -45,7 +47,7 @@ def _cgroups(proc: Path) -> list[str]:
 
 def job_of(pid: int, proc_root: str = "/proc", pod_name: str = "") -> JobRef:
     """The job or pod of one process; kind "none" when it belongs to neither (or is gone)."""
-    proc = Path(proc_root) / str(pid)
+    proc = os.path.join(proc_root, str(pid))  # not pathlib: see rasd.paths
     env = _environ(proc)
     job = env.get("SLURM_JOB_ID", "")
     if job.isdigit():

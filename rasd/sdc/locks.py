@@ -12,7 +12,6 @@ import fcntl
 import os
 import threading
 import time
-from pathlib import Path
 from typing import Iterator, Sequence
 
 
@@ -22,7 +21,7 @@ class GpuBusy(RuntimeError):
 
 class GpuLocks:
     def __init__(self, directory: str | None = None):
-        self._dir = Path(directory) if directory else None
+        self._dir = directory or None  # a str, not pathlib's: see rasd.paths
         self._locks: dict[int, threading.Lock] = {}
         self._files: dict[int, int] = {}
         self._guard = threading.Lock()
@@ -38,8 +37,8 @@ class GpuLocks:
         if self._dir is None:
             return True
         try:
-            self._dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self._dir / f"sdc-gpu{gpu}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            os.makedirs(self._dir, exist_ok=True)
+            fd = os.open(os.path.join(self._dir, f"sdc-gpu{gpu}.lock"), os.O_CREAT | os.O_RDWR, 0o600)
         except OSError:
             return True  # no lock directory (read-only /run): the in-process lock still holds
         try:
