@@ -14,11 +14,12 @@ imports prometheus_client, so a daemon never loads it.
 
 from __future__ import annotations
 
-import gzip
 import importlib
 import logging
+import sys
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
@@ -39,6 +40,17 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 GZIP_LEVEL = 1
 
 SectionFn = Callable[[Snapshot], Iterable[Family]]
+
+
+def gzip_compress(data: bytes) -> bytes:
+    """The gzip member of ``data``: ``gzip.compress(data, GZIP_LEVEL, mtime=0)``, which on Python
+    3.11 and later is this same zlib call (zlib writes the header: mtime 0). The gzip module, with
+    its file classes, is not loaded into a daemon for it."""
+    if sys.version_info >= (3, 11):
+        return zlib.compress(data, GZIP_LEVEL, 31)
+    import gzip  # pragma: no cover - Python 3.10's gzip writes its own header (OS 255)
+
+    return gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
 
 
 def load_sections(names: Iterable[str] = SECTIONS) -> dict[str, SectionFn]:
@@ -164,7 +176,7 @@ class ScrapeCache:
         if r._gzipped is None:
             with self._lock:
                 if r._gzipped is None:
-                    r._gzipped = gzip.compress(r.body, compresslevel=GZIP_LEVEL, mtime=0)
+                    r._gzipped = gzip_compress(r.body)
         return r._gzipped
 
 

@@ -38,8 +38,8 @@ SDC_CHECKS = ("rasd.sdc.accusation", "rasd.sdc.engines", "rasd.sdc.engines_cupy"
 SCHEDULER_CLIENTS = ("rasd.scheduler.kube", "rasd.scheduler.slurm", "kubernetes", "grpc")
 # The exporter renders with its own families: prometheus_client (its whole client loads on any
 # import) is for tests and registries only; its server reads requests without http.server, whose
-# http.client loads OpenSSL and the email parser.
-EXPORTER_EXTRAS = ("prometheus_client", "http.server", "http.client", "ssl")
+# http.client loads OpenSSL and the email parser. Its gzip bodies are zlib's, without the gzip module.
+EXPORTER_EXTRAS = ("prometheus_client", "http.server", "http.client", "ssl", "gzip")
 # its own CPU, memory and threads are read from the kernel directly
 SELF_STATS = ("psutil",)
 # np.median and np.percentile load NumPy's masked arrays (about 1 MB): the live analysis takes its

@@ -12,6 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
 from exporters.http import ScrapeServer
@@ -240,3 +242,49 @@ def test_the_accept_step_returns_at_once_when_no_client_is_waiting(server):
     t.start()
     t.join(2.0)
     assert not t.is_alive()
+
+
+_TARGET_CHARS = st.sampled_from(list("/?#&=+%:ab[]5BD") + ["name[]", "name%5B%5D", "%zz", "%C3%A9", "é", "//h"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_TARGET_CHARS, max_size=12).map("".join))
+def test_request_targets_split_and_read_as_urllib_parse_reads_them(tail: str) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from exporters.http import _query_values, _split_target
+
+    for target in ("/metrics" + tail, tail, "/" + tail):
+        try:
+            url = urlsplit(target)
+        except ValueError:  # e.g. "//[": refused alike
+            with pytest.raises(ValueError):
+                _split_target(target)
+            continue
+        path, query = _split_target(target)
+        assert (path, query) == (url.path, url.query), target
+        assert _query_values(query, "name[]") == parse_qs(url.query).get("name[]", []), target
+
+
+def test_the_scrape_server_loads_no_url_parser_for_the_usual_requests() -> None:
+    """urllib.parse (with ipaddress, which it imports) is 0.4 MB of a daemon's memory: the
+    server splits origin-form targets and plain queries itself."""
+    import subprocess
+    import sys
+
+    code = ("import sys, exporters.http as h\n"
+            "assert h._split_target('/metrics?name[]=a+b&x=') == ('/metrics', 'name[]=a+b&x=')\n"
+            "assert h._query_values('name[]=a+b&name[]=c&x=', 'name[]') == ['a b', 'c']\n"
+            "print(sorted(m for m in ('urllib.parse', 'ipaddress', 'pathlib') if m in sys.modules))")
+    root = str(Path(__file__).resolve().parents[2])
+    r = subprocess.run([sys.executable, "-S", "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]"
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.binary(max_size=5000) | st.text(alphabet="rasd_gpu{}=\"0123456789. \n#", max_size=20000).map(str.encode))
+def test_bodies_are_gzipped_as_the_gzip_module_writes_them(data: bytes) -> None:
+    from exporters.prometheus import GZIP_LEVEL, gzip_compress
+
+    assert gzip_compress(data) == gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
+    assert gzip.decompress(gzip_compress(data)) == data
