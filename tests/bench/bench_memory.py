@@ -8,7 +8,9 @@ the mock's column is left out where ``<repo>/../shared/nvml-mock`` is absent); R
 well as its heap. Stages of a daemon (one child process each run, built as ``rasd run`` builds
 it): the CLI and the daemon's modules imported; the daemon built (backend, services, store:
 this is where NumPy loads, with the power analysis); ``--seconds`` of running (health polls,
-20 Hz power, analysis); then three scrapes, plain and gzip (the rendered exposition is cached).
+20 Hz power, analysis); then three scrapes, plain and gzip (the rendered exposition is cached);
+then ``--more-scrapes`` more, one a second, each of a new snapshot (what renders keep must not
+pile up from one to the next).
 
 Everything runs as an operator's install runs: under the Python of a virtual environment that
 rasd is installed in by ``pip install`` of this checkout (tests/bench/rasd_venv.py: created under
@@ -19,7 +21,8 @@ and development run it. The interpreters' start is measured for both: a developm
 Python may run start-up hooks from its site-packages (``.pth`` files: editable installs,
 certificate injectors, ``-S`` goes without them) that a virtual environment does not.
 
-    python tests/bench/bench_memory.py [--runs 3] [--seconds 10] [--interpreter venv|checkout]
+    python tests/bench/bench_memory.py [--runs 3] [--seconds 10] [--more-scrapes 40]
+                                       [--interpreter venv|checkout]
                                        [--rasd-venv PATH] [--json PATH]
 """
 
@@ -76,7 +79,7 @@ print(before, rss_kb())
 DAEMON = _RSS + """
 import json, os, socket, sys, tempfile, threading, time
 from dataclasses import replace
-gpus, seconds, backend = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+gpus, seconds, backend, more = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 out = {"start": rss_kb()}
 import rasd.cli  # what `rasd run` loads before its command runs
 from exporters.prometheus import serve
@@ -113,6 +116,12 @@ def later():
             scrape(True)
             time.sleep(1.1)  # a new snapshot each time: rendered again
         out["scraped"] = rss_kb()
+        # then a scrape a second, each of a new snapshot: what the render keeps from one to the
+        # next must not pile up (numbers' spellings, prefixes), nor the power readings' buffers
+        for i in range(more):
+            scrape(i % 2 == 1)
+            time.sleep(1.05)
+        out["longer"] = rss_kb()
         # of it, the pages of mapped files (shared libraries, NumPy's among them) and of NumPy's own
         libs = numpy_libs = 0
         path = ""
@@ -193,10 +202,10 @@ SETUPS = (Setup("8 GPUs", 8, "fake"), Setup("72 GPUs", 72, "fake"),
           Setup("8 GPUs, NVIDIA's mock NVML", 8, "nvml"))
 
 
-def daemon_run(py: Python, setup: Setup, seconds: float) -> dict[str, float]:
-    r = subprocess.run([py.exe, "-c", DAEMON, str(setup.gpus), str(seconds), setup.backend],
+def daemon_run(py: Python, setup: Setup, seconds: float, more: int) -> dict[str, float]:
+    r = subprocess.run([py.exe, "-c", DAEMON, str(setup.gpus), str(seconds), setup.backend, str(more)],
                        env=dict(py.env, **setup.env()), cwd=py.cwd, capture_output=True, text=True,
-                       timeout=seconds + 180)
+                       timeout=seconds + 1.2 * more + 180)
     if r.returncode != 0:
         raise SystemExit(f"daemon run on {setup.label} failed: {r.stderr[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -221,6 +230,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3, help="fresh processes per figure (median)")
     ap.add_argument("--seconds", type=float, default=10.0, help="daemon running time before the scrapes")
+    ap.add_argument("--more-scrapes", type=int, default=40,
+                    help="scrapes after the first three, one a second, each of a new snapshot")
     ap.add_argument("--interpreter", choices=["venv", "checkout"], default="venv",
                     help="venv: rasd installed in its own virtual environment, as an operator installs it "
                          "(default); checkout: this checkout under the interpreter running the benchmark")
@@ -261,6 +272,7 @@ def main() -> None:
               ("built", "daemon built (backend, services, store; NumPy with the power analysis)"),
               ("running", "running, before any scrape"),
               ("scraped", "after three scrapes, plain and gzip"),
+              ("longer", f"after {args.more_scrapes} more scrapes, one a second (a render each)"),
               ("libraries", "of which mapped files' pages (shared libraries: the interpreter, NVML, SQLite, ...)"),
               ("numpy_libraries", "of which NumPy's libraries' pages (its extensions, OpenBLAS)")]
     setups = [st for st in SETUPS if st.backend == "fake" or (MOCK / "lib" / "libnvidia-ml.so.1").is_file()]
@@ -269,7 +281,7 @@ def main() -> None:
     runs: dict[Setup, list[dict[str, float]]] = {st: [] for st in setups}
     for _ in range(args.runs):
         for st in setups:  # interleaved, so the machine's load falls on all alike
-            runs[st].append(daemon_run(py, st, args.seconds))
+            runs[st].append(daemon_run(py, st, args.seconds, args.more_scrapes))
     for st, rs in runs.items():
         col = st.label
         gpus = st.gpus if st.backend == "fake" else f"mock{st.gpus}"
