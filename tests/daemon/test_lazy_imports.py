@@ -165,3 +165,20 @@ def test_a_daemon_on_the_mock_nvml_without_a_config_file_loads_no_toml_parser(tm
     assert _present(mods, CONFIG_FILE_ONLY) == []
     assert _present(mods, FAKE_NODE) == []
     assert _present(mods, SDC_CHECKS + SCHEDULER_CLIENTS + EXPORTER_EXTRAS + OTHER_COMMANDS + SELF_STATS) == []
+
+
+def test_the_daemon_on_nvml_imports_no_pathlib() -> None:
+    """pathlib brings urllib.parse and ipaddress: 0.7 MB of a daemon's memory, for paths that
+    os.path joins as well. Imported without the interpreter's start-up hooks (``-S``: an editable
+    install's finder loads pathlib), with the installed packages on the path."""
+    import site
+
+    code = ("import sys\n"
+            "import rasd.cli.telemetry, rasd.daemon, rasd.backends.nvml.adapter, rasd.backends.nvml.powerloop\n"
+            "import exporters.http, rasd.ladder.service, rasd.power.service, rasd.scheduler.build, rasd.sdc.service\n"
+            "print(' '.join(m for m in ('pathlib', 'urllib.parse', 'ipaddress') if m in sys.modules))")
+    path = os.pathsep.join([str(REPO), *site.getsitepackages(), site.getusersitepackages()])
+    r = subprocess.run([sys.executable, "-S", "-c", code], env=dict(os.environ, PYTHONPATH=path),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == []

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import re
-from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -22,6 +21,8 @@ from rasd.backends.nvml.readings import Readings
 from rasd.model import NodeIdentity
 
 if TYPE_CHECKING:
+    from os import PathLike
+
     from rasd.backends.nvml.powerloop import NativeReads
 
 log = logging.getLogger("rasd.nvml")
@@ -123,7 +124,7 @@ class NvmlAdapter:
                 return g
         return None
 
-    def native_power(self, gpus: Sequence[GpuHandle], path: Path | None = None) -> "NativeReads | None":
+    def native_power(self, gpus: Sequence[GpuHandle], path: str | PathLike[str] | None = None) -> "NativeReads | None":
         """What the native power loop (``powerloop``) needs to read the instant power of ``gpus``,
         or None where it cannot: the extension was not built, the library is not pynvml over the
         C library (the fake NVML), the binding lacks the field or its layout differs, or a GPU

@@ -19,10 +19,10 @@ import ctypes
 import functools
 import importlib.machinery
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Generic, Sequence, TypeVar
 
 log = logging.getLogger("rasd.power.native")
@@ -49,12 +49,13 @@ class Record(ctypes.Structure):
     ]
 
 
-def library_path() -> Path | None:
+def library_path() -> str | None:
     """The built extension beside this module, if the install built it."""
-    here = Path(__file__).parent
+    # os.path, not pathlib: a daemon on NVML loads nothing else that needs pathlib (0.6 MB)
+    here = os.path.dirname(os.path.abspath(__file__))
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        p = here / f"_powerloop{suffix}"
-        if p.is_file():
+        p = os.path.join(here, f"_powerloop{suffix}")
+        if os.path.isfile(p):
             return p
     return None
 
