@@ -447,13 +447,12 @@ def report(rec: results.Recorder, st: Setup, a: list[Run], b: list[Run], pairs: 
     ours_w, theirs_w, cost = med([x.wakeups for x in a]), med([y.wakeups for y in b]), med(wake)
     rec.add(f"{key}.wakeups", "thread wake-ups a second (all threads' voluntary context switches), rasd vs "
             "nvitop-exporter", ours_w, "/s", column=col, text=f"{ours_w:.1f} vs {theirs_w:.1f}", notes=noise)
-    rec.add(f"{key}.wake_cost", "CPU of one thread wake-up on this machine (a process whose one thread only "
-            "sleeps, 12.5 times a second), and what rasd's wake-ups cost at that price", cost * 1e6, "us",
-            column=col, text=f"{cost * 1e6:.0f} us: {ours_w * cost * 100:.2f}% of a core",
+    rec.add(f"{key}.wake_cost", "CPU of one wake-up of a Python thread on this machine (a process whose one "
+            "thread only sleeps, 12.5 times a second, as rasd's power loop does)", cost * 1e6, "us", column=col,
+            text=f"{cost * 1e6:.0f} us (runs {spread([x * 1e6 for x in wake], 0)})",
             notes=noise | {"runs_min_us": round(min(wake) * 1e6, 1), "runs_max_us": round(max(wake) * 1e6, 1)})
-    print(f"  wake-ups a second: rasd {ours_w:.1f} vs nvitop-exporter {theirs_w:.1f}; a wake-up costs "
-          f"{cost * 1e6:.0f} us of CPU here (runs {spread([x * 1e6 for x in wake], 0)}), so rasd's alone "
-          f"{ours_w * cost * 100:.2f}% of a core")
+    print(f"  wake-ups a second: rasd {ours_w:.1f} vs nvitop-exporter {theirs_w:.1f}; a Python thread's wake-up "
+          f"costs {cost * 1e6:.0f} us of CPU here (runs {spread([x * 1e6 for x in wake], 0)})")
     rates = [x.rate_hz for x in a if x.rate_hz is not None]
     if st.fake:
         caps = [100 * x.capture for x in a if x.capture is not None]
