@@ -57,7 +57,9 @@ class GpuLoop(Generic[T]):
     readings on in one call). ``ready(item, now)``, where given, is asked first on the loop's
     thread with the round's start on the loop's clock, and an item it turns down is passed over
     without the hang bookkeeping (the power sampler skips some GPUs some rounds).
-    ``interval`` and ``deadline`` may be changed while running (reload).
+    ``interval`` and ``deadline`` may be changed while running (reload). ``phase``: seconds
+    after ``start`` of the first round (loops of one job started together run their rounds apart
+    instead of contending for the interpreter at the same instant).
     """
 
     def __init__(
@@ -70,8 +72,10 @@ class GpuLoop(Generic[T]):
         after_round: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         ready: Callable[[T, float], bool] | None = None,
+        phase: float = 0.0,
     ):
         self.name = name
+        self.phase = phase
         self.items = list(items)
         self.interval = interval
         self.deadline = deadline
@@ -95,7 +99,7 @@ class GpuLoop(Generic[T]):
 
     def start(self) -> None:
         with self._lock:
-            self._spawn(0, self._clock())
+            self._spawn(0, self._clock() + self.phase)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -125,6 +129,9 @@ class GpuLoop(Generic[T]):
 
     def _run(self, gen: int, pos: int, next_at: float) -> None:
         lock, items, clock, ready, hung = self._lock, self.items, self._clock, self._ready, self._hung
+        wait = next_at - clock()  # a first round set apart by ``phase``; a hand-over is already late
+        if wait > 0 and pause(self.stop_event, wait):
+            return
         while not self.stop_event.is_set():
             now = clock()
             before = self.before_round
