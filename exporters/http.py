@@ -147,7 +147,11 @@ class _Handler(socketserver.StreamRequestHandler):
             self._send(405, f"{self.command[:20]} is not served; rasd answers GET and HEAD\n".encode(),
                        extra={"Allow": "GET, HEAD"})
             return
-        path, query = _split_target(target)
+        try:
+            path, query = _split_target(target)
+        except ValueError as e:  # e.g. an unclosed IPv6 bracket in an absolute target
+            self._send(400, f"bad request target {target[:80]!r} ({e}); expected e.g. /metrics\n".encode())
+            return
         if path == "/metrics":
             self._metrics(_query_values(query, "name[]"), headers.get("accept-encoding"))
         elif path in HEALTH_PATHS:

@@ -214,6 +214,7 @@ def _raw(base: str, request: bytes) -> bytes:
     (b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n", b"400"),
     (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", b"414"),
     (b"GET /metrics HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", b"431"),
+    (b"GET http://[x/metrics HTTP/1.1\r\n\r\n", b"400"),  # a target urllib cannot split
 ])
 def test_a_bad_request_gets_one_line_saying_why_and_the_server_goes_on(server, request_bytes, status):
     _srv, base, *_ = server
