@@ -155,7 +155,7 @@ class ControlServer:
             except KeyError:
                 raise ControlSocketError(f"daemon.control_group {group!r} is not a group on this node; "
                                          "create it (groupadd) or leave it empty for root only") from None
-        parent = os.path.dirname(path) or "."  # os.path, not pathlib: see rasd.paths
+        parent = os.path.dirname(path.rstrip("/")) or "."  # os.path, not pathlib: see rasd.paths
         try:
             os.makedirs(parent, exist_ok=True)
         except OSError as e:

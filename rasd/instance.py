@@ -33,7 +33,7 @@ class InstanceLock:
 
     def acquire(self) -> "InstanceLock":
         try:
-            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)  # not pathlib: see rasd.paths
+            os.makedirs(os.path.dirname(self.path.rstrip("/")) or ".", exist_ok=True)  # not pathlib: see rasd.paths
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as e:
             raise LockUnavailable(f"cannot create the lock file {self.path} ({e.strerror}); "

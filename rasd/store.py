@@ -127,7 +127,7 @@ class Store:
                 raise StoreError(f"the state path {self.path} is a directory; set daemon.state_path to a "
                                  f"file inside it, such as {os.path.join(self.path, 'rasd.db')}")
             try:
-                os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)  # not pathlib: see rasd.paths
+                os.makedirs(os.path.dirname(self.path.rstrip("/")) or ".", exist_ok=True)  # not pathlib: see rasd.paths
             except OSError as e:
                 raise StoreError(f"cannot create the directory of {self.path} ({e.strerror}); "
                                  "set daemon.state_path to a writable place") from None

@@ -80,6 +80,12 @@ def test_socket_path_too_long_is_a_config_error(tmp_path: Path) -> None:
         parse(f'[daemon]\ncontrol_socket = "{long}"\n')
 
 
+def test_a_socket_path_ending_in_a_slash_is_refused_and_makes_no_directory_of_its_name(tmp_path: Path) -> None:
+    with pytest.raises(ControlSocketError):
+        ControlServer(str(tmp_path / "ctl" / "c.sock") + "/", {})
+    assert not (tmp_path / "ctl" / "c.sock").exists()
+
+
 def test_unknown_control_group_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="control_group = 'no-such-rasd-group'.*no such group"):
         parse('[daemon]\ncontrol_group = "no-such-rasd-group"\n')
