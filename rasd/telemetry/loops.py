@@ -57,9 +57,10 @@ class GpuLoop(Generic[T]):
     readings on in one call). ``ready(item, now)``, where given, is asked first on the loop's
     thread with the round's start on the loop's clock, and an item it turns down is passed over
     without the hang bookkeeping (the power sampler skips some GPUs some rounds).
-    ``interval`` and ``deadline`` may be changed while running (reload). ``phase``: seconds
-    after ``start`` of the first round (loops of one job started together run their rounds apart
-    instead of contending for the interpreter at the same instant).
+    ``interval`` and ``deadline`` may be changed while running (reload). ``phase``: the first
+    round runs at ``start``, the second ``phase`` + ``interval`` after it, and so on (loops of one
+    job started together run their rounds apart instead of contending for the interpreter at the
+    same instant, and every GPU still has its first reading at once).
     """
 
     def __init__(
@@ -129,9 +130,6 @@ class GpuLoop(Generic[T]):
 
     def _run(self, gen: int, pos: int, next_at: float) -> None:
         lock, items, clock, ready, hung = self._lock, self.items, self._clock, self._ready, self._hung
-        wait = next_at - clock()  # a first round set apart by ``phase``; a hand-over is already late
-        if wait > 0 and pause(self.stop_event, wait):
-            return
         while not self.stop_event.is_set():
             now = clock()
             before = self.before_round
