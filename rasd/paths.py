@@ -14,7 +14,10 @@ import os
 # urllib.parse and ipaddress with it (0.6 MB of its memory)
 def _user_dir(kind: str) -> str:
     if kind == "state":
-        base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+        home = os.path.expanduser("~")
+        if not os.path.isabs(home):  # no HOME and no passwd entry: expanduser leaves "~" as it is
+            home = f"/tmp/rasd-{os.getuid()}"
+        base = os.environ.get("XDG_STATE_HOME") or os.path.join(home, ".local", "state")
     else:
         base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/rasd-{os.getuid()}"
     return os.path.join(base, "rasd")
