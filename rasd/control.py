@@ -26,6 +26,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
+from rasd.paths import parent_dir
+
 log = logging.getLogger("rasd.control")
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
@@ -155,7 +157,7 @@ class ControlServer:
             except KeyError:
                 raise ControlSocketError(f"daemon.control_group {group!r} is not a group on this node; "
                                          "create it (groupadd) or leave it empty for root only") from None
-        parent = os.path.dirname(path.rstrip("/")) or "."  # os.path, not pathlib: see rasd.paths
+        parent = parent_dir(path)
         try:
             os.makedirs(parent, exist_ok=True)
         except OSError as e:

@@ -12,6 +12,8 @@ import errno
 import fcntl
 import os
 
+from rasd.paths import parent_dir
+
 
 class AlreadyRunning(RuntimeError):
     """Another daemon holds the lock; ``str()`` names it and says what to do."""
@@ -33,7 +35,7 @@ class InstanceLock:
 
     def acquire(self) -> "InstanceLock":
         try:
-            os.makedirs(os.path.dirname(self.path.rstrip("/")) or ".", exist_ok=True)  # not pathlib: see rasd.paths
+            os.makedirs(parent_dir(self.path), exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as e:
             raise LockUnavailable(f"cannot create the lock file {self.path} ({e.strerror}); "

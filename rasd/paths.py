@@ -23,6 +23,12 @@ def _user_dir(kind: str) -> str:
     return os.path.join(base, "rasd")
 
 
+def parent_dir(path: str) -> str:
+    """The directory ``path`` lies in, to create before the file (a trailing slash names the same
+    place, not a directory below it; a bare name lies in the working directory)."""
+    return os.path.dirname(path.rstrip("/")) or "."
+
+
 def default_state_path(backend: str) -> str:
     """SQLite store: /var/lib/rasd/rasd.db for NVML, a per-user file for the fake backend."""
     if backend == "nvml":

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from rasd.model import FaultEvent, FaultKind
+from rasd.paths import parent_dir
 
 # Each entry takes the schema from version i to i + 1. Never edit a shipped entry: append.
 MIGRATIONS: tuple[str, ...] = (
@@ -127,7 +128,7 @@ class Store:
                 raise StoreError(f"the state path {self.path} is a directory; set daemon.state_path to a "
                                  f"file inside it, such as {os.path.join(self.path, 'rasd.db')}")
             try:
-                os.makedirs(os.path.dirname(self.path.rstrip("/")) or ".", exist_ok=True)  # not pathlib: see rasd.paths
+                os.makedirs(parent_dir(self.path), exist_ok=True)
             except OSError as e:
                 raise StoreError(f"cannot create the directory of {self.path} ({e.strerror}); "
                                  "set daemon.state_path to a writable place") from None
