@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping, Sequence, overload
 
 _EMPTY: Mapping[Any, Any] = MappingProxyType({})
 
@@ -162,6 +162,50 @@ class PowerSample:
     time_wall: float
     nvml_timestamp_us: int  # the field's own timestamp; repeats of it are dropped
     watts: float
+
+
+class PowerUpdates(Sequence[PowerSample]):
+    """Distinct instant-power updates judged together (a pass's native reads), kept in columns
+    per GPU: the power service stores them a GPU at a time, and no PowerSample is made per update
+    (at 72 GPUs and 10 updates a second each, making them cost more than judging the reads). As a
+    sequence they are PowerSamples in the order they were read, made when first asked for.
+
+    ``columns``: per GPU index, (wall seconds, NVML timestamps in us, watts), oldest first;
+    ``order``: the GPU index of each update, in the order read. Not changed once made."""
+
+    __slots__ = ("columns", "order", "_samples")
+
+    def __init__(self, columns: Mapping[int, tuple[list[float], list[int], list[float]]], order: list[int]):
+        self.columns = columns
+        self.order = order
+        self._samples: list[PowerSample] | None = None
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def samples(self) -> list[PowerSample]:
+        if self._samples is None:
+            at = dict.fromkeys(self.columns, 0)
+            out = []
+            for g in self.order:
+                walls, stamps, watts = self.columns[g]
+                i = at[g]
+                at[g] = i + 1
+                out.append(PowerSample(g, walls[i], stamps[i], watts[i]))
+            self._samples = out
+        return self._samples
+
+    @overload
+    def __getitem__(self, i: int) -> PowerSample: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[PowerSample]: ...
+
+    def __getitem__(self, i: int | slice) -> PowerSample | list[PowerSample]:
+        return self.samples()[i]
+
+    def __iter__(self) -> Iterator[PowerSample]:
+        return iter(self.samples())
 
 
 @dataclass(frozen=True, slots=True)

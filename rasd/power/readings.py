@@ -49,6 +49,20 @@ class Readings:
         self.w.append(w)
         return True
 
+    def extend(self, t: list[float], w: list[float]) -> bool:
+        """``append`` each reading in turn; False where none was added. Readings in order and
+        newer than the last (as a sampler's are) go in with one copy per buffer."""
+        if not t:
+            return False
+        if (len(self.t) == self.start or t[0] > self.t[-1]) and all(map(float.__lt__, t, t[1:])):
+            self.t.extend(t)
+            self.w.extend(w)
+            return True
+        added = False
+        for x, y in zip(t, w):
+            added = self.append(x, y) or added
+        return added
+
     def trim(self, cutoff: float) -> None:
         """Drop the readings older than ``cutoff`` seconds."""
         if len(self.t) > self.start and self.t[self.start] < cutoff:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
-from rasd.model import PowerSample
+from rasd.model import PowerSample, PowerUpdates
 from rasd.power.analysis import (
     PEAK_PERCENTILE,
     RAMP_PERCENTILE,
@@ -89,6 +89,9 @@ class PowerService:
     def add_samples(self, samples: Sequence[PowerSample]) -> None:
         """Sampler callback: keep each GPU's last ``window_seconds`` of distinct updates."""
         window = self.settings.window_seconds
+        if isinstance(samples, PowerUpdates):
+            self._add_columns(samples, window)
+            return
         with self._lock:
             for s in samples:
                 buf = self._buf.get(s.gpu)
@@ -98,6 +101,17 @@ class PowerService:
                 # A repeat or an out-of-order reading adds nothing.
                 if buf.append(t, s.watts):
                     buf.trim(t - window)
+
+    def _add_columns(self, updates: PowerUpdates, window: float) -> None:
+        """``add_samples`` for updates kept in columns: each GPU's added at once, then trimmed
+        once to its newest (the same window as adding and trimming them one by one)."""
+        with self._lock:
+            for g, (_, stamps, watts) in updates.columns.items():
+                buf = self._buf.get(g)
+                if buf is None:
+                    buf = self._buf[g] = Readings()
+                if buf.extend([x / 1e6 for x in stamps], watts):
+                    buf.trim(buf.last - window)
 
     def _trim(self) -> tuple[float | None, float | None]:
         """Age every GPU's readings against the newest reading of any GPU (caller holds the lock).

@@ -227,18 +227,21 @@ def test_the_native_reads_are_judged_by_the_handles_error_rules():
         s = PowerSampler(be.adapter.gpus(), 12.5, samples.extend)
         g = s._gpus[0]
         t = time.monotonic_ns()
-        g.take(0, 0, t, time.time_ns(), 1_000, 250_000.0)  # 250 W
+
+        def take(ret: int, of_call: int, mono_ns: int, stamp_us: int, value: float) -> None:
+            samples.extend(s._judge([(0, ret, of_call, mono_ns, time.time_ns(), stamp_us, value)]))
+
+        take(0, 0, t, 1_000, 250_000.0)  # 250 W
         assert not g.lost and g.latest is not None and g.latest.watts == 250.0
-        g.take(15, 0, t + 80_000_000, time.time_ns(), 0, 0.0)  # the entry: GPU_IS_LOST
+        take(15, 0, t + 80_000_000, 0, 0.0)  # the entry: GPU_IS_LOST
         assert g.lost
-        g.take(999, 0, t + 160_000_000, time.time_ns(), 0, 0.0)  # unknown: counted, not lost
+        take(999, 0, t + 160_000_000, 0, 0.0)  # unknown: counted, not lost
         assert not g.lost and g.failures == 0
         assert sum(n for (reading, _), n in g.handle._errors.items() if reading == "power_instant") == 1
-        g.take(15, 1, t + 240_000_000, time.time_ns(), 0, 0.0)  # the whole call: GPU_IS_LOST
+        take(15, 1, t + 240_000_000, 0, 0.0)  # the whole call: GPU_IS_LOST
         assert g.lost
-        g.take(0, 0, t + 320_000_000, time.time_ns(), 1_100, 260_000.0)  # it answers again
+        take(0, 0, t + 320_000_000, 1_100, 260_000.0)  # it answers again
         assert not g.lost and g.latest.watts == 260.0 and g.reads == 5
-        s._flush()
         assert [x.watts for x in samples] == [250.0, 260.0]
     finally:
         be.close()

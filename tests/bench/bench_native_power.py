@@ -1,4 +1,5 @@
-"""The power sampler's reads on NVIDIA's mock NVML: native thread against Python loop, interleaved.
+"""The power sampler's reads on NVIDIA's mock NVML: native thread against Python loop, interleaved;
+and what judging the native reads costs the daemon's main loop, per read.
 
 Prints figures, asserts nothing. Each pair runs the sampler at its default rate over every GPU of
 the mock (8 H100s) for ``--seconds``, once reading from Python and once on the native thread,
@@ -6,9 +7,19 @@ with the main thread taking the results every second as the daemon's main loop d
 is the whole process's CPU time (both threads, the library's own work included), the median of
 the pairs and their spread. NVIDIA's mock is looked for at ``<repo>/../shared/nvml-mock`` and
 the native reader where the install builds it (beside ``rasd/backends/nvml/powerloop.py``);
-without either the bench says so and records nothing.
+without either the bench says so and records nothing of that part.
 
-    python tests/bench/bench_native_power.py [--pairs 5] [--seconds 10] [--json PATH]
+Judging (no library needed): a minute of 8 and of 72 GPUs' reads at 12.5 Hz, shaped as the
+native reader queues them (NVML refreshing every 100 ms, so 4 reads in 5 are distinct updates),
+is fed a second's worth a pass through the real code (``tests/bench/judge_feed.py``): taken out of
+the queue (``NativeLoop.drain``), judged (``PowerSampler.drain``: repeats, rates, methods) and
+stored (the power service's window). The figure is this thread's CPU time per read, each stage's
+share beside it: at 72 GPUs the daemon judges 900 reads a second, so 1 us a read is 0.09% of a
+core. ``--against DIR`` runs the same feed on another checkout's code (an older commit) in turn
+with this one (A B A B), each in its own process, and gives the ratio.
+
+    python tests/bench/bench_native_power.py [--pairs 5] [--seconds 10] [--judge-only]
+        [--judge-runs 5] [--against DIR] [--json PATH]
 """
 
 from __future__ import annotations
@@ -28,6 +39,9 @@ sys.path.insert(0, str(REPO))
 from tests.bench import results  # noqa: E402
 
 MOCK = REPO.parent / "shared" / "nvml-mock"
+FEED = Path(__file__).with_name("judge_feed.py")
+JUDGE_GPUS = (8, 72)
+JUDGE_SECONDS = {8: 300.0, 72: 60.0}  # about 30,000 and 54,000 reads
 
 
 def child(pairs: int, seconds: float) -> None:
@@ -66,18 +80,112 @@ def child(pairs: int, seconds: float) -> None:
     print(json.dumps(out))
 
 
+def judge_child(code: Path, repeats: int) -> None:
+    """In a process whose ``rasd`` is ``code``'s: each stage's CPU per read, median of
+    ``repeats`` (the stages in turn), printed as JSON (us)."""
+    import importlib.util
+
+    sys.path.insert(0, str(code))
+    spec = importlib.util.spec_from_file_location("judge_feed", FEED)
+    assert spec is not None and spec.loader is not None
+    feed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(feed)
+    out: dict[str, dict[str, float]] = {}
+    for gpus in JUDGE_GPUS:
+        records = feed.stream(gpus, JUDGE_SECONDS[gpus])
+        got: dict[str, list[float]] = {stage: [] for stage in feed.STAGES}
+        for _ in range(repeats):
+            for stage in feed.STAGES:
+                cpu, reads = feed.run(gpus, 0.0, stage, records)
+                got[stage].append(cpu / reads * 1e6)
+        out[str(gpus)] = {stage: statistics.median(v) for stage, v in got.items()}
+    print(json.dumps(out))
+
+
+def judge_once(code: Path, repeats: int) -> dict[str, dict[str, float]]:
+    r = subprocess.run([sys.executable, __file__, "--judge-child", str(code), "--judge-runs", str(repeats), "--no-json"],
+                       capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=""))
+    if r.returncode != 0:
+        raise SystemExit(f"bench_native_power: judging on {code} failed: {r.stderr.strip()[-500:]}")
+    out: dict[str, dict[str, float]] = json.loads(r.stdout.strip().splitlines()[-1])
+    return out
+
+
+def stages(per_stage: dict[str, float]) -> tuple[float, str]:
+    """Each stage's own cost from the cumulative figures (take, then judge, then store)."""
+    take, judge, store = per_stage["take"], per_stage["judge"], per_stage["store"]
+    return store, f"take {take:.2f} + judge {judge - take:.2f} + store {store - judge:.2f}"
+
+
+def judging(rec: results.Recorder, runs: int, against: Path | None) -> None:
+    """The judging figures: this checkout's (and ``against``'s, in turn) CPU per read."""
+    mine: list[dict[str, dict[str, float]]] = []
+    theirs: list[dict[str, dict[str, float]]] = []
+    for _ in range(runs):
+        mine.append(judge_once(REPO, 3))
+        if against is not None:
+            theirs.append(judge_once(against, 3))
+    other = ""
+    if against is not None:
+        commit = subprocess.run(["git", "-C", str(against), "rev-parse", "--short=12", "HEAD"],
+                                capture_output=True, text=True).stdout.strip() or str(against)
+        other = f"commit {commit}"
+    for gpus in JUDGE_GPUS:
+        k = str(gpus)
+        med = {stage: statistics.median(m[k][stage] for m in mine) for stage in mine[0][k]}
+        total, parts = stages(med)
+        totals = [m[k]["store"] for m in mine]
+        reads = gpus * 12.5
+        col = f"{gpus} GPUs' reads at 12.5 Hz"
+        f = rec.add(f"native_power.judge.{gpus}", "judging the native reads on the main loop: CPU per read, us",
+                    total, "us", target=results.at_most(1.0, "us", text="1 us a read (0.09% of a core at 72 GPUs)"),
+                    text=f"{total:.2f} us ({parts}; {len(totals)} runs {min(totals):.2f}-{max(totals):.2f}); "
+                    f"{reads:g} reads a second: {reads * total / 1e4:.3f}% of a core", column=col, table="native_power_judge")
+        print("  " + f.line())
+        if theirs:
+            old = {stage: statistics.median(t[k][stage] for t in theirs) for stage in theirs[0][k]}
+            old_total, old_parts = stages(old)
+            ratios = [m[k]["store"] / t[k]["store"] for m, t in zip(mine, theirs)]
+            print(f"    {other}: {old_total:.2f} us ({old_parts}); {reads:g} reads a second: "
+                  f"{reads * old_total / 1e4:.3f}% of a core")
+            f = rec.add(f"native_power.judge_ratio.{gpus}", f"judging per read against {other} (median of interleaved pairs)",
+                        statistics.median(ratios), "x", text=f"{statistics.median(ratios):.2f}x "
+                        f"(pairs {min(ratios):.2f}-{max(ratios):.2f}, the machine's noise)", column=col,
+                        table="native_power_judge")
+            print("  " + f.line())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--judge-only", action="store_true", help="only the judging figures (no mock NVML needed)")
+    ap.add_argument("--judge-runs", type=int, default=5, help="judging runs (each its own process, median of 3)")
+    ap.add_argument("--against", type=Path, default=None, metavar="DIR",
+                    help="also judge with the rasd of this checkout (e.g. an older commit), in turn with this one")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--judge-child", type=Path, default=None, help=argparse.SUPPRESS)
     results.add_arguments(ap)
     args = ap.parse_args()
     if args.child:
         child(args.pairs, args.seconds)
         return
+    if args.judge_child is not None:
+        judge_child(args.judge_child, args.judge_runs)
+        return
+    if args.against is not None and not (args.against / "rasd" / "telemetry" / "power.py").is_file():
+        raise SystemExit(f"bench_native_power: --against {args.against}: no rasd checkout there; "
+                         "give the top directory of one (e.g. a git worktree of an older commit)")
     rec = results.Recorder("native_power", args)
     print(rec.machine())
+    print("judging the native reads (this thread's CPU per read; take + judge + store):")
+    judging(rec, args.judge_runs, args.against)
+    if not args.judge_only:
+        mock_pairs(rec, args)
+    rec.save()
+
+
+def mock_pairs(rec: results.Recorder, args: argparse.Namespace) -> None:
     if not (MOCK / "lib" / "libnvidia-ml.so.1").is_file():
         print(f"skipped: NVIDIA's mock NVML is not at {MOCK}")
         return
@@ -111,7 +219,6 @@ def main() -> None:
     ]
     for f in figs:
         print("  " + f.line())
-    rec.save()
 
 
 if __name__ == "__main__":
