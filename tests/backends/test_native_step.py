@@ -24,7 +24,7 @@ def _build(out: Path, *flags: str) -> Path:
         pytest.skip("gcc is not installed (tests/run.sh installs it)")
     lib = out / f"_powerstep{abs(hash(flags))}.so"
     r = subprocess.run([gcc, "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", *flags,
-                        "-o", str(lib), str(SOURCE)], capture_output=True, text=True)
+                        "-o", str(lib), str(SOURCE), "-lpthread", "-lm"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return lib
 
@@ -79,12 +79,12 @@ def test_the_built_extension_is_the_one_in_use() -> None:
 def test_a_stale_build_is_refused(tmp_path: Path) -> None:
     """A library from another version of the source (its functions may take other arguments)."""
     src = tmp_path / "_powerstep.c"
-    src.write_text(SOURCE.read_text().replace("return 1;", "return 0;", 1))
+    src.write_text(SOURCE.read_text().replace(f"return {stepper.VERSION};", "return 0;", 1))
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.skip("gcc is not installed (tests/run.sh installs it)")
     lib = tmp_path / "stale.so"
-    subprocess.run([gcc, "-shared", "-fPIC", "-ffp-contract=off", "-o", str(lib), str(src)], check=True)
+    subprocess.run([gcc, "-shared", "-fPIC", "-ffp-contract=off", "-o", str(lib), str(src), "-lpthread", "-lm"], check=True)
     assert stepper.load(lib) is None
     (tmp_path / "none.c").write_text("int nothing(void) { return 0; }\n")
     subprocess.run([gcc, "-shared", "-fPIC", "-o", str(tmp_path / "none.so"), str(tmp_path / "none.c")], check=True)

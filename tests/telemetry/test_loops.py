@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from rasd.telemetry.loops import GpuLoop, Watchdog
 from rasd.telemetry.poller import GpuPoller, health_loops
 
@@ -122,7 +124,7 @@ def test_health_loops_start_their_rounds_apart(fake):
     assert [lp.phase for lp in got] == [0.0, 0.5, 1.0, 1.5]
 
 
-def _daemon(fake, tmp_path, gpus, text=None):
+def _daemon(fake, tmp_path, gpus, text=None, native=True):
     from dataclasses import replace
 
     from exporters.prometheus import serve
@@ -135,7 +137,7 @@ def _daemon(fake, tmp_path, gpus, text=None):
         cfg,
         daemon=replace(cfg.daemon, listen=f"127.0.0.1:{free_port()}", state_path=str(tmp_path / f"s{gpus}.db"),
                        control_socket=str(tmp_path / f"c{gpus}.sock")),
-        telemetry=replace(cfg.telemetry, kernel_log="", poll_deadline_seconds=0.5),
+        telemetry=replace(cfg.telemetry, kernel_log="", poll_deadline_seconds=0.5, native_power_reads=native),
     )
     return Daemon(cfg, fake(text, gpus=gpus), hostname="t", serve_metrics=serve)
 
@@ -170,7 +172,14 @@ def test_daemon_hung_poll_marks_only_its_gpu_stale(fake, tmp_path):
     try:
         time.sleep(0.2)
         first = {p.index: p.seq for p in d.pollers}
-        assert _wait_for(lambda: all(p.seq >= first[p.index] + 2 for p in d.pollers if p.index != 4), 4.0)
+
+        def others_polled() -> bool:
+            # the main loop's pass gives up the hung poll (the power reads run natively here, so
+            # no Python power loop does it between passes)
+            d.watchdog.check()
+            return all(p.seq >= first[p.index] + 2 for p in d.pollers if p.index != 4)
+
+        assert _wait_for(others_polled, 4.0)
         snap = d.tick()
         health = {g.index: g.health.value for g in snap.gpus}
         assert health[4] == "stale" and all(h == "up" for i, h in health.items() if i != 4), health
@@ -203,12 +212,18 @@ def test_each_loop_gives_up_the_others_hung_calls_at_its_rounds_and_no_sooner():
     assert sampler.check(now[0] + 100) is None
 
 
-def test_the_daemon_runs_no_watchdog_thread(fake, tmp_path):
-    d = _daemon(fake, tmp_path, 4)
+@pytest.mark.parametrize("native", [True, False])
+def test_the_daemon_runs_no_watchdog_thread(fake, tmp_path, native):
+    d = _daemon(fake, tmp_path, 4, native=native)
     d.start()
     try:
         names = {t.name for t in threading.enumerate()}
-        assert "rasd-watchdog" not in names and {"rasd-power", "rasd-health0"} <= names
-        assert all(lp.before_round == d.watchdog.check for lp in (*d.health, d.sampler.loop))
+        assert "rasd-watchdog" not in names and "rasd-health0" in names
+        assert d.sampler.native is native
+        # the native power reader is no Python thread: the health rounds and the main loop check it
+        assert ("rasd-power" in names) is not native
+        python_loops = d.health if native else (*d.health, d.sampler.loop)
+        assert all(lp.before_round == d.watchdog.check for lp in python_loops)
+        assert d.sampler.loop in d.watchdog.loops
     finally:
         d.stop()

@@ -168,6 +168,11 @@ class FakeNode:
 
     # ------------------------------------------------------------------ time
 
+    @property
+    def start(self) -> float:
+        """The node's t = 0 on its clock."""
+        return self._t0
+
     def elapsed(self) -> float:
         """Seconds since the node was created, on its clock."""
         return self.clock() - self._t0
@@ -189,6 +194,13 @@ class FakeNode:
             s = self._sims[gpu]
             s.advance_to(self.elapsed())
             return s
+
+    def model(self, gpu: int) -> GpuPowerSim:
+        """The GPU's power model as it stands (not stepped: take ``lock`` to use it)."""
+        return self._sims[gpu]
+
+    def models(self) -> tuple[GpuPowerSim, ...]:
+        return tuple(self._sims)
 
     def instant_power(self, gpu: int) -> tuple[int, float]:
         """(field 186 in mW, seconds since start of its last refresh) right now; steps only what
@@ -220,19 +232,18 @@ class FakeNode:
 
     def set_power_limit(self, gpu: int, watts: float) -> None:
         with self.lock:
-            s = self.sim(gpu)
-            s.limit_watts = watts
+            self.sim(gpu).set_limit(watts)
 
     def apply_smoothing(self, gpu: int) -> None:
         """Push the GPU's enabled state and active preset into its power model from now on."""
         with self.lock:
             s = self.sim(gpu)
             p = self.smoothing_presets[gpu][self.smoothing_active[gpu]]
-            s.smoothing = Smoothing(
+            s.set_smoothing(Smoothing(
                 enabled=self.smoothing_enabled[gpu],
                 floor_percent=p.floor_percent,
                 ramp_up_watts_per_second=p.ramp_up_watts_per_second,
                 ramp_down_watts_per_second=p.ramp_down_watts_per_second,
                 ramp_down_hysteresis_ms=p.ramp_down_hysteresis_ms,
-            )
+            ))
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from typing import TYPE_CHECKING, Any, Callable, NoReturn
+from typing import Sequence, TYPE_CHECKING, Any, Callable, NoReturn
 
 from rasd.backends.fake.events import EventsMixin
 from rasd.backends.fake.fields import field_values, instant_reader, stands_for
@@ -196,9 +196,36 @@ class FakeNvml(EventsMixin):
 
     def nvmlInit(self) -> None:
         self._init_count += 1
+        if self._init_count == 1:
+            self._native_eligibility()
 
     def nvmlShutdown(self) -> None:
         self._init_count -= 1
+        if self._init_count == 0:
+            self._native_eligibility()
+
+    # ------------------------------------------------------------------ native reads
+
+    def native_field_reader(self, gpus: Sequence[int], field_id: int) -> tuple[int, list[int]] | None:
+        """What rasd's native power reader needs to read ``field_id`` of ``gpus`` without Python
+        (rasd.backends.fake.instant): (the address of a function with nvmlDeviceGetFieldValues's
+        signature, each GPU's device address), or None where the fake cannot offer it."""
+        from rasd.backends.fake import instant
+
+        return instant.offer(self, self._node, self._base, gpus, field_id, self._instant[0] if self._instant else None)
+
+    def native_eligible(self, gpu: int) -> bool:
+        """Whether the native reader may answer this GPU's reads from the power model alone: the
+        library is initialised, the GPU has no scripted events (it is never lost) and no call
+        fault is scripted on the node (else every read goes through Python, which applies them)."""
+        effects = self._node.effects
+        return self._init_count > 0 and effects.quiet[gpu] and not effects.call_faults
+
+    def _native_eligibility(self) -> None:
+        with self._node.lock:
+            for g, sim in enumerate(self._node.models()):
+                if sim.board is not None:
+                    sim.set_eligible(self.native_eligible(g))
 
     def _driver(self) -> str:
         return "570.133.20" if self._node.profile.architecture == "blackwell" else "550.127.05"

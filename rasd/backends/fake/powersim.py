@@ -13,10 +13,14 @@ import math
 from array import array
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rasd.backends.fake import stepper
 from rasd.backends.fake.profiles import GpuProfile
 from rasd.backends.fake.workload import RIPPLE_STEPS, Workload
+
+if TYPE_CHECKING:
+    from rasd.backends.fake.instant import Board
 
 STEP_SECONDS = 0.005
 REFRESH_STEPS = 20  # 100 ms
@@ -46,6 +50,21 @@ _PENDING_MAX = AVERAGE_WINDOW_STEPS
 # Raw draw depends on the workload alone, so it is computed this many steps ahead of a read that
 # needs more of it: one call of the stepper a second, not one every read.
 _AHEAD = AVERAGE_WINDOW_STEPS
+# With a native reader (``attach``) the raw draw is kept this far ahead of every reading that steps
+# the model (a health poll a second), and extended once less than _NATIVE_MARGIN is left: the
+# native reader answers from it and must not run out between two such readings.
+_NATIVE_AHEAD = 3 * AVERAGE_WINDOW_STEPS
+_NATIVE_MARGIN = 3 * AVERAGE_WINDOW_STEPS // 2
+FAR_PAST = -(1 << 62)  # a step before any
+
+
+def _mean_mw(watts: list[float]) -> int:
+    """The refresh's value in mW: the mean of its steps, added left to right (``sum`` adds
+    floats with compensation from Python 3.12 on; the native reader adds as this does)."""
+    total = 0.0
+    for w in watts:
+        total += w
+    return int(total / INSTANT_WINDOW_STEPS * 1000.0)
 
 
 class GpuPowerSim:
@@ -58,7 +77,13 @@ class GpuPowerSim:
     change of the settings. The instant-power reading needs neither: without smoothing, delivered
     power is the raw draw clipped at the limit, so ``instant`` takes the refresh's five steps
     straight from the raw ones. The loops over steps are ``stepper.active``'s (C where built).
-    Every value equals stepping the whole chain one step at a time."""
+    Every value equals stepping the whole chain one step at a time.
+
+    With a native reader attached (``attach``: rasd.backends.fake.instant), every raw draw computed
+    is published to it, with each limit change and from which step it holds, so that it answers
+    the instant-power field as ``instant`` would without running Python; raw draw is then kept
+    further ahead (``_NATIVE_AHEAD``) so that it does not run out between two readings that step
+    the model."""
 
     def __init__(
         self,
@@ -74,6 +99,10 @@ class GpuPowerSim:
         self.limit_watts = profile.power_limit_default_watts
         self.smoothing = Smoothing()
         self._offset = refresh_offset_steps % REFRESH_STEPS
+        # a native reader's published state (``attach``), and how far ahead raw draw is kept
+        self.board: Board | None = None
+        self._eligible = False
+        self._ahead, self._margin = _AHEAD, 0
         self._resets = deque(sorted(reset_times))
         self.step = 0  # state (delivered power and what integrates it) is for time step * STEP_SECONDS
         d0 = workload.demand_watts(gpu, 0.0, 0)
@@ -102,6 +131,43 @@ class GpuPowerSim:
         self.average_mw = int(self.watts * 1000)
         self.average_at = first
 
+    @property
+    def refresh_offset(self) -> int:
+        """Steps from the 100 ms grid to this GPU's refreshes."""
+        return self._offset
+
+    # ------------------------------------------------------------------ a native reader
+
+    def attach(self, board: "Board", eligible: bool) -> None:
+        """Publish to ``board`` from now on: every raw draw computed, every limit change, and
+        whether it may answer (``eligible``, and no power smoothing)."""
+        self.board = board
+        self._ahead, self._margin = _NATIVE_AHEAD, _NATIVE_MARGIN
+        board.put(self.step + 1, self._raws, len(self._raws))
+        board.limit(FAR_PAST, self.limit_watts, self._refresh_step, self.instant_mw, forget=True)
+        self.set_eligible(eligible)
+
+    def set_eligible(self, eligible: bool) -> None:
+        self._eligible = eligible
+        if self.board is not None:
+            self.board.plain(eligible and not self.smoothing.enabled)
+
+    def set_limit(self, watts: float) -> None:
+        """The enforced limit from the step after ``step`` on (the caller stepped to now)."""
+        self.limit_watts = watts
+        if self.board is not None:
+            self.board.limit(self.step + 1, watts, self._refresh_step, self.instant_mw)
+
+    def set_smoothing(self, smoothing: Smoothing) -> None:
+        """Power-smoothing settings from the step after ``step`` on (the caller stepped to now)."""
+        self.smoothing = smoothing
+        if self.board is not None:
+            # delivered power up to now followed the old rules: the model answers for it
+            self.board.limit(self.step + 1, self.limit_watts, self._refresh_step, self.instant_mw, forget=True)
+            self.set_eligible(self._eligible)
+
+    # ------------------------------------------------------------------ the model
+
     def target_temperature(self, watts: float) -> float:
         p = self.profile
         span = max(1.0, p.power_limit_default_watts - p.idle_watts)
@@ -129,8 +195,8 @@ class GpuPowerSim:
     def advance_to(self, t: float) -> None:
         """Step the whole model up to the last grid point at or before ``t`` seconds."""
         last = self._last_step(t)
-        if last > self._raw_step:
-            self._extend(last + _AHEAD)
+        if last > self._raw_step - self._margin:
+            self._extend(last + self._ahead)
         if last > self.step:
             self._fold(last)
 
@@ -138,8 +204,8 @@ class GpuPowerSim:
         """(instant power in mW, its refresh time in seconds since start) as NVML's field 186
         reads at ``t``: the mean of the last INSTANT_WINDOW_STEPS steps before the last refresh."""
         last = self._last_step(t)
-        if last > self._raw_step:
-            self._extend(last + _AHEAD)
+        if last > self._raw_step - self._margin:
+            self._extend(last + self._ahead)
         r = last - (last - self._offset) % REFRESH_STEPS
         if r > self._refresh_step:
             if self.smoothing.enabled:  # delivered power depends on its own past: step it all
@@ -151,7 +217,7 @@ class GpuPowerSim:
                 recent = [x if x < limit else limit for x in self._raws[at:at + INSTANT_WINDOW_STEPS]]
             else:  # some of them are folded already: those are in the window
                 recent = self._newest(-at) + [x if x < limit else limit for x in self._raws[:r - step]]
-            self.instant_mw = int(sum(recent) / INSTANT_WINDOW_STEPS * 1000.0)
+            self.instant_mw = _mean_mw(recent)
             self.instant_at = r * STEP_SECONDS
             self._refresh_step = r
         if last - self.step > _PENDING_MAX:
@@ -165,6 +231,8 @@ class GpuPowerSim:
         self.raw_watts = stepper.active.raw(self.raw_watts, runs, wl.ripple(self.gpu), first % RIPPLE_STEPS,
                                             _RESPONSE, self._raws)
         self._raw_step = last
+        if self.board is not None:
+            self.board.put(first, self._raws, last - first + 1)
 
     def _fold(self, last: int) -> None:
         """Delivered power, temperature, energy and the refreshed readings up to step ``last``
@@ -185,7 +253,7 @@ class GpuPowerSim:
             self.watts, self.temperature, self.energy_mj, self._hold_s, self._window_sum = st[0], st[1], st[2], st[3], st[4]
         if cut:
             newest = self._newest(last - r + INSTANT_WINDOW_STEPS)
-            self.instant_mw = int(sum(newest[:INSTANT_WINDOW_STEPS]) / INSTANT_WINDOW_STEPS * 1000.0)
+            self.instant_mw = _mean_mw(newest[:INSTANT_WINDOW_STEPS])
             self.instant_at = r * STEP_SECONDS
             self.average_mw = int(self._state[5] / AVERAGE_WINDOW_STEPS * 1000.0)
             self.average_at = r * STEP_SECONDS

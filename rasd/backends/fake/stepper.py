@@ -90,7 +90,7 @@ class PythonStepper:
         return 0
 
 
-VERSION = 1  # _powerstep.c's ps_version(): what its functions take and do
+VERSION = 2  # _powerstep.c's ps_version(): what its functions take and do
 
 
 class NativeStepper:
@@ -167,13 +167,19 @@ def load(path: str | Path) -> Stepper | None:
     return native
 
 
-def _built() -> Stepper:
+def library_path() -> str | None:
+    """The built library beside this module, if the install built it."""
     here = Path(__file__).parent
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         p = here / f"_powerstep{suffix}"
         if p.is_file():
-            return load(p) or PythonStepper()
-    return PythonStepper()
+            return str(p)
+    return None
+
+
+def _built() -> Stepper:
+    path = library_path()
+    return (load(path) or PythonStepper()) if path is not None else PythonStepper()
 
 
 active: Stepper = _built()  # what the power model uses; tests swap it

@@ -126,24 +126,31 @@ class NvmlAdapter:
 
     def native_power(self, gpus: Sequence[GpuHandle], path: str | PathLike[str] | None = None) -> "NativeReads | None":
         """What the native power loop (``powerloop``) needs to read the instant power of ``gpus``,
-        or None where it cannot: the extension was not built, the library is not pynvml over the
-        C library (the fake NVML), the binding lacks the field or its layout differs, or a GPU
-        was not opened (the Python sampler reports that GPU as lost). ``path``: the built reader,
-        by default the one the install put beside its module."""
+        or None where it cannot: the extension was not built, the binding lacks the field or its
+        layout differs, or a GPU was not opened (the Python sampler reports that GPU as lost).
+        On pynvml over the C library the reader calls the library's nvmlDeviceGetFieldValues; a
+        library of another kind may offer a function of that signature itself
+        (``native_field_reader``: the fake NVML's C reader of its power model). ``path``: the
+        built reader, by default the one the install put beside its module."""
         from rasd.backends.nvml.powerloop import NativeReads, library_path, load
 
         lib, fid = self.lib, self.fids.power_instant
         path = path or library_path()
-        if path is None or fid is None or not isinstance(lib, ModuleType):
-            return None
         struct = getattr(lib, "c_nvmlFieldValue_t", None)
-        if not callable(getattr(lib, "_nvmlGetFunctionPointer", None)) or struct is None:
+        if path is None or fid is None or struct is None or not gpus or any(g.raw is None for g in gpus):
             return None
-        devices = [_address(g.raw) if g.raw is not None else None for g in gpus]
-        if not devices or any(d is None for d in devices):
+        if not isinstance(lib, ModuleType):
+            offer = getattr(lib, "native_field_reader", None)
+            got = offer([g.index for g in gpus], fid) if callable(offer) else None
+            native = load(str(path), struct) if got is not None else None
+            if got is None or native is None:
+                return None
+            return NativeReads(native, got[0], tuple(got[1]), fid)
+        if not callable(getattr(lib, "_nvmlGetFunctionPointer", None)):
             return None
+        devices = [_address(g.raw) for g in gpus]
         native = load(str(path), struct)
-        if native is None:
+        if native is None or any(d is None for d in devices):
             return None
         try:
             fn = ctypes.cast(lib._nvmlGetFunctionPointer("nvmlDeviceGetFieldValues"), ctypes.c_void_p).value
