@@ -63,6 +63,7 @@ MOCK = REPO.parent / "shared" / "nvml-mock"
 HELPER = Path(__file__).with_name("sidebyside_fake.py")
 NVITOP_EXPORTER = "nvitop-exporter==1.7.2"
 NVML_REFRESH_HZ = 10.0  # the fake's field-186 refresh (rasd.backends powersim)
+SAMPLER_HZ = 12.5  # rasd's instant-power reads a GPU a second at defaults
 SCRAPE_EVERY_SECONDS = 15.0
 
 
@@ -326,7 +327,7 @@ def setups(names: list[str], tmp: Path, venv: Path, rv: RasdVenv) -> list[Setup]
                 lambda port, n=gpus: [str(rv.python), str(HELPER), "rasd", "--gpus", str(n), "--port", str(port)],
                 lambda port, n=gpus: [str(venv / "bin" / "python"), str(HELPER), "nvitop", "--gpus", str(n),
                                       "--port", str(port)],
-                [str(rv.python), str(HELPER), "model", "--gpus", str(gpus), "--hz", str(NVML_REFRESH_HZ)],
+                [str(rv.python), str(HELPER), "model", "--gpus", str(gpus), "--hz", str(SAMPLER_HZ)],
             ))
     return out
 
@@ -428,7 +429,7 @@ def report(rec: results.Recorder, st: Setup, a: list[Run], b: list[Run], pairs: 
     if model:
         mm = med(model)
         rec.add(f"{key}.fake_model", "of which the fake node itself (a process that only reads it as rasd does: "
-                "each GPU's instant power 10 times a second, its other power readings once a second)", mm, "%", column=col,
+                "each GPU's instant power 12.5 times a second on the native reader, its other power readings once a second)", mm, "%", column=col,
                 text=f"{mm:.2f}% ({100 * mm / ours:.0f}% of rasd's)" if ours > 0 else f"{mm:.2f}%",
                 notes=noise | {"runs_min": round(min(model), 3), "runs_max": round(max(model), 3)})
         print(f"  of which the fake node itself, read for every update by a process doing only that: "

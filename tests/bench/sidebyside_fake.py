@@ -53,26 +53,39 @@ def run_nvitop(gpus: int, port: int) -> None:
 
 def run_model(gpus: int, hz: float) -> None:
     """The fake node alone, read as rasd reads it, nothing else: every GPU's instant power
-    (field 186, through the fake NVML as the sampler calls it) ``hz`` times a second, and once a
-    second what needs the model stepped in full (average power, energy, temperature: the health
-    poll's power readings). What the simulated hardware itself costs a process that reads every
-    instant-power update of the fake node; on a real node, NVML's readings are the driver's work,
-    not the daemon's."""
+    (field 186) ``hz`` times a second, on the native reader where rasd was built with it (the fake
+    answers it from its published power model, rasd.backends.fake.instant; its queue taken and
+    dropped once a second) and else through the fake NVML from Python, as the sampler calls it;
+    and once a second what needs the model stepped in full (average power, energy, temperature:
+    the health poll's power readings). What the simulated hardware itself costs a process that
+    reads every instant-power update of the fake node; on a real node, NVML's readings are the
+    driver's work, not the daemon's."""
     import time
 
     import pynvml
 
     from rasd.backends.fake import FakeNode, FakeNvml
+    from rasd.backends.nvml import NvmlAdapter
+    from rasd.backends.nvml.powerloop import NativeLoop
 
     lib = FakeNvml(FakeNode(gpu_count=gpus), pynvml)
-    lib.nvmlInit()
+    adapter = NvmlAdapter(lib)
+    adapter.open()
     handles = [lib.nvmlDeviceGetHandleByIndex(g) for g in range(gpus)]
+    reads = adapter.native_power(adapter.gpus())
+    native = NativeLoop("power", list(range(gpus)), reads, 1.0 / hz, 0.25) if reads is not None else None
+    if native is not None:
+        native.start()
     full = [pynvml.NVML_FI_DEV_POWER_AVERAGE, pynvml.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION]
-    every = max(1, round(hz))
-    period, next_at, rounds = 1.0 / hz, time.monotonic(), 0
+    every = 1 if native is not None else max(1, round(hz))
+    period = 1.0 if native is not None else 1.0 / hz
+    next_at, rounds = time.monotonic(), 0
     while True:
-        for h in handles:
-            lib.nvmlDeviceGetFieldValues(h, [186])
+        if native is None:
+            for h in handles:
+                lib.nvmlDeviceGetFieldValues(h, [186])
+        else:
+            native.drain()
         rounds += 1
         if rounds % every == 0:
             for h in handles:
