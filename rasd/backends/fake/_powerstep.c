@@ -196,6 +196,16 @@ void fk_limit(fk_gpu *g, long long from, double limit, int forget, int known, lo
     pthread_mutex_unlock(&g->lock);
 }
 
+/* The model answered refresh ``r`` with ``mw`` (a read through Python, or a step of the model): a
+ * native read of that refresh gives the same. */
+void fk_answered(fk_gpu *g, long long r, unsigned int mw)
+{
+    pthread_mutex_lock(&g->lock);
+    if (r >= g->cached_r)
+        g->cached_r = r, g->cached_mw = mw;
+    pthread_mutex_unlock(&g->lock);
+}
+
 void fk_plain(fk_gpu *g, int plain)
 {
     pthread_mutex_lock(&g->lock);

@@ -69,6 +69,7 @@ def _typed(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.fk_put.argtypes, lib.fk_put.restype = [p, ll, p, c.c_int], None
     lib.fk_limit.argtypes, lib.fk_limit.restype = [p, ll, d, c.c_int, c.c_int, ll, c.c_uint], None
     lib.fk_plain.argtypes, lib.fk_plain.restype = [p, c.c_int], None
+    lib.fk_answered.argtypes, lib.fk_answered.restype = [p, ll, c.c_uint], None
     lib.fk_counts.argtypes, lib.fk_counts.restype = [p, c.POINTER(ll), c.POINTER(ll)], None
     lib.fk_value_at.argtypes = [p, d, c.POINTER(ll), c.POINTER(c.c_uint), c.POINTER(ll)]
     lib.fk_value_at.restype = c.c_int
@@ -114,6 +115,11 @@ class Board:
         (``refresh_step``) answers ``mw``. ``forget``: steps before ``from_step`` are answered by
         the model alone from now on (their delivered power followed other rules)."""
         self._lib.fk_limit(self._mem, from_step, watts, int(forget), 1, refresh_step, mw & 0xFFFF_FFFF)
+
+    def answered(self, refresh_step: int, mw: int) -> None:
+        """The model answered refresh ``refresh_step`` with ``mw``: a native read of it gives the
+        same (a refresh the published raws cannot answer is then read from Python once)."""
+        self._lib.fk_answered(self._mem, refresh_step, mw & 0xFFFF_FFFF)
 
     def plain(self, on: bool) -> None:
         """Whether reads are answered from what is published (else all go to the fallback)."""

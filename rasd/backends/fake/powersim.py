@@ -220,6 +220,8 @@ class GpuPowerSim:
             self.instant_mw = _mean_mw(recent)
             self.instant_at = r * STEP_SECONDS
             self._refresh_step = r
+            if self.board is not None:
+                self.board.answered(r, self.instant_mw)
         if last - self.step > _PENDING_MAX:
             self._fold(last)
         return self.instant_mw, self.instant_at
@@ -258,6 +260,8 @@ class GpuPowerSim:
             self.average_mw = int(self._state[5] / AVERAGE_WINDOW_STEPS * 1000.0)
             self.average_at = r * STEP_SECONDS
             self._refresh_step = r
+            if self.board is not None:
+                self.board.answered(r, self.instant_mw)
         del self._raws[:last - self.step]
         self.step = last
 
