@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rasd.fake")
 
-RING_STEPS = 1024  # 5.12 s of raw draws a GPU (the model publishes at most 3 s ahead of a read)
+RING_STEPS = 512  # 2.56 s of raw draws a GPU (the model publishes at most 2 s ahead of a read)
 FAR_PAST = -(1 << 62)  # a step before any: where the first limit holds from
 NVML_ERROR_UNINITIALIZED = 1
 NVML_ERROR_UNKNOWN = 999

@@ -53,8 +53,8 @@ _AHEAD = AVERAGE_WINDOW_STEPS
 # With a native reader (``attach``) the raw draw is kept this far ahead of every reading that steps
 # the model (a health poll a second), and extended once less than _NATIVE_MARGIN is left: the
 # native reader answers from it and must not run out between two such readings.
-_NATIVE_AHEAD = 3 * AVERAGE_WINDOW_STEPS
-_NATIVE_MARGIN = 3 * AVERAGE_WINDOW_STEPS // 2
+_NATIVE_AHEAD = 2 * AVERAGE_WINDOW_STEPS
+_NATIVE_MARGIN = 5 * AVERAGE_WINDOW_STEPS // 4
 FAR_PAST = -(1 << 62)  # a step before any
 
 
