@@ -25,7 +25,8 @@ offset nor a wall-clock step can make the sampler wait past a refresh.
 One loop reads every GPU in turn (rasd.telemetry.loops): a read that hangs past ``HANG_SECONDS``
 is abandoned at the next health round or main-loop pass, and the other GPUs carry on from a fresh
 thread. On the C NVML library, where rasd was built with its native reader, that loop is a native
-thread (rasd.backends.nvml.powerloop) that reads every GPU each round and queues each result, and
+thread (rasd.backends.nvml.powerloop) that reads every GPU each round and queues each result (on
+the fake node too, whose C reader answers from its power model: rasd.backends.fake.instant), and
 the main loop judges them here once a pass (``drain``), in order, exactly as it judges its own
 reads: each read then costs the library call alone instead of a wake-up of the interpreter and
 the binding's wrappers. Reads that can only repeat are not skipped there (a native read costs
