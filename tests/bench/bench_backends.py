@@ -173,7 +173,8 @@ def _build_loops(into: Path) -> Path | None:
         return None
     lib = into / "_powerstep.so"
     src = REPO / "rasd" / "backends" / "fake" / "_powerstep.c"
-    r = subprocess.run([gcc, "-O2", "-std=gnu11", "-ffp-contract=off", "-shared", "-fPIC", "-o", str(lib), str(src)],
+    r = subprocess.run([gcc, "-O2", "-std=gnu11", "-ffp-contract=off", "-shared", "-fPIC", "-o", str(lib), str(src),
+                        "-lpthread", "-lm"],
                        capture_output=True, text=True)
     return lib if r.returncode == 0 else None
 
