@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
+from operator import lt
 
 import numpy as np
 
@@ -54,7 +55,7 @@ class Readings:
         newer than the last (as a sampler's are) go in with one copy per buffer."""
         if not t:
             return False
-        if (len(self.t) == self.start or t[0] > self.t[-1]) and all(map(float.__lt__, t, t[1:])):
+        if (len(self.t) == self.start or t[0] > self.t[-1]) and all(map(lt, t, t[1:])):
             self.t.extend(t)
             self.w.extend(w)
             return True

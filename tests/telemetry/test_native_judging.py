@@ -16,6 +16,7 @@ import pytest
 from rasd.backends.errors import GpuLost
 from rasd.backends.nvml.powerloop import RECORD_STRUCT, NativeLoop, NativeReads, Record
 from rasd.model import PowerSample, PowerUpdates
+from rasd.power.readings import Readings
 from rasd.power.service import PowerService
 from rasd.power.settings import PowerSettings
 from rasd.telemetry.power import ALL_NEW_READS, PowerSampler
@@ -221,3 +222,27 @@ def test_the_switch_to_values_waits_for_a_run_of_new_stamps() -> None:
     assert nat_states == py_states and [list(b) for b in batches] == [b for b in py_batches if b]
     assert len([s for b in batches for s in b]) == ALL_NEW_READS + 4  # then every third read is new
     assert nat.methods()[0].value == "value"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_readings_extend_is_append_one_by_one(seed: int) -> None:
+    """In order and newer (one copy), or not (each in turn): the same readings either way,
+    trimmed or emptied between batches."""
+    rng = random.Random(seed)
+    a, b = Readings(), Readings()
+    t = 100.0
+    for _ in range(40):
+        batch_t, batch_w = [], []
+        for _ in range(rng.randrange(0, 8)):
+            t += rng.choice([0.1, 0.1, 0.1, 0.0, -0.3])  # repeats and readings that go back
+            batch_t.append(round(t, 6))
+            batch_w.append(float(rng.randrange(100, 400)))
+        added = [a.append(x, w) for x, w in zip(batch_t, batch_w)]
+        assert b.extend(batch_t, batch_w) == any(added)
+        if rng.random() < 0.3:
+            cutoff = t - rng.choice([0.5, 2.0, 100.0, -100.0])
+            a.trim(cutoff)
+            b.trim(cutoff)
+        assert len(a) == len(b)
+        for x, y in zip(a.arrays(), b.arrays()):
+            np.testing.assert_array_equal(x, y)
