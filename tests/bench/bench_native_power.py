@@ -15,11 +15,13 @@ is fed a second's worth a pass through the real code (``tests/bench/judge_feed.p
 the queue (``NativeLoop.drain``), judged (``PowerSampler.drain``: repeats, rates, methods) and
 stored (the power service's window). The figure is this thread's CPU time per read, each stage's
 share beside it: at 72 GPUs the daemon judges 900 reads a second, so 1 us a read is 0.09% of a
-core. ``--against DIR`` runs the same feed on another checkout's code (an older commit) in turn
-with this one (A B A B), each in its own process, and gives the ratio.
+core. Then the same on real native reads: the fake node's power model read by the native reader
+for ``--fake-seconds``, drained every second, the drains' CPU per read. ``--against DIR`` runs all
+of it on another checkout's code (an older commit) in turn with this one (A B A B), each run in
+its own process, and gives the ratios.
 
     python tests/bench/bench_native_power.py [--pairs 5] [--seconds 10] [--judge-only]
-        [--judge-runs 5] [--against DIR] [--json PATH]
+        [--judge-runs 5] [--fake-seconds 6] [--against DIR] [--json PATH]
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ MOCK = REPO.parent / "shared" / "nvml-mock"
 FEED = Path(__file__).with_name("judge_feed.py")
 JUDGE_GPUS = (8, 72)
 JUDGE_SECONDS = {8: 300.0, 72: 60.0}  # about 30,000 and 54,000 reads
+STAGES = ("take", "judge", "store")  # judge_feed's, cumulative
 
 
 def child(pairs: int, seconds: float) -> None:
@@ -80,9 +83,10 @@ def child(pairs: int, seconds: float) -> None:
     print(json.dumps(out))
 
 
-def judge_child(code: Path, repeats: int) -> None:
+def judge_child(code: Path, repeats: int, fake_seconds: float) -> None:
     """In a process whose ``rasd`` is ``code``'s: each stage's CPU per read, median of
-    ``repeats`` (the stages in turn), printed as JSON (us)."""
+    ``repeats`` (the stages in turn), and the drains' CPU per read on the fake node's native
+    reads for ``fake_seconds`` (0: not run), printed as JSON (us)."""
     import importlib.util
 
     sys.path.insert(0, str(code))
@@ -99,11 +103,18 @@ def judge_child(code: Path, repeats: int) -> None:
                 cpu, reads = feed.run(gpus, 0.0, stage, records)
                 got[stage].append(cpu / reads * 1e6)
         out[str(gpus)] = {stage: statistics.median(v) for stage, v in got.items()}
+        if fake_seconds > 0:
+            real = feed.fake_run(gpus, fake_seconds)
+            if real is not None:
+                cpu, reads, distinct = real
+                out[str(gpus)]["fake"] = cpu / reads * 1e6
+                out[str(gpus)]["fake_distinct"] = distinct / reads
     print(json.dumps(out))
 
 
-def judge_once(code: Path, repeats: int) -> dict[str, dict[str, float]]:
-    r = subprocess.run([sys.executable, __file__, "--judge-child", str(code), "--judge-runs", str(repeats), "--no-json"],
+def judge_once(code: Path, repeats: int, fake_seconds: float) -> dict[str, dict[str, float]]:
+    r = subprocess.run([sys.executable, __file__, "--judge-child", str(code), "--judge-runs", str(repeats),
+                        "--fake-seconds", str(fake_seconds), "--no-json"],
                        capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=""))
     if r.returncode != 0:
         raise SystemExit(f"bench_native_power: judging on {code} failed: {r.stderr.strip()[-500:]}")
@@ -117,14 +128,14 @@ def stages(per_stage: dict[str, float]) -> tuple[float, str]:
     return store, f"take {take:.2f} + judge {judge - take:.2f} + store {store - judge:.2f}"
 
 
-def judging(rec: results.Recorder, runs: int, against: Path | None) -> None:
+def judging(rec: results.Recorder, runs: int, against: Path | None, fake_seconds: float) -> None:
     """The judging figures: this checkout's (and ``against``'s, in turn) CPU per read."""
     mine: list[dict[str, dict[str, float]]] = []
     theirs: list[dict[str, dict[str, float]]] = []
     for _ in range(runs):
-        mine.append(judge_once(REPO, 3))
+        mine.append(judge_once(REPO, 3, fake_seconds))
         if against is not None:
-            theirs.append(judge_once(against, 3))
+            theirs.append(judge_once(against, 3, fake_seconds))
     other = ""
     if against is not None:
         commit = subprocess.run(["git", "-C", str(against), "rev-parse", "--short=12", "HEAD"],
@@ -132,7 +143,7 @@ def judging(rec: results.Recorder, runs: int, against: Path | None) -> None:
         other = f"commit {commit}"
     for gpus in JUDGE_GPUS:
         k = str(gpus)
-        med = {stage: statistics.median(m[k][stage] for m in mine) for stage in mine[0][k]}
+        med = {stage: statistics.median(m[k][stage] for m in mine) for stage in STAGES}
         total, parts = stages(med)
         totals = [m[k]["store"] for m in mine]
         reads = gpus * 12.5
@@ -143,7 +154,7 @@ def judging(rec: results.Recorder, runs: int, against: Path | None) -> None:
                     f"{reads:g} reads a second: {reads * total / 1e4:.3f}% of a core", column=col, table="native_power_judge")
         print("  " + f.line())
         if theirs:
-            old = {stage: statistics.median(t[k][stage] for t in theirs) for stage in theirs[0][k]}
+            old = {stage: statistics.median(t[k][stage] for t in theirs) for stage in STAGES}
             old_total, old_parts = stages(old)
             ratios = [m[k]["store"] / t[k]["store"] for m, t in zip(mine, theirs)]
             print(f"    {other}: {old_total:.2f} us ({old_parts}); {reads:g} reads a second: "
@@ -153,6 +164,30 @@ def judging(rec: results.Recorder, runs: int, against: Path | None) -> None:
                         f"(pairs {min(ratios):.2f}-{max(ratios):.2f}, the machine's noise)", column=col,
                         table="native_power_judge")
             print("  " + f.line())
+        fake(rec, gpus, mine, theirs, other)
+
+
+def fake(rec: results.Recorder, gpus: int, mine: list[dict[str, dict[str, float]]],
+         theirs: list[dict[str, dict[str, float]]], other: str) -> None:
+    """The figures of the fake node's real native reads, where they ran."""
+    k, col = str(gpus), f"{gpus} GPUs' reads at 12.5 Hz"
+    got = [m[k]["fake"] for m in mine if "fake" in m[k]]
+    if not got:
+        print(f"    fake node, {gpus} GPUs: no native reads offered (or --fake-seconds 0)")
+        return
+    med = statistics.median(got)
+    distinct = statistics.median(m[k]["fake_distinct"] for m in mine if "fake" in m[k])
+    f = rec.add(f"native_power.judge_fake.{gpus}", "the same on the fake node's native reads (drained every second): CPU per read, us",
+                med, "us", text=f"{med:.2f} us ({len(got)} runs {min(got):.2f}-{max(got):.2f}; "
+                f"{100 * distinct:.0f}% of reads distinct)", column=col, table="native_power_judge")
+    print("  " + f.line())
+    old = [t[k]["fake"] for t in theirs if "fake" in t[k]]
+    if theirs and not old:
+        print(f"    {other}: the fake node offers no native reads there")
+    elif old:
+        pairs = [m[k]["fake"] / t[k]["fake"] for m, t in zip(mine, theirs) if "fake" in m[k] and "fake" in t[k]]
+        print(f"    {other}: {statistics.median(old):.2f} us; {statistics.median(pairs):.2f}x "
+              f"(pairs {min(pairs):.2f}-{max(pairs):.2f})")
 
 
 def main() -> None:
@@ -161,6 +196,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--judge-only", action="store_true", help="only the judging figures (no mock NVML needed)")
     ap.add_argument("--judge-runs", type=int, default=5, help="judging runs (each its own process, median of 3)")
+    ap.add_argument("--fake-seconds", type=float, default=6.0,
+                    help="seconds of the fake node's native reads in each judging run (0: none)")
     ap.add_argument("--against", type=Path, default=None, metavar="DIR",
                     help="also judge with the rasd of this checkout (e.g. an older commit), in turn with this one")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -171,7 +208,7 @@ def main() -> None:
         child(args.pairs, args.seconds)
         return
     if args.judge_child is not None:
-        judge_child(args.judge_child, args.judge_runs)
+        judge_child(args.judge_child, args.judge_runs, args.fake_seconds)
         return
     if args.against is not None and not (args.against / "rasd" / "telemetry" / "power.py").is_file():
         raise SystemExit(f"bench_native_power: --against {args.against}: no rasd checkout there; "
@@ -179,7 +216,7 @@ def main() -> None:
     rec = results.Recorder("native_power", args)
     print(rec.machine())
     print("judging the native reads (this thread's CPU per read; take + judge + store):")
-    judging(rec, args.judge_runs, args.against)
+    judging(rec, args.judge_runs, args.against, args.fake_seconds)
     if not args.judge_only:
         mock_pairs(rec, args)
     rec.save()

@@ -133,3 +133,39 @@ def run(gpus: int, seconds: float, stage: str, records: ctypes.Array[Record] | N
 
 def _discard(batch: list[PowerSample]) -> None:
     pass
+
+
+def fake_run(gpus: int, seconds: float) -> tuple[float, int, int] | None:
+    """The same on real native reads: the fake node's power model read by the native reader
+    (its C function in place of nvmlDeviceGetFieldValues), drained once a second as the daemon's
+    main loop drains it, into the power service. Returns (CPU seconds of the drains on this
+    thread, reads, distinct updates), or None where this code's fake offers no native reads."""
+    from rasd.backends import open_backend
+
+    be = open_backend("fake", gpus=gpus)
+    try:
+        handles = be.adapter.gpus()
+        native = be.adapter.native_power(handles)
+        if native is None:
+            return None
+        svc = PowerService(PowerSettings(), handles)  # type: ignore[arg-type]
+        sampler = PowerSampler(handles, HZ, svc.add_samples, native=native)
+        sampler.start()
+        try:
+            time.sleep(1.0)
+            sampler.drain()
+            before = sampler.stats()
+            cpu = 0.0
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                time.sleep(1.0)
+                c0 = time.thread_time()
+                sampler.drain()
+                cpu += time.thread_time() - c0
+            after = sampler.stats()
+        finally:
+            sampler.stop()
+            sampler.join(1.0)
+        return cpu, after["reads"] - before["reads"], after["distinct"] - before["distinct"]
+    finally:
+        be.close()
