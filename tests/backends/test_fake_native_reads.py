@@ -100,6 +100,77 @@ def test_the_loader_refuses_a_reader_that_disagrees(lib: ctypes.CDLL, base: Any)
     assert instant._disagrees(lib, base) is None
 
 
+def test_a_change_sends_reads_to_the_model_until_it_is_published(lib: ctypes.CDLL, base: Any) -> None:
+    """A limit or smoothing change turns native answers off before it takes the time of the
+    change, and on again once published: a native read answered meanwhile cannot be for a
+    refresh after the change with the rules from before it."""
+    clock = ManualClock(3.0)
+    node = FakeNode(gpu_count=1, seed=3, clock=clock)
+    board = _board(lib, base, node, 0)
+    sim = node.model(0)
+    order: list[str] = []
+    plain, limit = board.plain, board.limit
+
+    def logged_plain(on: bool) -> None:
+        order.append(f"plain {on}")
+        plain(on)
+
+    def logged_limit(*args: Any, **kw: Any) -> None:
+        assert board.value_at(node.elapsed()) is None  # reads meanwhile go to the model
+        order.append("limit")
+        limit(*args, **kw)
+
+    def now() -> float:
+        order.append("now")
+        return node.elapsed()
+
+    board.plain, board.limit = logged_plain, logged_limit  # type: ignore[method-assign]
+    sim.set_limit(300.0, now)
+    assert order == ["plain False", "now", "limit", "plain True"]
+    order.clear()
+    sim.set_smoothing(type(sim.smoothing)(enabled=True), now)
+    assert order == ["plain False", "now", "limit", "plain False"]  # smoothing on: the model answers
+    assert board.value_at(node.elapsed()) is None
+
+
+def test_the_fallback_reads_with_the_handle_opened_at_start(lib: ctypes.CDLL, base: Any) -> None:
+    """A fault scripted on nvmlDeviceGetHandleByIndex after start does not reach the power reads,
+    as it does not reach the Python sampler's (both read with the handle opened at start)."""
+    node = FakeNode(gpu_count=2, seed=4, scenario=_scenario(
+        """
+        [[event]]
+        kind = "nvml_error"
+        at = 0
+        gpu = 1
+        function = "nvmlDeviceGetHandleByIndex"
+        error = "no_permission"
+        """))
+    nvml = FakeNvml(node, base)
+    nvml.nvmlInit()
+    got = nvml.native_field_reader([0, 1], FIELD)
+    assert got is not None
+    assert _read(lib, base, got[1][1])[0] == 0
+    with pytest.raises(base.NVMLError_NoPermission):
+        nvml.nvmlDeviceGetHandleByIndex(1)
+
+
+def test_the_native_reads_hold_the_memory_they_read(fake: Callable[..., Any]) -> None:
+    """The boards behind a native reader's devices live as long as its reads, even where the
+    fake backend is closed and dropped first (a runner still reading would read freed memory)."""
+    import gc
+
+    be = fake(None, gpus=2)
+    native = be.adapter.native_power(be.adapter.gpus())
+    if native is None:
+        pytest.skip("rasd was not built here with a C compiler")
+    addresses = set(native.devices)
+    be.close()
+    del be
+    gc.collect()
+    assert addresses <= set(instant._boards)
+    assert [b.address for b in native.keep] == list(native.devices)
+
+
 def _read(lib: ctypes.CDLL, base: Any, device: int) -> tuple[int, Any]:
     values = (base.c_nvmlFieldValue_t * 1)()
     values[0].fieldId = FIELD

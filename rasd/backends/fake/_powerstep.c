@@ -248,7 +248,8 @@ static int value_at(fk_gpu *g, double t, long long *r_out, unsigned int *mw_out)
         sum += x < lim ? x : lim;
     }
     unsigned int mw = (unsigned int)(long long)(sum / FK_WINDOW_STEPS * 1000.0);
-    g->cached_r = r, g->cached_mw = mw;
+    if (r > g->cached_r) /* a read whose clock was taken before the newest refresh answered */
+        g->cached_r = r, g->cached_mw = mw;
     *r_out = r, *mw_out = mw;
     return 1;
 }

@@ -101,6 +101,7 @@ class Board:
         self.address = ctypes.addressof(self._mem)
         lib.fk_init(self._mem, field_id, offset, t0, wall0, self._ring, RING_STEPS, _fallback)
         self._failures = 0
+        self._device = nvml.device(gpu)  # as the Python sampler reads: the handle it opened with
         _boards[self.address] = self
 
     # ------------------------------------------------------------------ the model publishes
@@ -149,7 +150,7 @@ class Board:
         entries = (struct * count).from_address(values)
         ids: list[Any] = [(e.fieldId, e.scopeId) if e.scopeId else e.fieldId for e in entries]
         try:
-            got = nvml.nvmlDeviceGetFieldValues(nvml.nvmlDeviceGetHandleByIndex(self.gpu), ids)
+            got = nvml.nvmlDeviceGetFieldValues(self._device, ids)
         except nvml.NVMLError as e:
             return int(e.value)
         ctypes.memmove(values, ctypes.addressof(got), ctypes.sizeof(struct) * count)
@@ -222,16 +223,17 @@ def load(base: Any) -> ctypes.CDLL | None:
 
 
 def offer(nvml: "FakeNvml", node: "FakeNode", base: Any, gpus: Sequence[int], field_id: int,
-          instant_id: int | None) -> tuple[int, list[int]] | None:
-    """(the address of ``fk_field_values``, each GPU's device address) for rasd's native power
-    reader to read ``field_id`` of ``gpus``, or None where the fake cannot offer it."""
+          instant_id: int | None) -> tuple[int, list[int], list[Board]] | None:
+    """(the address of ``fk_field_values``, each GPU's device address, the boards behind them:
+    hold them while a reader may call) for rasd's native power reader to read ``field_id`` of
+    ``gpus``, or None where the fake cannot offer it."""
     if field_id != instant_id or node.clock is not time.monotonic:
         return None
     lib = load(base)
     fn = ctypes.cast(lib.fk_field_values, ctypes.c_void_p).value if lib is not None else None
     if lib is None or not fn:
         return None
-    addresses = []
+    boards = []
     with node.lock:
         for g in gpus:
             sim = node.model(g)
@@ -239,5 +241,5 @@ def offer(nvml: "FakeNvml", node: "FakeNode", base: Any, gpus: Sequence[int], fi
             if board is None:
                 board = Board(lib, nvml, g, field_id, sim.refresh_offset, node.start, node.wall(0.0))
                 sim.attach(board, nvml.native_eligible(g))
-            addresses.append(board.address)
-    return fn, addresses
+            boards.append(board)
+    return fn, [b.address for b in boards], boards

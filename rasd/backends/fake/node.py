@@ -232,18 +232,17 @@ class FakeNode:
 
     def set_power_limit(self, gpu: int, watts: float) -> None:
         with self.lock:
-            self.sim(gpu).set_limit(watts)
+            self._sims[gpu].set_limit(watts, self.elapsed)
 
     def apply_smoothing(self, gpu: int) -> None:
         """Push the GPU's enabled state and active preset into its power model from now on."""
         with self.lock:
-            s = self.sim(gpu)
             p = self.smoothing_presets[gpu][self.smoothing_active[gpu]]
-            s.set_smoothing(Smoothing(
+            self._sims[gpu].set_smoothing(Smoothing(
                 enabled=self.smoothing_enabled[gpu],
                 floor_percent=p.floor_percent,
                 ramp_up_watts_per_second=p.ramp_up_watts_per_second,
                 ramp_down_watts_per_second=p.ramp_down_watts_per_second,
                 ramp_down_hysteresis_ms=p.ramp_down_hysteresis_ms,
-            ))
+            ), self.elapsed)
 

@@ -206,13 +206,19 @@ class FakeNvml(EventsMixin):
 
     # ------------------------------------------------------------------ native reads
 
-    def native_field_reader(self, gpus: Sequence[int], field_id: int) -> tuple[int, list[int]] | None:
+    def native_field_reader(self, gpus: Sequence[int], field_id: int) -> tuple[int, list[int], Any] | None:
         """What rasd's native power reader needs to read ``field_id`` of ``gpus`` without Python
         (rasd.backends.fake.instant): (the address of a function with nvmlDeviceGetFieldValues's
-        signature, each GPU's device address), or None where the fake cannot offer it."""
+        signature, each GPU's device address, what owns the memory behind them: hold it while
+        any reader may call), or None where the fake cannot offer it."""
         from rasd.backends.fake import instant
 
         return instant.offer(self, self._node, self._base, gpus, field_id, self._instant[0] if self._instant else None)
+
+    def device(self, gpu: int) -> Any:
+        """GPU ``gpu``'s device handle, as nvmlDeviceGetHandleByIndex gives it, without a call
+        (no scripted fault applies)."""
+        return self._handles[gpu]
 
     def native_eligible(self, gpu: int) -> bool:
         """Whether the native reader may answer this GPU's reads from the power model alone: the

@@ -13,7 +13,7 @@ import math
 from array import array
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from rasd.backends.fake import stepper
 from rasd.backends.fake.profiles import GpuProfile
@@ -152,18 +152,29 @@ class GpuPowerSim:
         if self.board is not None:
             self.board.plain(eligible and not self.smoothing.enabled)
 
-    def set_limit(self, watts: float) -> None:
-        """The enforced limit from the step after ``step`` on (the caller stepped to now)."""
-        self.limit_watts = watts
-        if self.board is not None:
-            self.board.limit(self.step + 1, watts, self._refresh_step, self.instant_mw)
+    def set_limit(self, watts: float, now: Callable[[], float]) -> None:
+        """The enforced limit from the step after ``now()``'s on: the model is stepped to then."""
+        self._change(now, watts, None)
 
-    def set_smoothing(self, smoothing: Smoothing) -> None:
-        """Power-smoothing settings from the step after ``step`` on (the caller stepped to now)."""
-        self.smoothing = smoothing
-        if self.board is not None:
-            # delivered power up to now followed the old rules: the model answers for it
-            self.board.limit(self.step + 1, self.limit_watts, self._refresh_step, self.instant_mw, forget=True)
+    def set_smoothing(self, smoothing: Smoothing, now: Callable[[], float]) -> None:
+        """Power-smoothing settings from the step after ``now()``'s on: the model is stepped to then."""
+        self._change(now, self.limit_watts, smoothing)
+
+    def _change(self, now: Callable[[], float], watts: float, smoothing: Smoothing | None) -> None:
+        board = self.board
+        if board is not None:
+            # Reads go to the model (which waits for the caller's lock) until the change is
+            # published; the time of the change is taken after that, so a native read answered
+            # before it was for a refresh up to that time, with the rules that held then.
+            board.plain(False)
+        self.advance_to(now())
+        self.limit_watts = watts
+        if smoothing is not None:
+            self.smoothing = smoothing
+        if board is not None:
+            # with smoothing changed, delivered power up to now followed the old rules: the
+            # model answers for those steps
+            board.limit(self.step + 1, watts, self._refresh_step, self.instant_mw, forget=smoothing is not None)
             self.set_eligible(self._eligible)
 
     # ------------------------------------------------------------------ the model

@@ -145,7 +145,7 @@ class NvmlAdapter:
             native = load(str(path), struct) if got is not None else None
             if got is None or native is None:
                 return None
-            return NativeReads(native, got[0], tuple(got[1]), fid)
+            return NativeReads(native, got[0], tuple(got[1]), fid, keep=got[2])
         if not callable(getattr(lib, "_nvmlGetFunctionPointer", None)):
             return None
         devices = [_address(g.raw) for g in gpus]

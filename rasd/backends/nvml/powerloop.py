@@ -23,7 +23,7 @@ import os
 import struct
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Sequence, TypeVar
 
 log = logging.getLogger("rasd.power.native")
@@ -118,12 +118,15 @@ def _typed(lib: ctypes.CDLL, field_struct: Any) -> ctypes.CDLL:
 @dataclass(frozen=True)
 class NativeReads:
     """What the native loop needs to read one field of every GPU: the library, the C
-    nvmlDeviceGetFieldValues (an address), each GPU's device handle (an address) and the field."""
+    nvmlDeviceGetFieldValues (an address), each GPU's device handle (an address) and the field.
+    ``keep``: what owns the memory behind ``fn`` and ``devices`` where Python owns it (the fake
+    node's C reader), held as long as the loop is."""
 
     lib: ctypes.CDLL
     fn: int
     devices: tuple[int, ...]
     field_id: int
+    keep: Any = field(default=None, compare=False, repr=False)
 
 
 class NativeLoop(Generic[T]):
