@@ -158,7 +158,8 @@ def test_daemon_threads_do_not_grow_with_gpus(fake, tmp_path):
     assert counts[8] <= 8, counts
 
 
-def test_daemon_hung_poll_marks_only_its_gpu_stale(fake, tmp_path):
+@pytest.mark.parametrize("native", [True, False])
+def test_daemon_hung_poll_marks_only_its_gpu_stale(fake, tmp_path, native):
     d = _daemon(fake, tmp_path, 8, """
         [[event]]
         kind = "nvml_hang"
@@ -167,16 +168,17 @@ def test_daemon_hung_poll_marks_only_its_gpu_stale(fake, tmp_path):
         function = "nvmlDeviceGetTotalEccErrors"
         seconds = 3
         calls = 1
-        """)
+        """, native=native)
     d.start()
     try:
         time.sleep(0.2)
         first = {p.index: p.seq for p in d.pollers}
 
         def others_polled() -> bool:
-            # the main loop's pass gives up the hung poll (the power reads run natively here, so
-            # no Python power loop does it between passes)
-            d.watchdog.check()
+            # natively read power: the main loop's pass gives up the hung poll; read from
+            # Python: the power loop's next round does, with no main loop
+            if native:
+                d.watchdog.check()
             return all(p.seq >= first[p.index] + 2 for p in d.pollers if p.index != 4)
 
         assert _wait_for(others_polled, 4.0)
