@@ -10,7 +10,6 @@ Error rules (README, "Error rules"):
 
 from __future__ import annotations
 
-import ctypes
 import enum
 import logging
 import threading
@@ -19,10 +18,13 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from rasd.backends.errors import GpuLost
 from rasd.backends.nvml.fields import FieldIds
+from rasd.backends.nvml.values import FieldRequest, entries, plain_field_value
 from rasd.model import ErrorKind, LostReason
 
 if TYPE_CHECKING:
     from rasd.backends.nvml.adapter import NvmlAdapter
+
+__all__ = ["FieldRequest", "entries", "plain_field_value"]  # the fake NVML fills entries with the twin
 
 log = logging.getLogger("rasd.nvml")
 
@@ -108,36 +110,6 @@ def lost_reason(lib: Any, e: BaseException) -> LostReason:
 
 def text(v: Any) -> str:
     return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
-
-
-# nvmlValueType_t -> the member of the nvmlValue_t union that holds the value
-_VALUE_MEMBERS = (
-    ("NVML_VALUE_TYPE_DOUBLE", "dVal"),
-    ("NVML_VALUE_TYPE_UNSIGNED_INT", "uiVal"),
-    ("NVML_VALUE_TYPE_UNSIGNED_LONG", "ulVal"),
-    ("NVML_VALUE_TYPE_UNSIGNED_LONG_LONG", "ullVal"),
-    ("NVML_VALUE_TYPE_SIGNED_LONG_LONG", "sllVal"),
-    ("NVML_VALUE_TYPE_SIGNED_INT", "siVal"),
-    ("NVML_VALUE_TYPE_UNSIGNED_SHORT", "usVal"),
-)
-
-
-# Keyed by the library object itself (held for the process's life), never by id(): an id can
-# be reused by another object once the first is collected.
-_MEMBERS: dict[Any, dict[int, str]] = {}
-
-
-def _members(lib: Any) -> dict[int, str]:
-    """nvmlValueType_t value -> union member, per library object (looked up once, not per read)."""
-    got = _MEMBERS.get(lib)
-    if got is None:
-        got = {}
-        for const, member in _VALUE_MEMBERS:
-            t = getattr(lib, const, None)
-            if isinstance(t, int):
-                got.setdefault(t, member)
-        _MEMBERS[lib] = got
-    return got
 
 
 class HandleCore:
@@ -290,94 +262,3 @@ class HandleCore:
             self._field_failed(fid, ret)
             return None
         return value, ts
-
-
-_PLAIN: dict[Any, Any] = {}  # by library object, as _MEMBERS
-
-
-def plain_field_value(lib: Any) -> Any:
-    """A plain ctypes twin of the binding's ``c_nvmlFieldValue_t`` (its own ``_fields_``, so the
-    layout nvml.h gives it), without pynvml's Python-level ``__getattribute__``/``__setattr__``
-    on every member access. None where the binding has no such type or the sizes differ."""
-    got = _PLAIN.get(lib, False)
-    if got is False:
-        base = getattr(lib, "c_nvmlFieldValue_t", None)
-        got = None
-        if isinstance(base, type) and issubclass(base, ctypes.Structure):
-            attrs: dict[str, Any] = {"_fields_": list(base._fields_)}
-            if hasattr(base, "_pack_"):
-                attrs["_pack_"] = base._pack_
-            twin = type("FieldValue", (ctypes.Structure,), attrs)
-            got = twin if ctypes.sizeof(twin) == ctypes.sizeof(base) else None
-        _PLAIN[lib] = got
-    return got
-
-
-def entries(lib: Any, values: Any) -> list[tuple[int, int, float, int]]:
-    """The binding's ``c_nvmlFieldValue_t`` entries -> (field id, nvmlReturn, value, timestamp us);
-    the value is 0.0 where the entry failed (NVML_SUCCESS is 0 in nvml.h).
-
-    A ctypes array is read through the plain twin of its entry type (the same memory, without
-    the Python-level attribute hooks); anything else entry by entry."""
-    members = _members(lib)
-    twin = plain_field_value(lib)
-    if twin is not None and isinstance(values, ctypes.Array) and values._type_ is lib.c_nvmlFieldValue_t:
-        values = (twin * len(values)).from_buffer(values)
-    out = []
-    for v in values:
-        ret = int(v.nvmlReturn)
-        value = float(getattr(v.value, members.get(v.valueType, "ullVal"))) if ret == 0 else 0.0
-        out.append((int(v.fieldId), ret, value, int(v.timestamp)))
-    return out
-
-
-class FieldRequest:
-    """A prepared nvmlDeviceGetFieldValues request for one GPU and one list of field ids.
-
-    pynvml's wrapper allocates and fills a new array and converts every member through Python on
-    each call, and the power sampler makes that call about ten times a second per GPU. Here the
-    array is built once, the C function comes from pynvml's own function-pointer lookup (its
-    cache, its errors), and a failed call raises pynvml's own ``NVMLError`` subclass, so the one
-    classifier judges it as before. A request in use by another thread is not shared: that
-    caller gets a fresh one."""
-
-    __slots__ = ("lib", "ids", "struct", "arr", "ref", "count", "fn", "lock")
-
-    def __init__(self, lib: Any, ids: tuple[int | tuple[int, int], ...], struct: Any):
-        self.lib = lib
-        self.ids = ids
-        self.struct = struct
-        self.arr = (struct * len(ids))()
-        self.ref = ctypes.byref(self.arr)
-        self.count = ctypes.c_int32(len(ids))
-        self.fn: Any = None
-        self.lock = threading.Lock()
-
-    @staticmethod
-    def prepare(lib: Any, ids: tuple[int | tuple[int, int], ...]) -> "FieldRequest | None":
-        """A request where ``lib`` is pynvml over the C library, else None (use the library's
-        own call: the fake NVML, or a binding without the function-pointer lookup)."""
-        if not isinstance(lib, ModuleType) or not callable(getattr(lib, "_nvmlGetFunctionPointer", None)):
-            return None
-        struct = plain_field_value(lib)
-        return FieldRequest(lib, ids, struct) if struct is not None else None
-
-    def __call__(self, raw: Any) -> list[tuple[int, int, float, int]]:
-        if not self.lock.acquire(False):  # another thread is in this request: use a fresh one
-            return FieldRequest(self.lib, self.ids, self.struct)(raw)
-        try:
-            fn = self.fn
-            if fn is None:  # raises NVMLError (uninitialised, function not found) as pynvml does
-                fn = self.fn = self.lib._nvmlGetFunctionPointer("nvmlDeviceGetFieldValues")
-            ctypes.memset(self.arr, 0, ctypes.sizeof(self.arr))  # a fresh request, as pynvml's
-            for e, fid in zip(self.arr, self.ids):
-                if type(fid) is tuple:
-                    e.fieldId, e.scopeId = fid
-                else:
-                    e.fieldId = fid
-            ret = fn(raw, self.count, self.ref)
-            if ret != 0:
-                raise self.lib.NVMLError(ret)
-            return entries(self.lib, self.arr)  # copied out before another caller can reuse it
-        finally:
-            self.lock.release()
