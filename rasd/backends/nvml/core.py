@@ -184,9 +184,10 @@ class HandleCore:
     def _read(self, reading: str, fn: Callable[..., T], *args: Any) -> T | None:
         """One NVML reading under the error rules. Raises GpuLost; otherwise never raises.
 
-        The checks cost nothing on a GPU with no unsupported reading and an open handle: a poll
-        makes most of its calls through here."""
-        if self._unsupported and self._skipped(reading):
+        The checks cost two lookups for a reading not set aside on an open handle (the usual
+        case, also on GPUs where some other reading is unsupported, such as retired pages on
+        Ampere and later)."""
+        if reading in self._unsupported and self._skipped(reading):
             return None
         if self.raw is None:
             self._args(())  # raises GpuLost with the reason the GPU could not be opened
@@ -209,19 +210,20 @@ class HandleCore:
         Where ``lib`` is the C binding the request is prepared once per GPU and id list and the C
         function is called directly (``FieldRequest``); anything else (the fake NVML) goes through
         the library's own ``nvmlDeviceGetFieldValues``."""
-        if self._skipped("field_values"):
+        if "field_values" in self._unsupported and self._skipped("field_values"):
             return None
-        if self.raw is None:
+        raw = self.raw
+        if raw is None:
             self._args(())  # raises GpuLost with the reason the GPU could not be opened
         lib = self.lib
-        if ids in self._requests:
+        try:
             req = self._requests[ids]
-        else:
+        except KeyError:  # the first read of this id list
             req = self._requests[ids] = FieldRequest.prepare(lib, ids)
         try:
             if req is not None:
-                return req(self.raw)
-            return entries(lib, lib.nvmlDeviceGetFieldValues(self.raw, list(ids)))
+                return req(raw)
+            return entries(lib, lib.nvmlDeviceGetFieldValues(raw, list(ids)))
         except nvml_errors(lib) as e:
             self._judge("field_values", e)
         return None

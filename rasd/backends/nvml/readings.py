@@ -325,8 +325,24 @@ class Readings(BatchReads):
         return got
 
     def _table(self, values: dict[str, Any], got: dict[Any, Any], slow: bool) -> None:
+        lib, h, unsupported = self.lib, self.raw, self._unsupported
+        chosen = self._chosen if self._chosen is not None and h is not None else {}
+        argv = self._argv if chosen else {}
         for rd in _SLOW_TABLE if slow else _FAST_TABLE:
-            v = got[rd.name] if rd.name in got else self._read_reading(rd)
+            name = rd.name
+            if name in got:
+                v = got[name]
+            elif name not in unsupported and (fn := chosen.get(name)) is not None:
+                # its call chosen at an earlier poll, on an opened GPU, not set aside: called
+                # here under _read's error rules, without the two calls around it (six
+                # readings a GPU a poll)
+                try:
+                    v = fn(h, *argv[name])
+                except nvml_errors(lib) as e:
+                    self._judge(name, e)
+                    v = None
+            else:
+                v = self._read_reading(rd)
             if v is None:
                 for field, _ in rd.outputs:
                     values[field] = None

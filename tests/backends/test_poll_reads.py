@@ -1,0 +1,67 @@
+"""A reading whose call was chosen at an earlier poll is read under the same error rules as the
+first time: an error that starts after the first polls is judged exactly as one from the start."""
+
+from __future__ import annotations
+
+import pytest
+
+from rasd.backends.errors import GpuLost
+from rasd.backends.nvml.core import REPROBE_POLLS
+
+LATER = """
+[[event]]
+kind = "nvml_error"
+at = 5
+gpu = 0
+function = "{function}"
+error = "{error}"
+calls = {calls}
+"""
+
+
+@pytest.mark.parametrize("error,kind", [("unknown", "unknown"), ("timeout", "timeout"), ("no_permission", "no_permission")])
+def test_a_transient_error_after_the_first_polls_is_counted_under_its_reading_and_retried(fake, clock, error, kind):
+    be = fake(LATER.format(function="nvmlDeviceGetClockInfo", error=error, calls=2), clock=clock)
+    g = be.adapter.gpus()[0]
+    first = g.poll()
+    assert first.clock_sm_hz is not None and first.clock_memory_hz is not None
+    clock.advance(6)
+    s = g.poll(slow=False)
+    assert s.clock_sm_hz is None and s.clock_memory_hz is None  # both calls of this poll failed
+    assert g.error_counts() == {("clock_sm", kind): 1, ("clock_memory", kind): 1}
+    assert "clock_sm" not in g.unsupported()
+    again = g.poll(slow=False)
+    assert again.clock_sm_hz is not None and again.clock_memory_hz is not None  # retried, and it answered
+
+
+def test_not_supported_after_the_first_polls_is_absent_then_asked_again_after_the_reprobe_interval(fake, clock):
+    be = fake(LATER.format(function="nvmlDeviceGetUtilizationRates", error="not_supported", calls=1), clock=clock)
+    g = be.adapter.gpus()[0]
+    assert g.poll().utilization_gpu_ratio is not None
+    clock.advance(6)
+    asked = []
+    real = g._chosen["utilization"]  # the call the first poll chose
+
+    def counting(*args):
+        asked.append(1)
+        return real(*args)
+
+    g._chosen["utilization"] = counting
+    s = g.poll(slow=False)
+    assert s.utilization_gpu_ratio is None and s.utilization_memory_ratio is None
+    assert "utilization" in g.unsupported() and not g.error_counts()
+    for _ in range(REPROBE_POLLS - 1):
+        assert g.poll(slow=False).utilization_gpu_ratio is None  # set aside: not asked
+    assert len(asked) == 1
+    back = g.poll(slow=False)  # re-probed: the fault was one call, so it answers
+    assert back.utilization_gpu_ratio is not None and len(asked) == 2
+    assert "utilization" not in g.unsupported()
+
+
+def test_a_lost_gpu_after_the_first_polls_stops_the_poll(fake, clock):
+    be = fake(LATER.format(function="nvmlDeviceGetMemoryInfo", error="gpu_is_lost", calls=1), clock=clock)
+    g = be.adapter.gpus()[0]
+    g.poll()
+    clock.advance(6)
+    with pytest.raises(GpuLost):
+        g.poll(slow=False)
