@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from rasd.model import FaultEvent, FaultKind, GpuIdentity, GpuSample, GpuState, Health, LostReason, XidEvent
 from rasd.telemetry.counters import MonotonicCounters
-from rasd.telemetry.detect import NVLINK_COUNTERS, detect, nvlink_counter_name
+from rasd.telemetry.detect import NVLINK_COUNTERS, detect, detect_fast, nvlink_counter_name
 
 # raw sample fields kept as monotonic totals
 COUNTER_FIELDS = (
@@ -152,11 +152,10 @@ class Aggregator:
         if prev is not None and s.slow_time_mono is not None and s.slow_time_mono == prev.slow_time_mono:
             # the slow part is the previous poll's, repeated: no counter there can have moved
             for name in FAST_COUNTER_FIELDS:
-                total, d = g.counters.delta(name, getattr(s, name))
+                total = g.counters.update(name, getattr(s, name))
                 if total is not None:
                     g.totals[name] = total
-                    deltas[name] = d
-            events = detect(prev, s, deltas)
+            events = detect_fast(prev, s)  # what detect finds with only the fast counters grown
             g.prev = s
             return events
         for name in COUNTER_FIELDS:

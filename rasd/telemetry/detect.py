@@ -90,17 +90,35 @@ def detect(
             interval_seconds=round(dt, 3),
         )
 
+    _fast_part(prev, cur, at_start, out)
+    return out
+
+
+def detect_fast(prev: GpuSample, cur: GpuSample) -> list[FaultEvent]:
+    """``detect`` for a poll whose slow part is ``prev``'s repeated (``cur.slow_time_mono`` is
+    ``prev.slow_time_mono``), with no counter grown but energy: every flag, count and port
+    ``detect`` judges there is ``prev``'s own and ``nvlinks`` the same tuple, so only the fast
+    readings can raise an event (recovery action, thermal slowdown). The same events, without
+    judging what cannot have moved at every GPU's every poll."""
+    out: list[FaultEvent] = []
+    _fast_part(prev, cur, False, out)
+    return out
+
+
+def _fast_part(prev: GpuSample | None, cur: GpuSample, at_start: bool, out: list[FaultEvent]) -> None:
+    """The events of the readings taken at every poll: recovery action and thermal slowdown."""
     ra = cur.recovery_action
     if ra and ra != (prev.recovery_action if prev else 0):
         known = RecoveryAction.of(ra)
-        ev(FaultKind.RECOVERY_ACTION, action=known.label if known else f"unknown_{ra}", code=ra)
+        details: dict[str, object] = {"action": known.label if known else f"unknown_{ra}", "code": ra}
+        if at_start:
+            details["at_start"] = True
+        out.append(FaultEvent(cur.time_wall, cur.index, FaultKind.RECOVERY_ACTION, None, MappingProxyType(details)))
 
     reasons = cur.clock_event_reasons or 0
     before_reasons = (prev.clock_event_reasons or 0) if prev else 0
     if reasons & THERMAL_REASONS and not before_reasons & THERMAL_REASONS:
-        ev(
-            FaultKind.THERMAL,
-            reasons=reasons,
-            temperature_celsius=cur.temperature_gpu_celsius,
-        )
-    return out
+        details = {"reasons": reasons, "temperature_celsius": cur.temperature_gpu_celsius}
+        if at_start:
+            details["at_start"] = True
+        out.append(FaultEvent(cur.time_wall, cur.index, FaultKind.THERMAL, None, MappingProxyType(details)))
