@@ -65,3 +65,30 @@ def test_a_lost_gpu_after_the_first_polls_stops_the_poll(fake, clock):
     clock.advance(6)
     with pytest.raises(GpuLost):
         g.poll(slow=False)
+
+
+def test_a_fast_poll_has_the_last_slow_part_and_everything_else_read_now(fake, clock):
+    """Field by field: a fast poll's sample is the slow part of the last slow poll, and every
+    other reading as a full poll at the same instant reads it (none left from the slow poll)."""
+    from dataclasses import fields
+
+    from rasd.backends.nvml.readings import _SLOW_SAMPLE_FIELDS
+
+    be = fake(clock=clock)
+    g = be.adapter.gpus()[0]
+    first = g.poll()
+    clock.advance(7.3)  # the workload moves: power, energy, clocks, temperatures differ
+    fast = g.poll(slow=False)
+    full = g.poll(slow=True)  # the same instant (the clock is the fake node's own)
+    timing = {"time_wall", "time_mono", "poll_seconds"}
+    moved = []
+    for f in fields(fast):
+        if f.name in timing:
+            continue
+        if f.name in _SLOW_SAMPLE_FIELDS:
+            assert getattr(fast, f.name) == getattr(first, f.name), f.name
+        else:
+            assert getattr(fast, f.name) == getattr(full, f.name), f.name
+            moved.append(getattr(fast, f.name) != getattr(first, f.name))
+    assert sum(moved) >= 3  # the instant differs from the slow poll's in several readings
+    assert fast.slow_time_mono == first.time_mono and full.slow_time_mono == full.time_mono

@@ -7,6 +7,7 @@ answer to rasd's base units (W, J, Hz, bytes, ratios, Celsius).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass
@@ -154,6 +155,14 @@ NVLINK_COUNTERS: tuple[tuple[str, str, str, str], ...] = (
 _SLOW_TABLE = READINGS
 _FAST_TABLE = tuple(rd for rd in READINGS if rd.name not in SLOW_READINGS)
 
+# A sample is built from its values in field order (binding 40 keywords by name costs more than
+# the rest of building it): each GpuSample field's position, and each reading's outputs by it
+_ORDER = tuple(f.name for f in dataclasses.fields(GpuSample))
+_AT = {name: i for i, name in enumerate(_ORDER)}
+_PLACES = {rd.name: tuple((_AT[field], conv) for field, conv in rd.outputs) for rd in READINGS}
+_INDEX, _WALL, _MONO, _POLL_SECONDS = _AT["index"], _AT["time_wall"], _AT["time_mono"], _AT["poll_seconds"]
+_INSTANT, _MEMTEMP, _ACTION = _AT["power_instant_watts"], _AT["temperature_memory_celsius"], _AT["recovery_action"]
+
 # GpuSample fields the slow part fills (repeated from the last slow poll in between)
 _SLOW_SAMPLE_FIELDS = (
     *(f for rd in READINGS if rd.name in SLOW_READINGS for f, _ in rd.outputs),
@@ -207,6 +216,7 @@ class Readings(BatchReads):
     _chosen: dict[str, Callable[..., Any]] | None = None  # reading -> the call that answers it
     _argv: dict[str, tuple[Any, ...]]  # reading -> its constant arguments, resolved on the library
     _slow: dict[str, Any] | None = None  # the last slow part: GpuSample fields -> values
+    _slow_values: list[Any] | None = None  # the last slow poll's sample, its fields in order
     _plans: dict[tuple[bool, bool], Plan] | None = None  # (slow, ECC read) -> the batch
 
     # -- identity -------------------------------------------------------------------------------
@@ -324,8 +334,9 @@ class Readings(BatchReads):
         got = plans[key] = Plan(out)
         return got
 
-    def _table(self, values: dict[str, Any], got: dict[Any, Any], slow: bool) -> None:
-        lib, h, unsupported = self.lib, self.raw, self._unsupported
+    def _table(self, values: list[Any], got: dict[Any, Any], slow: bool) -> None:
+        """Each table reading's outputs into ``values``, the sample's fields in order."""
+        lib, h, unsupported, places = self.lib, self.raw, self._unsupported, _PLACES
         chosen = self._chosen if self._chosen is not None and h is not None else {}
         argv = self._argv if chosen else {}
         for rd in _SLOW_TABLE if slow else _FAST_TABLE:
@@ -344,11 +355,11 @@ class Readings(BatchReads):
             else:
                 v = self._read_reading(rd)
             if v is None:
-                for field, _ in rd.outputs:
-                    values[field] = None
+                for at, _ in places[name]:
+                    values[at] = None
             else:
-                for field, conv in rd.outputs:
-                    values[field] = conv(v)
+                for at, conv in places[name]:
+                    values[at] = conv(v)
 
     def poll(self, now_wall: Callable[[], float] = time.time, slow: bool = True) -> GpuSample:
         """Every health reading of this GPU once (README's reading list). Raises GpuLost.
@@ -361,30 +372,31 @@ class Readings(BatchReads):
         self._polls += 1
         t0 = time.monotonic()
         slow = slow or self._slow is None
-        values: dict[str, Any]
+        values: list[Any]
         if slow:
             ecc_on = self._ecc_mode()
             got = self._batch(self._plan(True, ecc_on is not False))
-            values = self._read_slow_part(t0, ecc_on, got)
+            values = [None] * len(_ORDER)
+            for field, v in self._read_slow_part(t0, ecc_on, got).items():
+                values[_AT[field]] = v
         else:
             got = self._batch(self._plan(False, False))
-            assert self._slow is not None
-            values = dict(self._slow)
+            assert self._slow_values is not None
+            values = self._slow_values.copy()  # the slow part repeated; every other field is set below
         self._table(values, got, slow=slow)
         inst, memtemp, action = got.get("power_instant"), got.get("memory_temp"), got.get("recovery_action")
-        wall = now_wall()
-        sample = GpuSample(  # built once: the poll's time is its calls' (the build is microseconds)
-            index=self.index,
-            time_wall=wall,
-            time_mono=t0,
-            poll_seconds=time.monotonic() - t0,
-            power_instant_watts=inst / 1000.0 if inst is not None else None,
-            temperature_memory_celsius=float(memtemp) if memtemp is not None else None,
-            recovery_action=int(action) if action is not None else None,
-            **values,
-        )
+        values[_INDEX] = self.index
+        values[_WALL] = now_wall()
+        values[_MONO] = t0
+        values[_INSTANT] = inst / 1000.0 if inst is not None else None
+        values[_MEMTEMP] = float(memtemp) if memtemp is not None else None
+        values[_ACTION] = int(action) if action is not None else None
+        # built once: the poll's time is its calls' (the build is microseconds)
+        values[_POLL_SECONDS] = time.monotonic() - t0
+        sample = GpuSample(*values)
         if slow:
             self._slow = {k: getattr(sample, k) for k in _SLOW_SAMPLE_FIELDS}
+            self._slow_values = values
         return sample
 
     def _ecc_mode(self) -> bool | None:
