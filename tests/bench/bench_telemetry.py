@@ -2,7 +2,8 @@
 
 For 8 and 72 fake GPUs, in-process, CPU time of this process:
 - the health poll of all GPUs, fast part (every second) and with the slow part (every 30 s), and
-  what that costs a second at the defaults;
+  what that costs a second at the defaults; of the fast poll, rasd's own part a GPU: the same
+  NVML calls made on the fake node alone, in turn with the polls, are taken out (medians);
 - the power sampler over 20 s of the fake node's time at the default rate on a hand-driven clock: CPU per
   second of sampling, reads per GPU per second (NVML refreshes 10 times a second; a read that can
   only repeat is skipped) and the share of NVML's distinct updates captured;
@@ -19,6 +20,7 @@ The figures also go to the benchmarks' results file (tests/bench/results.py).
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -69,6 +71,7 @@ def bench_polls(gpus: int, rounds: int, tmp: Path) -> dict[str, float]:
         t0 = cpu()
         snaps = [d.tick() for _ in range(rounds)]
         tick = (cpu() - t0) / rounds
+        poll_all, fake_part = bench_poll_split(d, rounds)
         cur = [snaps[0]]
         cache = ScrapeCache(lambda: cur[0])
         cache.gzipped(cache.get())
@@ -82,9 +85,59 @@ def bench_polls(gpus: int, rounds: int, tmp: Path) -> dict[str, float]:
         interval = cfg.telemetry.slow_interval_seconds
         per_second = fast + (full - fast) / interval
         return {"fast_ms": fast * 1e3, "full_ms": full * 1e3, "poll_per_s_ms": per_second * 1e3,
+                "own_us": (poll_all - fake_part) / gpus * 1e6, "poll_us": poll_all / gpus * 1e6,
+                "fake_us": fake_part / gpus * 1e6,
                 "tick_ms": tick * 1e3, "scrape_ms": scrape * 1e3, "series": series, "bytes": len(text)}
     finally:
         d.stop()
+
+
+def record_fast_poll(gpus: int) -> list[tuple[str, int, tuple[object, ...]]]:
+    """The NVML calls of one fast health poll of every GPU, as (function, GPU, arguments after
+    the handle), made on a fake node of its own (the measured daemon's library stays as it is)."""
+    be = open_backend("fake", gpus=gpus)
+    try:
+        lib, index = be.adapter.lib, {}
+        handles = be.adapter.gpus()
+        for g in handles:
+            index[id(g.raw)] = g.index
+        calls: list[tuple[str, int, tuple[object, ...]]] = []
+        for name in dir(lib):
+            if name.startswith("nvmlDevice") and callable(fn := getattr(lib, name)):
+                def rec(h: object, *a: object, _fn: Callable[..., object] = fn, _name: str = name) -> object:
+                    calls.append((_name, index[id(h)], tuple(list(x) if isinstance(x, list) else x for x in a)))
+                    return _fn(h, *a)
+                setattr(lib, name, rec)
+        for g in handles:
+            g.identity()
+            g.poll(slow=True)  # the first poll chooses each reading's call
+        calls.clear()
+        for g in handles:
+            g.poll(slow=False)
+        return calls
+    finally:
+        be.close()
+
+
+def bench_poll_split(d: Daemon, rounds: int) -> tuple[float, float]:
+    """(fast poll of every GPU, the fake's part of it), CPU seconds, medians of interleaved
+    rounds: the fake's part is the same NVML calls made on the daemon's own fake node without
+    rasd around them (``record_fast_poll``), so the difference is rasd's own layers."""
+    lib = d.backend.adapter.lib
+    raw = {g.index: g.raw for g in d.gpus}
+    replay = [(getattr(lib, name), raw[i], args) for name, i, args in record_fast_poll(len(d.gpus))]
+    polls, fakes = [], []
+    for _ in range(rounds):
+        t0 = cpu()
+        for p in d.pollers:
+            p.poll_once()
+        t1 = cpu()
+        for fn, h, args in replay:
+            fn(h, *args)
+        t2 = cpu()
+        polls.append(t1 - t0)
+        fakes.append(t2 - t1)
+    return statistics.median(polls), statistics.median(fakes)
 
 
 def count_calls(gpus: int) -> tuple[float, float]:
@@ -167,6 +220,11 @@ def main() -> None:
                 rec.add(f"telemetry.poll_calls.{n}", "NVML calls per GPU a health poll: fast part, with the slow part",
                         calls_fast, "calls", text=f"{calls_fast:.0f}, {calls_full:.0f}", table="telemetry", column=col,
                         notes={"with_slow_part": calls_full}),
+                rec.add(f"telemetry.poll_own.{n}",
+                        "fast health poll, rasd's own part a GPU (of the whole; the fake node's calls made alone "
+                        "taken out)", r["own_us"], "us",
+                        text=f"{r['own_us']:.1f} us (of {r['poll_us']:.1f} us)", table="telemetry", column=col,
+                        notes={"poll_us": round(r["poll_us"], 2), "fake_us": round(r["fake_us"], 2)}),
                 rec.add(f"telemetry.poll_share.{n}", "health poll at the defaults, share of one core",
                         poll_share, "%", text=f"{poll_share:.3f}%", table="telemetry", column=col),
                 rec.add(f"telemetry.sampler.{n}",
