@@ -91,30 +91,31 @@ def collect(snapshot: Snapshot) -> Iterable[Family]:
 
     for st in gpus:
         g = str(st.index)
+        gl = (g,)  # one label tuple for all of this GPU's single-label series (kept by the renderer)
         ident = st.identity
         if ident is not None:
             info.add((g, ident.uuid, ident.name, ident.serial or "", ident.pci_bus_id, ident.vbios_version or ""), 1)
-        up.add((g,), 0 if st.health is Health.LOST else 1)
+        up.add(gl, 0 if st.health is Health.LOST else 1)
         if st.health is Health.LOST and st.lost_reason is not None:
             lost.add((g, st.lost_reason.value), 1)
-        stale.add((g,), 1 if st.health is Health.STALE else 0)
+        stale.add(gl, 1 if st.health is Health.STALE else 0)
         if st.last_update_wall is not None:
-            last.add((g,), st.last_update_wall)
-        overruns.add((g,), st.poll_overruns)
-        resets.add((g,), st.counter_resets)
+            last.add(gl, st.last_update_wall)
+        overruns.add(gl, st.poll_overruns)
+        resets.add(gl, st.counter_resets)
         for x, n in sorted(st.xid_counts.items()):
             xids.add((g, str(x)), n)
         if st.recent_xids:
-            last_xid.add((g,), st.recent_xids[-1].time_wall)
+            last_xid.add(gl, st.recent_xids[-1].time_wall)
         for (reading, kind), n in sorted(st.errors.items()):
             nvml_errors.add((g, reading, kind), n)
         if st.power_sample_rate_hz is not None:
-            rate.add((g,), st.power_sample_rate_hz)
+            rate.add(gl, st.power_sample_rate_hz)
         if st.power_dedup is not None:
             dedup.add((g, st.power_dedup), 1)
         if st.health is Health.LOST:
             continue  # its last readings would be lies; identity and up=0 say what is known
-        _sample_metrics(st, g, power, temp, clock, reasons, gauges, flags, ecc_vol, ecc_agg, remapped, retired, counters, nv_up, nv_err)
+        _sample_metrics(st, g, gl, power, temp, clock, reasons, gauges, flags, ecc_vol, ecc_agg, remapped, retired, counters, nv_up, nv_err)
 
     yield from (info, up, lost, stale, last, power, rate, dedup, temp, clock, reasons)
     yield from gauges.values()
@@ -124,12 +125,12 @@ def collect(snapshot: Snapshot) -> Iterable[Family]:
     yield from (nv_up, nv_err, xids, last_xid, nvml_errors, resets, overruns)
 
 
-def _sample_metrics(st: GpuState, g: str, power, temp, clock, reasons, gauges, flags, ecc_vol, ecc_agg, remapped, retired, counters, nv_up, nv_err) -> None:  # type: ignore[no-untyped-def]
+def _sample_metrics(st: GpuState, g: str, gl: tuple[str], power, temp, clock, reasons, gauges, flags, ecc_vol, ecc_agg, remapped, retired, counters, nv_up, nv_err) -> None:  # type: ignore[no-untyped-def]
     s = st.sample
     c = st.counters
     watts = st.power_watts if st.power_watts is not None else (s.power_instant_watts if s else None)
     if watts is not None:
-        power.add((g,), watts)
+        power.add(gl, watts)
     if s is None:
         return
     if s.temperature_gpu_celsius is not None:
@@ -146,11 +147,11 @@ def _sample_metrics(st: GpuState, g: str, power, temp, clock, reasons, gauges, f
     for name, _doc, fld in _GAUGES:
         v = getattr(s, fld)
         if v is not None:
-            gauges[name].add((g,), v)
+            gauges[name].add(gl, v)
     for name, _doc, fld in _FLAGS:
         v = getattr(s, fld)
         if v is not None:
-            flags[name].add((g,), 1 if v else 0)
+            flags[name].add(gl, 1 if v else 0)
     for fam, key, typ in (
         (ecc_vol, "ecc_volatile_corrected", "corrected"),
         (ecc_vol, "ecc_volatile_uncorrected", "uncorrected"),
@@ -167,16 +168,20 @@ def _sample_metrics(st: GpuState, g: str, power, temp, clock, reasons, gauges, f
             retired.add((g, cause), v)
     for name, _doc, key, _ in _COUNTERS:
         if key in c:
-            counters[name].add((g,), c[key])
-    up_rows, err_rows = nv_up.rows.append, nv_err.rows.append  # the bulk of a big node's series
+            counters[name].add(gl, c[key])
+    # the bulk of a big node's series
+    up_keys, up_values = nv_up.keys.append, nv_up.values.append
+    err_keys, err_values = nv_err.keys.append, nv_err.values.append
     for ln in s.nvlinks:
         labels = _link_rows(g, ln.link)
         if ln.up is not None:
-            up_rows((labels[0], 1 if ln.up else 0))
+            up_keys(labels[0])
+            up_values(1 if ln.up else 0)
         for (key, _), err_labels in zip(_link_keys(ln.link)[1], labels[1:]):
             v = c.get(key)
             if v is not None:
-                err_rows((err_labels, v))
+                err_keys(err_labels)
+                err_values(v)
 
 
 @functools.lru_cache(maxsize=8192)

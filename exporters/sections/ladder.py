@@ -65,12 +65,13 @@ def collect(snapshot: Snapshot) -> Iterable[Family]:
 
     for g, c in sorted(st.gpus.items()):
         gl = str(g)
+        one = (gl,)  # one label tuple for the GPU's single-label series
         rung.add_metric([gl, c.scope.value], float(int(c.rung)))
         rung_info.add_metric([gl, c.rung.label, c.scope.value, c.reason], 1.0)
         n_open = len(c.open) + sum(len(lc.open) for (lg, _), lc in st.links.items() if lg == g)
-        open_d.add_metric([gl], float(n_open))
-        excluded.add_metric([gl], 1.0 if g in st.excluded else 0.0)
-        suspect.add_metric([gl], 1.0 if g in st.suspect else 0.0)
+        open_d.add_metric(one, float(n_open))
+        excluded.add_metric(one, 1.0 if g in st.excluded else 0.0)
+        suspect.add_metric(one, 1.0 if g in st.suspect else 0.0)
     flagged: set[tuple[str, str]] = set()
     for c in list(st.gpus.values()) + list(st.links.values()):
         for fault in c.technician:

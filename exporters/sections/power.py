@@ -41,12 +41,12 @@ def collect(snapshot: Snapshot) -> Iterable[Family]:
         return
     per_gpu = {s: GaugeFamily(f"rasd_power_{s}", doc, labels=["gpu"]) for s, doc, _ in _SERIES}
     for gpu, m in sorted(p.gpus.items()):
-        _add(per_gpu, m, [str(gpu)])
+        _add(per_gpu, m, (str(gpu),))  # one label tuple for all of the GPU's series
     yield from per_gpu.values()
     if p.node is not None:
         node = {s: GaugeFamily(f"rasd_power_node_{s}", f"Node sum: {doc[0].lower()}{doc[1:]}", labels=[])
                 for s, doc, _ in _SERIES}
-        _add(node, p.node, [])
+        _add(node, p.node, ())
         yield from node.values()
 
     allowed = GaugeFamily(
@@ -74,7 +74,7 @@ def collect(snapshot: Snapshot) -> Iterable[Family]:
                               value=p.tick_failures_total)
 
 
-def _add(fams: dict[str, Family], m: SeriesMetrics, labels: list[str]) -> None:
+def _add(fams: dict[str, Family], m: SeriesMetrics, labels: tuple[str, ...]) -> None:
     for suffix, _, get in _SERIES:
         v = get(m)
         if v is not None:
@@ -110,9 +110,9 @@ def _decision(p) -> Iterable[Family]:  # type: ignore[no-untyped-def]
     allowed = GaugeFamily("rasd_power_allowed_swing_watts", "The GPU's share of the node's allowed swing.",
                                 labels=["gpu"])
     for gpu, g in sorted(d.gpus.items()):
-        lab = [str(gpu)]
+        lab = (str(gpu),)  # one label tuple for all of the GPU's series
         for m in Mode:
-            gmode.add_metric(lab + [m.label], 1.0 if g.mode == m else 0.0)
+            gmode.add_metric(lab + (m.label,), 1.0 if g.mode == m else 0.0)
         allowed.add_metric(lab, g.allowed_swing_watts)
         if g.floor_watts is not None:
             floor.add_metric(lab, g.floor_watts)
@@ -165,7 +165,7 @@ def _applied(p) -> Iterable[Family]:  # type: ignore[no-untyped-def]
                                    "Power limit and smoothing changes NVML refused or did not read back.",
                                    labels=["gpu"])
     for gpu, a in sorted(p.applied.items()):
-        lab = [str(gpu)]
+        lab = (str(gpu),)
         if a.limit_watts is not None:
             limit.add_metric(lab, a.limit_watts)
         enabled.add_metric(lab, 1.0 if a.smoothing is not None else 0.0)

@@ -94,6 +94,32 @@ def test_only_families_that_keep_changing_keep_their_prefixes() -> None:
     assert r._body is body
 
 
+def _one(pairs: list[tuple[str, float]]) -> list[Family]:
+    f = GaugeFamily("rasd_t", "t", labels=["gpu"])
+    for g, v in pairs:
+        f.add_metric([g], v)
+    return [f]
+
+
+def test_a_family_is_copied_only_when_its_label_values_and_values_are_both_unchanged() -> None:
+    """A render keeps each family's two lists (label values, values) as the family holds them,
+    no tuple a series, and compares both with the next: the same values under other labels, or
+    other values under the same labels, are formatted again; both the same, copied."""
+    r = TextRenderer()
+    steps = [[("0", 1.0), ("1", 2.0)], [("0", 1.0), ("1", 2.0)],  # unchanged: copied
+             [("2", 1.0), ("3", 2.0)],  # same values, other labels
+             [("2", 2.0), ("3", 1.0)],  # same labels, other values
+             [("2", 2.0), ("3", 1.0), ("4", 0.0)], [("2", 2.0)]]  # a series more, then fewer
+    for pairs in steps:
+        fams = _one(pairs)
+        body, _ = r.render(fams)
+        assert body.decode() == generate_latest(_Registry(fams)).decode()  # type: ignore[arg-type]
+        kept = r._last["rasd_t"]
+        assert kept[0] is fams[0].keys and kept[1] is fams[0].values
+    assert fams[0].rows == [(("2",), 2.0)]
+    assert [(s.name, s.labels, s.value) for s in fams[0].samples] == [("rasd_t", {"gpu": "2"}, 2.0)]
+
+
 def test_number_spellings_kept_are_the_last_renders_only() -> None:
     """Watts and energy counters are new numbers nearly every snapshot: the spellings kept are
     those the last render used (a level that repeats is carried over), not every number seen."""
