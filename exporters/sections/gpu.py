@@ -172,8 +172,11 @@ def _sample_metrics(st: GpuState, g: str, gl: tuple[str], power, temp, clock, re
     # the bulk of a big node's series
     up_keys, up_values = nv_up.keys.append, nv_up.values.append
     err_keys, err_values = nv_err.keys.append, nv_err.values.append
+    links = _gpu_links(g)
     for ln in s.nvlinks:
-        labels = _link_rows(g, ln.link)
+        labels = links.get(ln.link)
+        if labels is None:
+            labels = links[ln.link] = _link_rows(g, ln.link)
         if ln.up is not None:
             up_keys(labels[0])
             up_values(1 if ln.up else 0)
@@ -184,12 +187,19 @@ def _sample_metrics(st: GpuState, g: str, gl: tuple[str], power, temp, clock, re
                 err_values(v)
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=1024)
+def _gpu_links(g: str) -> dict[int, tuple[tuple[str, ...], ...]]:
+    """A GPU's links' label tuples (``_link_rows``) by link number, built once per link: a 72-GPU
+    node has 1,300 links and 5,000 error series to export every scrape. A dict a GPU rather
+    than a cache keyed by (gpu, link): 0.2 MB less at 72 GPUs (no key tuple and cache entry a
+    link)."""
+    return {}
+
+
 def _link_rows(g: str, link: int) -> tuple[tuple[str, ...], ...]:
-    """A link's up-series labels, then its error series' labels in ``_link_keys`` order, built
-    once: a 72-GPU node has 1,300 links and 5,000 error series to export every scrape. One flat
-    tuple a link (the counter keys are the same for every GPU's link): 0.3 MB less at 72 GPUs
-    than pairs of key and labels."""
+    """A link's up-series labels, then its error series' labels in ``_link_keys`` order. One
+    flat tuple a link (the counter keys are the same for every GPU's link): 0.3 MB less at 72
+    GPUs than pairs of key and labels."""
     ln, keys = _link_keys(link)
     return ((g, ln), *((g, ln, typ) for _, typ in keys))
 
