@@ -237,9 +237,9 @@ def test_readings_keep_the_window_through_compaction() -> None:
         most = max(most, len(r.t))
     t, w = r.arrays()
     assert len(r) == t.size == 301 and t[0] == (n - 301) * 0.1 and w[-1] == n - 1
-    # dropped readings are let go once they outnumber the window's (or COMPACT): a buffer never
-    # holds much more than twice the window, however long the daemon runs
-    assert most <= 2 * 301 + 1 and len(r.t) <= 2 * 301 + 1
+    # dropped readings are let go once there are COMPACT of them: a buffer never holds more
+    # than the window and COMPACT, however long the daemon runs
+    assert most <= 301 + COMPACT and len(r.t) <= 301 + COMPACT
     r.append(n * 0.1, 5.0)
     assert t.size == 301 and np.all(np.diff(t) > 0)  # a copy: later appends do not show in it
     tt, ww = r.tail((n - 3) * 0.1 + 0.05)
