@@ -179,7 +179,8 @@ def fake(rec: results.Recorder, gpus: int, mine: list[dict[str, dict[str, float]
     distinct = statistics.median(m[k]["fake_distinct"] for m in mine if "fake" in m[k])
     f = rec.add(f"native_power.judge_fake.{gpus}", "the same on the fake node's native reads (drained every second): CPU per read, us",
                 med, "us", text=f"{med:.2f} us ({len(got)} runs {min(got):.2f}-{max(got):.2f}; "
-                f"{100 * distinct:.0f}% of reads distinct)", column=col, table="native_power_judge")
+                f"{100 * distinct:.0f}% of reads distinct); {gpus * 12.5:g} reads a second: "
+                f"{gpus * 12.5 * med / 1e4:.3f}% of a core", column=col, table="native_power_judge")
     print("  " + f.line())
     old = [t[k]["fake"] for t in theirs if "fake" in t[k]]
     if theirs and not old:
