@@ -13,10 +13,11 @@ from typing import Any, Callable
 
 import pytest
 
-from rasd.backends.fake import instant, stepper
+from rasd.backends.fake import instant
 from rasd.backends.fake.clock import ManualClock
 from rasd.backends.fake.node import FakeNode
 from rasd.backends.fake.nvml import FakeNvml
+from rasd.backends.nvml import pynvml_module
 from rasd.telemetry.loops import GpuLoop, Watchdog
 from rasd.telemetry.power import PowerSampler
 from tests.waiting import eventually
@@ -316,9 +317,9 @@ def test_a_daemon_on_the_fake_reads_natively(fake: Callable[..., Any], tmp_path:
                                       control_socket=str(tmp_path / "c.sock")),
                   telemetry=replace(cfg.telemetry, kernel_log=""))
     be = fake(None, gpus=4)
+    if instant.load(pynvml_module()) is None:
+        pytest.skip("rasd was not built here with a C compiler (pip install runs it where one is present)")
     d = Daemon(cfg, be, hostname="t", serve_metrics=None)
-    if not isinstance(stepper.active, stepper.NativeStepper):
-        pytest.skip("rasd was not built here with a C compiler")
     d.start()
     try:
         assert d.sampler.native
