@@ -32,6 +32,16 @@ COUNTER_FIELDS = (
 FAST_COUNTER_FIELDS = ("energy_joules",)  # read every poll; the rest with the slow part
 
 
+_LINK_NAMES: list[tuple[str, ...]] = []  # per link: its counters' names, in NVLINK_COUNTERS order
+
+
+def _link_names(link: int) -> tuple[str, ...]:
+    """``nvlink_counter_name(link, c)`` of each counter, made once a link (the main loop's only)."""
+    while len(_LINK_NAMES) <= link:
+        _LINK_NAMES.append(tuple(nvlink_counter_name(len(_LINK_NAMES), c) for c in NVLINK_COUNTERS))
+    return _LINK_NAMES[link]
+
+
 @dataclass(frozen=True, slots=True)
 class PollView:
     """What the daemon knows of one GPU's poller at this instant (read without locks)."""
@@ -164,8 +174,7 @@ class Aggregator:
                 g.totals[name] = int(total) if name != "energy_joules" else total
                 deltas[name] = d
         for ln in s.nvlinks:
-            for c in NVLINK_COUNTERS:
-                name = nvlink_counter_name(ln.link, c)
+            for c, name in zip(NVLINK_COUNTERS, _link_names(ln.link)):
                 total, d = g.counters.delta(name, getattr(ln, c))
                 if total is not None:
                     g.totals[name] = int(total)

@@ -37,11 +37,26 @@ class MonotonicCounters:
         return self._offset.get(name, 0) + raw
 
     def delta(self, name: str, raw: float | None) -> tuple[float | None, float]:
-        """Like update(), also returning how much the total grew since the last reading."""
-        before = self.total(name)
-        total = self.update(name, raw)
-        if total is None or before is None:
-            return total, 0.0
+        """Like update(), also returning how much the total grew since the last reading.
+
+        The usual reading (a value after a value) is worked out here in one pass: the slow
+        poll's counters are 82 a GPU on an 18-link GPU."""
+        last = self._last_raw.get(name)
+        if raw is None or last is None:
+            before = self.total(name)
+            total = self.update(name, raw)
+            if total is None or before is None:
+                return total, 0.0
+            return total, total - before
+        offset = self._offset.get(name, 0)
+        before = offset + last
+        if raw < last:  # a reset: as update()
+            offset = self._offset[name] = offset + last
+            if self._seen_resets.get(name, 0) == self.resets:
+                self.resets += 1
+        self._last_raw[name] = raw
+        self._seen_resets[name] = self.resets
+        total = offset + raw
         return total, total - before
 
     def total(self, name: str) -> float | None:

@@ -72,3 +72,17 @@ def test_kernel_log_xid_lines():
     assert x.message.startswith("Graphics SM Warp Exception")
     assert parse_xid_line("usb 1-1: new device") is None
     assert pci_key("00000000:3B:00.0") == pci_key("0000:3b:00")
+
+
+@given(st.lists(st.tuples(st.sampled_from("abc"),
+                          st.one_of(st.none(), st.integers(0, 50), st.floats(0.0, 50.0))), max_size=60))
+def test_delta_is_the_growth_of_the_total(readings):
+    """delta() in one pass answers what total() before and update() give, reset count included."""
+    c, ref = MonotonicCounters(), MonotonicCounters()
+    for name, raw in readings:
+        before = ref.total(name)
+        total = ref.update(name, raw)
+        want = (total, 0.0) if total is None or before is None else (total, total - before)
+        assert c.delta(name, raw) == want
+        assert c.resets == ref.resets
+    assert all(c.total(n) == ref.total(n) for n in "abc")
