@@ -19,6 +19,7 @@ import logging
 import sys
 import threading
 import time
+import weakref
 import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
@@ -125,12 +126,22 @@ def make_registry(snapshot: Callable[[], Snapshot | None], sections: dict[str, S
 @dataclass(slots=True)
 class Rendered:
     """One snapshot's exposition: the body, and where each family's text lies in it (by sample
-    name), for Prometheus's ``name[]`` selection; the body is the only copy of the text."""
+    name), for Prometheus's ``name[]`` selection; the body is the only copy of the text.
 
-    snapshot: Snapshot | None
+    The snapshot is held by a weak reference: between a new snapshot and the next scrape (15 s
+    at Prometheus's default, a snapshot a second) a strong one kept the rendered snapshot alive
+    beside the daemon's, 0.2 MB at 72 GPUs (each GPU's counters and sample). One that is gone
+    is no longer the daemon's latest, so the next scrape renders anew either way."""
+
+    _snapshot: weakref.ref[Snapshot] | None
     families: tuple[tuple[str, int, int], ...]
     body: bytes
     _gzipped: bytes | None = field(default=None)
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The snapshot rendered, while it is still alive (None before the first poll)."""
+        return self._snapshot() if self._snapshot is not None else None
 
     def select(self, names: frozenset[str]) -> bytes:
         """Only the families with a sample named in ``names`` (Prometheus's ``name[]``)."""
@@ -144,8 +155,9 @@ class Rendered:
 class ScrapeCache:
     """The latest snapshot's exposition, rendered at most once per snapshot. Thread-safe.
 
-    It holds one snapshot's body and, once a client asked, its gzip; a new snapshot's render
-    replaces both (a scraper still sending the old body keeps it until it is done)."""
+    It holds one snapshot's body and, once a client asked, its gzip, not the snapshot itself; a
+    new snapshot's render replaces both (a scraper still sending the old body keeps it until it
+    is done)."""
 
     def __init__(self, snapshot: Callable[[], Snapshot | None], sections: dict[str, SectionFn] | None = None):
         self._snapshot = snapshot
@@ -166,7 +178,7 @@ class ScrapeCache:
             if cur is not None and cur.snapshot is snap and snap is not None:
                 return cur
             body, index = self._renderer.render(self._sections.collect(snap))
-            cur = Rendered(snap, index, body)
+            cur = Rendered(weakref.ref(snap) if snap is not None else None, index, body)
             self._current = cur
             self.renders += 1
             return cur

@@ -56,8 +56,15 @@ class StageStatus:
     failures_total: int
 
 
+class _Referable:
+    """Lets a weak reference point at an instance: a slotted dataclass's own slots have no room
+    for one (``weakref_slot`` is Python 3.11's)."""
+
+    __slots__ = ("__weakref__",)
+
+
 @dataclass(frozen=True, slots=True)
-class Snapshot:
+class Snapshot(_Referable):
     """Everything the exporters show, swapped atomically by the daemon; never mutated."""
 
     time_wall: float

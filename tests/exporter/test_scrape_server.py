@@ -75,6 +75,33 @@ def test_a_snapshot_is_rendered_once_however_many_scrape(fake):
     assert cache.renders == 2
 
 
+def test_the_cache_keeps_the_body_not_the_snapshot_it_rendered(fake):
+    """Between a new snapshot and the next scrape the rendered one is not kept alive by the
+    cache; the same snapshot is still rendered once, and a new one (even of equal content, or
+    made where the old one lay) is rendered anew."""
+    import gc
+    import weakref
+
+    snap = fixed_snapshot(fake)
+    holder = {"snap": snap}
+    cache = ScrapeCache(lambda: holder["snap"])
+    first = cache.get()
+    assert first.snapshot is snap and cache.get() is first and cache.renders == 1
+    gone = weakref.ref(snap)
+    holder["snap"] = replace(snap)  # equal content, another object
+    del snap
+    gc.collect()
+    assert gone() is None and first.snapshot is None  # the cache did not keep it
+    second = cache.get()
+    assert cache.renders == 2 and second.snapshot is holder["snap"]
+
+    def steady(body: bytes) -> list[bytes]:  # the sections' own timings differ from render to render
+        return [ln for ln in body.splitlines() if b"collector_duration_seconds" not in ln]
+
+    assert steady(second.body) == steady(first.body)
+    assert cache.get() is second and cache.renders == 2
+
+
 def test_metrics_plain_and_gzip_carry_the_same_text(server):
     _srv, base, *_ = server
     code, headers, plain = _get(base + "/metrics")
