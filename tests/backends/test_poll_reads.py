@@ -92,3 +92,29 @@ def test_a_fast_poll_has_the_last_slow_part_and_everything_else_read_now(fake, c
             moved.append(getattr(fast, f.name) != getattr(first, f.name))
     assert sum(moved) >= 3  # the instant differs from the slow poll's in several readings
     assert fast.slow_time_mono == first.time_mono and full.slow_time_mono == full.time_mono
+
+
+@pytest.mark.parametrize("error", ["unknown", "not_supported", "gpu_is_lost"])
+def test_an_entry_failing_at_a_fast_poll_is_judged_as_at_a_full_one(fake, clock, error):
+    """The fast poll's field entries (one a reading) under the batch's error rules: another
+    error is counted under the reading and asked again; NOT_SUPPORTED sends the reading to its own
+    call for good (which answers for itself); a lost GPU stops the poll."""
+    be = fake(LATER.format(function="nvmlDeviceGetEnforcedPowerLimit", error=error, calls=1), clock=clock)
+    g = be.adapter.gpus()[0]
+    assert g.poll().power_limit_watts is not None
+    clock.advance(6)
+    if error == "gpu_is_lost":
+        with pytest.raises(GpuLost):
+            g.poll(slow=False)
+        return
+    s = g.poll(slow=False)
+    if error == "unknown":
+        assert s.power_limit_watts is None
+        assert g.error_counts() == {("power_limit_enforced", "unknown"): 1}
+        assert not g._by_call
+    else:  # the entry said "not supported": the call was asked this poll, and it answered
+        assert s.power_limit_watts is not None and not g.error_counts()
+        assert g._by_call == {"power_limit_enforced"} and "power_limit_enforced" not in g.unsupported()
+    again = g.poll(slow=False)
+    assert again.power_limit_watts == s.power_limit_watts or error == "unknown"
+    assert again.power_limit_watts is not None and again.power_average_watts is not None

@@ -47,7 +47,7 @@ class Plan:
     """A poll's batched readings, with what every poll would otherwise work out again: the
     readings that go by field, their ids in one tuple, those that always go by call."""
 
-    __slots__ = ("readings", "fielded", "called", "ids", "names", "sorted")
+    __slots__ = ("readings", "fielded", "called", "ids", "names", "sorted", "scalars")
 
     def __init__(self, readings: Sequence[Batched]):
         self.readings = tuple(readings)
@@ -55,6 +55,12 @@ class Plan:
         self.called = tuple(b for b in self.readings if not b.ids)
         self.ids = tuple(i for b in self.fielded for i in b.ids)
         self.names = frozenset(b.reading for b in self.readings)
+        # where every reading by field is one entry shaped by ``first`` or ``as_int`` (a fast
+        # poll's six): what the shape does to that entry's value (None: the value itself)
+        self.scalars: tuple[Callable[[float], Any] | None, ...] | None = (
+            tuple(_SCALAR[b.shape] for b in self.fielded)
+            if all(len(b.ids) == 1 and b.shape in _SCALAR for b in self.fielded) else None
+        )
         # the last sorting of the readings where some are skipped or go by call: (unsupported
         # changes, readings by call, valid before poll, asked, by call, skipped, ids)
         self.sorted: tuple[int, int, int, tuple[Batched, ...], tuple[Batched, ...], tuple[Batched, ...],
@@ -67,6 +73,9 @@ def first(v: tuple[float, ...]) -> float:
 
 def as_int(v: tuple[float, ...]) -> int:
     return int(v[0])
+
+
+_SCALAR: dict[Callable[[tuple[float, ...]], Any], Callable[[float], Any] | None] = {first: None, as_int: int}
 
 
 def ints(v: tuple[float, ...]) -> tuple[int, ...]:
@@ -101,6 +110,12 @@ class BatchReads(HandleCore):
                         calls.append(b)
                     else:
                         out[b.key] = None
+            elif ask is plan.fielded and plan.scalars is not None:  # the usual poll: an entry a reading
+                for b, conv, e in zip(ask, plan.scalars, got):
+                    if e[1]:
+                        self._failed(b, e[1], out, calls, by_call)
+                    else:
+                        out[b.key] = e[2] if conv is None else conv(e[2])
             else:
                 self._place(ask, got, out, calls, by_call)
         for b in calls:
@@ -146,7 +161,7 @@ class BatchReads(HandleCore):
         calls: list[Batched], by_call: set[Hashable],
     ) -> None:
         """Each reading's entries -> its value, or the error rules above."""
-        lib, i = self.lib, 0
+        i = 0
         for b in ask:
             n = len(b.ids)
             if n == 1:  # most readings are one entry
@@ -163,12 +178,19 @@ class BatchReads(HandleCore):
                 if not bad:
                     out[b.key] = b.shape(tuple(e[2] for e in mine))
                     continue
-            out[b.key] = None
-            err = lib.NVMLError(bad)
-            if b.call is not None and (
-                bad == getattr(lib, "NVML_ERROR_INVALID_ARGUMENT", 2) or classify(lib, err) is Outcome.UNSUPPORTED
-            ):
-                by_call.add(b.key)  # for good: the call answers (or marks the reading unsupported)
-                calls.append(b)
-            else:
-                self._judge(b.reading, err)
+            self._failed(b, bad, out, calls, by_call)
+
+    def _failed(
+        self, b: Batched, bad: int, out: dict[Hashable, Any], calls: list[Batched], by_call: set[Hashable],
+    ) -> None:
+        """A reading whose entry answered ``bad``: the error rules above."""
+        lib = self.lib
+        out[b.key] = None
+        err = lib.NVMLError(bad)
+        if b.call is not None and (
+            bad == getattr(lib, "NVML_ERROR_INVALID_ARGUMENT", 2) or classify(lib, err) is Outcome.UNSUPPORTED
+        ):
+            by_call.add(b.key)  # for good: the call answers (or marks the reading unsupported)
+            calls.append(b)
+        else:
+            self._judge(b.reading, err)
