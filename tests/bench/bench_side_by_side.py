@@ -3,13 +3,15 @@
 Prints figures with their targets; asserts nothing. Each setup (NVIDIA's mock NVML with 8 GPUs,
 rasd's fake node with 8 and 72 GPUs) runs rasd at defaults and nvitop-exporter at its defaults
 (1 s updates) in turn, A B A B, one process at a time on an otherwise unchanged machine. Per run:
-CPU time of the process (psutil, user + system) over a fixed window after a warm-up, RSS and
+CPU time of the process (its CPU-time clock, clock_getcpuclockid(3), to the nanosecond: the
+kernel's user and system times come in 10 ms ticks, too coarse for a daemon using a few tenths of
+a percent of a core) over a fixed window after a warm-up, RSS and
 threads at the end, one scrape every 15 s (a default Prometheus) of each. For rasd also the
 share of NVML's distinct instant-power updates it captured: on the fake, NVML refreshes field 186
 every 100 ms per GPU, so the truth is 10 x GPUs x seconds; NVIDIA's mock stamps every read as new
 (there rasd falls back to value changes, and the figure given is its distinct-update rate).
 
-For rasd also where its CPU goes: each thread's CPU time over the window (psutil), grouped by the
+For rasd also where its CPU goes: each thread's CPU time over the window (schedstat), grouped by the
 thread's name as the kernel shows it (rasd names its threads; pool workers' numbers dropped), the
 main thread (the tick) apart, and what threads that ended within the window used as "ended".
 
@@ -36,6 +38,7 @@ looked for at ``<repo>/../shared/nvml-mock``; its setups are skipped, saying so,
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import re
 import shutil
@@ -83,7 +86,7 @@ DOES = {
     "rasd-scheduler": "scheduler drains",
     "rasd-action": "remedy commands",
 }
-ENDED = "other (threads that ended, tick rounding)"
+ENDED = "other (threads that ended)"
 NATIVE = "unnamed (native: the NVML library's, BLAS's)"
 
 
@@ -99,15 +102,38 @@ class Run:
     by_thread: dict[str, float] = field(default_factory=dict)  # rasd only: % of one core per thread group
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def cpu_clock(pid: int) -> int | None:
+    """The process's CPU-time clock (clock_getcpuclockid(3)): the CPU all its threads used, those
+    that ended included, to the nanosecond, where the kernel's user and system times (psutil's)
+    come in 10 ms ticks, 0.03% of a core over a 30 s window, a tenth of a light daemon's figure.
+    None where the C library does not give it."""
+    cid = ctypes.c_int()
+    try:
+        return cid.value if _LIBC.clock_getcpuclockid(pid, ctypes.byref(cid)) == 0 else None
+    except AttributeError:
+        return None
+
+
+def process_cpu(ps: psutil.Process, clock: int | None) -> float:
+    """CPU seconds the process has used, all threads (to the tick where ``clock`` is None)."""
+    return time.clock_gettime(clock) if clock is not None else sum(ps.cpu_times()[:2])
+
+
 def thread_cpu(ps: psutil.Process) -> dict[int, tuple[str, float]]:
-    """Each thread's name (as the kernel has it) and CPU seconds (user + system)."""
+    """Each thread's name (as the kernel has it) and CPU seconds: the time it ran, from
+    /proc/PID/task/TID/schedstat in nanoseconds (user and system times come in 10 ms ticks)."""
     out = {}
     for t in ps.threads():
+        task = f"/proc/{ps.pid}/task/{t.id}"
         try:
-            name = Path(f"/proc/{ps.pid}/task/{t.id}/comm").read_text().strip()
-        except OSError:
+            name = Path(f"{task}/comm").read_text().strip()
+            ran = int(Path(f"{task}/schedstat").read_text().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):
             continue  # ended between the listing and the read
-        out[t.id] = (name, t.user_time + t.system_time)
+        out[t.id] = (name, ran)
     return out
 
 
@@ -219,7 +245,8 @@ def measure(cmd: list[str], env: dict[str, str], port: int, gpus: int, warmup: f
         ps = psutil.Process(proc.pid)
         text = scrape(port)
         th0 = thread_cpu(ps) if is_rasd else {}
-        c0, t0, v0 = sum(ps.cpu_times()[:2]), time.monotonic(), wakeups(proc.pid)
+        clock = cpu_clock(proc.pid)
+        c0, t0, v0 = process_cpu(ps, clock), time.monotonic(), wakeups(proc.pid)
         # rasd's counters are as of its last snapshot: time the window by the snapshots' stamps
         s0 = metric(text, "rasd_power_samples_total") if is_rasd else 0.0
         w0 = metric(text, "rasd_snapshot_timestamp_seconds") if is_rasd else 0.0
@@ -229,7 +256,7 @@ def measure(cmd: list[str], env: dict[str, str], port: int, gpus: int, warmup: f
             text = scrape(port)
             if time.monotonic() >= end:
                 break
-        c1, t1, v1 = sum(ps.cpu_times()[:2]), time.monotonic(), wakeups(proc.pid)
+        c1, t1, v1 = process_cpu(ps, clock), time.monotonic(), wakeups(proc.pid)
         th1 = thread_cpu(ps) if is_rasd else {}
         run = Run(100 * (c1 - c0) / (t1 - t0), ps.memory_info().rss / 2**20, ps.num_threads(), os.getloadavg()[0],
                   wakeups=(v1 - v0) / (t1 - t0))
@@ -259,9 +286,10 @@ def measure_model(cmd: list[str], env: dict[str, str], warmup: float, seconds: f
         if proc.poll() is not None:
             raise RuntimeError(f"the fake's model alone exited with {proc.returncode}; see {log}")
         ps = psutil.Process(proc.pid)
-        c0, t0 = sum(ps.cpu_times()[:2]), time.monotonic()
+        clock = cpu_clock(proc.pid)
+        c0, t0 = process_cpu(ps, clock), time.monotonic()
         time.sleep(seconds)
-        c1, t1 = sum(ps.cpu_times()[:2]), time.monotonic()
+        c1, t1 = process_cpu(ps, clock), time.monotonic()
         return 100 * (c1 - c0) / (t1 - t0)
     finally:
         proc.kill()
