@@ -20,6 +20,7 @@ from rasd.backends.fake.nvml import FakeNvml
 from rasd.backends.nvml import pynvml_module
 from rasd.telemetry.loops import GpuLoop, Watchdog
 from rasd.telemetry.power import PowerSampler
+from tests.sinks import CountingSink
 from tests.waiting import eventually
 
 FIELD = 186
@@ -266,14 +267,7 @@ def test_a_hung_read_is_given_up_and_the_others_go_on(lib: ctypes.CDLL, fake: Ca
     )
     release = threading.Event()
     be.fake_node.sleep = lambda seconds: release.wait(60)
-    seen: dict[int, int] = {}
-    lock = threading.Lock()
-
-    def sink(batch: Any) -> None:
-        with lock:
-            for x in batch:
-                seen[x.gpu] = seen.get(x.gpu, 0) + 1
-
+    sink = CountingSink()
     gpus = be.adapter.gpus()
     native = be.adapter.native_power(gpus)
     assert native is not None
@@ -285,16 +279,15 @@ def test_a_hung_read_is_given_up_and_the_others_go_on(lib: ctypes.CDLL, fake: Ca
     try:
         def others() -> bool:
             s.drain()  # the main loop's pass
-            with lock:
-                return s.hung() == frozenset({2}) and len(seen) == 7 and min(seen.values()) >= 5
+            seen = sink.counts()
+            return s.hung() == frozenset({2}) and len(seen) == 7 and min(seen.values()) >= 5
 
         assert eventually(others, timeout=30)
         release.set()
 
         def back() -> bool:
             s.drain()
-            with lock:
-                return s.hung() == frozenset() and seen.get(2, 0) >= 3
+            return s.hung() == frozenset() and sink.counts().get(2, 0) >= 3
 
         assert eventually(back, timeout=30)
         assert s.loop.abandoned == 1

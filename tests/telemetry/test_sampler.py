@@ -10,6 +10,7 @@ from rasd.backends.errors import GpuLost
 from rasd.telemetry.loops import GpuLoop, Watchdog
 from rasd.telemetry.power import ALL_NEW_READS, DedupMethod, PowerSampler
 from tests.e2e.helpers import wait_for
+from tests.sinks import CountingSink
 
 
 class ScriptedGpu:
@@ -163,17 +164,10 @@ def test_a_hung_read_stalls_neither_the_other_gpus_nor_the_sampler(fake):
     # while it hangs never races its end on a slow machine.
     release = threading.Event()
     be.fake_node.sleep = lambda seconds: release.wait(60)
-    seen: dict[int, int] = {}
-    lock = threading.Lock()
-
-    def sink(batch):
-        with lock:
-            for x in batch:
-                seen[x.gpu] = seen.get(x.gpu, 0) + 1
+    sink = CountingSink()
 
     def others() -> dict[int, int]:
-        with lock:
-            return {g: n for g, n in seen.items() if g != 2}
+        return {g: n for g, n in sink.counts().items() if g != 2}
 
     s = PowerSampler(be.adapter.gpus(), 20.0, sink, hang_seconds=0.2)
     health = GpuLoop("health", [], lambda i: None, interval=0.1, deadline=2.0)  # as the daemon's
@@ -187,9 +181,9 @@ def test_a_hung_read_stalls_neither_the_other_gpus_nor_the_sampler(fake):
                  and min(others().values()) >= 5, timeout=30)
         # the power loop's thread and the health loop's, plus the abandoned thread stuck in GPU 2's call
         assert threading.active_count() - threads_before == 3
-        assert 2 not in seen
+        assert 2 not in sink.counts()
         release.set()  # the hung call returns: GPU 2 rejoins, the abandoned thread leaves
-        wait_for(lambda: s.hung() == frozenset() and seen.get(2, 0) >= 3
+        wait_for(lambda: s.hung() == frozenset() and sink.counts().get(2, 0) >= 3
                  and threading.active_count() - threads_before == 2, timeout=30)
         assert s.loop.abandoned == 1
     finally:

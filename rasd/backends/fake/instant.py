@@ -30,6 +30,7 @@ from array import array
 from typing import TYPE_CHECKING, Any, Sequence
 
 from rasd.backends.fake import stepper
+from rasd.backends.nvml.powerloop import field_layout
 
 if TYPE_CHECKING:
     from rasd.backends.fake.node import FakeNode
@@ -80,9 +81,7 @@ def _typed(lib: ctypes.CDLL) -> ctypes.CDLL:
 def _layout_differs(lib: ctypes.CDLL, field_struct: Any) -> str | None:
     got = (ctypes.c_longlong * 16)()
     n = lib.fk_layout(got, 16)
-    f = field_struct
-    want = [ctypes.sizeof(f), f.fieldId.offset, f.scopeId.offset, f.timestamp.offset, f.latencyUsec.offset,
-            f.valueType.offset, f.nvmlReturn.offset, f.value.offset]
+    want = field_layout(field_struct)
     return None if list(got[:n]) == want else f"built with layout {list(got[:n])}, the binding has {want}"
 
 
@@ -172,7 +171,9 @@ def _disagrees(lib: ctypes.CDLL, base: Any) -> str | None:
 
     clocks = (ManualClock(), ManualClock())
     published, twin = (FakeNode(gpu_count=1, seed=3, clock=c, wall_clock=lambda: 1.7e9 + 0.123456) for c in clocks)
-    nvml = FakeNvml(published, base)
+    nvml, twin_nvml = FakeNvml(published, base), FakeNvml(twin, base)
+    twin_nvml.nvmlInit()
+    twin_device = twin_nvml.device(0)
     sim = published.model(0)
     board = Board(lib, nvml, 0, 186, sim.refresh_offset, published.start, published.wall(0.0))
     sim.attach(board, True)
@@ -193,9 +194,9 @@ def _disagrees(lib: ctypes.CDLL, base: Any) -> str | None:
         if got is None:
             published.instant_power(0)  # what the fallback does
             got = board.value_at(published.elapsed())
-        mw, at = twin.instant_power(0)
-        want = (round(at / 0.005), mw & 0xFFFF_FFFF, int(round((twin.wall(0.0) + at) * 1_000_000)))
-        if got != want:
+        entry = twin_nvml.nvmlDeviceGetFieldValues(twin_device, [186])[0]  # as the Python sampler reads it
+        want = (entry.value.uiVal, entry.timestamp)
+        if got is None or got[1:] != want:
             return f"read {i} at {t:.4f} s: C gives {got}, Python gives {want}"
     return None
 

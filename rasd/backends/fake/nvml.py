@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from typing import Sequence, TYPE_CHECKING, Any, Callable, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 from rasd.backends.fake.events import EventsMixin
 from rasd.backends.fake.fields import field_values, instant_reader, stands_for

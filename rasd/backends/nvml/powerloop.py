@@ -68,12 +68,19 @@ def library_path() -> str | None:
     return None
 
 
-def _layout(field_struct: Any) -> list[int]:
-    """What ``pl_layout`` must report for ``field_struct`` (the binding's nvmlFieldValue_t)."""
+def field_layout(field_struct: Any) -> list[int]:
+    """The size and members' offsets of ``field_struct`` (the binding's nvmlFieldValue_t), in the
+    order a C library built with nvml.h's layout reports them."""
     f = field_struct
     return [
         ctypes.sizeof(f), f.fieldId.offset, f.scopeId.offset, f.timestamp.offset,
         f.latencyUsec.offset, f.valueType.offset, f.nvmlReturn.offset, f.value.offset,
+    ]
+
+
+def _layout(field_struct: Any) -> list[int]:
+    """What ``pl_layout`` must report for ``field_struct`` (the binding's nvmlFieldValue_t)."""
+    return field_layout(field_struct) + [
         ctypes.sizeof(Record), Record.gpu.offset, Record.ret.offset, Record.of_call.offset,
         Record.mono_ns.offset, Record.wall_ns.offset, Record.stamp_us.offset, Record.value.offset,
     ]
