@@ -326,7 +326,7 @@ class PowerSampler:
 
     def _judge(self, results: list[Result]) -> PowerUpdates:
         """Each read of the native loop judged in order, as ``_GpuSampler.read_once`` judges its
-        own (``_took`` and ``_is_new``, written out in one loop: at 72 GPUs the main loop judges
+        own but for the refresh prediction (``_took`` and ``_is_new``, written out in one loop: at 72 GPUs the main loop judges
         900 reads a second, and each call, attribute and object per read shows). The value is in
         mW; the times are when the read returned. Returns the distinct updates."""
         gpus = self._gpus
@@ -356,16 +356,13 @@ class PowerSampler:
             run = s.fresh_run + 1 if prev is None or 0 <= ts - prev < sooner_us else 0
             s.fresh_run = run
             now = mono_ns / 1e9
+            # No refresh prediction (_predict): the native thread reads every GPU every round,
+            # so nothing would skip by it (the Python loop only takes over before the first read)
             if s.method is timestamp:
                 if run >= ALL_NEW_READS and may_switch and not s.seen_repeat:
                     s._switch(value_method)
-                    s.skip_until = 0.0
-                else:
-                    s._predict(now, ts, prev)
             elif same:
                 continue
-            else:
-                s.skip_until = 0.0
             d = s.distinct
             d.append(now)
             s.distinct_total += 1
