@@ -100,6 +100,7 @@ class Daemon:
         self._polls = 0
         self._power_distinct = 0
         self._loop_failures = 0
+        self._stat_fd: int | None = None  # /proc/self/stat, kept open for the tick's self stats
         self.notifier = Notifier()
         self.node = backend.adapter.node_identity(self.hostname, backend.name)
         t = cfg.telemetry
@@ -319,9 +320,13 @@ class Daemon:
         # One read of /proc/self/stat (proc(5)): the process's user and system CPU in clock ticks
         # (what times(2) returns), its threads and resident pages. Importing psutil would cost the
         # daemon 2.1 MB for these numbers, and three reads (times, statm, the task directory)
-        # cost the tick three times the system calls, each a hand-off of the GIL.
-        with open("/proc/self/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
+        # cost the tick three times the system calls, each a hand-off of the GIL. The file stays
+        # open and is read again from its start (procfs makes it afresh on each read): one
+        # system call a tick instead of five (open, fstat, ioctl, read, close).
+        fd = self._stat_fd
+        if fd is None:
+            fd = self._stat_fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
+        fields = os.pread(fd, 4096, 0).rsplit(b")", 1)[1].split()
         return SelfStats(
             cpu_seconds=(int(fields[11]) + int(fields[12])) / _CLOCK_TICKS,
             rss_bytes=int(fields[21]) * _PAGE_BYTES,
@@ -430,6 +435,9 @@ class Daemon:
             log.exception("event=store_close_failed")
         self.instance.release()
         self.backend.close()
+        if self._stat_fd is not None:
+            os.close(self._stat_fd)
+            self._stat_fd = None
         log.info("event=stopped")
 
 
