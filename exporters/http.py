@@ -208,7 +208,9 @@ class ScrapeServer(socketserver.TCPServer):
     def health(self) -> tuple[bool, str]:
         if self._health is not None:
             return self._health()
-        return (True, "ok") if self.cache.get().snapshot is not None else (False, "no health poll yet")
+        # the source's latest snapshot, not the render's: that one is held weakly, and a check
+        # has no reason to render the exposition
+        return (True, "ok") if self.cache.latest() is not None else (False, "no health poll yet")
 
     def process_request(self, request: Any, client_address: Any) -> None:
         # All workers busy: wait here, so further connections queue in the kernel's backlog.

@@ -167,6 +167,10 @@ class ScrapeCache:
         self._current: Rendered | None = None
         self.renders = 0  # how many times the text was built (tests and benchmarks read it)
 
+    def latest(self) -> Snapshot | None:
+        """The source's latest snapshot (None before the first poll), without rendering it."""
+        return self._snapshot()
+
     def get(self) -> Rendered:
         snap = self._snapshot()
         cur = self._current

@@ -136,6 +136,28 @@ def test_health_follows_poll_freshness_with_the_reason(server):
     assert code == 503 and b"overran" in body
 
 
+@pytest.mark.parametrize("fresh_object", [False, True])
+def test_the_built_in_health_check_sees_a_snapshot_the_render_holds_weakly(fake, fresh_object: bool):
+    """Without a freshness check of its own, the server is healthy once there is a snapshot,
+    also where the source hands out a new object each call (the render's weak reference to it
+    is then dead at once) and before any scrape rendered one."""
+    snap = fixed_snapshot(fake)
+    cache = ScrapeCache((lambda: replace(snap)) if fresh_object else (lambda: snap))
+    srv = ScrapeServer(("127.0.0.1", 0), cache)
+    try:
+        assert srv.health() == (True, "ok")
+        cache.get()  # a render in between changes nothing
+        assert srv.health() == (True, "ok")
+        assert cache.renders == 1  # the check itself renders nothing
+    finally:
+        srv.server_close()
+    empty = ScrapeServer(("127.0.0.1", 0), ScrapeCache(lambda: None))
+    try:
+        assert empty.health() == (False, "no health poll yet")
+    finally:
+        empty.server_close()
+
+
 def test_health_before_the_first_poll_is_503():
     fresh = Freshness(lambda: 1.0)
     ok, why = fresh.check()
