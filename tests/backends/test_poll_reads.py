@@ -72,7 +72,7 @@ def test_a_fast_poll_has_the_last_slow_part_and_everything_else_read_now(fake, c
     other reading as a full poll at the same instant reads it (none left from the slow poll)."""
     from dataclasses import fields
 
-    from rasd.backends.nvml.readings import _SLOW_SAMPLE_FIELDS
+    from rasd.backends.nvml.readings import _ORDER, _SLOW_SAMPLE_FIELDS
 
     be = fake(clock=clock)
     g = be.adapter.gpus()[0]
@@ -92,6 +92,16 @@ def test_a_fast_poll_has_the_last_slow_part_and_everything_else_read_now(fake, c
             moved.append(getattr(fast, f.name) != getattr(first, f.name))
     assert sum(moved) >= 3  # the instant differs from the slow poll's in several readings
     assert fast.slow_time_mono == first.time_mono and full.slow_time_mono == full.time_mono
+
+    # A fast poll starts from the slow poll's fields: every field outside the slow part must be
+    # written again (a new field that is neither would carry the slow poll's value unseen).
+    marker = object()
+    kept = g._slow_values
+    assert kept is not None
+    g._slow_values = [v if name in _SLOW_SAMPLE_FIELDS else marker for name, v in zip(_ORDER, kept)]
+    clock.advance(1.0)
+    again = g.poll(slow=False)
+    assert [f.name for f in fields(again) if getattr(again, f.name) is marker] == []
 
 
 @pytest.mark.parametrize("error", ["unknown", "not_supported", "gpu_is_lost"])

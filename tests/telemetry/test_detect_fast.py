@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import typing
+from dataclasses import fields, replace
 
 from hypothesis import given, strategies as st
 
+from rasd.backends.nvml.readings import _SLOW_SAMPLE_FIELDS
 from rasd.model import GpuSample, NvLinkSample
 from rasd.telemetry.detect import detect, detect_fast
 from tests.telemetry.test_units import _sample
@@ -22,17 +24,32 @@ slow_part = st.fixed_dictionaries({
         lambda links: tuple(NvLinkSample(i, up, n, n, n, n) for i, (up, n) in enumerate(links))),
     "slow_time_mono": st.floats(0.0, 9.0),
 })
-# the fast part, each poll its own
-fast_part = st.fixed_dictionaries({
+# the fast part, each poll its own: every reading a fast poll reads, taken from the model (a
+# detector added to ``detect`` for a new fast reading, outside what ``detect_fast`` runs, fails here)
+_FAST_VALUES = {
     "recovery_action": st.one_of(st.none(), st.integers(0, 9)),
     "clock_event_reasons": st.one_of(st.none(), st.integers(0, 0xFFF)),
     "temperature_gpu_celsius": st.one_of(st.none(), st.floats(20.0, 110.0)),
     "energy_joules": st.floats(0.0, 1e9),
-})
+}
+_NOT_READINGS = {"index", "time_wall", "time_mono", "poll_seconds"}
+
+
+def _values(name: str) -> st.SearchStrategy[object]:
+    if name in _FAST_VALUES:
+        return _FAST_VALUES[name]
+    kind = typing.get_type_hints(GpuSample)[name]
+    plain = st.integers(0, 2**40) if int in typing.get_args(kind) else st.floats(0.0, 1e12)
+    return st.one_of(st.none(), plain)
+
+
+FAST_FIELDS = [f.name for f in fields(GpuSample) if f.name not in _SLOW_SAMPLE_FIELDS and f.name not in _NOT_READINGS]
+fast_part = st.fixed_dictionaries({name: _values(name) for name in FAST_FIELDS})
 
 
 @given(slow_part, fast_part, fast_part, st.floats(0.0, 1e6))
 def test_the_short_detector_finds_what_the_full_one_does(slow: dict, before: dict, now: dict, grown: float) -> None:
+    assert set(_FAST_VALUES) <= set(FAST_FIELDS) and len(FAST_FIELDS) >= 10
     prev = _sample(**slow, **before)
     cur = replace(_sample(time_wall=101.0, time_mono=11.0, **now), **{k: getattr(prev, k) for k in slow})
     assert cur.nvlinks is prev.nvlinks  # the repeated slow part is the very same tuple
