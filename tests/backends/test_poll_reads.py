@@ -128,3 +128,41 @@ def test_an_entry_failing_at_a_fast_poll_is_judged_as_at_a_full_one(fake, clock,
     again = g.poll(slow=False)
     assert again.power_limit_watts == s.power_limit_watts or error == "unknown"
     assert again.power_limit_watts is not None and again.power_average_watts is not None
+
+
+def test_unsupported_marks_and_reprobes_from_two_threads_stay_consistent(fake, clock):
+    """The health poll's thread and the power reads' both mark readings unsupported and ask them
+    again: each mark or re-probe is one change (the count tells the read plans they are stale),
+    and two re-probes of one reading at once do not both remove it."""
+    import sys
+    import threading
+
+    g = fake(clock=clock).adapter.gpus()[0]
+    rounds = 60000
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def churn() -> None:
+        start.wait()
+        try:
+            for _ in range(rounds):
+                g._mark_unsupported("field_values")
+                g._polls += REPROBE_POLLS
+                g._skipped("field_values")
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        threads = [threading.Thread(target=churn) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert errors == []
+    # marks and removals alternate, so the count's parity says whether the reading is set aside
+    assert g._unsupported_changes % 2 == (1 if "field_values" in g._unsupported else 0)
+    assert g._unsupported_changes >= rounds

@@ -127,6 +127,9 @@ class HandleCore:
         self._unsupported: dict[str, int] = {}  # reading -> poll number when found unsupported
         self._told_unsupported: set[str] = set()  # logged once a GPU, not at every re-probe
         self._unsupported_changes = 0  # readings marked or re-probed, ever: tells a cache it is stale
+        # Marks and re-probes come from the health poll's thread and the power reads' (the power
+        # loop, or the main loop judging native reads): changed under this lock, read without it
+        self._unsupported_lock = threading.Lock()
         self._errors: dict[tuple[str, str], int] = {}
         self._errors_lock = threading.Lock()
         self._polls = 0
@@ -152,12 +155,15 @@ class HandleCore:
             )
 
     def _mark_unsupported(self, reading: str) -> None:
-        if reading not in self._unsupported:
-            if reading not in self._told_unsupported:
-                self._told_unsupported.add(reading)
-                log.info("event=reading_unsupported gpu=%d reading=%s", self.index, reading)
+        with self._unsupported_lock:
+            if reading in self._unsupported:
+                return
+            self._unsupported[reading] = self._polls
             self._unsupported_changes += 1
-        self._unsupported.setdefault(reading, self._polls)
+            tell = reading not in self._told_unsupported
+            self._told_unsupported.add(reading)
+        if tell:
+            log.info("event=reading_unsupported gpu=%d reading=%s", self.index, reading)
 
     def _judge(self, reading: str, e: BaseException) -> None:
         """Apply the error rules to one failed reading. Raises GpuLost."""
@@ -177,8 +183,9 @@ class HandleCore:
             return False
         if self._polls - since < REPROBE_POLLS:
             return True
-        del self._unsupported[reading]
-        self._unsupported_changes += 1
+        with self._unsupported_lock:
+            if self._unsupported.pop(reading, None) is not None:  # the other thread may be first
+                self._unsupported_changes += 1
         return False
 
     def _read(self, reading: str, fn: Callable[..., T], *args: Any) -> T | None:
