@@ -268,6 +268,7 @@ class PowerSampler:
         # a deque: an abandoned thread may still append when its hung read returns
         self._pending: collections.deque[PowerSample] = collections.deque()
         self._hang_seconds = hang_seconds
+        self.resize_failures = 0  # the native reader's queue could not be resized (retried each pass)
         self.loop: GpuLoop[_GpuSampler] | NativeLoop[_GpuSampler]
         self.clock: Callable[[], float]
         if native is not None:
@@ -308,8 +309,10 @@ class PowerSampler:
         if isinstance(loop, NativeLoop) and loop.queue_seconds != native_queue_seconds(seconds):
             try:
                 loop.resize(native_queue_seconds(seconds))
-            except OSError as e:
-                log.error("event=power_queue_resize_failed error=%r", str(e))
+            except OSError as e:  # the old queue stays, and the next pass asks again
+                self.resize_failures += 1
+                if self.resize_failures == 1:
+                    log.error("event=power_queue_resize_failed error=%r (logged once, then counted)", str(e))
 
     def drain(self) -> None:
         """Judge the native loop's reads since the last drain and hand their distinct updates to

@@ -266,3 +266,67 @@ def test_a_native_reader_that_cannot_start_leaves_the_sampler_reading_from_pytho
         s.stop()
         s.join(1.0)
         be.close()
+
+
+def test_reads_a_replaced_runner_dropped_are_counted(built):
+    """Reads the old runner dropped before it was replaced (its queue full, nobody draining)
+    count as dropped, as the current runner's do."""
+    path, reader = built
+    reader.set_hang(-1), reader.set_lost(-1)
+    loop = _loop(built, 2, interval=0.001, queue_seconds=0.5)
+    base = reader.read_count(1) + reader.read_count(2)
+    loop.start()
+    try:
+        assert eventually(lambda: reader.read_count(1) + reader.read_count(2) - base > 1000 + 300, 10.0)
+        loop.resize(10.0)  # nothing was drained since the start: the old runner's drops go with it
+        loop.drain()
+    finally:
+        loop.stop()
+        loop.join(1.0)
+    assert loop.dropped >= 200
+
+
+def test_a_resize_whose_thread_cannot_start_keeps_the_old_runner_and_is_asked_again(built):
+    path, reader = built
+    reader.set_hang(-1), reader.set_lost(-1)
+    loop = _loop(built, 2, queue_seconds=8.0)
+    loop.start()
+    good = loop.reads
+    try:
+        first = loop._runner
+        loop.reads = NativeReads(good.lib, 0, good.devices, FIELD)  # pl_start refuses a null function
+        with pytest.raises(OSError):
+            loop.resize(20.0)
+        assert loop.queue_seconds == 8.0 and loop._runner == first  # so a later pass asks again
+        loop.reads = good
+        loop.resize(20.0)
+        assert loop.queue_seconds == 20.0 and loop._runner != first
+        time.sleep(0.05)
+        assert loop.drain()
+    finally:
+        loop.reads = good
+        loop.stop()
+        loop.join(1.0)
+
+
+def test_reads_of_a_runner_and_the_one_that_replaced_it_come_in_the_order_they_returned(built):
+    """For a moment after a resize both runners read every GPU: one drain hands over each GPU's
+    reads in the order they returned, never the old runner's all before the new one's."""
+    path, reader = built
+    reader.set_hang(-1), reader.set_lost(-1)
+    loop = _loop(built, 4, interval=0.0005)
+    loop.start()
+    batches = []
+    try:
+        for i in range(60):
+            time.sleep(0.002)
+            loop.resize(8.0 + (i % 2))
+            batches.append(loop.drain())
+        assert eventually(lambda: (batches.append(loop.drain()), not loop._abandoned)[1], 2.0)
+    finally:
+        loop.stop()
+        loop.join(1.0)
+    assert sum(len(b) for b in batches) > 200
+    for b in batches:
+        returned = [r[3] for r in b]
+        assert returned == sorted(returned)

@@ -19,6 +19,7 @@ import ctypes
 import functools
 import importlib.machinery
 import logging
+import operator
 import os
 import struct
 import threading
@@ -120,6 +121,9 @@ def _typed(lib: ctypes.CDLL, field_struct: Any) -> ctypes.CDLL:
         getattr(lib, name).argtypes, getattr(lib, name).restype = [p], None
     lib.pl_done.argtypes, lib.pl_done.restype = [p], c.c_int
     return lib
+
+
+_RETURNED = operator.itemgetter(3)  # a result's monotonic ns, when its read returned
 
 
 @dataclass(frozen=True)
@@ -228,13 +232,23 @@ class NativeLoop(Generic[T]):
 
     def resize(self, queue_seconds: float) -> None:
         """Hold ``queue_seconds`` of reads from now on (the main loop's pass got longer or
-        shorter): a runner with the new queue takes over; the old one's reads are kept."""
+        shorter): a runner with the new queue takes over. It starts before the old one stops, so
+        every GPU is read without a gap: what the old one read is kept but for a read in flight
+        when it stops, which the new one has made again by then. Raises OSError where the new
+        runner's thread cannot start: the old one goes on, and ``queue_seconds`` is unchanged so
+        that the next resize asks again."""
         with self._lock:
-            self.queue_seconds = queue_seconds
             r = self._runner
             if r is None or self.stop_event.is_set():
+                self.queue_seconds = queue_seconds
                 return
-            self._hand_over(self._new_runner(self._hung), -1)
+            before, self.queue_seconds = self.queue_seconds, queue_seconds
+            try:
+                new = self._new_runner(self._hung)
+            except OSError:
+                self.queue_seconds = before
+                raise
+            self._hand_over(new, -1)
 
     def _hand_over(self, new: int, pos: int) -> None:
         """Runner ``new`` takes over (caller holds the lock): the current one is stopped, what it
@@ -244,8 +258,20 @@ class NativeLoop(Generic[T]):
         assert r is not None
         self.reads.lib.pl_stop(r)
         self._taken.extend(self._take(r))
+        self._count_dropped(r)  # before its count is left behind with it
         self._abandoned.append((r, pos))
         self._runner, self._runner_dropped = new, 0
+
+    def _count_dropped(self, r: int) -> None:
+        """Add what runner ``r`` dropped since the last count (caller holds the lock)."""
+        self.reads.lib.pl_counts(r, ctypes.byref(self._reads), ctypes.byref(self._dropped))
+        new = self._dropped.value - self._runner_dropped
+        if new > 0:
+            if self.dropped == 0:
+                log.warning("event=power_reads_dropped loop=%s reason=%r", self.name,
+                            "the main loop did not take the native reads in time")
+            self.dropped += new
+            self._runner_dropped = self._dropped.value
 
     def hung(self) -> frozenset[T]:
         with self._lock:
@@ -267,17 +293,16 @@ class NativeLoop(Generic[T]):
         with self._lock:
             self._reclaim()
             out, self._taken = self._taken, []
+            replaced = bool(out)
             r = self._runner
             if r is not None:
                 out.extend(self._take(r))
-                self.reads.lib.pl_counts(r, ctypes.byref(self._reads), ctypes.byref(self._dropped))
-                new = self._dropped.value - self._runner_dropped
-                if new > 0:
-                    if self.dropped == 0:
-                        log.warning("event=power_reads_dropped loop=%s reason=%r", self.name,
-                                    "the main loop did not take the native reads in time")
-                    self.dropped += new
-                    self._runner_dropped = self._dropped.value
+                self._count_dropped(r)
+            if replaced:
+                # a runner that took over read beside the one it replaced for a moment (or a hung
+                # read returned late): one GPU's reads in the order they returned, as one runner
+                # gives them (a stable sort: each runner's own are in order already)
+                out.sort(key=_RETURNED)
             return out
 
     def _reclaim(self) -> None:
