@@ -24,7 +24,7 @@ from typing import Any
 from rasd.ladder.decision import Decision
 from rasd.model import Rung
 from rasd.scheduler.attribution import JobWatch
-from rasd.scheduler.cluster import Cluster, NodeOut, SchedulerError
+from rasd.scheduler.cluster import Cluster, NodeOut, NodeView, SchedulerError
 from rasd.scheduler.ledger import Ledger, decision_key
 from rasd.scheduler.policy import needs_node_out, reason_for
 from rasd.scheduler.settings import SchedulerSettings, parse_budget
@@ -81,13 +81,16 @@ class SchedulerService:
         the scheduler wins (a person resumed it, or relabelled the drain as their own)."""
         if self.cluster is None:
             return
-        mine = self._node
         try:
             view = self.cluster.node()
         except SchedulerError as e:
             self._error("node", e)
             return
         self._last_sync = self._wall()
+        self._reconcile_with(view)
+
+    def _reconcile_with(self, view: NodeView) -> None:
+        mine = self._node
         if mine.get("out") and not view.out:
             log.warning("event=scheduler_node_back_by_other node=%s reason=%r detail=%r",
                         self.node, mine.get("reason"), "someone else returned the node")
@@ -116,17 +119,22 @@ class SchedulerService:
         reason = reason_for(d)
         mine = self._node
         try:
-            if mine.get("out"):
+            assert self.cluster is not None
+            # Asked afresh even where the store says rasd holds the node out: since the last
+            # look a person may have resumed it (jobs run there again) or relabelled the drain
+            # as theirs (their reason must stay, and rasd must never resume it).
+            view = self.cluster.node()
+            if mine.get("out") and view.out and view.by_rasd:
                 if d.rung.value > int(mine.get("rung", 0)):  # say the worst reason
-                    self.cluster.take_out(reason)  # type: ignore[union-attr]
+                    self.cluster.take_out(reason)
                     self.ledger.put("node", dict(mine, reason=reason, rung=d.rung.value,
                                                  clear_since=None))
                 else:
                     self.ledger.put("node", dict(mine, clear_since=None))
                 self.ledger.undefer(decision_key(body))
                 return True
-            assert self.cluster is not None
-            view = self.cluster.node()
+            if mine.get("out"):  # the store and the scheduler disagree: the scheduler wins
+                self._reconcile_with(view)
             if view.out and not view.by_rasd:
                 # out for someone else's reason: no capacity left to take, and the reason and
                 # the return to service stay theirs

@@ -29,13 +29,13 @@ class Node:
     """One rasd on a Slurm node: ladder, synchronous actuator, scheduler service, one store."""
 
     def __init__(self, slurm: SlurmCluster, db: Path, clock: ManualClock, reboot: str = "true",
-                 enforce: bool = True, **kw: Any):
+                 enforce: bool = True, commands: dict[str, tuple[str, ...]] | None = None, **kw: Any):
         self.clock = clock
         kw.setdefault("partition", slurm.partition)
         self.settings = SchedulerSettings(kind="slurm", node_name=slurm.node,
                                           slurm_conf=str(slurm.conf), retry_seconds=10,
                                           resume_hold_seconds=60, **kw)
-        actions = ActionSettings(enforce=enforce, commands={"reboot_node": (reboot,)},
+        actions = ActionSettings(enforce=enforce, commands=commands or {"reboot_node": (reboot,)},
                                  min_interval_seconds=0)
         self.sched: SchedulerService = build_service(self.settings, enforce, str(db), wall=clock,
                                                      synchronous=True)
@@ -47,8 +47,11 @@ class Node:
                                     now_wall=clock())
 
     def xid79(self, gpu: int = 3) -> None:
+        self.xid(79, gpu)
+
+    def xid(self, code: int, gpu: int) -> None:
         self.sched.on_decisions(self.ladder.ingest(
-            [FaultEvent(self.clock(), gpu, FaultKind.XID, None, {"xid": 79})], self.clock()))
+            [FaultEvent(self.clock(), gpu, FaultKind.XID, None, {"xid": code})], self.clock()))
         self.ladder.tick(self.clock())  # the remedy's result, as the daemon's next pass takes it
 
     def tick(self, advance: float = 0.0) -> None:
@@ -119,6 +122,42 @@ def test_a_drain_a_person_relabelled_is_theirs(slurm: SlurmCluster, tmp_path: Pa
     slurm.run("scontrol", "update", f"nodename={slurm.node}", "reason=keep out: vendor case")
     n.tick(20)  # the next look at Slurm notices
     assert not n.sched.state().out_by_rasd
+    n.close()
+
+
+def test_a_worse_fault_right_after_a_person_relabelled_the_drain_keeps_their_reason(
+        slurm: SlurmCluster, tmp_path: Path) -> None:
+    """Between two looks at Slurm a person takes rasd's drain over; a worse fault then must not
+    write rasd's reason over theirs, and rasd must never resume their node."""
+    n = Node(slurm, tmp_path / "rasd.db", now_clock(),
+             commands={"reset_gpu": ("true",), "reboot_node": ("true",)})
+    n.xid(62, 3)  # a GPU reset, with the node drained first
+    assert sinfo(slurm, slurm.node) == ("drained", "rasd: xid 62 gpu 3 -> reset_gpu")
+    n.tick(1)
+    slurm.run("scontrol", "update", f"nodename={slurm.node}", "reason=keep out: vendor case")
+    n.clock.advance(3)  # before the next look (retry_seconds 10)
+    n.xid(79, 5)  # a reboot: a higher rung than the drain's
+    assert sinfo(slurm, slurm.node) == ("drained", "keep out: vendor case")
+    for _ in range(4):
+        n.tick(30)
+    assert sinfo(slurm, slurm.node) == ("drained", "keep out: vendor case")
+    assert n.sched.state().counts.get("resumes", 0) == 0 and not n.sched.state().out_by_rasd
+    n.close()
+
+
+def test_a_fault_right_after_a_person_resumed_the_node_drains_it_again(
+        slurm: SlurmCluster, tmp_path: Path) -> None:
+    """A person returned the node to service between two looks; the next fault's remedy must not
+    run on a node taking jobs: rasd drains it again first."""
+    n = Node(slurm, tmp_path / "rasd.db", now_clock(),
+             commands={"reset_gpu": ("true",), "reboot_node": ("true",)})
+    n.xid(62, 3)
+    n.tick(1)
+    slurm.run("scontrol", "update", f"nodename={slurm.node}", "state=resume")
+    n.clock.advance(3)
+    n.xid(62, 1)  # another GPU's reset, which needs the node drained
+    assert sinfo(slurm, slurm.node) == ("drained", "rasd: xid 62 gpu 1 -> reset_gpu")
+    assert n.sched.state().counts.get("drains") == 2
     n.close()
 
 
