@@ -28,7 +28,7 @@ from rasd.freshness import Freshness
 from rasd.instance import InstanceLock
 from rasd.ladder.decision import Decision
 from rasd.ladder.state import LadderState
-from rasd.model import FaultEvent, GpuState
+from rasd.model import FaultEvent, GpuState, Health
 from rasd.notify import Notifier
 from rasd.snapshot import SelfStats, Snapshot
 from rasd.stages import StageGuards
@@ -259,7 +259,7 @@ class Daemon:
         no_events: list[FaultEvent] = []
         gpus, events = g.run("aggregate", lambda: self._aggregate(now), (prev.gpus if prev else (), no_events))
         no_decisions: list[Decision] = []
-        ladder, decisions = g.run("ladder", lambda: self._ladder_tick(events, now),
+        ladder, decisions = g.run("ladder", lambda: self._ladder_tick(events, now, gpus),
                                   (prev.ladder if prev else None, no_decisions))
         sdc = g.run("sdc", lambda: tick_and_read(self.sdc, now), prev.sdc if prev else None)
         power = g.run("power", lambda: tick_and_read(self.power, now), prev.power if prev else None)
@@ -307,8 +307,11 @@ class Daemon:
             events.extend(ev)
         return tuple(states), events
 
-    def _ladder_tick(self, events: list[FaultEvent], now: float) -> tuple[LadderState, list[Decision]]:
+    def _ladder_tick(self, events: list[FaultEvent], now: float,
+                     gpus: Sequence[GpuState] = ()) -> tuple[LadderState, list[Decision]]:
         decisions = self.ladder.ingest(events, now)  # with none it still takes in finished remedies
+        # a loss is reported once: while the GPU stays lost its decision must not expire
+        self.ladder.still_lost([s.index for s in gpus if s.health is Health.LOST], now)
         return self.ladder.state(), decisions
 
     def _scheduler_tick(self, now: float, ladder: LadderState | None, decisions: list[Decision]) -> SchedulerState:

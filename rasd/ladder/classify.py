@@ -200,11 +200,14 @@ _THERMAL = Finding(Rung.NONE, Scope.GPU, "thermal",
                    "thermal slowdown: check the cooling", investigate=(COOLING,))
 
 
+LOST_FAULT = "gpu_lost"  # the fault key of a lost GPU's decision
+
+
 def _gpu_lost(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding | None:
     # NVML's own words (GPU is lost, or why the GPU could not be opened) go with the decision
     why = event.details.get("reason")
     said = f" ({why})" if isinstance(why, str) and why else ""
-    return Finding(Rung.REBOOT_NODE, Scope.NODE, "gpu_lost",
+    return Finding(Rung.REBOOT_NODE, Scope.NODE, LOST_FAULT,
                    f"GPU lost or fallen off the bus{said}: drain and reboot the node",
                    degradations=(DRAIN,), hardware=True)
 

@@ -41,6 +41,8 @@ from rasd.model import FaultEvent, FaultKind, Rung, Scope
 
 __all__ = ["Closure", "Component", "Escalator", "Outcome", "Step"]
 
+_NO_DECISIONS: dict[str, Decision] = {}
+
 _REMEDY, _SDC, _XID = FaultKind.REMEDY, FaultKind.SDC, FaultKind.XID
 _LINK = Scope.LINK
 _RMA = Rung.RMA
@@ -452,6 +454,15 @@ class Escalator:
                            "sdc", FaultKind.SDC.value))
 
     # ------------------------------------------------------------------ reading
+
+    def still_present(self, comp: Component, fault: str, t: float) -> bool:
+        """The fault is still there at ``t`` without a new report (a GPU that stays lost is
+        reported once, when it goes): its open decision stays open, as if reported again, so
+        it never expires while the fault lasts. True where there is such a decision."""
+        if fault not in self.open.get(comp, _NO_DECISIONS):
+            return False
+        self._seen(comp, fault, t)
+        return True
 
     def open_decisions(self) -> list[Decision]:
         return sorted((d for ds in self.open.values() for d in ds.values()),

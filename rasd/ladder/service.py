@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
 
 from rasd.ladder.actions import ActionResult, Actuator
+from rasd.ladder.classify import LOST_FAULT
 from rasd.ladder.decision import Decision
 from rasd.ladder.escalate import Closure, Escalator, Outcome
 from rasd.ladder.findings import BadEvent
@@ -265,6 +266,16 @@ class LadderService:
                 nvlinks_per_gpu=self.settings.nvlinks_per_gpu,
                 faults=self._faults, actions=self._actions,
                 decisions_total=self._decisions_total)
+
+    def still_lost(self, gpus: Sequence[int], now_wall: float) -> None:
+        """GPUs still lost at ``now_wall`` (the aggregator reports a loss once, when it happens):
+        their lost-GPU decisions stay open while they stay lost, however long a remedy waits
+        (advisory mode, a full budget, a tripped breaker)."""
+        if not gpus:
+            return
+        with self._lock:
+            for g in gpus:
+                self._esc.still_present((g, None), LOST_FAULT, now_wall)
 
     def decisions_for(self, gpu: int) -> list[Decision]:
         """Open decisions of one GPU and its links, oldest first."""

@@ -154,3 +154,35 @@ def test_a_gpu_lost_before_the_start_does_not_stop_the_daemon(daemon):
     assert health[3] is Health.LOST and all(h is Health.UP for i, h in health.items() if i != 3)
     checks = d.sdc.checks()  # built on first use
     assert 3 not in checks.gpus and 2 in checks.gpus
+
+
+def test_a_lost_gpus_decision_stays_open_for_as_long_as_the_gpu_stays_lost(fake, clock, tmp_path: Path):
+    """The loss is one event; the daemon's ticks keep its decision from expiring while the
+    GPU stays lost (longer than the decision window), as the ladder's state shows."""
+    window = 600.0  # a short window: the fake node's model steps through the time that passes
+    cfg = config.Config.default()
+    cfg = replace(
+        cfg,
+        daemon=replace(cfg.daemon, state_path=str(tmp_path / "rasd.db"), control_socket=str(tmp_path / "c.sock")),
+        telemetry=replace(cfg.telemetry, kernel_log=""),
+        ladder=replace(cfg.ladder, decision_window_seconds=window),
+    )
+    scenario = """
+        [[event]]
+        kind = "fall_off_bus"
+        at = 0.0
+        gpu = 3
+        """
+    d = Daemon(cfg, fake(scenario, clock=clock), hostname="node-t", wall=lambda: 1.7e9 + clock())
+    try:
+        poll(d)
+        snap = d.tick()
+        assert snap.ladder is not None and snap.ladder.gpus[3].open
+        for _ in range(3):
+            clock.advance(window / 2)
+            poll(d)
+            snap = d.tick()
+        assert {g.index: g.health for g in snap.gpus}[3] is Health.LOST
+        assert snap.ladder is not None and snap.ladder.gpus[3].open  # 1.5 windows after the loss
+    finally:
+        d.stop()

@@ -108,6 +108,29 @@ def test_decisions_expire_in_the_daemon(tmp_path):
     assert svc.rung(2) is Rung.RMA
 
 
+def test_a_lost_gpus_decision_stays_open_while_the_gpu_stays_lost(tmp_path):
+    """A loss is reported once, when it happens; while the GPU stays lost (its reboot held back:
+    advisory mode, a full budget, a tripped breaker) the decision must not expire as if the
+    fault had gone. Once the GPU is back, the decision expires a quiet window later."""
+    s = LadderSettings(decision_window_seconds=3600)
+    store = Store(tmp_path / "r.db")
+    svc = LadderService(s, ActionSettings(), store, "n", now_wall=0)
+    svc.ingest([E(10.0, 3, K.GPU_LOST, None, {"reason": "GPU is lost"})], 10.0)
+    assert svc.rung(3) is Rung.REBOOT_NODE
+    for t in range(60, 5 * 3600, 60):  # the daemon's ticks while the GPU stays lost
+        svc.still_lost([3], float(t))
+        svc.tick(float(t))
+    assert svc.rung(3) is Rung.REBOOT_NODE
+    assert [r.state for r in store.decisions()] == ["open"]
+    svc.still_lost([], 5 * 3600.0)  # back (or the node rebooted): reported no more
+    svc.tick(5 * 3600.0 + 3700.0)
+    assert svc.rung(3) is Rung.NONE and [r.state for r in store.decisions()] == ["expired"]
+    # a GPU with no lost-GPU decision (another fault's, or none) is left as it is
+    esc = Escalator()
+    esc.feed(xid(100.0, 62, gpu=1))
+    assert not esc.still_present((1, None), "gpu_lost", 200.0) and not esc.still_present((2, None), "gpu_lost", 200.0)
+
+
 def test_restart_closes_what_expired_while_down(tmp_path):
     path = tmp_path / "r.db"
     s = LadderSettings(decision_window_seconds=3600)
