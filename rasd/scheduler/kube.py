@@ -23,6 +23,7 @@ these (a test keeps them equal).
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -38,6 +39,19 @@ SDC = "RasdSdcSuspect"
 STRATEGIC = "application/strategic-merge-patch+json"
 EVENT_NAMESPACE = "default"  # where the kubelet and the node controller put Node events
 CORDON_ANNOTATION = "rasd.io/cordoned"  # set when rasd cordoned: a person's cordon stays
+# When rasd tainted the node (unix seconds), for the breaker's count of recent outages: the
+# health condition's lastTransitionTime moves only when its status flips, and an earlier open
+# decision may have flipped it hours before the taint
+OUT_SINCE_ANNOTATION = "rasd.io/out-since"
+
+
+def _out_since(n: Any) -> float | None:
+    """When rasd tainted the node (``OUT_SINCE_ANNOTATION``), None where it is not marked."""
+    raw = (n.metadata.annotations or {}).get(OUT_SINCE_ANNOTATION)
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:  # edited by hand: fall back to the condition's time
+        return None
 
 
 def _now() -> str:
@@ -100,12 +114,14 @@ class KubeCluster:
         return next((t for t in (n.spec.taints or []) if t.key == self.s.taint_key), None)
 
     def _reason(self, n: Any) -> tuple[str, float | None]:
+        since = _out_since(n)
         for c in (n.status.conditions or []) if n.status else []:
             if c.type == HEALTH and c.status == "False":
-                when = c.last_transition_time.timestamp() if c.last_transition_time else None
+                if since is None and c.last_transition_time:  # tainted by an older rasd
+                    since = c.last_transition_time.timestamp()
                 msg = c.message or ""
-                return (msg if msg.startswith(REASON_PREFIX) else f"{REASON_PREFIX} {msg}"), when
-        return f"{REASON_PREFIX} tainted {self.s.taint_key}", None
+                return (msg if msg.startswith(REASON_PREFIX) else f"{REASON_PREFIX} {msg}"), since
+        return f"{REASON_PREFIX} tainted {self.s.taint_key}", since
 
     def node(self) -> NodeView:
         n = self._read()
@@ -134,10 +150,15 @@ class KubeCluster:
         taints = self._other_taints(n)
         taints.append({"key": self.s.taint_key, "value": rung, "effect": "NoSchedule"})
         spec: dict[str, Any] = {"taints": taints}
+        annotations: dict[str, Any] = {}
+        if self._mine(n) is None:  # a new outage (a worse reason for one under way keeps its time)
+            annotations[OUT_SINCE_ANNOTATION] = f"{time.time():.3f}"
         meta: dict[str, Any] = {"resourceVersion": n.metadata.resource_version}
         if self.s.cordon and not n.spec.unschedulable:
             spec["unschedulable"] = True
-            meta["annotations"] = {CORDON_ANNOTATION: "true"}
+            annotations[CORDON_ANNOTATION] = "true"
+        if annotations:
+            meta["annotations"] = annotations
         self._patch({"metadata": meta, "spec": spec})
         self.set_conditions({HEALTH: ("False", _camel(rung), reason)})
         log.info("event=kube_taint node=%s taint=%s reason=%r cordon=%s", self.node_name,
@@ -146,10 +167,12 @@ class KubeCluster:
     def bring_back(self) -> None:
         n = self._read()
         spec: dict[str, Any] = {"taints": self._other_taints(n)}
-        meta: dict[str, Any] = {"resourceVersion": n.metadata.resource_version}
+        annotations: dict[str, Any] = {OUT_SINCE_ANNOTATION: None}  # null deletes the key
         if n.spec.unschedulable and self._rasd_cordoned(n):
             spec["unschedulable"] = False
-            meta["annotations"] = {CORDON_ANNOTATION: None}  # null deletes the key
+            annotations[CORDON_ANNOTATION] = None
+        meta: dict[str, Any] = {"resourceVersion": n.metadata.resource_version,
+                                "annotations": annotations}
         self._patch({"metadata": meta, "spec": spec})
         self.set_conditions({HEALTH: ("True", "Healthy", "rasd: no open decision needs the "
                                       "node out")})

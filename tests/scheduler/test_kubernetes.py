@@ -20,7 +20,7 @@ from rasd.ladder.service import LadderService  # noqa: E402
 from rasd.ladder.settings import ActionSettings, LadderSettings  # noqa: E402
 from rasd.model import FaultEvent, FaultKind  # noqa: E402
 from rasd.scheduler.build import build_service  # noqa: E402
-from rasd.scheduler.kube import API_CALLS, KubeCluster  # noqa: E402
+from rasd.scheduler.kube import API_CALLS, HEALTH, OUT_SINCE_ANNOTATION, KubeCluster  # noqa: E402
 from rasd.scheduler.service import open_decisions  # noqa: E402
 from rasd.scheduler.settings import SchedulerSettings  # noqa: E402
 from rasd.store import Store  # noqa: E402
@@ -158,6 +158,25 @@ def test_budget_counts_tainted_nodes_of_the_label_scope(api: FakeApiServer,
     n.tick(11)
     assert taints(api, "gpu-0")[-1]["key"] == "rasd.io/gpu-unhealthy"
     n.close()
+
+
+def test_an_outage_counts_from_the_taint_not_from_an_older_flag(api: FakeApiServer) -> None:
+    """The breaker counts nodes out recently. A node whose health condition an earlier open
+    decision flipped hours before is tainted now: it went out now, not when the flag flipped."""
+    settings = SchedulerSettings(kind="kubernetes", node_name="gpu-0", label_selector="pool=a")
+    cluster = KubeCluster(settings, "gpu-0", api_client=api.api_client())
+    cluster.set_conditions({HEALTH: ("False", "RestartProcess", "rasd: xid 13 gpu 1 -> restart_process")})
+    cond(api, "gpu-0", HEALTH)["lastTransitionTime"] = "2020-01-01T00:00:00Z"  # long ago
+    before = time.time()
+    cluster.take_out("rasd: xid 79 gpu 3 -> reboot_node")
+    (out,) = [o for o in cluster.scope().out if o.name == "gpu-0"]
+    assert out.since_wall is not None and out.since_wall >= before - 1
+    # a worse reason for the same outage keeps its time; back in service, the mark goes
+    first = api.nodes["gpu-0"]["metadata"]["annotations"][OUT_SINCE_ANNOTATION]
+    cluster.take_out("rasd: xid 79 gpu 3 -> rma")
+    assert api.nodes["gpu-0"]["metadata"]["annotations"][OUT_SINCE_ANNOTATION] == first
+    cluster.bring_back()
+    assert OUT_SINCE_ANNOTATION not in api.nodes["gpu-0"]["metadata"].get("annotations", {})
 
 
 def test_rbac_grants_exactly_the_calls_rasd_makes(api: FakeApiServer, tmp_path: Path) -> None:
