@@ -14,7 +14,9 @@ caused: the decisions opened, those superseded and those closed. Rules, in order
   nothing; a higher rung supersedes the pending lower ones on that component (and inherits their
   degradations and investigations), never the reverse;
 * a remedy that worked closes the open decisions it covers (a reboot covers the node, a GPU
-  reset the GPU and its links); one that failed climbs one rung at once;
+  reset the GPU and its links); a process restart or GPU reset that failed climbs one rung at
+  once; a reboot (or RMA request) that failed moves nothing: it did not happen, so it says
+  nothing about any board, and its decisions stay open for the operator;
 * a decision below RMA whose fault has not come back on its component for
   ``decision_window_seconds`` expires (closes), in a replay as in the daemon.
 
@@ -396,7 +398,7 @@ class Escalator:
     # ------------------------------------------------------------------ remedies and clearance
 
     def _targets(self, e: FaultEvent, rung: Rung) -> list[Component]:
-        if rung >= Rung.REBOOT_NODE:  # a reboot covers the node
+        if rung is _REBOOT:  # a reboot covers the node (an RMA only its own board)
             comps = {c for c, ds in self.open.items() if ds}
             if not self.open.get((e.gpu, None)):
                 comps.add((e.gpu, None))
@@ -417,6 +419,13 @@ class Escalator:
             raise BadEvent(f"action: {ex}") from None
         if result not in ("ok", "failed"):
             raise BadEvent(f"result: {result!r} is not ok or failed")
+        if result == "failed" and rung >= _REBOOT:
+            # a reboot that failed did not happen (rasd is still here to read its result), and
+            # an RMA request that failed was not sent: neither says anything about whether a
+            # cure holds on any board, so nothing moves. The open decisions stay (the reboot
+            # is still asked for, of the operator now); RMA comes only from cures that ran and
+            # did not hold, from recurrence, or from a diagnostic
+            return
         self.history.remedy_applied(e.time_wall)
         targets = self._targets(e, rung)
         if result == "ok":
@@ -427,8 +436,8 @@ class Escalator:
                 if rung is Rung.RMA:
                     self.history.forget_gpu(comp[0])
             return
-        # a failed remedy climbs one rung at once
-        new = Rung(min(rung + 1, Rung.RMA))
+        # a failed process restart or GPU reset climbs one rung at once (to a reset, a reboot)
+        new = Rung(rung + 1)
         for comp in targets:
             pending = [d for d in self.open.get(comp, {}).values() if d.rung <= rung]
             if not pending and comp != (e.gpu, e.link):
@@ -436,7 +445,7 @@ class Escalator:
             fault = max(pending, key=lambda d: d.rung).fault if pending else f"remedy:{rung.label}"
             if new is Rung.REBOOT_NODE:
                 scope = Scope.NODE
-            elif new is Rung.RMA or comp[1] is None:
+            elif comp[1] is None:
                 scope = Scope.GPU
             else:
                 scope = Scope.LINK

@@ -60,6 +60,7 @@ class LadderService:
         self._decisions_total = 0
         self.bad_events = 0
         self._bad_logged: set[str] = set()
+        self._not_done_logged: set[tuple[str, str]] = set()
         self._results: queue.SimpleQueue[ActionResult] = queue.SimpleQueue()
         self._actuator = actuator or Actuator(actions)
         if self._actuator.on_result is None:
@@ -185,6 +186,15 @@ class LadderService:
                 self._actions[(res.gpu, res.kind, res.result)] += 1
             if res.rung is not None and res.result in ("ok", "failed", "timeout", "error"):
                 outcome = "ok" if res.result == "ok" else "failed"
+                if outcome == "failed" and res.rung >= Rung.REBOOT_NODE:
+                    # the ladder moves nothing for it (escalate.py): the operator must know
+                    # that the open decisions wait for them (counted in the actions counter)
+                    if (res.kind, res.result) not in self._not_done_logged:
+                        self._not_done_logged.add((res.kind, res.result))
+                        log.warning("event=remedy_not_done kind=%s gpu=%s result=%s detail=%r "
+                                    "(logged once, then counted)", res.kind, res.gpu, res.result,
+                                    "nothing escalates: the open decisions stay; run it by hand "
+                                    f"or fix [actions] {res.kind}")
                 remedies.append(FaultEvent(res.time_wall, res.gpu, FaultKind.REMEDY, res.link,
                                            {"action": res.rung.label, "result": outcome}))
 
