@@ -118,14 +118,19 @@ class LadderService:
 
     def _judged_before_start(self, e: FaultEvent) -> bool:
         """A fault found already present at a GPU's first poll (``at_start``) that an earlier
-        run stored with the same details was judged then: a restart does not judge it again."""
+        run stored with the same details was judged then: a restart does not judge it again.
+        Unless a remedy that covers it worked since (a reboot covers the node, any other the
+        GPU, or only its link): the fault still there after the cure is news, the cure did not
+        hold."""
         if not e.details.get("at_start"):
             return False
         want = json.loads(json.dumps(dict(e.details), sort_keys=True, default=str))
-        return any(
-            f.event.kind is e.kind and f.event.link == e.link and dict(f.event.details) == want
-            for f in self.store.faults(gpu=e.gpu)
-        )
+        judged = max((f.event.time_wall for f in self.store.faults(gpu=e.gpu)
+                      if f.event.kind is e.kind and f.event.link == e.link
+                      and dict(f.event.details) == want), default=None)
+        if judged is None:
+            return False
+        return not any(_covers(f.event, e) for f in self.store.faults(since=judged))
 
     def tick(self, now_wall: float) -> list[Decision]:
         """Take in the remedy results the actuator queued since the last tick (and act on the
@@ -322,6 +327,15 @@ class LadderService:
         """Wait for running actions, then record their results (nothing run goes unrecorded)."""
         self._actuator.close()
         self._feed(self._take_results())
+
+
+def _covers(remedy: FaultEvent, e: FaultEvent) -> bool:
+    """Whether ``remedy`` is a remedy that worked on ``e``'s component."""
+    if remedy.kind is not FaultKind.REMEDY or remedy.details.get("result") != "ok":
+        return False
+    if remedy.details.get("action") == Rung.REBOOT_NODE.label:
+        return True
+    return remedy.gpu == e.gpu and remedy.link in (None, e.link)
 
 
 def _end(c: Closure) -> DecisionEnd:

@@ -1,12 +1,12 @@
 """Only a cure that was carried out says whether it holds: a reboot (or RMA request) that could
-not be run escalates nothing."""
+not be run escalates nothing, and a fault still present at start after a cure is judged again."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from rasd.ladder.actions import Actuator
+from rasd.ladder.actions import Actuator, RecordingRunner
 from rasd.ladder.escalate import Escalator
 from rasd.ladder.service import LadderService
 from rasd.ladder.settings import ActionSettings, LadderSettings
@@ -98,3 +98,55 @@ def test_service_reboot_that_cannot_run_or_times_out_is_reported_once(
         svc.close()
         svc.store.close()
         runs.append(result)
+
+
+def at_start(t: float, gpu: int = 2) -> FaultEvent:
+    """The driver asks for a node reboot (NVML's recovery action) at the GPU's first poll."""
+    return E(t, gpu, K.RECOVERY_ACTION, None,
+             {"action": "node_reboot", "code": 2, "at_start": True})
+
+
+def boot(db: Path, t: float, runner: RecordingRunner) -> LadderService:
+    acts = ActionSettings(enforce=True, min_interval_seconds=0, commands={
+        "reboot_node": ("reboot",), "reset_gpu": ("nvidia-smi", "-r")})
+    return LadderService(LadderSettings(), acts, Store(db), "n",
+                         actuator=Actuator(acts, runner, synchronous=True, wall=lambda: t + 1),
+                         now_wall=t)
+
+
+def test_fault_still_present_at_start_after_the_cure_did_not_hold(tmp_path: Path) -> None:
+    db, runner = tmp_path / "r.db", RecordingRunner()
+    svc = boot(db, 1000.0, runner)
+    assert [d.rung for d in svc.ingest([at_start(1000.0)], 1000.0)] == [Rung.REBOOT_NODE]
+    assert runner.calls == [("reboot",)] and not svc.decisions_for(2)  # rebooted, remedied
+    svc.close()
+    svc.store.close()
+    # the next boot: the driver still asks for a reboot, so the reboot did not hold
+    svc = boot(db, 1900.0, runner)
+    d = svc.ingest([at_start(1900.0)], 1900.0)
+    assert [x.rung for x in d] == [Rung.REBOOT_NODE]
+    assert "came back after reboot_node" in d[0].reason
+    assert runner.calls == [("reboot",)] * 2
+    svc.close()
+    svc.store.close()
+    # and again: two reboots did not hold, the board goes back
+    svc = boot(db, 2800.0, runner)
+    d = svc.ingest([at_start(2800.0)], 2800.0)
+    assert [x.rung for x in d] == [Rung.RMA] and svc.is_excluded(2)
+    svc.close()
+    svc.store.close()
+
+
+def test_fault_at_start_with_no_cure_since_is_not_judged_again(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    svc = LadderService(LadderSettings(), ActionSettings(), Store(db), "n", now_wall=1000.0)
+    assert svc.ingest([at_start(1000.0)], 1000.0)  # advisory: nothing ran, decision open
+    # a reset of another GPU that worked is no cure for GPU 2
+    svc.ingest([remedy(1100.0, 4, "reset_gpu", "ok")], 1100.0)
+    svc.close()
+    svc.store.close()
+    svc = LadderService(LadderSettings(), ActionSettings(), Store(db), "n", now_wall=1900.0)
+    assert svc.ingest([at_start(1900.0)], 1900.0) == []  # judged already
+    assert [d.rung for d in svc.decisions_for(2)] == [Rung.REBOOT_NODE]  # still open
+    svc.close()
+    svc.store.close()
