@@ -57,9 +57,11 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-# (decision time, gpu, link, fault, outcome, closed time): the natural key of an open decision
-# and how it ended
-DecisionEnd = tuple[float, int, "int | None", str, str, float]
+# (decision time, gpu, link, fault, outcome, closed time[, rung]): the natural key of an open
+# decision and how it ended; with the rung, only a row at that rung closes (a decision rebuilt
+# lower, from less history, must never end the stored one of the same key)
+DecisionEnd = (tuple[float, int, "int | None", str, str, float]
+               | tuple[float, int, "int | None", str, str, float, "str | None"])
 
 
 class StoreError(RuntimeError):
@@ -217,17 +219,18 @@ class Store:
         return int(cur.lastrowid or 0)
 
     def close_decision(self, time_wall: float, gpu: int, link: int | None, fault: str,
-                       outcome: str, closed_wall: float) -> int:
-        """Close the open decision with this natural key; returns rows changed (0 or 1)."""
+                       outcome: str, closed_wall: float, rung: str | None = None) -> int:
+        """Close the open decision with this natural key (and ``rung``, its label, where given);
+        returns rows changed (0 or 1)."""
         with self._lock, self._tx():
-            return self._close_decision(time_wall, gpu, link, fault, outcome, closed_wall)
+            return self._close_decision(time_wall, gpu, link, fault, outcome, closed_wall, rung)
 
     def _close_decision(self, time_wall: float, gpu: int, link: int | None, fault: str,
-                        outcome: str, closed_wall: float) -> int:
+                        outcome: str, closed_wall: float, rung: str | None = None) -> int:
         cur = self._db.execute(
             "UPDATE decisions SET state=?, closed_wall=?, outcome=? WHERE state='open' AND "
-            "time_wall=? AND gpu=? AND link IS ? AND fault=?",
-            (outcome, closed_wall, outcome, time_wall, gpu, link, fault))
+            "time_wall=? AND gpu=? AND link IS ? AND fault=? AND (? IS NULL OR rung=?)",
+            (outcome, closed_wall, outcome, time_wall, gpu, link, fault, rung, rung))
         return cur.rowcount
 
     def record_step(self, event: FaultEvent | None, opened: Sequence[Mapping[str, Any]],

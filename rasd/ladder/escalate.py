@@ -159,6 +159,36 @@ class Escalator:
         self._expire(t, step)
         return step
 
+    def restore(self, stored: Sequence[Decision]) -> list[tuple[Decision | None, Decision | None]]:
+        """After a restart's replay: make the open decisions exactly ``stored`` (those the store
+        holds open, one per component and fault). The replay reaches back only so far, so it may
+        rebuild a decision lower (an RMA whose five Xids fell outside it), or not at all; the
+        stored one is what was decided and stays, at its rung. One the replay opened that the
+        store does not hold open is withdrawn. A restored decision below RMA expires
+        ``decision_window_seconds`` after its fault was last reported (as the replay saw it).
+        Returns the differences, (replayed, stored), either side None where it had none.
+        (The one move outside ``_transition``: it decides nothing, it puts back what was.)"""
+        want = {((d.gpu, d.link), d.fault): d for d in stored}
+        diffs: list[tuple[Decision | None, Decision | None]] = []
+        for comp, on_comp in self.open.items():
+            for fault, d in list(on_comp.items()):
+                if (comp, fault) not in want:
+                    del on_comp[fault]
+                    self._last_seen.pop((comp, fault), None)
+                    diffs.append((d, None))
+        for (comp, fault), d in want.items():
+            on_comp = self.open[comp]  # (a defaultdict: a component with nothing open gets one)
+            current = on_comp.get(fault)
+            if current == d:
+                continue
+            diffs.append((current, d))
+            on_comp[fault] = d
+            last = max(self._last_seen.get((comp, fault), d.time_wall), d.time_wall)
+            self._last_seen[(comp, fault)] = last
+            heapq.heappush(self._deadlines, (last + self._window, comp[0],
+                                             -1 if comp[1] is None else comp[1], fault))
+        return diffs
+
     def _expire(self, t: float, step: Step) -> None:
         window = self._window
         heap = self._deadlines

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 from rasd.ladder.actions import ActionResult, Actuator
 from rasd.ladder.classify import LOST_FAULT
 from rasd.ladder.decision import Decision
-from rasd.ladder.escalate import Closure, Escalator, Outcome
+from rasd.ladder.escalate import Closure, Escalator
 from rasd.ladder.findings import BadEvent
 from rasd.ladder.settings import ActionSettings, LadderSettings
 from rasd.ladder.xidtext import architecture
@@ -70,27 +70,68 @@ class LadderService:
     # ------------------------------------------------------------------ restart
 
     def _restore(self, now_wall: float) -> int:
+        """Rebuild the ladder after a restart. The stored events of the escalation horizon (or
+        since the oldest still-open decision) are replayed for the history the next decisions
+        weigh; the open decisions are then those the store holds open, at their stored rung:
+        a replay that reaches back less far than the events that decided them (the five Xids
+        of an RMA) must not lower or end them. Nothing of the replay itself is written; only
+        what expired while rasd was down is news to the store."""
         since = now_wall - self.settings.horizon_seconds
         oldest = self.store.oldest_open_decision()
         if oldest is not None:
             since = min(since, oldest)
         n = 0
-        expired: list[Closure] = []
         with self._lock:
             for row in self.store.faults(since=since):
                 try:
-                    step = self._esc.feed(row.event)  # its step was stored when it arrived
+                    self._esc.feed(row.event)  # its step was stored when it arrived
                 except BadEvent:
                     continue  # it was counted when it first arrived
-                # decisions may have expired while rasd was down: those are news to the store
-                expired.extend(c for c in step.closed if c.outcome == Outcome.EXPIRED.value)
                 n += 1
-            expired.extend(self._esc.advance(now_wall).closed)
+            for replayed, stored in self._esc.restore(self._stored_open(now_wall)):
+                d = stored or replayed
+                if d is not None:  # (a difference has at least one side)
+                    log.info("ladder_restore_kept_stored gpu=%s link=%s fault=%s stored=%s "
+                             "replayed=%s", d.gpu, d.link, d.fault,
+                             stored.rung.label if stored else "none",
+                             replayed.rung.label if replayed else "none")
+            expired = self._esc.advance(now_wall).closed
             if expired:
                 self.store.record_step(None, (), [_end(c) for c in expired])
         log.info("ladder_restored events=%d since=%.0f open=%d", n, since,
                  len(self._esc.open_decisions()))
         return n
+
+    def _stored_open(self, now_wall: float) -> list[Decision]:
+        """The decisions the store holds open, one per component and fault (an SDC all-clear
+        aside: stored open as a record, never held by the ladder). Where an older store holds
+        two, the higher rung (then the later) stays and the other is closed as superseded, so
+        that the store and the ladder agree."""
+        kept: dict[tuple[int, int | None, str], Decision] = {}
+        extra: list[Decision] = []
+        for row in self.store.decisions(open_only=True):
+            try:
+                d = Decision.from_dict(row.body)
+            except (KeyError, TypeError, ValueError) as e:
+                log.warning("event=stored_decision_unreadable id=%d problem=%r (left open in "
+                            "the store, not in the ladder)", row.id, str(e))
+                continue
+            if _is_all_clear(d):
+                continue  # a record of the GPU's return, never a decision the ladder holds open
+            key = (d.gpu, d.link, d.fault)
+            other = kept.get(key)
+            if other is not None and (other.rung, other.time_wall) > (d.rung, d.time_wall):
+                d, other = other, d
+            if other is not None:
+                extra.append(other)
+            kept[key] = d
+        if extra:
+            log.warning("event=stored_decisions_duplicate count=%d (the lower closed as "
+                        "superseded)", len(extra))
+            self.store.record_step(None, (), [
+                (d.time_wall, d.gpu, d.link, d.fault, "superseded", now_wall, d.rung.label)
+                for d in extra])
+        return list(kept.values())
 
     # ------------------------------------------------------------------ input
 
@@ -338,6 +379,13 @@ def _covers(remedy: FaultEvent, e: FaultEvent) -> bool:
     return remedy.gpu == e.gpu and remedy.link in (None, e.link)
 
 
+def _is_all_clear(d: Decision) -> bool:
+    """The decision a clean SDC deep check leaves (rung none, asking nothing): the ladder emits
+    it so the GPU's return is on record, and holds it open nowhere (a suspicion of the same fault
+    always asks for its deep check and excludes the GPU)."""
+    return d.fault == "sdc" and d.rung is Rung.NONE and not d.investigate and not d.degradations
+
+
 def _end(c: Closure) -> DecisionEnd:
     d = c.decision
-    return (d.time_wall, d.gpu, d.link, d.fault, c.outcome, c.time_wall)
+    return (d.time_wall, d.gpu, d.link, d.fault, c.outcome, c.time_wall, d.rung.label)
