@@ -76,7 +76,10 @@ def known_static(code: int, message: str | None, link: int | None, architecture:
     its code, message text or None, link and architecture decide it), or None: then
     ``classify_xid`` with the history's context judges it. Lets the escalator skip gathering a
     context that would not be read."""
-    hit = _static.get((code, message, link, architecture))
+    try:
+        hit = _static.get((code, message, link, architecture))
+    except TypeError:  # an architecture that is not text (a list): classify_xid refuses it
+        return None
     if hit is not None and hit[0] is s:
         return hit[1]
     return None
@@ -108,6 +111,9 @@ def classify_xid(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding:
     message = d.get("message")
     if message is not None and not isinstance(message, str):
         raise BadEvent("message: must be text")
+    arch = d.get("architecture")
+    if arch is not None and not isinstance(arch, str):
+        raise BadEvent(f"architecture: {arch!r} is not text (ampere, hopper or blackwell)")
     if code in _REPEATS:  # the history enters only as two yes/no answers: cache on them
         rkey = (code, message, *_repeat_flags(code, message, event, ctx, s))
         rhit = _repeat_static.get(rkey)
@@ -122,7 +128,7 @@ def classify_xid(event: FaultEvent, ctx: Context, s: LadderSettings) -> Finding:
         return _after_48(event, ctx, s, ahit[1], ahit[2])
     if code in CONTEXTUAL:
         return _classify(code, message, event, ctx, s)
-    key = (code, message, event.link, d.get("architecture"))
+    key = (code, message, event.link, arch)
     hit = _static.get(key)
     if hit is not None and hit[0] is s:
         return hit[1]

@@ -105,14 +105,18 @@ def decode(code: int, message: str | None) -> XidText:
 def parse_gpc_tpc(message: str | None) -> str | None:
     if type(message) is str:
         return _gpc_tpc(message)
-    m = _GPC_TPC.search(message or "")
+    if not isinstance(message, str):  # None, or a log line's field that is not text (the
+        return None  # classification refuses that event by name; nothing to read here)
+    m = _GPC_TPC.search(message)
     return f"gpc{m.group(1)}/tpc{m.group(2)}" if m else None
 
 
 def parse_link(message: str | None) -> int | None:
     if type(message) is str:
         return _link(message)
-    m = _LINK.search(message or "")
+    if not isinstance(message, str):  # (as parse_gpc_tpc)
+        return None
+    m = _LINK.search(message)
     return int(m.group(1)) if m else None
 
 

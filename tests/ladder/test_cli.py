@@ -69,3 +69,29 @@ def test_replay_not_json_names_the_column_within_the_line(tmp_path):
     r = run("replay", str(p))
     assert r.exit_code == 2
     assert "line 5: not JSON (" in r.output and "at column 19)" in r.output, r.output
+
+
+def test_replay_bad_field_types_name_the_line_and_keep_what_came_before(tmp_path):
+    """A field of the wrong type (a number for an Xid's message, a list for its architecture)
+    is a bad line like any other: one line naming it and its field, exit 2; the decisions of
+    the lines before it are still printed, each once."""
+    p = tmp_path / "e.jsonl"
+    for bad, field in (
+            ('{"time": 1738326000, "kind": "xid", "gpu": 1, "xid": 13, "message": 42}',
+             "message"),
+            ('{"time": 1738326000, "kind": "xid", "gpu": 1, "xid": 79, "message": true}',
+             "message"),
+            ('{"time": 1738326000, "kind": "xid", "gpu": 1, "xid": 74, "message": [1]}',
+             "message"),
+            ('{"time": 1738326000, "kind": "xid", "gpu": 1, "xid": 79, "architecture": ["h"]}',
+             "architecture"),
+            ('{"time": 1738326000, "kind": "xid", "gpu": 1, "xid": 48, "architecture": {}}',
+             "architecture")):
+        p.write_text(LOG + "\n" + bad + "\n")
+        r = run("replay", str(p))
+        assert r.exit_code == 2, (bad, r.output)
+        said = [ln for ln in r.output.splitlines() if "line 5" in ln]
+        assert len(said) == 1 and "Traceback" not in r.output, r.output
+        assert f"{field}:" in said[0] and "fix or remove" in said[0], said
+        assert "internal error" not in r.output, r.output
+        assert r.output.count("rung=reboot_node") == 1, r.output  # line 1's decision, kept
