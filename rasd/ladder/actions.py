@@ -5,6 +5,12 @@ code, output tail). Never two runs at once on one component; each (component, ki
 per ``min_interval_seconds``; at most ``max_actions_per_hour`` on the node. Degradations run
 first (drain before a reset), then the rung's own command; the first failure stops the sequence,
 and a failed rung command is reported back so the ladder climbs.
+
+Busy and rate limits are asked before the gate (which may take the node out of the scheduler):
+a plan that cannot run now leaves the node as it is, and waits. A waiting plan is skipped once
+(logged and recorded once, then counted) and tried again from ``retry_waiting`` once it can run
+(the component free, the limit's window passed) while its decision is still open: a node taken
+out for a decision is never left out with nothing done for it.
 """
 
 from __future__ import annotations
@@ -15,10 +21,10 @@ import signal
 import subprocess
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 from rasd.ladder.decision import Decision
 from rasd.ladder.settings import ActionSettings
@@ -51,6 +57,21 @@ class ActionResult:
     seconds: float | None
     output_tail: str
     rung: Rung | None  # set when this was the rung's own command (a remedy)
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A plan skipped (busy, rate limited), to be tried again while its decision is open."""
+
+    decision: Decision
+    info: Mapping[str, object]
+    why: str
+    due: float  # actuator clock (monotonic seconds): when it can run
+    skips: int = 1
+
+
+def _decision_key(d: Decision) -> tuple[float, int, int | None, str, int]:
+    return (d.time_wall, d.gpu, d.link, d.fault, d.rung.value)
 
 
 class Runner(Protocol):
@@ -163,6 +184,8 @@ class Actuator:
         self._busy: set[tuple[int, int | None]] = set()
         self._last: dict[tuple[tuple[int, int | None], str], float] = {}
         self._hour: deque[float] = deque()
+        self._waiting: dict[tuple[float, int, int | None, str, int], _Waiting] = {}
+        self.counts: Counter[str] = Counter()  # skipped:busy, skipped:rate_limited, retried
         self._pool = None if synchronous else ThreadPoolExecutor(4, "rasd-action")
         # Asked on the action thread before an enforced plan runs; False defers the decision
         # (its owner resubmits it). The scheduler integration takes the node out here.
@@ -206,31 +229,44 @@ class Actuator:
 
     def _run_plan(self, d: Decision, plan: list[tuple[str, tuple[str, ...]]],
                   info: Mapping[str, object]) -> list[ActionResult]:
-        if self.gate is not None and not self.gate(d, info):
-            return []  # deferred by the gate, which resubmits it
         if not plan:
+            if self.gate is not None:
+                self.gate(d, info)  # (a deferral is the gate's to resubmit)
             return []
         comp = (d.gpu, d.link)
-        rung_kind = RUNG_ACTIONS.get(d.rung)
-        results: list[ActionResult] = []
+        key = _decision_key(d)
+        # busy and the rate limits before the gate: a plan that cannot run must not take the
+        # node out first (it would stay out with nothing done); the component is held from
+        # here, so no other plan runs on it while the gate asks the scheduler
         with self._lock:
             if comp in self._busy:
-                results.append(self._skip(d, plan[0], "busy"))
-                self._emit(results[-1])
-                return results
-            self._busy.add(comp)
+                why: str | None = "busy"
+                due = self._clock()
+            else:
+                why, due = self._limit_ahead(comp, [k for k, _ in plan])
+            if why is None:
+                self._busy.add(comp)
+                self._waiting.pop(key, None)
+        if why is not None:
+            return self._hold(d, plan[0], info, why, due)
+        rung_kind = RUNG_ACTIONS.get(d.rung)
+        results: list[ActionResult] = []
         try:
+            if self.gate is not None and not self.gate(d, info):
+                return []  # deferred by the gate, which resubmits it
             for kind, argv in plan:
-                why = self._rate_limited(comp, kind)
-                if why:
-                    res = self._skip(d, (kind, argv), why)
-                else:
-                    out = self.runner(argv, self.s.timeout_seconds, self.s.output_tail_bytes)
-                    res = ActionResult(self._wall(), d.gpu, d.link, kind, argv, out.result,
-                                       out.exit_code, out.seconds, out.output_tail,
-                                       d.rung if kind == rung_kind else None)
-                    log.info("action gpu=%s link=%s kind=%s result=%s exit_code=%s seconds=%.1f",
-                             d.gpu, d.link, kind, res.result, res.exit_code, out.seconds)
+                limited = self._rate_limited(comp, kind)
+                if limited:  # (another plan took the slot since the look above)
+                    with self._lock:
+                        _, due = self._limit_ahead(comp, [kind])
+                    results.extend(self._hold(d, (kind, argv), info, limited, due))
+                    break
+                out = self.runner(argv, self.s.timeout_seconds, self.s.output_tail_bytes)
+                res = ActionResult(self._wall(), d.gpu, d.link, kind, argv, out.result,
+                                   out.exit_code, out.seconds, out.output_tail,
+                                   d.rung if kind == rung_kind else None)
+                log.info("action gpu=%s link=%s kind=%s result=%s exit_code=%s seconds=%.1f",
+                         d.gpu, d.link, kind, res.result, res.exit_code, out.seconds)
                 results.append(res)
                 if res.result in ("failed", "timeout", "error"):
                     break
@@ -239,8 +275,84 @@ class Actuator:
                 self._busy.discard(comp)
         # after the component is free: a failed remedy's escalation must be able to act on it
         for res in results:
-            self._emit(res)
+            if res.result not in ("busy", "rate_limited"):  # (a skip is emitted by _hold)
+                self._emit(res)
         return results
+
+    def _limit_ahead(self, comp: tuple[int, int | None],
+                     kinds: Sequence[str]) -> tuple[str | None, float]:
+        """Whether a plan of these kinds would be rate limited now, and when it no longer would
+        be (actuator clock); asks only, records nothing. Called under the lock."""
+        now = self._clock()
+        due = now
+        for kind in kinds:
+            last = self._last.get((comp, kind))
+            if last is not None and now - last < self.s.min_interval_seconds:
+                due = max(due, last + self.s.min_interval_seconds)
+        cap = self.s.max_actions_per_hour
+        # the plan's commands count one each against the node's hour (a plan longer than the
+        # cap waits for an empty hour, and runs as far as the cap lets it, as before)
+        need = min(len(kinds), cap)
+        recent = [t for t in self._hour if t > now - 3600]
+        if cap <= 0:
+            due = float("inf")  # never: held, and said so
+        elif len(recent) + need > cap:
+            due = max(due, recent[len(recent) + need - cap - 1] + 3600)
+        return ("rate_limited", due) if due > now else (None, now)
+
+    def _hold(self, d: Decision, step: tuple[str, tuple[str, ...]], info: Mapping[str, object],
+              why: str, due: float) -> list[ActionResult]:
+        """Keep a skipped plan for ``retry_waiting``; said and recorded on its first skip only."""
+        key = _decision_key(d)
+        with self._lock:
+            w = self._waiting.get(key)
+            first = w is None
+            if w is None:
+                self._waiting[key] = _Waiting(d, info, why, due)
+            else:
+                w.why, w.due, w.skips = why, due, w.skips + 1
+            self.counts[f"skipped:{why}"] += 1
+        res = self._skip(d, step, why, due, log_it=first)
+        if first:
+            self._emit(res)
+        return [res]
+
+    def retry_waiting(self, open_decisions: Iterable[Decision]) -> int:
+        """Try again the skipped plans that can run now and whose decisions are still open
+        (from the ladder's every pass); forget those whose decisions closed. Returns how many."""
+        if not self._waiting:
+            return 0
+        still = {_decision_key(d) for d in open_decisions}
+        now = self._clock()
+        ready: list[_Waiting] = []
+        with self._lock:
+            for key, w in list(self._waiting.items()):
+                if key not in still:
+                    del self._waiting[key]
+                    log.info("action_dropped gpu=%s link=%s rung=%s why=%s skips=%d detail=%r",
+                             w.decision.gpu, w.decision.link, w.decision.rung.label, w.why,
+                             w.skips, "its decision closed before the plan could run")
+                elif w.due <= now and (w.decision.gpu, w.decision.link) not in self._busy:
+                    w.due = float("inf")  # in flight: not submitted twice before it starts
+                    self.counts["retried"] += 1
+                    ready.append(w)
+        if not self.s.enforce:
+            with self._lock:
+                self._waiting.clear()
+            return 0
+        for w in ready:
+            self.submit(w.decision, w.info)
+        return len(ready)
+
+    @property
+    def held(self) -> int:
+        """How many skipped plans wait to be tried again (asked without the lock)."""
+        return len(self._waiting)
+
+    def waiting(self) -> list[tuple[Decision, str]]:
+        """The skipped plans waiting to be tried again, with why."""
+        with self._lock:
+            return [(w.decision, w.why) for w in self._waiting.values()]
 
     def _rate_limited(self, comp: tuple[int, int | None], kind: str) -> str | None:
         now = self._clock()
@@ -256,8 +368,14 @@ class Actuator:
             self._hour.append(now)
         return None
 
-    def _skip(self, d: Decision, step: tuple[str, tuple[str, ...]], why: str) -> ActionResult:
-        log.warning("action_skipped gpu=%s link=%s kind=%s why=%s", d.gpu, d.link, step[0], why)
+    def _skip(self, d: Decision, step: tuple[str, tuple[str, ...]], why: str, due: float,
+              log_it: bool = True) -> ActionResult:
+        if log_it:
+            wait = due - self._clock()
+            log.warning("action_skipped gpu=%s link=%s kind=%s why=%s retry_in_seconds=%s "
+                        "detail=%r", d.gpu, d.link, step[0], why,
+                        "never" if wait == float("inf") else f"{max(wait, 0.0):.0f}",
+                        "tried again while the decision is open (logged once, then counted)")
         return ActionResult(self._wall(), d.gpu, d.link, step[0], step[1], why, None, None, "",
                             None)
 

@@ -155,6 +155,11 @@ class LadderService:
             ended = self._esc.advance(now_wall).closed
             if ended:
                 self.store.record_step(None, (), [_end(c) for c in ended])
+            # plans the actuator skipped (busy, rate limited) are tried again while open
+            held = self._actuator.held
+            still = self._esc.open_decisions() if held else []
+        if held:
+            self._actuator.retry_waiting(still)
         return out
 
     def _judged_before_start(self, e: FaultEvent) -> bool:

@@ -1,0 +1,151 @@
+"""Plans the actuator cannot run now (the component busy, a rate limit): asked before the gate
+that takes the node out of the scheduler, and tried again while their decision is open."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from rasd.backends.fake.clock import ManualClock
+from rasd.ladder.actions import Actuator, RecordingRunner, RunOutcome
+from rasd.ladder.decision import Decision
+from rasd.ladder.service import LadderService
+from rasd.ladder.settings import ActionSettings, LadderSettings
+from rasd.model import FaultEvent, FaultKind, Rung
+from rasd.store import Store
+from tests.waiting import eventually
+
+COMMANDS = {"reset_gpu": ("nvidia-smi", "-r"), "reboot_node": ("reboot",),
+            "restart_process": ("restart",)}
+
+
+class TakesOut:
+    """The gate as the scheduler integration is to the actuator: each call would take the node
+    out (or keep it out) for the decision; it records which decisions asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[Rung] = []
+
+    def __call__(self, d: Decision, info: Mapping[str, object]) -> bool:
+        self.asked.append(d.rung)
+        return True
+
+
+class Held:
+    """A runner whose ``restart`` runs until the test lets it end; other commands end at once."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        self.calls: list[tuple[str, ...]] = []
+        self.running = threading.Event()
+
+    def __call__(self, argv: Sequence[str], timeout: float, tail_bytes: int) -> RunOutcome:
+        self.calls.append(tuple(argv))
+        if argv[0] == "restart":
+            self.running.set()
+            self.go.wait(10)
+        return RunOutcome("ok", 0, "", 0.0)
+
+
+def xid(clock: ManualClock, code: int, gpu: int = 3) -> FaultEvent:
+    return FaultEvent(clock(), gpu, FaultKind.XID, None, {"xid": code})
+
+
+def test_a_rate_limited_repeat_waits_without_a_drain_then_runs_once_the_window_passed(
+        tmp_path: Path) -> None:
+    clock = ManualClock(1_700_000_000.0)
+    runner = RecordingRunner()
+    acts = ActionSettings(enforce=True, commands=COMMANDS)  # 600 s between two resets
+    act = Actuator(acts, runner, synchronous=True, clock=clock, wall=clock)
+    gate = act.gate = TakesOut()
+    store = Store(tmp_path / "r.db")
+    svc = LadderService(LadderSettings(), acts, store, "n", actuator=act, now_wall=clock())
+    svc.ingest([xid(clock, 62)], clock())
+    svc.tick(clock())
+    assert runner.calls == [("nvidia-smi", "-r")] and gate.asked == [Rung.RESET_GPU]
+    assert svc.rung(3) is Rung.NONE  # the reset held: remedied
+    clock.advance(300)
+    svc.ingest([xid(clock, 62)], clock())  # back 5 minutes later: the reset again, too soon
+    assert svc.rung(3) is Rung.RESET_GPU
+    assert gate.asked == [Rung.RESET_GPU]  # not asked: the node is not taken out for nothing
+    assert [(d.rung, why) for d, why in act.waiting()] == [(Rung.RESET_GPU, "rate_limited")]
+    for _ in range(4):  # within the window: still waiting, nothing run, recorded once
+        clock.advance(60)
+        svc.tick(clock())
+    assert runner.calls == [("nvidia-smi", "-r")] and gate.asked == [Rung.RESET_GPU]
+    assert [(a.kind, a.result) for a in store.actions()] == \
+        [("reset_gpu", "ok"), ("reset_gpu", "rate_limited")]
+    clock.advance(60)  # 600 s after the first reset
+    svc.tick(clock())
+    svc.tick(clock())  # the retried reset's result
+    assert runner.calls == [("nvidia-smi", "-r")] * 2
+    assert gate.asked == [Rung.RESET_GPU] * 2
+    assert svc.rung(3) is Rung.NONE and act.waiting() == []
+    assert [(a.kind, a.result) for a in store.actions()] == \
+        [("reset_gpu", "ok"), ("reset_gpu", "rate_limited"), ("reset_gpu", "ok")]
+    assert act.counts["skipped:rate_limited"] == 1 and act.counts["retried"] == 1
+    svc.close()
+    store.close()
+
+
+def test_a_plan_for_a_busy_gpu_waits_without_a_drain_then_runs_when_the_gpu_is_free(
+        tmp_path: Path) -> None:
+    clock = ManualClock(1_700_000_000.0)
+    runner = Held()
+    acts = ActionSettings(enforce=True, commands=COMMANDS)
+    act = Actuator(acts, runner, clock=clock, wall=clock)  # on the action threads
+    gate = act.gate = TakesOut()
+    store = Store(tmp_path / "r.db")
+    svc = LadderService(LadderSettings(), acts, store, "n", actuator=act, now_wall=clock())
+    try:
+        svc.ingest([xid(clock, 13)], clock())  # restart_process on GPU 3: runs until let go
+        assert runner.running.wait(10)
+        clock.advance(5)
+        svc.ingest([xid(clock, 79)], clock())  # the node's reboot, while the restart runs
+
+        def ticked_until_skipped() -> bool:
+            svc.tick(clock())
+            return any(a.result == "busy" for a in store.actions())
+
+        assert eventually(ticked_until_skipped, 10)
+        svc.tick(clock())  # still busy: not tried again, not said again
+        assert gate.asked == [Rung.RESTART_PROCESS]  # the reboot did not take the node out
+        assert [(d.rung, why) for d, why in act.waiting()] == [(Rung.REBOOT_NODE, "busy")]
+        runner.go.set()
+
+        def ticked_until_rebooted() -> bool:  # the daemon's ticks: the GPU is free at one
+            svc.tick(clock())
+            return ("reboot",) in runner.calls
+
+        assert eventually(ticked_until_rebooted, 10), runner.calls
+        assert gate.asked == [Rung.RESTART_PROCESS, Rung.REBOOT_NODE]
+        assert act.waiting() == [] and act.counts["retried"] == 1
+    finally:
+        runner.go.set()
+        svc.close()
+    kinds = [(a.kind, a.result) for a in store.actions()]
+    assert kinds.count(("reboot_node", "busy")) == 1 and ("reboot_node", "ok") in kinds
+    store.close()
+
+
+def test_a_waiting_plan_whose_decision_closed_is_dropped(tmp_path: Path) -> None:
+    clock = ManualClock(1_700_000_000.0)
+    runner = RecordingRunner()
+    acts = ActionSettings(enforce=True, commands=COMMANDS)
+    act = Actuator(acts, runner, synchronous=True, clock=clock, wall=clock)
+    gate = act.gate = TakesOut()
+    store = Store(tmp_path / "r.db")
+    svc = LadderService(LadderSettings(), acts, store, "n", actuator=act, now_wall=clock())
+    svc.ingest([xid(clock, 62)], clock())
+    svc.tick(clock())
+    clock.advance(300)
+    svc.ingest([xid(clock, 62)], clock())
+    assert len(act.waiting()) == 1
+    assert act.retry_waiting([]) == 0  # no longer open (closed, superseded): forgotten
+    clock.advance(3600)
+    svc.tick(clock())
+    assert runner.calls == [("nvidia-smi", "-r")] and gate.asked == [Rung.RESET_GPU]
+    assert act.waiting() == []
+    svc.close()
+    store.close()
