@@ -34,7 +34,7 @@ from rasd.snapshot import SelfStats, Snapshot
 from rasd.stages import StageGuards
 from rasd.statusview import snapshot_json
 from rasd.paths import default_control_socket, default_state_path
-from rasd.scheduler.service import open_decisions
+from rasd.scheduler.service import health_watched, open_decisions
 from rasd.scheduler.state import SchedulerState
 from rasd.service import Bound, Handler, tick_and_read
 from rasd.telemetry.aggregate import Aggregator
@@ -314,9 +314,10 @@ class Daemon:
         self.ladder.still_lost([s.index for s in gpus if s.health is Health.LOST], now)
         return self.ladder.state(), decisions
 
-    def _scheduler_tick(self, now: float, ladder: LadderState | None, decisions: list[Decision]) -> SchedulerState:
+    def _scheduler_tick(self, now: float, ladder: LadderState | None, decisions: list[Decision],
+                        gpus: tuple[GpuState, ...]) -> SchedulerState:
         self.scheduler.on_decisions(decisions)
-        self.scheduler.tick(now, open_decisions(ladder))
+        self.scheduler.tick(now, open_decisions(ladder), watched=health_watched(gpus))
         return self.scheduler.state()
 
     def _self_stats(self) -> SelfStats:

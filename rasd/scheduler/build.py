@@ -41,6 +41,7 @@ def make_cluster(s: SchedulerSettings, node: str) -> Cluster | None:
 def build_service(s: SchedulerSettings, enforce: bool, store_path: str, *,
                   hostname: str | None = None, cluster: Cluster | None = None,
                   wall: Callable[[], float] | None = None,
+                  clock: Callable[[], float] = time.monotonic,
                   gpus: Iterable[int] = (), processes: Processes | None = None,
                   gpu_uuid: GpuUuid | None = None, proc_root: str = "/proc",
                   synchronous: bool = False) -> SchedulerService:
@@ -48,10 +49,10 @@ def build_service(s: SchedulerSettings, enforce: bool, store_path: str, *,
     node = node_name(s, hostname)
     if cluster is None:
         cluster = make_cluster(s, node)
-    clock = time.time if wall is None else wall
+    wall_clock = time.time if wall is None else wall
     ledger = Ledger(store_path)
-    svc = SchedulerService(s, enforce, cluster, ledger, node=node, wall=clock,
-                           synchronous=synchronous)
+    svc = SchedulerService(s, enforce, cluster, ledger, node=node, wall=wall_clock,
+                           clock=clock, synchronous=synchronous)
     if s.attribute_jobs and processes is not None:
         sock = s.pod_resources_socket
 
@@ -63,5 +64,5 @@ def build_service(s: SchedulerSettings, enforce: bool, store_path: str, *,
             return pod_names_by_gpu(sock, s.command_timeout_seconds)
 
         svc.jobs = JobWatch(gpus, processes, ledger, proc_root=proc_root, gpu_uuid=gpu_uuid,
-                            pod_names=pods, wall=clock)
+                            pod_names=pods, wall=wall_clock)
     return svc

@@ -8,6 +8,11 @@ out with a reason; otherwise the decision is deferred (stored, exported) and res
 ``tick`` until it passes or is no longer open. ``tick`` also brings the node back once no open
 decision needs it out and none came for ``resume_hold_seconds`` -- only a node rasd took out,
 and only while the scheduler still shows rasd's reason.
+
+Times: what is stored and shown (out since, clear since, deferred since, the breaker) is wall
+time; the intervals (retry, the look at the scheduler, the hold) run on the monotonic clock, so a
+step of the wall clock neither stalls nor hurries them. The hold counts only what this process
+saw: a restart starts it again, from the first pass with every GPU polled and no open decision.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from rasd.ladder.decision import Decision
-from rasd.model import Rung
+from rasd.model import GpuState, Health, Rung
 from rasd.scheduler.attribution import JobWatch
 from rasd.scheduler.cluster import Cluster, NodeOut, NodeView, SchedulerError
 from rasd.scheduler.ledger import Ledger, decision_key
@@ -38,15 +43,18 @@ Submit = Callable[[Decision, Mapping[str, Any]], object]
 class SchedulerService:
     def __init__(self, settings: SchedulerSettings, enforce: bool, cluster: Cluster | None,
                  ledger: Ledger, *, node: str, wall: Callable[[], float] = time.time,
-                 synchronous: bool = False):
-        """``synchronous``: scheduler calls run on the caller's thread (tests); otherwise on
-        one worker thread, so a slow slurmctld or API server never stalls the main loop."""
+                 clock: Callable[[], float] = time.monotonic, synchronous: bool = False):
+        """``wall``: seconds since the epoch, stored and shown. ``clock``: monotonic seconds,
+        for the intervals. ``synchronous``: scheduler calls run on the caller's thread (tests);
+        otherwise on one worker thread, so a slow slurmctld or API server never stalls the main
+        loop."""
         self.s = settings
         self.enforce = enforce
         self.cluster = cluster
         self.ledger = ledger
         self.node = node
         self._wall = wall
+        self._clock = clock
         self._lock = threading.RLock()
         self.submit: Submit | None = None  # the actuator's submit, bound by the daemon
         self.jobs: JobWatch | None = None  # which jobs each fault hit (when attribution is on)
@@ -55,8 +63,11 @@ class SchedulerService:
         self._pending: Future[None] | None = None  # the pass in flight on the worker
         self.counts: Counter[str] = Counter()  # drains, resumes, deferrals, breaker_trips, errors
         self._errors_logged: set[str] = set()
-        self._last_retry = 0.0
+        self._last_retry = float("-inf")  # monotonic seconds, as _last_sync
         self._last_sync = float("-inf")
+        # when this process began to see the node clear (every GPU polled, no open decision that
+        # needs it out); None: not clear, or not seen yet since the start
+        self._clear_mono: float | None = None
         self._scope: tuple[int, int] | None = None  # (nodes, out for rasd) at the last look
         self._ledger_version: tuple[int, int] | None = None  # as of _ledger_read
         self._ledger_read: tuple[dict[str, Any], dict[str, Any], tuple[Any, ...]] = ({}, {}, ())
@@ -86,7 +97,7 @@ class SchedulerService:
         except SchedulerError as e:
             self._error("node", e)
             return
-        self._last_sync = self._wall()
+        self._last_sync = self._clock()
         self._reconcile_with(view)
 
     def _reconcile_with(self, view: NodeView) -> None:
@@ -120,6 +131,7 @@ class SchedulerService:
         mine = self._node
         try:
             assert self.cluster is not None
+            self._clear_mono = None  # a decision that needs the node out: the hold starts again
             # Asked afresh even where the store says rasd holds the node out: since the last
             # look a person may have resumed it (jobs run there again) or relabelled the drain
             # as theirs (their reason must stay, and rasd must never resume it).
@@ -232,17 +244,22 @@ class SchedulerService:
 
     # ------------------------------------------------------------------ the loop
 
-    def tick(self, now: float, open_decisions: Iterable[Decision]) -> None:
-        """From the main loop: retry deferred decisions, bring the node back once the cure held."""
+    def tick(self, now: float, open_decisions: Iterable[Decision], *, watched: bool = True) -> None:
+        """From the main loop: retry deferred decisions, bring the node back once the cure held.
+
+        ``now``: wall seconds. ``watched``: every GPU's health was polled by this process and
+        is current; a pass without it does not count towards the hold (and restarts it)."""
         if self.jobs is not None:
             self.jobs.tick(now)
         if self.cluster is None:
             return
         decisions = list(open_decisions)
+        mono = self._clock()  # read here: a pass that waited on the worker still says when
         if self._sync:
-            self._tick_body(now, decisions)
+            self._tick_body(now, mono, decisions, watched)
         elif self._pending is None or self._pending.done():  # else the scheduler is slow: skip
-            self._pending = self._worker().submit(self._guarded, self._tick_body, now, decisions)
+            self._pending = self._worker().submit(self._guarded, self._tick_body, now, mono,
+                                                  decisions, watched)
 
     def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
         try:
@@ -251,16 +268,17 @@ class SchedulerService:
             self.counts["errors"] += 1
             log.exception("event=scheduler_pass_failed")
 
-    def _tick_body(self, now: float, decisions: list[Decision]) -> None:
+    def _tick_body(self, now: float, mono: float, decisions: list[Decision],
+                   watched: bool) -> None:
         need = [d for d in decisions if needs_node_out(d, self.s)]
         with self._lock:
-            heartbeat = now - self._last_sync >= self.s.retry_seconds
+            heartbeat = mono - self._last_sync >= self.s.retry_seconds
             self._publish(decisions, heartbeat)
             if heartbeat:
                 self._reconcile()
-            self._maybe_bring_back(now, need)
-            if now - self._last_retry >= self.s.retry_seconds:
-                self._last_retry = now
+            self._maybe_bring_back(now, mono, need, watched)
+            if mono - self._last_retry >= self.s.retry_seconds:
+                self._last_retry = mono
                 self._retry(decisions)
 
     def _publish(self, decisions: list[Decision], heartbeat: bool) -> None:
@@ -284,19 +302,24 @@ class SchedulerService:
         except SchedulerError as e:
             self._error("conditions", e)
 
-    def _maybe_bring_back(self, now: float, need: list[Decision]) -> None:
+    def _maybe_bring_back(self, now: float, mono: float, need: list[Decision],
+                          watched: bool) -> None:
         mine = self._node
         if not mine.get("out"):
+            self._clear_mono = None
             return
-        if need:
+        if need or not watched:
+            self._clear_mono = None
             if mine.get("clear_since") is not None:
                 self.ledger.put("node", dict(mine, clear_since=None))
             return
-        since = mine.get("clear_since")
-        if since is None:
+        if self._clear_mono is None:
+            # the hold starts with what this process saw: a stored clear_since is from before a
+            # restart, and the time rasd was down (a reboot's POST) proves nothing about the cure
+            self._clear_mono = mono
             self.ledger.put("node", dict(mine, clear_since=now))
             return
-        if now - float(since) < self.s.resume_hold_seconds or not self.enforce:
+        if mono - self._clear_mono < self.s.resume_hold_seconds or not self.enforce:
             return
         assert self.cluster is not None
         try:
@@ -311,6 +334,7 @@ class SchedulerService:
         except SchedulerError as e:
             self._error("resume", e)
             return
+        self._clear_mono = None
         self.ledger.put("node", None)
 
     def _retry(self, open_decisions: list[Decision]) -> None:
@@ -419,6 +443,16 @@ class SchedulerService:
         if self.jobs is not None:
             self.jobs.close()
         self.ledger.close()
+
+
+def health_watched(gpus: Iterable[GpuState]) -> bool:
+    """True when this process has polled every GPU and each answered its last poll in time
+    (Health.UP): only then does a node without open decisions count as clear for the hold.
+    Before the first poll after a start, with a poll hung past its deadline (STALE) or a GPU
+    lost, rasd does not know the node is clear."""
+    states = list(gpus)
+    return bool(states) and all(g.health is Health.UP and g.last_update_wall is not None
+                                for g in states)
 
 
 def open_decisions(ladder: Any) -> list[Decision]:

@@ -51,7 +51,7 @@ class KNode:
                                  commands={"reboot_node": (reboot,)} if reboot else {})
         cluster = KubeCluster(settings, "gpu-0", api_client=api.api_client())
         self.sched = build_service(settings, True, str(db), cluster=cluster, wall=self.clock,
-                                   synchronous=True)
+                                   clock=self.clock, synchronous=True)
         act = Actuator(actions, synchronous=True, wall=self.clock)
         act.gate = self.sched.gate
         self.sched.submit = act.submit

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rasd.backends.fake.clock import ManualClock
 from rasd.ladder.actions import Actuator
@@ -26,11 +26,15 @@ def now_clock() -> ManualClock:
 
 
 class Node:
-    """One rasd on a Slurm node: ladder, synchronous actuator, scheduler service, one store."""
+    """One rasd on a Slurm node: ladder, synchronous actuator, scheduler service, one store.
+    ``clock`` is the wall clock; ``mono``, the monotonic one, is the same clock unless given."""
 
-    def __init__(self, slurm: SlurmCluster, db: Path, clock: ManualClock, reboot: str = "true",
-                 enforce: bool = True, commands: dict[str, tuple[str, ...]] | None = None, **kw: Any):
-        self.clock = clock
+    def __init__(self, slurm: SlurmCluster, db: Path, clock: Callable[[], float],
+                 reboot: str = "true", enforce: bool = True,
+                 commands: dict[str, tuple[str, ...]] | None = None,
+                 mono: ManualClock | None = None, **kw: Any):
+        self.clock: Any = clock
+        self.mono: Any = clock if mono is None else mono
         kw.setdefault("partition", slurm.partition)
         self.settings = SchedulerSettings(kind="slurm", node_name=slurm.node,
                                           slurm_conf=str(slurm.conf), retry_seconds=10,
@@ -38,7 +42,7 @@ class Node:
         actions = ActionSettings(enforce=enforce, commands=commands or {"reboot_node": (reboot,)},
                                  min_interval_seconds=0)
         self.sched: SchedulerService = build_service(self.settings, enforce, str(db), wall=clock,
-                                                     synchronous=True)
+                                                     clock=self.mono, synchronous=True)
         act = Actuator(actions, synchronous=True, wall=clock)
         act.gate = self.sched.gate
         self.sched.submit = act.submit
@@ -54,10 +58,14 @@ class Node:
             [FaultEvent(self.clock(), gpu, FaultKind.XID, None, {"xid": code})], self.clock()))
         self.ladder.tick(self.clock())  # the remedy's result, as the daemon's next pass takes it
 
-    def tick(self, advance: float = 0.0) -> None:
+    def tick(self, advance: float = 0.0, watched: bool = True) -> None:
+        """One pass; ``watched``: every GPU polled in time (see health_watched)."""
         self.clock.advance(advance)
+        if self.mono is not self.clock:
+            self.mono.advance(advance)
         self.ladder.tick(self.clock())
-        self.sched.tick(self.clock(), open_decisions(self.ladder.state(self.clock())))
+        self.sched.tick(self.clock(), open_decisions(self.ladder.state(self.clock())),
+                        watched=watched)
         self.ladder.tick(self.clock())  # results of a retried plan
 
     def close(self) -> None:
