@@ -161,7 +161,7 @@ class Daemon:
             self.cfg.sdc, self.backend, self.store, self._emit, lock_dir=os.path.dirname(self.socket_path),
             close_timeout=1.5,
         )
-        # in tick order; closed in reverse
+        # in tick order; closed in reverse, the scheduler last (close_order)
         self.services: tuple[Bound[Any], ...] = (
             Bound("ladder", self.ladder, lambda c: c.ladder),
             Bound("sdc", self.sdc, lambda c: c.sdc),
@@ -263,7 +263,7 @@ class Daemon:
                                   (prev.ladder if prev else None, no_decisions))
         sdc = g.run("sdc", lambda: tick_and_read(self.sdc, now), prev.sdc if prev else None)
         power = g.run("power", lambda: tick_and_read(self.power, now), prev.power if prev else None)
-        scheduler = g.run("scheduler", lambda: self._scheduler_tick(now, ladder, decisions),
+        scheduler = g.run("scheduler", lambda: self._scheduler_tick(now, ladder, decisions, gpus),
                           prev.scheduler if prev else None)
         self._polls += 1
         stats = g.run("snapshot", self._self_stats, None)
@@ -418,9 +418,7 @@ class Daemon:
         except Exception:  # noqa: BLE001 - keep shutting down
             log.exception("event=power_reads_failed at=stop")
         self.xids.stop()
-        # reverse tick order: power gives the GPUs their limits back first; the ladder
-        # records what its actions did before the store closes
-        for b in reversed(self.services):
+        for b in close_order(self.services):
             try:
                 b.service.close()
             except Exception:  # noqa: BLE001 - keep shutting down
@@ -443,6 +441,15 @@ class Daemon:
             os.close(self._stat_fd)
             self._stat_fd = None
         log.info("event=stopped")
+
+
+def close_order(services: Sequence[Bound[Any]]) -> list[Bound[Any]]:
+    """Reverse tick order -- power gives the GPUs their limits back first, SDC verdicts stop
+    before the ladder that takes them, the ladder records what its actions did before the store
+    closes -- except the scheduler, which closes last: the ladder's actuator asks its gate (and
+    its ledger) until the actions still running end and the queued ones are cancelled."""
+    order = list(reversed(services))
+    return [b for b in order if b.name != "scheduler"] + [b for b in order if b.name == "scheduler"]
 
 
 def with_listen(cfg: Config, listen: str | None) -> Config:

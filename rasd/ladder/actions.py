@@ -22,7 +22,7 @@ import subprocess
 import threading
 import time
 from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
@@ -187,6 +187,8 @@ class Actuator:
         self._waiting: dict[tuple[float, int, int | None, str, int], _Waiting] = {}
         self.counts: Counter[str] = Counter()  # skipped:busy, skipped:rate_limited, retried
         self._pool = None if synchronous else ThreadPoolExecutor(4, "rasd-action")
+        self._queued: dict[Future[list[ActionResult]], Decision] = {}  # submitted, not ended
+        self._closing = False
         # Asked on the action thread before an enforced plan runs; False defers the decision
         # (its owner resubmits it). The scheduler integration takes the node out here.
         self.gate: Callable[[Decision, Mapping[str, object]], bool] | None = None
@@ -224,8 +226,22 @@ class Actuator:
         if self._sync:
             return self._run_plan(d, plan, info)
         assert self._pool is not None
-        self._pool.submit(self._run_plan, d, plan, info)
+        with self._lock:
+            if self._closing:  # a deferred decision resubmitted while the daemon stops
+                self._cancelled(d, "closing")
+                return []
+            fut = self._pool.submit(self._run_plan, d, plan, info)
+            self._queued[fut] = d
+        fut.add_done_callback(self._forget)
         return []
+
+    def _forget(self, fut: Future[list[ActionResult]]) -> None:
+        with self._lock:
+            self._queued.pop(fut, None)
+
+    def _cancelled(self, d: Decision, why: str) -> None:
+        log.warning("action_cancelled gpu=%s link=%s rung=%s why=%s detail=%r", d.gpu, d.link,
+                    d.rung.label, why, "not run; the decision stays open")
 
     def _run_plan(self, d: Decision, plan: list[tuple[str, tuple[str, ...]]],
                   info: Mapping[str, object]) -> list[ActionResult]:
@@ -387,5 +403,14 @@ class Actuator:
                 log.exception("action_result_sink_failed kind=%s", res.kind)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        """Wait for the plans already running; plans still queued are cancelled, each logged: a
+        stopping daemon starts no remedy, nor takes the node out for one."""
+        if self._pool is None:
+            return
+        with self._lock:
+            self._closing = True
+            queued = list(self._queued.items())
+        for fut, d in queued:
+            if fut.cancel():
+                self._cancelled(d, "shutdown")
+        self._pool.shutdown(wait=True)
