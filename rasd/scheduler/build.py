@@ -41,15 +41,20 @@ def make_cluster(s: SchedulerSettings, node: str) -> Cluster | None:
 def build_service(s: SchedulerSettings, enforce: bool, store_path: str, *,
                   hostname: str | None = None, cluster: Cluster | None = None,
                   wall: Callable[[], float] | None = None,
-                  clock: Callable[[], float] = time.monotonic,
+                  clock: Callable[[], float] | None = None,
                   gpus: Iterable[int] = (), processes: Processes | None = None,
                   gpu_uuid: GpuUuid | None = None, proc_root: str = "/proc",
                   synchronous: bool = False) -> SchedulerService:
-    """``processes`` (GPU index -> PIDs, from NVML) turns on job attribution for ``gpus``."""
+    """``processes`` (GPU index -> PIDs, from NVML) turns on job attribution for ``gpus``.
+    ``wall``: epoch seconds (default time.time); ``clock``: monotonic seconds for the intervals
+    (default time.monotonic, or ``wall`` where only a hand-driven wall is given: one clock
+    drives both)."""
     node = node_name(s, hostname)
     if cluster is None:
         cluster = make_cluster(s, node)
     wall_clock = time.time if wall is None else wall
+    if clock is None:
+        clock = time.monotonic if wall is None else wall
     ledger = Ledger(store_path)
     svc = SchedulerService(s, enforce, cluster, ledger, node=node, wall=wall_clock,
                            clock=clock, synchronous=synchronous)

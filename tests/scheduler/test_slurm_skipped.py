@@ -26,7 +26,7 @@ def test_a_reset_repeated_too_soon_runs_once_the_window_passed_then_the_node_ret
     actions = ActionSettings(enforce=True, commands={"reset_gpu": ("nvidia-smi", "-r")})
     runner = RecordingRunner()  # (no GPU to reset here; the command's result is scripted)
     sched = build_service(settings, True, str(tmp_path / "rasd.db"), wall=clock,
-                          synchronous=True)
+                          clock=clock, synchronous=True)
     act = Actuator(actions, runner, synchronous=True, clock=clock, wall=clock)
     act.gate = sched.gate
     sched.submit = act.submit
