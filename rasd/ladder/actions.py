@@ -4,7 +4,8 @@ Enforced mode runs argument lists without a shell, with a timeout, and records e
 code, output tail). Never two runs at once on one component; each (component, kind) at most once
 per ``min_interval_seconds``; at most ``max_actions_per_hour`` on the node. Degradations run
 first (drain before a reset), then the rung's own command; the first failure stops the sequence,
-and a failed rung command is reported back so the ladder climbs.
+and a failed rung command is reported back so the ladder climbs (a reboot or RMA request that
+failed changes nothing: it did not happen).
 
 Busy and rate limits are asked before the gate (which may take the node out of the scheduler):
 a plan that cannot run now leaves the node as it is, and waits. A waiting plan is skipped once
@@ -16,17 +17,15 @@ out for a decision is never left out with nothing done for it.
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import subprocess
 import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from rasd.ladder.decision import Decision
+from rasd.ladder.runner import Runner, subprocess_runner
 from rasd.ladder.settings import ActionSettings
 from rasd.model import Rung
 
@@ -35,14 +34,6 @@ log = logging.getLogger("rasd.ladder.actions")
 RUNG_ACTIONS = {Rung.RESTART_PROCESS: "restart_process", Rung.RESET_GPU: "reset_gpu",
                 Rung.REBOOT_NODE: "reboot_node", Rung.RMA: "rma"}
 DEGRADATION_ORDER = ("drain", "stop_p2p", "disable_link", "exclude_gpu")
-
-
-@dataclass(frozen=True, slots=True)
-class RunOutcome:
-    result: str  # ok, failed, timeout, error
-    exit_code: int | None
-    output_tail: str
-    seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,93 +63,6 @@ class _Waiting:
 
 def _decision_key(d: Decision) -> tuple[float, int, int | None, str, int]:
     return (d.time_wall, d.gpu, d.link, d.fault, d.rung.value)
-
-
-class Runner(Protocol):
-    def __call__(self, argv: Sequence[str], timeout: float, tail_bytes: int) -> RunOutcome: ...
-
-
-KILL_GRACE_SECONDS = 2.0  # after SIGTERM to a timed-out action's group, before SIGKILL
-
-
-def subprocess_runner(argv: Sequence[str], timeout: float, tail_bytes: int) -> RunOutcome:
-    """Run without a shell; stdout and stderr together, last ``tail_bytes`` kept.
-
-    The command runs in its own session (so its own process group): a timeout ends the whole
-    group, children included (SIGTERM, then SIGKILL after ``KILL_GRACE_SECONDS``), not only the
-    direct child whose orphans would keep running and keep the output pipe open."""
-    t0 = time.monotonic()
-    try:
-        p = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, start_new_session=True)
-    except OSError as e:
-        return RunOutcome("error", None, f"cannot run {argv[0]!r}: {e.strerror}",
-                          time.monotonic() - t0)
-    try:
-        out, _ = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        partial = e.output or b""
-        _end_group(p)
-        try:
-            rest, _ = p.communicate(timeout=KILL_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            rest = b""
-        return RunOutcome("timeout", None, _tail(partial + (rest or b""), tail_bytes), time.monotonic() - t0)
-    return RunOutcome("ok" if p.returncode == 0 else "failed", p.returncode,
-                      _tail(out, tail_bytes), time.monotonic() - t0)
-
-
-def _end_group(p: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the action's process group, SIGKILL what is left after the grace period."""
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, None)):
-        try:
-            os.killpg(p.pid, sig)  # the session leader's pid is the group id
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            p.kill()
-            return
-        if wait is None:
-            break
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if p.poll() is not None and not _group_alive(p.pid):
-                return
-            time.sleep(0.05)
-    p.wait()
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _tail(data: bytes, n: int) -> str:
-    return data[-n:].decode("utf-8", "replace") if n else ""
-
-
-class RecordingRunner:
-    """A runner for tests: records every argv, answers with a scripted exit code per program."""
-
-    def __init__(self, exit_codes: Mapping[str, int] | None = None, seconds: float = 0.0):
-        self.calls: list[tuple[str, ...]] = []
-        self.exit_codes = dict(exit_codes or {})
-        self.seconds = seconds
-        self._lock = threading.Lock()
-
-    def __call__(self, argv: Sequence[str], timeout: float, tail_bytes: int) -> RunOutcome:
-        with self._lock:
-            self.calls.append(tuple(argv))
-        if self.seconds:
-            time.sleep(self.seconds)
-        code = self.exit_codes.get(argv[0], 0)
-        return RunOutcome("ok" if code == 0 else "failed", code, f"{argv[0]} exit {code}",
-                          self.seconds)
 
 
 class Actuator:

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from rasd.ladder.actions import subprocess_runner
+from rasd.ladder.runner import subprocess_runner
 
 
 def _alive(pid: int) -> bool:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from rasd.ladder.actions import Actuator, RecordingRunner
+from rasd.ladder.actions import Actuator
+from rasd.ladder.runner import RecordingRunner
 from rasd.ladder.escalate import Escalator
 from rasd.ladder.service import LadderService
 from rasd.ladder.settings import ActionSettings, LadderSettings

@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rasd.backends.fake.clock import ManualClock
-from rasd.ladder.actions import Actuator, RecordingRunner, RunOutcome
+from rasd.ladder.actions import Actuator
+from rasd.ladder.runner import RecordingRunner, RunOutcome
 from rasd.ladder.decision import Decision
 from rasd.ladder.service import LadderService
 from rasd.ladder.settings import ActionSettings, LadderSettings

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from rasd.ladder.actions import Actuator, RunOutcome
+from rasd.ladder.actions import Actuator
+from rasd.ladder.runner import RunOutcome
 from rasd.ladder.escalate import Escalator, Outcome
 from rasd.ladder.service import LadderService
 from rasd.ladder.settings import ActionSettings, LadderSettings

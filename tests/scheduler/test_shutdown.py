@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from rasd.daemon import close_order
-from rasd.ladder.actions import Actuator, RecordingRunner
+from rasd.ladder.actions import Actuator
+from rasd.ladder.runner import RecordingRunner
 from rasd.ladder.service import LadderService
 from rasd.ladder.settings import ActionSettings, LadderSettings
 from rasd.model import FaultEvent, FaultKind

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rasd.ladder.actions import Actuator, RecordingRunner
+from rasd.ladder.actions import Actuator
+from rasd.ladder.runner import RecordingRunner
 from rasd.ladder.service import LadderService
 from rasd.ladder.settings import ActionSettings, LadderSettings
 from rasd.model import FaultEvent, FaultKind
