@@ -154,16 +154,23 @@ def test_a_library_built_with_another_layout_is_refused(built):
     assert load(str(path), _field_struct()) is not None
 
 
-def test_reads_nobody_takes_are_dropped_and_counted_not_queued_without_bound(built):
+def _overflowing(built: tuple[Path, ctypes.CDLL], beyond: int) -> NativeLoop[str]:
+    """A loop of 2 GPUs at 1 kHz whose 0.5 s queue (1,000 reads) nobody took, started and left
+    running until ``beyond`` more reads than that were made."""
     path, reader = built
     reader.set_hang(-1), reader.set_lost(-1)
     loop = _loop(built, 2, interval=0.001, queue_seconds=0.5)
     base = reader.read_count(1) + reader.read_count(2)
     loop.start()
+    assert eventually(lambda: reader.read_count(1) + reader.read_count(2) - base > 1000 + beyond, 10.0)
+    return loop
+
+
+def test_reads_nobody_takes_are_dropped_and_counted_not_queued_without_bound(built):
+    # the queue holds queue_seconds of reads at the loop's rate: 1,000 here
+    capacity = 1000
+    loop = _overflowing(built, beyond=200)
     try:
-        # the queue holds queue_seconds of reads at the loop's rate: 1,000 here
-        capacity = 1000
-        assert eventually(lambda: reader.read_count(1) + reader.read_count(2) - base > capacity + 200, 10.0)
         got = loop.drain()
     finally:
         loop.stop()
@@ -271,13 +278,8 @@ def test_a_native_reader_that_cannot_start_leaves_the_sampler_reading_from_pytho
 def test_reads_a_replaced_runner_dropped_are_counted(built):
     """Reads the old runner dropped before it was replaced (its queue full, nobody draining)
     count as dropped, as the current runner's do."""
-    path, reader = built
-    reader.set_hang(-1), reader.set_lost(-1)
-    loop = _loop(built, 2, interval=0.001, queue_seconds=0.5)
-    base = reader.read_count(1) + reader.read_count(2)
-    loop.start()
+    loop = _overflowing(built, beyond=300)
     try:
-        assert eventually(lambda: reader.read_count(1) + reader.read_count(2) - base > 1000 + 300, 10.0)
         loop.resize(10.0)  # nothing was drained since the start: the old runner's drops go with it
         loop.drain()
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from rasd.backends.fake.clock import ManualClock
 from rasd.ladder.actions import Actuator
@@ -53,15 +54,22 @@ def xid(clock: ManualClock, code: int, gpu: int = 3) -> FaultEvent:
     return FaultEvent(clock(), gpu, FaultKind.XID, None, {"xid": code})
 
 
-def test_a_rate_limited_repeat_waits_without_a_drain_then_runs_once_the_window_passed(
-        tmp_path: Path) -> None:
+def ladder(tmp_path: Path, runner: Any, synchronous: bool = True) -> tuple[
+        ManualClock, Actuator, TakesOut, Store, LadderService]:
+    """A ladder acting through ``runner`` on a hand-driven clock, its gate taking the node out."""
     clock = ManualClock(1_700_000_000.0)
-    runner = RecordingRunner()
     acts = ActionSettings(enforce=True, commands=COMMANDS)  # 600 s between two resets
-    act = Actuator(acts, runner, synchronous=True, clock=clock, wall=clock)
+    act = Actuator(acts, runner, synchronous=synchronous, clock=clock, wall=clock)
     gate = act.gate = TakesOut()
     store = Store(tmp_path / "r.db")
     svc = LadderService(LadderSettings(), acts, store, "n", actuator=act, now_wall=clock())
+    return clock, act, gate, store, svc
+
+
+def test_a_rate_limited_repeat_waits_without_a_drain_then_runs_once_the_window_passed(
+        tmp_path: Path) -> None:
+    runner = RecordingRunner()
+    clock, act, gate, store, svc = ladder(tmp_path, runner)
     svc.ingest([xid(clock, 62)], clock())
     svc.tick(clock())
     assert runner.calls == [("nvidia-smi", "-r")] and gate.asked == [Rung.RESET_GPU]
@@ -92,13 +100,8 @@ def test_a_rate_limited_repeat_waits_without_a_drain_then_runs_once_the_window_p
 
 def test_a_plan_for_a_busy_gpu_waits_without_a_drain_then_runs_when_the_gpu_is_free(
         tmp_path: Path) -> None:
-    clock = ManualClock(1_700_000_000.0)
     runner = Held()
-    acts = ActionSettings(enforce=True, commands=COMMANDS)
-    act = Actuator(acts, runner, clock=clock, wall=clock)  # on the action threads
-    gate = act.gate = TakesOut()
-    store = Store(tmp_path / "r.db")
-    svc = LadderService(LadderSettings(), acts, store, "n", actuator=act, now_wall=clock())
+    clock, act, gate, store, svc = ladder(tmp_path, runner, synchronous=False)  # on the action threads
     try:
         svc.ingest([xid(clock, 13)], clock())  # restart_process on GPU 3: runs until let go
         assert runner.running.wait(10)
@@ -131,13 +134,8 @@ def test_a_plan_for_a_busy_gpu_waits_without_a_drain_then_runs_when_the_gpu_is_f
 
 
 def test_a_waiting_plan_whose_decision_closed_is_dropped(tmp_path: Path) -> None:
-    clock = ManualClock(1_700_000_000.0)
     runner = RecordingRunner()
-    acts = ActionSettings(enforce=True, commands=COMMANDS)
-    act = Actuator(acts, runner, synchronous=True, clock=clock, wall=clock)
-    gate = act.gate = TakesOut()
-    store = Store(tmp_path / "r.db")
-    svc = LadderService(LadderSettings(), acts, store, "n", actuator=act, now_wall=clock())
+    clock, act, gate, store, svc = ladder(tmp_path, runner)
     svc.ingest([xid(clock, 62)], clock())
     svc.tick(clock())
     clock.advance(300)
