@@ -1,9 +1,31 @@
-"""A power sampler's sink for tests: each GPU's updates counted, safe to call from any thread."""
+"""For power-sampler tests: a sink that counts each GPU's updates (safe to call from any
+thread), and a fake node whose GPU 2 hangs in its instant-power read until the test releases it."""
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
+
+# GPU 2's first nvmlDeviceGetFieldValues call hangs (a wedged driver call)
+GPU2_HANGS = """
+    [[event]]
+    kind = "nvml_hang"
+    at = 0
+    gpu = 2
+    function = "nvmlDeviceGetFieldValues"
+    seconds = 1.5
+    calls = 1
+    """
+
+
+def gpu2_hung(fake: Callable[..., Any]) -> tuple[Any, threading.Event]:
+    """A fake backend whose GPU 2 hangs (``GPU2_HANGS``), and the event that ends the hang. The
+    wedged call returns when the test says so, not after a wall-clock time: what is checked
+    while it hangs never races its end on a slow machine."""
+    be = fake(GPU2_HANGS)
+    release = threading.Event()
+    be.fake_node.sleep = lambda seconds: release.wait(60)
+    return be, release
 
 
 class CountingSink:

@@ -199,11 +199,11 @@ class Actuator:
                 self._emit(res)
         return results
 
-    def _limit_ahead(self, comp: tuple[int, int | None],
-                     kinds: Sequence[str]) -> tuple[str | None, float]:
+    def _limit_ahead(self, comp: tuple[int, int | None], kinds: Sequence[str],
+                     now: float | None = None) -> tuple[str | None, float]:
         """Whether a plan of these kinds would be rate limited now, and when it no longer would
         be (actuator clock); asks only, records nothing. Called under the lock."""
-        now = self._clock()
+        now = self._clock() if now is None else now
         due = now
         for kind in kinds:
             last = self._last.get((comp, kind))
@@ -275,18 +275,16 @@ class Actuator:
             return [(w.decision, w.why) for w in self._waiting.values()]
 
     def _rate_limited(self, comp: tuple[int, int | None], kind: str) -> str | None:
+        """``_limit_ahead`` for one command about to run; where it may, the run is recorded."""
         now = self._clock()
         with self._lock:
             while self._hour and self._hour[0] <= now - 3600:
                 self._hour.popleft()
-            last = self._last.get((comp, kind))
-            if last is not None and now - last < self.s.min_interval_seconds:
-                return "rate_limited"
-            if len(self._hour) >= self.s.max_actions_per_hour:
-                return "rate_limited"
-            self._last[(comp, kind)] = now
-            self._hour.append(now)
-        return None
+            why, _ = self._limit_ahead(comp, [kind], now)
+            if why is None:
+                self._last[(comp, kind)] = now
+                self._hour.append(now)
+        return why
 
     def _skip(self, d: Decision, step: tuple[str, tuple[str, ...]], why: str, due: float,
               log_it: bool = True) -> ActionResult:

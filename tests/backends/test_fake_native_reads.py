@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import random
-import threading
 import time
 from typing import Any, Callable
 
@@ -20,7 +19,7 @@ from rasd.backends.fake.nvml import FakeNvml
 from rasd.backends.nvml import pynvml_module
 from rasd.telemetry.loops import GpuLoop, Watchdog
 from rasd.telemetry.power import PowerSampler
-from tests.sinks import CountingSink
+from tests.sinks import CountingSink, gpu2_hung
 from tests.waiting import eventually
 
 FIELD = 186
@@ -254,19 +253,7 @@ def test_a_hung_read_is_given_up_and_the_others_go_on(lib: ctypes.CDLL, fake: Ca
     """GPU 2's read hangs inside the fake (in the fallback, on the native thread): the health
     round gives it up, a new native thread reads the other seven, and GPU 2 comes back when its
     call returns."""
-    be = fake(
-        """
-        [[event]]
-        kind = "nvml_hang"
-        at = 0
-        gpu = 2
-        function = "nvmlDeviceGetFieldValues"
-        seconds = 1.5
-        calls = 1
-        """
-    )
-    release = threading.Event()
-    be.fake_node.sleep = lambda seconds: release.wait(60)
+    be, release = gpu2_hung(fake)
     sink = CountingSink()
     gpus = be.adapter.gpus()
     native = be.adapter.native_power(gpus)

@@ -10,7 +10,7 @@ from rasd.backends.errors import GpuLost
 from rasd.telemetry.loops import GpuLoop, Watchdog
 from rasd.telemetry.power import ALL_NEW_READS, DedupMethod, PowerSampler
 from tests.e2e.helpers import wait_for
-from tests.sinks import CountingSink
+from tests.sinks import CountingSink, gpu2_hung
 
 
 class ScriptedGpu:
@@ -149,21 +149,7 @@ def test_lost_and_failing_reads_are_counted_not_raised(clock):
 
 
 def test_a_hung_read_stalls_neither_the_other_gpus_nor_the_sampler(fake):
-    be = fake(
-        """
-        [[event]]
-        kind = "nvml_hang"
-        at = 0
-        gpu = 2
-        function = "nvmlDeviceGetFieldValues"
-        seconds = 1.5
-        calls = 1
-        """
-    )
-    # The wedged call returns when the test says so, not after a wall-clock time: what is checked
-    # while it hangs never races its end on a slow machine.
-    release = threading.Event()
-    be.fake_node.sleep = lambda seconds: release.wait(60)
+    be, release = gpu2_hung(fake)
     sink = CountingSink()
 
     def others() -> dict[int, int]:
