@@ -17,11 +17,9 @@ from typing import Any, Callable, Sequence
 
 from rasd.model import FaultEvent, FaultKind
 from rasd.sdc.history import SdcHistory
-from rasd.sdc.results import Result
-from rasd.sdc.runner import Cancelled
+from rasd.sdc.results import Cancelled, Checks, Outcome, Result
 from rasd.sdc.settings import SdcSettings
 from rasd.sdc.tickets import Ticket, open_ticket
-from rasd.sdc.validation import Outcome, Validator
 from rasd.sdc.verdicts import Verdict, decide, should_rerun
 
 log = logging.getLogger(__name__)
@@ -47,7 +45,7 @@ def _failures(outcome: Outcome, gpu: int) -> list[dict[str, Any]]:
 
 
 class AccusationWorkflow:
-    def __init__(self, settings: SdcSettings, validator: Validator, history: SdcHistory, emit: Emit,
+    def __init__(self, settings: SdcSettings, validator: Checks, history: SdcHistory, emit: Emit,
                  clock: Callable[[], float] = time.time):
         self.settings = settings
         self.validator = validator
@@ -57,7 +55,7 @@ class AccusationWorkflow:
 
     def open(self, gpu: int, reason: str) -> Ticket:
         """Record the accusation and mark the GPU suspect (the ladder hears it now)."""
-        if gpu not in self.validator.workspaces:
+        if gpu not in self.validator.gpus:
             raise ValueError(f"no GPU {gpu} on this node; choose one of {self.validator.gpus}")
         return open_ticket(self.settings, self.history, self.emit, self.clock, gpu, reason)
 

@@ -26,6 +26,11 @@ class GpuLocks:
         self._files: dict[int, int] = {}
         self._guard = threading.Lock()
 
+    @property
+    def directory(self) -> str | None:
+        """Where the per-GPU lock files are (None: this process's locks only)."""
+        return self._dir
+
     def _lock(self, gpu: int) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(gpu, threading.Lock())

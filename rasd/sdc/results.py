@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
+
+if TYPE_CHECKING:
+    from rasd.sdc.settings import SdcSettings
 
 
 class Cancelled(RuntimeError):
     """A check stopped between steps because the daemon is stopping (no result to report)."""
+
+
+class ChecksUnavailable(ValueError):
+    """The checks cannot run on this node; the message is the reason, one line for people."""
 
 
 class Result(enum.Enum):
@@ -46,6 +54,13 @@ class CheckResult:
             out["evidence"] = dict(self.evidence)
         return out
 
+    @classmethod
+    def from_dict(cls, gpu: int, d: Mapping[str, Any]) -> CheckResult:
+        """``to_dict`` read back (a check run in another process): seconds and rates as rounded
+        there, a pass's evidence left out as there."""
+        return cls(gpu, str(d["name"]), Result(d["result"]), float(d["seconds"]),
+                   None if d.get("gflops") is None else float(d["gflops"]), dict(d.get("evidence", {})))
+
 
 def merge(gpu: int, name: str, parts: list[CheckResult]) -> CheckResult:
     """One row of the report from several sub-runs (dtypes, patterns, rounds) of one check.
@@ -82,6 +97,11 @@ class GpuReport:
     def to_dict(self) -> dict[str, Any]:
         return {"gpu": self.gpu, "result": self.result.value, "checks": [c.to_dict() for c in self.checks]}
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GpuReport:
+        gpu = int(d["gpu"])
+        return cls(gpu, tuple(CheckResult.from_dict(gpu, c) for c in d["checks"]))
+
 
 @dataclass(frozen=True, slots=True)
 class RunReport:
@@ -106,3 +126,30 @@ class RunReport:
             "notes": list(self.notes),
             "gpus": [g.to_dict() for g in self.gpus],
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunReport:
+        return cls(str(d["level"]), int(d["seed"]), float(d["started_wall"]), float(d["seconds"]),
+                   tuple(GpuReport.from_dict(g) for g in d["gpus"]), tuple(str(n) for n in d.get("notes", ())))
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One validation run: its report, and per checked GPU each round's combined result."""
+
+    report: RunReport
+    rounds: Mapping[int, tuple[Result, ...]]
+
+
+class Checks(Protocol):
+    """What runs checks for the SDC service and its accusations: ``rasd.sdc.validation.Validator``
+    in this process, or ``rasd.sdc.isolated.ChildValidator`` in a child process per check."""
+
+    settings: SdcSettings
+
+    @property
+    def gpus(self) -> list[int]: ...
+
+    def run(self, targets: Sequence[int], level: str, force: bool = False, seed: int | None = None,
+            progress: Callable[[int, int, str], None] | None = None, cancel: threading.Event | None = None,
+            wait_seconds: float = 0.0, scale: float = 1.0) -> Outcome: ...

@@ -1,12 +1,13 @@
 """The daemon's SDC service: periodic quick checks, accusations, validate jobs, state.
 
-Every check runs in a worker thread of this service (the daemon's poll loop and the control
+Every check is driven from a worker thread of this service (the daemon's poll loop and the control
 socket's threads only start or look at jobs); per-GPU locks keep two checks off one GPU.
 
-The checks (engines, GEMM, memory patterns, NumPy or CuPy, and on real GPUs a CUDA context per
-device) are loaded and built at the first check that is to run, never at start: most of a
-node's life its GPUs run jobs and no check runs. Until then the service answers from its
-history, its state and ``rasd.sdc.probe``.
+The checks (engines, GEMM, memory patterns, NumPy or CuPy) are loaded and built at the first
+check that is to run, never at start: most of a node's life its GPUs run jobs and no check runs.
+Until then the service answers from its history, its state and ``rasd.sdc.probe``. On real GPUs
+each check runs in a child process instead (``rasd.sdc.isolated``), so CuPy and its CUDA contexts
+never stay in the daemon.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from rasd.sdc.history import SdcHistory
 from rasd.sdc.jobs import JOBS_KEPT, MAX_OPEN_JOBS, Job
 from rasd.sdc.locks import GpuLocks
 from rasd.sdc.probe import BusyProbe, engines_missing
-from rasd.sdc.results import Cancelled, Result
+from rasd.sdc.results import Cancelled, Checks, ChecksUnavailable, Result
 from rasd.sdc.settings import LEVELS, SdcSettings
 from rasd.sdc.state import SdcState
 from rasd.sdc.tickets import Ticket, open_ticket
@@ -32,7 +33,6 @@ from rasd.sdc.tracker import StateTracker
 if TYPE_CHECKING:
     from rasd.sdc.accusation import AccusationWorkflow
     from rasd.sdc.engines import Engine
-    from rasd.sdc.validation import Validator
 
 # (backend, seed, NumPy memory budget in bytes) -> one engine per GPU; rasd.sdc.engines's
 # engines_for_backend unless given
@@ -44,10 +44,6 @@ ACCUSATION_IDLE_WAIT_SECONDS = 3600.0  # an accused GPU is usually still running
 # A due GPU found running a job is asked again this much later, not every poll: each look costs a
 # worker thread and an NVML process query per GPU, and jobs run for hours.
 BUSY_RECHECK_SECONDS = 60.0
-
-
-class ChecksUnavailable(ValueError):
-    """The checks cannot run on this node; the message is the reason, one line for people."""
 
 
 def _reason(e: Exception) -> str:
@@ -67,7 +63,8 @@ def default_lock_dir(backend_name: str) -> str:
 class SdcService:
     def __init__(self, settings: SdcSettings, backend: Any, store: Any, emit: Callable[[Sequence[FaultEvent]], None],
                  clock: Callable[[], float] = time.time, lock_dir: str | None = None,
-                 close_timeout: float = 10.0, engine_factory: EngineFactory | None = None):
+                 close_timeout: float = 10.0, engine_factory: EngineFactory | None = None,
+                 isolate: bool | None = None):
         self.settings = settings
         self.close_timeout = close_timeout
         self.clock = clock
@@ -86,9 +83,15 @@ class SdcService:
         self.locks = GpuLocks(lock_dir if lock_dir is not None else default_lock_dir(backend.name))
         self.probe = BusyProbe(self._handles)
         # Built at the first check (checks()): None until then, and None for good when unavailable.
-        self.validator: Validator | None = None
+        self.validator: Checks | None = None
         self.workflow: AccusationWorkflow | None = None
         self._engine_factory = engine_factory
+        # Each check in a child process (rasd.sdc.isolated): by default on real GPUs, where a
+        # check's CuPy and CUDA contexts must not stay in the daemon. The fake node lives in this
+        # process, so its checks run here unless asked (then the child checks a node of its own,
+        # of the same packaged scenario).
+        self.isolate = (engine_factory is None and getattr(backend, "fake_node", None) is None
+                        if isolate is None else isolate)
         self._build_lock = threading.Lock()
         # set only when the build has finished: the checks are built, or the reason is kept
         self._built = False
@@ -174,16 +177,26 @@ class SdcService:
 
     def _build_checks(self) -> None:
         from rasd.sdc.accusation import AccusationWorkflow
-        from rasd.sdc.engines import engines_for_backend
-        from rasd.sdc.validation import Validator
 
-        factory = self._engine_factory or engines_for_backend
-        engines = factory(self._backend, self.settings.seed, self.settings.numpy_memory_bytes)
-        validator = Validator(self.settings, self._handles, engines, self.locks, self.clock, probe=self.probe)
+        validator: Checks
+        if self.isolate:
+            from rasd.sdc.isolated import ChildValidator
+
+            scenario = getattr(self._backend.scenario, "name", None)
+            answering = {g: h for g, h in self._handles.items() if self._answers(g)}
+            validator = ChildValidator(self.settings, answering, self.locks.directory, self.probe,
+                                       {"kind": self._backend.name, "scenario": scenario})
+        else:
+            from rasd.sdc.engines import engines_for_backend
+            from rasd.sdc.validation import Validator
+
+            factory = self._engine_factory or engines_for_backend
+            engines = factory(self._backend, self.settings.seed, self.settings.numpy_memory_bytes)
+            validator = Validator(self.settings, self._handles, engines, self.locks, self.clock, probe=self.probe)
         self.workflow = AccusationWorkflow(self.settings, validator, self.history, self._emit, self.clock)
         self.validator = validator  # last: a validator that is set comes with its workflow
 
-    def checks(self) -> Validator:
+    def checks(self) -> Checks:
         """The checks, built on first use (a caller during the build waits for it);
         ChecksUnavailable (the reason) where they cannot run here."""
         validator = self.validator
@@ -309,10 +322,10 @@ class SdcService:
                         self._busy_until[g] = now_wall + BUSY_RECHECK_SECONDS
             if idle:
                 try:
-                    workspaces = self.checks().workspaces
+                    known = self.checks().gpus
                 except ChecksUnavailable as e:  # logged once by the build; later polls only count
                     return {"checked": [], "unavailable": str(e)}
-                idle = [g for g in idle if g in workspaces]  # a GPU lost before the start has no engine
+                idle = [g for g in idle if g in known]  # a GPU lost before the start has no engine
             if not idle:
                 return {"checked": []}
             report = self._validate(job, idle, "quick", force=False, wait=0.0)

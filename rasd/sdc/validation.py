@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from rasd.sdc.probe import BusyProbe
@@ -17,17 +16,11 @@ from rasd.sdc.engines import Engine, limit_host_blas
 from rasd.sdc.gemm import Workspace
 from rasd.sdc.levels import plan_for
 from rasd.sdc.locks import GpuLocks
-from rasd.sdc.results import CheckResult, GpuReport, Result, RunReport
+from rasd.sdc.results import CheckResult, GpuReport, Outcome, Result, RunReport
 from rasd.sdc.runner import Progress, run_level
 from rasd.sdc.settings import SdcSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    report: RunReport
-    rounds: Mapping[int, tuple[Result, ...]]  # per checked GPU: each round's combined result
 
 
 class Validator:
