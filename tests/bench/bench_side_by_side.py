@@ -1,7 +1,8 @@
 """Whole daemon side by side with nvitop-exporter: CPU, memory, threads, power-update capture.
 
 Prints figures with their targets; asserts nothing. Each setup (NVIDIA's mock NVML with 8 GPUs,
-rasd's fake node with 8 and 72 GPUs) runs rasd at defaults and nvitop-exporter at its defaults
+rasd's fake node with 8 and 72 GPUs; ``nvml``, not among the defaults: the real GPUs of this node)
+runs rasd at defaults and nvitop-exporter at its defaults
 (1 s updates) in turn, A B A B, one process at a time on an otherwise unchanged machine. Per run:
 CPU time of the process (its CPU-time clock, clock_getcpuclockid(3), to the nanosecond: the
 kernel's user and system times come in 10 ms ticks, too coarse for a daemon using a few tenths of
@@ -30,7 +31,7 @@ runs under the interpreter the benchmark runs under, whose site-packages may hol
 the fake node's code from the checkout (it is the node, not the exporter). NVIDIA's mock NVML is
 looked for at ``<repo>/../shared/nvml-mock``; its setups are skipped, saying so, where it is absent.
 
-    python tests/bench/bench_side_by_side.py [--seconds 30] [--pairs 3] [--setups mock8,fake8,fake72]
+    python tests/bench/bench_side_by_side.py [--seconds 30] [--pairs 3] [--setups mock8,fake8,fake72,nvml]
                                              [--rasd-venv PATH] [--nvitop-venv PATH]
                                              [--json tests/bench/results/side_by_side.json]
 """
@@ -330,9 +331,21 @@ def setups(names: list[str], tmp: Path, venv: Path, rv: RasdVenv) -> list[Setup]
     base = rv.env()
     out = []
     for name in names:
+        if name == "nvml":
+            gpus = real_gpus()
+            if not gpus:
+                print("nvml: skipped, no real NVIDIA GPU and driver here")
+                continue
+            out.append(Setup(
+                name, f"a real node, {gpus} GPU{'s' if gpus > 1 else ''} ({real_name()})", gpus, False, base, base,
+                lambda port: [str(rv.rasd), "run", "--backend", "nvml", "--log-level", "warning",
+                              "--listen", f"127.0.0.1:{port}"],
+                lambda port: [str(venv / "bin" / "nvitop-exporter"), "--bind-address", "127.0.0.1", "--port", str(port)],
+            ))
+            continue
         m = re.fullmatch(r"(mock|fake)(\d+)", name)
         if not m:
-            raise SystemExit(f"--setups: {name!r} is not mockN or fakeN (e.g. mock8,fake8,fake72)")
+            raise SystemExit(f"--setups: {name!r} is not nvml, mockN or fakeN (e.g. mock8,fake8,fake72)")
         kind, gpus = m.group(1), int(m.group(2))
         if kind == "mock":
             if not (MOCK / "lib").is_dir():
@@ -358,6 +371,32 @@ def setups(names: list[str], tmp: Path, venv: Path, rv: RasdVenv) -> list[Setup]
                 [str(rv.python), str(HELPER), "model", "--gpus", str(gpus), "--hz", str(SAMPLER_HZ)],
             ))
     return out
+
+
+def real_gpus() -> int:
+    """GPUs the real NVML reports (0 where there is no driver)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no library, no driver, no device: nothing to measure
+        return 0
+    try:
+        return int(pynvml.nvmlDeviceGetCount())
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def real_name() -> str:
+    import pynvml
+
+    pynvml.nvmlInit()
+    try:
+        name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        return f"{name.decode() if isinstance(name, bytes) else name}, driver {driver.decode() if isinstance(driver, bytes) else driver}"
+    finally:
+        pynvml.nvmlShutdown()
 
 
 def spread(xs: list[float], digits: int = 2) -> str:
@@ -492,7 +531,8 @@ def report(rec: results.Recorder, st: Setup, a: list[Run], b: list[Run], pairs: 
               f"  [target >= {CAPTURE_TARGET:.0f}%: {'ok' if f.met else 'MISSED'}]")
     elif rates:
         rec.add(f"{key}.capture", "NVML's distinct instant-power updates captured", med(rates), "updates/s",
-                column=col, text=f"{med(rates):.1f} a GPU a second (every read is new on the mock)", notes=noise)
+                column=col, text=f"{med(rates):.1f} a GPU a second (every read is stamped new"
+                + (" on the mock)" if st.name.startswith("mock") else " on this driver, as probed)"), notes=noise)
         print(f"  instant-power: every read is stamped new here, so repeats are found by value; "
               f"{med(rates):.1f} distinct updates per GPU per second")
     groups = sorted({g for x in a for g in x.by_thread}, key=lambda g: -med([x.by_thread.get(g, 0.0) for x in a]))
