@@ -113,7 +113,15 @@ def _phase(backend: Any, gpus: list[Any], seconds: float, hz: float, load: bool)
         # refresh (the reading passing through a value), not an update anyone could sample
         ends = [ref[j][0] for j in value_changes[1:]] + [ref[-1][0]]
         held_ms = [(e - ref[j][0]) / 1e6 for j, e in zip(value_changes, ends)]
-        updates = [j for j, h in zip(value_changes, held_ms) if h >= TRANSIENT_MS]
+        # An update is a held value that differs from the held value before it: a transient that
+        # falls back to the value before it (A, then B for microseconds, then A) is no update
+        updates = []
+        held_before = ref[0][2]
+        for j, h in zip(value_changes, held_ms):
+            if h >= TRANSIENT_MS and ref[j][2] != held_before:
+                updates.append(j)
+            if h >= TRANSIENT_MS:
+                held_before = ref[j][2]
         after = [ref[j][2] for j in value_changes[1:]] + [ref[-1][2]]
         transients = [(ref[j - 1][2], ref[j][2], a) for j, h, a in zip(value_changes, held_ms, after) if h < TRANSIENT_MS]
         first_ts, last_ts = ref[0][1], ref[-1][1]
