@@ -3,11 +3,14 @@
 #   1. the NVML contract suite and the CuPy SDC engine's tests (pytest -m nvml);
 #   2. `rasd status --backend nvml`;
 #   3. how field 186 (instant power) refreshes, and the share of its updates the sampler captures
-#      (tests/contract/refreshprobe.py: idle, then under a matrix-multiply load);
+#      (tests/contract/refreshprobe.py: idle, then under a matrix-multiply load), and where a
+#      health poll's time goes (tests/contract/pollprofile.py);
 #   4. the native power reader against the Python loop (tests/contract/powerprobe.py);
 #   5. `rasd validate --level quick` on the GPUs (CuPy engine);
-#   6. the daemon itself on NVML for 15 s: its start line, /healthz, and a scrape.
-# Each step's output goes to OUT_DIR/<step>.txt, and a summary to stdout. Needs Python >= 3.10 with
+#   6. the daemon itself on NVML for 20 s: its start line, /healthz, its RSS and threads (no CUDA
+#      context may stay in it after its periodic SDC check), and a scrape.
+# Each step's output goes to OUT_DIR/<step>.txt (the daemon's log to run.txt, what was seen of it
+# to daemon.txt), and a summary to stdout. Needs Python >= 3.10 with
 # rasd's dependencies, CuPy for steps 1 and 5, gcc for the native reader (the Python loop otherwise).
 # Nothing here changes the GPU's settings.
 #
@@ -38,7 +41,8 @@ gcc -std=gnu11 -O2 -shared -fPIC -o "rasd/backends/nvml/_powerloop$suf" rasd/bac
 
 step nvml-suite 300 "$py" -m pytest -q -p no:cacheprovider -m nvml tests/contract tests/sdc/test_cupy_engine.py
 step status 60 "$py" -m rasd status --backend nvml
-TAIL=80 step refresh 120 "$py" -m tests.contract.refreshprobe --seconds 6
+TAIL=80 step refresh 120 "$py" -m tests.contract.refreshprobe --seconds 5
+TAIL=40 step pollprofile 60 "$py" -m tests.contract.pollprofile --polls 50
 TAIL=40 step powerprobe 60 "$py" -m tests.contract.powerprobe --seconds 3
 step validate 180 "$py" -m rasd validate --backend nvml --level quick --json
 
@@ -48,15 +52,20 @@ port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); pri
 STATE_DIRECTORY=$scratch RUNTIME_DIRECTORY=$scratch "$py" -m rasd run --backend nvml --listen "127.0.0.1:$port" \
     --log-level info >"$out/run.txt" 2>&1 &
 pid=$!
-sleep 15
+sleep 20  # the periodic SDC check on an idle GPU starts at once, in a child process that ends
 {
     echo "healthz: $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/healthz")"
+    # no CUDA context may stay in the daemon: its RSS, its threads, the GPUs' compute processes
+    grep -E '^(VmRSS|Threads)' "/proc/$pid/status"
+    echo "threads: $(cat /proc/$pid/task/*/comm | sort | uniq -c | tr -s ' \n' ' ')"
+    echo "compute processes on the GPUs (pid, memory): $(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader | tr '\n' ';')"
     curl -s "http://127.0.0.1:$port/metrics" >"$scratch/metrics"
     echo "rasd_ series: $(grep -c '^rasd_' "$scratch/metrics")"
-    grep -E '^rasd_(gpu_power_watts|gpu_power_sample_rate_hz|gpu_power_dedup_info|gpu_temperature_celsius|gpu_poll_duration_seconds|gpu_health)' "$scratch/metrics" | head -n 20
-} >>"$out/run.txt" 2>&1
+    grep -E '^rasd_(gpu_power_watts|gpu_power_sample_rate_hz|gpu_power_dedup_info|gpu_temperature_celsius|gpu_poll_duration_seconds|sdc_)' "$scratch/metrics" | head -n 30
+} >"$out/daemon.txt" 2>&1  # not the daemon's own log file: its writes would overwrite these
 kill -TERM "$pid"
 wait "$pid"
-echo "daemon exit: $?" >>"$out/run.txt"
+echo "daemon exit: $?" >>"$out/daemon.txt"
 echo "== daemon"
-tail -n 40 "$out/run.txt"
+grep -v '^level=INFO' "$out/run.txt" | tail -n 15
+cat "$out/daemon.txt"

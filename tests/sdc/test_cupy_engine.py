@@ -43,3 +43,22 @@ def test_memory_tests_pass_on_a_healthy_gpu(cupy_ws) -> None:
         r = memory_check(cupy_ws.engine, 8 << 20, test, 0)
         assert r.result is Result.PASS, r.evidence
         assert r.evidence["base_address"] > 0
+
+
+def test_a_quick_check_in_a_child_process_on_a_real_gpu(cupy_ws, tmp_path) -> None:
+    """The daemon's way on real GPUs: the child builds the CuPy engines, checks, and exits."""
+    from rasd.backends import open_backend
+    from rasd.sdc.isolated import ChildValidator
+    from rasd.sdc.probe import BusyProbe
+    from rasd.sdc.settings import SdcSettings
+
+    be = open_backend("nvml")
+    try:
+        handles = {g.index: g for g in be.adapter.gpus()}
+        v = ChildValidator(SdcSettings(), handles, str(tmp_path), BusyProbe(handles), {"kind": "nvml"})
+        outcome = v.run([0], "quick", force=True)
+    finally:
+        be.close()
+    (row,) = outcome.report.gpus
+    assert row.result is Result.PASS, row.to_dict()
+    assert {c.name for c in row.checks} >= {"golden_gemm", "abft", "freivalds", "memory"}
