@@ -62,6 +62,14 @@ def collect(snapshot: Snapshot) -> Iterable[Family]:
         labels=["gpu", "action", "result"])
     decisions = CounterFamily(
         "rasd_ladder_decisions", "Decisions made since rasd started.", labels=[])
+    skipped = CounterFamily(
+        "rasd_ladder_plans_skipped", "Remedy plans that could not run when decided (a job on the "
+        "GPU, a rate limit), by why; each waits and is tried again while its decision is open.",
+        labels=["why"])
+    retried = CounterFamily(
+        "rasd_ladder_plans_retried", "Skipped remedy plans tried again once they could run.", labels=[])
+    waiting = GaugeFamily(
+        "rasd_ladder_plans_waiting", "Skipped remedy plans waiting to be tried again.", labels=[])
 
     for g, c in sorted(st.gpus.items()):
         gl = str(g)
@@ -92,5 +100,9 @@ def collect(snapshot: Snapshot) -> Iterable[Family]:
     for (g, kind, result), n in sorted(st.actions.items()):
         actions.add_metric([str(g), kind, result], float(n))
     decisions.add_metric([], float(st.decisions_total))
+    for why, n in sorted(st.plans_skipped.items()):
+        skipped.add_metric([why], float(n))
+    retried.add_metric([], float(st.plans_retried))
+    waiting.add_metric([], float(st.plans_waiting))
     return [rung, rung_info, link_rung, link_info, link_disabled, node_rung, open_d, excluded,
-            suspect, tech, node_tech, rma_len, faults, actions, decisions]
+            suspect, tech, node_tech, rma_len, faults, actions, decisions, skipped, retried, waiting]

@@ -326,7 +326,8 @@ class LadderService:
                 gpus_per_node=self.settings.gpus_per_node,
                 nvlinks_per_gpu=self.settings.nvlinks_per_gpu,
                 faults=self._faults, actions=self._actions,
-                decisions_total=self._decisions_total)
+                decisions_total=self._decisions_total,
+                plans=self._actuator.counts, plans_waiting=self._actuator.held)
 
     def still_lost(self, gpus: Sequence[int], now_wall: float) -> None:
         """GPUs still lost at ``now_wall`` (the aggregator reports a loss once, when it happens):

@@ -6,7 +6,7 @@ exporters; nothing here changes after construction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
@@ -14,6 +14,10 @@ from rasd.ladder.decision import Decision
 from rasd.ladder.findings import EXCLUDE_GPU, SDC_CHECK, TECHNICIAN
 from rasd.model import Rung, Scope
 
+
+# Why the actuator skips a plan (rasd/ladder/actions.py): every reason is exported from the start,
+# at 0 until it happens, so a rate over it needs no first occurrence.
+PLAN_SKIP_REASONS = ("busy", "rate_limited")
 
 @dataclass(frozen=True, slots=True)
 class ComponentState:
@@ -58,6 +62,11 @@ class LadderState:
     faults: Mapping[tuple[int, str, str], int]  # (gpu, kind, rung) -> events since start
     actions: Mapping[tuple[int, str, str], int]  # (gpu, action, result) -> runs since start
     decisions_total: int = 0
+    # Plans the actuator could not run when decided: skipped since start by why (busy,
+    # rate_limited), tried again since start, and waiting to be tried now
+    plans_skipped: Mapping[str, int] = field(default_factory=dict)
+    plans_retried: int = 0
+    plans_waiting: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,7 +109,10 @@ def build_state(
     faults: Mapping[tuple[int, str, str], int] | None = None,
     actions: Mapping[tuple[int, str, str], int] | None = None,
     decisions_total: int = 0,
+    plans: Mapping[str, int] | None = None,
+    plans_waiting: int = 0,
 ) -> LadderState:
+    """``plans``: the actuator's counts (``skipped:<why>``, ``retried``)."""
     by_comp: dict[tuple[int, int | None], list[Decision]] = {}
     for d in open_decisions:
         comp = (d.gpu, d.link if d.scope is Scope.LINK else None)
@@ -144,4 +156,7 @@ def build_state(
         faults=MappingProxyType(dict(faults or {})),
         actions=MappingProxyType(dict(actions or {})),
         decisions_total=decisions_total,
+        plans_skipped=MappingProxyType({why: (plans or {}).get(f"skipped:{why}", 0) for why in PLAN_SKIP_REASONS}),
+        plans_retried=(plans or {}).get("retried", 0),
+        plans_waiting=plans_waiting,
     )

@@ -145,7 +145,7 @@ class ChildValidator:
         else:
             why = f"the check's process ended with status {proc.returncode} before reporting (see the log)"
         log.warning("event=sdc_check_process_failed level=%s gpus=%s why=%r", level, list(targets), why)
-        rows = tuple(GpuReport(g, (CheckResult(g, "completed", Result.INCONCLUSIVE, time.monotonic() - started,
+        rows = tuple(GpuReport(g, (CheckResult(g, "process", Result.INCONCLUSIVE, time.monotonic() - started,
                                                None, {"why": why}),)) for g in targets)
         report = RunReport(level, self.settings.seed if seed is None else seed, started_wall,
                            time.monotonic() - started, rows)

@@ -79,6 +79,9 @@ def test_a_rate_limited_repeat_waits_without_a_drain_then_runs_once_the_window_p
     assert svc.rung(3) is Rung.RESET_GPU
     assert gate.asked == [Rung.RESET_GPU]  # not asked: the node is not taken out for nothing
     assert [(d.rung, why) for d, why in act.waiting()] == [(Rung.RESET_GPU, "rate_limited")]
+    st = svc.state(clock())  # what the metrics say (rasd_ladder_plans_*)
+    assert dict(st.plans_skipped) == {"busy": 0, "rate_limited": 1}
+    assert (st.plans_waiting, st.plans_retried) == (1, 0)
     for _ in range(4):  # within the window: still waiting, nothing run, recorded once
         clock.advance(60)
         svc.tick(clock())
@@ -94,6 +97,8 @@ def test_a_rate_limited_repeat_waits_without_a_drain_then_runs_once_the_window_p
     assert [(a.kind, a.result) for a in store.actions()] == \
         [("reset_gpu", "ok"), ("reset_gpu", "rate_limited"), ("reset_gpu", "ok")]
     assert act.counts["skipped:rate_limited"] == 1 and act.counts["retried"] == 1
+    st = svc.state(clock())
+    assert (st.plans_skipped["rate_limited"], st.plans_waiting, st.plans_retried) == (1, 0, 1)
     svc.close()
     store.close()
 

@@ -104,7 +104,8 @@ def test_a_check_past_its_limit_is_stopped_and_inconclusive(tmp_path: Path, monk
     assert time.monotonic() - t0 < 2.0 + isolated.STOP_GRACE_SECONDS + 20
     (row,) = outcome.report.gpus
     (c,) = row.checks
-    assert c.result is Result.INCONCLUSIVE and "did not finish within 2 s" in c.evidence["why"]
+    assert c.name == "process" and c.result is Result.INCONCLUSIVE
+    assert "did not finish within 2 s" in c.evidence["why"]
     assert v.failures == 1 and "event=sdc_check_process_failed" in caplog.text
     assert not outcome.rounds  # no round: an accusation does not count it
 
