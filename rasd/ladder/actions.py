@@ -12,6 +12,11 @@ a plan that cannot run now leaves the node as it is, and waits. A waiting plan i
 (logged and recorded once, then counted) and tried again from ``retry_waiting`` once it can run
 (the component free, the limit's window passed) while its decision is still open: a node taken
 out for a decision is never left out with nothing done for it.
+
+The limits outlive a restart: the service hands ``remember_runs`` the runs the store holds, so a
+plan submitted again after a restart (its decision open, its plan never run) waits as it would
+have. One decision's plan runs once: a decision submitted again while its plan is queued or
+running, or after it ran (ok or failed), is not run again.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ log = logging.getLogger("rasd.ladder.actions")
 RUNG_ACTIONS = {Rung.RESTART_PROCESS: "restart_process", Rung.RESET_GPU: "reset_gpu",
                 Rung.REBOOT_NODE: "reboot_node", Rung.RMA: "rma"}
 DEGRADATION_ORDER = ("drain", "stop_p2p", "disable_link", "exclude_gpu")
+RAN = frozenset(("ok", "failed", "timeout", "error"))  # results of a command that was run
+_DONE_KEPT = 4096  # plans remembered as run (decisions are rare; oldest forgotten first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +99,8 @@ class Actuator:
         self.counts: Counter[str] = Counter()  # skipped:busy, skipped:rate_limited, retried
         self._pool = None if synchronous else ThreadPoolExecutor(4, "rasd-action")
         self._queued: dict[Future[list[ActionResult]], Decision] = {}  # submitted, not ended
+        self._done: dict[tuple[float, int, int | None, str, int], None] = {}  # plans that ran
+        self._running: set[tuple[float, int, int | None, str, int]] = set()
         self._closing = False
         # Asked on the action thread before an enforced plan runs; False defers the decision
         # (its owner resubmits it). The scheduler integration takes the node out here.
@@ -101,11 +110,16 @@ class Actuator:
     def enforced(self) -> bool:
         return self.s.enforce
 
-    def plan(self, d: Decision, info: Mapping[str, object]) -> list[tuple[str, tuple[str, ...]]]:
-        """(kind, argv) in order: configured degradations, then the rung's command."""
+    def kinds(self, d: Decision) -> list[str]:
+        """The action kinds the decision's plan runs, in order (those with a command)."""
         kinds = [k for k in DEGRADATION_ORDER if k in d.degradations]
         if d.rung in RUNG_ACTIONS:
             kinds.append(RUNG_ACTIONS[d.rung])
+        return [k for k in kinds if self.s.commands.get(k)]
+
+    def plan(self, d: Decision, info: Mapping[str, object]) -> list[tuple[str, tuple[str, ...]]]:
+        """(kind, argv) in order: configured degradations, then the rung's command."""
+        kinds = self.kinds(d)
         values = {"gpu_index": d.gpu, "link": "" if d.link is None else d.link,
                   "gpu_uuid": info.get("uuid") or "", "pci_bus_id": info.get("pci_bus_id") or "",
                   "hostname": info.get("hostname") or ""}
@@ -159,6 +173,14 @@ class Actuator:
         # node out first (it would stay out with nothing done); the component is held from
         # here, so no other plan runs on it while the gate asks the scheduler
         with self._lock:
+            # once per decision: the same one may come twice (a restart plans it again while
+            # the scheduler retries it as deferred), and one that stays open after its plan ran
+            # (a failed reboot, an RMA) must not run it again
+            if key in self._done or key in self._running:
+                self._waiting.pop(key, None)
+                log.debug("action_not_repeated gpu=%s link=%s rung=%s", d.gpu, d.link,
+                          d.rung.label)
+                return []
             if comp in self._busy:
                 why: str | None = "busy"
                 due = self._clock()
@@ -166,6 +188,7 @@ class Actuator:
                 why, due = self._limit_ahead(comp, [k for k, _ in plan])
             if why is None:
                 self._busy.add(comp)
+                self._running.add(key)
                 self._waiting.pop(key, None)
         if why is not None:
             return self._hold(d, plan[0], info, why, due)
@@ -193,6 +216,11 @@ class Actuator:
         finally:
             with self._lock:
                 self._busy.discard(comp)
+                self._running.discard(key)
+                if results and results[-1].result in RAN:  # ran through, or stopped by a failure
+                    self._done[key] = None
+                    if len(self._done) > _DONE_KEPT:
+                        del self._done[next(iter(self._done))]
         # after the component is free: a failed remedy's escalation must be able to act on it
         for res in results:
             if res.result not in ("busy", "rate_limited"):  # (a skip is emitted by _hold)
@@ -263,6 +291,29 @@ class Actuator:
         for w in ready:
             self.submit(w.decision, w.info)
         return len(ready)
+
+    def remember_runs(self, runs: Iterable[tuple[float, int, int | None, str]]) -> int:
+        """Count commands run before a restart against the rate limits: (wall time of the run,
+        gpu, link, kind) each, as the store holds them. Wall times are placed on the actuator's
+        clock by their age; one in the future (the wall clock stepped back) counts as now.
+        Returns how many fell within the limits' reach."""
+        now, wall = self._clock(), self._wall()
+        reach = max(3600.0, self.s.min_interval_seconds)
+        kept = 0
+        with self._lock:
+            for t_wall, gpu, link, kind in sorted(runs):
+                age = max(0.0, wall - t_wall)
+                if age >= reach:
+                    continue
+                t = now - age
+                comp = (gpu, link)
+                if t > self._last.get((comp, kind), float("-inf")):
+                    self._last[(comp, kind)] = t
+                if age < 3600.0:
+                    self._hour.append(t)
+                kept += 1
+            self._hour = deque(sorted(self._hour))
+        return kept
 
     @property
     def held(self) -> int:

@@ -3,8 +3,10 @@
 History is event-sourced: every fault event (remedies included) is stored with the step it caused
 (decisions opened and ended) in one transaction, so after a restart the escalator is rebuilt by
 replaying the stored events of the escalation horizon (or since the oldest still-open decision),
-without re-storing or re-acting. The actuator never calls back into the ladder: its results wait
-in a queue that ``tick`` (and every ``ingest``) drains.
+without re-storing or re-acting. An open decision whose plan never ran (it waited, was cancelled
+at shutdown, or rasd died first) is planned again on the first pass after the restart, through
+the same actuator path as a new one. The actuator never calls back into the ladder: its results
+wait in a queue that ``tick`` (and every ``ingest``) drains.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
 
-from rasd.ladder.actions import ActionResult, Actuator
+from rasd.ladder.actions import RAN, RUNG_ACTIONS, ActionResult, Actuator
 from rasd.ladder.classify import LOST_FAULT
 from rasd.ladder.decision import Decision
 from rasd.ladder.escalate import Closure, Escalator
@@ -27,7 +29,7 @@ from rasd.ladder.settings import ActionSettings, LadderSettings
 from rasd.ladder.xidtext import architecture
 from rasd.ladder.state import LadderState, build_state
 from rasd.model import FaultEvent, FaultKind, Rung
-from rasd.store import DecisionEnd, Store
+from rasd.store import ActionRecord, DecisionEnd, Store
 from rasd.telemetry.kmsg import LoggedXid, backlog
 
 log = logging.getLogger("rasd.ladder")
@@ -48,7 +50,11 @@ class LadderService:
         actuator: Actuator | None = None,
         *,
         now_wall: float | None = None,
+        booted_wall: float | None = None,
     ):
+        """``booted_wall``: when the node last booted (Unix s; default the kernel's boot time):
+        an open reboot decision older than the boot is not planned again, the node rebooted
+        since (a reboot that ended rasd before its result was stored must not loop)."""
         self.settings = settings
         self.store = store
         self.hostname = hostname
@@ -65,6 +71,8 @@ class LadderService:
         self._actuator = actuator or Actuator(actions)
         if self._actuator.on_result is None:
             self._actuator.on_result = self._on_action
+        self._booted_wall = booted_wall  # (read when a reboot decision asks)
+        self._unplanned: list[Decision] = []  # open at the restart, plan never run: on 1st pass
         self.restored_events = self._restore(time.time() if now_wall is None else now_wall)
 
     # ------------------------------------------------------------------ restart
@@ -98,9 +106,45 @@ class LadderService:
             expired = self._esc.advance(now_wall).closed
             if expired:
                 self.store.record_step(None, (), [_end(c) for c in expired])
-        log.info("ladder_restored events=%d since=%.0f open=%d", n, since,
-                 len(self._esc.open_decisions()))
+            open_now = self._esc.open_decisions()
+            self._unplanned = self._not_run(open_now, now_wall)
+        log.info("ladder_restored events=%d since=%.0f open=%d not_run=%d", n, since,
+                 len(open_now), len(self._unplanned))
         return n
+
+    def _not_run(self, decisions: Sequence[Decision], now: float) -> list[Decision]:
+        """The open decisions whose plan did not run since they were decided: no run (ok or
+        failed) of the plan's last command, nor a failed one of any of its commands, on the
+        decision's component (a reboot's on any GPU) at or after its time. Skips (busy, rate
+        limited) are not runs. The rate limits are fed the stored runs, so a plan planned
+        again waits as it would have."""
+        oldest = min((d.time_wall for d in decisions), default=None)
+        reach = max(3600.0, self._actuator.s.min_interval_seconds)
+        since = now - reach if oldest is None else min(oldest, now - reach)
+        runs = [a for a in self.store.actions(since=since) if a.result in RAN]
+        self._actuator.remember_runs((a.time_wall, a.gpu, a.link, a.kind) for a in runs)
+        out = []
+        for d in decisions:
+            kinds = self._actuator.kinds(d)
+            if not kinds:
+                continue  # nothing of its own to run (the scheduler retries its deferrals)
+            if any(_ran_for(a, d, kinds) for a in runs):
+                continue
+            if d.rung is Rung.REBOOT_NODE:
+                if self._booted_wall is None:
+                    self._booted_wall = _boot_time()
+                booted = self._booted_wall
+                if booted is None or booted > d.time_wall:
+                    # the node rebooted since (or it cannot be told): a reboot that ended rasd
+                    # before its result was stored must not run again at every start
+                    log.warning("event=ladder_not_resubmitted gpu=%s link=%s rung=%s fault=%s "
+                                "decided=%.0f why=%s detail=%r", d.gpu, d.link, d.rung.label,
+                                d.fault, d.time_wall,
+                                "boot_time_unknown" if booted is None else "booted_since",
+                                "the decision stays open for the operator")
+                    continue
+            out.append(d)
+        return out
 
     def _stored_open(self, now_wall: float) -> list[Decision]:
         """The decisions the store holds open, one per component and fault (an SDC all-clear
@@ -143,9 +187,12 @@ class LadderService:
         batch: Sequence[FaultEvent] = [
             x for x in map(self._with_architecture, events) if not self._judged_before_start(x)
         ]
+        unplanned = self._take_unplanned() if self._unplanned else []
         while True:
             new = self._feed(batch)
             out.extend(new)
+            if unplanned:  # once, after this pass's events (which may have closed some)
+                new, unplanned = [*new, *self._still_open(unplanned)], []
             for d in new:  # outside the lock: a synchronous actuator runs the plan here
                 self._actuator.submit(d, self._info(d.gpu))
             batch = self._take_results()
@@ -160,6 +207,23 @@ class LadderService:
             still = self._esc.open_decisions() if held else []
         if held:
             self._actuator.retry_waiting(still)
+        return out
+
+    def _take_unplanned(self) -> list[Decision]:
+        with self._lock:
+            unplanned, self._unplanned = self._unplanned, []
+        return unplanned
+
+    def _still_open(self, unplanned: list[Decision]) -> list[Decision]:
+        """The decisions open at the restart whose plan never ran, still open now: planned
+        again as new decisions are (the same gates, limits and advisory mode), each said once."""
+        with self._lock:
+            still = set(self._esc.open_decisions())
+        out = [d for d in unplanned if d in still]
+        for d in out:
+            log.info("event=ladder_resubmitted gpu=%s link=%s rung=%s fault=%s decided=%.0f "
+                     "detail=%r", d.gpu, d.link, d.rung.label, d.fault, d.time_wall,
+                     "open at the restart, its plan never ran: planned again")
         return out
 
     def _judged_before_start(self, e: FaultEvent) -> bool:
@@ -383,6 +447,32 @@ def _covers(remedy: FaultEvent, e: FaultEvent) -> bool:
     if remedy.details.get("action") == Rung.REBOOT_NODE.label:
         return True
     return remedy.gpu == e.gpu and remedy.link in (None, e.link)
+
+
+def _ran_for(a: ActionRecord, d: Decision, kinds: Sequence[str]) -> bool:
+    """Whether the stored run ``a`` (a command that ran) was ``d``'s plan, run through or
+    stopped by a failure: its last command, or a failed one, on its component since it was
+    decided. A reboot is the node's, whichever GPU's decision ran it."""
+    if a.time_wall < d.time_wall or a.kind not in kinds:
+        return False
+    if a.kind != kinds[-1] and a.result == "ok":
+        return False  # an earlier step (a drain) that went on to the next
+    if a.kind == RUNG_ACTIONS[Rung.REBOOT_NODE]:
+        return True
+    return a.gpu == d.gpu and a.link == d.link
+
+
+def _boot_time(path: str = "/proc/stat") -> float | None:
+    """When the node booted (Unix s: the kernel's ``btime``); None where it cannot be read.
+    (Read here rather than through psutil: a daemon at its defaults does not load psutil.)"""
+    try:
+        with open(path, encoding="ascii") as f:
+            for line in f:
+                if line.startswith("btime "):
+                    return float(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _is_all_clear(d: Decision) -> bool:
