@@ -17,7 +17,8 @@ from typing import Any, Callable, Sequence
 
 from rasd.model import FaultEvent, FaultKind
 from rasd.sdc.history import SdcHistory
-from rasd.sdc.results import Cancelled, Checks, Outcome, Result
+from rasd.sdc.checks import Checks
+from rasd.sdc.results import Cancelled, Outcome, Result
 from rasd.sdc.settings import SdcSettings
 from rasd.sdc.tickets import Ticket, open_ticket
 from rasd.sdc.verdicts import Verdict, decide, should_rerun

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
-
-if TYPE_CHECKING:
-    from rasd.sdc.settings import SdcSettings
+from typing import Any, Iterable, Mapping
 
 
 class Cancelled(RuntimeError):
@@ -140,16 +136,3 @@ class Outcome:
     report: RunReport
     rounds: Mapping[int, tuple[Result, ...]]
 
-
-class Checks(Protocol):
-    """What runs checks for the SDC service and its accusations: ``rasd.sdc.validation.Validator``
-    in this process, or ``rasd.sdc.isolated.ChildValidator`` in a child process per check."""
-
-    settings: SdcSettings
-
-    @property
-    def gpus(self) -> list[int]: ...
-
-    def run(self, targets: Sequence[int], level: str, force: bool = False, seed: int | None = None,
-            progress: Callable[[int, int, str], None] | None = None, cancel: threading.Event | None = None,
-            wait_seconds: float = 0.0, scale: float = 1.0) -> Outcome: ...

@@ -24,7 +24,8 @@ from rasd.sdc.history import SdcHistory
 from rasd.sdc.jobs import JOBS_KEPT, MAX_OPEN_JOBS, Job
 from rasd.sdc.locks import GpuLocks
 from rasd.sdc.probe import BusyProbe, engines_missing
-from rasd.sdc.results import Cancelled, Checks, ChecksUnavailable, Result
+from rasd.sdc.checks import Checks
+from rasd.sdc.results import Cancelled, ChecksUnavailable, Result
 from rasd.sdc.settings import LEVELS, SdcSettings
 from rasd.sdc.state import SdcState
 from rasd.sdc.tickets import Ticket, open_ticket
