@@ -161,7 +161,9 @@ class PowerSample:
 
     gpu: int
     time_wall: float
-    nvml_timestamp_us: int  # the field's own timestamp; repeats of it are dropped
+    # the field's own timestamp (repeats of it are dropped); where the driver stamps every read
+    # with its own time, the refresh the update came from (rasd.telemetry.refreshgrid), once known
+    nvml_timestamp_us: int
     watts: float
 
 

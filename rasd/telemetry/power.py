@@ -48,6 +48,7 @@ from rasd.backends.nvml import GpuHandle
 from rasd.backends.nvml.powerloop import QUEUE_SECONDS, NativeLoop, NativeReads, Result
 from rasd.model import PowerSample, PowerUpdates
 from rasd.telemetry.loops import GpuLoop
+from rasd.telemetry.refreshgrid import RefreshGrid
 
 log = logging.getLogger("rasd.power.sampler")
 
@@ -75,7 +76,7 @@ class _GpuSampler:
     # slots: each judged read touches a dozen of these (900 reads a second at 72 GPUs)
     __slots__ = ("owner", "handle", "method", "fresh_run", "seen_repeat", "last_ts", "last_watts", "latest",
                  "new", "distinct", "reads", "distinct_total", "failures", "lost", "skip_until", "skip_rounds",
-                 "skipped", "period", "_spacings", "_offset")
+                 "skipped", "period", "_spacings", "_offset", "grid")
 
     def __init__(self, owner: "PowerSampler", handle: GpuHandle):
         self.owner = owner
@@ -100,6 +101,8 @@ class _GpuSampler:
         self.period: float | None = None  # NVML's refresh period, from the spacing of the stamps
         self._spacings: list[float] = []
         self._offset: float | None = None  # smallest (read time - stamp) seen: ties the clocks
+        # value method only: the refresh grid the updates are placed on (rasd.telemetry.refreshgrid)
+        self.grid: RefreshGrid | None = None
 
     def due(self, now: float) -> bool:
         """Whether a read now can return a new value (else it is counted as skipped)."""
@@ -180,12 +183,17 @@ class _GpuSampler:
         """A read's (watts, NVML stamp), returned at ``now`` on the sampler's clock and ``wall``
         on the wall clock: queued if distinct."""
         prev_ts = self.last_ts
+        by_value = self.method is DedupMethod.VALUE  # as the read found it (the judge may switch)
         if not self._is_new(watts, ts):
+            if self.grid is not None:  # value method: the value did not change at this read
+                self.grid.repeat()
             return None
         if self.method is DedupMethod.TIMESTAMP:
             self._predict(now, ts, prev_ts)
         else:
             self.skip_until = 0.0
+            if by_value and self.grid is not None and prev_ts is not None:
+                ts = self.grid.place(prev_ts, ts)  # stamped at the read: the refresh's time
         self.distinct.append(now)
         self.distinct_total += 1
         cutoff = now - RATE_WINDOW_SECONDS
@@ -222,6 +230,7 @@ class _GpuSampler:
             "every read stamped new" if method is DedupMethod.VALUE else "timestamp repeated",
         )
         self.method = method
+        self.grid = RefreshGrid() if method is DedupMethod.VALUE else None
 
     def rate(self, now: float) -> float | None:
         """Distinct updates per second over the last few seconds: (n - 1) / span of the updates."""
@@ -365,7 +374,11 @@ class PowerSampler:
                 if run >= ALL_NEW_READS and may_switch and not s.seen_repeat:
                     s._switch(value_method)
             elif same:
+                if s.grid is not None:  # the value did not change at this read
+                    s.grid.repeat()
                 continue
+            elif s.grid is not None and prev is not None:
+                ts = s.grid.place(prev, ts)  # stamped at the read: the refresh's time
             d = s.distinct
             d.append(now)
             s.distinct_total += 1

@@ -97,7 +97,7 @@ def _records(reads: list[Read]) -> ctypes.Array[Record]:
 
 
 STATE = ("reads", "distinct_total", "failures", "lost", "method", "last_ts", "last_watts", "fresh_run",
-         "seen_repeat", "latest")
+         "seen_repeat", "latest", "grid")
 # The refresh prediction lets the Python loop skip reads that cannot be new; the native thread
 # reads every GPU every round, so its judge keeps none.
 PREDICTION = ("skip_until", "skip_rounds", "period", "_offset", "_spacings")

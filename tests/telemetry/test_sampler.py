@@ -243,3 +243,47 @@ def test_rate_counts_only_the_updates_of_the_last_window(clock):
     assert s.rates() == {0: pytest.approx(1.0)}  # now is t0 + 11: the window holds 6..10
     clock.advance(4.0)
     assert s.rates() == {}
+
+
+def test_call_time_stamps_are_placed_on_the_refresh_they_came_from(clock):
+    """Stamped at the read (an H200 on driver 580, NVIDIA's mock), an update is first seen 0 to
+    80 ms after its refresh at 12.5 Hz: once the refresh grid is pinned down, each update carries a
+    time on it, so the updates are as far apart as the refreshes were (the twin node, stamping
+    refreshes, gives the truth), where the read times are up to 60 ms off."""
+    import pynvml
+
+    from rasd.backends.fake import FakeNode, FakeNvml
+    from rasd.backends.nvml import NvmlAdapter
+
+    adapters = []
+    for every_read in (True, False):
+        a = NvmlAdapter(FakeNvml(FakeNode(gpu_count=2, clock=clock, stamp_every_read=every_read), pynvml))
+        a.open()
+        adapters.append(a)
+    mock_like, twin = adapters
+    try:
+        s, got = _sampler(mock_like.gpus(), hz=12.5, clock=clock)
+        pairs: dict[int, list[tuple[int, int, int]]] = {0: [], 1: []}  # (placed, refresh, read) us
+        for _ in range(400):  # 32 s at 12.5 Hz
+            before = len(got)
+            s.round()
+            truth = {g.index: g.instant_power() for g in twin.gpus()}
+            read = {g.index: g.instant_power()[1] for g in mock_like.gpus()}  # the read's own stamp
+            for x in got[before:]:
+                w, refresh = truth[x.gpu]
+                assert w == x.watts  # the same node: the same value
+                pairs[x.gpu].append((x.nvml_timestamp_us, refresh, read[x.gpu]))
+            clock.advance(0.08)
+        assert set(s.methods().values()) == {DedupMethod.VALUE}
+        for g, rows in pairs.items():
+            late = rows[len(rows) // 3:]  # once the grid is pinned down
+            assert len(late) > 80
+            off = [placed - refresh for placed, refresh, _ in late]
+            # one offset for every update (within the arc's width): the spacing is the refresh's
+            assert max(off) - min(off) <= 1_000, (g, min(off), max(off))
+            assert max(abs(o) for o in off) <= 30_000
+            lag = [r - refresh for _, refresh, r in late]  # what the read's stamp would have said
+            assert max(lag) - min(lag) >= 40_000
+    finally:
+        for a in adapters:
+            a.close()
