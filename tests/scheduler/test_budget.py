@@ -116,3 +116,25 @@ def test_the_partition_is_the_scope(slurm: SlurmCluster, tmp_path: Path) -> None
     assert sinfo(slurm, slurm.node) == ("drained", REASON)
     assert gpu.sched.state().scope_nodes == 4
     gpu.close()
+
+
+def test_a_decision_deferred_at_a_restart_acts_once_there_is_room(slurm: SlurmCluster,
+                                                                   tmp_path: Path) -> None:
+    """Two owners hand the deferred reboot over after the restart (the ladder plans its open
+    decision again, the scheduler retries its deferral): it runs once."""
+    drain(slurm, "rasdx1", "rasd: xid 48 gpu 0 -> reset_gpu")
+    db, clock = tmp_path / "rasd.db", now_clock()
+    n = Node(slurm, db, clock, max_nodes_out="1")
+    n.xid79()
+    assert [w for w, *_ in n.sched.state().deferred] == ["budget"]
+    n.close()
+    slurm.run("scontrol", "update", "nodename=rasdx1", "state=resume")
+    again = Node(slurm, db, clock, max_nodes_out="1")
+    for _ in range(3):
+        again.tick(11)
+    assert sinfo(slurm, slurm.node) == ("drained", REASON)
+    assert not again.sched.state().deferred
+    assert not open_decisions(again.ladder.state(again.clock()))  # the reboot ran
+    runs = [(a.kind, a.result) for a in again.store.actions()]
+    assert runs == [("reboot_node", "ok")], runs
+    again.close()
