@@ -56,6 +56,10 @@ MIGRATIONS: tuple[str, ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# a person's close of open decisions, as stored (details as ``json.dumps(sort_keys=True)``
+# writes them; the action name is rasd.ladder.escalate.OPERATOR_CLOSE)
+_OPERATOR_CLOSE = "kind='remedy' AND details LIKE '%\"action\": \"operator_close\"%'"
+
 
 # (decision time, gpu, link, fault, outcome, closed time[, rung]): the natural key of an open
 # decision and how it ended; with the rung, only a row at that rung closes (a decision rebuilt
@@ -78,7 +82,8 @@ class StoredFault:
 class StoredDecision:
     id: int
     body: dict[str, Any]  # Decision.to_dict()
-    state: str  # open, remedied, superseded, cleared
+    state: str  # open, or how it ended: remedied, superseded, cleared, expired,
+    # closed_by_operator
     closed_wall: float | None
 
 
@@ -198,10 +203,23 @@ class Store:
         return [StoredFault(r[0], FaultEvent(r[1], r[2], FaultKind(r[4]), r[3], json.loads(r[5])))
                 for r in rows]
 
-    def last_fault_time(self) -> float | None:
-        """When the newest stored event happened (Unix s), None for an empty history."""
+    def operator_closes(self, gpu: int | None = None) -> list[StoredFault]:
+        """A person's closes (remedies whose action is operator_close: reason, by), oldest
+        first."""
+        sql, args = _where("SELECT id, time_wall, gpu, link, kind, details FROM faults", gpu, None)
+        sql += (" AND" if args else " WHERE") + " " + _OPERATOR_CLOSE
         with self._lock:
-            row = self._db.execute("SELECT MAX(time_wall) FROM faults").fetchone()
+            rows = self._db.execute(sql + " ORDER BY time_wall, id", args).fetchall()
+        return [StoredFault(r[0], FaultEvent(r[1], r[2], FaultKind(r[4]), r[3], json.loads(r[5])))
+                for r in rows]
+
+    def last_fault_time(self) -> float | None:
+        """When the newest stored event happened (Unix s), None for an empty history. A person's
+        close (a remedy whose action is operator_close) is no sign that rasd was watching: it
+        can be given while the daemon is down, so it does not count."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT MAX(time_wall) FROM faults WHERE NOT ({_OPERATOR_CLOSE})").fetchone()
         return float(row[0]) if row and row[0] is not None else None
 
     # ------------------------------------------------------------------ decisions

@@ -1,10 +1,12 @@
-"""CLI of the repair ladder: explain an Xid, replay an event log, show history and rungs."""
+"""CLI of the repair ladder: explain an Xid, replay an event log, show history and rungs, close
+decisions a person handled."""
 
 from __future__ import annotations
 
 import gc
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,6 +21,9 @@ from rasd.ladder.replay_jobs import (
 )
 from rasd.ladder.settings import LadderSettings
 from rasd.model import FaultEvent, FaultKind
+
+if TYPE_CHECKING:
+    from rasd.store import StoredDecision
 
 
 def register(group: click.Group) -> None:
@@ -269,12 +274,23 @@ def history(gpu: int | None, as_json: bool, db: str | None, backend: str, config
         rows = store.decisions(gpu=gpu)
         actions = store.actions(gpu=gpu)
         hit = jobs_by_decision(store.path, gpu)  # which jobs each decision's fault hit
+        # a person's closes, by (gpu, when): the reason and who gave it
+        closes = {(c.event.gpu, c.event.time_wall): c.event.details
+                  for c in store.operator_closes(gpu)}
     finally:
         store.close()
+
+    def closed_by(r: StoredDecision) -> dict[str, str]:
+        if r.state != "closed_by_operator":
+            return {}
+        d = closes.get((r.body["gpu"], r.closed_wall), {})
+        return {"close_reason": d.get("reason", ""), "closed_by": d.get("by", "")}
+
     if as_json:
         print_json({
             "decisions": [dict(r.body, state=r.state, closed=r.closed_wall,
-                               jobs=hit.get(decision_key(r.body), [])) for r in rows],
+                               jobs=hit.get(decision_key(r.body), []), **closed_by(r))
+                          for r in rows],
             "actions": [{"time": a.time_wall, "gpu": a.gpu, "link": a.link, "kind": a.kind,
                          "argv": list(a.argv), "result": a.result, "exit_code": a.exit_code,
                          "seconds": a.seconds, "output_tail": a.output_tail} for a in actions],
@@ -284,18 +300,27 @@ def history(gpu: int | None, as_json: bool, db: str | None, backend: str, config
         click.echo("no decisions stored" + (f" for GPU {gpu}" if gpu is not None else ""))
     for r in rows:
         jobs = hit.get(decision_key(r.body), [])
-        click.echo(f"{_line(Decision.from_dict(r.body))} [{r.state}]"
+        by = closed_by(r)
+        state = r.state if not by else (
+            f"{r.state} {_fmt_time(r.closed_wall)}: {by['close_reason']}"
+            + (f" (by {by['closed_by']})" if by["closed_by"] else ""))
+        click.echo(f"{_line(Decision.from_dict(r.body))} [{state}]"
                    + (f" jobs: {', '.join(job_label(j) for j in jobs)}" if jobs else ""))
     for a in actions:
         click.echo(f"{_fmt_time(a.time_wall)} gpu={a.gpu} action={a.kind} result={a.result} "
                    f"exit_code={a.exit_code}")
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @_with_db
-def ladder(as_json: bool, db: str | None, backend: str, config_path: str | None) -> None:
-    """The rung in force for each GPU and link, rebuilt from the stored history."""
+@click.pass_context
+def ladder(ctx: click.Context, as_json: bool, db: str | None, backend: str,
+           config_path: str | None) -> None:
+    """The rung in force for each GPU and link, rebuilt from the stored history; `rasd ladder
+    close` closes decisions a person handled."""
+    if ctx.invoked_subcommand is not None:
+        return
     from rasd.ladder.actions import Actuator
     from rasd.ladder.service import LadderService
     from rasd.ladder.settings import ActionSettings
@@ -322,3 +347,108 @@ def ladder(as_json: bool, db: str | None, backend: str, config_path: str | None)
         click.echo(f"rma #{i}: gpu {r.gpu} {r.fault} ({r.reason})")
     for reason in st.node_technician:
         click.echo(f"technician: {reason}")
+
+
+@ladder.command("close")
+@click.option("--gpu", type=int, required=True, help="The GPU index, as rasd status shows it.")
+@click.option("--link", type=int, default=None,
+              help="Only this NVLink port's decisions (default: the GPU's and all its links').")
+@click.option("--reason", required=True, metavar="TEXT",
+              help='What was done, kept in the history, e.g. "board replaced (serial ...)".')
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.option("--backend", type=click.Choice(["nvml", "fake"]), default="nvml",
+              show_default=True, help="Whose daemon and store, when --config names none.")
+@click.option("--config", "config_path", default=None, metavar="PATH",
+              type=click.Path(dir_okay=False),
+              help="TOML configuration whose daemon.control_socket and state_path to use.")
+def close_cmd(gpu: int, link: int | None, reason: str, as_json: bool, backend: str,
+              config_path: str | None) -> None:
+    """Close the open decisions of GPU N (its links included), or of one link, that a person
+    has handled: the board replaced, a reboot run by hand. RMAs too: nothing else ends them.
+
+    The close is kept in the history with the reason and who gave it (rasd history shows it,
+    as closed_by_operator); a restart does not restore what was closed, and the next fault on
+    that GPU starts from the bottom of the ladder. Once nothing open needs the node out, the
+    scheduler integration brings it back as after a cure (never a node a person drained).
+
+    With a daemon running, the close goes through it (its ladder and its store change
+    together). Without one, the store is changed directly, under the daemon's lock so that
+    none can start meanwhile, and the daemon reads the close when it starts. Nothing open
+    there, no such GPU or an empty reason: one line, exit 2, nothing changed."""
+    from rasd.cli.common import ask_daemon, daemon_paths, load_config_or_fail
+
+    if gpu < 0:
+        fail(f"--gpu {gpu} is negative; GPU indexes start at 0")
+    if link is not None and link < 0:
+        fail(f"--link {link} is negative; NVLink ports start at 0")
+    if not reason.strip():
+        fail('--reason is empty; say what was done, e.g. --reason "board replaced (serial ...)"')
+    cfg = load_config_or_fail(config_path)
+    sock, state = daemon_paths(cfg, backend)
+    req = {"op": "ladder.close", "gpu": gpu, "link": link, "reason": reason, "by": _user()}
+    reply = ask_daemon(sock, state, req, timeout=10.0)
+    if reply is not None:
+        closed = [Decision.from_dict(b) for b in reply.get("closed", [])]
+        via = "the running daemon"
+    else:
+        closed = _close_offline(cfg, state, gpu, link, reason, str(req["by"]))
+        via = f"the store {state} (no daemon answered on {sock}; it reads the close at start)"
+    if as_json:
+        print_json({"gpu": gpu, "link": link, "reason": reason.strip(), "by": req["by"],
+                    "via": "daemon" if reply is not None else "store",
+                    "closed": [d.to_dict() for d in closed]})
+        return
+    click.echo(f"rasd: closed through {via}", err=True)
+    on = f"GPU {gpu}" + (f" link {link}" if link is not None else "")
+    click.echo(f"closed {len(closed)} decision{'s' if len(closed) != 1 else ''} on {on}:")
+    for d in closed:
+        click.echo(f"  {_line(d)}")
+
+
+def _close_offline(cfg: Any, state: str, gpu: int, link: int | None, reason: str,
+                   by: str) -> list[Decision]:
+    """The close on the store itself, with no daemon running: the same ladder rebuilt as the
+    daemon rebuilds it at start, under the daemon's instance lock."""
+    from rasd.instance import AlreadyRunning, InstanceLock, LockUnavailable
+    from rasd.ladder.actions import Actuator
+    from rasd.ladder.service import LadderService
+    from rasd.ladder.settings import ActionSettings
+    from rasd.store import Store, StoreError
+
+    if not os.path.exists(state):
+        fail(f"no rasd history at {state}, so nothing to close; pass the --config (or --backend) "
+             "the daemon runs with")
+    try:
+        lock = InstanceLock(state).acquire()
+    except AlreadyRunning:
+        fail(f"a rasd daemon started on {state} meanwhile; run this again to close through it")
+    except LockUnavailable as e:
+        fail(str(e))
+    try:
+        try:
+            store = Store(state)
+        except StoreError as e:
+            fail(str(e))
+        try:
+            svc = LadderService(cfg.ladder or LadderSettings(), ActionSettings(), store,
+                                hostname="", actuator=Actuator(ActionSettings(), synchronous=True))
+            try:
+                return svc.close_by_operator(gpu, link, reason, by)
+            except ValueError as e:
+                fail(str(e))
+        finally:
+            store.close()
+    finally:
+        lock.release()
+
+
+def _user() -> str:
+    """Who closes: the login name (the one behind sudo, where sudo ran it)."""
+    import pwd
+
+    try:
+        name = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        name = str(os.getuid())
+    sudo = os.environ.get("SUDO_USER")
+    return f"{sudo} (as {name})" if sudo and sudo != name else name

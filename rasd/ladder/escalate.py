@@ -1,9 +1,10 @@
 """Escalation: the ladder's decisions as one explicit state machine (pure, clock = event time).
 
 Components are a GPU ``(gpu, None)`` or one NVLink port ``(gpu, link)``. A decision is open until
-it is superseded, remedied or cleared; ``_transition`` is the only place where a decision opens or
-ends (its opening move is ``_open``), and each of its guards says why the move is allowed. ``feed`` returns the ``Step`` one event
-caused: the decisions opened, those superseded and those closed. Rules, in order:
+it is superseded, remedied, cleared, expired or closed by a person; ``_transition`` is the only
+place where a decision opens or ends (its opening move is ``_open``), and each of its guards says
+why the move is allowed. ``feed`` returns the ``Step`` one event caused: the decisions opened,
+those superseded and those closed. Rules, in order:
 
 * a cure that does not hold (the same fault class back on the component within
   ``cure_window_seconds`` of a remedy) repeats that remedy until it has failed to hold
@@ -18,7 +19,10 @@ caused: the decisions opened, those superseded and those closed. Rules, in order
   once; a reboot (or RMA request) that failed moves nothing: it did not happen, so it says
   nothing about any board, and its decisions stay open for the operator;
 * a decision below RMA whose fault has not come back on its component for
-  ``decision_window_seconds`` expires (closes), in a replay as in the daemon.
+  ``decision_window_seconds`` expires (closes), in a replay as in the daemon;
+* a person closes a GPU's open decisions, or one link's, RMAs included (``rasd ladder close``:
+  a remedy event whose action is ``operator_close``); the history of that GPU or link is
+  forgotten with them, so the next fault there starts from the bottom of the ladder.
 
 What the ladder remembers of past events lives in ``FaultHistory`` (history.py).
 """
@@ -58,6 +62,9 @@ _FLOOR = Rung.RESTART_PROCESS
 _REMEMBERED = frozenset(k.value for k in (FaultKind.NVLINK, FaultKind.RETIRED_PAGES,
                                           FaultKind.PCIE_REPLAY))
 SWEEP_SECONDS = 3600.0  # open decisions below this are flags, never superseded
+# a remedy event's action when a person closed decisions by hand (the board replaced, a reboot
+# they ran): stored with the other events, so a restart's replay closes them again
+OPERATOR_CLOSE = "operator_close"
 
 
 class Escalator:
@@ -286,6 +293,12 @@ class Escalator:
             del on_comp[fault]
             step.close(new_closure(current, ending._value_, t))
             return True
+        if ending is Outcome.CLOSED_BY_OPERATOR:
+            # guard: none beyond an open decision; a person handled it, whatever its rung
+            del on_comp[fault]
+            self._last_seen.pop((comp, fault), None)
+            step.close(new_closure(current, ending._value_, t))
+            return True
         if ending is Outcome.EXPIRED:
             # guard: only a fault that stayed away for the whole window expires (a stale
             # deadline, from before the fault was reported again, moves nothing), and an RMA
@@ -442,6 +455,9 @@ class Escalator:
 
     def _remedy(self, e: FaultEvent, step: Step) -> None:
         action = e.details.get("action")
+        if action == OPERATOR_CLOSE:
+            self._close_by_operator(e, step)
+            return
         result = e.details.get("result")
         try:
             rung = Rung.parse(str(action))
@@ -484,6 +500,22 @@ class Escalator:
                         degradations=tuple(sorted({x for d in pending for x in d.degradations})))
             self._decide(replace(e, gpu=comp[0], link=comp[1]), f, step, forced=True)
 
+    def _close_by_operator(self, e: FaultEvent, step: Step) -> None:
+        """A person handled what is open on the event's GPU (its links included), or on its one
+        link: the board was replaced, or the reboot run by hand. Every decision there closes,
+        RMAs too, and what the history holds of that GPU or link goes with them: it belongs to
+        the old board, or to the fault the person dealt with, so the next fault there starts
+        from the bottom of the ladder. No remedy of rasd's: it counts nothing towards the
+        node's remedies."""
+        for comp in self.open_on(e.gpu, e.link):
+            for key in list(self.open[comp]):
+                self._transition(step, comp, key, e.time_wall,
+                                 ending=Outcome.CLOSED_BY_OPERATOR)
+        if e.link is None:
+            self.history.forget_gpu(e.gpu)
+        else:
+            self.history.forget_link((e.gpu, e.link))
+
     def _sdc_cleared(self, e: FaultEvent, step: Step) -> None:
         if not self._transition(step, (e.gpu, None), "sdc", e.time_wall, ending=Outcome.CLEARED):
             return
@@ -502,6 +534,13 @@ class Escalator:
             return False
         self._seen(comp, fault, t)
         return True
+
+    def open_on(self, gpu: int, link: int | None = None) -> list[Component]:
+        """The components of GPU ``gpu`` (only its link ``link``, where given) with an open
+        decision, GPU first, then its links in order."""
+        return sorted((c for c, ds in self.open.items()
+                       if ds and c[0] == gpu and (link is None or c[1] == link)),
+                      key=_comp_order)
 
     def open_decisions(self) -> list[Decision]:
         return sorted((d for ds in self.open.values() for d in ds.values()),

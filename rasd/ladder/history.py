@@ -276,9 +276,7 @@ class FaultHistory:
 
     def forget_gpu(self, gpu: int) -> None:
         """The GPU was replaced: its history belongs to the old board."""
-        tables: tuple[dict[Component, Any], ...] = (
-            self._not_held, self._remedied, self._link_downs, self._parity, self._repeats)
-        for table in tables:
+        for table in self._component_tables():
             for comp in [c for c in table if c[0] == gpu]:
                 del table[comp]
         for key in [k for k in self._xid_counted if k[0] == gpu]:
@@ -287,6 +285,14 @@ class FaultHistory:
         self._dbe.pop(gpu, None)
         for bkey in [k for k in self._burst if k[0] == gpu]:
             del self._burst[bkey]
+
+    def forget_link(self, comp: Component) -> None:
+        """A person handled the link's fault: what is kept of that link goes with it."""
+        for table in self._component_tables():
+            table.pop(comp, None)
+
+    def _component_tables(self) -> tuple[dict[Component, Any], ...]:
+        return (self._not_held, self._remedied, self._link_downs, self._parity, self._repeats)
 
     def sweep(self, t: float) -> None:
         """Drop what no window can reach any more at event time ``t`` (each table would ignore

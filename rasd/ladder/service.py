@@ -20,10 +20,11 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
 
+from rasd.ladder import closing
 from rasd.ladder.actions import RAN, RUNG_ACTIONS, ActionResult, Actuator
 from rasd.ladder.classify import LOST_FAULT
 from rasd.ladder.decision import Decision
-from rasd.ladder.escalate import Closure, Escalator
+from rasd.ladder.escalate import OPERATOR_CLOSE, Closure, Escalator
 from rasd.ladder.findings import BadEvent
 from rasd.ladder.settings import ActionSettings, LadderSettings
 from rasd.ladder.xidtext import architecture
@@ -340,16 +341,21 @@ class LadderService:
         since = self.store.last_fault_time() if since_wall is None else since_wall
         if since is None:
             return 0  # a first start: the history begins now, older lines are not ours to judge
+        recent = self.store.faults(since=since - CATCH_UP_SLACK_SECONDS)
         stored = {(f.event.gpu, f.event.details.get("xid"), f.event.time_wall)
-                  for f in self.store.faults(since=since - CATCH_UP_SLACK_SECONDS)
-                  if f.event.kind is FaultKind.XID}
+                  for f in recent if f.event.kind is FaultKind.XID}
+        # a GPU a person closed while rasd was down (the board replaced): what the kernel logged
+        # of it before the close is the old board's
+        closed = {f.event.gpu: f.event.time_wall for f in recent
+                  if f.event.kind is FaultKind.REMEDY and f.event.link is None
+                  and f.event.details.get("action") == OPERATOR_CLOSE}
         events = []
         for x in logged:
             if not since < x.time_wall <= now_wall:
                 continue
             gpu = gpu_of.get(x.line.pci)
-            if gpu is None:
-                continue  # not one of this node's GPUs as NVML enumerates them now
+            if gpu is None or x.time_wall <= closed.get(gpu, since):
+                continue  # not one of this node's GPUs as NVML enumerates them now, or closed
             if any(g == gpu and c == x.line.xid and abs(t - x.time_wall) <= CATCH_UP_SLACK_SECONDS
                    for g, c, t in stored):
                 continue
@@ -415,8 +421,15 @@ class LadderService:
     def rung(self, gpu: int) -> Rung:
         return max((d.rung for d in self.decisions_for(gpu)), default=Rung.NONE)
 
+    def close_by_operator(self, gpu: int, link: int | None, reason: str, by: str = "",
+                          now_wall: float | None = None) -> list[Decision]:
+        """A person handled the open decisions of GPU ``gpu`` (or of its link ``link``): see
+        ``rasd.ladder.closing.close_by_operator``."""
+        return closing.close_by_operator(self, gpu, link, reason, by, now_wall)
+
     def handlers(self) -> dict[str, Callable[[dict], dict]]:
-        """Control-socket operations: ``ladder.state`` and ``ladder.history``."""
+        """Control-socket operations: ``ladder.state``, ``ladder.history`` and
+        ``ladder.close`` (gpu, optional link, reason, by: see ``close_by_operator``)."""
         def _state(_: dict) -> dict:
             return self.state().to_dict()
 
@@ -426,7 +439,8 @@ class LadderService:
             return {"decisions": [dict(r.body, state=r.state, closed=r.closed_wall)
                                   for r in rows]}
 
-        return {"ladder.state": _state, "ladder.history": _history}
+        return {"ladder.state": _state, "ladder.history": _history,
+                "ladder.close": lambda req: closing.handle(self, req)}
 
     def reconfigure(self, settings: LadderSettings) -> None:
         """A reload does not change the ladder: its windows and counts shape the history it has
@@ -441,8 +455,13 @@ class LadderService:
 
 
 def _covers(remedy: FaultEvent, e: FaultEvent) -> bool:
-    """Whether ``remedy`` is a remedy that worked on ``e``'s component."""
-    if remedy.kind is not FaultKind.REMEDY or remedy.details.get("result") != "ok":
+    """Whether ``remedy`` is a remedy that worked on ``e``'s component (or a person closed
+    what was open on it: a fault there after it is news)."""
+    if remedy.kind is not FaultKind.REMEDY:
+        return False
+    if remedy.details.get("action") == OPERATOR_CLOSE:
+        return remedy.gpu == e.gpu and remedy.link in (None, e.link)
+    if remedy.details.get("result") != "ok":
         return False
     if remedy.details.get("action") == Rung.REBOOT_NODE.label:
         return True

@@ -17,11 +17,12 @@ class Outcome(enum.Enum):
     REMEDIED = "remedied"  # a remedy at or above its rung worked
     CLEARED = "cleared"  # evidence cleared it (a clean SDC deep check)
     EXPIRED = "expired"  # its fault did not come back within the decision window
+    CLOSED_BY_OPERATOR = "closed_by_operator"  # a person handled it (`rasd ladder close`)
 
 
 @dataclass(frozen=True, slots=True)
 class Closure:
-    """An open decision that ended: ``outcome`` is remedied, superseded or cleared."""
+    """An open decision that ended: ``outcome`` is an ``Outcome`` value."""
 
     decision: Decision
     outcome: str

@@ -1,0 +1,107 @@
+"""A person closes open decisions by hand (``rasd ladder close``): the board replaced, a reboot run
+by hand. Nothing else ends an RMA, and a decision the operator dealt with would otherwise keep
+the GPU excluded (and the node out) until it expires, or for ever for an RMA.
+
+The close is an event of the history, a remedy whose action is ``operator_close`` carrying the
+reason and who gave it, stored with the step it caused in one transaction: a restart's replay
+closes the same decisions and forgets the same history (escalate.py), so nothing is restored
+that a person closed, and the next fault on that GPU starts from the bottom of the ladder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from rasd.ladder.decision import Decision
+from rasd.ladder.escalate import OPERATOR_CLOSE
+from rasd.ladder.step import Outcome
+from rasd.model import FaultEvent, FaultKind
+
+if TYPE_CHECKING:
+    from rasd.ladder.service import LadderService
+
+log = logging.getLogger("rasd.ladder")
+
+_CLOSED = Outcome.CLOSED_BY_OPERATOR.value
+
+
+def close_by_operator(svc: LadderService, gpu: int, link: int | None, reason: str,
+                      by: str = "", now_wall: float | None = None) -> list[Decision]:
+    """Close every open decision of GPU ``gpu`` (its links included), or of its link ``link``
+    alone, RMAs too, as ``closed_by_operator``; ``now_wall``: Unix seconds (default: now).
+    Returns the decisions closed. Raises ValueError naming the problem and the fix (an empty
+    reason, no such GPU, nothing open there); nothing is stored then."""
+    reason = reason.strip()
+    if not reason:
+        raise ValueError('the reason is empty; say what was done, e.g. --reason "board '
+                         'replaced (serial ...)"')
+    uuid = _identity(svc, gpu).get("uuid")
+    with svc._lock:
+        esc = svc._esc
+        if not esc.open_on(gpu, link):
+            raise ValueError(nothing_open(svc, gpu, link))
+        details: dict[str, Any] = {"action": OPERATOR_CLOSE, "result": "closed",
+                                   "reason": reason, "by": by}
+        if uuid:
+            details["uuid"] = uuid  # the board in the slot when the person closed it
+        # never before an event already fed: a restart's replay goes in time order
+        now = time.time() if now_wall is None else now_wall
+        e = FaultEvent(max(now, esc.history.last_time), gpu, FaultKind.REMEDY, link, details)
+        step = esc.feed(e)
+        svc.store.record_step(e, [d.to_dict() for d in step.opened], [
+            (d.time_wall, d.gpu, d.link, d.fault, c.outcome, c.time_wall, d.rung.label)
+            for c in step.ended for d in (c.decision,)])
+    closed = [c.decision for c in step.closed if c.outcome == _CLOSED]
+    log.info("event=ladder_closed_by_operator gpu=%s link=%s by=%r reason=%r closed=%s",
+                gpu, link, by, reason, ",".join(f"{d.fault}:{d.rung.label}" for d in closed))
+    return closed
+
+
+def nothing_open(svc: LadderService, gpu: int, link: int | None) -> str:
+    """Why a close found nothing to close there, and what to do instead."""
+    others = svc._esc.open_on(gpu)
+    if link is not None and others:
+        where = ", ".join("the GPU itself" if c[1] is None else f"link {c[1]}" for c in others)
+        return (f"GPU {gpu} has nothing open on link {link} (open: {where}); leave out --link "
+                f"to close all of GPU {gpu}'s, or name one of those links")
+    if _no_such_gpu(svc, gpu):
+        return (f"no GPU {gpu} on this node (rasd has never seen it); check the index with "
+                "rasd status")
+    on = f"GPU {gpu}" + (f" link {link}" if link is not None else "")
+    return (f"nothing open for {on}; rasd ladder shows what is open, rasd history --gpu {gpu} "
+            "what was decided")
+
+
+def handle(svc: LadderService, req: dict[str, Any]) -> dict[str, Any]:
+    """The control socket's ``ladder.close``: ``gpu``, optional ``link``, ``reason``, ``by``."""
+    gpu, link, reason = req.get("gpu"), req.get("link"), req.get("reason")
+    if type(gpu) is not int or gpu < 0:
+        raise ValueError(f"gpu {gpu!r} is not a GPU index; give a number such as 0")
+    if link is not None and (type(link) is not int or link < 0):
+        raise ValueError(f"link {link!r} is not an NVLink number; give one such as 0, or none "
+                         "for the whole GPU")
+    if not isinstance(reason, str):
+        raise ValueError('reason must be text saying what was done, e.g. "board replaced '
+                         '(serial ...)"')
+    closed = close_by_operator(svc, gpu, link, reason, str(req.get("by", "")))
+    return {"gpu": gpu, "link": link, "closed": [d.to_dict() for d in closed]}
+
+
+def _identity(svc: LadderService, gpu: int) -> dict[str, Any]:
+    """The GPU's identity as the daemon polls it (uuid, pci_bus_id, name); empty offline or for
+    a GPU it does not poll."""
+    if svc._gpu_info is None:
+        return {}
+    return {k: v for k, v in svc._info(gpu).items() if k != "hostname"}
+
+
+def _no_such_gpu(svc: LadderService, gpu: int) -> bool:
+    """Neither seen by the ladder nor ever decided about, nor polled by the daemon (offline:
+    beyond ``[ladder] gpus_per_node``)."""
+    if gpu in svc._esc.history.gpus_seen or svc.store.decisions(gpu=gpu, limit=1):
+        return False
+    if svc._gpu_info is not None:
+        return not _identity(svc, gpu)
+    return gpu >= svc.settings.gpus_per_node
