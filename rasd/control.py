@@ -1,7 +1,9 @@
 """The daemon's local control socket: one JSON object per line each way, over a Unix socket.
 
 Access is by file permissions: the socket is owned by root (the daemon's user) and, when a group is
-configured, group read-write so a training job in that group can accuse a GPU. Requests name an
+configured, group read-write so a training job in that group can accuse a GPU; ops that undo rasd's
+own judgement (``root_only``: closing a decision, resetting the breaker) answer root alone, by the
+caller's credentials (SO_PEERCRED). Requests name an
 ``op``; each service registers the ops it answers. A bad request gets ``{"ok": false, "error": ...}``
 and never disturbs the daemon.
 
@@ -21,6 +23,7 @@ import os
 import selectors
 import socket
 import stat
+import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -107,8 +110,29 @@ def request(socket_path: str, payload: dict[str, Any], timeout: float = 5.0) -> 
     return reply
 
 
-def dispatch(handlers: dict[str, Handler], line: bytes) -> dict[str, Any]:
-    """One request line -> its reply object. Never raises."""
+ROOT_ONLY = "_rasd_root_only"
+
+
+def root_only(fn: Handler) -> Handler:
+    """Mark an op that only root (or the daemon's own user) may ask for: what undoes rasd's own
+    judgement (closing an RMA, resetting the breaker), as against what a job in the control group
+    may do (accuse a GPU, validate, read state)."""
+    setattr(fn, ROOT_ONLY, True)
+    return fn
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The user id of the process at the other end of a Unix socket (SO_PEERCRED), or None."""
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (OSError, AttributeError):  # not Linux, or not a Unix socket
+        return None
+    return int(struct.unpack("3i", creds)[1])
+
+
+def dispatch(handlers: dict[str, Handler], line: bytes, uid: int | None = None) -> dict[str, Any]:
+    """One request line -> its reply object. Never raises. ``uid``: the caller's user id (None:
+    unknown), checked against ops marked ``root_only``."""
     if len(line) > MAX_REQUEST_BYTES:
         return {"ok": False, "error": f"request larger than {MAX_REQUEST_BYTES} bytes"}
     try:
@@ -120,6 +144,10 @@ def dispatch(handlers: dict[str, Handler], line: bytes) -> dict[str, Any]:
     fn = handlers.get(req["op"])
     if fn is None:
         return {"ok": False, "error": f"unknown op {req['op']!r}; known: {', '.join(sorted(handlers))}"}
+    if getattr(fn, ROOT_ONLY, False) and uid not in (0, os.geteuid()):
+        log.warning("event=control_refused op=%s uid=%s reason=root_only", req["op"], uid)
+        return {"ok": False, "error": f"{req['op']!r} may only be asked by root: run the command with sudo "
+                                      "(the control group may accuse, validate and read state)"}
     try:
         out = fn(req)
     except (ValueError, KeyError, TypeError) as e:
@@ -294,7 +322,7 @@ class ControlServer:
 
     def _answer(self, sock: socket.socket, line: bytes) -> None:
         try:
-            reply = dispatch(self.handlers, line)
+            reply = dispatch(self.handlers, line, peer_uid(sock))
             sock.setblocking(True)
             sock.settimeout(self.client_timeout)  # a client that never reads frees the worker
             sock.sendall(json.dumps(reply, default=str).encode() + b"\n")

@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
 
+from rasd.control import root_only
 from rasd.ladder import closing
 from rasd.ladder.actions import RAN, RUNG_ACTIONS, ActionResult, Actuator
 from rasd.ladder.classify import LOST_FAULT
@@ -440,7 +441,7 @@ class LadderService:
                                   for r in rows]}
 
         return {"ladder.state": _state, "ladder.history": _history,
-                "ladder.close": lambda req: closing.handle(self, req)}
+                "ladder.close": root_only(lambda req: closing.handle(self, req))}
 
     def reconfigure(self, settings: LadderSettings) -> None:
         """A reload does not change the ladder: its windows and counts shape the history it has

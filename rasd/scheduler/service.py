@@ -26,6 +26,7 @@ from dataclasses import replace
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from rasd.control import root_only
 from rasd.ladder.decision import Decision
 from rasd.model import GpuState, Health, Rung
 from rasd.scheduler.attribution import JobWatch
@@ -406,7 +407,7 @@ class SchedulerService:
         def _jobs(req: dict[str, Any]) -> dict[str, Any]:
             return {"jobs": self.ledger.jobs(req.get("gpu"), int(req.get("limit", 100)))}
 
-        return {"scheduler.state": _state, "scheduler.reset_breaker": _reset,
+        return {"scheduler.state": _state, "scheduler.reset_breaker": root_only(_reset),
                 "scheduler.jobs": _jobs}
 
     def _worker(self) -> ThreadPoolExecutor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -91,3 +92,33 @@ def test_unknown_control_group_is_a_config_error(tmp_path: Path) -> None:
         parse('[daemon]\ncontrol_group = "no-such-rasd-group"\n')
     with pytest.raises(ControlSocketError, match="not a group"):
         ControlServer(str(tmp_path / "c.sock"), {}, "no-such-rasd-group")
+
+
+
+def test_root_only_ops_answer_root_alone(tmp_path: Path) -> None:
+    """A job in the control group may accuse and validate; closing a decision or resetting the
+    breaker undoes rasd's own judgement and answers root alone, by the caller's credentials."""
+    import os
+
+    from rasd.control import dispatch, peer_uid, root_only
+
+    calls: list[str] = []
+    handlers = {"read": lambda req: {"n": len(calls)},
+                "close": root_only(lambda req: calls.append("close") or {})}
+    line = json.dumps({"op": "close"}).encode()
+    for uid in (65534, None):  # another user; a caller whose credentials cannot be read
+        refused = dispatch(handlers, line, uid)
+        assert not refused["ok"] and "may only be asked by root" in refused["error"]
+    assert calls == []
+    assert dispatch(handlers, json.dumps({"op": "read"}).encode(), 65534) == {"ok": True, "n": 0}
+    assert dispatch(handlers, line, 0)["ok"] and calls == ["close"]
+    # the server reads the caller's credentials from the connection itself
+    srv = ControlServer(str(tmp_path / "c.sock"), handlers)
+    srv.start()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as a:
+            a.connect(srv.path)
+            assert peer_uid(a) == os.geteuid()
+        assert request(srv.path, {"op": "close"})["ok"] and calls == ["close", "close"]
+    finally:
+        srv.close()
