@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,47 +14,19 @@ import pytest
 
 from rasd.backends.fake.clock import ManualClock
 from rasd.ladder.actions import Actuator
-from rasd.ladder.decision import Decision
 from rasd.ladder.escalate import Escalator
-from rasd.ladder.runner import RecordingRunner, RunOutcome
+from rasd.ladder.runner import RecordingRunner
 from rasd.ladder.service import LadderService
 from rasd.ladder.settings import ActionSettings, LadderSettings
 from rasd.model import FaultEvent, FaultKind, Rung
 from rasd.store import Store
 from tests.waiting import eventually
+from tests.ladder.plans import Held, TakesOut
 
 COMMANDS = {"reset_gpu": ("nvidia-smi", "-r"), "reboot_node": ("reboot",),
             "restart_process": ("restart",)}
 T0 = 1_700_000_000.0
 RESET, REBOOT = ("nvidia-smi", "-r"), ("reboot",)
-
-
-class Gate:
-    """The gate as the scheduler integration is to the actuator (it would take the node out);
-    records which decisions asked."""
-
-    def __init__(self) -> None:
-        self.asked: list[Rung] = []
-
-    def __call__(self, d: Decision, info: Mapping[str, object]) -> bool:
-        self.asked.append(d.rung)
-        return True
-
-
-class Held:
-    """A runner whose ``restart`` runs until the test lets it end; other commands end at once."""
-
-    def __init__(self) -> None:
-        self.go = threading.Event()
-        self.calls: list[tuple[str, ...]] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, argv: Sequence[str], timeout: float, tail_bytes: int) -> RunOutcome:
-        with self.lock:
-            self.calls.append(tuple(argv))
-        if argv[0] == "restart":
-            self.go.wait(10)
-        return RunOutcome("ok", 0, "", 0.0)
 
 
 class Rasd:
@@ -68,7 +39,7 @@ class Rasd:
         self.mono = ManualClock(50.0)
         acts = ActionSettings(enforce=enforce, commands=COMMANDS)  # 600 s between two resets
         self.act = Actuator(acts, runner, synchronous=synchronous, clock=self.mono, wall=wall)
-        self.gate = self.act.gate = Gate()
+        self.gate = self.act.gate = TakesOut()
         self.store = Store(db)
         self.svc = LadderService(LadderSettings(), acts, self.store, "n", actuator=self.act,
                                  now_wall=wall(), booted_wall=booted_wall)

@@ -3,51 +3,21 @@ that takes the node out of the scheduler, and tried again while their decision i
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from rasd.backends.fake.clock import ManualClock
 from rasd.ladder.actions import Actuator
-from rasd.ladder.runner import RecordingRunner, RunOutcome
-from rasd.ladder.decision import Decision
+from rasd.ladder.runner import RecordingRunner
 from rasd.ladder.service import LadderService
 from rasd.ladder.settings import ActionSettings, LadderSettings
 from rasd.model import FaultEvent, FaultKind, Rung
 from rasd.store import Store
 from tests.waiting import eventually
+from tests.ladder.plans import Held, TakesOut
 
 COMMANDS = {"reset_gpu": ("nvidia-smi", "-r"), "reboot_node": ("reboot",),
             "restart_process": ("restart",)}
-
-
-class TakesOut:
-    """The gate as the scheduler integration is to the actuator: each call would take the node
-    out (or keep it out) for the decision; it records which decisions asked."""
-
-    def __init__(self) -> None:
-        self.asked: list[Rung] = []
-
-    def __call__(self, d: Decision, info: Mapping[str, object]) -> bool:
-        self.asked.append(d.rung)
-        return True
-
-
-class Held:
-    """A runner whose ``restart`` runs until the test lets it end; other commands end at once."""
-
-    def __init__(self) -> None:
-        self.go = threading.Event()
-        self.calls: list[tuple[str, ...]] = []
-        self.running = threading.Event()
-
-    def __call__(self, argv: Sequence[str], timeout: float, tail_bytes: int) -> RunOutcome:
-        self.calls.append(tuple(argv))
-        if argv[0] == "restart":
-            self.running.set()
-            self.go.wait(10)
-        return RunOutcome("ok", 0, "", 0.0)
 
 
 def xid(clock: ManualClock, code: int, gpu: int = 3) -> FaultEvent:

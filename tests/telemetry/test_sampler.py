@@ -186,11 +186,9 @@ def test_rate_out_of_range_is_refused(hz):
         PowerSampler([], hz, lambda b: None)
 
 
-def test_call_time_stamps_on_the_fake_still_give_each_update_once(clock):
-    """The fake stamping every read with the call's time (as NVIDIA's mock does): after the
-    fallback, every refresh that changed the value is captured once. A twin node that stamps
-    refreshes (same seed, same clock) gives the truth; a refresh that repeats the value exactly
-    (a GPU held at its power limit) cannot be told from a repeat, and carries nothing new."""
+def _twins(clock, gpus: int) -> list:
+    """Two fake nodes of the same seed on one clock: the first stamps every read with the call's
+    time (as NVIDIA's mock and an H200 on driver 580 do), the second stamps refreshes (the truth)."""
     import pynvml
 
     from rasd.backends.fake import FakeNode, FakeNvml
@@ -198,10 +196,18 @@ def test_call_time_stamps_on_the_fake_still_give_each_update_once(clock):
 
     adapters = []
     for every_read in (True, False):
-        a = NvmlAdapter(FakeNvml(FakeNode(gpu_count=4, clock=clock, stamp_every_read=every_read), pynvml))
+        a = NvmlAdapter(FakeNvml(FakeNode(gpu_count=gpus, clock=clock, stamp_every_read=every_read), pynvml))
         a.open()
         adapters.append(a)
-    mock_like, twin = adapters
+    return adapters
+
+
+def test_call_time_stamps_on_the_fake_still_give_each_update_once(clock):
+    """The fake stamping every read with the call's time (as NVIDIA's mock does): after the
+    fallback, every refresh that changed the value is captured once. A twin node that stamps
+    refreshes (same seed, same clock) gives the truth; a refresh that repeats the value exactly
+    (a GPU held at its power limit) cannot be told from a repeat, and carries nothing new."""
+    mock_like, twin = adapters = _twins(clock, 4)
     try:
         s, got = _sampler(mock_like.gpus(), clock=clock)
         for _ in range(ALL_NEW_READS):  # 1 s: every read looks new until the fallback
@@ -250,17 +256,7 @@ def test_call_time_stamps_are_placed_on_the_refresh_they_came_from(clock):
     80 ms after its refresh at 12.5 Hz: once the refresh grid is pinned down, each update carries a
     time on it, so the updates are as far apart as the refreshes were (the twin node, stamping
     refreshes, gives the truth), where the read times are up to 60 ms off."""
-    import pynvml
-
-    from rasd.backends.fake import FakeNode, FakeNvml
-    from rasd.backends.nvml import NvmlAdapter
-
-    adapters = []
-    for every_read in (True, False):
-        a = NvmlAdapter(FakeNvml(FakeNode(gpu_count=2, clock=clock, stamp_every_read=every_read), pynvml))
-        a.open()
-        adapters.append(a)
-    mock_like, twin = adapters
+    mock_like, twin = adapters = _twins(clock, 2)
     try:
         s, got = _sampler(mock_like.gpus(), hz=12.5, clock=clock)
         pairs: dict[int, list[tuple[int, int, int]]] = {0: [], 1: []}  # (placed, refresh, read) us
