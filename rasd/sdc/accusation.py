@@ -81,7 +81,11 @@ class AccusationWorkflow:
             "failures": [f for o in outcomes for f in _failures(o, ticket.gpu)][:8],
             "seeds": [o.report.seed for o in outcomes],
         }
-        if not rounds:
+        process = [c for o in outcomes for g in o.report.gpus if g.gpu == ticket.gpu for c in g.checks
+                   if c.name == "process"]
+        if process:  # the check's process crashed or hung: say so, not "busy"
+            evidence["why"] = str(process[-1].evidence.get("why", "the check's process failed"))
+        elif not rounds:
             evidence["why"] = "no round could run (GPU in use or held by another check)"
         now = self.clock()
         self.history.close_accusation(ticket.accusation, verdict.value, evidence, now)

@@ -12,7 +12,7 @@ import functools
 import logging
 import platform
 import threading
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Collection, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -172,11 +172,16 @@ def limit_host_blas() -> None:
     _BLAS_LIMITED = True
 
 
-def engines_for_backend(backend: Any, seed: int = 0, numpy_memory_bytes: int = 64 << 20) -> Mapping[int, Engine]:
-    """One engine per GPU of ``backend``: NumPy on the fake node, CuPy on real NVML. A GPU lost
-    before rasd started gets none: there is nothing to check on it (the ladder has its fault)."""
+def engines_for_backend(backend: Any, seed: int = 0, numpy_memory_bytes: int = 64 << 20,
+                        gpus: Collection[int] | None = None) -> Mapping[int, Engine]:
+    """One engine per GPU of ``backend`` (only those in ``gpus`` when given: on real GPUs each
+    engine is a CUDA context, never to be made on a GPU running a job): NumPy on the fake node,
+    CuPy on real NVML. A lost GPU gets none: there is nothing to check on it (the ladder has its
+    fault)."""
     identities = {}
     for g in backend.adapter.gpus():
+        if gpus is not None and g.index not in gpus:
+            continue
         try:
             identities[g.index] = g.identity()
         except GpuLost as e:

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import threading
 import time
 from typing import Iterator, Sequence
+
+
+log = logging.getLogger(__name__)
 
 
 class GpuBusy(RuntimeError):
@@ -25,6 +29,7 @@ class GpuLocks:
         self._locks: dict[int, threading.Lock] = {}
         self._files: dict[int, int] = {}
         self._guard = threading.Lock()
+        self.unusable_directory = 0  # lock files that could not be opened (logged once, then counted)
 
     @property
     def directory(self) -> str | None:
@@ -35,17 +40,23 @@ class GpuLocks:
         with self._guard:
             return self._locks.setdefault(gpu, threading.Lock())
 
-    def try_acquire(self, gpu: int) -> bool:
+    def try_acquire(self, gpu: int, across_processes: bool = True) -> bool:
+        """Take the GPU's lock in this process and (``across_processes``) its lock file. The
+        daemon takes only the first for a check it runs in a child process: the child takes the
+        file, as a standalone ``rasd validate`` does."""
         lock = self._lock(gpu)
         if not lock.acquire(blocking=False):
             return False
-        if self._dir is None:
+        if self._dir is None or not across_processes:
             return True
         try:
             os.makedirs(self._dir, exist_ok=True)
             fd = os.open(os.path.join(self._dir, f"sdc-gpu{gpu}.lock"), os.O_CREAT | os.O_RDWR, 0o600)
-        except OSError:
-            return True  # no lock directory (read-only /run): the in-process lock still holds
+        except OSError as e:
+            # no lock directory (read-only /run): the in-process lock still holds, but a
+            # standalone check beside this process is not kept off the GPU
+            self._unusable(e)
+            return True
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -53,6 +64,29 @@ class GpuLocks:
             lock.release()
             return False
         self._files[gpu] = fd
+        return True
+
+    def _unusable(self, e: OSError) -> None:
+        with self._guard:
+            self.unusable_directory += 1
+            first = self.unusable_directory == 1
+        if first:
+            log.warning("event=sdc_lock_directory_unusable dir=%r error=%r (logged once, then counted): checks "
+                        "in other processes are not kept off this one's GPUs", self._dir, str(e))
+
+    def directory_usable(self) -> bool:
+        """Whether lock files can be made in the directory (None: there is none to use); an
+        unusable one is logged once."""
+        if self._dir is None:
+            return False
+        try:
+            os.makedirs(self._dir, exist_ok=True)
+        except OSError as e:
+            self._unusable(e)
+            return False
+        if not os.access(self._dir, os.W_OK | os.X_OK):
+            self._unusable(PermissionError(f"{self._dir} is not writable"))
+            return False
         return True
 
     def release(self, gpu: int) -> None:

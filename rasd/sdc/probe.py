@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import threading
 from typing import Any, Mapping
 
 from rasd.backends.errors import ControlError, GpuLost
@@ -40,10 +41,13 @@ def failure_kind(e: BaseException) -> str:
 
 
 class BusyProbe:
-    """Processes other than rasd on each GPU (NVML running processes, ``nvmlDeviceGetComputeRunningProcesses``)."""
+    """Processes other than rasd on each GPU (NVML running processes, ``nvmlDeviceGetComputeRunningProcesses``):
+    neither this process nor the check processes it started (``own``) count as a job."""
 
     def __init__(self, handles: Mapping[int, Any]):
         self.handles = dict(handles)
+        self._own: set[int] = set()
+        self._own_guard = threading.Lock()
         # (GPU, failure kind) -> failed process lists in a row: each kind is logged at its first
         # failure, then only counted until the GPU answers again
         self.process_list_failures: dict[tuple[int, str], int] = {}
@@ -65,4 +69,20 @@ class BusyProbe:
         for key in [k for k in self.process_list_failures if k[0] == gpu]:
             failed = self.process_list_failures.pop(key)
             log.info("event=sdc_processes_listed_again gpu=%s kind=%s failures=%d", gpu, key[1], failed)
-        return [p for p in pids if p != os.getpid()]
+        with self._own_guard:
+            own = self._own | {os.getpid()}
+        return [p for p in pids if p not in own]
+
+    def own(self, pid: int) -> None:
+        """A check process of rasd's: its CUDA contexts are not a job's."""
+        with self._own_guard:
+            self._own.add(pid)
+
+    def disown(self, pid: int) -> None:
+        with self._own_guard:
+            self._own.discard(pid)
+
+    @property
+    def own_pids(self) -> frozenset[int]:
+        with self._own_guard:
+            return frozenset(self._own)

@@ -34,6 +34,7 @@ from rasd.sdc.tracker import StateTracker
 if TYPE_CHECKING:
     from rasd.sdc.accusation import AccusationWorkflow
     from rasd.sdc.engines import Engine
+    from rasd.sdc.isolated import ChildValidator
 
 # (backend, seed, NumPy memory budget in bytes) -> one engine per GPU; rasd.sdc.engines's
 # engines_for_backend unless given
@@ -85,6 +86,7 @@ class SdcService:
         self.probe = BusyProbe(self._handles)
         # Built at the first check (checks()): None until then, and None for good when unavailable.
         self.validator: Checks | None = None
+        self._children: ChildValidator | None = None  # the validator, when each check runs in a child
         self.workflow: AccusationWorkflow | None = None
         self._engine_factory = engine_factory
         # Each check in a child process (rasd.sdc.isolated): by default on real GPUs, where a
@@ -157,7 +159,12 @@ class SdcService:
             # the GPU stays suspect and the accusation open: it resumes at the next start
             return {"verdict": "suspect", "evidence": {"accusation": ticket.accusation,
                                                        "unavailable": self.unavailable}}
-        return self._investigate(job, ticket)
+        try:
+            return self._investigate(job, ticket)
+        except ChecksUnavailable as e:  # found by the check's process: the accusation stays open
+            self._found_unavailable(str(e))
+            return {"verdict": "suspect", "evidence": {"accusation": ticket.accusation,
+                                                       "unavailable": self.unavailable}}
 
     def _build(self) -> None:
         """Load the checks and build one engine per GPU, once. Any failure is kept as the reason
@@ -185,8 +192,8 @@ class SdcService:
 
             scenario = getattr(self._backend.scenario, "name", None)
             answering = {g: h for g, h in self._handles.items() if self._answers(g)}
-            validator = ChildValidator(self.settings, answering, self.locks.directory, self.probe,
-                                       {"kind": self._backend.name, "scenario": scenario})
+            validator = self._children = ChildValidator(self.settings, answering, self.locks, self.probe,
+                                                        {"kind": self._backend.name, "scenario": scenario})
         else:
             from rasd.sdc.engines import engines_for_backend
             from rasd.sdc.validation import Validator
@@ -196,6 +203,13 @@ class SdcService:
             validator = Validator(self.settings, self._handles, engines, self.locks, self.clock, probe=self.probe)
         self.workflow = AccusationWorkflow(self.settings, validator, self.history, self._emit, self.clock)
         self.validator = validator  # last: a validator that is set comes with its workflow
+
+    def _found_unavailable(self, reason: str) -> None:
+        """A check's process could build no engine: a known state from now on, as when the
+        build fails in this process (periodic polls only count it; requests are refused)."""
+        with self._guard:
+            if self.unavailable is None:
+                self.unavailable = reason
 
     def checks(self) -> Checks:
         """The checks, built on first use (a caller during the build waits for it);
@@ -230,7 +244,8 @@ class SdcService:
                 job.result = body(job)
             except Cancelled:
                 job.error = "cancelled: the daemon is stopping (an open accusation resumes at the next start)"
-            except ChecksUnavailable as e:  # logged once by the build; no traceback per job
+            except ChecksUnavailable as e:  # logged once where found; no traceback per job
+                self._found_unavailable(str(e))
                 job.error = f"SDC checks are unavailable on this node: {e}"
             except Exception as e:  # noqa: BLE001 - a job's failure is reported, the service goes on
                 log.exception("sdc job failed job=%s kind=%s", job.id, kind)
@@ -329,7 +344,11 @@ class SdcService:
                 idle = [g for g in idle if g in known]  # a GPU lost before the start has no engine
             if not idle:
                 return {"checked": []}
-            report = self._validate(job, idle, "quick", force=False, wait=0.0)
+            try:
+                report = self._validate(job, idle, "quick", force=False, wait=0.0)
+            except ChecksUnavailable as e:  # found by the check's process; later polls only count
+                self._found_unavailable(str(e))
+                return {"checked": [], "unavailable": str(e)}
             checked = [g["gpu"] for g in report["gpus"] if not any(c["name"] == "available" for c in g["checks"])]
             with self._guard:
                 for g in checked:
@@ -426,3 +445,5 @@ class SdcService:
         deadline = time.monotonic() + timeout
         for t in list(self._threads):
             t.join(max(0.0, deadline - time.monotonic()))
+        if self._children is not None:
+            self._children.close()  # a check process that has not stopped yet is killed: none outlives us

@@ -16,32 +16,50 @@ from rasd.sdc.engines import Engine, limit_host_blas
 from rasd.sdc.gemm import Workspace
 from rasd.sdc.levels import plan_for
 from rasd.sdc.locks import GpuLocks
-from rasd.sdc.results import CheckResult, GpuReport, Outcome, Result, RunReport
+from rasd.sdc.results import Cancelled, CheckResult, GpuReport, Outcome, Result, RunReport
 from rasd.sdc.runner import Progress, run_level
 from rasd.sdc.settings import SdcSettings
 
 log = logging.getLogger(__name__)
 
 
+# Engines for the GPUs given (those a check is about to use); a GPU that gets none is lost.
+EngineBuilder = Callable[[Sequence[int]], Mapping[int, Engine]]
+
+
 class Validator:
-    def __init__(self, settings: SdcSettings, handles: Mapping[int, Any], engines: Mapping[int, Engine],
+    """``engines``: one per GPU, built already (the daemon's fake node, the standalone CLI), or
+    a builder called with the GPUs each run uses, once it has them locked and found them idle
+    (a check's child process on real GPUs: a CUDA context on no GPU it does not check)."""
+
+    def __init__(self, settings: SdcSettings, handles: Mapping[int, Any],
+                 engines: Mapping[int, Engine] | EngineBuilder,
                  locks: GpuLocks | None = None, clock: Callable[[], float] = time.time,
                  probe: BusyProbe | None = None):
         self.settings = settings
         self.handles = dict(handles)
-        # The NumPy engine's device memory is host RAM: its caches stay within the configured
-        # simulated device memory (numpy_memory_bytes), and its BLAS uses one core.
-        self.workspaces = {g: Workspace(e, budget=settings.numpy_memory_bytes if e.name == "numpy" else None)
-                           for g, e in engines.items()}
-        if any(e.name == "numpy" for e in engines.values()):
-            limit_host_blas()
+        self.workspaces: dict[int, Workspace] = {}
+        self._builder: EngineBuilder | None = None
+        if callable(engines):
+            self._builder = engines
+        else:
+            self._add(engines)
         self.locks = locks or GpuLocks()
         self.clock = clock
         self.probe = probe if probe is not None else BusyProbe(handles)
 
+    def _add(self, engines: Mapping[int, Engine]) -> None:
+        # The NumPy engine's device memory is host RAM: its caches stay within the configured
+        # simulated device memory (numpy_memory_bytes), and its BLAS uses one core.
+        for g, e in engines.items():
+            self.workspaces[g] = Workspace(e, budget=self.settings.numpy_memory_bytes if e.name == "numpy" else None)
+        if any(e.name == "numpy" for e in engines.values()):
+            limit_host_blas()
+
     @property
     def gpus(self) -> list[int]:
-        return sorted(self.workspaces)
+        """The GPUs a check may name: those with an engine, or (engines built per run) every GPU."""
+        return sorted(self.handles) if self._builder is not None else sorted(self.workspaces)
 
     def busy_pids(self, gpu: int) -> list[int]:
         """Processes other than rasd using the GPU (NVML running processes)."""
@@ -53,10 +71,12 @@ class Validator:
 
     def run(self, targets: Sequence[int], level: str, force: bool = False, seed: int | None = None,
             progress: Progress | None = None, cancel: threading.Event | None = None,
-            wait_seconds: float = 0.0, scale: float = 1.0) -> Outcome:
-        """Check ``targets`` at ``level``. A GPU in use (and not ``force``) or held by another
-        check is reported inconclusive with the reason, never checked."""
-        unknown = [g for g in targets if g not in self.workspaces]
+            wait_seconds: float = 0.0, scale: float = 1.0, witnesses: Sequence[int] | None = None) -> Outcome:
+        """Check ``targets`` at ``level``. A GPU in use (and not ``force``), held by another
+        check, or lost (no engine) is reported inconclusive with the reason, never checked.
+        ``witnesses``: the GPUs that may join the vote and the throughput check when idle and
+        free (None: any other). Waiting for a lock ends with Cancelled once ``cancel`` is set."""
+        unknown = [g for g in targets if g not in self.gpus]
         if unknown:
             raise ValueError(f"no GPU {unknown[0]} on this node; choose one of {self.gpus} or all")
         plan = plan_for(level, self.settings, scale)
@@ -75,6 +95,8 @@ class Validator:
         try:
             for g in runnable:
                 while not self.locks.try_acquire(g):
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled("the check was cancelled while waiting for its GPU")
                     if time.monotonic() >= deadline:
                         skipped[g] = CheckResult(g, "available", Result.INCONCLUSIVE, 0.0, None, {
                             "why": f"GPU {g} is being checked already; retry when that check ends"})
@@ -82,15 +104,22 @@ class Validator:
                     time.sleep(0.05)
                 else:
                     held.append(g)
-            witnesses: list[int] = []
-            if plan.vote or plan.throughput:
-                for g in self.gpus:
-                    if g not in targets and not self.busy_pids(g) and self.locks.try_acquire(g):
-                        witnesses.append(g)
-                        held.append(g)
+            joined: list[int] = []
             checked = [g for g in runnable if g in held]
+            if checked and (plan.vote or plan.throughput):
+                for g in self.gpus if witnesses is None else witnesses:
+                    if g not in targets and g not in held and not self.busy_pids(g) and self.locks.try_acquire(g):
+                        joined.append(g)
+                        held.append(g)
+            if checked and self._builder is not None:
+                self._add(self._builder([g for g in checked + joined if g not in self.workspaces]))
+            for g in [g for g in checked if g not in self.workspaces]:
+                checked.remove(g)
+                skipped[g] = CheckResult(g, "available", Result.INCONCLUSIVE, 0.0, None, {
+                    "why": f"GPU {g} is lost: it stopped answering after the checks were set up"})
+            joined = [g for g in joined if g in self.workspaces]
             if checked:
-                report, rounds = run_level(self.workspaces, checked, plan, self.settings, seed, witnesses,
+                report, rounds = run_level(self.workspaces, checked, plan, self.settings, seed, joined,
                                            progress, cancel, self._power_limit(checked), self.clock)
             else:
                 report, rounds = RunReport(plan.name, seed, self.clock(), 0.0, ()), {}
@@ -99,7 +128,7 @@ class Validator:
                 self.locks.release(g)
         by_gpu = {r.gpu: r for r in report.gpus}
         gpus = tuple(by_gpu[g] if g in by_gpu else GpuReport(g, (skipped[g],)) for g in targets)
-        notes = report.notes + ((f"witnesses for vote and throughput: {witnesses}",) if witnesses else ())
+        notes = report.notes + ((f"witnesses for vote and throughput: {joined}",) if joined else ())
         full = RunReport(report.level, report.seed, report.started_wall, report.seconds, gpus, notes)
         return Outcome(full, {g: tuple(v) for g, v in rounds.items()})
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
+from rasd.sdc import isolated
 from rasd.sdc.engines import NumpyEngine
 from rasd.sdc.faults import InjectedFault
 from rasd.sdc.gemm import Workspace
@@ -22,6 +26,29 @@ FAST = SdcSettings(
     numpy_memory_bytes=1 << 20,
     throughput_repeats=2,
 )
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def child_imports_this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check's child process (it starts in /) imports this checkout's rasd."""
+    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+@pytest.fixture
+def spawned(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[Any]]:
+    """Every check process ChildValidator starts (rasd.sdc.isolated)."""
+    seen: list[subprocess.Popen[Any]] = []
+    real = subprocess.Popen
+
+    def popen(*a: Any, **k: Any) -> subprocess.Popen[Any]:
+        p = real(*a, **k)
+        seen.append(p)
+        return p
+
+    monkeypatch.setattr(isolated.subprocess, "Popen", popen)
+    return seen
 
 
 class TolerantEngine(NumpyEngine):

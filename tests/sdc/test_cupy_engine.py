@@ -49,13 +49,14 @@ def test_a_quick_check_in_a_child_process_on_a_real_gpu(cupy_ws, tmp_path) -> No
     """The daemon's way on real GPUs: the child builds the CuPy engines, checks, and exits."""
     from rasd.backends import open_backend
     from rasd.sdc.isolated import ChildValidator
+    from rasd.sdc.locks import GpuLocks
     from rasd.sdc.probe import BusyProbe
     from rasd.sdc.settings import SdcSettings
 
     be = open_backend("nvml")
     try:
         handles = {g.index: g for g in be.adapter.gpus()}
-        v = ChildValidator(SdcSettings(), handles, str(tmp_path), BusyProbe(handles), {"kind": "nvml"})
+        v = ChildValidator(SdcSettings(), handles, GpuLocks(str(tmp_path)), BusyProbe(handles), {"kind": "nvml"})
         outcome = v.run([0], "quick", force=True)
     finally:
         be.close()

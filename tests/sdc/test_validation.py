@@ -103,3 +103,65 @@ def test_unknown_gpu_is_a_clear_error(make_engine, fast) -> None:
 
     with pytest.raises(ValueError, match="no GPU 9"):
         _validator(make_engine, fast).run([9], "quick")
+
+
+def test_engines_built_per_run_are_for_the_gpus_it_uses_only(make_engine, fast) -> None:
+    """In a check's child process each engine is a CUDA context: none on a GPU running a job,
+    none on one another check holds, none on GPUs the daemon did not offer as witnesses."""
+    handles = {g: Handle(g, [4242] if g == 1 else []) for g in range(4)}
+    built: list[list[int]] = []
+
+    def build(gpus):
+        built.append(sorted(gpus))
+        return {g: make_engine(g) for g in gpus}
+
+    v = Validator(fast, handles, build)
+    assert v.gpus == [0, 1, 2, 3]
+    assert v.locks.try_acquire(3)  # another check holds GPU 3
+    out = v.run([0], "quick", witnesses=[1, 2, 3])
+    assert built == [[0, 2]]  # GPU 0, and GPU 2 as a witness
+    assert out.report.result is Result.PASS
+    v.run([1], "quick")
+    assert built == [[0, 2]]  # busy: nothing built, nothing checked
+
+
+def test_a_gpu_with_no_engine_built_is_reported_lost_and_the_rest_checked(make_engine, fast) -> None:
+    v = Validator(fast, {g: Handle(g) for g in range(3)}, lambda gpus: {g: make_engine(g) for g in gpus if g != 2})
+    out = v.run([0, 2], "quick")
+    by_gpu = {g.gpu: g for g in out.report.gpus}
+    assert by_gpu[0].result is Result.PASS
+    (c,) = by_gpu[2].checks
+    assert c.name == "available" and c.result is Result.INCONCLUSIVE and "lost" in c.evidence["why"]
+    assert v.locks.held() == frozenset()
+
+
+def test_waiting_for_a_lock_ends_when_cancelled(make_engine, fast, tmp_path) -> None:
+    import time
+
+    import pytest
+
+    from rasd.sdc.results import Cancelled
+
+    v = _validator(make_engine, fast, tmp_path=tmp_path)
+    other = GpuLocks(str(tmp_path))  # a check in another process holds GPU 0
+    assert other.try_acquire(0)
+    cancel = threading.Event()
+    threading.Timer(0.2, cancel.set).start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(Cancelled):
+            v.run([0], "quick", cancel=cancel, wait_seconds=600.0)
+    finally:
+        other.release(0)
+    assert time.monotonic() - t0 < 10 and v.locks.held() == frozenset()
+
+
+def test_engines_for_some_gpus_of_a_node() -> None:
+    from rasd.backends import open_backend
+    from rasd.sdc.engines import engines_for_backend
+
+    be = open_backend("fake", workload="idle")
+    try:
+        assert sorted(engines_for_backend(be, gpus={1, 3})) == [1, 3]
+    finally:
+        be.close()
