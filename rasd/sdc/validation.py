@@ -76,7 +76,9 @@ class Validator:
         check, or lost (no engine) is reported inconclusive with the reason, never checked.
         ``witnesses``: the GPUs that may join the vote and the throughput check when idle and
         free (None: any other). Waiting for a lock ends with Cancelled once ``cancel`` is set."""
-        unknown = [g for g in targets if g not in self.gpus]
+        # engines built per run (a check's child process): a target gone from this node since the
+        # daemon offered it gets no engine and is reported lost below, the others are checked
+        unknown = [] if self._builder is not None else [g for g in targets if g not in self.gpus]
         if unknown:
             raise ValueError(f"no GPU {unknown[0]} on this node; choose one of {self.gpus} or all")
         plan = plan_for(level, self.settings, scale)

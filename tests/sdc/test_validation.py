@@ -126,13 +126,17 @@ def test_engines_built_per_run_are_for_the_gpus_it_uses_only(make_engine, fast) 
 
 
 def test_a_gpu_with_no_engine_built_is_reported_lost_and_the_rest_checked(make_engine, fast) -> None:
-    v = Validator(fast, {g: Handle(g) for g in range(3)}, lambda gpus: {g: make_engine(g) for g in gpus if g != 2})
+    # GPU 2 no longer answers; GPU 7 is gone from the node altogether
+    v = Validator(fast, {g: Handle(g) for g in range(3)}, lambda gpus: {g: make_engine(g) for g in gpus if g < 2})
     out = v.run([0, 2], "quick")
     by_gpu = {g.gpu: g for g in out.report.gpus}
     assert by_gpu[0].result is Result.PASS
     (c,) = by_gpu[2].checks
     assert c.name == "available" and c.result is Result.INCONCLUSIVE and "lost" in c.evidence["why"]
     assert v.locks.held() == frozenset()
+    # no handle either: lost too, not a refusal of the whole check
+    out = v.run([0, 7], "quick")
+    assert [g.result for g in out.report.gpus] == [Result.PASS, Result.INCONCLUSIVE]
 
 
 def test_waiting_for_a_lock_ends_when_cancelled(make_engine, fast, tmp_path) -> None:
