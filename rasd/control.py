@@ -2,8 +2,9 @@
 
 Access is by file permissions: the socket is owned by root (the daemon's user) and, when a group is
 configured, group read-write so a training job in that group can accuse a GPU; ops that undo rasd's
-own judgement (``root_only``: closing a decision, resetting the breaker) answer root alone, by the
-caller's credentials (SO_PEERCRED). Requests name an
+own judgement (``root_only``: closing a decision, resetting the breaker) answer root in the
+daemon's own PID namespace alone, by the caller's credentials (SO_PEERCRED): root in a job's
+container can reach the socket (Kubernetes) but is not the node's operator. Requests name an
 ``op``; each service registers the ops it answers. A bad request gets ``{"ok": false, "error": ...}``
 and never disturbs the daemon.
 
@@ -121,18 +122,36 @@ def root_only(fn: Handler) -> Handler:
     return fn
 
 
-def peer_uid(sock: socket.socket) -> int | None:
-    """The user id of the process at the other end of a Unix socket (SO_PEERCRED), or None."""
+def peer(sock: socket.socket) -> tuple[int, int] | None:
+    """(pid, uid) of the process at the other end of a Unix socket (SO_PEERCRED; the pid as this
+    process's namespace sees it, 0 where it cannot), or None."""
     try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("iII"))
     except (OSError, AttributeError):  # not Linux, or not a Unix socket
         return None
-    return int(struct.unpack("3i", creds)[1])
+    pid, uid, _ = struct.unpack("iII", creds)
+    return int(pid), int(uid)
 
 
-def dispatch(handlers: dict[str, Handler], line: bytes, uid: int | None = None) -> dict[str, Any]:
-    """One request line -> its reply object. Never raises. ``uid``: the caller's user id (None:
-    unknown), checked against ops marked ``root_only``."""
+def same_pid_namespace(pid: int) -> bool:
+    """Whether ``pid`` runs in this process's PID namespace. A job's container has its own: root
+    there is uid 0 here too (without user namespaces), but never the node's operator."""
+    if pid <= 0:
+        return False  # not visible from here: another namespace
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid") == os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return False
+
+
+_refusals: dict[str, int] = {}  # op -> refused root-only requests (the first of each is logged)
+
+
+def dispatch(handlers: dict[str, Handler], line: bytes, caller: tuple[int, int] | None = None) -> dict[str, Any]:
+    """One request line -> its reply object. Never raises. ``caller``: the caller's (pid, uid)
+    (None: unknown), checked for ops marked ``root_only``: root (or the daemon's own user) in the
+    daemon's own PID namespace (a shell on the node, ``sudo``, ``kubectl exec`` into rasd's
+    container), never a job's container that can reach the socket."""
     if len(line) > MAX_REQUEST_BYTES:
         return {"ok": False, "error": f"request larger than {MAX_REQUEST_BYTES} bytes"}
     try:
@@ -144,10 +163,14 @@ def dispatch(handlers: dict[str, Handler], line: bytes, uid: int | None = None) 
     fn = handlers.get(req["op"])
     if fn is None:
         return {"ok": False, "error": f"unknown op {req['op']!r}; known: {', '.join(sorted(handlers))}"}
-    if getattr(fn, ROOT_ONLY, False) and uid not in (0, os.geteuid()):
-        log.warning("event=control_refused op=%s uid=%s reason=root_only", req["op"], uid)
-        return {"ok": False, "error": f"{req['op']!r} may only be asked by root: run the command with sudo "
-                                      "(the control group may accuse, validate and read state)"}
+    if getattr(fn, ROOT_ONLY, False) and not (
+            caller is not None and caller[1] in (0, os.geteuid()) and same_pid_namespace(caller[0])):
+        op = req["op"]
+        n = _refusals[op] = _refusals.get(op, 0) + 1
+        if n == 1:
+            log.warning("event=control_refused op=%s caller=%s reason=root_only (logged once; counted)", op, caller)
+        return {"ok": False, "error": f"{op!r} may only be asked by root on the node (or in rasd's container): "
+                                      "run the command with sudo there; a job may accuse, validate and read state"}
     try:
         out = fn(req)
     except (ValueError, KeyError, TypeError) as e:
@@ -322,7 +345,7 @@ class ControlServer:
 
     def _answer(self, sock: socket.socket, line: bytes) -> None:
         try:
-            reply = dispatch(self.handlers, line, peer_uid(sock))
+            reply = dispatch(self.handlers, line, peer(sock))
             sock.setblocking(True)
             sock.settimeout(self.client_timeout)  # a client that never reads frees the worker
             sock.sendall(json.dumps(reply, default=str).encode() + b"\n")

@@ -95,30 +95,65 @@ def test_unknown_control_group_is_a_config_error(tmp_path: Path) -> None:
 
 
 
+
 def test_root_only_ops_answer_root_alone(tmp_path: Path) -> None:
     """A job in the control group may accuse and validate; closing a decision or resetting the
-    breaker undoes rasd's own judgement and answers root alone, by the caller's credentials."""
+    breaker undoes rasd's own judgement and answers root alone, in rasd's own PID namespace, by
+    the caller's credentials."""
     import os
 
-    from rasd.control import dispatch, peer_uid, root_only
+    from rasd.control import dispatch, peer, root_only
 
     calls: list[str] = []
     handlers = {"read": lambda req: {"n": len(calls)},
                 "close": root_only(lambda req: calls.append("close") or {})}
     line = json.dumps({"op": "close"}).encode()
-    for uid in (65534, None):  # another user; a caller whose credentials cannot be read
-        refused = dispatch(handlers, line, uid)
+    me = os.getpid()
+    # another user; root not visible from here (another PID namespace); a caller unknown
+    for caller in ((me, 65534), (0, 0), None):
+        refused = dispatch(handlers, line, caller)
         assert not refused["ok"] and "may only be asked by root" in refused["error"]
     assert calls == []
-    assert dispatch(handlers, json.dumps({"op": "read"}).encode(), 65534) == {"ok": True, "n": 0}
-    assert dispatch(handlers, line, 0)["ok"] and calls == ["close"]
+    assert dispatch(handlers, json.dumps({"op": "read"}).encode(), (0, 65534)) == {"ok": True, "n": 0}
+    assert dispatch(handlers, line, (me, 0))["ok"] and calls == ["close"]
     # the server reads the caller's credentials from the connection itself
     srv = ControlServer(str(tmp_path / "c.sock"), handlers)
     srv.start()
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as a:
             a.connect(srv.path)
-            assert peer_uid(a) == os.geteuid()
+            assert peer(a) == (os.getpid(), os.geteuid())
         assert request(srv.path, {"op": "close"})["ok"] and calls == ["close", "close"]
+    finally:
+        srv.close()
+
+
+def test_root_in_a_containers_pid_namespace_is_refused(tmp_path: Path) -> None:
+    """Root in a job's container (its own PID namespace) that can reach the socket, as on
+    Kubernetes, is not the node's operator."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from rasd.control import root_only
+
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare(1) to start a process in a PID namespace of its own")
+    if subprocess.run([unshare, "--pid", "--fork", "true"], capture_output=True).returncode != 0:
+        pytest.skip("this machine does not let a process have a PID namespace of its own")
+    calls: list[str] = []
+    srv = ControlServer(str(tmp_path / "c.sock"), {"close": root_only(lambda req: calls.append("x") or {})})
+    srv.start()
+    try:
+        ask = "import json, sys; from rasd.control import request; print(json.dumps(request(sys.argv[1], {'op': 'close'})))"
+        out = subprocess.run([unshare, "--pid", "--fork", sys.executable, "-c", ask, srv.path], capture_output=True,
+                             text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        reply = json.loads(out.stdout)
+        assert not reply["ok"] and "may only be asked by root" in reply["error"]
+        assert calls == []
+        assert request(srv.path, {"op": "close"})["ok"] and calls == ["x"]  # root here still may
     finally:
         srv.close()
