@@ -63,13 +63,16 @@ def collect(snapshot: Snapshot) -> Iterable[Family]:
     decisions = CounterFamily(
         "rasd_ladder_decisions", "Decisions made since rasd started.", labels=[])
     skipped = CounterFamily(
-        "rasd_ladder_plans_skipped", "Remedy plans that could not run when decided (a job on the "
-        "GPU, a rate limit), by why; each waits and is tried again while its decision is open.",
-        labels=["why"])
+        "rasd_ladder_plans_skipped", "Remedy plans that could not run when decided, by why (busy: "
+        "another of rasd's remedies still runs on the GPU or link; rate_limited); each waits and is "
+        "tried again while its decision is open.", labels=["why"])
     retried = CounterFamily(
         "rasd_ladder_plans_retried", "Skipped remedy plans tried again once they could run.", labels=[])
     waiting = GaugeFamily(
         "rasd_ladder_plans_waiting", "Skipped remedy plans waiting to be tried again.", labels=[])
+    oldest = GaugeFamily(
+        "rasd_ladder_plans_waiting_oldest_seconds",
+        "How long the longest-waiting skipped remedy plan has waited (0 when none waits).", labels=[])
 
     for g, c in sorted(st.gpus.items()):
         gl = str(g)
@@ -104,5 +107,6 @@ def collect(snapshot: Snapshot) -> Iterable[Family]:
         skipped.add_metric([why], float(n))
     retried.add_metric([], float(st.plans_retried))
     waiting.add_metric([], float(st.plans_waiting))
+    oldest.add_metric([], float(st.plans_waiting_oldest_seconds))
     return [rung, rung_info, link_rung, link_info, link_disabled, node_rung, open_d, excluded,
-            suspect, tech, node_tech, rma_len, faults, actions, decisions, skipped, retried, waiting]
+            suspect, tech, node_tech, rma_len, faults, actions, decisions, skipped, retried, waiting, oldest]

@@ -65,6 +65,7 @@ class _Waiting:
     info: Mapping[str, object]
     why: str
     due: float  # actuator clock (monotonic seconds): when it can run
+    since: float  # actuator clock: when it was first skipped
     skips: int = 1
 
 
@@ -256,10 +257,10 @@ class Actuator:
             w = self._waiting.get(key)
             first = w is None
             if w is None:
-                self._waiting[key] = _Waiting(d, info, why, due)
+                self._waiting[key] = _Waiting(d, info, why, due, self._clock())
+                self.counts[f"skipped:{why}"] += 1  # plans, not skips: a waiting plan counts once
             else:
                 w.why, w.due, w.skips = why, due, w.skips + 1
-            self.counts[f"skipped:{why}"] += 1
         res = self._skip(d, step, why, due, log_it=first)
         if first:
             self._emit(res)
@@ -319,6 +320,12 @@ class Actuator:
     def held(self) -> int:
         """How many skipped plans wait to be tried again (asked without the lock)."""
         return len(self._waiting)
+
+    def oldest_wait(self) -> float:
+        """Seconds the longest-waiting skipped plan has waited (0 when none waits)."""
+        with self._lock:
+            since = min((w.since for w in self._waiting.values()), default=None)
+        return 0.0 if since is None else max(0.0, self._clock() - since)
 
     def waiting(self) -> list[tuple[Decision, str]]:
         """The skipped plans waiting to be tried again, with why."""

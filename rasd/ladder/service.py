@@ -398,7 +398,8 @@ class LadderService:
                 nvlinks_per_gpu=self.settings.nvlinks_per_gpu,
                 faults=self._faults, actions=self._actions,
                 decisions_total=self._decisions_total,
-                plans=self._actuator.counts, plans_waiting=self._actuator.held)
+                plans=self._actuator.counts, plans_waiting=self._actuator.held,
+                plans_waiting_oldest_seconds=self._actuator.oldest_wait())
 
     def still_lost(self, gpus: Sequence[int], now_wall: float) -> None:
         """GPUs still lost at ``now_wall`` (the aggregator reports a loss once, when it happens):

@@ -62,11 +62,13 @@ class LadderState:
     faults: Mapping[tuple[int, str, str], int]  # (gpu, kind, rung) -> events since start
     actions: Mapping[tuple[int, str, str], int]  # (gpu, action, result) -> runs since start
     decisions_total: int = 0
-    # Plans the actuator could not run when decided: skipped since start by why (busy,
-    # rate_limited), tried again since start, and waiting to be tried now
+    # Plans the actuator could not run when decided: skipped since start by why (busy: another
+    # of rasd's remedies still runs on the component; rate_limited), tried again since start,
+    # waiting to be tried now, and how long the longest-waiting one has waited
     plans_skipped: Mapping[str, int] = field(default_factory=dict)
     plans_retried: int = 0
     plans_waiting: int = 0
+    plans_waiting_oldest_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +113,7 @@ def build_state(
     decisions_total: int = 0,
     plans: Mapping[str, int] | None = None,
     plans_waiting: int = 0,
+    plans_waiting_oldest_seconds: float = 0.0,
 ) -> LadderState:
     """``plans``: the actuator's counts (``skipped:<why>``, ``retried``)."""
     by_comp: dict[tuple[int, int | None], list[Decision]] = {}
@@ -159,4 +162,5 @@ def build_state(
         plans_skipped=MappingProxyType({why: (plans or {}).get(f"skipped:{why}", 0) for why in PLAN_SKIP_REASONS}),
         plans_retried=(plans or {}).get("retried", 0),
         plans_waiting=plans_waiting,
+        plans_waiting_oldest_seconds=plans_waiting_oldest_seconds,
     )

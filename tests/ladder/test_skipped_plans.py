@@ -55,6 +55,8 @@ def test_a_rate_limited_repeat_waits_without_a_drain_then_runs_once_the_window_p
     for _ in range(4):  # within the window: still waiting, nothing run, recorded once
         clock.advance(60)
         svc.tick(clock())
+    st = svc.state(clock())
+    assert st.plans_waiting_oldest_seconds == 240.0 and st.plans_skipped["rate_limited"] == 1  # counted once
     assert runner.calls == [("nvidia-smi", "-r")] and gate.asked == [Rung.RESET_GPU]
     assert [(a.kind, a.result) for a in store.actions()] == \
         [("reset_gpu", "ok"), ("reset_gpu", "rate_limited")]
