@@ -85,6 +85,9 @@ def handle(svc: LadderService, req: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(reason, str):
         raise ValueError('reason must be text saying what was done, e.g. "board replaced '
                          '(serial ...)"')
+    if gpu in svc.lost_now:
+        raise ValueError(f"GPU {gpu} is lost now (NVML cannot reach it): closing its decisions would hide "
+                         "that; reseat or replace the board and reboot first, then close")
     closed = close_by_operator(svc, gpu, link, reason, str(req.get("by", "")))
     return {"gpu": gpu, "link": link, "closed": [d.to_dict() for d in closed]}
 

@@ -70,6 +70,7 @@ class LadderService:
         self._bad_logged: set[str] = set()
         self._not_done_logged: set[tuple[str, str]] = set()
         self._results: queue.SimpleQueue[ActionResult] = queue.SimpleQueue()
+        self.lost_now: frozenset[int] = frozenset()  # GPUs the daemon's last tick found lost
         self._actuator = actuator or Actuator(actions)
         if self._actuator.on_result is None:
             self._actuator.on_result = self._on_action
@@ -405,6 +406,7 @@ class LadderService:
         """GPUs still lost at ``now_wall`` (the aggregator reports a loss once, when it happens):
         their lost-GPU decisions stay open while they stay lost, however long a remedy waits
         (advisory mode, a full budget, a tripped breaker)."""
+        self.lost_now = frozenset(gpus)  # asked by a close: a lost GPU's decisions cannot close
         if not gpus:
             return
         with self._lock:

@@ -208,3 +208,24 @@ def test_bad_requests_are_refused_in_one_line_and_change_nothing(
     assert _rows(db) == before
     assert [d.rung for d in svc.decisions_for(3)] == [Rung.RMA]
     svc.store.close()
+
+
+def test_a_gpu_lost_now_cannot_be_closed(tmp_path: Path, socket_path: str) -> None:
+    """Closing a GPU the daemon finds lost at its last tick would leave a lost GPU with nothing
+    open (and the node resumed): refused until the GPU answers again."""
+    db = tmp_path / "r.db"
+    svc = _service(db, 0.0, gpu_info=lambda g: {"uuid": f"GPU-{g}"} if g < 8 else None)
+    t = _xid79(svc, 1000.0) and 1000.0
+    svc.still_lost([3], t)
+    before = _rows(db)
+    server = _serve(svc, socket_path)
+    try:
+        reply = request(socket_path, {"op": "ladder.close", "gpu": 3, "reason": REASON})
+        assert reply["ok"] is False and "GPU 3 is lost now" in reply["error"], reply
+        assert _rows(db) == before and svc.decisions_for(3)
+        svc.still_lost([], t + 60)  # it answers again (reseated, rebooted)
+        reply = request(socket_path, {"op": "ladder.close", "gpu": 3, "reason": REASON})
+        assert reply["ok"] is True and not svc.decisions_for(3)
+    finally:
+        server.close()
+        svc.store.close()
