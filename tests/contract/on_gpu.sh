@@ -6,7 +6,8 @@
 #      (tests/contract/refreshprobe.py: idle, then under a matrix-multiply load), and where a
 #      health poll's time goes (tests/contract/pollprofile.py);
 #   4. the native power reader against the Python loop (tests/contract/powerprobe.py);
-#   5. `rasd validate --level quick` on the GPUs (CuPy engine);
+#   5. `rasd validate --level quick` on the GPUs (CuPy engine), and the GPUs a check of GPU 0 holds
+#      CUDA contexts on while it runs;
 #   6. the daemon itself on NVML for 20 s: its start line, /healthz, its RSS and threads (no CUDA
 #      context may stay in it after its periodic SDC check), and a scrape.
 # Each step's output goes to OUT_DIR/<step>.txt (the daemon's log to run.txt, what was seen of it
@@ -45,6 +46,18 @@ TAIL=80 step refresh 120 "$py" -m tests.contract.refreshprobe --seconds 5
 TAIL=40 step pollprofile 60 "$py" -m tests.contract.pollprofile --polls 50
 TAIL=40 step powerprobe 60 "$py" -m tests.contract.powerprobe --seconds 3
 step validate 180 "$py" -m rasd validate --backend nvml --level quick --json
+# which GPUs a check of GPU 0 alone holds contexts on while it runs (it must leave busy GPUs alone)
+{
+    "$py" -m rasd validate --backend nvml --gpu 0 --level standard --json >/dev/null 2>&1 &
+    check=$!
+    while kill -0 "$check" 2>/dev/null; do
+        nvidia-smi --query-compute-apps=pid,gpu_bus_id,used_memory --format=csv,noheader 2>&1 | tr '\n' ';'
+        echo
+        sleep 0.5
+    done | sort -u
+} >"$out/contexts.txt"
+echo "== contexts during a check of GPU 0 (pid, bus, memory):"
+cat "$out/contexts.txt"
 
 # The daemon on NVML, with its state and socket in a scratch directory
 scratch=$(mktemp -d)
