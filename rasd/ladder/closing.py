@@ -6,6 +6,11 @@ The close is an event of the history, a remedy whose action is ``operator_close`
 reason and who gave it, stored with the step it caused in one transaction: a restart's replay
 closes the same decisions and forgets the same history (escalate.py), so nothing is restored
 that a person closed, and the next fault on that GPU starts from the bottom of the ladder.
+
+A replaced board closes its GPU's decisions the same way, by rasd (``close_replaced``): each
+decision is stored with the UUID of the board it was made on, and a GPU whose board answers
+with another UUID (at the first poll after a start, or when it comes back from lost) is a new
+board, whose history owes nothing to the old one's faults.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ _CLOSED = Outcome.CLOSED_BY_OPERATOR.value
 
 
 def close_by_operator(svc: LadderService, gpu: int, link: int | None, reason: str,
-                      by: str = "", now_wall: float | None = None) -> list[Decision]:
+                      by: str = "", now_wall: float | None = None,
+                      what: str = "ladder_closed_by_operator") -> list[Decision]:
     """Close every open decision of GPU ``gpu`` (its links included), or of its link ``link``
-    alone, RMAs too, as ``closed_by_operator``; ``now_wall``: Unix seconds (default: now).
-    Returns the decisions closed. Raises ValueError naming the problem and the fix (an empty
-    reason, no such GPU, nothing open there); nothing is stored then."""
+    alone, RMAs too, as ``closed_by_operator``; ``now_wall``: Unix seconds (default: now);
+    ``what``: the log line's event. Returns the decisions closed. Raises ValueError naming the
+    problem and the fix (an empty reason, no such GPU, nothing open there); nothing is stored
+    then."""
     reason = reason.strip()
     if not reason:
         raise ValueError('the reason is empty; say what was done, e.g. --reason "board '
@@ -54,9 +61,55 @@ def close_by_operator(svc: LadderService, gpu: int, link: int | None, reason: st
             (d.time_wall, d.gpu, d.link, d.fault, c.outcome, c.time_wall, d.rung.label)
             for c in step.ended for d in (c.decision,)])
     closed = [c.decision for c in step.closed if c.outcome == _CLOSED]
-    log.info("event=ladder_closed_by_operator gpu=%s link=%s by=%r reason=%r closed=%s",
-                gpu, link, by, reason, ",".join(f"{d.fault}:{d.rung.label}" for d in closed))
+    log.info("event=%s gpu=%s link=%s by=%r reason=%r closed=%s", what, gpu, link, by, reason,
+             ",".join(f"{d.fault}:{d.rung.label}" for d in closed))
     return closed
+
+
+def close_replaced(svc: LadderService, now_wall: float) -> list[Decision]:
+    """Close the open decisions of each GPU whose board is not the one they were made on, as a
+    person's close does (by ``rasd``, reason ``board replaced: uuid OLD -> NEW``). Asked once per
+    GPU with open decisions after a start, and again after each of its losses, as soon as its
+    UUID can be read; a GPU that is lost, or whose UUID cannot be read, is never taken as
+    replaced, nor is one whose decisions were stored without a UUID (an older store). Returns
+    the decisions closed."""
+    closed: list[Decision] = []
+    with svc._lock:
+        due = {d.gpu for d in svc._esc.open_decisions()} - svc.lost_now - svc._boards_seen
+        pending = False
+        for gpu in sorted(due):
+            new = svc.uuid_of(gpu)
+            if new is None:
+                pending = True  # not read yet (no poll, or lost since): asked again next pass
+                continue
+            svc._boards_seen.add(gpu)
+            old = _made_on(svc, gpu, new)
+            if old is None:
+                continue
+            try:
+                closed += close_by_operator(svc, gpu, None, f"board replaced: uuid {old} -> {new}",
+                                            "rasd", now_wall, what="ladder_board_replaced")
+            except ValueError:  # (nothing open after all: no decision to close)
+                continue
+        svc._boards_due = pending
+    return closed
+
+
+def _made_on(svc: LadderService, gpu: int, uuid: str) -> str | None:
+    """The UUID of another board that an open decision of GPU ``gpu`` was made on (the newest
+    such decision's), or None: all were made on board ``uuid``, or stored without one. Only
+    the decisions the ladder holds open count (an SDC all-clear stays open in the store as a
+    record of the old board's return, and says nothing about the board in the slot now). Where
+    decisions of both boards are open, the old board's are stale whatever the new one's say,
+    and the GPU is closed as a person would close it."""
+    held = {(d.time_wall, d.link, d.fault) for d in svc._esc.open_decisions() if d.gpu == gpu}
+    old = None
+    for row in svc.store.decisions(gpu=gpu, open_only=True):
+        b = row.body
+        made = b.get("uuid")
+        if isinstance(made, str) and made != uuid and (b.get("time"), b.get("link"), b.get("fault")) in held:
+            old = made  # (rows come oldest first: the newest wins)
+    return old
 
 
 def nothing_open(svc: LadderService, gpu: int, link: int | None) -> str:

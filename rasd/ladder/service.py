@@ -37,6 +37,7 @@ from rasd.telemetry.kmsg import LoggedXid, backlog
 log = logging.getLogger("rasd.ladder")
 
 CATCH_UP_SLACK_SECONDS = 2.0
+UNREAD_UUID = "unknown-"  # the NVML adapter's identity where the UUID could not be read
 
 GpuInfo = Callable[[int], "Mapping[str, Any] | None"]
 
@@ -75,6 +76,11 @@ class LadderService:
         if self._actuator.on_result is None:
             self._actuator.on_result = self._on_action
         self._booted_wall = booted_wall  # (read when a reboot decision asks)
+        # replaced boards (closing.close_replaced): the GPUs whose board was compared with their
+        # open decisions' since the start or their last loss, and whether one is still to be
+        # compared
+        self._boards_seen: set[int] = set()
+        self._boards_due = gpu_info is not None
         self._unplanned: list[Decision] = []  # open at the restart, plan never run: on 1st pass
         self.restored_events = self._restore(time.time() if now_wall is None else now_wall)
 
@@ -187,6 +193,8 @@ class LadderService:
         the results of remedies that finished meanwhile; returns the new decisions.
         Thread-safe. Called with no events, it only drains the remedy results (the tick)."""
         out: list[Decision] = []
+        if self._boards_due:  # before the pass's events: they are the board's in the slot now
+            closing.close_replaced(self, now_wall)
         batch: Sequence[FaultEvent] = [
             x for x in map(self._with_architecture, events) if not self._judged_before_start(x)
         ]
@@ -265,7 +273,7 @@ class LadderService:
                         log.warning("bad_fault_event kind=%s gpu=%s problem=%r (logged once, "
                                     "then counted)", e.kind.value, e.gpu, str(ex))
                     continue
-                self.store.record_step(e, [d.to_dict() for d in step.opened],
+                self.store.record_step(e, [self._body(d) for d in step.opened],
                                        [_end(c) for c in step.ended])
                 if e.kind is not FaultKind.REMEDY:
                     top = max((d.rung for d in step.opened), default=None)
@@ -276,6 +284,29 @@ class LadderService:
                              d.gpu, d.link, d.rung.label, d.scope.value, d.fault, d.reason)
                 out.extend(step.opened)
         return out
+
+    def _body(self, d: Decision) -> dict[str, Any]:
+        """The decision as stored, with the UUID of the board it was made on where the daemon
+        knows it: a later start tells a replaced board by it (closing.close_replaced)."""
+        body = d.to_dict()
+        uuid = self.uuid_of(d.gpu) if self._gpu_info is not None else None
+        if uuid is not None:
+            body["uuid"] = uuid
+        return body
+
+    def uuid_of(self, gpu: int) -> str | None:
+        """The UUID of the board in slot ``gpu`` as the daemon last read it (NVML's
+        nvmlDeviceGetUUID, read at its first poll and again when it comes back from lost);
+        None offline, before it was read, or where it cannot be."""
+        if self._gpu_info is None:
+            return None
+        try:
+            uuid = (self._gpu_info(gpu) or {}).get("uuid")
+        except Exception:  # noqa: BLE001 - identity is optional: no UUID, no comparison
+            return None
+        if not isinstance(uuid, str) or not uuid or uuid.startswith(UNREAD_UUID):
+            return None  # (the adapter's stand-in where nvmlDeviceGetUUID failed: no board's)
+        return uuid
 
     def _with_architecture(self, e: FaultEvent) -> FaultEvent:
         """Xid register decodes differ by GPU architecture: name it from the GPU's product."""
@@ -403,15 +434,21 @@ class LadderService:
                 plans_waiting_oldest_seconds=self._actuator.oldest_wait())
 
     def still_lost(self, gpus: Sequence[int], now_wall: float) -> None:
-        """GPUs still lost at ``now_wall`` (the aggregator reports a loss once, when it happens):
-        their lost-GPU decisions stay open while they stay lost, however long a remedy waits
-        (advisory mode, a full budget, a tripped breaker)."""
-        self.lost_now = frozenset(gpus)  # asked by a close: a lost GPU's decisions cannot close
-        if not gpus:
-            return
+        """The GPUs lost at ``now_wall``, every tick (the aggregator reports a loss once, when it
+        happens): their lost-GPU decisions stay open while they stay lost, however long a remedy
+        waits (advisory mode, a full budget, a tripped breaker). A GPU back from lost may be
+        another board: its UUID is compared with its open decisions' again."""
         with self._lock:
+            lost = frozenset(gpus)
+            if self.lost_now - lost and self._gpu_info is not None:
+                self._boards_due = True
+            # asked by a close: a lost GPU's decisions cannot close
+            self.lost_now = lost
+            self._boards_seen -= lost
             for g in gpus:
                 self._esc.still_present((g, None), LOST_FAULT, now_wall)
+            if self._boards_due:
+                closing.close_replaced(self, now_wall)
 
     def decisions_for(self, gpu: int) -> list[Decision]:
         """Open decisions of one GPU and its links, oldest first."""

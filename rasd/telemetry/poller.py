@@ -69,6 +69,11 @@ class GpuPoller:
             )
             self._slow_wanted = False
             sample = self.handle.poll(self._wall, slow=slow)
+            if self.lost is not None:
+                # back from lost: the board in the slot may be another one (its UUID tells the
+                # ladder a replaced board); while it was lost, the one last read was kept
+                self.handle.forget_identity()
+                self.identity = self.handle.identity()
             if slow:
                 self._slow_at = start
             self.sample = sample

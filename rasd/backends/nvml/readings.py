@@ -241,6 +241,11 @@ class Readings(BatchReads):
             self._identity = ident
         return self._identity
 
+    def forget_identity(self) -> None:
+        """The GPU was lost: the board that answers when it comes back may be another one (a
+        replaced board), so its identity is read again then."""
+        self._identity = None
+
     def _links(self) -> int:
         """The NVLink ports this GPU has: field NVML_FI_DEV_NVLINK_LINK_COUNT (0 without NVLink).
 
