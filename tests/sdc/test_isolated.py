@@ -293,7 +293,7 @@ def test_a_killed_child_whose_pipe_stays_open_is_still_reported(tmp_path: Path, 
     monkeypatch.setitem(isolated.LIMIT_SECONDS, "quick", 1.0)
     monkeypatch.setattr(isolated, "STOP_GRACE_SECONDS", 1.0)
     # hangs, and leaves a process behind that holds its stdout (as one stuck in the driver would)
-    v = child_validator(tmp_path, python=script(tmp_path, "hung", "sleep 30 &\nexec sleep 30\n"))
+    v = child_validator(tmp_path, python=script(tmp_path, "hung", "sleep 8 &\nexec sleep 8\n"))
     out: list = []
     t = threading.Thread(target=lambda: out.append(v.run([0], "quick")), daemon=True)
     t.start()

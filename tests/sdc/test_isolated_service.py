@@ -83,3 +83,31 @@ def test_an_accusation_does_not_retry_a_crashing_child_as_if_the_gpu_were_busy(
     assert len(spawned) == 1
     assert finding.verdict.value == "inconclusive"
     assert "process ended with status 1" in finding.evidence["why"]  # not "GPU in use"
+
+
+def test_a_periodic_check_whose_process_crashes_is_counted_as_the_check_process(tmp_path: Path,
+                                                                                 spawned: list) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from exporters.sections import sdc as section
+    from rasd.model import NodeIdentity
+    from rasd.snapshot import Snapshot
+
+    svc = service(tmp_path)
+    try:
+        checks = svc.checks()
+        assert isinstance(checks, ChildValidator)
+        checks.python = "/bin/false"
+        now = time.time()
+        for _ in range(2):  # the second poll: the GPUs were checked (inconclusive), not due again yet
+            svc.maybe_run_periodic(now)
+            assert eventually(lambda: not svc._periodic_running, 60.0)
+        assert len(spawned) == 1 and svc.unavailable is None
+        snap = Snapshot(time_wall=now, node=NodeIdentity("n", "fake", None, None, None), gpus=(), sdc=svc.state())
+        reg = CollectorRegistry()
+        reg.register(type("C", (), {"collect": lambda self: section.collect(snap)})())
+        labels = {"gpu": "0", "check": "process", "result": "inconclusive"}
+        assert reg.get_sample_value("rasd_sdc_check_runs_total", labels) == 1
+        assert svc.state().accusations == {}  # inconclusive accuses nobody
+    finally:
+        svc.close()
