@@ -75,18 +75,34 @@ def _open(backend: str | None, scenario: str | None) -> Any:
 
 
 def _validator(be: Any, settings: SdcSettings, lock_dir: str | None = None) -> Any:
-    """``lock_dir``: where the daemon keeps its per-GPU check locks (beside its socket)."""
-    from rasd.sdc.engines import EngineUnavailable, engines_for_backend
+    """``lock_dir``: where the daemon keeps its per-GPU check locks (beside its socket). Each
+    run builds engines (on real GPUs, a CUDA context each) only for the GPUs it checks and the
+    idle ones it takes as witnesses, never on a GPU running a job; EngineUnavailable is raised
+    by the run then."""
+    from rasd.sdc.engines import engines_for_backend
     from rasd.sdc.locks import GpuLocks
     from rasd.sdc.service import default_lock_dir
     from rasd.sdc.validation import Validator
 
-    try:
-        engines = engines_for_backend(be, settings.seed, settings.numpy_memory_bytes)
-    except EngineUnavailable as e:
-        fail(str(e))
+    def build(gpus: Any) -> Any:
+        return engines_for_backend(be, settings.seed, settings.numpy_memory_bytes, set(gpus))
+
     handles = {g.index: g for g in be.adapter.gpus()}
-    return Validator(settings, handles, engines, GpuLocks(lock_dir or default_lock_dir(be.name)))
+    return Validator(settings, handles, build, GpuLocks(lock_dir or default_lock_dir(be.name)))
+
+
+def _answering(be: Any) -> list[int]:
+    """The GPUs that answer (a lost GPU has nothing to check: the ladder has its fault)."""
+    from rasd.backends.errors import GpuLost
+
+    out = []
+    for g in be.adapter.gpus():
+        try:
+            g.identity()
+        except GpuLost:
+            continue
+        out.append(g.index)
+    return out
 
 
 class _Bar:
@@ -202,11 +218,17 @@ def _validate_standalone(backend: str | None, scenario: str | None, gpus: Any, l
                          lock_dir: str | None) -> dict[str, Any]:
     be = _open(backend, scenario)
     try:
+        from rasd.sdc.engines import EngineUnavailable
+
         v = _validator(be, settings, lock_dir)
-        targets = v.gpus if gpus == "all" else gpus
+        answering = _answering(be)
+        targets = answering if gpus == "all" else gpus
+        unknown = [g for g in targets if g not in v.gpus]
+        if unknown:
+            fail(f"no GPU {unknown[0]} on this node; choose one of {answering} or all")
         try:
             outcome = v.run(targets, level, force=force, progress=bar)
-        except ValueError as e:
+        except (ValueError, EngineUnavailable) as e:
             fail(str(e))
         return outcome.report.to_dict()
     finally:
@@ -261,9 +283,12 @@ def _accuse_standalone(backend: str | None, scenario: str | None, gpu: int, reas
              "the --config it runs with)")
     be = _open(backend, scenario)
     try:
+        from rasd.sdc.engines import EngineUnavailable
+
         v = _validator(be, settings, os.path.dirname(where.socket) if scenario is None else None)
-        if gpu not in v.workspaces:
-            fail(f"no GPU {gpu} on this node; choose one of {v.gpus}")
+        answering = _answering(be)
+        if gpu not in answering:
+            fail(f"no GPU {gpu} on this node; choose one of {answering}")
         try:
             store = Store(state)
         except StoreError as e:
@@ -273,6 +298,8 @@ def _accuse_standalone(backend: str | None, scenario: str | None, gpu: int, reas
             bar = _Bar(sys.stderr.isatty() and not as_json)
             try:
                 finding = wf.investigate(wf.open(gpu, reason), progress=bar)
+            except EngineUnavailable as e:
+                fail(str(e))
             finally:
                 bar.close()
             for o in finding.outcomes:

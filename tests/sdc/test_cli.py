@@ -63,11 +63,25 @@ def test_validate_passes_healthy_gpus_and_exits_0(cli) -> None:
     assert "golden_gemm" in r.output and "gpu 7" in r.output and "result: pass" in r.output
 
 
-def test_validate_of_busy_gpus_is_inconclusive_exit_3(cli, scenario_file) -> None:
+def test_validate_of_busy_gpus_is_inconclusive_exit_3(cli, scenario_file, monkeypatch) -> None:
+    from rasd.sdc import engines
+
+    built: list[object] = []
+    real = engines.engines_for_backend
+
+    def recording(*a, **k):  # type: ignore[no-untyped-def]
+        built.append(k.get("gpus", a[3] if len(a) > 3 else None))
+        return real(*a, **k)
+
+    monkeypatch.setattr(engines, "engines_for_backend", recording)
     busy = scenario_file('[workload]\nkind = "training"\n', name="busy")
     r = cli("validate", "--scenario", busy, "--gpu", "0", "--json")
     assert r.exit_code == 3, r.output
     assert "--force" in r.output
+    assert built == []  # no engine (on real GPUs, a CUDA context) beside a job
+    r = cli("validate", "--scenario", busy, "--gpu", "0", "--force", "--json")
+    assert r.exit_code == 0, r.output
+    assert built == [{0}]  # the forced GPU only: the others run jobs, no witness among them
 
 
 @pytest.mark.parametrize("args", [["--gpu", "x"], ["--gpu", "-1"], ["--gpu", "12"], ["--level", "max"]])
