@@ -310,8 +310,11 @@ class Daemon:
     def _ladder_tick(self, events: list[FaultEvent], now: float,
                      gpus: Sequence[GpuState] = ()) -> tuple[LadderState, list[Decision]]:
         decisions = self.ladder.ingest(events, now)  # with none it still takes in finished remedies
-        # a loss is reported once: while the GPU stays lost its decision must not expire
-        self.ladder.still_lost([s.index for s in gpus if s.health is Health.LOST], now)
+        # a loss is reported once: while the GPU stays lost its decision must not expire (nor,
+        # after a start, before the GPU's first poll has said whether it still is)
+        known = {s.index for s in gpus if s.health is Health.LOST or s.sample is not None}
+        self.ladder.still_lost([s.index for s in gpus if s.health is Health.LOST], now,
+                               unknown=[g.index for g in self.gpus if g.index not in known])
         return self.ladder.state(), decisions
 
     def _scheduler_tick(self, now: float, ladder: LadderState | None, decisions: list[Decision],

@@ -87,6 +87,9 @@ class Escalator:
         # entry whose fault was reported again since is stale and skipped)
         self._last_seen: dict[tuple[Component, str], float] = {}
         self._deadlines: list[tuple[float, int, int, str]] = []
+        # (component, fault) whose decision does not expire until released: whether its fault is
+        # still there is not known yet (a lost GPU's, after a restart, before the first poll)
+        self._held: set[tuple[Component, str]] = set()
         self.next_sweep = float("-inf")
         self._window = self.s.decision_window_seconds
         self._node_window = self.s.node_remedy_window_seconds
@@ -196,14 +199,27 @@ class Escalator:
                                              -1 if comp[1] is None else comp[1], fault))
         return diffs
 
+    def hold(self, comp: Component, fault: str) -> None:
+        """Keep (comp, fault)'s open decision from expiring until ``release``: whether its fault
+        is still there is not known yet."""
+        self._held.add((comp, fault))
+
+    def release(self, comp: Component, fault: str) -> None:
+        """It is known again: the decision expires as its last report says (``still_present``
+        first, where the fault is still there)."""
+        self._held.discard((comp, fault))
+
     def _expire(self, t: float, step: Step) -> None:
         window = self._window
         heap = self._deadlines
         pop = heapq.heappop
         last_seen = self._last_seen
         open_ = self.open
+        held = self._held
+        kept: list[tuple[float, int, int, str]] = []
         while heap and heap[0][0] < t:
-            _, gpu, link, fault = pop(heap)
+            entry = pop(heap)
+            _, gpu, link, fault = entry
             comp: Component = (gpu, None if link < 0 else link)
             on_comp = open_.get(comp)
             if not on_comp:
@@ -212,6 +228,9 @@ class Escalator:
             if d is None or d.rung >= _RMA:
                 continue  # ended already, or an RMA (waits for the board's replacement)
             key = (comp, fault)
+            if held and key in held:
+                kept.append(entry)  # due once released
+                continue
             quiet = last_seen.get(key, t) + window
             if quiet > t:
                 # reported again since this deadline was set: wait for the new one
@@ -225,6 +244,8 @@ class Escalator:
                 step.closed.append(new_closure(d, _EXPIRED, t))
             else:
                 step.closed = [new_closure(d, _EXPIRED, t)]
+        for entry in kept:
+            heapq.heappush(heap, entry)
 
     def sweep(self, t: float) -> None:
         """Forget what no window reaches at time ``t`` (no later event than ``t`` may have been

@@ -82,6 +82,7 @@ class LadderService:
         self._boards_seen: set[int] = set()
         self._boards_due = gpu_info is not None
         self._unplanned: list[Decision] = []  # open at the restart, plan never run: on 1st pass
+        self._held_lost: list[tuple[int, int | None]] = []  # see _restore
         self.restored_events = self._restore(time.time() if now_wall is None else now_wall)
 
     # ------------------------------------------------------------------ restart
@@ -112,9 +113,13 @@ class LadderService:
                              "replayed=%s", d.gpu, d.link, d.fault,
                              stored.rung.label if stored else "none",
                              replayed.rung.label if replayed else "none")
-            expired = self._esc.advance(now_wall).closed
-            if expired:
-                self.store.record_step(None, (), [_end(c) for c in expired])
+            # a lost GPU's decision is kept open by the ticks that find it still lost, which are
+            # not stored: it waits for the first tick that says whether it still is
+            self._held_lost = [(d.gpu, None) for d in self._esc.open_decisions()
+                               if d.fault == LOST_FAULT and d.link is None]
+            for comp in self._held_lost:
+                self._esc.hold(comp, LOST_FAULT)
+            self._advance(now_wall)
             open_now = self._esc.open_decisions()
             self._unplanned = self._not_run(open_now, now_wall)
         log.info("ladder_restored events=%d since=%.0f open=%d not_run=%d", n, since,
@@ -210,15 +215,19 @@ class LadderService:
             if not batch:
                 break
         with self._lock:  # time moved on: decisions whose fault stayed away expire
-            ended = self._esc.advance(now_wall).closed
-            if ended:
-                self.store.record_step(None, (), [_end(c) for c in ended])
+            self._advance(now_wall)
             # plans the actuator skipped (busy, rate limited) are tried again while open
             held = self._actuator.held
             still = self._esc.open_decisions() if held else []
         if held:
             self._actuator.retry_waiting(still)
         return out
+
+    def _advance(self, now_wall: float) -> None:
+        """Time moved on: close (and store) what expired by ``now_wall``. Under the lock."""
+        ended = self._esc.advance(now_wall).closed
+        if ended:
+            self.store.record_step(None, (), [_end(c) for c in ended])
 
     def _take_unplanned(self) -> list[Decision]:
         with self._lock:
@@ -433,11 +442,14 @@ class LadderService:
                 plans=self._actuator.counts, plans_waiting=self._actuator.held,
                 plans_waiting_oldest_seconds=self._actuator.oldest_wait())
 
-    def still_lost(self, gpus: Sequence[int], now_wall: float) -> None:
+    def still_lost(self, gpus: Sequence[int], now_wall: float,
+                   unknown: Sequence[int] = ()) -> None:
         """The GPUs lost at ``now_wall``, every tick (the aggregator reports a loss once, when it
         happens): their lost-GPU decisions stay open while they stay lost, however long a remedy
-        waits (advisory mode, a full budget, a tripped breaker). A GPU back from lost may be
-        another board: its UUID is compared with its open decisions' again."""
+        waits (advisory mode, a full budget, a tripped breaker). ``unknown``: GPUs not polled
+        yet (lost or not, nobody knows): a lost-GPU decision restored at the start waits for a
+        tick that knows. A GPU back from lost may be another board: its UUID is compared with
+        its open decisions' again."""
         with self._lock:
             lost = frozenset(gpus)
             if self.lost_now - lost and self._gpu_info is not None:
@@ -447,6 +459,12 @@ class LadderService:
             self._boards_seen -= lost
             for g in gpus:
                 self._esc.still_present((g, None), LOST_FAULT, now_wall)
+            if self._held_lost:
+                waiting = set(unknown)
+                for comp in [c for c in self._held_lost if c[0] not in waiting]:
+                    self._esc.release(comp, LOST_FAULT)
+                    self._held_lost.remove(comp)
+                self._advance(now_wall)  # back since: it expires now if it would have
             if self._boards_due:
                 closing.close_replaced(self, now_wall)
 
