@@ -85,3 +85,41 @@ def test_a_close_never_resumes_a_persons_drain(slurm: SlurmCluster, tmp_path: Pa
     assert sinfo(slurm, slurm.node) == ("drained", "board swap, ticket 4711")
     assert n.sched.state().counts.get("resumes", 0) == 0
     n.close()
+
+
+def test_a_replaced_board_found_at_the_start_brings_the_node_back(slurm: SlurmCluster,
+                                                                  tmp_path: Path) -> None:
+    """The RMA'd board swapped while rasd was down: the start that finds another UUID in the
+    slot closes the RMA by itself, and the node comes back by the same path."""
+    clock = now_clock()
+    n = Node(slurm, tmp_path / "rasd.db", clock, reboot="false",
+             gpu_info=lambda g: {"uuid": f"GPU-old-{g}"})
+    _rma(n, slurm)
+    n.close()
+    n = Node(slurm, tmp_path / "rasd.db", clock, reboot="false",
+             gpu_info=lambda g: {"uuid": f"GPU-new-{g}" if g == 3 else f"GPU-old-{g}"})
+    n.tick()
+    assert not open_decisions(n.ladder.state(n.clock()))
+    (close,) = n.store.operator_closes(3)
+    assert close.event.details["reason"] == "board replaced: uuid GPU-old-3 -> GPU-new-3"
+    n.tick(30)
+    assert sinfo(slurm, slurm.node)[0] == "drained"  # within the hold
+    n.tick(31)
+    assert sinfo(slurm, slurm.node) == ("idle", "none")
+    n.close()
+
+
+def test_the_same_board_at_the_start_keeps_the_node_out(slurm: SlurmCluster,
+                                                        tmp_path: Path) -> None:
+    clock = now_clock()
+    n = Node(slurm, tmp_path / "rasd.db", clock, reboot="false",
+             gpu_info=lambda g: {"uuid": f"GPU-old-{g}"})
+    _rma(n, slurm)
+    n.close()
+    n = Node(slurm, tmp_path / "rasd.db", clock, reboot="false",
+             gpu_info=lambda g: {"uuid": f"GPU-old-{g}"})
+    for _ in range(3):
+        n.tick(100)
+    assert {d.rung for d in n.ladder.decisions_for(3)} == {Rung.RMA}
+    assert sinfo(slurm, slurm.node)[0] == "drained"
+    n.close()

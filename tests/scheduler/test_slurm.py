@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from rasd.backends.fake.clock import ManualClock
 from rasd.ladder.actions import Actuator
-from rasd.ladder.service import LadderService
+from rasd.ladder.service import GpuInfo, LadderService
 from rasd.ladder.settings import ActionSettings, LadderSettings
 from rasd.model import FaultEvent, FaultKind
 from rasd.scheduler.build import build_service
@@ -32,7 +32,7 @@ class Node:
     def __init__(self, slurm: SlurmCluster, db: Path, clock: Callable[[], float],
                  reboot: str = "true", enforce: bool = True,
                  commands: dict[str, tuple[str, ...]] | None = None,
-                 mono: ManualClock | None = None, **kw: Any):
+                 mono: ManualClock | None = None, gpu_info: GpuInfo | None = None, **kw: Any):
         self.clock: Any = clock
         self.mono: Any = clock if mono is None else mono
         kw.setdefault("partition", slurm.partition)
@@ -48,7 +48,7 @@ class Node:
         self.sched.submit = act.submit
         self.store = Store(db)
         self.ladder = LadderService(LadderSettings(), actions, self.store, "h", actuator=act,
-                                    now_wall=clock())
+                                    now_wall=clock(), gpu_info=gpu_info)
 
     def xid79(self, gpu: int = 3) -> None:
         self.xid(79, gpu)
