@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from rasd.sdc.child import outcome_from_wire
 from rasd.sdc.levels import plan_for
-from rasd.sdc.locks import GpuLocks
+from rasd.sdc.locks import GpuLocks, admit
 from rasd.sdc.probe import BusyProbe
 from rasd.sdc.results import Cancelled, CheckResult, ChecksUnavailable, GpuReport, Outcome, Result, RunReport
 from rasd.sdc.settings import SdcSettings
@@ -125,31 +125,12 @@ class ChildValidator:
         plan = plan_for(level, self.settings, scale)
         seed = self.settings.seed if seed is None else seed
         started_wall, started = time.time(), time.monotonic()
-        skipped: dict[int, CheckResult] = {}
-        runnable: list[int] = []
-        for g in targets:
-            pids = [] if force else self.busy_pids(g)
-            if pids:
-                skipped[g] = CheckResult(g, "available", Result.INCONCLUSIVE, 0.0, None, {
-                    "why": f"GPU {g} is in use by pids {pids}; rerun when idle or with --force"})
-            else:
-                runnable.append(g)
-        held: list[int] = []
+        held, skipped = admit(targets, force, self.busy_pids,
+                              lambda g: self.locks.try_acquire(g, across_processes=False), self.locks.release,
+                              wait_seconds, cancel)
         deadline = started + wait_seconds
         try:
-            for g in runnable:
-                while not self.locks.try_acquire(g, across_processes=False):
-                    if time.monotonic() >= deadline:
-                        skipped[g] = CheckResult(g, "available", Result.INCONCLUSIVE, 0.0, None, {
-                            "why": f"GPU {g} is being checked already; retry when that check ends"})
-                        break
-                    if cancel is not None and cancel.wait(0.05):
-                        raise Cancelled("the daemon is stopping")
-                    if cancel is None:
-                        time.sleep(0.05)
-                else:
-                    held.append(g)
-            checked = [g for g in runnable if g in held]
+            checked = list(held)
             witnesses: list[int] = []
             if checked and (plan.vote or plan.throughput):
                 for g in self._gpus:

@@ -13,7 +13,9 @@ import logging
 import os
 import threading
 import time
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
+
+from rasd.sdc.results import Cancelled, CheckResult, Result
 
 
 log = logging.getLogger(__name__)
@@ -116,3 +118,41 @@ class GpuLocks:
         finally:
             for g in reversed(taken):
                 self.release(g)
+
+
+def admit(targets: Sequence[int], force: bool, busy_pids: Callable[[int], list[int]],
+          acquire: Callable[[int], bool], release: Callable[[int], None], wait_seconds: float,
+          cancel: threading.Event | None) -> tuple[list[int], dict[int, CheckResult]]:
+    """Which of ``targets`` a check may run on now: those no job uses (unless ``force``) whose lock
+    ``acquire`` takes within ``wait_seconds``, held in order, and for each other an INCONCLUSIVE
+    ``available`` row saying why. Raises Cancelled (releasing what it took) when ``cancel`` is
+    set while it waits."""
+    skipped: dict[int, CheckResult] = {}
+    runnable: list[int] = []
+    for g in targets:
+        pids = [] if force else busy_pids(g)
+        if pids:
+            skipped[g] = CheckResult(g, "available", Result.INCONCLUSIVE, 0.0, None, {
+                "why": f"GPU {g} is in use by pids {pids}; rerun when idle or with --force"})
+        else:
+            runnable.append(g)
+    held: list[int] = []
+    deadline = time.monotonic() + wait_seconds
+    try:
+        for g in runnable:
+            while not acquire(g):
+                if time.monotonic() >= deadline:
+                    skipped[g] = CheckResult(g, "available", Result.INCONCLUSIVE, 0.0, None, {
+                        "why": f"GPU {g} is being checked already; retry when that check ends"})
+                    break
+                if cancel is not None and cancel.wait(0.05):
+                    raise Cancelled("the check was cancelled while waiting for its GPU")
+                if cancel is None:
+                    time.sleep(0.05)
+            else:
+                held.append(g)
+    except BaseException:
+        for g in held:
+            release(g)
+        raise
+    return held, skipped

@@ -15,8 +15,8 @@ from rasd.sdc.probe import BusyProbe
 from rasd.sdc.engines import Engine, limit_host_blas
 from rasd.sdc.gemm import Workspace
 from rasd.sdc.levels import plan_for
-from rasd.sdc.locks import GpuLocks
-from rasd.sdc.results import Cancelled, CheckResult, GpuReport, Outcome, Result, RunReport
+from rasd.sdc.locks import GpuLocks, admit
+from rasd.sdc.results import CheckResult, GpuReport, Outcome, Result, RunReport
 from rasd.sdc.runner import Progress, run_level
 from rasd.sdc.settings import SdcSettings
 
@@ -83,31 +83,11 @@ class Validator:
             raise ValueError(f"no GPU {unknown[0]} on this node; choose one of {self.gpus} or all")
         plan = plan_for(level, self.settings, scale)
         seed = self.settings.seed if seed is None else seed
-        skipped: dict[int, CheckResult] = {}
-        runnable: list[int] = []
-        for g in targets:
-            pids = [] if force else self.busy_pids(g)
-            if pids:
-                skipped[g] = CheckResult(g, "available", Result.INCONCLUSIVE, 0.0, None, {
-                    "why": f"GPU {g} is in use by pids {pids}; rerun when idle or with --force"})
-            else:
-                runnable.append(g)
-        held: list[int] = []
-        deadline = time.monotonic() + wait_seconds
+        held, skipped = admit(targets, force, self.busy_pids, self.locks.try_acquire, self.locks.release,
+                              wait_seconds, cancel)
         try:
-            for g in runnable:
-                while not self.locks.try_acquire(g):
-                    if cancel is not None and cancel.is_set():
-                        raise Cancelled("the check was cancelled while waiting for its GPU")
-                    if time.monotonic() >= deadline:
-                        skipped[g] = CheckResult(g, "available", Result.INCONCLUSIVE, 0.0, None, {
-                            "why": f"GPU {g} is being checked already; retry when that check ends"})
-                        break
-                    time.sleep(0.05)
-                else:
-                    held.append(g)
             joined: list[int] = []
-            checked = [g for g in runnable if g in held]
+            checked = list(held)
             if checked and (plan.vote or plan.throughput):
                 for g in self.gpus if witnesses is None else witnesses:
                     if g not in targets and g not in held and not self.busy_pids(g) and self.locks.try_acquire(g):
