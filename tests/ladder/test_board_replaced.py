@@ -14,12 +14,12 @@ from typing import Any, Callable, Mapping
 
 import pytest
 
-from rasd import config
 from rasd.daemon import Daemon
 from rasd.ladder.service import LadderService
 from rasd.ladder.settings import ActionSettings, LadderSettings
 from rasd.model import FaultEvent, FaultKind, Health, Rung
 from rasd.store import Store
+from tests.daemons import daemon_config
 
 H = 3600.0
 OLD, NEW = "GPU-0f1e2d3c-aaaa-4bbb-8ccc-000000000003", "GPU-7a6b5c4d-dddd-4eee-8fff-000000000003"
@@ -176,13 +176,7 @@ def test_a_gpu_whose_uuid_reads_as_none_but_is_not_lost_waits_for_it(tmp_path: P
 def node(fake, clock, tmp_path: Path):  # type: ignore[no-untyped-def]
     """node(seed, scenario=None) -> a Daemon over a fake node on one state file (the fake node's
     UUIDs come from its seed: another seed is another set of boards)."""
-    cfg = config.Config.default()
-    cfg = replace(
-        cfg,
-        daemon=replace(cfg.daemon, state_path=str(tmp_path / "rasd.db"),
-                       control_socket=str(tmp_path / "c.sock")),
-        telemetry=replace(cfg.telemetry, kernel_log=""),
-    )
+    cfg = daemon_config(tmp_path)
     base = time.time() - 20 * H
     made: list[Daemon] = []
 

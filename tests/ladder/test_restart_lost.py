@@ -6,17 +6,16 @@ lost, it stays open; back, it expires then, as it would have."""
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from rasd import config
 from rasd.daemon import Daemon
 from rasd.ladder.service import LadderService
 from rasd.ladder.settings import ActionSettings, LadderSettings
 from rasd.model import FaultEvent, FaultKind, Health, Rung
 from rasd.store import Store
+from tests.daemons import daemon_config
 
 H, D = 3600.0, 86400.0
 LOST_AT = 1000.0
@@ -121,13 +120,7 @@ gpu = 3
 @pytest.mark.parametrize("still_lost", [True, False])
 def test_a_daemon_restarted_days_later_asks_the_first_poll(fake, clock, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                           still_lost: bool) -> None:
-    cfg = config.Config.default()
-    cfg = replace(
-        cfg,
-        daemon=replace(cfg.daemon, state_path=str(tmp_path / "rasd.db"),
-                       control_socket=str(tmp_path / "c.sock")),
-        telemetry=replace(cfg.telemetry, kernel_log=""),
-    )
+    cfg = daemon_config(tmp_path)
     base = time.time() - 9 * D
     first = Daemon(cfg, fake(LOST_SCENARIO, clock=clock), hostname="node-t",
                    wall=lambda: base + clock())
