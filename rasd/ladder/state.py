@@ -19,6 +19,7 @@ from rasd.model import Rung, Scope
 # at 0 until it happens, so a rate over it needs no first occurrence.
 PLAN_SKIP_REASONS = ("busy", "rate_limited")
 
+
 @dataclass(frozen=True, slots=True)
 class ComponentState:
     """One GPU (``link`` None) or one NVLink port: the rung in force and why."""

@@ -18,7 +18,7 @@ import threading
 from typing import Any, Mapping, Sequence
 
 from rasd.sdc.locks import GpuLocks
-from rasd.sdc.results import Cancelled, CheckResult, ChecksUnavailable, GpuReport, Outcome, Result, RunReport
+from rasd.sdc.results import Cancelled, ChecksUnavailable, Outcome, Result, RunReport
 from rasd.sdc.settings import SdcSettings
 
 log = logging.getLogger(__name__)
@@ -39,15 +39,8 @@ def outcome_to_wire(outcome: Outcome) -> dict[str, Any]:
 
 
 def outcome_from_wire(d: Mapping[str, Any]) -> Outcome:
-    r = d["report"]
-    gpus = tuple(GpuReport(int(g["gpu"]), tuple(
-        CheckResult(int(g["gpu"]), str(c["name"]), Result(c["result"]), float(c["seconds"]),
-                    None if c.get("gflops") is None else float(c["gflops"]), dict(c.get("evidence") or {}))
-        for c in g["checks"])) for g in r["gpus"])
-    report = RunReport(str(r["level"]), int(r["seed"]), float(r["started_wall"]), float(r["seconds"]), gpus,
-                       tuple(str(n) for n in r.get("notes", ())))
     rounds = {int(g): tuple(Result(x) for x in rs) for g, rs in d["rounds"].items()}
-    return Outcome(report, rounds)
+    return Outcome(RunReport.from_dict(d["report"]), rounds)
 
 
 # -- the child ---------------------------------------------------------------------------------

@@ -52,8 +52,8 @@ class CheckResult:
 
     @classmethod
     def from_dict(cls, gpu: int, d: Mapping[str, Any]) -> CheckResult:
-        """``to_dict`` read back (a check run in another process): seconds and rates as rounded
-        there, a pass's evidence left out as there."""
+        """A check read back from its dict (``to_dict``'s keys; a check process sends every
+        check's evidence and unrounded seconds)."""
         return cls(gpu, str(d["name"]), Result(d["result"]), float(d["seconds"]),
                    None if d.get("gflops") is None else float(d["gflops"]), dict(d.get("evidence", {})))
 
