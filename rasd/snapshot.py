@@ -19,12 +19,12 @@ from rasd.scheduler.state import SchedulerState
 from rasd.sdc.state import SdcState
 
 if TYPE_CHECKING:
-    from rasd.power.analysis import SeriesMetrics
+    from rasd.power.metrics import SeriesMetrics
     from rasd.power.decide import Mode
 
-# Named here for the exporters but defined beside the power analysis, which loads NumPy: they are
-# loaded on first use, so a reader of snapshots (status, history, the CLI) never loads NumPy.
-_LAZY = {"SeriesMetrics": "rasd.power.analysis", "Mode": "rasd.power.decide"}
+# Named here for the exporters but defined beside the power analysis: loaded on first use, so a
+# reader of snapshots (status, history, the CLI) loads no power code it does not read.
+_LAZY = {"SeriesMetrics": "rasd.power.metrics", "Mode": "rasd.power.decide"}
 
 
 def __getattr__(name: str) -> Any:

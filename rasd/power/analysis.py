@@ -9,77 +9,33 @@ rate, not the polling rate, sets the highest frequency that can be seen (Nyquist
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from rasd.model import PowerSample
+# The results and thresholds live in metrics.py (no NumPy); importers also take them from here.
+from rasd.power.metrics import (
+    MIN_SAMPLES as MIN_SAMPLES,
+    PEAK_PERCENTILE as PEAK_PERCENTILE,
+    RAMP_PERCENTILE as RAMP_PERCENTILE,
+    STALE_MIN_SECONDS as STALE_MIN_SECONDS,
+    STALE_STEPS as STALE_STEPS,
+    TROUGH_PERCENTILE as TROUGH_PERCENTILE,
+    SeriesMetrics as SeriesMetrics,
+    WindowAnalysis as WindowAnalysis,
+    achieved_rate as achieved_rate,
+    analysable as analysable,
+    reporting as reporting,
+    with_rate as with_rate,
+)
 from rasd.power.spectrum import LARGE, band_energy_ratio, find_oscillation, sine_fit
 from rasd.power.stats import detrend, hann, median, percentile, percentiles
 from rasd.power.steady import steady_mask
 
-# Swing is peak-to-peak between these percentiles, so one noisy reading cannot set it.
-PEAK_PERCENTILE = 99.0
-TROUGH_PERCENTILE = 1.0
-RAMP_PERCENTILE = 95.0
-MIN_SAMPLES = 8
 FOLD_BINS = 20  # phase bins of the folded wave (1/20 cycle: a sine's peak bin reads 98.8%)
 SINE_R2 = 0.97  # a sinusoid explaining this share of the variance sets the swing by its amplitude
 MIN_FIT_R2 = 0.8  # below this the wave is not periodic enough to trust its fit over raw readings
-# A GPU whose last reading is this many update intervals (at least this many seconds) older than
-# the newest GPU's has stopped reporting and is left out of the node sum.
-STALE_STEPS = 10
-STALE_MIN_SECONDS = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class SeriesMetrics:
-    """Analysis of one power series (one GPU or the node sum) over one window."""
-
-    samples: int
-    duration_seconds: float
-    sample_rate_hz: float  # achieved distinct updates per second
-    nyquist_hz: float
-    band_low_hz: float  # configured band
-    band_high_hz: float
-    band_beyond_nyquist: bool  # part of the band cannot be seen at this rate: flagged, not analysed
-    oscillation_hz: float | None  # dominant frequency; None = no oscillation stands out
-    oscillation_amplitude_watts: float  # of the dominant sinusoid (half its peak-to-peak); 0 if none
-    swing_watts: float  # peak - trough
-    peak_watts: float  # 99th percentile
-    trough_watts: float  # 1st percentile
-    mean_watts: float
-    ramp_up_watts_per_second: float  # 95th percentile of rising rates
-    ramp_down_watts_per_second: float  # 95th percentile of falling rates (positive number)
-    band_energy_ratio: float | None  # share of non-DC spectral energy in the visible band
-    # Where the oscillation's fundamental lies against the band: "below", "in", "above"; None
-    # without one. A rhythm below the band (a checkpoint cycle) is reported, not smoothed.
-    oscillation_band: str | None = None
-    band_oscillation_hz: float | None = None  # strongest periodic rhythm inside the band
-    # Peak and trough of the steady part (slow dips below the band left out: steady.py); equal
-    # to peak and trough when the whole window is steady. Smoothing decisions use these.
-    steady_peak_watts: float | None = None
-    steady_trough_watts: float | None = None
-    steady_ratio: float = 1.0  # share of the window's readings in the steady part
-    steady_band_energy_ratio: float | None = None  # band energy share of the steady part
-
-    @property
-    def steady_swing_watts(self) -> float:
-        peak = self.peak_watts if self.steady_peak_watts is None else self.steady_peak_watts
-        trough = self.trough_watts if self.steady_trough_watts is None else self.steady_trough_watts
-        return peak - trough
-
-    def as_dict(self) -> dict[str, object]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
-
-@dataclass(frozen=True, slots=True)
-class WindowAnalysis:
-    gpus: Mapping[int, SeriesMetrics]
-    node: SeriesMetrics | None  # None when fewer than two GPUs overlap long enough
-    node_series: tuple[np.ndarray, np.ndarray] | None = None  # (t, watts) on the common grid
-    node_gpus: tuple[int, ...] = ()  # the GPUs summed into the node (those still reporting)
 
 
 def samples_to_series(samples: Sequence[PowerSample]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -104,12 +60,6 @@ def _dedup(t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return t, w  # no copy: a long recording's arrays are large
     keep = np.concatenate(([True], steps > 0))
     return t[keep], w[keep]
-
-
-def achieved_rate(t: np.ndarray) -> float:
-    if t.size < 2 or t[-1] <= t[0]:
-        return 0.0
-    return (t.size - 1) / float(t[-1] - t[0])
 
 
 def analyze_series(
@@ -242,21 +192,6 @@ def _folded_shape(t: np.ndarray, w: np.ndarray, freq: float) -> np.ndarray | Non
     return shape
 
 
-def reporting(series: Mapping[int, tuple[np.ndarray, np.ndarray]]) -> list[int]:
-    """GPUs whose readings reach the window's end; a GPU that stopped (lost, hung) is left out.
-
-    Without this, one silent GPU shrinks the span every GPU covers to nothing and the node's
-    analysis disappears for good. "Reaching the end" allows STALE_STEPS update intervals.
-    """
-    usable = {g: s for g, s in series.items() if s[0].size >= MIN_SAMPLES}
-    if not usable:
-        return []
-    latest = max(float(t[-1]) for t, _ in usable.values())
-    step = max(float(t[-1] - t[0]) / (t.size - 1) for t, _ in usable.values())  # mean update interval
-    slack = max(STALE_STEPS * step, STALE_MIN_SECONDS)
-    return sorted(g for g, (t, _) in usable.items() if float(t[-1]) >= latest - slack)
-
-
 def node_sum(
     series: Mapping[int, tuple[np.ndarray, np.ndarray]],
 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -280,11 +215,6 @@ def node_sum(
     for t, w in usable.values():
         total += np.interp(grid, t, w)
     return grid, total
-
-
-def analysable(t: np.ndarray) -> bool:
-    """Whether a (deduplicated) series holds enough updates for analyze_series to say anything."""
-    return t.size >= MIN_SAMPLES and bool(t[-1] > t[0])
 
 
 def analyze_window(
@@ -323,15 +253,8 @@ def analyze_window(
         if node is not None:
             # The grid inherits the GPUs' rate; report the slowest GPU's, which bounds what is seen.
             rate = min(achieved_rate(clean[g][0]) for g in live)
-            node = _with_rate(node, rate)
+            node = with_rate(node, rate)
     return WindowAnalysis(gpus=gpus, node=node, node_series=summed, node_gpus=tuple(live) if node else ())
-
-
-def _with_rate(m: SeriesMetrics, rate: float) -> SeriesMetrics:
-    from dataclasses import replace
-
-    nyq = rate / 2.0
-    return replace(m, sample_rate_hz=rate, nyquist_hz=nyq, band_beyond_nyquist=m.band_high_hz > nyq)
 
 
 def amplitude_spectrum(t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

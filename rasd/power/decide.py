@@ -23,13 +23,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Mapping
-
-import numpy as np
+import math
+from typing import TYPE_CHECKING, Any, Mapping
 
 from rasd.model import PowerLimits
-from rasd.power.analysis import SeriesMetrics, WindowAnalysis
+from rasd.power.metrics import SeriesMetrics, WindowAnalysis
 from rasd.power.settings import PowerSettings
+
+if TYPE_CHECKING:
+    from rasd.power.metrics import Floats  # watts: array('d') live, NumPy offline
 
 HYSTERESIS_PERIODS = 1.25  # ramp mode's ramp-down hysteresis, in periods of the band's low end
 MAX_BACKOFF = 8  # the hold grows to at most this many times hysteresis_seconds
@@ -119,7 +121,7 @@ def decide(
     settings: PowerSettings,
     now_wall: float,
     previous: SmoothingDecision | None = None,
-    readings: Mapping[int, np.ndarray] | None = None,
+    readings: Mapping[int, Floats] | None = None,
 ) -> SmoothingDecision:
     """The node's decision for this window.
 
@@ -288,7 +290,7 @@ def _bound(watts: float, lim: PowerLimits) -> float:
 
 
 def _floor(
-    m: SeriesMetrics, share: float, lim: PowerLimits, w: np.ndarray | None
+    m: SeriesMetrics, share: float, lim: PowerLimits, w: Floats | None
 ) -> tuple[float | None, float]:
     """(floor in W, or None when the swing already fits; the extra watts it costs on average)."""
     peak, trough = _peak(m), _trough(m)
@@ -297,7 +299,7 @@ def _floor(
         return None, 0.0
     floor = min(floor, lim.max_watts)
     if w is not None and len(w):
-        extra = float(np.mean(np.maximum(w, floor) - w))
+        extra = math.fsum(floor - x for x in w if x < floor) / len(w)
     else:
         # Without readings: a square wave spends half its time at the trough.
         extra = 0.5 * (floor - trough)
@@ -314,9 +316,10 @@ def _trough(m: SeriesMetrics) -> float:
     return m.trough_watts if m.steady_trough_watts is None else m.steady_trough_watts
 
 
-def _clipped(w: np.ndarray | None, cap: float, m: SeriesMetrics) -> float:
-    if w is not None and len(w) and np.mean(w) > 0:
-        return float(np.mean(w - np.minimum(w, cap)) / np.mean(w))
+def _clipped(w: Floats | None, cap: float, m: SeriesMetrics) -> float:
+    total = math.fsum(w) if w is not None and len(w) else 0.0
+    if w is not None and total > 0:
+        return math.fsum(x - cap for x in w if x > cap) / total  # share of the energy above the cap
     if m.mean_watts <= 0:
         return 0.0
     return max(0.0, 0.5 * (m.peak_watts - cap)) / m.mean_watts

@@ -1,9 +1,9 @@
 """One GPU's window of distinct instant-power updates (seconds, watts), oldest first.
 
 The sampler threads append; the daemon's tick trims and copies. The readings sit in two flat
-``array('d')`` buffers with a moving start, so a copy of the window into NumPy is one memcpy
-(a deque copies element by element, about 70 ns each: 6 ms a full analysis at 72 GPUs and 20
-updates a second), and dropping old readings is a bisection. Not thread-safe: the power service
+``array('d')`` buffers with a moving start, so a copy of the window is one memcpy (a deque
+copies element by element, about 70 ns each: 6 ms a full analysis at 72 GPUs and 20 updates a
+second), and dropping old readings is a bisection. Not thread-safe: the power service
 holds its lock around every call.
 """
 
@@ -12,8 +12,6 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from operator import lt
-
-import numpy as np
 
 # Dropped readings kept in front before the buffers are compacted. Small on purpose: each buffer
 # holds at most the window and this many (440 readings at 12.5 Hz over 30 s); with 4,096 a
@@ -73,13 +71,11 @@ class Readings:
                 del self.w[: self.start]
                 self.start = 0
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """Copies of the window (seconds, watts) as NumPy arrays."""
-        return (np.frombuffer(self.t, float)[self.start :].copy(),
-                np.frombuffer(self.w, float)[self.start :].copy())
+    def arrays(self) -> tuple[array[float], array[float]]:
+        """Copies of the window (seconds, watts)."""
+        return self.t[self.start :], self.w[self.start :]
 
-    def tail(self, since: float) -> tuple[list[float], list[float]]:
-        """The readings from the last one before ``since`` (or the oldest) to the newest,
-        newest first."""
-        i = max(self.start, bisect_left(self.t, since, self.start) - 1)
-        return self.t[i:][::-1].tolist(), self.w[i:][::-1].tolist()
+    def since(self, at: float) -> tuple[array[float], array[float]]:
+        """Copies of the readings from the last one before ``at`` (or the oldest) to the newest."""
+        i = max(self.start, bisect_left(self.t, at, self.start) - 1)
+        return self.t[i:], self.w[i:]

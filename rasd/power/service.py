@@ -15,26 +15,16 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, Callable, Literal, Sequence
 
-import numpy as np
-
 from rasd.model import PowerSample, PowerUpdates
-from rasd.power.analysis import (
-    PEAK_PERCENTILE,
-    RAMP_PERCENTILE,
-    TROUGH_PERCENTILE,
-    SeriesMetrics,
-    WindowAnalysis,
-    analyze_window,
-    node_sum,
-)
 from rasd.power.apply import PowerApplier, PowerHandle
 from rasd.power.budget import BudgetState, rebalance
 from rasd.power.decide import MIN_COVERAGE, Mode, SmoothingDecision, decide
+from rasd.power.metrics import PEAK_PERCENTILE, RAMP_PERCENTILE, TROUGH_PERCENTILE, SeriesMetrics, WindowAnalysis
 from rasd.power.readings import Readings
 from rasd.power.running import RunningNodeSum
 from rasd.power.settings import PowerSettings
 from rasd.power.state import PowerState
-from rasd.power.stats import percentile, percentiles
+from rasd.power.window import Series, Window, analyze_window, node_sum, percentiles, ramp_percentile
 
 log = logging.getLogger("rasd.power")
 
@@ -45,7 +35,6 @@ USAGE_PERCENTILE = 95.0  # what a GPU "uses" for budget sharing
 # can halve or double with it (an edge falls within one grid step or is split over two).
 LEVEL_MARGIN = 0.25
 RAMP_MARGIN = 0.6
-Series = dict[int, tuple[np.ndarray, np.ndarray]]  # per GPU: (seconds, watts), oldest first
 
 
 class PowerService:
@@ -127,7 +116,8 @@ class PowerService:
             r.trim(cutoff)
         return newest, min(r.first for r in self._buf.values() if len(r))
 
-    def window(self) -> Series:
+    def window(self) -> dict[int, Series]:
+        """Copies of each GPU's readings in the window: (seconds, watts), oldest first."""
         out = {}
         with self._lock:
             self._trim()
@@ -151,7 +141,7 @@ class PowerService:
                 return self._state
             if series is None:
                 series = self.window()
-            self._analysed_at = max((float(t[-1]) for t, _ in series.values() if t.size), default=None)
+            self._analysed_at = max((t[-1] for t, _ in series.values() if len(t)), default=None)
             if self._stale:
                 self._gpu_metrics.clear()
                 self._gpu_at.clear()
@@ -171,9 +161,7 @@ class PowerService:
             self._decision = decision
             _log_change(previous, self._decision)
             if s.node_budget_watts > 0 and limits:
-                usage = {
-                    g: percentile(w, USAGE_PERCENTILE) for g, w in readings.items() if w.size
-                }
+                usage = {g: percentiles(w, (USAGE_PERCENTILE,))[0] for g, w in readings.items() if len(w)}
                 self._budget = rebalance(self._budget, usage, limits, s, now_wall)
             else:
                 self._budget = None
@@ -205,7 +193,7 @@ class PowerService:
         )
         return self._state
 
-    def _analyze(self, series: Series, everything: bool = False) -> WindowAnalysis:
+    def _analyze(self, series: Window, everything: bool = False) -> WindowAnalysis:
         """The window's analysis: the node sum afresh, each GPU's own figures in turn.
 
         A GPU's own spectrum and fits cost as much as the node's; each GPU is analysed again about
@@ -240,7 +228,7 @@ class PowerService:
         self._fresh = frozenset(due)
         return analysis
 
-    def _due(self, newest: float | None, oldest: float | None) -> tuple[bool, Series | None]:
+    def _due(self, newest: float | None, oldest: float | None) -> tuple[bool, Window | None]:
         """Whether this tick runs the full analysis and decision, and the window if it read it.
 
         The spectra and fits cost milliseconds per GPU; they run every ``analysis_seconds``. In
@@ -287,7 +275,7 @@ class PowerService:
             return False, None
         return True, series
 
-    def _over(self, summed: tuple[np.ndarray, np.ndarray], swing: bool, budget: bool, ramp: bool,
+    def _over(self, summed: Series, swing: bool, budget: bool, ramp: bool,
               share: float, ramp_share: float) -> bool:
         """Whether the node sum exceeds ``share`` of a swing or budget limit, or ``ramp_share`` of
         the ramp limit, that the current mode could escalate for."""
@@ -300,13 +288,12 @@ class PowerService:
             return True
         if budget and peak > share * s.node_budget_watts:
             return True
-        if ramp and total.size > 1:
-            ramps = np.abs(np.diff(total)) / np.diff(t)
-            if percentile(ramps, RAMP_PERCENTILE) > ramp_share * s.max_ramp_watts_per_second:
+        if ramp and len(total) > 1:
+            if ramp_percentile(t, total, RAMP_PERCENTILE) > ramp_share * s.max_ramp_watts_per_second:
                 return True
         return False
 
-    def _extend_node(self, newest: float) -> tuple[np.ndarray, np.ndarray] | Literal[True] | None:
+    def _extend_node(self, newest: float) -> Series | Literal[True] | None:
         """The node sum over the window, extended by the readings since the last full analysis
         (caller holds the lock); see RunningNodeSum.extend."""
         if self._node is None:

@@ -7,7 +7,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Mapping
 
 if TYPE_CHECKING:  # the analysis modules load NumPy; a reader of the state (status, exporters) needs none
-    from rasd.power.analysis import SeriesMetrics
+    from rasd.power.metrics import SeriesMetrics
     from rasd.power.budget import BudgetState
     from rasd.power.decide import SmoothingDecision
 

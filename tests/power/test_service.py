@@ -103,7 +103,7 @@ def test_add_samples_from_threads_while_ticking() -> None:
     for th in threads:
         th.join()
     # Every reading fed from the threads is in the window, none lost to the ticks between.
-    assert {g: t.size for g, (t, _) in svc.window().items()} == {g: len(per_gpu[g]) for g in range(4)}
+    assert {g: len(t) for g, (t, _) in svc.window().items()} == {g: len(per_gpu[g]) for g in range(4)}
     # The ticks between took GPUs in turn; a reload analyses every GPU afresh at the next tick.
     svc.reconfigure(svc.settings)
     st = svc.tick(START + 100.0)

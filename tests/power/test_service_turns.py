@@ -3,11 +3,14 @@ sum every analysis: on the same readings it decides exactly as analysing every G
 
 from __future__ import annotations
 
+from array import array
+
 import dataclasses
 
 import pytest
 
 import rasd.power.analysis as analysis
+from rasd.power import kernel
 from rasd.backends import open_backend
 from rasd.backends.fake.clock import ManualClock
 from rasd.model import PowerSample
@@ -55,6 +58,9 @@ def _same_decisions(
     calls: list[int] = []
     real = analysis.analyze_series
     monkeypatch.setattr(analysis, "analyze_series", lambda *a, **k: calls.append(1) or real(*a, **k))
+    if kernel.active is not None:  # the daemon's analysis runs in C where it is built
+        native = kernel.active.analyze
+        monkeypatch.setattr(kernel.active, "analyze", lambda *a, **k: calls.append(1) or native(*a, **k))
     counts = []
     modes = set()
     for k, batch in enumerate(seconds):
@@ -207,23 +213,31 @@ def test_the_node_sum_between_analyses_matches_summing_the_window(training) -> N
     assert compared > 40
 
 
-def test_interp_sum_is_the_sum_of_each_rows_interpolation() -> None:
+@pytest.mark.parametrize("native", [True, False], ids=["kernel", "numpy"])
+def test_interp_sum_is_the_sum_of_each_rows_interpolation(native: bool) -> None:
     import numpy as np
 
-    from rasd.power.running import interp_sum
+    from rasd.power import kernel
+    from rasd.power.window import interp_sum
 
+    if native and kernel.active is None:
+        pytest.skip("the power kernel is not built (pip install -e . builds rasd/power/_kernel)")
     rng = np.random.default_rng(3)
     t = np.sort(rng.uniform(0.0, 2.0, (5, 9)), axis=1)
-    t[1, :3] = t[1, 3]  # a row padded with its oldest reading
+    t[1, :3] = t[1, 0] - np.array([3.0, 2.0, 1.0])  # a row starting long before the points
     w = rng.uniform(100.0, 700.0, (5, 9))
-    w[1, :3] = w[1, 3]
+    rows = [(array("d", t[i]), array("d", w[i])) for i in range(5)] + [(array("d", [0.5]), array("d", [42.0]))]
     points = np.concatenate(([-1.0, t[0, 2]], np.linspace(0.0, 2.0, 23), [3.0]))  # outside, on a reading, inside
-    want = sum(np.interp(points, t[i], w[i]) for i in range(5))
-    assert np.allclose(interp_sum(points, t, w), want, rtol=1e-12, atol=1e-9)
+    want = sum(np.interp(points, t[i], w[i]) for i in range(5)) + 42.0  # a row of one reading holds it
+    old = kernel.use(kernel.active if native else None)
+    try:
+        got = interp_sum(array("d", points), rows)
+    finally:
+        kernel.use(old)
+    assert np.allclose(np.frombuffer(got, float), want, rtol=1e-12, atol=1e-9)
 
 
 def test_readings_keep_the_window_through_compaction() -> None:
-    import numpy as np
 
     from rasd.power.readings import COMPACT, Readings
 
@@ -236,11 +250,11 @@ def test_readings_keep_the_window_through_compaction() -> None:
         r.trim(k * 0.1 - 30.0)
         most = max(most, len(r.t))
     t, w = r.arrays()
-    assert len(r) == t.size == 301 and t[0] == (n - 301) * 0.1 and w[-1] == n - 1
+    assert len(r) == len(t) == 301 and t[0] == (n - 301) * 0.1 and w[-1] == n - 1
     # dropped readings are let go once there are COMPACT of them: a buffer never holds more
     # than the window and COMPACT, however long the daemon runs
     assert most <= 301 + COMPACT and len(r.t) <= 301 + COMPACT
     r.append(n * 0.1, 5.0)
-    assert t.size == 301 and np.all(np.diff(t) > 0)  # a copy: later appends do not show in it
-    tt, ww = r.tail((n - 3) * 0.1 + 0.05)
-    assert tt == [n * 0.1, (n - 1) * 0.1, (n - 2) * 0.1, (n - 3) * 0.1] and ww[0] == 5.0
+    assert len(t) == 301 and all(a < b for a, b in zip(t, t[1:]))  # a copy: later appends do not show in it
+    tt, ww = r.since((n - 3) * 0.1 + 0.05)
+    assert list(tt) == [(n - 3) * 0.1, (n - 2) * 0.1, (n - 1) * 0.1, n * 0.1] and ww[-1] == 5.0
