@@ -230,10 +230,12 @@ class Daemon:
         if self.backend.fake_node is None:  # the fake node's log keeps no backlog
             self.ladder.catch_up_from(self.cfg.telemetry.kernel_log, self._pci_to_gpu(), self.wall())
         self.xids.start()
+        from rasd.power import kernel as power_kernel  # loaded with the power service
+
         log.info(
-            "event=started backend=%s gpus=%d listen=%s state=%s control=%s power_reads=%s",
+            "event=started backend=%s gpus=%d listen=%s state=%s control=%s power_reads=%s power_analysis=%s",
             self.backend.name, len(self.gpus), self.listen, self.state_path, self.socket_path,
-            "native" if self.sampler.native else "python",
+            "native" if self.sampler.native else "python", "native" if power_kernel.active is not None else "numpy",
         )
 
     def _take_loops(self) -> None:
