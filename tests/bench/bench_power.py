@@ -29,7 +29,8 @@ import numpy as np
 from rasd.backends import open_backend
 from rasd.backends.fake.clock import ManualClock
 from rasd.model import PowerSample
-from rasd.power import kernel, window
+from rasd.power import kernel
+from rasd.power import window as live_window
 from rasd.power.analysis import analyze_series, analyze_window
 from rasd.model import PowerLimits
 from rasd.power.decide import decide
@@ -74,7 +75,7 @@ def bench_analysis(rec: results.Recorder) -> None:
         print("  the power kernel is not built (pip install -e . builds it): the daemon analyses with NumPy")
     else:
         live = {g: (array("d", t), array("d", w)) for g, (t, w) in series.items()}
-        c = timed(lambda: window.analyze_window(live, BAND, min_amplitude_watts=2.0), 50)
+        c = timed(lambda: live_window.analyze_window(live, BAND, min_amplitude_watts=2.0), 50)
         print(f"  8 GPUs + node sum in C (the daemon's): {c * 1e3:7.3f} ms per window ({c * 1e3 / 9:.3f} ms per "
               f"series), {s / c:.1f}x less than NumPy")
         rec.add("power.analysis.series.native", "analysis of one GPU's 30 s window (300 readings), C (the daemon's)",
