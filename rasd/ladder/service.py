@@ -1,17 +1,16 @@
 """The ladder as a daemon service: ingest fault events, persist, decide, act, expose state.
 
 History is event-sourced: every fault event (remedies included) is stored with the step it caused
-(decisions opened and ended) in one transaction, so after a restart the escalator is rebuilt by
-replaying the stored events of the escalation horizon (or since the oldest still-open decision),
-without re-storing or re-acting. An open decision whose plan never ran (it waited, was cancelled
-at shutdown, or rasd died first) is planned again on the first pass after the restart, through
-the same actuator path as a new one. The actuator never calls back into the ladder: its results
-wait in a queue that ``tick`` (and every ``ingest``) drains.
+(decisions opened and ended) in one transaction, so after a restart the escalator is rebuilt from
+the store (restore.py) without re-storing or re-acting; an open decision whose plan never ran is
+planned again on the first pass after the restart, through the same actuator path as a new one.
+On start the Xids the kernel logged while rasd was down are judged too (catchup.py). The actuator
+never calls back into the ladder: its results wait in a queue that ``tick`` (and every
+``ingest``) drains.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -21,22 +20,21 @@ from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
 
 from rasd.control import root_only
-from rasd.ladder import closing
-from rasd.ladder.actions import RAN, RUNG_ACTIONS, ActionResult, Actuator
+from rasd.ladder import catchup, closing, restore
+from rasd.ladder.actions import ActionResult, Actuator
 from rasd.ladder.classify import LOST_FAULT
 from rasd.ladder.decision import Decision
-from rasd.ladder.escalate import OPERATOR_CLOSE, Closure, Escalator
+from rasd.ladder.escalate import Closure, Escalator
 from rasd.ladder.findings import BadEvent
 from rasd.ladder.settings import ActionSettings, LadderSettings
 from rasd.ladder.xidtext import architecture
 from rasd.ladder.state import LadderState, build_state
 from rasd.model import FaultEvent, FaultKind, Rung
-from rasd.store import ActionRecord, DecisionEnd, Store
-from rasd.telemetry.kmsg import LoggedXid, backlog
+from rasd.store import DecisionEnd, Store
+from rasd.telemetry.kmsg import LoggedXid
 
 log = logging.getLogger("rasd.ladder")
 
-CATCH_UP_SLACK_SECONDS = 2.0
 UNREAD_UUID = "unknown-"  # the NVML adapter's identity where the UUID could not be read
 
 GpuInfo = Callable[[int], "Mapping[str, Any] | None"]
@@ -75,121 +73,20 @@ class LadderService:
         self._actuator = actuator or Actuator(actions)
         if self._actuator.on_result is None:
             self._actuator.on_result = self._on_action
-        self._booted_wall = booted_wall  # (read when a reboot decision asks)
         # replaced boards (closing.close_replaced): the GPUs whose board was compared with their
         # open decisions' since the start or their last loss, and whether one is still to be
         # compared
         self._boards_seen: set[int] = set()
         self._boards_due = gpu_info is not None
-        self._unplanned: list[Decision] = []  # open at the restart, plan never run: on 1st pass
-        self._held_lost: list[tuple[int, int | None]] = []  # see _restore
-        self.restored_events = self._restore(time.time() if now_wall is None else now_wall)
-
-    # ------------------------------------------------------------------ restart
-
-    def _restore(self, now_wall: float) -> int:
-        """Rebuild the ladder after a restart. The stored events of the escalation horizon (or
-        since the oldest still-open decision) are replayed for the history the next decisions
-        weigh; the open decisions are then those the store holds open, at their stored rung:
-        a replay that reaches back less far than the events that decided them (the five Xids
-        of an RMA) must not lower or end them. Nothing of the replay itself is written; only
-        what expired while rasd was down is news to the store."""
-        since = now_wall - self.settings.horizon_seconds
-        oldest = self.store.oldest_open_decision()
-        if oldest is not None:
-            since = min(since, oldest)
-        n = 0
         with self._lock:
-            for row in self.store.faults(since=since):
-                try:
-                    self._esc.feed(row.event)  # its step was stored when it arrived
-                except BadEvent:
-                    continue  # it was counted when it first arrived
-                n += 1
-            for replayed, stored in self._esc.restore(self._stored_open(now_wall)):
-                d = stored or replayed
-                if d is not None:  # (a difference has at least one side)
-                    log.info("ladder_restore_kept_stored gpu=%s link=%s fault=%s stored=%s "
-                             "replayed=%s", d.gpu, d.link, d.fault,
-                             stored.rung.label if stored else "none",
-                             replayed.rung.label if replayed else "none")
-            # a lost GPU's decision is kept open by the ticks that find it still lost, which are
-            # not stored: it waits for the first tick that says whether it still is
-            self._held_lost = [(d.gpu, None) for d in self._esc.open_decisions()
-                               if d.fault == LOST_FAULT and d.link is None]
-            for comp in self._held_lost:
-                self._esc.hold(comp, LOST_FAULT)
-            self._advance(now_wall)
-            open_now = self._esc.open_decisions()
-            self._unplanned = self._not_run(open_now, now_wall)
-        log.info("ladder_restored events=%d since=%.0f open=%d not_run=%d", n, since,
-                 len(open_now), len(self._unplanned))
-        return n
-
-    def _not_run(self, decisions: Sequence[Decision], now: float) -> list[Decision]:
-        """The open decisions whose plan did not run since they were decided: no run (ok or
-        failed) of the plan's last command, nor a failed one of any of its commands, on the
-        decision's component (a reboot's on any GPU) at or after its time. Skips (busy, rate
-        limited) are not runs. The rate limits are fed the stored runs, so a plan planned
-        again waits as it would have."""
-        oldest = min((d.time_wall for d in decisions), default=None)
-        reach = max(3600.0, self._actuator.s.min_interval_seconds)
-        since = now - reach if oldest is None else min(oldest, now - reach)
-        runs = [a for a in self.store.actions(since=since) if a.result in RAN]
-        self._actuator.remember_runs((a.time_wall, a.gpu, a.link, a.kind) for a in runs)
-        out = []
-        for d in decisions:
-            kinds = self._actuator.kinds(d)
-            if not kinds:
-                continue  # nothing of its own to run (the scheduler retries its deferrals)
-            if any(_ran_for(a, d, kinds) for a in runs):
-                continue
-            if d.rung is Rung.REBOOT_NODE:
-                if self._booted_wall is None:
-                    self._booted_wall = _boot_time()
-                booted = self._booted_wall
-                if booted is None or booted > d.time_wall:
-                    # the node rebooted since (or it cannot be told): a reboot that ended rasd
-                    # before its result was stored must not run again at every start
-                    log.warning("event=ladder_not_resubmitted gpu=%s link=%s rung=%s fault=%s "
-                                "decided=%.0f why=%s detail=%r", d.gpu, d.link, d.rung.label,
-                                d.fault, d.time_wall,
-                                "boot_time_unknown" if booted is None else "booted_since",
-                                "the decision stays open for the operator")
-                    continue
-            out.append(d)
-        return out
-
-    def _stored_open(self, now_wall: float) -> list[Decision]:
-        """The decisions the store holds open, one per component and fault (an SDC all-clear
-        aside: stored open as a record, never held by the ladder). Where an older store holds
-        two, the higher rung (then the later) stays and the other is closed as superseded, so
-        that the store and the ladder agree."""
-        kept: dict[tuple[int, int | None, str], Decision] = {}
-        extra: list[Decision] = []
-        for row in self.store.decisions(open_only=True):
-            try:
-                d = Decision.from_dict(row.body)
-            except (KeyError, TypeError, ValueError) as e:
-                log.warning("event=stored_decision_unreadable id=%d problem=%r (left open in "
-                            "the store, not in the ladder)", row.id, str(e))
-                continue
-            if _is_all_clear(d):
-                continue  # a record of the GPU's return, never a decision the ladder holds open
-            key = (d.gpu, d.link, d.fault)
-            other = kept.get(key)
-            if other is not None and (other.rung, other.time_wall) > (d.rung, d.time_wall):
-                d, other = other, d
-            if other is not None:
-                extra.append(other)
-            kept[key] = d
-        if extra:
-            log.warning("event=stored_decisions_duplicate count=%d (the lower closed as "
-                        "superseded)", len(extra))
-            self.store.record_step(None, (), [
-                (d.time_wall, d.gpu, d.link, d.fault, "superseded", now_wall, d.rung.label)
-                for d in extra])
-        return list(kept.values())
+            restored = restore.rebuild(self._esc, self.store, self._actuator,
+                                       settings.horizon_seconds,
+                                       time.time() if now_wall is None else now_wall,
+                                       booted_wall, self._advance)
+        self.restored_events = restored.events
+        # open at the restart, plan never run: planned again on the first pass
+        self._unplanned: list[Decision] = restored.unplanned
+        self._held_lost = restored.held_lost  # see restore.rebuild
 
     # ------------------------------------------------------------------ input
 
@@ -201,7 +98,8 @@ class LadderService:
         if self._boards_due:  # before the pass's events: they are the board's in the slot now
             closing.close_replaced(self, now_wall)
         batch: Sequence[FaultEvent] = [
-            x for x in map(self._with_architecture, events) if not self._judged_before_start(x)
+            x for x in map(self._with_architecture, events)
+            if not restore.judged_before_start(self.store, x)
         ]
         unplanned = self._take_unplanned() if self._unplanned else []
         while True:
@@ -235,32 +133,10 @@ class LadderService:
         return unplanned
 
     def _still_open(self, unplanned: list[Decision]) -> list[Decision]:
-        """The decisions open at the restart whose plan never ran, still open now: planned
-        again as new decisions are (the same gates, limits and advisory mode), each said once."""
+        """The decisions open at the restart whose plan never ran, still open now."""
         with self._lock:
-            still = set(self._esc.open_decisions())
-        out = [d for d in unplanned if d in still]
-        for d in out:
-            log.info("event=ladder_resubmitted gpu=%s link=%s rung=%s fault=%s decided=%.0f "
-                     "detail=%r", d.gpu, d.link, d.rung.label, d.fault, d.time_wall,
-                     "open at the restart, its plan never ran: planned again")
-        return out
-
-    def _judged_before_start(self, e: FaultEvent) -> bool:
-        """A fault found already present at a GPU's first poll (``at_start``) that an earlier
-        run stored with the same details was judged then: a restart does not judge it again.
-        Unless a remedy that covers it worked since (a reboot covers the node, any other the
-        GPU, or only its link): the fault still there after the cure is news, the cure did not
-        hold."""
-        if not e.details.get("at_start"):
-            return False
-        want = json.loads(json.dumps(dict(e.details), sort_keys=True, default=str))
-        judged = max((f.event.time_wall for f in self.store.faults(gpu=e.gpu)
-                      if f.event.kind is e.kind and f.event.link == e.link
-                      and dict(f.event.details) == want), default=None)
-        if judged is None:
-            return False
-        return not any(_covers(f.event, e) for f in self.store.faults(since=judged))
+            open_now = self._esc.open_decisions()
+        return restore.still_open(unplanned, open_now)
 
     def tick(self, now_wall: float) -> list[Decision]:
         """Take in the remedy results the actuator queued since the last tick (and act on the
@@ -358,55 +234,15 @@ class LadderService:
 
     def catch_up_from(self, kernel_log: str, gpu_of: Mapping[tuple[int, int, int], int],
                       now_wall: float) -> int:
-        """On start: read the kernel log rasd can reach (the /dev/kmsg ring, or the journal)
-        for the Xids of the time it was down, and judge the unseen ones."""
-        since = self.store.last_fault_time()
-        if since is None or not kernel_log:
-            return 0
-        try:
-            logged, source = backlog(kernel_log, since, now_wall)
-        except OSError as e:
-            log.warning("event=kernel_log_backlog_unreadable path=%s error=%r", kernel_log,
-                        e.strerror)
-            return 0
-        n = self.catch_up(logged, gpu_of, now_wall, since)
-        log.info("event=kernel_log_catch_up source=%s logged=%d new=%d since=%.0f", source,
-                 len(logged), n, since)
-        return n
+        """On start: judge the Xids the kernel logged while rasd was down, read from the kernel
+        log rasd can reach (see ``rasd.ladder.catchup.catch_up_from``)."""
+        return catchup.catch_up_from(self.store, self.ingest, kernel_log, gpu_of, now_wall)
 
     def catch_up(self, logged: Sequence[LoggedXid], gpu_of: Mapping[tuple[int, int, int], int],
                  now_wall: float, since_wall: float | None = None) -> int:
-        """Judge the Xids the kernel logged while rasd was down: those after the newest stored
-        event (``since_wall``), except any the store already holds (the same GPU and code within
-        ``CATCH_UP_SLACK_SECONDS``: the live path stamps when NVML signalled, the kernel when it
-        printed). Returns how many were new."""
-        since = self.store.last_fault_time() if since_wall is None else since_wall
-        if since is None:
-            return 0  # a first start: the history begins now, older lines are not ours to judge
-        recent = self.store.faults(since=since - CATCH_UP_SLACK_SECONDS)
-        stored = {(f.event.gpu, f.event.details.get("xid"), f.event.time_wall)
-                  for f in recent if f.event.kind is FaultKind.XID}
-        # a GPU a person closed while rasd was down (the board replaced): what the kernel logged
-        # of it before the close is the old board's
-        closed = {f.event.gpu: f.event.time_wall for f in recent
-                  if f.event.kind is FaultKind.REMEDY and f.event.link is None
-                  and f.event.details.get("action") == OPERATOR_CLOSE}
-        events = []
-        for x in logged:
-            if not since < x.time_wall <= now_wall:
-                continue
-            gpu = gpu_of.get(x.line.pci)
-            if gpu is None or x.time_wall <= closed.get(gpu, since):
-                continue  # not one of this node's GPUs as NVML enumerates them now, or closed
-            if any(g == gpu and c == x.line.xid and abs(t - x.time_wall) <= CATCH_UP_SLACK_SECONDS
-                   for g, c, t in stored):
-                continue
-            events.append(FaultEvent(x.time_wall, gpu, FaultKind.XID, None, {
-                "xid": x.line.xid, "message": x.line.message, "source": "kernel_log_backlog"}))
-        if events:
-            log.info("xids_while_down count=%d since=%.0f", len(events), since)
-            self.ingest(events, now_wall)
-        return len(events)
+        """Judge the Xids the kernel logged while rasd was down, those not stored already (see
+        ``rasd.ladder.catchup.catch_up``). Returns how many were new."""
+        return catchup.catch_up(self.store, self.ingest, logged, gpu_of, now_wall, since_wall)
 
     def _info(self, gpu: int) -> dict[str, Any]:
         info: dict[str, Any] = {"hostname": self.hostname}
@@ -511,53 +347,6 @@ class LadderService:
         """Wait for running actions, then record their results (nothing run goes unrecorded)."""
         self._actuator.close()
         self._feed(self._take_results())
-
-
-def _covers(remedy: FaultEvent, e: FaultEvent) -> bool:
-    """Whether ``remedy`` is a remedy that worked on ``e``'s component (or a person closed
-    what was open on it: a fault there after it is news)."""
-    if remedy.kind is not FaultKind.REMEDY:
-        return False
-    if remedy.details.get("action") == OPERATOR_CLOSE:
-        return remedy.gpu == e.gpu and remedy.link in (None, e.link)
-    if remedy.details.get("result") != "ok":
-        return False
-    if remedy.details.get("action") == Rung.REBOOT_NODE.label:
-        return True
-    return remedy.gpu == e.gpu and remedy.link in (None, e.link)
-
-
-def _ran_for(a: ActionRecord, d: Decision, kinds: Sequence[str]) -> bool:
-    """Whether the stored run ``a`` (a command that ran) was ``d``'s plan, run through or
-    stopped by a failure: its last command, or a failed one, on its component since it was
-    decided. A reboot is the node's, whichever GPU's decision ran it."""
-    if a.time_wall < d.time_wall or a.kind not in kinds:
-        return False
-    if a.kind != kinds[-1] and a.result == "ok":
-        return False  # an earlier step (a drain) that went on to the next
-    if a.kind == RUNG_ACTIONS[Rung.REBOOT_NODE]:
-        return True
-    return a.gpu == d.gpu and a.link == d.link
-
-
-def _boot_time(path: str = "/proc/stat") -> float | None:
-    """When the node booted (Unix s: the kernel's ``btime``); None where it cannot be read.
-    (Read here rather than through psutil: a daemon at its defaults does not load psutil.)"""
-    try:
-        with open(path, encoding="ascii") as f:
-            for line in f:
-                if line.startswith("btime "):
-                    return float(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _is_all_clear(d: Decision) -> bool:
-    """The decision a clean SDC deep check leaves (rung none, asking nothing): the ladder emits
-    it so the GPU's return is on record, and holds it open nowhere (a suspicion of the same fault
-    always asks for its deep check and excludes the GPU)."""
-    return d.fault == "sdc" and d.rung is Rung.NONE and not d.investigate and not d.degradations
 
 
 def _end(c: Closure) -> DecisionEnd:

@@ -242,7 +242,7 @@ def test_the_actuator_runs_one_decision_once(tmp_path: Path) -> None:
 
 
 def test_the_boot_time_is_the_kernels_and_unknown_where_unreadable(tmp_path: Path) -> None:
-    from rasd.ladder.service import _boot_time
+    from rasd.ladder.restore import _boot_time
 
     stat = tmp_path / "stat"
     stat.write_text("cpu  1 2 3\nbtime 1700000123\nprocesses 9\n")
