@@ -3,11 +3,9 @@
 Every check is driven from a worker thread of this service (the daemon's poll loop and the control
 socket's threads only start or look at jobs); per-GPU locks keep two checks off one GPU.
 
-The checks (engines, GEMM, memory patterns, NumPy or CuPy) are loaded and built at the first
-check that is to run, never at start: most of a node's life its GPUs run jobs and no check runs.
-Until then the service answers from its history, its state and ``rasd.sdc.probe``. On real GPUs
-each check runs in a child process instead (``rasd.sdc.isolated``), so CuPy and its CUDA contexts
-never stay in the daemon.
+The checks are loaded and built at the first check that is to run, never at start
+(``rasd.sdc.lazy``); until then the service answers from its history, its state and
+``rasd.sdc.probe``.
 """
 
 from __future__ import annotations
@@ -17,13 +15,14 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from rasd.model import FaultEvent
 from rasd.sdc.history import SdcHistory
 from rasd.sdc.jobs import JOBS_KEPT, MAX_OPEN_JOBS, Job
 from rasd.sdc.locks import GpuLocks
-from rasd.sdc.probe import BusyProbe, engines_missing
+from rasd.sdc.lazy import EngineFactory, LazyChecks
+from rasd.sdc.probe import BusyProbe
 from rasd.sdc.checks import Checks
 from rasd.sdc.results import Cancelled, ChecksUnavailable, Result
 from rasd.sdc.settings import LEVELS, SdcSettings
@@ -33,12 +32,6 @@ from rasd.sdc.tracker import StateTracker
 
 if TYPE_CHECKING:
     from rasd.sdc.accusation import AccusationWorkflow
-    from rasd.sdc.engines import Engine
-    from rasd.sdc.isolated import ChildValidator
-
-# (backend, seed, NumPy memory budget in bytes) -> one engine per GPU; rasd.sdc.engines's
-# engines_for_backend unless given
-EngineFactory = Callable[[Any, int, int], Mapping[int, "Engine"]]
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +39,6 @@ ACCUSATION_IDLE_WAIT_SECONDS = 3600.0  # an accused GPU is usually still running
 # A due GPU found running a job is asked again this much later, not every poll: each look costs a
 # worker thread and an NVML process query per GPU, and jobs run for hours.
 BUSY_RECHECK_SECONDS = 60.0
-
-
-def _reason(e: Exception) -> str:
-    # rasd's own refusals are written for people; anything else (CuPy's CUDARuntimeError from
-    # getDeviceCount, a driver refusal) is named by its class so the reason says where it came from
-    if type(e).__name__ in ("EngineUnavailable", "ChecksUnavailable"):
-        return str(e)
-    return f"{type(e).__name__}: {e}"
 
 
 def default_lock_dir(backend_name: str) -> str:
@@ -84,24 +69,10 @@ class SdcService:
         self._handles = {g.index: g for g in backend.adapter.gpus()}
         self.locks = GpuLocks(lock_dir if lock_dir is not None else default_lock_dir(backend.name))
         self.probe = BusyProbe(self._handles)
-        # Built at the first check (checks()): None until then, and None for good when unavailable.
-        self.validator: Checks | None = None
-        self._children: ChildValidator | None = None  # the validator, when each check runs in a child
-        self.workflow: AccusationWorkflow | None = None
-        self._engine_factory = engine_factory
-        # Each check in a child process (rasd.sdc.isolated): by default on real GPUs, where a
-        # check's CuPy and CUDA contexts must not stay in the daemon. The fake node lives in this
-        # process, so its checks run here unless asked (then the child checks a node of its own,
-        # of the same packaged scenario).
-        self.isolate = (engine_factory is None and getattr(backend, "fake_node", None) is None
-                        if isolate is None else isolate)
-        self._build_lock = threading.Lock()
-        # set only when the build has finished: the checks are built, or the reason is kept
-        self._built = False
         self.unavailable_polls = 0  # periodic polls that found the checks unavailable (logged once)
-        self.unavailable: str | None = engines_missing(backend)
-        if self.unavailable is not None:
-            log.warning("sdc checks unavailable reason=%r", self.unavailable)
+        # the checks, built at the first check (checks())
+        self._checks = LazyChecks(settings, backend, self._handles, self.locks, self.probe, self.history,
+                                  self._emit, clock, engine_factory, isolate)
         self.tracker = StateTracker(self._handles)
         self._resume_open_accusations()
 
@@ -120,10 +91,27 @@ class SdcService:
     def reconfigure(self, settings: SdcSettings) -> None:
         """SIGHUP: new intervals, sizes and thresholds apply to the next check."""
         self.settings = settings
-        if self.validator is not None:
-            self.validator.settings = settings
-        if self.workflow is not None:
-            self.workflow.settings = settings
+        self._checks.reconfigure(settings)
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why the checks cannot run on this node (None: they can, or none has failed yet)."""
+        return self._checks.unavailable
+
+    @property
+    def validator(self) -> Checks | None:
+        """The checks once built (None until then, and for good when unavailable)."""
+        return self._checks.validator
+
+    @property
+    def workflow(self) -> AccusationWorkflow | None:
+        """The accusation workflow, built with the checks."""
+        return self._checks.workflow
+
+    @property
+    def isolate(self) -> bool:
+        """Whether each check runs in a child process (``rasd.sdc.isolated``)."""
+        return self._checks.isolate
 
     def _resume_open_accusations(self) -> None:
         """After a restart, open accusations keep their GPU suspect and get their check again
@@ -131,25 +119,23 @@ class SdcService:
         for a in self.history.accusations():
             if a.verdict is None:
                 self.tracker.accusation(a.gpu, "suspect")
-                if self.unavailable is None and self._answers(a.gpu):
+                if self.unavailable is None and self._checks.answers(a.gpu):
                     self._resume(a.id, a.gpu, a.reason, a.opened_wall)
             else:
                 self.tracker.accusation(a.gpu, a.verdict, bool((a.evidence or {}).get("technician")))
 
-    def _answers(self, gpu: int) -> bool:
-        """The GPU is here and answers (a GPU lost before the start gets no engine)."""
-        handle = self._handles.get(gpu)
-        if handle is None:
-            return False
-        try:
-            handle.identity()
-        except Exception:  # noqa: BLE001 - lost or unreadable: nothing to check on
-            return False
-        return True
-
     def _resume(self, accusation: int | None, gpu: int, reason: str, opened_wall: float) -> None:
         ticket = Ticket(accusation, gpu, reason, opened_wall, False)
         self._start("accuse", [gpu], lambda job: self._investigate_once_built(job, ticket))
+
+    def _found_unavailable(self, reason: str) -> None:
+        """A check's process could build no engine: known from now on (``LazyChecks``)."""
+        self._checks.found_unavailable(reason)
+
+    def checks(self) -> Checks:
+        """The checks, built on first use (a caller during the build waits for it);
+        ChecksUnavailable (the reason) where they cannot run here."""
+        return self._checks.get()
 
     def _investigate_once_built(self, job: Job, ticket: Ticket) -> dict[str, Any]:
         """Build the checks in the job's thread (never in a request), then investigate."""
@@ -165,74 +151,6 @@ class SdcService:
             self._found_unavailable(str(e))
             return {"verdict": "suspect", "evidence": {"accusation": ticket.accusation,
                                                        "unavailable": self.unavailable}}
-
-    def _build(self) -> None:
-        """Load the checks and build one engine per GPU, once. Any failure is kept as the reason
-        (``type: message``) and logged here, once; every later caller is told that reason."""
-        with self._build_lock:
-            if self._built:
-                return
-            try:
-                if self.unavailable is None:
-                    self._build_checks()
-            except Exception as e:  # noqa: BLE001 - whatever stops the build makes the checks unavailable
-                self.unavailable = _reason(e)
-                log.warning("event=sdc_checks_unavailable reason=%r (logged once; later checks are refused "
-                            "with this reason)", self.unavailable)
-            finally:
-                # only now: a caller that finds it set finds the checks built or the reason kept
-                self._built = True
-
-    def _build_checks(self) -> None:
-        from rasd.sdc.accusation import AccusationWorkflow
-
-        validator: Checks
-        if self.isolate:
-            from rasd.sdc.isolated import ChildValidator
-
-            scenario = getattr(self._backend.scenario, "name", None)
-            answering = {g: h for g, h in self._handles.items() if self._answers(g)}
-            validator = self._children = ChildValidator(self.settings, answering, self.locks, self.probe,
-                                                        {"kind": self._backend.name, "scenario": scenario})
-        else:
-            from rasd.sdc.engines import engines_for_backend
-            from rasd.sdc.validation import Validator
-
-            factory = self._engine_factory or engines_for_backend
-            engines = factory(self._backend, self.settings.seed, self.settings.numpy_memory_bytes)
-            validator = Validator(self.settings, self._handles, engines, self.locks, self.clock, probe=self.probe)
-        self.workflow = AccusationWorkflow(self.settings, validator, self.history, self._emit, self.clock)
-        self.validator = validator  # last: a validator that is set comes with its workflow
-
-    def _found_unavailable(self, reason: str) -> None:
-        """A check's process could build no engine: a known state from now on, as when the
-        build fails in this process (periodic polls only count it; requests are refused)."""
-        with self._guard:
-            if self.unavailable is None:
-                self.unavailable = reason
-
-    def checks(self) -> Checks:
-        """The checks, built on first use (a caller during the build waits for it);
-        ChecksUnavailable (the reason) where they cannot run here."""
-        validator = self.validator
-        if validator is None:
-            self._build()
-            validator = self.validator
-        if validator is None:
-            raise ChecksUnavailable(self.unavailable or "SDC checks are unavailable on this node")
-        return validator
-
-    def _known_gpus(self) -> list[int]:
-        """The GPUs a check may name, without building the checks: those with an engine once
-        built, until then those that answer (a GPU lost before the start gets no engine)."""
-        if self.validator is not None:
-            return self.validator.gpus
-        return [g for g in sorted(self._handles) if self._answers(g)]
-
-    def _accusations(self) -> AccusationWorkflow:
-        self.checks()
-        assert self.workflow is not None  # built with the validator
-        return self.workflow
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -292,8 +210,8 @@ class SdcService:
 
         self.tracker.running([ticket.gpu], +1)
         try:
-            finding = self._accusations().investigate(ticket, cancel=self._cancel,
-                                                idle_wait_seconds=ACCUSATION_IDLE_WAIT_SECONDS, progress=progress)
+            finding = self._checks.accusations().investigate(
+                ticket, cancel=self._cancel, idle_wait_seconds=ACCUSATION_IDLE_WAIT_SECONDS, progress=progress)
         finally:
             self.tracker.running([ticket.gpu], -1)
         now = self.clock()
@@ -369,7 +287,7 @@ class SdcService:
         """Open the accusation and answer at once; the checks are built and run in the job."""
         if self.unavailable is not None:
             raise ChecksUnavailable(self.unavailable)
-        known = self._known_gpus()
+        known = self._checks.known_gpus()
         if gpu not in known:
             raise ValueError(f"no GPU {gpu} on this node; choose one of {known}")
         ticket = open_ticket(self.settings, self.history, self._emit, self.clock, gpu, reason)
@@ -405,7 +323,7 @@ class SdcService:
         if self.unavailable is not None:
             raise ChecksUnavailable(self.unavailable)
         gpus = req.get("gpus", "all")
-        known = self._known_gpus()
+        known = self._checks.known_gpus()
         targets = known if gpus == "all" else gpus
         if not isinstance(targets, list) or not all(isinstance(g, int) and not isinstance(g, bool) for g in targets):
             raise ValueError('"gpus" must be "all" or a list of GPU indexes')
@@ -445,5 +363,4 @@ class SdcService:
         deadline = time.monotonic() + timeout
         for t in list(self._threads):
             t.join(max(0.0, deadline - time.monotonic()))
-        if self._children is not None:
-            self._children.close()  # a check process that has not stopped yet is killed: none outlives us
+        self._checks.close()  # a check process that has not stopped yet is killed: none outlives us
