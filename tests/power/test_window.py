@@ -101,6 +101,8 @@ def test_node_sum_percentiles_and_ramps_are_numpys() -> None:
         ours, want = window.node_sum(_live(series)), node_sum(series)
         assert (ours is None) == (want is None), what
         for t, w in series.values():
+            if not t.size:  # the GPU that stopped may have no readings left: no percentiles either way
+                continue
             qs = (1.0, 50.0, 95.0, 99.0)
             assert window.percentiles(array("d", w), qs) == percentiles(w, qs), what  # to the bit
             if t.size > 1:
