@@ -20,6 +20,7 @@ import pytest
 
 import rasd.power
 from rasd.power.analysis import SeriesMetrics, analyze_series, node_sum, reporting
+from rasd.power.spectrum import LARGE
 from rasd.power.stats import percentile, percentiles
 from rasd.power.synthetic import Wave, nvml_trace
 
@@ -182,6 +183,11 @@ def cases() -> Iterator[Case]:
     for seconds, hz in ((100.0, 0.9), (150.0, 0.25), (200.0, 1.6), (200.0, 4.1)):
         wave = Wave(hz=hz, swing_watts=350.0, shape="square", duty=0.6, noise_watts=10.0)
         yield Case(f"long{seconds}s-{hz}Hz", *trace(wave, seconds, next(seed)))
+    # A recording longer than spectrum.LARGE readings: the sine fit is skipped and the folded
+    # shape's bin medians are taken bin by bin (the same values as the short path's).
+    t, w = trace(Wave(hz=0.9, swing_watts=300.0, shape="square", noise_watts=10.0), 7000.0, next(seed))
+    assert t.size > LARGE
+    yield Case("large-0.9Hz", t, w)
     # Node sums on their even grid (uniform), from 2 to 8 GPUs with their own update offsets.
     for gpus, hz, shape in ((2, 0.8, "sine"), (4, 1.3, "square"), (8, 2.2, "square"), (4, 0.3, "square"), (3, 0.0, "sine")):
         wave = Wave(hz=hz, swing_watts=250.0, base_watts=200.0, shape=shape, noise_watts=6.0)
