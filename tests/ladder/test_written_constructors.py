@@ -10,7 +10,7 @@ import inspect
 import pytest
 
 from rasd.ladder.decision import Decision, _DecisionDraft
-from rasd.ladder.replay import _EventDraft
+from rasd.ladder.replay_json import _EventDraft
 from rasd.ladder.step import Closure, _ClosureDraft
 from rasd.model import FaultEvent
 
