@@ -120,7 +120,7 @@ class FaultHistory:
                        self._repeat_counts(comp, t) if reps else _NO_REPEATS)
 
     def repeat_flags(self, gpu: int, code: int, t: float, key: str | None) -> tuple[bool, bool]:
-        """Xid 13/31's two questions (``xids._repeat_flags`` over this line's ``context``),
+        """Xid 13/31's two questions (``xidflows._repeat_flags`` over this line's ``context``),
         asked of the tables directly (a fleet's replay asks them for every fifth event, and
         gathering a whole context costs more): an earlier occurrence of ``code`` on this GPU
         within the repeat window, outside this line's burst (for Xid 13 on the same GPC/TPC
