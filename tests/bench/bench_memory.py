@@ -7,7 +7,7 @@ the mock's column is left out where ``<repo>/../shared/nvml-mock`` is absent); R
 (``/proc/self/smaps_rollup``), so it counts the shared libraries' pages each process touched as
 well as its heap. Stages of a daemon (one child process each run, built as ``rasd run`` builds
 it): the CLI and the daemon's modules imported; the daemon built (backend, services, store:
-this is where NumPy loads, with the power analysis); ``--seconds`` of running (health polls,
+with the power analysis in C where the install built it, else in NumPy, which loads here); ``--seconds`` of running (health polls,
 20 Hz power, analysis); then three scrapes, plain and gzip (the rendered exposition is cached);
 then ``--more-scrapes`` more, one a second, each of a new snapshot (what renders keep must not
 pile up from one to the next).
@@ -269,12 +269,11 @@ def main() -> None:
         print(f.line())
 
     stages = [("imports", "the CLI and the daemon's modules imported"),
-              ("built", "daemon built (backend, services, store; NumPy with the power analysis)"),
+              ("built", "daemon built (backend, services, store, power analysis)"),
               ("running", "running, before any scrape"),
               ("scraped", "after three scrapes, plain and gzip"),
               ("longer", f"after {args.more_scrapes} more scrapes, one a second (a render each)"),
-              ("libraries", "of which mapped files' pages (shared libraries: the interpreter, NVML, SQLite, ...)"),
-              ("numpy_libraries", "of which NumPy's libraries' pages (its extensions, OpenBLAS)")]
+              ("libraries", "of which mapped files' pages (shared libraries: the interpreter, NVML, SQLite, ...)")]
     setups = [st for st in SETUPS if st.backend == "fake" or (MOCK / "lib" / "libnvidia-ml.so.1").is_file()]
     if len(setups) < len(SETUPS):
         print(f"NVIDIA's mock NVML is not at {MOCK}: its column is left out")
@@ -295,6 +294,10 @@ def main() -> None:
         mods = [r["modules"] for r in rs]
         rec.add(f"memory.daemon.modules.{gpus}", "modules loaded", med(mods), "", text=f"{med(mods):.0f}",
                 table="memory", column=col)
+        numpy = any(r["numpy"] for r in rs)
+        rec.add(f"memory.daemon.numpy.{gpus}", "the daemon loads NumPy (its libraries' pages)", float(numpy), "",
+                met=not numpy, target=results.stated("no"), table="memory", column=col,
+                text=f"yes ({med([mb(r['numpy_libraries']) for r in rs]):.1f} MB)" if numpy else "no")
 
     helps = [help_run(py) for _ in range(max(args.runs, 5))]
     wall = med([h[0] for h in helps])
