@@ -195,12 +195,18 @@ def _folded_shape(t: np.ndarray, w: np.ndarray, freq: float) -> np.ndarray | Non
 def node_sum(
     series: Mapping[int, tuple[np.ndarray, np.ndarray]],
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Sum the reporting GPUs on a common grid over the span all of them cover.
+    """Sum the reporting GPUs on a common grid over the span all of them cover (``summed``)."""
+    return summed({g: series[g] for g in reporting(series)})
+
+
+def summed(
+    usable: Mapping[int, tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Sum these GPUs, every one of them, on a common grid over the span all of them cover.
 
     Each GPU's NVML timestamps differ, so every series is linearly interpolated onto one grid
     whose step is the median update interval across GPUs.
     """
-    usable = {g: series[g] for g in reporting(series)}
     if not usable:
         return None
     start = max(float(t[0]) for t, _ in usable.values())
@@ -244,17 +250,17 @@ def analyze_window(
         if m is not None:
             gpus[gpu] = m
     live = reporting({g: clean[g] for g in gpus})
-    summed = node_sum({g: clean[g] for g in live})
+    # The GPUs found reporting are the node: summed as they are (node_sum would ask again which
+    # report, and a stopped GPU's long update interval can make the two answers differ).
+    total = summed({g: clean[g] for g in live})
     node = None
-    if summed is not None:
-        node = analyze_series(
-            summed[0], summed[1], band, min_amplitude_watts=min_amplitude_watts, uniform=True
-        )
+    if total is not None:
+        node = analyze_series(total[0], total[1], band, min_amplitude_watts=min_amplitude_watts, uniform=True)
         if node is not None:
             # The grid inherits the GPUs' rate; report the slowest GPU's, which bounds what is seen.
             rate = min(achieved_rate(clean[g][0]) for g in live)
             node = with_rate(node, rate)
-    return WindowAnalysis(gpus=gpus, node=node, node_series=summed, node_gpus=tuple(live) if node else ())
+    return WindowAnalysis(gpus=gpus, node=node, node_series=total, node_gpus=tuple(live) if node else ())
 
 
 def amplitude_spectrum(t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -29,12 +29,24 @@ METRICS = 22  # PK_METRICS: SeriesMetrics's fields in their declared order
 BANDS = (None, "below", "in", "above")  # the oscillation_band codes
 
 Series = tuple["array[float]", "array[float]"]  # (seconds, watts), oldest first
-Columns = tuple[ctypes.Array[ctypes.c_void_p], ctypes.Array[ctypes.c_void_p], ctypes.Array[ctypes.c_int]]
+Held = list[tuple[ctypes.Array[ctypes.c_double], ctypes.Array[ctypes.c_double]]]
+Columns = tuple[ctypes.Array[ctypes.c_void_p], ctypes.Array[ctypes.c_void_p], ctypes.Array[ctypes.c_int], Held]
 
 
-def _at(x: array[float]) -> int:
-    """The address of an array's first double (its buffer does not move while it is not resized)."""
-    return x.buffer_info()[0]
+def _at(x: array[float]) -> ctypes.Array[ctypes.c_double]:
+    """The array's doubles as ctypes sees them. The array exports its buffer while this lives, so
+    another thread cannot resize (and free) it under a call, which runs without the GIL."""
+    if x.typecode != "d":
+        raise TypeError(f"the power kernel takes array('d'), not array({x.typecode!r})")
+    if len(x) >= 1 << 31:
+        raise ValueError(f"a series of {len(x)} readings is more than the power kernel takes (2**31)")
+    return (ctypes.c_double * len(x)).from_buffer(x)
+
+
+def _finite(*xs: float) -> None:
+    """Refuse NaN and infinite parameters: the C would cast them to integers (undefined)."""
+    if not all(map(math.isfinite, xs)):
+        raise ValueError(f"non-finite parameter among {xs}")
 
 
 def _none(x: float) -> float | None:
@@ -65,6 +77,7 @@ class Kernel:
         """``analysis.analyze_series`` of one sorted series (seconds, watts)."""
         if len(t) != len(w):
             raise ValueError(f"{len(t)} times for {len(w)} readings")
+        _finite(band[0], band[1], min_amplitude_watts)
         out = (ctypes.c_double * METRICS)()
         rc = self._analyze(_at(t), _at(w), len(t), band[0], band[1], min_amplitude_watts, int(uniform),
                            ctypes.addressof(out))
@@ -102,6 +115,8 @@ class Kernel:
         """``stats.percentiles``: NumPy's linear percentiles, the same to the bit."""
         if not len(x):
             raise ValueError("percentiles of an empty array")
+        if not all(0.0 <= q <= 100.0 for q in qs):
+            raise ValueError(f"percentiles must lie in [0, 100], not {qs}")
         q = (ctypes.c_double * len(qs))(*qs)
         out = (ctypes.c_double * len(qs))()
         if self._percentiles(_at(x), len(x), ctypes.addressof(q), len(qs), ctypes.addressof(out)) < 0:
@@ -112,8 +127,11 @@ class Kernel:
         """The ``q``-th percentile of the rates (W/s, either way) between consecutive readings."""
         if len(t) < 2 or len(t) != len(w):
             raise ValueError(f"ramps need two readings or more and a time for each ({len(t)}, {len(w)})")
+        if not 0.0 <= q <= 100.0:
+            raise ValueError(f"a percentile must lie in [0, 100], not {q}")
         out: float = self._ramp(_at(t), _at(w), len(t), q)
-        if math.isnan(out):
+        # NaN is also the answer (as NumPy's) where a reading is NaN or two times repeat
+        if math.isnan(out) and all(map(math.isfinite, w)) and all(a < b for a, b in zip(t, t[1:])):
             raise MemoryError("the power kernel could not allocate its work space")
         return out
 
@@ -122,16 +140,16 @@ class Kernel:
         out, as ``metrics.reporting`` says): the common grid and the sum on it, or None."""
         if not rows:
             return None
-        ts, ws, ns = self._rows(rows)
+        cols = self._rows(rows)
         head = (ctypes.c_double * 2)()
-        count = self._grid(len(rows), ts, ws, ns, ctypes.addressof(head))
+        count = self._grid(len(rows), *cols[:3], head)
         if count < 0:
             raise MemoryError("the power kernel could not allocate its work space")
         if count == 0:
             return None
         grid = array("d", bytes(8 * count))
         self._fill(head[0], head[1], count, _at(grid))
-        return grid, self._sum(grid, rows, (ts, ws, ns))
+        return grid, self._sum(grid, rows, cols)
 
     def interp_sum(self, points: array[float], rows: Sequence[Series]) -> array[float]:
         """Sum over the rows of ``np.interp(points, t, w)`` (each row held at its ends)."""
@@ -140,21 +158,22 @@ class Kernel:
     def _sum(self, points: array[float], rows: Sequence[Series], cols: Columns) -> array[float]:
         out = array("d", bytes(8 * len(points)))
         if points:
-            self._interp_sum(_at(points), len(points), len(rows), *cols, _at(out))
+            self._interp_sum(_at(points), len(points), len(rows), *cols[:3], _at(out))
         return out
 
     @staticmethod
     def _rows(rows: Sequence[Series]) -> Columns:
         """Three C arrays over ``rows``: the addresses of their times and of their watts, and
-        their lengths (the caller keeps them, and so the rows, alive over its calls)."""
+        their lengths; and the rows' buffers, held (unresizable) while the caller keeps them."""
         for t, w in rows:
             if len(t) != len(w) or not len(t):
                 raise ValueError(f"a series of {len(t)} times and {len(w)} readings")
+        held = [(_at(t), _at(w)) for t, w in rows]
         k = len(rows)
-        ts = (ctypes.c_void_p * k)(*[_at(t) for t, _ in rows])
-        ws = (ctypes.c_void_p * k)(*[_at(w) for _, w in rows])
+        ts = (ctypes.c_void_p * k)(*[ctypes.addressof(t) for t, _ in held])
+        ws = (ctypes.c_void_p * k)(*[ctypes.addressof(w) for _, w in held])
         ns = (ctypes.c_int * k)(*[len(t) for t, _ in rows])
-        return ts, ws, ns
+        return ts, ws, ns, held
 
 
 def load(path: str) -> Kernel | None:

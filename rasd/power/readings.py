@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
+from math import isfinite
 from operator import lt
 
 # Dropped readings kept in front before the buffers are compacted. Small on purpose: each buffer
@@ -41,8 +42,10 @@ class Readings:
         return self.t[-1]
 
     def append(self, t: float, w: float) -> bool:
-        """Add a reading; False (nothing added) for a repeat or an out-of-order one."""
-        if len(self.t) > self.start and t <= self.t[-1]:
+        """Add a reading; False (nothing added) for a repeat, an out-of-order one, or watts that
+        are not a number (NVML's are whole milliwatts: NaN or infinity would be a reader's fault,
+        and the analysis would carry it into every figure of the window)."""
+        if len(self.t) > self.start and t <= self.t[-1] or not isfinite(w):
             return False
         self.t.append(t)
         self.w.append(w)
@@ -53,7 +56,7 @@ class Readings:
         newer than the last (as a sampler's are) go in with one copy per buffer."""
         if not t:
             return False
-        if (len(self.t) == self.start or t[0] > self.t[-1]) and all(map(lt, t, t[1:])):
+        if (len(self.t) == self.start or t[0] > self.t[-1]) and all(map(lt, t, t[1:])) and all(map(isfinite, w)):
             self.t.extend(t)
             self.w.extend(w)
             return True

@@ -237,6 +237,15 @@ def test_interp_sum_is_the_sum_of_each_rows_interpolation(native: bool) -> None:
     assert np.allclose(np.frombuffer(got, float), want, rtol=1e-12, atol=1e-9)
 
 
+def test_readings_keep_no_watts_that_are_not_a_number() -> None:
+    from rasd.power.readings import Readings
+
+    r = Readings()
+    assert r.append(0.1, 300.0) and not r.append(0.2, float("nan")) and not r.append(0.3, float("inf"))
+    assert r.extend([0.4, 0.5, 0.6], [301.0, float("-inf"), 302.0])  # the others go in
+    assert list(r.t) == [0.1, 0.4, 0.6] and list(r.w) == [300.0, 301.0, 302.0]
+
+
 def test_readings_keep_the_window_through_compaction() -> None:
 
     from rasd.power.readings import COMPACT, Readings

@@ -95,6 +95,23 @@ def test_every_windows_figures_are_numpys() -> None:
     assert found > 20  # the windows hold rhythms to find, not noise alone
 
 
+def test_the_node_is_the_gpus_found_reporting_summed_as_they_are() -> None:
+    # A GPU that stopped with a long update interval widens the slack of "still reporting": asked
+    # again over the GPUs found reporting, it narrows, and the node summed fewer GPUs than it named.
+    def gpu(step: float, seconds: float, phase: float) -> tuple[np.ndarray, np.ndarray]:
+        t = 1.8e9 + np.arange(0.0, seconds, step)
+        return t, 300.0 + 100.0 * np.sign(np.sin(2 * np.pi * 1.5 * (t - 1.8e9) + phase))
+
+    series = {0: gpu(0.1, 30.0, 0.0), 1: gpu(0.1, 27.0, 1.0), 2: gpu(0.5, 24.0, 2.0)}
+    want = analyze_window(series, BAND)
+    assert want.node_gpus == (0, 1) and want.node is not None
+    assert want.node.mean_watts == pytest.approx(600.0, rel=0.01)  # both GPUs named are summed
+    if kernel.active is not None:
+        ours = window.analyze_window(_live(series), BAND)
+        assert ours.node_gpus == want.node_gpus
+        _close(ours.node, want.node, "node")
+
+
 @needs_kernel
 def test_node_sum_percentiles_and_ramps_are_numpys() -> None:
     for what, series in _windows():
@@ -160,3 +177,25 @@ def test_without_the_kernel_the_service_analyses_with_numpy(numpy_only) -> None:
     assert state.tick_failures_total == 0 and state.node is not None
     assert state.node.oscillation_hz == pytest.approx(0.5, rel=0.05)  # the swing's square wave
     assert state.decision is not None and state.decision.mode.label != "none"
+
+
+@needs_kernel
+def test_the_kernel_refuses_what_it_cannot_take_and_answers_nan_as_numpy() -> None:
+    k = kernel.active
+    assert k is not None
+    with pytest.raises(TypeError, match="array\\('d'\\)"):
+        k.percentiles(array("f", [1.0, 2.0, 3.0]), (50.0,))  # would be read as doubles: garbage
+    with pytest.raises(ValueError, match="percentile"):
+        k.percentiles(array("d", [1.0, 2.0]), (float("nan"),))
+    with pytest.raises(ValueError, match="non-finite"):
+        k.analyze(array("d", range(10)), array("d", range(10)), (float("nan"), 3.0), 0.0)
+    # a NaN reading or a repeated time gives NaN, as NumPy does: not a failure to allocate
+    assert math.isnan(k.ramp_percentile(array("d", [0, 1, 2, 3]), array("d", [1, math.nan, 3, 4]), 95.0))
+    assert math.isnan(k.ramp_percentile(array("d", [0, 1, 1, 3]), array("d", [1, 2, 2, 4]), 95.0))
+    # a series is held while a call reads it: another thread cannot resize it underneath
+    t = array("d", range(10))
+    held = kernel._at(t)
+    with pytest.raises(BufferError):
+        t.append(10.0)
+    del held
+    t.append(10.0)
