@@ -1,21 +1,17 @@
 /*
- * The series half of the live power analysis in C (declared in _kernel.h): analyze_series of
- * rasd.power.analysis with everything it calls outside the spectrum (the repeat filter, the
- * even grid, the folded shape, the sine fit, the steady part, percentiles and ramps), and the
- * pieces of node_sum and running.interp_sum the daemon runs every tick.
+ * rasd.power.analysis.analyze_series in C (declared in _kernel.h), with what it calls outside
+ * the spectrum and the shared primitives: the repeat filter, the even grid, the folded shape,
+ * the sine fit and the steady part; and pk_version, the contract's number.
  *
  * Why native: the daemon analyses every GPU's window every few seconds, and NumPy alone is a
- * third of its memory. Each function follows the NumPy code it replaces step for step: np.interp
- * is NumPy's compiled interp expression for expression, percentiles use stats.percentiles' own
- * expressions on the same order statistics (the same to the bit), and np.sum / np.mean use
- * NumPy's pairwise summation, so the discrete decisions (a fit good enough, a stretch steady or
+ * third of its memory. Each step follows the NumPy code it replaces, on the same primitives
+ * (_numeric.c, _interp.c), so the discrete decisions (a fit good enough, a stretch steady or
  * not) fall the same way. Build without floating-point contraction (-ffp-contract=off) and never
  * with -ffast-math: a fused multiply-add rounds once where NumPy rounds twice, and NaN tests
  * must stay IEEE.
  *
  * Plain C, no Python API: loaded with ctypes (rasd.power.kernel).
  */
-#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +22,6 @@
 #define PEAK_PERCENTILE 99.0
 #define TROUGH_PERCENTILE 1.0
 #define RAMP_PERCENTILE 95.0
-#define MIN_SAMPLES 8
 /* rasd.power.analysis */
 #define FOLD_BINS 20
 #define SINE_R2 0.97
@@ -67,309 +62,6 @@ _Static_assert(M_COUNT == PK_METRICS, "PK_METRICS is SeriesMetrics's field count
 int pk_version(void)
 {
     return 1;
-}
-
-/* ---- sums ------------------------------------------------------------------------------- */
-
-/* np.add.reduce over a contiguous float64 array: NumPy's pairwise summation (eight running sums
- * in blocks of at most 128, halves above that), so np.sum and np.mean round as NumPy does. */
-static double pairwise_sum(const double *a, long n)
-{
-    if (n < 8) {
-        double res = -0.0; /* NumPy's float sum starts from -0.0 (a sum of -0.0s stays -0.0) */
-        for (long i = 0; i < n; i++)
-            res += a[i];
-        return res;
-    }
-    if (n <= 128) {
-        double r[8];
-        long i;
-        for (int j = 0; j < 8; j++)
-            r[j] = a[j];
-        for (i = 8; i < n - (n % 8); i += 8)
-            for (int j = 0; j < 8; j++)
-                r[j] += a[i + j];
-        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        for (; i < n; i++)
-            res += a[i];
-        return res;
-    }
-    long half = n / 2;
-    half -= half % 8;
-    return pairwise_sum(a, half) + pairwise_sum(a + half, n - half);
-}
-
-/* ---- order statistics ------------------------------------------------------------------- */
-
-/* NumPy's sort order: NaN after every number. */
-static inline int before(double a, double b)
-{
-    return a < b || (isnan(b) && !isnan(a));
-}
-
-static inline void swap(double *a, long i, long j)
-{
-    double s = a[i];
-    a[i] = a[j];
-    a[j] = s;
-}
-
-static int cmp_double(const void *pa, const void *pb)
-{
-    double a = *(const double *)pa, b = *(const double *)pb;
-    return before(a, b) ? -1 : before(b, a) ? 1 : 0;
-}
-
-/* Puts the k-th smallest of a[lo..hi) at a[k], no larger ones before it, no smaller ones after
- * (quickselect with a median-of-three pivot; a range that keeps splitting badly is sorted, so
- * the worst case stays n log n). Any correct selection puts the same value at k. */
-static void select_kth(double *a, long lo, long hi, long k)
-{
-    long end = hi - 1, budget = 2;
-    for (long m = hi - lo; m > 1; m >>= 1)
-        budget += 2;
-    while (end > lo) {
-        if (--budget < 0) {
-            qsort(a + lo, (size_t)(end - lo + 1), sizeof(double), cmp_double);
-            return;
-        }
-        long mid = lo + (end - lo) / 2;
-        if (before(a[mid], a[lo]))
-            swap(a, mid, lo);
-        if (before(a[end], a[lo]))
-            swap(a, end, lo);
-        if (before(a[end], a[mid]))
-            swap(a, end, mid);
-        double pivot = a[mid];
-        long i = lo, j = end;
-        while (i <= j) {
-            while (before(a[i], pivot))
-                i++;
-            while (before(pivot, a[j]))
-                j--;
-            if (i <= j) {
-                swap(a, i, j);
-                i++;
-                j--;
-            }
-        }
-        /* a[lo..j] <= pivot <= a[i..end], and what lies between equals the pivot */
-        if (k <= j)
-            end = j;
-        else if (k >= i)
-            lo = i;
-        else
-            return;
-    }
-}
-
-/* stats.percentiles on x[0..n) (n > 0), with work: n doubles of scratch. */
-static void percentiles_with(const double *x, long n, const double *qs, int nq, double *out,
-                             double *work)
-{
-    for (long i = 0; i < n; i++) {
-        if (isnan(x[i])) {
-            /* np.partition puts NaN last, and stats.percentiles answers NaN for every q */
-            for (int q = 0; q < nq; q++)
-                out[q] = NAN;
-            return;
-        }
-    }
-    memcpy(work, x, (size_t)n * sizeof(double));
-    /* The order statistics each q needs, selected in increasing order: after the k-th is in
-     * place, everything from k + 1 on is the larger rest, where the next one is looked for. */
-    long done = -1; /* highest index in its sorted place, everything below it no larger */
-    for (;;) {
-        long next = -1;
-        for (int q = 0; q < nq; q++) {
-            double f = qs[q] / 100;
-            double v = (double)n * f + (1 - f) - 1; /* NumPy's virtual index, alpha = beta = 1 */
-            long lo, hi;
-            if (v >= (double)(n - 1))
-                lo = hi = n - 1;
-            else if (v < 0)
-                lo = hi = 0;
-            else {
-                lo = (long)floor(v);
-                hi = lo + 1;
-            }
-            if (lo > done && (next < 0 || lo < next))
-                next = lo;
-            if (hi > done && (next < 0 || hi < next))
-                next = hi;
-        }
-        if (next < 0)
-            break;
-        select_kth(work, done + 1, n, next);
-        done = next;
-    }
-    for (int q = 0; q < nq; q++) {
-        double f = qs[q] / 100;
-        double v = (double)n * f + (1 - f) - 1;
-        long lo, hi;
-        double g;
-        if (v >= (double)(n - 1)) {
-            lo = hi = n - 1;
-            g = 0.0;
-        } else if (v < 0) {
-            lo = hi = 0;
-            g = 0.0;
-        } else {
-            lo = (long)floor(v);
-            hi = lo + 1;
-            g = v - (double)lo;
-        }
-        double a = work[lo], b = work[hi];
-        double diff = b - a;
-        /* NumPy's _lerp: from the nearer end, so q = 100 gives the maximum exactly */
-        out[q] = g < 0.5 ? a + diff * g : b - diff * (1 - g);
-    }
-}
-
-int pk_percentiles(const double *x, int n, const double *qs, int nq, double *out)
-{
-    double *work = malloc((size_t)n * sizeof(double));
-    if (work == NULL)
-        return -1;
-    percentiles_with(x, n, qs, nq, out, work);
-    free(work);
-    return 0;
-}
-
-double pk_ramp_percentile(const double *t, const double *w, int n, double q)
-{
-    double *rates = malloc((size_t)(n - 1) * 2 * sizeof(double));
-    if (rates == NULL)
-        return NAN;
-    for (int i = 0; i + 1 < n; i++)
-        rates[i] = fabs(w[i + 1] - w[i]) / (t[i + 1] - t[i]);
-    double out;
-    percentiles_with(rates, n - 1, &q, 1, &out, rates + (n - 1));
-    free(rates);
-    return out;
-}
-
-/* ---- np.interp -------------------------------------------------------------------------- */
-
-/* The last j with xp[j] <= x (-1: x below xp[0]; n: x above xp[n-1]), the index NumPy's
- * binary_search_with_guess returns whatever its guess. guess: where the previous x landed
- * (sorted x mostly land at or just after it). */
-static long locate(double x, const double *xp, long n, long guess)
-{
-    if (x > xp[n - 1])
-        return n;
-    if (x < xp[0])
-        return -1;
-    long lo = 0, hi = n; /* xp[lo] <= x, and xp[hi] > x where hi < n */
-    if (guess >= 0 && guess < n && xp[guess] <= x) {
-        lo = guess;
-        if (guess + 1 < n && x < xp[guess + 1])
-            return guess;
-        if (guess + 2 < n && x < xp[guess + 2])
-            return guess + 1;
-    }
-    while (hi - lo > 1) {
-        long mid = lo + (hi - lo) / 2;
-        if (x >= xp[mid])
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
-/* np.interp(x, xp, fp) at one point, held at fp[0] and fp[n-1] outside xp: NumPy's compiled
- * interp expression for expression (n > 0). */
-static double interp_at(double x, const double *xp, const double *fp, long n, long *guess)
-{
-    if (n == 1)
-        return fp[0]; /* NumPy's one-point case answers fp[0] for every x, NaN included */
-    if (isnan(x))
-        return x;
-    long j = locate(x, xp, n, *guess);
-    *guess = j;
-    if (j == -1)
-        return fp[0];
-    if (j == n)
-        return fp[n - 1];
-    if (j == n - 1 || xp[j] == x)
-        return fp[j];
-    double slope = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j]);
-    double r = slope * (x - xp[j]) + fp[j];
-    if (isnan(r)) {
-        /* NumPy's retry from the other end (an infinite slope times a zero offset) */
-        r = slope * (x - xp[j + 1]) + fp[j + 1];
-        if (isnan(r) && fp[j] == fp[j + 1])
-            r = fp[j];
-    }
-    return r;
-}
-
-static void interp(const double *x, long nx, const double *xp, const double *fp, long n,
-                   double *out)
-{
-    long guess = 0;
-    for (long i = 0; i < nx; i++)
-        out[i] = interp_at(x[i], xp, fp, n, &guess);
-}
-
-void pk_fill_grid(double start, double step, int count, double *out)
-{
-    for (int j = 0; j < count; j++)
-        out[j] = start + step * (double)j;
-}
-
-void pk_interp_sum(const double *points, int count, int k, const double *const *t,
-                   const double *const *w, const int *n, double *out)
-{
-    for (int j = 0; j < count; j++)
-        out[j] = 0.0; /* node_sum's np.zeros, added to GPU by GPU */
-    for (int i = 0; i < k; i++) {
-        long guess = 0;
-        for (int j = 0; j < count; j++)
-            out[j] += interp_at(points[j], t[i], w[i], n[i], &guess);
-    }
-}
-
-int pk_node_grid(int k, const double *const *t, const double *const *w, const int *n,
-                 double *grid)
-{
-    (void)w; /* the grid depends on the times only */
-    if (k <= 0)
-        return 0;
-    int longest = 0;
-    for (int i = 0; i < k; i++) {
-        if (n[i] < 2)
-            return 0; /* no update interval (node_sum's caller never passes such a GPU) */
-        if (n[i] > longest)
-            longest = n[i];
-    }
-    double *diffs = malloc((size_t)(2 * (longest - 1) + 2 * k) * sizeof(double));
-    if (diffs == NULL)
-        return -1;
-    double *steps = diffs + (longest - 1), *work = steps + k; /* work: the longer of the two */
-    double start = t[0][0], end = t[0][n[0] - 1];
-    for (int i = 0; i < k; i++) {
-        const double *ti = t[i];
-        if (ti[0] > start)
-            start = ti[0];
-        if (ti[n[i] - 1] < end)
-            end = ti[n[i] - 1];
-        for (int j = 0; j + 1 < n[i]; j++)
-            diffs[j] = ti[j + 1] - ti[j];
-        steps[i] = pk_median(diffs, n[i] - 1, work); /* the median update interval per GPU */
-    }
-    double step = pk_median(steps, k, work);
-    free(diffs);
-    /* node_sum: no grid without a positive step and MIN_SAMPLES points over the common span */
-    if (!(step > 0) || end - start < step * (MIN_SAMPLES - 1))
-        return 0;
-    double count = floor((end - start) / step) + 1;
-    if (!(count <= INT_MAX))
-        return -1; /* no window holds a grid this long; it could not be allocated either */
-    grid[0] = start;
-    grid[1] = step;
-    return (int)count;
 }
 
 /* ---- analyze_series --------------------------------------------------------------------- */
@@ -423,9 +115,9 @@ static int folded_shape(const double *t, const double *w, long n, double freq, d
         /* The middle two of the bin's sorted values (the same one for an odd count), as the
          * lexsort of the Python does; np.median's halved sum for the LARGE branch is the same. */
         long lo = a + (k - 1) / 2, hi = a + k / 2;
-        select_kth(grouped, a, a + k, lo);
+        pk_select_kth(grouped, a, a + k, lo);
         if (hi != lo)
-            select_kth(grouped, lo + 1, a + k, hi);
+            pk_select_kth(grouped, lo + 1, a + k, hi);
         xp[m] = (double)b + 0.5; /* the bin's centre */
         fp[m] = 0.5 * (grouped[lo] + grouped[hi]);
         m++;
@@ -438,15 +130,15 @@ static int folded_shape(const double *t, const double *w, long n, double freq, d
     fp[m] = fp[1];
     long guess = 0;
     for (long i = 0; i < n; i++)
-        shape[i] = interp_at(fmod(phase[i], (double)bins), xp, fp, m + 1, &guess);
+        shape[i] = pk_interp_at(fmod(phase[i], (double)bins), xp, fp, m + 1, &guess);
     /* The variance the folded wave leaves, against the whole (grouped: free scratch now). */
-    double mean = pairwise_sum(w, n) / (double)n;
+    double mean = pk_pairwise_sum(w, n) / (double)n;
     for (long i = 0; i < n; i++)
         grouped[i] = (w[i] - mean) * (w[i] - mean);
-    double total = pairwise_sum(grouped, n);
+    double total = pk_pairwise_sum(grouped, n);
     for (long i = 0; i < n; i++)
         grouped[i] = (w[i] - shape[i]) * (w[i] - shape[i]);
-    double left = pairwise_sum(grouped, n);
+    double left = pk_pairwise_sum(grouped, n);
     rc = !(total <= 0 || 1 - left / total < MIN_FIT_R2);
 out:
     free(phase);
@@ -475,7 +167,7 @@ static int sine_fit(const double *t, const double *w, long n, double freq, doubl
         c[i] = cos(ph);
         s[i] = sin(ph);
     }
-    double rel_mean = pairwise_sum(rel, n) / (double)n;
+    double rel_mean = pk_pairwise_sum(rel, n) / (double)n;
     /* Columns cos, sin, 1, rel - mean; their Gram matrix and products with w. */
     double g[16] = {0}, b[4] = {0};
     for (long i = 0; i < n; i++) {
@@ -567,7 +259,7 @@ static int steady_mask(const double *w, long n, double step, double band_low, un
 int pk_analyze(const double *t_in, const double *w_in, int n_in, double low, double high,
                double min_amplitude, int uniform, double *out)
 {
-    if (n_in < MIN_SAMPLES)
+    if (n_in < PK_MIN_SAMPLES)
         return 0; /* analysable: too few updates (repeats only make fewer) */
     int rc = -1;
     /* One block of scratch: t, w (repeats dropped), the grid (t, w), the shape, 2n + 1 of
@@ -592,7 +284,7 @@ int pk_analyze(const double *t_in, const double *w_in, int n_in, double low, dou
     }
     n = m;
     rc = 0;
-    if (!(n >= MIN_SAMPLES && t[n - 1] > t[0]))
+    if (!(n >= PK_MIN_SAMPLES && t[n - 1] > t[0]))
         goto out; /* analysable */
     double duration = t[n - 1] - t[0];
     double rate = (double)(n - 1) / duration; /* achieved_rate */
@@ -605,7 +297,7 @@ int pk_analyze(const double *t_in, const double *w_in, int n_in, double low, dou
         memcpy(grid_w, w, (size_t)n * sizeof(double));
     } else {
         pk_fill_grid(t[0], step, (int)n, grid_t);
-        interp(grid_t, n, t, w, n, grid_w);
+        pk_interp(grid_t, n, t, w, n, grid_w);
     }
     pk_oscillation osc;
     rc = -1;
@@ -626,7 +318,7 @@ int pk_analyze(const double *t_in, const double *w_in, int n_in, double low, dou
     }
     const double edges[2] = {PEAK_PERCENTILE, TROUGH_PERCENTILE};
     double pt[2];
-    percentiles_with(swing_of, n, edges, 2, pt, work);
+    pk_percentiles_with(swing_of, n, edges, 2, pt, work);
     double peak = pt[0], trough = pt[1];
     if (found && amp > 0 && n <= LARGE) {
         /* A clean sinusoid may never be read at its crest: its fitted amplitude, from all phases
@@ -654,7 +346,7 @@ int pk_analyze(const double *t_in, const double *w_in, int n_in, double low, dou
         for (long i = 0; i < n; i++)
             if (mask[i])
                 held[k++] = grid_w[i];
-        double steady_mean = pairwise_sum(held, k) / (double)k;
+        double steady_mean = pk_pairwise_sum(held, k) / (double)k;
         for (long i = 0; i < n; i++)
             held[i] = mask[i] ? grid_w[i] : steady_mean;
         steady_energy = pk_band_energy_ratio(held, (int)n, step, low, high, nyquist);
@@ -664,14 +356,14 @@ int pk_analyze(const double *t_in, const double *w_in, int n_in, double low, dou
         double *as_float = work, *at_reading = work + n;
         for (long i = 0; i < n; i++)
             as_float[i] = mask[i] ? 1.0 : 0.0;
-        interp(t, n, grid_t, as_float, n, at_reading);
+        pk_interp(t, n, grid_t, as_float, n, at_reading);
         double *picked = work; /* as_float is done with once at_reading is known */
         k = 0;
         for (long i = 0; i < n; i++)
             if (at_reading[i] >= 0.5)
                 picked[k++] = swing_of[i];
-        if (k >= MIN_SAMPLES) {
-            percentiles_with(picked, k, edges, 2, pt, work + n);
+        if (k >= PK_MIN_SAMPLES) {
+            pk_percentiles_with(picked, k, edges, 2, pt, work + n);
             steady_peak = pt[0];
             steady_trough = pt[1];
         }
@@ -689,9 +381,9 @@ int pk_analyze(const double *t_in, const double *w_in, int n_in, double low, dou
     const double ramp_q = RAMP_PERCENTILE;
     double ramp_up = 0.0, ramp_down = 0.0;
     if (nu)
-        percentiles_with(ups, nu, &ramp_q, 1, &ramp_up, scratch);
+        pk_percentiles_with(ups, nu, &ramp_q, 1, &ramp_up, scratch);
     if (nd)
-        percentiles_with(downs, nd, &ramp_q, 1, &ramp_down, scratch);
+        pk_percentiles_with(downs, nd, &ramp_q, 1, &ramp_down, scratch);
 
     out[M_SAMPLES] = (double)n;
     out[M_DURATION] = duration;
@@ -705,7 +397,7 @@ int pk_analyze(const double *t_in, const double *w_in, int n_in, double low, dou
     out[M_SWING] = peak - trough;
     out[M_PEAK] = peak;
     out[M_TROUGH] = trough;
-    out[M_MEAN] = pairwise_sum(w, n) / (double)n;
+    out[M_MEAN] = pk_pairwise_sum(w, n) / (double)n;
     out[M_RAMP_UP] = ramp_up;
     out[M_RAMP_DOWN] = ramp_down;
     out[M_ENERGY] = energy;

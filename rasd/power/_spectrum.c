@@ -1,19 +1,15 @@
 /*
- * The spectral half of the live power analysis in C (declared in _kernel.h): the order
- * statistics and the straight-line fit of rasd.power.stats, a small linear solver, and
- * rasd.power.spectrum's find_oscillation and band_energy_ratio over a real FFT of any length.
+ * rasd.power.spectrum in C (declared in _kernel.h): find_oscillation (the strongest periodic
+ * rhythm of an even-grid window, and the strongest inside the band) and band_energy_ratio.
  *
- * Each function follows the NumPy code it replaces step for step, in the same order of
- * operations where that is possible, so the discrete outcomes (an oscillation found or not,
- * which peak wins) are the NumPy code's and the values agree to rounding. Sums whose order
- * NumPy fixes (np.sum and np.mean: pairwise summation) are done in that order; FFTs, einsum's
- * dot products and LAPACK's LU agree to rounding only. Build without floating-point contraction
- * (-ffp-contract=off) and never with -ffast-math: NaN tests and comparisons must stay IEEE.
+ * Each function follows the NumPy code it replaces step for step, so the discrete outcomes (an
+ * oscillation found or not, which peak wins) are the NumPy code's and the values agree to
+ * rounding (the FFT's and the fits' LU do not round as pocketfft and LAPACK do). Build without
+ * floating-point contraction (-ffp-contract=off) and never with -ffast-math.
  *
  * Plain C, no Python API: loaded with ctypes (rasd.power.kernel).
  */
 #include <math.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,389 +25,6 @@
 #define THIRDS_SHARE 0.4
 #define MIN_CYCLES 3.0
 
-/* ---- sums ------------------------------------------------------------------------------- */
-
-/* np.add.reduce over a contiguous float64 array: NumPy's pairwise summation (eight running
- * partial sums in blocks of at most 128, halves above that), so np.sum and np.mean are matched
- * to the bit, not just to rounding. */
-static double pairwise_sum(const double *a, long n)
-{
-    if (n < 8) {
-        double res = -0.0; /* NumPy starts from -0.0 so that a sum of -0.0s stays -0.0 */
-        for (long i = 0; i < n; i++)
-            res += a[i];
-        return res;
-    }
-    if (n <= 128) {
-        double r[8];
-        long i;
-        for (int j = 0; j < 8; j++)
-            r[j] = a[j];
-        for (i = 8; i < n - (n % 8); i += 8)
-            for (int j = 0; j < 8; j++)
-                r[j] += a[i + j];
-        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        for (; i < n; i++)
-            res += a[i];
-        return res;
-    }
-    long half = n / 2;
-    half -= half % 8;
-    return pairwise_sum(a, half) + pairwise_sum(a + half, n - half);
-}
-
-/* sum over i of (a[i] - am) * (b[i] - bm): np.einsum("i,i->", a - am, b - bm) in the order of
- * NumPy's x86-64 einsum kernel (two lanes, four vectors a round taken last to first, the lanes
- * added at the end), so the x86-64 wheels' values are matched to the bit; elsewhere to rounding.
- * am = bm = 0 is a plain dot product (x - 0 is x). */
-static double dot_centred(const double *a, double am, const double *b, double bm, long n)
-{
-    double acc0 = 0.0, acc1 = 0.0;
-    long i = 0;
-    for (; n - i >= 8; i += 8) {
-        for (int lane = 0; lane < 2; lane++) {
-            double v = lane ? acc1 : acc0;
-            for (int q = 3; q >= 0; q--) {
-                long k = i + 2 * q + lane;
-                v = (a[k] - am) * (b[k] - bm) + v;
-            }
-            if (lane)
-                acc1 = v;
-            else
-                acc0 = v;
-        }
-    }
-    for (; i < n; i += 2) {
-        acc0 = (a[i] - am) * (b[i] - bm) + acc0;
-        if (i + 1 < n)
-            acc1 = (a[i + 1] - am) * (b[i + 1] - bm) + acc1;
-    }
-    return acc0 + acc1;
-}
-
-/* ---- median ----------------------------------------------------------------------------- */
-
-/* Puts the k-th smallest of a[0..n) at a[k], smaller ones before it, larger ones after
- * (quickselect with a median-of-three pivot; no NaN in a). */
-static void select_kth(double *a, long n, long k)
-{
-    long lo = 0, hi = n - 1;
-    while (hi > lo) {
-        long mid = lo + (hi - lo) / 2;
-        /* order a[lo], a[mid], a[hi]; the middle one is the pivot */
-        if (a[mid] < a[lo]) {
-            double s = a[mid]; a[mid] = a[lo]; a[lo] = s;
-        }
-        if (a[hi] < a[lo]) {
-            double s = a[hi]; a[hi] = a[lo]; a[lo] = s;
-        }
-        if (a[hi] < a[mid]) {
-            double s = a[hi]; a[hi] = a[mid]; a[mid] = s;
-        }
-        double pivot = a[mid];
-        long i = lo, j = hi;
-        while (i <= j) {
-            while (a[i] < pivot)
-                i++;
-            while (a[j] > pivot)
-                j--;
-            if (i <= j) {
-                double s = a[i]; a[i] = a[j]; a[j] = s;
-                i++;
-                j--;
-            }
-        }
-        /* now a[lo..j] <= pivot <= a[i..hi], and a[j+1..i-1] == pivot */
-        if (k <= j)
-            hi = j;
-        else if (k >= i)
-            lo = i;
-        else
-            return;
-    }
-}
-
-double pk_median(const double *x, int n, double *work)
-{
-    /* A median is one of the values (or the mean of two), so only the selection matters: any
-     * correct selection gives np.median's value to the bit. */
-    for (int i = 0; i < n; i++) {
-        if (isnan(x[i]))
-            return NAN; /* np.partition sorts NaN last, and stats.median answers NaN */
-        work[i] = x[i];
-    }
-    long half = n / 2;
-    select_kth(work, n, half);
-    if (n % 2)
-        return work[half];
-    /* the largest of the lower half is the other middle value */
-    double below = work[0];
-    for (long i = 1; i < half; i++)
-        if (work[i] > below)
-            below = work[i];
-    return (below + work[half]) / 2;
-}
-
-/* ---- detrend, window, solve ------------------------------------------------------------- */
-
-void pk_detrend(const double *t, const double *w, int n, double *out)
-{
-    /* stats.detrend: tc = t - t.mean(); slope = <tc, w - wm> / <tc, tc>; out = w - wm - slope*tc.
-     * tc is recomputed where it is used (no scratch: the header gives none). */
-    double tm = pairwise_sum(t, n) / n;
-    double wm = pairwise_sum(w, n) / n;
-    double denom = dot_centred(t, tm, t, tm, n);
-    double slope = denom > 0 ? dot_centred(t, tm, w, wm, n) / denom : 0.0;
-    for (int i = 0; i < n; i++)
-        out[i] = w[i] - wm - slope * (t[i] - tm);
-}
-
-void pk_hann(int n, double *out)
-{
-    /* np.hanning: 0.5 + 0.5 * cos(pi * k / (n - 1)) for k = 1 - n, 3 - n, ..., n - 1. */
-    if (n == 1) {
-        out[0] = 1.0;
-        return;
-    }
-    for (int i = 0; i < n; i++) {
-        double k = (double)(1 - n + 2 * i);
-        out[i] = 0.5 + 0.5 * cos(M_PI * k / (double)(n - 1));
-    }
-}
-
-int pk_solve(int m, double *a, double *b)
-{
-    /* LU with partial pivoting, as LAPACK's dgesv (behind np.linalg.solve) does: the pivot is
-     * the first entry of largest magnitude in its column; an exactly zero pivot is singular. */
-    for (int c = 0; c < m; c++) {
-        int p = c;
-        double best = fabs(a[c * m + c]);
-        for (int r = c + 1; r < m; r++) {
-            double v = fabs(a[r * m + c]);
-            if (v > best) {
-                best = v;
-                p = r;
-            }
-        }
-        if (best == 0.0)
-            return -1;
-        if (p != c) {
-            for (int k = 0; k < m; k++) {
-                double s = a[c * m + k];
-                a[c * m + k] = a[p * m + k];
-                a[p * m + k] = s;
-            }
-            double s = b[c];
-            b[c] = b[p];
-            b[p] = s;
-        }
-        double inv = 1.0 / a[c * m + c];
-        for (int r = c + 1; r < m; r++) {
-            double f = a[r * m + c] * inv;
-            a[r * m + c] = f;
-            for (int k = c + 1; k < m; k++)
-                a[r * m + k] -= f * a[c * m + k];
-            b[r] -= f * b[c];
-        }
-    }
-    for (int r = m - 1; r >= 0; r--) {
-        double s = b[r];
-        for (int k = r + 1; k < m; k++)
-            s -= a[r * m + k] * b[k];
-        b[r] = s / a[r * m + r];
-    }
-    return 0;
-}
-
-/* ---- real FFT of any length ------------------------------------------------------------- */
-
-typedef struct {
-    double re, im;
-} cpx;
-
-/* e^(-2 pi i k / size) for k < size / 2 (size a power of two). Only the first eighth is
- * computed; the rest follows by the symmetries of cosine and sine, exactly (swaps and signs),
- * which keeps every entry as accurate as a direct cos/sin and costs a quarter of them. */
-static void twiddles(long size, cpx *tw)
-{
-    long half = size / 2;
-    if (size < 8) {
-        for (long k = 0; k < half; k++) {
-            double angle = 2.0 * M_PI * (double)k / (double)size;
-            tw[k].re = cos(angle);
-            tw[k].im = -sin(angle);
-        }
-        return;
-    }
-    long quarter = size / 4, eighth = size / 8;
-    for (long k = 0; k <= eighth; k++) {
-        double angle = 2.0 * M_PI * (double)k / (double)size;
-        tw[k].re = cos(angle);
-        tw[k].im = -sin(angle);
-    }
-    for (long k = eighth + 1; k <= quarter; k++) { /* cos a = sin(pi/2 - a) */
-        tw[k].re = -tw[quarter - k].im;
-        tw[k].im = -tw[quarter - k].re;
-    }
-    for (long k = quarter + 1; k < half; k++) { /* cos a = -cos(pi - a), sin a = sin(pi - a) */
-        tw[k].re = -tw[half - k].re;
-        tw[k].im = tw[half - k].im;
-    }
-}
-
-/* In-place radix-2 FFT of a[0..size) (size a power of two), with twiddles tw of a transform
- * `stride` times longer (tw[k * stride] = e^(-2 pi i k / size)); inverse: conjugate twiddles,
- * no scaling. */
-static void fft(cpx *a, long size, const cpx *tw, long stride, int inverse)
-{
-    for (long i = 1, j = 0; i < size; i++) { /* bit-reversed order */
-        long bit = size >> 1;
-        for (; j & bit; bit >>= 1)
-            j ^= bit;
-        j |= bit;
-        if (i < j) {
-            cpx s = a[i];
-            a[i] = a[j];
-            a[j] = s;
-        }
-    }
-    for (long len = 2; len <= size; len <<= 1) {
-        long half = len / 2, skip = size / len * stride;
-        for (long j = 0; j < half; j++) {
-            cpx w = tw[j * skip];
-            if (inverse)
-                w.im = -w.im;
-            for (long i = j; i < size; i += len) {
-                cpx u = a[i], v = a[i + half];
-                double vr = v.re * w.re - v.im * w.im, vi = v.re * w.im + v.im * w.re;
-                a[i].re = u.re + vr;
-                a[i].im = u.im + vi;
-                a[i + half].re = u.re - vr;
-                a[i + half].im = u.im - vi;
-            }
-        }
-    }
-}
-
-static long pow2_at_least(long m)
-{
-    long p = 1;
-    while (p < m)
-        p <<= 1;
-    return p;
-}
-
-/* |X[k]| for k <= size / 2, X the DFT of x[0..m) zero-padded to size (a power of two >= 2):
- * np.abs(np.fft.rfft(x, size)). The real input is packed two to a complex number and the
- * half-length transform unpacked (half the work of a complex transform of the same size). */
-static int rfft_abs_pow2(const double *x, long m, long size, double *out)
-{
-    long half = size / 2;
-    cpx *z = malloc(sizeof(cpx) * (size_t)half);
-    cpx *tw = malloc(sizeof(cpx) * (size_t)half);
-    if (!z || !tw) {
-        free(z);
-        free(tw);
-        return -1;
-    }
-    for (long j = 0; j < half; j++) {
-        z[j].re = 2 * j < m ? x[2 * j] : 0.0;
-        z[j].im = 2 * j + 1 < m ? x[2 * j + 1] : 0.0;
-    }
-    twiddles(size, tw);
-    fft(z, half, tw, 2, 0);
-    out[0] = fabs(z[0].re + z[0].im);
-    out[half] = fabs(z[0].re - z[0].im);
-    for (long k = 1; k < half; k++) {
-        /* the even and odd samples' spectra: E = (Z[k] + conj Z[h-k]) / 2,
-         * O = (Z[k] - conj Z[h-k]) / 2i; X[k] = E + e^(-2 pi i k / size) O */
-        cpx a = z[k], b = z[half - k];
-        double er = 0.5 * (a.re + b.re), ei = 0.5 * (a.im - b.im);
-        double or_ = 0.5 * (a.im + b.im), oi = -0.5 * (a.re - b.re);
-        double xr = er + (or_ * tw[k].re - oi * tw[k].im);
-        double xi = ei + (or_ * tw[k].im + oi * tw[k].re);
-        out[k] = hypot(xr, xi);
-    }
-    free(z);
-    free(tw);
-    return 0;
-}
-
-/* np.abs(np.fft.rfft(x)) for any length n >= 1: radix-2 where n is a power of two, else
- * Bluestein's chirp: X[k] = c[k] * sum_j (x[j] c[j]) conj(c[k - j]) with c[j] = e^(-pi i j^2 / n),
- * a convolution done by power-of-two FFTs at least 2n - 1 long. */
-static int rfft_abs(const double *x, long n, double *out)
-{
-    if (n == 1) {
-        out[0] = fabs(x[0]);
-        return 0;
-    }
-    if ((n & (n - 1)) == 0)
-        return rfft_abs_pow2(x, n, n, out);
-    long size = pow2_at_least(2 * n - 1);
-    cpx *a = malloc(sizeof(cpx) * (size_t)size);
-    cpx *b = malloc(sizeof(cpx) * (size_t)size);
-    cpx *chirp = malloc(sizeof(cpx) * (size_t)n);
-    cpx *tw = malloc(sizeof(cpx) * (size_t)(size / 2));
-    if (!a || !b || !chirp || !tw) {
-        free(a);
-        free(b);
-        free(chirp);
-        free(tw);
-        return -1;
-    }
-    for (long j = 0; j < n; j++) {
-        /* j^2 mod 2n keeps the angle small, so it is as accurate for j near n as near 0 */
-        uint64_t sq = (uint64_t)j * (uint64_t)j % (uint64_t)(2 * n);
-        double angle = M_PI * (double)sq / (double)n;
-        chirp[j].re = cos(angle);
-        chirp[j].im = -sin(angle);
-    }
-    memset(a, 0, sizeof(cpx) * (size_t)size);
-    memset(b, 0, sizeof(cpx) * (size_t)size);
-    for (long j = 0; j < n; j++) {
-        a[j].re = x[j] * chirp[j].re;
-        a[j].im = x[j] * chirp[j].im;
-    }
-    b[0].re = chirp[0].re;
-    b[0].im = -chirp[0].im;
-    for (long j = 1; j < n; j++) {
-        b[j].re = b[size - j].re = chirp[j].re;
-        b[j].im = b[size - j].im = -chirp[j].im;
-    }
-    twiddles(size, tw);
-    fft(a, size, tw, 1, 0);
-    fft(b, size, tw, 1, 0);
-    for (long k = 0; k < size; k++) {
-        double re = a[k].re * b[k].re - a[k].im * b[k].im;
-        double im = a[k].re * b[k].im + a[k].im * b[k].re;
-        a[k].re = re;
-        a[k].im = im;
-    }
-    fft(a, size, tw, 1, 1);
-    for (long k = 0; k <= n / 2; k++) {
-        double re = a[k].re / (double)size, im = a[k].im / (double)size;
-        out[k] = hypot(re * chirp[k].re - im * chirp[k].im, re * chirp[k].im + im * chirp[k].re);
-    }
-    free(a);
-    free(b);
-    free(chirp);
-    free(tw);
-    return 0;
-}
-
-/* ---- find_oscillation ------------------------------------------------------------------- */
-
-/* np.abs(np.fft.rfft(xw)) ** 2 into power[0..n/2]. -1: out of memory. */
-static int power_spectrum(const double *xw, long n, double *power)
-{
-    if (rfft_abs(xw, n, power) < 0)
-        return -1;
-    for (long k = 0; k <= n / 2; k++)
-        power[k] = power[k] * power[k]; /* np.abs(...) ** 2 */
-    return 0;
-}
-
 /* The energy_ratio of spectrum.find_oscillation and band_energy_ratio from the power spectrum:
  * power[in band].sum() / power[1:].sum(), both pairwise sums as NumPy's (the band's bins are
  * one run, np.fft.rfftfreq's frequencies rising with k). */
@@ -421,7 +34,7 @@ static double energy_share(const double *power, long n, double step, double low,
     if (low >= nyquist)
         return NAN; /* the whole band is beyond what this rate can see */
     long bins = n / 2 + 1;
-    double total = pairwise_sum(power + 1, bins - 1);
+    double total = pk_pairwise_sum(power + 1, bins - 1);
     if (total <= 0)
         return 0.0;
     double visible_high = nyquist < high ? nyquist : high; /* Python's min(high, nyquist) */
@@ -435,7 +48,7 @@ static double energy_share(const double *power, long n, double step, double low,
             count++;
         }
     }
-    double inside = first < 0 ? 0.0 : pairwise_sum(power + first, count);
+    double inside = first < 0 ? 0.0 : pk_pairwise_sum(power + first, count);
     return inside / total;
 }
 
@@ -523,8 +136,8 @@ static double fit_span(const fit_space *fs, int m, long a, long b)
     long len = b - a;
     for (int i = 0; i < m; i++) {
         for (int k = 0; k < m; k++)
-            gram[i * m + k] = dot_centred(cols[i], 0.0, cols[k], 0.0, len);
-        rhs[i] = dot_centred(cols[i], 0.0, fs->x + a, 0.0, len);
+            gram[i * m + k] = pk_dot_centred(cols[i], 0.0, cols[k], 0.0, len);
+        rhs[i] = pk_dot_centred(cols[i], 0.0, fs->x + a, 0.0, len);
     }
     if (pk_solve(m, gram, rhs) < 0)
         return 0.0;
@@ -660,7 +273,7 @@ int pk_find_oscillation(const double *t, const double *w, int n, double step, do
     long bins = (long)n / 2 + 1;
     /* the padded length: ZERO_PAD times finer, up to MAX_PADDED; a power of two */
     long padded = (long)n * ZERO_PAD <= MAX_PADDED ? (long)n * ZERO_PAD : (long)n;
-    long nfft = pow2_at_least(padded);
+    long nfft = pk_pow2_at_least(padded);
     long size = nfft / 2 + 1;
     /* rel, x, xw, and the fit's four columns: 7n; power and the floor's scratch: 2 bins;
      * mag: size; peaks and the ranking's scratch: 2 size longs */
@@ -684,7 +297,7 @@ int pk_find_oscillation(const double *t, const double *w, int n, double step, do
     pk_hann(n, xw);
     for (int i = 0; i < n; i++)
         xw[i] = x[i] * xw[i];
-    if (power_spectrum(xw, n, power) < 0)
+    if (pk_power_spectrum(xw, n, power) < 0)
         goto done;
     out->energy_ratio = energy_share(power, n, step, low, high, nyquist);
     rc = 0;
@@ -698,7 +311,7 @@ int pk_find_oscillation(const double *t, const double *w, int n, double step, do
     double f_min = MIN_CYCLES / duration, f_max = nyquist * 0.98;
     if (f_min >= f_max)
         goto done;
-    if (rfft_abs_pow2(xw, n, nfft, mag) < 0) {
+    if (pk_rfft_abs_pow2(xw, n, nfft, mag) < 0) {
         rc = -1;
         goto done;
     }
@@ -741,7 +354,7 @@ int pk_find_oscillation(const double *t, const double *w, int n, double step, do
         fs.ones[i] = 1.0;
     /* a level and a slope span the same fits whatever the slope's origin: one centred time
      * column serves every span (spectrum._amplitudes) */
-    double rel_mean = pairwise_sum(rel, n) / n;
+    double rel_mean = pk_pairwise_sum(rel, n) / n;
     for (long i = 0; i < n; i++)
         fs.centred[i] = rel[i] - rel_mean;
 
@@ -803,7 +416,7 @@ double pk_band_energy_ratio(const double *w, int n, double step, double low, dou
     for (int i = 0; i < n; i++)
         x[i] = x[i] * win[i];
     double ratio = -1.0;
-    if (power_spectrum(x, n, power) == 0)
+    if (pk_power_spectrum(x, n, power) == 0)
         ratio = energy_share(power, n, step, low, high, nyquist);
     free(space);
     return ratio;

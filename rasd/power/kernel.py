@@ -1,4 +1,4 @@
-"""The live power analysis in C (``_kernel.c`` and ``_spectrum.c``, declared in ``_kernel.h``).
+"""The live power analysis in C (this package's ``_*.c`` files, declared in ``_kernel.h``).
 
 Why native: the daemon analyses each GPU's window and the node sum every few seconds. In NumPy
 that is about 0.4 ms a series, but importing NumPy costs the daemon about 14 MB of its 44 MB

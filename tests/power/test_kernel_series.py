@@ -1,4 +1,5 @@
-"""The C power kernel's series half (rasd/power/_kernel.c) against the NumPy analysis it replaces.
+"""The C power kernel's series side (rasd/power/_kernel.c, _interp.c, _numeric.c's percentiles)
+against the NumPy analysis it replaces.
 
 Every window is analysed both ways: analyze_series field by field (percentiles of raw readings
 to the bit, values through an FFT or a fit to 1e-9, discrete outcomes equal on every window),

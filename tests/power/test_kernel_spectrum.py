@@ -1,6 +1,6 @@
-"""The power kernel's spectral half (rasd/power/_spectrum.c) against the NumPy code it replaces:
-rasd.power.stats' median, detrend and hann, np.linalg.solve, and rasd.power.spectrum's
-find_oscillation and band_energy_ratio, on many fixed-seed windows.
+"""The power kernel's spectral side (rasd/power/_spectrum.c, _fft.c, _numeric.c) against the
+NumPy code it replaces: rasd.power.stats' median, detrend and hann, np.linalg.solve, and
+rasd.power.spectrum's find_oscillation and band_energy_ratio, on many fixed-seed windows.
 
 Medians and detrending are the same to the bit (their order of summation is NumPy's own; for
 detrending's dot products, as NumPy's x86-64 builds sum them), the Hann window to 1e-15 (libm's
