@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rasd.ladder.decision import Decision
@@ -25,11 +26,22 @@ from rasd.ladder.step import Outcome
 from rasd.model import FaultEvent, FaultKind
 
 if TYPE_CHECKING:
+    from rasd.ladder.escalate import Escalator
     from rasd.ladder.service import LadderService
 
 log = logging.getLogger("rasd.ladder")
 
 _CLOSED = Outcome.CLOSED_BY_OPERATOR.value
+
+
+@dataclass(slots=True)
+class Boards:
+    """The service's replaced-board bookkeeping (``close_replaced``): the GPUs whose board was
+    compared with their open decisions' since the start or their last loss, and whether one is
+    still to be compared."""
+
+    due: bool
+    seen: set[int] = field(default_factory=set)
 
 
 def close_by_operator(svc: LadderService, gpu: int, link: int | None, reason: str,
@@ -44,11 +56,10 @@ def close_by_operator(svc: LadderService, gpu: int, link: int | None, reason: st
     if not reason:
         raise ValueError('the reason is empty; say what was done, e.g. --reason "board '
                          'replaced (serial ...)"')
-    uuid = _identity(svc, gpu).get("uuid")
-    with svc._lock:
-        esc = svc._esc
+    uuid = svc.identity(gpu).get("uuid")
+    with svc.locked() as esc:
         if not esc.open_on(gpu, link):
-            raise ValueError(nothing_open(svc, gpu, link))
+            raise ValueError(nothing_open(svc, esc, gpu, link))
         details: dict[str, Any] = {"action": OPERATOR_CLOSE, "result": "closed",
                                    "reason": reason, "by": by}
         if uuid:
@@ -74,16 +85,17 @@ def close_replaced(svc: LadderService, now_wall: float) -> list[Decision]:
     replaced, nor is one whose decisions were stored without a UUID (an older store). Returns
     the decisions closed."""
     closed: list[Decision] = []
-    with svc._lock:
-        due = {d.gpu for d in svc._esc.open_decisions()} - svc.lost_now - svc._boards_seen
+    with svc.locked() as esc:
+        boards = svc.boards
+        due = {d.gpu for d in esc.open_decisions()} - svc.lost_now - boards.seen
         pending = False
         for gpu in sorted(due):
             new = svc.uuid_of(gpu)
             if new is None:
                 pending = True  # not read yet (no poll, or lost since): asked again next pass
                 continue
-            svc._boards_seen.add(gpu)
-            old = _made_on(svc, gpu, new)
+            boards.seen.add(gpu)
+            old = _made_on(svc, esc, gpu, new)
             if old is None:
                 continue
             try:
@@ -91,18 +103,18 @@ def close_replaced(svc: LadderService, now_wall: float) -> list[Decision]:
                                             "rasd", now_wall, what="ladder_board_replaced")
             except ValueError:  # (nothing open after all: no decision to close)
                 continue
-        svc._boards_due = pending
+        boards.due = pending
     return closed
 
 
-def _made_on(svc: LadderService, gpu: int, uuid: str) -> str | None:
+def _made_on(svc: LadderService, esc: Escalator, gpu: int, uuid: str) -> str | None:
     """The UUID of another board that an open decision of GPU ``gpu`` was made on (the newest
     such decision's), or None: all were made on board ``uuid``, or stored without one. Only
     the decisions the ladder holds open count (an SDC all-clear stays open in the store as a
     record of the old board's return, and says nothing about the board in the slot now). Where
     decisions of both boards are open, the old board's are stale whatever the new one's say,
     and the GPU is closed as a person would close it."""
-    held = {(d.time_wall, d.link, d.fault) for d in svc._esc.open_decisions() if d.gpu == gpu}
+    held = {(d.time_wall, d.link, d.fault) for d in esc.open_decisions() if d.gpu == gpu}
     old = None
     for row in svc.store.decisions(gpu=gpu, open_only=True):
         b = row.body
@@ -112,14 +124,15 @@ def _made_on(svc: LadderService, gpu: int, uuid: str) -> str | None:
     return old
 
 
-def nothing_open(svc: LadderService, gpu: int, link: int | None) -> str:
-    """Why a close found nothing to close there, and what to do instead."""
-    others = svc._esc.open_on(gpu)
+def nothing_open(svc: LadderService, esc: Escalator, gpu: int, link: int | None) -> str:
+    """Why a close found nothing to close there, and what to do instead (``esc``: the service's
+    escalator, its lock held)."""
+    others = esc.open_on(gpu)
     if link is not None and others:
         where = ", ".join("the GPU itself" if c[1] is None else f"link {c[1]}" for c in others)
         return (f"GPU {gpu} has nothing open on link {link} (open: {where}); leave out --link "
                 f"to close all of GPU {gpu}'s, or name one of those links")
-    if _no_such_gpu(svc, gpu):
+    if _no_such_gpu(svc, esc, gpu):
         return (f"no GPU {gpu} on this node (rasd has never seen it); check the index with "
                 "rasd status")
     on = f"GPU {gpu}" + (f" link {link}" if link is not None else "")
@@ -145,19 +158,11 @@ def handle(svc: LadderService, req: dict[str, Any]) -> dict[str, Any]:
     return {"gpu": gpu, "link": link, "closed": [d.to_dict() for d in closed]}
 
 
-def _identity(svc: LadderService, gpu: int) -> dict[str, Any]:
-    """The GPU's identity as the daemon polls it (uuid, pci_bus_id, name); empty offline or for
-    a GPU it does not poll."""
-    if svc._gpu_info is None:
-        return {}
-    return {k: v for k, v in svc._info(gpu).items() if k != "hostname"}
-
-
-def _no_such_gpu(svc: LadderService, gpu: int) -> bool:
+def _no_such_gpu(svc: LadderService, esc: Escalator, gpu: int) -> bool:
     """Neither seen by the ladder nor ever decided about, nor polled by the daemon (offline:
     beyond ``[ladder] gpus_per_node``)."""
-    if gpu in svc._esc.history.gpus_seen or svc.store.decisions(gpu=gpu, limit=1):
+    if gpu in esc.history.gpus_seen or svc.store.decisions(gpu=gpu, limit=1):
         return False
-    if svc._gpu_info is not None:
-        return not _identity(svc, gpu)
+    if svc.polls_gpus:
+        return not svc.identity(gpu)
     return gpu >= svc.settings.gpus_per_node

@@ -16,8 +16,9 @@ import queue
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from rasd.control import root_only
 from rasd.ladder import catchup, closing, restore
@@ -76,8 +77,7 @@ class LadderService:
         # replaced boards (closing.close_replaced): the GPUs whose board was compared with their
         # open decisions' since the start or their last loss, and whether one is still to be
         # compared
-        self._boards_seen: set[int] = set()
-        self._boards_due = gpu_info is not None
+        self.boards = closing.Boards(due=gpu_info is not None)
         with self._lock:
             restored = restore.rebuild(self._esc, self.store, self._actuator,
                                        settings.horizon_seconds,
@@ -95,7 +95,7 @@ class LadderService:
         the results of remedies that finished meanwhile; returns the new decisions.
         Thread-safe. Called with no events, it only drains the remedy results (the tick)."""
         out: list[Decision] = []
-        if self._boards_due:  # before the pass's events: they are the board's in the slot now
+        if self.boards.due:  # before the pass's events: they are the board's in the slot now
             closing.close_replaced(self, now_wall)
         batch: Sequence[FaultEvent] = [
             x for x in map(self._with_architecture, events)
@@ -244,6 +244,25 @@ class LadderService:
         ``rasd.ladder.catchup.catch_up``). Returns how many were new."""
         return catchup.catch_up(self.store, self.ingest, logged, gpu_of, now_wall, since_wall)
 
+    def identity(self, gpu: int) -> dict[str, Any]:
+        """The GPU's identity as the daemon polls it (uuid, pci_bus_id, name); empty offline or
+        for a GPU it does not poll."""
+        if self._gpu_info is None:
+            return {}
+        return {k: v for k, v in self._info(gpu).items() if k != "hostname"}
+
+    @property
+    def polls_gpus(self) -> bool:
+        """Whether the daemon polls the GPUs (their identity can be read); False offline."""
+        return self._gpu_info is not None
+
+    @contextmanager
+    def locked(self) -> Iterator[Escalator]:
+        """The escalator, with the service's (reentrant) lock held for the ``with`` block: the
+        closes (closing.py) read it, feed it and store the step as one move."""
+        with self._lock:
+            yield self._esc
+
     def _info(self, gpu: int) -> dict[str, Any]:
         info: dict[str, Any] = {"hostname": self.hostname}
         if self._gpu_info is not None:
@@ -289,10 +308,10 @@ class LadderService:
         with self._lock:
             lost = frozenset(gpus)
             if self.lost_now - lost and self._gpu_info is not None:
-                self._boards_due = True
+                self.boards.due = True
             # asked by a close: a lost GPU's decisions cannot close
             self.lost_now = lost
-            self._boards_seen -= lost
+            self.boards.seen -= lost
             for g in gpus:
                 self._esc.still_present((g, None), LOST_FAULT, now_wall)
             if self._held_lost:
@@ -301,7 +320,7 @@ class LadderService:
                     self._esc.release(comp, LOST_FAULT)
                     self._held_lost.remove(comp)
                 self._advance(now_wall)  # back since: it expires now if it would have
-            if self._boards_due:
+            if self.boards.due:
                 closing.close_replaced(self, now_wall)
 
     def decisions_for(self, gpu: int) -> list[Decision]:
