@@ -48,7 +48,7 @@ SELF_STATS = ("psutil",)
 NUMPY_EXTRAS = ("numpy.ma", "numpy.random", "numpy.polynomial")
 # rasd run loads its own commands only
 OTHER_COMMANDS = ("rasd.cli.ladder", "rasd.cli.sdc", "rasd.cli.power", "rasd.cli.power_report", "rasd.cli.scheduler",
-                  "rasd.ladder.replay")
+                  "rasd.ladder.replay", "rasd.ladder.replay_json", "rasd.ladder.replay_kmsg", "rasd.ladder.replay_input")
 
 
 def _env(tmp: Path) -> dict[str, str]:
