@@ -16,7 +16,9 @@ out for a decision is never left out with nothing done for it.
 The limits outlive a restart: the service hands ``remember_runs`` the runs the store holds, so a
 plan submitted again after a restart (its decision open, its plan never run) waits as it would
 have. One decision's plan runs once: a decision submitted again while its plan is queued or
-running, or after it ran (ok or failed), is not run again.
+running, or after it ran (ok or failed), is not run again. A plan with no command (none is
+configured for its kinds) is its gate alone: the node taken out, the operator acts; once the gate
+let it through it is done, and one that waited for commands a reload took away waits no more.
 """
 
 from __future__ import annotations
@@ -165,9 +167,7 @@ class Actuator:
     def _run_plan(self, d: Decision, plan: list[tuple[str, tuple[str, ...]]],
                   info: Mapping[str, object]) -> list[ActionResult]:
         if not plan:
-            if self.gate is not None:
-                self.gate(d, info)  # (a deferral is the gate's to resubmit)
-            return []
+            return self._gate_only(d, info)
         comp = (d.gpu, d.link)
         key = _decision_key(d)
         # busy and the rate limits before the gate: a plan that cannot run must not take the
@@ -219,14 +219,46 @@ class Actuator:
                 self._busy.discard(comp)
                 self._running.discard(key)
                 if results and results[-1].result in RAN:  # ran through, or stopped by a failure
-                    self._done[key] = None
-                    if len(self._done) > _DONE_KEPT:
-                        del self._done[next(iter(self._done))]
+                    self._remember_done(key)
         # after the component is free: a failed remedy's escalation must be able to act on it
         for res in results:
             if res.result not in ("busy", "rate_limited"):  # (a skip is emitted by _hold)
                 self._emit(res)
         return results
+
+    def _gate_only(self, d: Decision, info: Mapping[str, object]) -> list[ActionResult]:
+        """A plan with no command of its own (none configured for its kinds): the gate's drain
+        is all of it, and the operator acts. Once per decision, as a plan with commands: once
+        the gate let it through, the same decision submitted again (a restart, a retry) is not
+        gated again; a deferral is the gate's to resubmit. A plan that waited for commands a
+        reload took away waits no more: it leaves the waiting set here, said once."""
+        key = _decision_key(d)
+        with self._lock:
+            w = self._waiting.pop(key, None)
+            if key in self._done or key in self._running:
+                return []
+            self._running.add(key)
+        if w is not None:
+            log.info("action_no_longer_waiting gpu=%s link=%s rung=%s why=%s skips=%d "
+                     "detail=%r", d.gpu, d.link, d.rung.label, w.why, w.skips,
+                     "no command left to run (reloaded): the gate's drain alone, the operator "
+                     "acts")
+        passed = False
+        try:
+            passed = self.gate is None or self.gate(d, info)
+        finally:
+            with self._lock:
+                self._running.discard(key)
+                if passed:
+                    self._remember_done(key)
+        return []
+
+    def _remember_done(self, key: tuple[float, int, int | None, str, int]) -> None:
+        """Under the lock: the decision's plan ran (through, stopped by a failure, or a plan
+        of no command that the gate let through); it is not run again."""
+        self._done[key] = None
+        if len(self._done) > _DONE_KEPT:
+            del self._done[next(iter(self._done))]
 
     def _limit_ahead(self, comp: tuple[int, int | None], kinds: Sequence[str],
                      now: float | None = None) -> tuple[str | None, float]:
@@ -281,7 +313,9 @@ class Actuator:
                     log.info("action_dropped gpu=%s link=%s rung=%s why=%s skips=%d detail=%r",
                              w.decision.gpu, w.decision.link, w.decision.rung.label, w.why,
                              w.skips, "its decision closed before the plan could run")
-                elif w.due <= now and (w.decision.gpu, w.decision.link) not in self._busy:
+                elif not self.kinds(w.decision) or (
+                        w.due <= now and (w.decision.gpu, w.decision.link) not in self._busy):
+                    # (no command left to wait for, a reload took them: it waits no more)
                     w.due = float("inf")  # in flight: not submitted twice before it starts
                     self.counts["retried"] += 1
                     ready.append(w)

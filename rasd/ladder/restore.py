@@ -90,7 +90,12 @@ def not_run(decisions: Sequence[Decision], now: float, store: Store, actuator: A
     decision's component (a reboot's on any GPU) at or after its time. Skips (busy, rate
     limited) are not runs. The rate limits are fed the stored runs, so a plan planned
     again waits as it would have. ``booted_wall``: when the node last booted (Unix s; None:
-    the kernel's boot time, read when a reboot decision asks)."""
+    the kernel's boot time, read when a reboot decision asks).
+
+    A plan with no command (none configured for its kinds) leaves no run in the store: it is
+    the gate's drain alone, and rasd may have died before the gate was asked. Where enforced
+    with a gate it is planned again too; the gate asks the scheduler afresh, so a node rasd
+    already took out for it is not taken out twice."""
     oldest = min((d.time_wall for d in decisions), default=None)
     reach = max(3600.0, actuator.s.min_interval_seconds)
     since = now - reach if oldest is None else min(oldest, now - reach)
@@ -99,9 +104,9 @@ def not_run(decisions: Sequence[Decision], now: float, store: Store, actuator: A
     out = []
     for d in decisions:
         kinds = actuator.kinds(d)
-        if not kinds:
-            continue  # nothing of its own to run (the scheduler retries its deferrals)
-        if any(_ran_for(a, d, kinds) for a in runs):
+        if not kinds and (actuator.gate is None or not actuator.enforced):
+            continue  # nothing to run and no node to take out: there is no plan
+        if kinds and any(_ran_for(a, d, kinds) for a in runs):
             continue
         if d.rung is Rung.REBOOT_NODE:
             if booted_wall is None:
@@ -161,7 +166,8 @@ def still_open(unplanned: Sequence[Decision], open_now: Sequence[Decision]) -> l
     for d in out:
         log.info("event=ladder_resubmitted gpu=%s link=%s rung=%s fault=%s decided=%.0f "
                  "detail=%r", d.gpu, d.link, d.rung.label, d.fault, d.time_wall,
-                 "open at the restart, its plan never ran: planned again")
+                 "open at the restart, its plan never ran (or has no command, its gate "
+                 "asks the scheduler afresh): planned again")
     return out
 
 

@@ -34,10 +34,11 @@ class Rasd:
     starts anew, as a new process's does) over the same store, acting through ``runner``."""
 
     def __init__(self, db: Path, wall: ManualClock, runner: Any, *, enforce: bool = True,
-                 synchronous: bool = True, booted_wall: float = 0.0) -> None:
+                 synchronous: bool = True, booted_wall: float = 0.0,
+                 commands: dict[str, tuple[str, ...]] = COMMANDS) -> None:
         self.wall = wall
         self.mono = ManualClock(50.0)
-        acts = ActionSettings(enforce=enforce, commands=COMMANDS)  # 600 s between two resets
+        acts = ActionSettings(enforce=enforce, commands=commands)  # 600 s between two resets
         self.act = Actuator(acts, runner, synchronous=synchronous, clock=self.mono, wall=wall)
         self.gate = self.act.gate = TakesOut()
         self.store = Store(db)
@@ -97,6 +98,54 @@ def test_a_decision_stored_before_rasd_died_is_run_once_after_the_restart(
     r.tick()
     assert again.calls == []
     r.stop()
+
+
+def test_a_plan_with_no_command_is_gated_once_after_the_restart(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """No reboot command configured: the reboot's plan is the gate's drain alone, the operator
+    reboots. rasd died between storing the decision and gating it: the restart gates it, once,
+    as a new decision is; in advisory mode it does not."""
+    db, wall = tmp_path / "r.db", ManualClock(T0)
+    _died_after_storing(db, wall, 79)
+    wall.advance(120)
+    no_reboot = {k: v for k, v in COMMANDS.items() if k != "reboot_node"}
+    r = Rasd(db, wall, RecordingRunner(), enforce=False, commands=no_reboot)
+    r.tick()
+    assert r.gate.asked == []
+    r.stop()
+    caplog.set_level(logging.INFO, "rasd.ladder")
+    runner = RecordingRunner()
+    r = Rasd(db, wall, runner, commands=no_reboot)
+    assert r.gate.asked == []  # nothing acts before the first pass
+    for _ in range(3):
+        r.tick()
+        r.advance(600)
+    assert r.gate.asked == [Rung.REBOOT_NODE] and runner.calls == []
+    assert r.open_rungs() == [Rung.REBOOT_NODE]  # open: the operator reboots
+    said = [m for m in caplog.messages if "event=ladder_resubmitted" in m]
+    assert len(said) == 1 and "rung=reboot_node" in said[0], said
+    r.act.submit(r.svc.decisions_for(3)[0], {})  # handed over again in this run (a retry)
+    assert r.gate.asked == [Rung.REBOOT_NODE]  # the gate let it through: done
+    r.stop()
+
+
+def test_a_plan_with_no_command_the_gate_deferred_is_gated_again() -> None:
+    """Once per decision means once let through: a deferral (the budget spent) is the gate's
+    to resubmit, and the resubmission reaches it."""
+    act = Actuator(ActionSettings(enforce=True, commands={}), RecordingRunner(),
+                   synchronous=True)
+    answers = [False, True]
+    asked: list[Rung] = []
+
+    def gate(d: Any, info: Any) -> bool:
+        asked.append(d.rung)
+        return answers.pop(0)
+
+    act.gate = gate
+    reboot = Escalator().feed(FaultEvent(T0, 2, FaultKind.XID, None, {"xid": 79})).opened[0]
+    for _ in range(3):
+        act.submit(reboot, {})
+    assert asked == [Rung.REBOOT_NODE] * 2
 
 
 def test_a_plan_cancelled_at_shutdown_runs_after_the_restart(

@@ -3,8 +3,12 @@ that takes the node out of the scheduler, and tried again while their decision i
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from rasd.backends.fake.clock import ManualClock
 from rasd.ladder.actions import Actuator
@@ -123,5 +127,35 @@ def test_a_waiting_plan_whose_decision_closed_is_dropped(tmp_path: Path) -> None
     svc.tick(clock())
     assert runner.calls == [("nvidia-smi", "-r")] and gate.asked == [Rung.RESET_GPU]
     assert act.waiting() == []
+    svc.close()
+    store.close()
+
+
+def test_a_waiting_plan_whose_commands_were_reloaded_away_leaves_the_waiting_set(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A reload took away the command the plan waited to run: it waits for nothing, so it
+    leaves the waiting set (and the gauges) at the next pass, not when its decision closes,
+    and gets what a fresh plan with no command gets: the gate alone, once; said once."""
+    runner = RecordingRunner()
+    clock, act, gate, store, svc = ladder(tmp_path, runner)
+    svc.ingest([xid(clock, 62)], clock())
+    svc.tick(clock())
+    clock.advance(300)
+    svc.ingest([xid(clock, 62)], clock())  # the reset again, within the 600 s limit: it waits
+    assert svc.state(clock()).plans_waiting == 1
+    caplog.set_level(logging.INFO, "rasd.ladder.actions")
+    act.s = replace(act.s, commands={k: v for k, v in COMMANDS.items() if k != "reset_gpu"})
+    clock.advance(30)  # still within the limit's window
+    svc.tick(clock())
+    st = svc.state(clock())
+    assert (st.plans_waiting, st.plans_waiting_oldest_seconds) == (0, 0.0)
+    assert act.waiting() == [] and svc.rung(3) is Rung.RESET_GPU  # open: for the operator
+    assert gate.asked == [Rung.RESET_GPU] * 2  # the gate's drain alone
+    for _ in range(3):  # past the window: nothing more, neither run nor gated nor said
+        clock.advance(600)
+        svc.tick(clock())
+    assert runner.calls == [("nvidia-smi", "-r")] and gate.asked == [Rung.RESET_GPU] * 2
+    said = [m for m in caplog.messages if m.startswith("action_no_longer_waiting")]
+    assert len(said) == 1 and "why=rate_limited" in said[0], said
     svc.close()
     store.close()

@@ -1,0 +1,73 @@
+"""A plan with no command (no reboot command configured: the node is drained, the operator
+reboots) after a restart, against a real Slurm: where rasd died between storing the decision
+and gating it, the restart drains the node; where the drain happened, a restart does not drain
+it again (the gate asks the scheduler afresh and finds it out for rasd)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rasd.ladder.actions import Actuator
+from rasd.ladder.escalate import Escalator
+from rasd.ladder.runner import RecordingRunner
+from rasd.ladder.service import LadderService
+from rasd.ladder.settings import ActionSettings, LadderSettings
+from rasd.model import FaultEvent, FaultKind, Rung
+from rasd.scheduler.build import build_service
+from rasd.scheduler.settings import SchedulerSettings
+from rasd.store import Store
+from tests.scheduler.slurmcluster import SlurmCluster
+from tests.scheduler.test_slurm import now_clock, sinfo
+
+
+def test_a_plan_with_no_command_drains_once_across_restarts(
+        slurm: SlurmCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    clock = now_clock()
+    db = tmp_path / "rasd.db"
+    settings = SchedulerSettings(kind="slurm", node_name=slurm.node, slurm_conf=str(slurm.conf),
+                                 partition=slurm.partition, retry_seconds=10)
+    actions = ActionSettings(enforce=True, commands={"restart_process": ("restart",)})
+    # what the store holds where rasd died between storing the reboot and gating it
+    e = FaultEvent(clock(), 3, FaultKind.XID, None, {"xid": 79})
+    store = Store(db)
+    store.record_step(e, [d.to_dict() for d in Escalator(LadderSettings()).feed(e).opened], ())
+    store.close()
+    assert sinfo(slurm, slurm.node) == ("idle", "none")
+
+    def run(passes: int) -> Any:
+        """One rasd from start to stop: the daemon's passes, the ladder's then the scheduler's."""
+        runner = RecordingRunner()
+        sched = build_service(settings, True, str(db), wall=clock, clock=clock,
+                              synchronous=True)
+        act = Actuator(actions, runner, synchronous=True, wall=clock)
+        act.gate = sched.gate
+        sched.submit = act.submit
+        store = Store(db)
+        ladder = LadderService(LadderSettings(), actions, store, "h", actuator=act,
+                               now_wall=clock(), booted_wall=0.0)
+        for _ in range(passes):
+            ladder.tick(clock())
+            sched.tick(clock(), ladder.decisions_for(3))
+            clock.advance(11)
+        assert runner.calls == [] and [d.rung for d in ladder.decisions_for(3)] == \
+            [Rung.REBOOT_NODE]  # open: the operator reboots
+        ladder.close()
+        sched.close()
+        store.close()
+        return sched
+
+    clock.advance(30)
+    first = run(3)
+    assert first.counts["drains"] == 1
+    assert sinfo(slurm, slurm.node) == ("drained", "rasd: xid 79 gpu 3 -> reboot_node")
+    clock.advance(60)
+    again = run(3)  # the drain happened: the node stays as it is
+    assert again.counts["drains"] == 0
+    assert sinfo(slurm, slurm.node) == ("drained", "rasd: xid 79 gpu 3 -> reboot_node")
+    assert sum("event=ladder_resubmitted" in r.getMessage() for r in caplog.records) == 2
+    assert "scheduler_pass_failed" not in caplog.text and "Traceback" not in caplog.text
