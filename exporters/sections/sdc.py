@@ -1,4 +1,5 @@
-"""SDC checks: last result, time and duration per GPU and check, accusations, GEMM rate.
+"""SDC checks: last result, time and duration per GPU and check, accusations, GEMM rate, and
+whether the checks can run on the node (why not, and when they are tried again).
 
 Whether a GPU is suspect is the ladder's to say (``rasd_gpu_sdc_suspect``, ladder section): an
 accusation reaches it as a fault event, and the ladder's decision is what excludes the GPU."""
@@ -9,9 +10,10 @@ from typing import Iterable
 
 from exporters.family import CounterFamily, Family, GaugeFamily
 
-from rasd.snapshot import Snapshot
+from rasd.snapshot import SdcState, Snapshot
 
 RESULTS = ("pass", "fail", "inconclusive")
+UNAVAILABLE_KINDS = ("transient", "permanent")
 _OUTCOME = {"suspect": "opened"}  # an accusation that is opened marks the GPU suspect
 
 
@@ -59,3 +61,25 @@ def collect(snapshot: Snapshot) -> Iterable[Family]:
     for g, gflops in sorted(st.gflops.items()):
         rate.add_metric([str(g)], gflops * 1e9)
     yield rate
+    yield from _availability(st)
+
+
+def _availability(st: SdcState) -> Iterable[Family]:
+    u = st.unavailable
+    kind = None if u is None else ("permanent" if u.permanent else "transient")
+    unavailable = GaugeFamily(
+        "rasd_sdc_checks_unavailable",
+        "1 for the kind of reason SDC checks cannot run on the node now, 0 for the other; both 0 while they "
+        "can: transient (tried again after a back-off) or permanent (no engine library installed; not tried "
+        "again until a restart). The reason itself is in the log and rasd validate's answer.", labels=["kind"])
+    for k in UNAVAILABLE_KINDS:
+        unavailable.add_metric([k], 1.0 if k == kind else 0.0)
+    yield unavailable
+    retry = GaugeFamily("rasd_sdc_checks_retry_timestamp_seconds",
+                        "Unix time from which unavailable SDC checks are tried again (0 when no retry waits: "
+                        "the checks can run, or the reason is permanent).")
+    retry.add_metric([], 0.0 if u is None or u.retry_wall is None else u.retry_wall)
+    yield retry
+    yield CounterFamily("rasd_sdc_checks_unavailable_tries",
+                        "Tries to build or run the SDC checks that found them unavailable (the first of a spell "
+                        "is logged, the rest only counted).", value=float(st.unavailable_tries))

@@ -67,24 +67,29 @@ def child(request: Mapping[str, Any]) -> dict[str, Any]:
     """Run the one check ``request`` asks for, with engines for the GPUs it uses only; the
     answer to print."""
     from rasd.backends import open_backend
-    from rasd.sdc.engines import engines_for_backend
-    from rasd.sdc.validation import Validator
+    from rasd.sdc.retry import is_permanent
 
     cancel = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())
     settings = _settings(request["settings"])
+    try:
+        # the engines' libraries (NumPy, and CuPy on real GPUs): missing ones are a permanent reason
+        from rasd.sdc.engines import engines_for_backend
+        from rasd.sdc.validation import Validator
+    except ImportError as e:
+        return {"unavailable": _reason(e), "permanent": True}
     b = request["backend"]
     idle = "idle" if b.get("kind") == "fake" else None  # the fake's checks want idle GPUs (tests)
     try:
         backend = open_backend(b.get("kind"), b.get("scenario"), workload=idle)
     except Exception as e:  # noqa: BLE001 - no backend, no engine: the reason is given
-        return {"unavailable": _reason(e)}
+        return {"unavailable": _reason(e), "permanent": is_permanent(e)}
 
     def build(gpus: Sequence[int]) -> Any:
         try:
             return engines_for_backend(backend, settings.seed, settings.numpy_memory_bytes, set(gpus))
         except Exception as e:  # noqa: BLE001 - whatever stops the build is the reason given
-            raise ChecksUnavailable(_reason(e)) from e
+            raise ChecksUnavailable(_reason(e), is_permanent(e)) from e
 
     try:
         handles = {g.index: g for g in backend.adapter.gpus()}
@@ -98,7 +103,7 @@ def child(request: Mapping[str, Any]) -> dict[str, Any]:
     except Cancelled:
         return {"cancelled": True}
     except ChecksUnavailable as e:
-        return {"unavailable": str(e)}
+        return {"unavailable": str(e), "permanent": e.permanent}
     except ValueError as e:  # a refusal (a bad request): its message says it all
         return {"error": f"ValueError: {e}"}
     except Exception as e:  # noqa: BLE001 - reported to the daemon, which logs it

@@ -27,7 +27,12 @@ Conditions = Callable[[], "tuple[float | None, float | None]"]
 
 
 class EngineUnavailable(RuntimeError):
-    """No engine can run checks here; the message is one line for people."""
+    """No engine can run checks here; the message is one line for people. ``permanent``: none
+    can in this installation (a library missing), as opposed to a device that did not answer."""
+
+    def __init__(self, reason: str, permanent: bool = False):
+        super().__init__(reason)
+        self.permanent = permanent
 
 
 class DeviceMemory(Protocol):

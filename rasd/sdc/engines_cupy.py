@@ -100,7 +100,7 @@ def cupy_engines(bus_ids: Mapping[int, str]) -> dict[int, CupyEngine]:
     """Engines keyed by NVML index; CUDA ordinals are matched by PCI bus id (CUDA's own order
     is fastest-first unless CUDA_DEVICE_ORDER=PCI_BUS_ID)."""
     if cp is None:
-        raise EngineUnavailable(CUPY_MISSING)
+        raise EngineUnavailable(CUPY_MISSING, permanent=True)
     ordinals: dict[str, int] = {}
     for i in range(cp.cuda.runtime.getDeviceCount()):
         ordinals[_norm(cp.cuda.runtime.deviceGetPCIBusId(i))] = i

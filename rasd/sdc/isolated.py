@@ -18,8 +18,8 @@ context on those GPUs only.
 The parent sends one JSON request on the child's stdin and reads JSON lines from its stdout:
 ``{"progress": [done, total, label]}`` as the check goes, then one of ``{"outcome": ...}`` (the
 report with every check's evidence and unrounded seconds, as the store keeps them),
-``{"unavailable": reason}`` (no engine could be built), ``{"cancelled": true}`` or ``{"error":
-"Type: message"}``. The child's log lines go to stderr, which it shares with the daemon.
+``{"unavailable": reason, "permanent": bool}`` (no engine could be built; permanent when none can
+in this installation), ``{"cancelled": true}`` or ``{"error": "Type: message"}``. The child's log lines go to stderr, which it shares with the daemon.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from rasd.sdc.child import outcome_from_wire
 from rasd.sdc.levels import plan_for
@@ -95,7 +95,10 @@ class ChildValidator:
         self._closed = False
         self.failures = 0  # checks whose process ended without an answer, or ran past its limit
         self._failing = 0  # such failures in a row (the first is logged, the rest counted)
-        self._unavailable_logged: set[str] = set()
+        # told each time a child answers with an outcome (the checks run) or could build no engine
+        # (reason, permanent): the service's LazyChecks keeps, logs and counts availability
+        self.on_outcome: Callable[[], None] | None = None
+        self.on_unavailable: Callable[[str, bool], None] | None = None
 
     @property
     def gpus(self) -> list[int]:
@@ -192,17 +195,18 @@ class ChildValidator:
             raise Cancelled("the daemon is stopping")  # close() stopped it: not a failure of the check
         if answer is not None and "outcome" in answer:
             self._answered()
+            if self.on_outcome is not None:
+                self.on_outcome()
             return outcome_from_wire(answer["outcome"])
         self._restore(entry)
         if stopped == "cancelled" or (not stopped and answer is not None and answer.get("cancelled")):
             raise Cancelled("the daemon is stopping")
         if not stopped and answer is not None and "unavailable" in answer:
             self._answered()
-            reason = str(answer["unavailable"])
-            if reason not in self._unavailable_logged:
-                self._unavailable_logged.add(reason)
-                log.warning("event=sdc_checks_unavailable reason=%r (logged once)", reason)
-            raise ChecksUnavailable(reason)
+            reason, permanent = str(answer["unavailable"]), bool(answer.get("permanent", False))
+            if self.on_unavailable is not None:
+                self.on_unavailable(reason, permanent)
+            raise ChecksUnavailable(reason, permanent)
         if not stopped and answer is not None and "error" in answer:
             self._answered()
             error = str(answer["error"])

@@ -3,8 +3,11 @@
 The checks (engines, GEMM, memory patterns, NumPy or CuPy) are loaded and built at the first check
 that is to run, never at start: most of a node's life its GPUs run jobs and no check runs. On
 real GPUs each check runs in a child process instead (``rasd.sdc.isolated``), so CuPy and its CUDA
-contexts never stay in the daemon. A build that fails is one reason, logged once, that every later
-caller is told; so is a check's process that could build no engine.
+contexts never stay in the daemon. A build that fails is one reason, logged once, that every
+caller is told until the next try; so is a check's process that could build no engine. A transient
+reason is tried again after a growing back-off (``rasd.sdc.retry``): the first check asked for once
+it has passed builds the checks again, or on real GPUs is itself the try; a permanent reason (no
+engine library in this installation) is never tried again.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from rasd.sdc.history import SdcHistory
 from rasd.sdc.locks import GpuLocks
 from rasd.sdc.probe import BusyProbe, engines_missing
 from rasd.sdc.results import ChecksUnavailable
+from rasd.sdc.retry import is_permanent, retry_delay
 from rasd.sdc.settings import SdcSettings
+from rasd.sdc.state import Unavailable
 
 if TYPE_CHECKING:
     from rasd.sdc.accusation import AccusationWorkflow
@@ -69,13 +74,15 @@ class LazyChecks:
         # of the same packaged scenario).
         self.isolate = (engine_factory is None and getattr(backend, "fake_node", None) is None
                         if isolate is None else isolate)
-        self._build_lock = threading.Lock()
-        self._found_lock = threading.Lock()
-        # set only when the build has finished: the checks are built, or the reason is kept
-        self._built = False
-        self.unavailable: str | None = engines_missing(backend)
-        if self.unavailable is not None:
-            log.warning("sdc checks unavailable reason=%r", self.unavailable)
+        self._build_lock = threading.Lock()  # one build at a time; callers during it wait for it
+        self._state_lock = threading.Lock()  # guards _unavailable and tries_failed
+        self._unavailable: Unavailable | None = None
+        self.tries_failed = 0  # tries that found the checks unavailable, since the start
+        # told (in the thread that found it) when the checks run again after being unavailable
+        self.on_available: Callable[[], None] | None = None
+        missing = engines_missing(backend)
+        if missing is not None:
+            self.found_unavailable(missing, permanent=True)
 
     def reconfigure(self, settings: SdcSettings) -> None:
         """New intervals, sizes and thresholds apply to the next check (and to the build)."""
@@ -96,22 +103,73 @@ class LazyChecks:
             return False
         return True
 
-    def _build(self) -> None:
-        """Load the checks and build one engine per GPU, once. Any failure is kept as the reason
-        (``type: message``) and logged here, once; every later caller is told that reason."""
-        with self._build_lock:
-            if self._built:
+    # -- availability --------------------------------------------------------------------------
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why the checks cannot run (None: they can, or none has needed them yet)."""
+        u = self._unavailable
+        return None if u is None else u.reason
+
+    def status(self) -> Unavailable | None:
+        """Why the checks are unavailable and when they are tried again (None: available)."""
+        return self._unavailable
+
+    def refusal(self) -> str | None:
+        """The reason to refuse a check now: the checks are unavailable and the reason is permanent
+        or its back-off has not passed. None: a check may run (when unavailable, it is the retry)."""
+        u = self._unavailable
+        if u is None:
+            return None
+        if u.retry_wall is None or self._clock() < u.retry_wall:
+            return u.reason
+        return None
+
+    def retry_due(self) -> bool:
+        """Unavailable, transiently, and the back-off has passed: the next check is the retry."""
+        return self._unavailable is not None and self.refusal() is None
+
+    def found_unavailable(self, reason: str, permanent: bool = False) -> None:
+        """A try found the checks unavailable (the build here, or a check's process that could build
+        no engine): requests are refused with ``reason`` until the next try, ``retry_delay`` from
+        now, or for good when ``permanent``. The first failure of a spell is logged, later ones
+        are counted (``tries_failed``)."""
+        now = self._clock()
+        with self._state_lock:
+            self.tries_failed += 1
+            was = self._unavailable
+            if was is not None and (was.retry_wall is None or now < was.retry_wall):
+                # permanent already, or a try begun before the last failure was recorded (two
+                # checks at once): counted; the back-off stands
                 return
-            try:
-                if self.unavailable is None:
-                    self._build_checks()
-            except Exception as e:  # noqa: BLE001 - whatever stops the build makes the checks unavailable
-                self.unavailable = _reason(e)
-                log.warning("event=sdc_checks_unavailable reason=%r (logged once; later checks are refused "
-                            "with this reason)", self.unavailable)
-            finally:
-                # only now: a caller that finds it set finds the checks built or the reason kept
-                self._built = True
+            failures = 1 if was is None else was.failures + 1
+            retry = None if permanent else now + retry_delay(failures, self.settings.periodic_interval_seconds)
+            self._unavailable = Unavailable(reason, permanent, now if was is None else was.since_wall,
+                                            failures, retry)
+        if was is None or permanent:
+            kind = "permanent" if permanent else "transient"
+            then = ("never tried again until the daemon restarts" if retry is None else
+                    f"tried again from {retry - now:.0f} s on, the wait doubling while it fails")
+            log.warning("event=sdc_checks_unavailable kind=%s reason=%r failures=%d (logged once; %s; later "
+                        "failures are counted)", kind, reason, failures, then)
+        else:
+            log.debug("event=sdc_checks_still_unavailable reason=%r failures=%d retry_in_seconds=%.0f",
+                      reason, failures, (retry or now) - now)
+
+    def available_again(self) -> None:
+        """A try after a transient failure ran: the checks are available again (logged once)."""
+        now = self._clock()
+        with self._state_lock:
+            was = self._unavailable
+            if was is None or was.retry_wall is None:
+                return
+            self._unavailable = None
+        log.info("event=sdc_checks_available_again failures=%d unavailable_seconds=%.0f reason_was=%r",
+                 was.failures, now - was.since_wall, was.reason)
+        if self.on_available is not None:
+            self.on_available()
+
+    # -- the build -------------------------------------------------------------------------------
 
     def _build_checks(self) -> None:
         from rasd.sdc.accusation import AccusationWorkflow
@@ -124,6 +182,8 @@ class LazyChecks:
             answering = {g: h for g, h in self._handles.items() if self.answers(g)}
             validator = self.children = ChildValidator(self.settings, answering, self._locks, self._probe,
                                                        {"kind": self._backend.name, "scenario": scenario})
+            self.children.on_outcome = self.available_again  # a child that answers proves the checks run
+            self.children.on_unavailable = self.found_unavailable
         else:
             from rasd.sdc.engines import engines_for_backend
             from rasd.sdc.validation import Validator
@@ -135,23 +195,30 @@ class LazyChecks:
         self.workflow = AccusationWorkflow(self.settings, validator, self._history, self._emit, self._clock)
         self.validator = validator  # last: a validator that is set comes with its workflow
 
-    def found_unavailable(self, reason: str) -> None:
-        """A check's process could build no engine: a known state from now on, as when the
-        build fails in this process (periodic polls only count it; requests are refused)."""
-        with self._found_lock:
-            if self.unavailable is None:
-                self.unavailable = reason
-
     def get(self) -> Checks:
-        """The checks, built on first use (a caller during the build waits for it);
-        ChecksUnavailable (the reason) where they cannot run here."""
+        """The checks, built on first use or at a retry (a caller during the build waits for it);
+        ChecksUnavailable (the reason) while they cannot run here. A build that fails is kept as
+        the reason (``type: message``), logged once by ``found_unavailable``."""
         validator = self.validator
-        if validator is None:
-            self._build()
-            validator = self.validator
-        if validator is None:
-            raise ChecksUnavailable(self.unavailable or "SDC checks are unavailable on this node")
-        return validator
+        if validator is not None and self._unavailable is None:
+            return validator
+        with self._build_lock:
+            refusal = self.refusal()
+            if refusal is not None:
+                u = self._unavailable
+                raise ChecksUnavailable(refusal, u is not None and u.retry_wall is None)
+            if self.validator is None:
+                try:
+                    self._build_checks()
+                except Exception as e:  # noqa: BLE001 - whatever stops the build makes the checks unavailable
+                    reason, permanent = _reason(e), is_permanent(e)
+                    self.found_unavailable(reason, permanent)
+                    raise ChecksUnavailable(reason, permanent) from None
+                if not self.isolate:
+                    self.available_again()  # built here: the engines are the proof (no-op the first time)
+            # on real GPUs the checks run in a child: the check asked for is the try
+            assert self.validator is not None
+            return self.validator
 
     def known_gpus(self) -> list[int]:
         """The GPUs a check may name, without building the checks: those with an engine once

@@ -12,7 +12,12 @@ class Cancelled(RuntimeError):
 
 
 class ChecksUnavailable(ValueError):
-    """The checks cannot run on this node; the message is the reason, one line for people."""
+    """The checks cannot run on this node; the message is the reason, one line for people.
+    ``permanent``: no engine can exist in this installation (never tried again until a restart)."""
+
+    def __init__(self, reason: str, permanent: bool = False):
+        super().__init__(reason)
+        self.permanent = permanent
 
 
 class Result(enum.Enum):

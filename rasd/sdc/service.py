@@ -5,11 +5,14 @@ socket's threads only start or look at jobs); per-GPU locks keep two checks off 
 
 The checks are loaded and built at the first check that is to run, never at start
 (``rasd.sdc.lazy``); until then the service answers from its history, its state and
-``rasd.sdc.probe``.
+``rasd.sdc.probe``. Checks found unavailable for a transient reason are tried again after a
+growing back-off (``rasd.sdc.retry``): by the periodic poll once it has passed, or at once by an
+accusation or a validate request that comes after it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -70,9 +73,12 @@ class SdcService:
         self.locks = GpuLocks(lock_dir if lock_dir is not None else default_lock_dir(backend.name))
         self.probe = BusyProbe(self._handles)
         self.unavailable_polls = 0  # periodic polls that found the checks unavailable (logged once)
+        # accusations whose check found the checks unavailable: resumed when they run again
+        self._stalled: dict[int | None, Ticket] = {}
         # the checks, built at the first check (checks())
         self._checks = LazyChecks(settings, backend, self._handles, self.locks, self.probe, self.history,
                                   self._emit, clock, engine_factory, isolate)
+        self._checks.on_available = self._resume_stalled
         self.tracker = StateTracker(self._handles)
         self._resume_open_accusations()
 
@@ -86,7 +92,8 @@ class SdcService:
         self._emit_to_ladder(events)
 
     def state(self) -> SdcState:
-        return self.tracker.state()
+        return dataclasses.replace(self.tracker.state(), unavailable=self._checks.status(),
+                                   unavailable_tries=self._checks.tries_failed)
 
     def reconfigure(self, settings: SdcSettings) -> None:
         """SIGHUP: new intervals, sizes and thresholds apply to the next check."""
@@ -98,9 +105,17 @@ class SdcService:
         """Why the checks cannot run on this node (None: they can, or none has failed yet)."""
         return self._checks.unavailable
 
+    def _refuse_unless_retry_due(self) -> None:
+        """Refuse a request while the checks are unavailable and the back-off has not passed (or
+        the reason is permanent); past it, the request's own check is the retry."""
+        reason = self._checks.refusal()
+        if reason is not None:
+            u = self._checks.status()
+            raise ChecksUnavailable(reason, u is not None and u.permanent)
+
     @property
     def validator(self) -> Checks | None:
-        """The checks once built (None until then, and for good when unavailable)."""
+        """The checks once built (None until then, and while their build fails)."""
         return self._checks.validator
 
     @property
@@ -128,9 +143,24 @@ class SdcService:
         ticket = Ticket(accusation, gpu, reason, opened_wall, False)
         self._start("accuse", [gpu], lambda job: self._investigate_once_built(job, ticket))
 
-    def _found_unavailable(self, reason: str) -> None:
-        """A check's process could build no engine: known from now on (``LazyChecks``)."""
-        self._checks.found_unavailable(reason)
+    def _resume_stalled(self) -> None:
+        """The checks run again: the accusations that found them unavailable get their check."""
+        with self._guard:
+            stalled, self._stalled = list(self._stalled.values()), {}
+        for ticket in stalled:
+            try:
+                self._resume(ticket.accusation, ticket.gpu, ticket.reason, ticket.opened_wall)
+            except ValueError as e:  # too many jobs open: it resumes at the next start instead
+                log.warning("event=sdc_accusation_not_resumed accusation=%s gpu=%s error=%r",
+                            ticket.accusation, ticket.gpu, str(e))
+
+    def _stall(self, ticket: Ticket) -> dict[str, Any]:
+        """The accusation stays open and its GPU suspect until the checks run again."""
+        with self._guard:
+            self._stalled[ticket.accusation] = ticket
+        if self._checks.status() is None:  # another try succeeded meanwhile: no recovery is to come
+            self._resume_stalled()
+        return {"verdict": "suspect", "evidence": {"accusation": ticket.accusation, "unavailable": self.unavailable}}
 
     def checks(self) -> Checks:
         """The checks, built on first use (a caller during the build waits for it);
@@ -141,16 +171,9 @@ class SdcService:
         """Build the checks in the job's thread (never in a request), then investigate."""
         try:
             self.checks()
-        except ChecksUnavailable:
-            # the GPU stays suspect and the accusation open: it resumes at the next start
-            return {"verdict": "suspect", "evidence": {"accusation": ticket.accusation,
-                                                       "unavailable": self.unavailable}}
-        try:
             return self._investigate(job, ticket)
-        except ChecksUnavailable as e:  # found by the check's process: the accusation stays open
-            self._found_unavailable(str(e))
-            return {"verdict": "suspect", "evidence": {"accusation": ticket.accusation,
-                                                       "unavailable": self.unavailable}}
+        except ChecksUnavailable:  # here, or found by the check's process: the accusation stays open
+            return self._stall(ticket)
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -163,7 +186,6 @@ class SdcService:
             except Cancelled:
                 job.error = "cancelled: the daemon is stopping (an open accusation resumes at the next start)"
             except ChecksUnavailable as e:  # logged once where found; no traceback per job
-                self._found_unavailable(str(e))
                 job.error = f"SDC checks are unavailable on this node: {e}"
             except Exception as e:  # noqa: BLE001 - a job's failure is reported, the service goes on
                 log.exception("sdc job failed job=%s kind=%s", job.id, kind)
@@ -227,16 +249,25 @@ class SdcService:
 
     def maybe_run_periodic(self, now_wall: float) -> None:
         """Called each health poll: start quick checks on due GPUs in a worker; never blocks."""
-        if not self.settings.periodic or self._cancel.is_set():
+        if not self.settings.periodic:
             return
-        if self.unavailable is not None:  # a known state, logged once when it was found: counted only
+        self._run_due(now_wall)
+
+    def _run_due(self, now_wall: float) -> None:
+        """Quick checks on the due GPUs in a worker; once a transient unavailability's back-off has
+        passed, on every idle GPU: that check is the retry."""
+        if self._cancel.is_set():
+            return
+        if self._checks.refusal() is not None:  # a known state, logged once when it was found: counted only
             self.unavailable_polls += 1
             return
+        retry = self._checks.retry_due()
         with self._guard:
             if self._periodic_running:
                 return
             due = [g for g in sorted(self._handles)
-                   if now_wall - self._last_periodic.get(g, float("-inf")) >= self.settings.periodic_interval_seconds
+                   if (retry or now_wall - self._last_periodic.get(g, float("-inf"))
+                       >= self.settings.periodic_interval_seconds)
                    and now_wall >= self._busy_until.get(g, float("-inf"))]
             if not due:
                 return
@@ -265,7 +296,6 @@ class SdcService:
             try:
                 report = self._validate(job, idle, "quick", force=False, wait=0.0)
             except ChecksUnavailable as e:  # found by the check's process; later polls only count
-                self._found_unavailable(str(e))
                 return {"checked": [], "unavailable": str(e)}
             checked = [g["gpu"] for g in report["gpus"] if not any(c["name"] == "available" for c in g["checks"])]
             with self._guard:
@@ -284,9 +314,14 @@ class SdcService:
     # -- control ops ---------------------------------------------------------------------------
 
     def accuse(self, gpu: int, reason: str) -> dict[str, Any]:
-        """Open the accusation and answer at once; the checks are built and run in the job."""
-        if self.unavailable is not None:
-            raise ChecksUnavailable(self.unavailable)
+        """Open the accusation and answer at once; the checks are built and run in the job.
+        While the checks are unavailable the answer is the reason, and once the back-off has
+        passed the checks are tried again at once (the idle GPUs' quick check)."""
+        u = self._checks.status()
+        if u is not None:
+            if self._checks.retry_due():
+                self._run_due(self.clock())
+            raise ChecksUnavailable(u.reason, u.permanent)
         known = self._checks.known_gpus()
         if gpu not in known:
             raise ValueError(f"no GPU {gpu} on this node; choose one of {known}")
@@ -319,9 +354,9 @@ class SdcService:
         if level not in LEVELS:
             raise ValueError(f"level must be one of {', '.join(LEVELS)}")
         # Checked without building the checks: on real GPUs the build (CuPy, a CUDA context per
-        # device) can outlast the client's request timeout, so it runs in the job.
-        if self.unavailable is not None:
-            raise ChecksUnavailable(self.unavailable)
+        # device) can outlast the client's request timeout, so it runs in the job (the retry, once
+        # an unavailability's back-off has passed).
+        self._refuse_unless_retry_due()
         gpus = req.get("gpus", "all")
         known = self._checks.known_gpus()
         targets = known if gpus == "all" else gpus
@@ -338,12 +373,18 @@ class SdcService:
 
     def _op_status(self, req: dict[str, Any]) -> dict[str, Any]:
         st = self.state()
+        u = st.unavailable
         with self._guard:
             jobs = [j.to_dict() | {"report": None} for j in self._jobs.values()]
         return {
-            "available": self.unavailable is None,
-            "why": self.unavailable,
+            "available": u is None,
+            "why": None if u is None else u.reason,
+            "permanent": None if u is None else u.permanent,
+            "unavailable_since": None if u is None else u.since_wall,
+            "failures": 0 if u is None else u.failures,
+            "retry_at": None if u is None else u.retry_wall,  # Unix time; None: never (permanent)
             "unavailable_polls": self.unavailable_polls,
+            "unavailable_tries": st.unavailable_tries,
             "suspects": sorted(st.suspects),
             "technician": sorted(st.technician),
             "running": sorted(st.running),

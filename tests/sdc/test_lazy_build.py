@@ -1,5 +1,5 @@
 """The checks are built at the first check, once, in a worker thread: callers during the build
-wait for it, a failed build is one reason (logged once) for every later caller, and control
+wait for it, a failed build is one reason (logged once) for every caller until its retry, and control
 requests answer before the build (which can outlast a client's request timeout on real GPUs)."""
 
 from __future__ import annotations
