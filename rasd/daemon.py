@@ -152,6 +152,7 @@ class Daemon:
         )
         actuator = Actuator(self.cfg.actions)
         actuator.gate = self.scheduler.gate  # capacity-taking plans pass the fleet's budget first
+        actuator.gated = self.scheduler.gated  # and which it let through, kept across restarts
         self.scheduler.submit = actuator.submit  # deferred decisions come back this way
         self.ladder = LadderService(
             self.cfg.ladder, self.cfg.actions, self.store, self.hostname, gpu_info=self._gpu_info, actuator=actuator

@@ -108,6 +108,10 @@ class Actuator:
         # Asked on the action thread before an enforced plan runs; False defers the decision
         # (its owner resubmits it). The scheduler integration takes the node out here.
         self.gate: Callable[[Decision, Mapping[str, object]], bool] | None = None
+        # Whether the gate let this decision through before, in this run or an earlier one
+        # (the scheduler keeps it): a plan with no command stores no run, and after a restart
+        # this is what tells it was done (None: not known, it is gated again).
+        self.gated: Callable[[Decision], bool] | None = None
 
     @property
     def enforced(self) -> bool:

@@ -94,8 +94,10 @@ def not_run(decisions: Sequence[Decision], now: float, store: Store, actuator: A
 
     A plan with no command (none configured for its kinds) leaves no run in the store: it is
     the gate's drain alone, and rasd may have died before the gate was asked. Where enforced
-    with a gate it is planned again too; the gate asks the scheduler afresh, so a node rasd
-    already took out for it is not taken out twice."""
+    with a gate it is planned again too, unless the gate let it through before (the scheduler
+    keeps which it did): a node a person returned to service while the decision stays open is
+    not taken out again at every start. Where that is not known, the gate asks the scheduler
+    afresh, so a node rasd already took out for it is not taken out twice."""
     oldest = min((d.time_wall for d in decisions), default=None)
     reach = max(3600.0, actuator.s.min_interval_seconds)
     since = now - reach if oldest is None else min(oldest, now - reach)
@@ -106,6 +108,8 @@ def not_run(decisions: Sequence[Decision], now: float, store: Store, actuator: A
         kinds = actuator.kinds(d)
         if not kinds and (actuator.gate is None or not actuator.enforced):
             continue  # nothing to run and no node to take out: there is no plan
+        if not kinds and actuator.gated is not None and actuator.gated(d):
+            continue  # its gate's drain happened: the plan ran
         if kinds and any(_ran_for(a, d, kinds) for a in runs):
             continue
         if d.rung is Rung.REBOOT_NODE:

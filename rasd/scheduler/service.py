@@ -37,6 +37,9 @@ from rasd.scheduler.settings import SchedulerSettings, parse_budget
 from rasd.scheduler.state import SchedulerState
 
 log = logging.getLogger("rasd.scheduler")
+# Decisions the gate let through, kept (the newest) so a restart does not take the node out for
+# them again: far more than a node has open at once (open decisions are per GPU and link).
+GATED_KEPT = 512
 
 Submit = Callable[[Decision, Mapping[str, Any]], object]
 
@@ -144,7 +147,7 @@ class SchedulerService:
                                                  clear_since=None))
                 else:
                     self.ledger.put("node", dict(mine, clear_since=None))
-                self.ledger.undefer(decision_key(body))
+                self._passed(body, now)
                 return True
             if mine.get("out"):  # the store and the scheduler disagree: the scheduler wins
                 self._reconcile_with(view)
@@ -153,7 +156,7 @@ class SchedulerService:
                 # the return to service stay theirs
                 log.info("event=scheduler_already_out node=%s reason=%r decision=%r",
                          self.node, view.reason, reason)
-                self.ledger.undefer(decision_key(body))
+                self._passed(body, now)
                 return True
             if self.breaker.get("tripped"):
                 return self._defer(body, info, "breaker", now)
@@ -175,7 +178,7 @@ class SchedulerService:
         self.counts["drains"] += 1
         self.ledger.put("node", {"out": True, "reason": reason, "rung": d.rung.value,
                                  "since": now, "clear_since": None})
-        self.ledger.undefer(decision_key(body))
+        self._passed(body, now)
         self._report(body, reason, True)
         self._check_after(now)
         return True
@@ -202,6 +205,23 @@ class SchedulerService:
         if reset is not None:
             since = max(since, float(reset))
         return [n for n in nodes if n.since_wall is not None and n.since_wall >= since]
+
+    def _passed(self, body: dict[str, Any], now: float) -> None:
+        """The gate let this decision through: no longer deferred, and kept as passed (the last
+        GATED_KEPT), so a restart does not take the node out for it again (``gated``)."""
+        key = decision_key(body)
+        self.ledger.undefer(key)
+        passed = dict(self.ledger.get("gated") or {})
+        passed.pop(key, None)
+        passed[key] = now
+        for old in sorted(passed, key=passed.__getitem__)[: max(0, len(passed) - GATED_KEPT)]:
+            del passed[old]
+        self.ledger.put("gated", passed)
+
+    def gated(self, d: Decision) -> bool:
+        """Whether the gate let ``d`` through before, in this run or an earlier one."""
+        with self._lock:
+            return decision_key(d.to_dict()) in (self.ledger.get("gated") or {})
 
     def _defer(self, body: dict[str, Any], info: dict[str, Any], why: str, now: float) -> bool:
         entry = self.ledger.defer(body, info, why, now)

@@ -1,7 +1,9 @@
 """A plan with no command (no reboot command configured: the node is drained, the operator
 reboots) after a restart, against a real Slurm: where rasd died between storing the decision
 and gating it, the restart drains the node; where the drain happened, a restart does not drain
-it again (the gate asks the scheduler afresh and finds it out for rasd)."""
+it again (the gate asks the scheduler afresh and finds it out for rasd), nor once a person
+returned the node to service with the decision still open (the scheduler keeps which decisions
+its gate let through)."""
 
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ def test_a_plan_with_no_command_drains_once_across_restarts(
         sched = build_service(settings, True, str(db), wall=clock, clock=clock,
                               synchronous=True)
         act = Actuator(actions, runner, synchronous=True, wall=clock)
-        act.gate = sched.gate
+        act.gate, act.gated = sched.gate, sched.gated
         sched.submit = act.submit
         store = Store(db)
         ladder = LadderService(LadderSettings(), actions, store, "h", actuator=act,
@@ -69,5 +71,13 @@ def test_a_plan_with_no_command_drains_once_across_restarts(
     again = run(3)  # the drain happened: the node stays as it is
     assert again.counts["drains"] == 0
     assert sinfo(slurm, slurm.node) == ("drained", "rasd: xid 79 gpu 3 -> reboot_node")
-    assert sum("event=ladder_resubmitted" in r.getMessage() for r in caplog.records) == 2
+    # a person returns the node to service, the decision stays open (they reboot later): the
+    # next start does not take it out again
+    slurm.run("scontrol", "update", f"nodename={slurm.node}", "state=resume")
+    assert sinfo(slurm, slurm.node)[0] == "idle"
+    clock.advance(60)
+    after = run(3)
+    assert after.counts["drains"] == 0
+    assert sinfo(slurm, slurm.node)[0] == "idle"
+    assert sum("event=ladder_resubmitted" in r.getMessage() for r in caplog.records) == 1
     assert "scheduler_pass_failed" not in caplog.text and "Traceback" not in caplog.text
