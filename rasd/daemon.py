@@ -17,7 +17,7 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any, Callable, Protocol, Sequence
 
 from rasd import config as config_mod
@@ -380,13 +380,12 @@ class Daemon:
                 b.reconfigure(new)
             except Exception:  # noqa: BLE001 - one service's reload must not stop the others'
                 log.exception("event=reload_failed service=%s", b.name)
-        old_t = self.cfg.telemetry
-        if (new.daemon.listen != self.cfg.daemon.listen or t.power_sample_hz != old_t.power_sample_hz
-                or t.native_power_reads != old_t.native_power_reads):
-            log.warning("event=reload_partial detail=%r",
-                        "listen address, power sample rate and native power reads change on restart")
+        later = _restart_only(self.cfg, new)
+        if later:
+            log.warning("event=reload_partial changed=%s detail=%r", ",".join(later),
+                        "these settings change on restart; the others are applied")
         logging.getLogger().setLevel(new.daemon.log_level.upper())
-        self.cfg = new
+        self.cfg = _as_running(self.cfg, new)  # what runs: the keys applied, the others as they were
         log.info("event=reloaded path=%s", self.config_path)
 
     def run_forever(self) -> None:
@@ -462,3 +461,32 @@ def with_listen(cfg: Config, listen: str | None) -> Config:
     if listen is None:
         return cfg
     return replace(cfg, daemon=replace(cfg.daemon, listen=listen))
+
+
+_DAEMON_AT_START = ("listen", "state_path", "control_socket", "control_group", "watchdog")
+_TELEMETRY_AT_START = ("power_sample_hz", "native_power_reads")
+
+
+def _as_running(old: Config, new: Config) -> Config:
+    """``new`` with the settings a reload cannot apply kept as the daemon runs on them (a later
+    reload compares with these, and says again what still waits for a restart)."""
+    return replace(
+        new,
+        daemon=replace(new.daemon, **{k: getattr(old.daemon, k) for k in _DAEMON_AT_START}),
+        telemetry=replace(new.telemetry, **{k: getattr(old.telemetry, k) for k in _TELEMETRY_AT_START}),
+        actions=old.actions,
+    )
+
+
+def _restart_only(old: Config, new: Config) -> list[str]:
+    """The changed settings a reload cannot apply (the daemon is built on them): the listen
+    address, state and control socket, the power reads' rate and kind, and every [actions] key
+    (the actuator's enforce must stay the scheduler gate's, which is read at start)."""
+    d, n = old.daemon, new.daemon
+    t, u = old.telemetry, new.telemetry
+    keys = [f"daemon.{k}" for k in _DAEMON_AT_START if getattr(d, k) != getattr(n, k)]
+    keys += [f"telemetry.{k}" for k in _TELEMETRY_AT_START if getattr(t, k) != getattr(u, k)]
+    if old.actions != new.actions:
+        keys += [f"actions.{f.name}" for f in fields(old.actions)
+                 if getattr(old.actions, f.name) != getattr(new.actions, f.name)]
+    return keys

@@ -58,3 +58,22 @@ def test_an_invalid_file_keeps_every_service_as_it_was(daemon):
     path.write_text(path.read_text() + "\n[power]\nwindow_seconds = \"long\"\n")
     d.reload()
     assert d.power.settings is before
+
+
+def test_settings_a_reload_cannot_apply_are_named_once(daemon, caplog):
+    # [actions] is read at start (the actuator's enforce must stay the scheduler gate's): a
+    # reload that changes it, or the listen address, says which keys wait for a restart
+    d, path = daemon
+    path.write_text(path.read_text().replace("[daemon]\n", '[daemon]\nlisten = "127.0.0.1:19999"\n')
+                    + "\n[actions]\nenforce = true\n\n[power]\nwindow_seconds = 12.0\n")
+    with caplog.at_level(logging.WARNING, logger="rasd.daemon"):
+        d.reload()
+    lines = [r.getMessage() for r in caplog.records if "event=reload_partial" in r.getMessage()]
+    assert len(lines) == 1 and "changed=daemon.listen,actions.enforce " in lines[0], lines
+    assert d.power.settings.window_seconds == 12.0  # the rest applied
+    assert d.cfg.actions.enforce is False and d.cfg.power.window_seconds == 12.0  # what runs
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rasd.daemon"):
+        d.reload()  # still not what runs: said again
+    lines = [r.getMessage() for r in caplog.records if "event=reload_partial" in r.getMessage()]
+    assert len(lines) == 1 and "changed=daemon.listen,actions.enforce " in lines[0], lines
