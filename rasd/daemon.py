@@ -90,6 +90,9 @@ class Daemon:
         self.serve_metrics = serve_metrics
         self.backend = backend
         self.config_path = config_path
+        # What the command line set over the file ([daemon] keys: --listen, --log-level): kept
+        # over every reload, which reads the file alone.
+        self._overrides = _overrides(cfg, config_path)
         self.listen = listen or cfg.daemon.listen
         self.hostname = hostname or socket.gethostname()
         self.wall = wall
@@ -366,6 +369,9 @@ class Daemon:
                 log.error("event=reload_rejected path=%s problem=%r", self.config_path, problem)
             log.error("event=reload_rejected path=%s action=kept_previous_config", self.config_path)
             return
+        new = replace(new, daemon=replace(new.daemon, **self._overrides))
+        later = _restart_only(self.cfg, new)
+        new = _as_running(self.cfg, new)  # what runs: the keys applied, the others as they were
         t = new.telemetry
         for p in self.pollers:
             p.interval = t.health_interval_seconds
@@ -380,12 +386,11 @@ class Daemon:
                 b.reconfigure(new)
             except Exception:  # noqa: BLE001 - one service's reload must not stop the others'
                 log.exception("event=reload_failed service=%s", b.name)
-        later = _restart_only(self.cfg, new)
         if later:
             log.warning("event=reload_partial changed=%s detail=%r", ",".join(later),
                         "these settings change on restart; the others are applied")
         logging.getLogger().setLevel(new.daemon.log_level.upper())
-        self.cfg = _as_running(self.cfg, new)  # what runs: the keys applied, the others as they were
+        self.cfg = new
         log.info("event=reloaded path=%s", self.config_path)
 
     def run_forever(self) -> None:
@@ -467,26 +472,42 @@ _DAEMON_AT_START = ("listen", "state_path", "control_socket", "control_group", "
 _TELEMETRY_AT_START = ("power_sample_hz", "native_power_reads")
 
 
+def _overrides(cfg: Config, config_path: str | None) -> dict[str, Any]:
+    """The [daemon] keys in which ``cfg`` differs from the file at ``config_path`` (set on the
+    command line)."""
+    try:
+        file = config_mod.load(config_path) if config_path else Config.default()
+    except config_mod.ConfigError:
+        return {}
+    return {f.name: getattr(cfg.daemon, f.name) for f in fields(cfg.daemon)
+            if getattr(cfg.daemon, f.name) != getattr(file.daemon, f.name)}
+
+
 def _as_running(old: Config, new: Config) -> Config:
-    """``new`` with the settings a reload cannot apply kept as the daemon runs on them (a later
-    reload compares with these, and says again what still waits for a restart)."""
+    """``new`` with the settings a reload cannot apply kept as the daemon runs on them: the
+    services are handed this, and a later reload compares with it (and says again what still
+    waits for a restart)."""
     return replace(
         new,
         daemon=replace(new.daemon, **{k: getattr(old.daemon, k) for k in _DAEMON_AT_START}),
         telemetry=replace(new.telemetry, **{k: getattr(old.telemetry, k) for k in _TELEMETRY_AT_START}),
         actions=old.actions,
+        ladder=old.ladder,
+        scheduler=replace(new.scheduler, kind=old.scheduler.kind, node_name=old.scheduler.node_name),
     )
 
 
 def _restart_only(old: Config, new: Config) -> list[str]:
     """The changed settings a reload cannot apply (the daemon is built on them): the listen
-    address, state and control socket, the power reads' rate and kind, and every [actions] key
-    (the actuator's enforce must stay the scheduler gate's, which is read at start)."""
+    address, state and control socket, the power reads' rate and kind, every [actions] key (the
+    actuator's enforce must stay the scheduler gate's, which is read at start), every [ladder]
+    key (its windows shaped the history it holds), the scheduler's kind and node."""
     d, n = old.daemon, new.daemon
     t, u = old.telemetry, new.telemetry
     keys = [f"daemon.{k}" for k in _DAEMON_AT_START if getattr(d, k) != getattr(n, k)]
     keys += [f"telemetry.{k}" for k in _TELEMETRY_AT_START if getattr(t, k) != getattr(u, k)]
-    if old.actions != new.actions:
-        keys += [f"actions.{f.name}" for f in fields(old.actions)
-                 if getattr(old.actions, f.name) != getattr(new.actions, f.name)]
+    for section in ("actions", "ladder"):  # read at start, every key of them
+        o, w = getattr(old, section), getattr(new, section)
+        keys += [f"{section}.{f.name}" for f in fields(o) if getattr(o, f.name) != getattr(w, f.name)]
+    keys += [f"scheduler.{k}" for k in ("kind", "node_name") if getattr(old.scheduler, k) != getattr(new.scheduler, k)]
     return keys

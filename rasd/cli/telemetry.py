@@ -58,7 +58,9 @@ def run(backend: str | None, scenario: str | None, listen: str | None, config_pa
         except ValueError as e:
             fail(f"--listen: {e}")
         cfg = with_listen(cfg, listen)
-    setup_logging(log_level or cfg.daemon.log_level)
+    if log_level is not None:  # over the file's, at start and at every reload
+        cfg = dataclasses.replace(cfg, daemon=dataclasses.replace(cfg.daemon, log_level=log_level.lower()))
+    setup_logging(cfg.daemon.log_level)
     be = open_backend_or_fail(backend, scenario)
     try:
         daemon = Daemon(cfg, be, config_path=config_path, serve_metrics=serve)

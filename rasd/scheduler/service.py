@@ -156,7 +156,9 @@ class SchedulerService:
                 # the return to service stay theirs
                 log.info("event=scheduler_already_out node=%s reason=%r decision=%r",
                          self.node, view.reason, reason)
-                self._passed(body, now)
+                # not kept as passed: rasd took nothing out, and once that person returns the
+                # node with the decision still open, a restart must take it out for rasd
+                self.ledger.undefer(decision_key(body))
                 return True
             if self.breaker.get("tripped"):
                 return self._defer(body, info, "breaker", now)
@@ -207,8 +209,9 @@ class SchedulerService:
         return [n for n in nodes if n.since_wall is not None and n.since_wall >= since]
 
     def _passed(self, body: dict[str, Any], now: float) -> None:
-        """The gate let this decision through: no longer deferred, and kept as passed (the last
-        GATED_KEPT), so a restart does not take the node out for it again (``gated``)."""
+        """The gate let this decision through with the node out for rasd: no longer deferred,
+        and kept as passed (the last GATED_KEPT, until rasd brings the node back), so a restart
+        does not take the node out for it again (``gated``)."""
         key = decision_key(body)
         self.ledger.undefer(key)
         passed = dict(self.ledger.get("gated") or {})
@@ -349,6 +352,8 @@ class SchedulerService:
                 self.cluster.bring_back()
                 self.counts["resumes"] += 1
                 self._report({"gpu": None, "rung": "none"}, "", False)
+                # nothing rasd holds the node out for is open now: what passed before is over
+                self.ledger.put("gated", None)
             else:
                 log.warning("event=scheduler_not_resumed node=%s reason=%r detail=%r", self.node,
                             view.reason, "the drain is no longer rasd's")

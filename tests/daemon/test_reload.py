@@ -4,12 +4,13 @@ does not keep the others on the old one."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from rasd import config
-from rasd.daemon import Daemon
+from rasd.daemon import Daemon, with_listen
 
 BASE = """
 [daemon]
@@ -77,3 +78,35 @@ def test_settings_a_reload_cannot_apply_are_named_once(daemon, caplog):
         d.reload()  # still not what runs: said again
     lines = [r.getMessage() for r in caplog.records if "event=reload_partial" in r.getMessage()]
     assert len(lines) == 1 and "changed=daemon.listen,actions.enforce " in lines[0], lines
+
+
+def test_what_the_command_line_set_stays_over_reloads(fake, tmp_path: Path, caplog):
+    # `rasd run --listen X --log-level debug --config f`: an unchanged file names nothing, and
+    # the log level stays the command line's
+    path = tmp_path / "rasd.toml"
+    path.write_text(BASE.format(tmp=tmp_path))
+    cfg = with_listen(config.load(path), "127.0.0.1:19998")
+    cfg = replace(cfg, daemon=replace(cfg.daemon, log_level="debug"))
+    d = Daemon(cfg, fake(), config_path=str(path), hostname="node-r")
+    try:
+        with caplog.at_level(logging.WARNING, logger="rasd.daemon"):
+            d.reload()
+            d.reload()
+        assert not [r for r in caplog.records if "event=reload_partial" in r.getMessage()]
+        assert d.cfg.daemon.listen == "127.0.0.1:19998" and d.cfg.daemon.log_level == "debug"
+        assert logging.getLogger().level == logging.DEBUG
+    finally:
+        d.stop()
+
+
+def test_the_ladder_and_the_schedulers_kind_wait_for_a_restart(daemon, caplog):
+    d, path = daemon
+    before = d.cfg.ladder
+    path.write_text(path.read_text() + "\n[ladder]\ncure_window_seconds = 7200.0\n\n"
+                    '[scheduler]\nkind = "slurm"\n')
+    with caplog.at_level(logging.WARNING):
+        d.reload()
+    lines = [r.getMessage() for r in caplog.records if "event=reload_partial" in r.getMessage()]
+    assert len(lines) == 1 and "ladder.cure_window_seconds" in lines[0] and "scheduler.kind" in lines[0], lines
+    assert d.cfg.ladder == before == d.ladder.settings  # what runs
+    assert d.cfg.scheduler.kind == "none"
