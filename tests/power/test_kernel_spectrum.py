@@ -274,9 +274,12 @@ def test_band_energy_ratio_matches_numpy(lib: ctypes.CDLL) -> None:
         got = _none(lib.pk_band_energy_ratio(ptr(w), w.size, step, band[0], band[1], nyquist))
         if not _agree(got, want, 1e-15):
             failures.append(f"n={w.size} band={band}: {got} != {want}")
-    # the rfft of any length (Bluestein's for the odd ones) through narrow bands, long windows too
+    # the rfft of any length through narrow bands, long windows too: powers of two, 2-3-5-smooth
+    # lengths, small other primes (7, 11, 13, 31), and lengths with a large prime factor
+    # (Bluestein's chirp), odd and even (half an even length prime, or two primes too large)
     rng = np.random.default_rng(5)
-    for n in (2, 3, 5, 7, 8, 9, 17, 101, 257, 1009, 2047, 2048, 4099, 8191):
+    for n in (2, 3, 5, 7, 8, 9, 17, 101, 257, 729, 1009, 1023, 1100, 1334, 1386, 2047, 2048, 3125, 4099,
+              5005, 6000, 8191, 8198):
         w = rng.normal(100.0, 10.0, n)
         for low in (0.3, 1.1, 2.2, 4.0):
             want = band_energy_ratio(w, 0.1, (low, low + 0.2), 5.0)
