@@ -73,11 +73,12 @@ def child(request: Mapping[str, Any]) -> dict[str, Any]:
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())
     settings = _settings(request["settings"])
     try:
-        # the engines' libraries (NumPy, and CuPy on real GPUs): missing ones are a permanent reason
+        # the engines' libraries (NumPy, and CuPy on real GPUs): missing ones are a permanent reason,
+        # installed ones that fail to load a transient one
         from rasd.sdc.engines import engines_for_backend
         from rasd.sdc.validation import Validator
     except ImportError as e:
-        return {"unavailable": _reason(e), "permanent": True}
+        return {"unavailable": _reason(e), "permanent": is_permanent(e)}
     b = request["backend"]
     idle = "idle" if b.get("kind") == "fake" else None  # the fake's checks want idle GPUs (tests)
     try:

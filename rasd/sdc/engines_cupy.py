@@ -13,11 +13,15 @@ import numpy as np
 from rasd.sdc.engines import EngineUnavailable
 from rasd.sdc.numerics import UNIT_ROUNDOFF
 from rasd.sdc.probe import CUPY_MISSING
+from rasd.sdc.retry import library_absent
 
 try:
     import cupy as cp
-except ImportError:  # pragma: no cover - depends on the node
+
+    _IMPORT_ERROR: ImportError | None = None
+except ImportError as e:  # pragma: no cover - depends on the node
     cp = None
+    _IMPORT_ERROR = e
 
 
 class CupyMemory:
@@ -100,7 +104,12 @@ def cupy_engines(bus_ids: Mapping[int, str]) -> dict[int, CupyEngine]:
     """Engines keyed by NVML index; CUDA ordinals are matched by PCI bus id (CUDA's own order
     is fastest-first unless CUDA_DEVICE_ORDER=PCI_BUS_ID)."""
     if cp is None:
-        raise EngineUnavailable(CUPY_MISSING, permanent=True)
+        assert _IMPORT_ERROR is not None
+        if library_absent(_IMPORT_ERROR):
+            raise EngineUnavailable(CUPY_MISSING, permanent=True)
+        # installed, but a library it loads is not there now (libcuda while the driver is being
+        # reinstalled, a container without the driver's mount): tried again after a back-off
+        raise EngineUnavailable(f"CuPy could not be loaded: {_IMPORT_ERROR}")
     ordinals: dict[str, int] = {}
     for i in range(cp.cuda.runtime.getDeviceCount()):
         ordinals[_norm(cp.cuda.runtime.deviceGetPCIBusId(i))] = i

@@ -99,6 +99,9 @@ class ChildValidator:
         # (reason, permanent): the service's LazyChecks keeps, logs and counts availability
         self.on_outcome: Callable[[], None] | None = None
         self.on_unavailable: Callable[[str, bool], None] | None = None
+        # told as a child is to start; raises ChecksUnavailable to refuse it (LazyChecks.claim_try:
+        # while the checks are unavailable the child is the try)
+        self.on_start: Callable[[], None] | None = None
 
     @property
     def gpus(self) -> list[int]:
@@ -168,6 +171,8 @@ class ChildValidator:
         limit = limit_seconds(level, self.settings, scale) + wait_seconds
         started_wall, started = time.time(), time.monotonic()
         # a deep check with enforce_power lowers the limits: put back here if the child cannot
+        if self.on_start is not None:
+            self.on_start()
         limits = self._power_limits(targets) if sets_power else {}
         proc = subprocess.Popen(
             [self.python, "-m", "rasd.sdc.child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

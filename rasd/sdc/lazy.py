@@ -7,11 +7,14 @@ contexts never stay in the daemon. A build that fails is one reason, logged once
 caller is told until the next try; so is a check's process that could build no engine. A transient
 reason is tried again after a growing back-off (``rasd.sdc.retry``): the first check asked for once
 it has passed builds the checks again, or on real GPUs is itself the try; a permanent reason (no
-engine library in this installation) is never tried again.
+engine library in this installation) is never tried again. A try is claimed as it starts
+(``claim_try``): the next back-off is set then, so a try that never answers (its process died or
+ran past its limit) counts as a failure and no other check becomes a try meanwhile.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -75,8 +78,9 @@ class LazyChecks:
         self.isolate = (engine_factory is None and getattr(backend, "fake_node", None) is None
                         if isolate is None else isolate)
         self._build_lock = threading.Lock()  # one build at a time; callers during it wait for it
-        self._state_lock = threading.Lock()  # guards _unavailable and tries_failed
+        self._state_lock = threading.Lock()  # guards _unavailable, _claimed and tries_failed
         self._unavailable: Unavailable | None = None
+        self._claimed = False  # a try claimed (claim_try) has not answered yet
         self.tries_failed = 0  # tries that found the checks unavailable, since the start
         # told (in the thread that found it) when the checks run again after being unavailable
         self.on_available: Callable[[], None] | None = None
@@ -125,47 +129,80 @@ class LazyChecks:
             return u.reason
         return None
 
+    def refuse(self) -> None:
+        """Raise ChecksUnavailable (the reason) when ``refusal`` says a check may not run now."""
+        reason = self.refusal()
+        if reason is not None:
+            u = self._unavailable
+            raise ChecksUnavailable(reason, u is not None and u.permanent)
+
     def retry_due(self) -> bool:
         """Unavailable, transiently, and the back-off has passed: the next check is the retry."""
         return self._unavailable is not None and self.refusal() is None
 
+    def claim_try(self) -> None:
+        """A check is to start: while the checks are unavailable it is the try, claimed here under
+        the state lock with the next back-off set now, as if it failed (an outcome clears it). So
+        a try whose process dies, runs past its limit or answers an error doubles the back-off
+        like a failure, and checks asked for meanwhile are refused rather than tried too. Raises
+        ChecksUnavailable (the reason) while the back-off has not passed or the reason is permanent."""
+        now = self._clock()
+        with self._state_lock:
+            u = self._unavailable
+            if u is None:
+                return
+            if u.retry_wall is None or now < u.retry_wall:
+                raise ChecksUnavailable(u.reason, u.retry_wall is None)
+            failures = u.failures + 1
+            retry = now + retry_delay(failures, self.settings.periodic_interval_seconds)
+            self._unavailable = dataclasses.replace(u, failures=failures, retry_wall=retry)
+            self._claimed = True
+        log.debug("event=sdc_checks_retry failures_before=%d next_retry_in_seconds=%.0f", failures - 1, retry - now)
+
     def found_unavailable(self, reason: str, permanent: bool = False) -> None:
         """A try found the checks unavailable (the build here, or a check's process that could build
         no engine): requests are refused with ``reason`` until the next try, ``retry_delay`` from
-        now, or for good when ``permanent``. The first failure of a spell is logged, later ones
-        are counted (``tries_failed``)."""
+        now (from when the try was claimed, for a claimed one), or for good when ``permanent``.
+        The first failure of a spell is logged, later ones are counted (``tries_failed``)."""
         now = self._clock()
         with self._state_lock:
             self.tries_failed += 1
             was = self._unavailable
-            if was is not None and (was.retry_wall is None or now < was.retry_wall):
-                # permanent already, or a try begun before the last failure was recorded (two
-                # checks at once): counted; the back-off stands
-                return
-            failures = 1 if was is None else was.failures + 1
-            retry = None if permanent else now + retry_delay(failures, self.settings.periodic_interval_seconds)
-            self._unavailable = Unavailable(reason, permanent, now if was is None else was.since_wall,
-                                            failures, retry)
+            claimed, self._claimed = self._claimed, False
+            if was is None:
+                since, failures, retry = now, 1, now + retry_delay(1, self.settings.periodic_interval_seconds)
+            elif was.retry_wall is None:
+                return  # permanent already
+            elif claimed or now < was.retry_wall:
+                # a claimed try (counted and its back-off set when it started), or a check begun
+                # before the last failure was recorded (two at once): the back-off stands
+                since, failures, retry = was.since_wall, was.failures, was.retry_wall
+            else:
+                since, failures = was.since_wall, was.failures + 1
+                retry = now + retry_delay(failures, self.settings.periodic_interval_seconds)
+            self._unavailable = Unavailable(reason, permanent, since, failures, None if permanent else retry)
         if was is None or permanent:
             kind = "permanent" if permanent else "transient"
-            then = ("never tried again until the daemon restarts" if retry is None else
+            then = ("never tried again until the daemon restarts" if permanent else
                     f"tried again from {retry - now:.0f} s on, the wait doubling while it fails")
             log.warning("event=sdc_checks_unavailable kind=%s reason=%r failures=%d (logged once; %s; later "
                         "failures are counted)", kind, reason, failures, then)
         else:
             log.debug("event=sdc_checks_still_unavailable reason=%r failures=%d retry_in_seconds=%.0f",
-                      reason, failures, (retry or now) - now)
+                      reason, failures, retry - now)
 
     def available_again(self) -> None:
         """A try after a transient failure ran: the checks are available again (logged once)."""
         now = self._clock()
         with self._state_lock:
             was = self._unavailable
+            claimed, self._claimed = self._claimed, False
             if was is None or was.retry_wall is None:
                 return
             self._unavailable = None
+        failed = was.failures - (1 if claimed else 0)  # the try that ran was counted when it was claimed
         log.info("event=sdc_checks_available_again failures=%d unavailable_seconds=%.0f reason_was=%r",
-                 was.failures, now - was.since_wall, was.reason)
+                 failed, now - was.since_wall, was.reason)
         if self.on_available is not None:
             self.on_available()
 
@@ -184,6 +221,7 @@ class LazyChecks:
                                                        {"kind": self._backend.name, "scenario": scenario})
             self.children.on_outcome = self.available_again  # a child that answers proves the checks run
             self.children.on_unavailable = self.found_unavailable
+            self.children.on_start = self.claim_try  # a check's process while unavailable is the try
         else:
             from rasd.sdc.engines import engines_for_backend
             from rasd.sdc.validation import Validator
@@ -203,10 +241,10 @@ class LazyChecks:
         if validator is not None and self._unavailable is None:
             return validator
         with self._build_lock:
-            refusal = self.refusal()
-            if refusal is not None:
-                u = self._unavailable
-                raise ChecksUnavailable(refusal, u is not None and u.retry_wall is None)
+            if self.validator is not None or self.isolate:
+                self.refuse()  # on real GPUs the check's process is the try, claimed as it starts
+            else:
+                self.claim_try()  # the build is the try (no-op the first time)
             if self.validator is None:
                 try:
                     self._build_checks()
@@ -216,7 +254,6 @@ class LazyChecks:
                     raise ChecksUnavailable(reason, permanent) from None
                 if not self.isolate:
                     self.available_again()  # built here: the engines are the proof (no-op the first time)
-            # on real GPUs the checks run in a child: the check asked for is the try
             assert self.validator is not None
             return self.validator
 

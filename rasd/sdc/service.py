@@ -6,8 +6,9 @@ socket's threads only start or look at jobs); per-GPU locks keep two checks off 
 The checks are loaded and built at the first check that is to run, never at start
 (``rasd.sdc.lazy``); until then the service answers from its history, its state and
 ``rasd.sdc.probe``. Checks found unavailable for a transient reason are tried again after a
-growing back-off (``rasd.sdc.retry``): by the periodic poll once it has passed, or at once by an
-accusation or a validate request that comes after it.
+growing back-off (``rasd.sdc.retry``): by the periodic poll once it has passed, or by the check
+of an accusation or a validate request that comes after it, whichever starts first (the others
+are refused until that try answers).
 """
 
 from __future__ import annotations
@@ -104,14 +105,6 @@ class SdcService:
     def unavailable(self) -> str | None:
         """Why the checks cannot run on this node (None: they can, or none has failed yet)."""
         return self._checks.unavailable
-
-    def _refuse_unless_retry_due(self) -> None:
-        """Refuse a request while the checks are unavailable and the back-off has not passed (or
-        the reason is permanent); past it, the request's own check is the retry."""
-        reason = self._checks.refusal()
-        if reason is not None:
-            u = self._checks.status()
-            raise ChecksUnavailable(reason, u is not None and u.permanent)
 
     @property
     def validator(self) -> Checks | None:
@@ -315,13 +308,10 @@ class SdcService:
 
     def accuse(self, gpu: int, reason: str) -> dict[str, Any]:
         """Open the accusation and answer at once; the checks are built and run in the job.
-        While the checks are unavailable the answer is the reason, and once the back-off has
-        passed the checks are tried again at once (the idle GPUs' quick check)."""
-        u = self._checks.status()
-        if u is not None:
-            if self._checks.retry_due():
-                self._run_due(self.clock())
-            raise ChecksUnavailable(u.reason, u.permanent)
+        While the checks are unavailable and the back-off has not passed (or the reason is
+        permanent) the answer is the reason; past it the accusation opens and its check is the
+        try (if that fails, it stays open, its GPU suspect, until the checks run again)."""
+        self._checks.refuse()
         known = self._checks.known_gpus()
         if gpu not in known:
             raise ValueError(f"no GPU {gpu} on this node; choose one of {known}")
@@ -356,7 +346,7 @@ class SdcService:
         # Checked without building the checks: on real GPUs the build (CuPy, a CUDA context per
         # device) can outlast the client's request timeout, so it runs in the job (the retry, once
         # an unavailability's back-off has passed).
-        self._refuse_unless_retry_due()
+        self._checks.refuse()
         gpus = req.get("gpus", "all")
         known = self._checks.known_gpus()
         targets = known if gpus == "all" else gpus

@@ -25,7 +25,7 @@ class Unavailable:
     reason: str  # one line for people (the engine's or the driver's words)
     permanent: bool  # no engine can exist in this installation: never tried again until a restart
     since_wall: float  # Unix time of the first failure in this spell
-    failures: int  # failed tries in a row
+    failures: int  # failed tries in a row (a try counts from when it starts until it answers)
     retry_wall: float | None  # Unix time from which the next check is a retry; None when permanent
 
 

@@ -4,9 +4,12 @@ and when the next try is."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -20,7 +23,7 @@ from rasd.model import FaultKind, NodeIdentity
 from rasd.sdc.engines import EngineUnavailable, engines_for_backend
 from rasd.sdc.isolated import ChildValidator
 from rasd.sdc.probe import CUPY_MISSING
-from rasd.sdc.retry import FIRST_RETRY_SECONDS, MAX_RETRY_SECONDS, retry_delay
+from rasd.sdc.retry import FIRST_RETRY_SECONDS, MAX_RETRY_SECONDS, is_permanent, retry_delay
 from rasd.sdc.service import SdcService
 from rasd.sdc.settings import SdcSettings
 from rasd.snapshot import Snapshot
@@ -145,7 +148,7 @@ def test_a_child_reporting_unavailable_once_then_the_next_periodic_check_after_t
 
 
 PERMANENT: dict[str, Callable[[], Exception]] = {
-    "no-numpy": lambda: ModuleNotFoundError("No module named 'numpy'"),
+    "no-numpy": lambda: ModuleNotFoundError("No module named 'numpy'", name="numpy"),
     "no-cupy": lambda: EngineUnavailable(CUPY_MISSING, permanent=True),  # CuPy's import failed in the engine
 }
 
@@ -221,7 +224,7 @@ def test_the_state_and_the_metrics_say_why_and_when_the_next_try_is(make) -> Non
     assert svc.handlers()["sdc_status"]({})["available"] is True
 
 
-def test_an_accusation_answers_with_the_reason_and_retries_at_once_once_the_back_off_passed(make) -> None:
+def test_an_accusation_answers_with_the_reason_within_the_back_off_and_opens_past_it(make) -> None:
     # periodic checks off: only the accusation can start the retry
     factory = FlakyFactory(CUDARuntimeError("cudaErrorDevicesUnavailable: all CUDA-capable devices are busy"))
     svc, clock, events = make(factory, settings=settings(periodic=False))
@@ -233,13 +236,12 @@ def test_an_accusation_answers_with_the_reason_and_retries_at_once_once_the_back
         svc.accuse(0, "loss spike at step 1200")  # within the back-off: the reason, nothing tried
     assert factory.calls == 1 and len(svc._threads) == threads
     clock.advance(FIRST_RETRY_SECONDS)
-    with pytest.raises(ValueError, match="cudaErrorDevicesUnavailable"):
-        svc.accuse(0, "loss spike at step 1300")  # still the reason, but the checks are tried at once
-    assert eventually(lambda: svc.unavailable is None, 30.0)
-    assert factory.calls == 2
-    assert [e.details["verdict"] for e in events if e.kind is FaultKind.SDC] == []  # no accusation was opened
-    reply = svc.accuse(0, "loss spike at step 1400")  # now it is taken
+    reply = svc.accuse(0, "loss spike at step 1300")  # past it: opened, and its check is the try
     assert reply["verdict"] == "suspect"
+    assert eventually(lambda: svc._jobs[reply["job"]].done, 60.0)
+    assert factory.calls == 2 and svc.unavailable is None
+    assert [e.details["verdict"] for e in events if e.kind is FaultKind.SDC] == ["suspect", "cleared"]
+    assert 0 not in svc.state().suspects
 
 
 def test_an_accusation_stalled_by_unavailable_checks_gets_its_check_when_they_run_again(make) -> None:
@@ -271,10 +273,12 @@ def test_a_real_gpu_node_without_cupy_is_unavailable_for_good_from_the_start(tmp
 
 def test_a_check_process_without_numpy_makes_the_checks_unavailable_for_good(
         make, spawned: list, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    broken = tmp_path / "site" / "numpy"
-    broken.mkdir(parents=True)
-    (broken / "__init__.py").write_text('raise ImportError("numpy cannot be imported here")\n')
-    monkeypatch.setenv("PYTHONPATH", f"{broken.parent}{os.pathsep}{os.environ['PYTHONPATH']}")
+    site = tmp_path / "site"
+    site.mkdir()
+    # NumPy not there at all: Python's own way to make a module absent (its import raises
+    # ModuleNotFoundError naming it, as on a machine without it)
+    (site / "sitecustomize.py").write_text('import sys\nsys.modules["numpy"] = None\n')
+    monkeypatch.setenv("PYTHONPATH", f"{site}{os.pathsep}{os.environ['PYTHONPATH']}")
     svc, clock, _ = make(isolate=True)
     for _ in range(3):
         poll(svc, clock)
@@ -282,4 +286,71 @@ def test_a_check_process_without_numpy_makes_the_checks_unavailable_for_good(
     assert len(spawned) == 1  # one child said so; no later poll starts another
     u = svc.state().unavailable
     assert u is not None and u.permanent and u.retry_wall is None
-    assert u.reason == "ImportError: numpy cannot be imported here"
+    assert u.reason.startswith("ModuleNotFoundError: ") and "numpy" in u.reason
+
+
+def test_a_check_process_whose_numpy_fails_to_load_is_tried_again(
+        make, spawned: list, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    broken = tmp_path / "site" / "numpy"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise ImportError("libopenblas.so.0: cannot open shared object file")\n')
+    monkeypatch.setenv("PYTHONPATH", f"{broken.parent}{os.pathsep}{os.environ['PYTHONPATH']}")
+    svc, clock, _ = make(isolate=True)
+    poll(svc, clock)
+    u = svc.state().unavailable
+    assert u is not None and not u.permanent and u.retry_wall == clock() + FIRST_RETRY_SECONDS
+    assert u.reason == "ImportError: libopenblas.so.0: cannot open shared object file"
+    clock.advance(FIRST_RETRY_SECONDS)
+    poll(svc, clock)
+    assert len(spawned) == 2  # installed, failing to load: tried again after the back-off
+
+
+CUPY_IMPORT = """
+import json
+from rasd.sdc.engines import EngineUnavailable
+from rasd.sdc.engines_cupy import cupy_engines
+from rasd.sdc.retry import is_permanent
+try:
+    cupy_engines({0: "00000000:01:00.0"})
+except EngineUnavailable as e:
+    print(json.dumps([str(e), is_permanent(e)]))
+"""
+
+
+def cupy_import(site: Path) -> tuple[str, bool]:
+    """What building CuPy engines says in a process with ``site`` first on its path."""
+    env = dict(os.environ, PYTHONPATH=f"{site}{os.pathsep}{os.environ['PYTHONPATH']}")
+    out = subprocess.run([sys.executable, "-c", CUPY_IMPORT], env=env, capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    reason, permanent = json.loads(out)
+    return reason, permanent
+
+
+def test_cupy_installed_but_unable_to_load_a_cuda_library_is_transient_and_says_why(tmp_path: Path) -> None:
+    cupy = tmp_path / "cupy"
+    cupy.mkdir()
+    error = "CuPy failed to load libcuda.so.1: cannot open shared object file: No such file or directory"
+    (cupy / "__init__.py").write_text(f"raise ImportError({error!r})\n")
+    reason, permanent = cupy_import(tmp_path)
+    assert reason == f"CuPy could not be loaded: {error}"
+    assert not permanent
+
+
+def test_cupy_not_installed_is_permanent(tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text('import sys\nsys.modules["cupy"] = None\n')
+    assert cupy_import(tmp_path) == (CUPY_MISSING, True)
+
+
+def test_only_an_engine_library_not_found_is_permanent() -> None:
+    assert is_permanent(ModuleNotFoundError("No module named 'cupy'", name="cupy"))
+    assert is_permanent(ModuleNotFoundError("No module named 'numpy'", name="numpy"))
+    # a module CuPy needs, or a library it loads: installed, broken for now
+    assert not is_permanent(ModuleNotFoundError("No module named 'fastrlock'", name="fastrlock"))
+    assert not is_permanent(ImportError("libcublas.so.12: cannot open shared object file"))
+    try:
+        try:
+            raise ModuleNotFoundError("No module named 'cupy'", name="cupy")
+        except ImportError as e:
+            raise EngineUnavailable("no engine") from e
+    except EngineUnavailable as e:
+        assert is_permanent(e)  # raised from it
