@@ -370,8 +370,9 @@ class Daemon:
             log.error("event=reload_rejected path=%s action=kept_previous_config", self.config_path)
             return
         new = replace(new, daemon=replace(new.daemon, **self._overrides))
-        later = _restart_only(self.cfg, new)
-        new = _as_running(self.cfg, new)  # what runs: the keys applied, the others as they were
+        running = _as_running(self.cfg, new)  # the keys applied, the others as they were
+        later = _differences(new, running)  # what waits for a restart
+        new = running
         t = new.telemetry
         for p in self.pollers:
             p.interval = t.health_interval_seconds
@@ -484,9 +485,12 @@ def _overrides(cfg: Config, config_path: str | None) -> dict[str, Any]:
 
 
 def _as_running(old: Config, new: Config) -> Config:
-    """``new`` with the settings a reload cannot apply kept as the daemon runs on them: the
-    services are handed this, and a later reload compares with it (and says again what still
-    waits for a restart)."""
+    """``new`` with the settings a reload cannot apply kept as the daemon runs on them (the
+    daemon is built on them): the listen address, state and control socket, the power reads'
+    rate and kind, every [actions] key (the actuator's enforce must stay the scheduler gate's,
+    read at start), every [ladder] key (its windows shaped the history it holds), the
+    scheduler's kind and node. The services are handed this, and a later reload compares with
+    it (and says again what still waits for a restart)."""
     return replace(
         new,
         daemon=replace(new.daemon, **{k: getattr(old.daemon, k) for k in _DAEMON_AT_START}),
@@ -497,17 +501,12 @@ def _as_running(old: Config, new: Config) -> Config:
     )
 
 
-def _restart_only(old: Config, new: Config) -> list[str]:
-    """The changed settings a reload cannot apply (the daemon is built on them): the listen
-    address, state and control socket, the power reads' rate and kind, every [actions] key (the
-    actuator's enforce must stay the scheduler gate's, which is read at start), every [ladder]
-    key (its windows shaped the history it holds), the scheduler's kind and node."""
-    d, n = old.daemon, new.daemon
-    t, u = old.telemetry, new.telemetry
-    keys = [f"daemon.{k}" for k in _DAEMON_AT_START if getattr(d, k) != getattr(n, k)]
-    keys += [f"telemetry.{k}" for k in _TELEMETRY_AT_START if getattr(t, k) != getattr(u, k)]
-    for section in ("actions", "ladder"):  # read at start, every key of them
-        o, w = getattr(old, section), getattr(new, section)
-        keys += [f"{section}.{f.name}" for f in fields(o) if getattr(o, f.name) != getattr(w, f.name)]
-    keys += [f"scheduler.{k}" for k in ("kind", "node_name") if getattr(old.scheduler, k) != getattr(new.scheduler, k)]
-    return keys
+def _differences(new: Config, running: Config) -> list[str]:
+    """``section.key`` for each setting of ``new`` that the daemon does not run on (``running``
+    keeps those a reload cannot apply: ``_as_running``)."""
+    out = []
+    for section in fields(new):
+        a, b = getattr(new, section.name), getattr(running, section.name)
+        if a != b:
+            out += [f"{section.name}.{f.name}" for f in fields(a) if getattr(a, f.name) != getattr(b, f.name)]
+    return out

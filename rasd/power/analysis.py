@@ -26,6 +26,7 @@ from rasd.power.metrics import (
     WindowAnalysis as WindowAnalysis,
     achieved_rate as achieved_rate,
     analysable as analysable,
+    assemble as assemble,
     reporting as reporting,
     with_rate as with_rate,
 )
@@ -237,30 +238,12 @@ def analyze_window(
     afresh). Which GPUs have metrics, and so which are summed into the node, is decided on this
     window either way.
     """
-    gpus: dict[int, SeriesMetrics] = {}
-    clean: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for gpu in sorted(series):
-        t, w = _dedup(*series[gpu])
-        clean[gpu] = (t, w)
-        if not analysable(t):
-            continue
-        m = reuse.get(gpu) if reuse is not None else None
-        if m is None:
-            m = analyze_series(t, w, band, min_amplitude_watts=min_amplitude_watts)
-        if m is not None:
-            gpus[gpu] = m
-    live = reporting({g: clean[g] for g in gpus})
-    # The GPUs found reporting are the node: summed as they are (node_sum would ask again which
-    # report, and a stopped GPU's long update interval can make the two answers differ).
-    total = summed({g: clean[g] for g in live})
-    node = None
-    if total is not None:
-        node = analyze_series(total[0], total[1], band, min_amplitude_watts=min_amplitude_watts, uniform=True)
-        if node is not None:
-            # The grid inherits the GPUs' rate; report the slowest GPU's, which bounds what is seen.
-            rate = min(achieved_rate(clean[g][0]) for g in live)
-            node = with_rate(node, rate)
-    return WindowAnalysis(gpus=gpus, node=node, node_series=total, node_gpus=tuple(live) if node else ())
+    clean = {gpu: _dedup(*series[gpu]) for gpu in series}
+    return assemble(
+        clean, reuse,
+        lambda t, w, uniform: analyze_series(t, w, band, min_amplitude_watts=min_amplitude_watts, uniform=uniform),
+        summed,
+    )
 
 
 def amplitude_spectrum(t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ these results, and these rules take either kind of series.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Mapping, Union
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, TypeVar, Union
 
 if TYPE_CHECKING:
     from array import array
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     Floats = Union["array[float]", np.ndarray]  # a series of seconds or watts, oldest first
+
+S = TypeVar("S", bound="Floats")  # one kind of series throughout: array('d') live, NumPy offline
 
 # Swing is peak-to-peak between these percentiles, so one noisy reading cannot set it.
 PEAK_PERCENTILE = 99.0
@@ -110,3 +112,39 @@ def with_rate(m: SeriesMetrics, rate: float) -> SeriesMetrics:
     """``m`` with the update rate of the GPUs summed into it (the slowest bounds what is seen)."""
     nyq = rate / 2.0
     return replace(m, sample_rate_hz=rate, nyquist_hz=nyq, band_beyond_nyquist=m.band_high_hz > nyq)
+
+
+def assemble(
+    series: Mapping[int, tuple[S, S]],
+    reuse: Mapping[int, SeriesMetrics] | None,
+    analyze: Callable[[S, S, bool], Optional[SeriesMetrics]],
+    total: Callable[[Mapping[int, tuple[S, S]]], Optional[tuple[S, S]]],
+) -> WindowAnalysis:
+    """A window's analysis from its GPUs' series (sorted, no repeated times): each GPU's figures
+    (``reuse``'s where it has them), the GPUs still reporting, and the node, their sum.
+
+    The NumPy analysis and the daemon's C kernel share these rules and bring the two steps:
+    ``analyze(t, w, uniform)`` one series's figures (None: too few updates), ``total(series)``
+    the given GPUs, every one of them, summed on a common grid (None: they overlap too little).
+    The GPUs found reporting are the node, summed as they are: asking again which of them
+    report could leave one out (a stopped GPU's long update interval widens the slack).
+    """
+    gpus: dict[int, SeriesMetrics] = {}
+    for gpu in sorted(series):
+        t, w = series[gpu]
+        if not analysable(t):
+            continue
+        m = reuse.get(gpu) if reuse is not None else None
+        if m is None:
+            m = analyze(t, w, False)
+        if m is not None:
+            gpus[gpu] = m
+    live = reporting({g: series[g] for g in gpus})
+    summed = total({g: series[g] for g in live}) if live else None
+    node = None
+    if summed is not None:
+        node = analyze(summed[0], summed[1], True)
+        if node is not None:
+            # The grid inherits the GPUs' rate; report the slowest GPU's, which bounds what is seen.
+            node = with_rate(node, min(achieved_rate(series[g][0]) for g in live))
+    return WindowAnalysis(gpus=gpus, node=node, node_series=summed, node_gpus=tuple(live) if node else ())

@@ -15,7 +15,7 @@ from array import array
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from rasd.power import kernel
-from rasd.power.metrics import SeriesMetrics, WindowAnalysis, achieved_rate, analysable, reporting, with_rate
+from rasd.power.metrics import SeriesMetrics, WindowAnalysis, assemble, reporting
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,25 +38,11 @@ def analyze_window(
 
         # (The node sum stays in NumPy: what reads it takes either kind.)
         return analysis.analyze_window(_numpy(series), band, min_amplitude_watts=min_amplitude_watts, reuse=reuse)
-    gpus: dict[int, SeriesMetrics] = {}
-    for gpu in sorted(series):
-        t, w = series[gpu]
-        if not analysable(t):
-            continue
-        m = reuse.get(gpu) if reuse is not None else None
-        if m is None:
-            m = k.analyze(t, w, band, min_amplitude_watts)
-        if m is not None:
-            gpus[gpu] = m
-    live = reporting({g: series[g] for g in gpus})
-    summed = k.node_sum([series[g] for g in live]) if live else None
-    node = None
-    if summed is not None:
-        node = k.analyze(summed[0], summed[1], band, min_amplitude_watts, uniform=True)
-        if node is not None:
-            # The grid inherits the GPUs' rate; report the slowest GPU's, which bounds what is seen.
-            node = with_rate(node, min(achieved_rate(series[g][0]) for g in live))
-    return WindowAnalysis(gpus=gpus, node=node, node_series=summed, node_gpus=tuple(live) if node else ())
+    return assemble(
+        series, reuse,
+        lambda t, w, uniform: k.analyze(t, w, band, min_amplitude_watts, uniform),
+        lambda live: k.node_sum(list(live.values())),
+    )
 
 
 def node_sum(series: Window) -> Series | None:
